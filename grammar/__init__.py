@@ -1,0 +1,1 @@
+"""The statement grammar (streamsql.lark), shipped as package data."""

@@ -1,0 +1,1 @@
+"""streamsql.runtime: topology, tasks, operators, time and windows, and the log backends."""

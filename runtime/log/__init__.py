@@ -1,0 +1,1 @@
+"""The Log seam and its backends (see ``base``)."""

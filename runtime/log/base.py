@@ -1,0 +1,170 @@
+"""The Log seam: partitioned topics, produce, fetch, group offsets.
+
+Everything the engine knows about topics goes through this interface; backends are the
+embedded log (segment files on local disk, one process) and, later, Kafka (aiokafka). Engine
+code never imports a backend's client library.
+
+Records move in columnar batches (``RecordBatch``: parallel lists for one topic-partition) so
+the hot path iterates plain lists instead of allocating an object per record.
+"""
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+class TopicExistsError(Exception):
+    """create_topic on a name that exists."""
+
+
+class UnknownTopicError(Exception):
+    """An operation on a topic that does not exist."""
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic's name, partition count, replication factor and config
+    (``cleanup.policy`` etc.)."""
+
+    name: str
+    partitions: int
+    replicas: int = 1
+    config: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """Records of one topic-partition, columnar. ``headers`` is None when no record in the
+    batch has headers."""
+
+    topic: str
+    partition: int
+    offsets: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    headers: list[Headers] | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.offsets[-1] + 1 if self.offsets else None
+
+
+@dataclass(slots=True)
+class ProducerRecord:
+    """A record to produce. ``partition`` None lets the partitioner choose (murmur2 of the key,
+    as Kafka's default partitioner does; round robin for a null key)."""
+
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    headers: Headers = ()
+    partition: int | None = None
+
+
+class Consumer(ABC):
+    """A group member reading its assigned partitions from the group's committed offsets."""
+
+    @abstractmethod
+    async def poll(self, max_records: int = 10000, timeout: float = 0.5) -> list[RecordBatch]:
+        """Batches available now, waiting up to ``timeout`` seconds for the first record."""
+
+    @abstractmethod
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the next offsets to read, per (topic, partition)."""
+
+    @abstractmethod
+    def assignment(self) -> set[tuple[str, int]]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Log(ABC):
+    """A backend of partitioned, append-only topics."""
+
+    @abstractmethod
+    async def create_topic(self, name: str, partitions: int = 1, replicas: int = 1,
+                           config: dict[str, str] | None = None) -> TopicInfo:
+        """Create a topic; raises TopicExistsError if it exists."""
+
+    @abstractmethod
+    async def delete_topic(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def list_topics(self) -> dict[str, TopicInfo]: ...
+
+    async def describe_topic(self, name: str) -> TopicInfo | None:
+        return (await self.list_topics()).get(name)
+
+    @abstractmethod
+    async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
+        """Append records; returns (partition, offset) for each, once durable as configured."""
+
+    @abstractmethod
+    async def fetch(self, topic: str, partition: int, offset: int,
+                    max_records: int = 10000) -> RecordBatch:
+        """Records from ``offset`` on (fewer, or none, at the end of the partition)."""
+
+    @abstractmethod
+    async def end_offsets(self, topic: str) -> list[int]:
+        """Per partition: the offset the next record will get."""
+
+    @abstractmethod
+    async def begin_offsets(self, topic: str) -> list[int]: ...
+
+    @abstractmethod
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed next-offsets for a topic, by partition."""
+
+    @abstractmethod
+    def consumer(self, group: str, topics: Iterable[str]) -> Consumer:
+        """A group consumer over ``topics``."""
+
+    async def close(self) -> None:
+        return None
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (as its Java client computes it), as a signed 32-bit int."""
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    length4 = length // 4
+    for i in range(length4):
+        i4 = i * 4
+        k = (data[i4] & 0xFF) | ((data[i4 + 1] & 0xFF) << 8) | ((data[i4 + 2] & 0xFF) << 16) | ((data[i4 + 3] & 0xFF) << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    extra = length % 4
+    index = length & ~3
+    if extra == 3:
+        h ^= (data[index + 2] & 0xFF) << 16
+    if extra >= 2:
+        h ^= (data[index + 1] & 0xFF) << 8
+    if extra >= 1:
+        h ^= data[index] & 0xFF
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def default_partition(key: bytes | None, partitions: int, counter: "itertools.count[int]") -> int:
+    """Kafka's default partitioner: murmur2 of the key bytes; round robin for null keys."""
+    if key is None:
+        return next(counter) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,0 +1,1 @@
+"""streamsql.server: REST API, command topic, cluster membership, pull-query routing."""

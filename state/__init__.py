@@ -1,0 +1,1 @@
+"""streamsql.state: RocksDB state stores, changelog topics, restore and checkpoints."""

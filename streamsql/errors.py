@@ -1,0 +1,38 @@
+"""Exceptions users see. Their messages follow ksqlDB's wording, because error messages are
+part of the interface (QTT cases and clients compare them)."""
+from __future__ import annotations
+
+
+class StreamSqlError(Exception):
+    """Base of all errors raised to users."""
+
+
+class ParseError(StreamSqlError):
+    """Bad SQL text. Carries the 1-based line and column of the offending token, the token
+    itself and what the grammar expected there."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None,
+                 token: str | None = None, expected: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.token = token
+        self.expected = expected
+
+
+class KsqlException(StreamSqlError):
+    """A statement is invalid for a reason other than syntax (ksqlDB's KsqlException)."""
+
+
+class KsqlStatementException(KsqlException):
+    """A statement failed validation; ``statement`` is its text (ksqlDB's
+    KsqlStatementException)."""
+
+    def __init__(self, message: str, statement: str = "") -> None:
+        super().__init__(message)
+        self.statement = statement
+
+
+class FunctionError(StreamSqlError):
+    """A scalar function failed on a record: the record's column becomes NULL and the reason
+    goes to the processing log."""

@@ -1,0 +1,1 @@
+"""The Format seam (see ``base``) and the built-in formats."""

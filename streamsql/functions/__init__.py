@@ -1,0 +1,30 @@
+"""ksqlDB's function library: scalar functions (UDF), table functions (UDTF) and, later,
+aggregates (UDAF), all in one registry that both the analyzer and DESCRIBE FUNCTION read.
+
+Each submodule holds one family of functions; ``default_registry()`` collects them all.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from streamsql.functions.registry import FunctionRegistry
+
+# One module per family; each declares its functions with @udf / @udtf.
+MODULES = (
+    "string", "math", "datetime", "collections", "json", "url", "lambdas", "structs",
+    "conditional", "bytes", "table",
+)
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> FunctionRegistry:
+    """The registry of all built-in functions (built once; it is read-only afterwards)."""
+    modules = []
+    for name in MODULES:
+        try:
+            modules.append(importlib.import_module(f"streamsql.functions.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"streamsql.functions.{name}":
+                raise
+    return FunctionRegistry.from_modules(modules)

@@ -1,0 +1,1 @@
+"""Test runners: ksql-test-runner compatible and QTT case files."""
