@@ -67,6 +67,8 @@ class Format(ABC):
     name: str = ""
     # Whether an unwrapped single value is the default (JSON/AVRO/...: wrapped).
     supports_wrapping: bool = True
+    # Whether columns can be read from a schema registry when a CREATE declares none.
+    supports_inference: bool = False
 
     @abstractmethod
     def validate(self, columns: Sequence[Column], options: FormatOptions, is_key: bool) -> None:

@@ -1,0 +1,532 @@
+"""The analyzer: validates statements against the catalog and produces typed plans.
+
+- ``analyze_create_source`` turns CREATE STREAM/TABLE into a ``DataSource``.
+- ``analyze_query`` turns a SELECT into a ``QueryPlan``: the source, the filter, the key and
+  value columns of the result (names resolved as ksqlDB names them), PARTITION BY, table
+  functions, and the result's ``LogicalSchema``.
+- ``sink_source`` derives the sink of CREATE ... AS SELECT from a plan and WITH properties.
+
+Messages follow ksqlDB's wording; the QTT ``expectedException`` cases check them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from streamsql import ast
+from streamsql import expressions as e
+from streamsql import types as t
+from streamsql.catalog import Catalog, DataSource, FormatInfo, WindowInfo
+from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
+from streamsql.errors import KsqlException, KsqlStatementException
+from streamsql.formats.base import FormatOptions
+from streamsql.functions.registry import FunctionRegistry
+from streamsql.schema import (PSEUDO_COLUMNS, RESERVED_COLUMN_NAMES, WINDOW_BOUNDS, Column,
+                              LogicalSchema)
+from streamsql.types import ArrayType, BaseType, MapType, SqlType, StructType
+
+SOURCE_PROPERTIES = {
+    "KAFKA_TOPIC", "PARTITIONS", "REPLICAS", "KEY_FORMAT", "VALUE_FORMAT", "FORMAT",
+    "WRAP_SINGLE_VALUE", "VALUE_DELIMITER", "KEY_DELIMITER", "TIMESTAMP", "TIMESTAMP_FORMAT",
+    "WINDOW_TYPE", "WINDOW_SIZE", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME",
+    "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS", "SOURCE_CONNECTOR",
+}
+
+
+# ======================================================================== CREATE STREAM/TABLE
+def resolve_type(type_: SqlType, catalog: Catalog) -> SqlType:
+    """Replace custom type names (CREATE TYPE) inside ``type_``."""
+    name = getattr(type_, "name", None)
+    if name is not None and not isinstance(type_, t.Field):
+        found = catalog.types.get(name) or catalog.types.get(name.upper())
+        if found is None:
+            raise KsqlStatementException(f"Cannot resolve unknown type: {name}")
+        return found
+    if isinstance(type_, ArrayType):
+        return ArrayType(resolve_type(type_.item, catalog))
+    if isinstance(type_, MapType):
+        return MapType(resolve_type(type_.key, catalog), resolve_type(type_.value, catalog))
+    if isinstance(type_, StructType):
+        return StructType(tuple(t.Field(f.name, resolve_type(f.type, catalog)) for f in type_.fields))
+    return type_
+
+
+def _format_options(props: ast.Properties, which: str, fmt: str, single_column: bool) -> FormatOptions:
+    wrap = props.get("WRAP_SINGLE_VALUE") if which == "VALUE" else None
+    if isinstance(wrap, str):
+        wrap = wrap.strip().lower() == "true"
+    delim = props.get(f"{which}_DELIMITER")
+    delimiter = ","
+    if delim is not None:
+        delimiter = _delimiter(str(delim), which)
+    schema_id = props.get(f"{which}_SCHEMA_ID")
+    full_name = props.get(f"{which}_SCHEMA_FULL_NAME")
+    if which == "VALUE" and full_name is None:
+        full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME")
+    return FormatOptions(wrap_single_value=wrap, delimiter=delimiter,
+                         schema_name=full_name, schema_id=int(schema_id) if schema_id is not None else None)
+
+
+def _delimiter(value: str, which: str) -> str:
+    special = {"TAB": "\t", "SPACE": " "}
+    if value.upper() in special:
+        return special[value.upper()]
+    if value == "":
+        raise KsqlException(
+            f"Failed to prepare statement: Configuration {which}_DELIMITER is invalid: Delimiter cannot be empty, "
+            "if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'"
+            "\nExample valid value: ';'")
+    if len(value) != 1:
+        raise KsqlException(
+            f"Failed to prepare statement: Configuration {which}_DELIMITER is invalid: Invalid delimiter value: "
+            f"'{value}'. Delimiter must be a single character or TAB,SPACE\nExample valid value: ';'")
+    return value
+
+
+def formats_from_properties(props: ast.Properties, config: dict[str, Any],
+                            default_key: str | None = None,
+                            default_value: str | None = None) -> tuple[str, str]:
+    """Key and value format names from FORMAT / KEY_FORMAT / VALUE_FORMAT and defaults."""
+    fmt = props.get("FORMAT")
+    key_fmt = props.get("KEY_FORMAT")
+    value_fmt = props.get("VALUE_FORMAT")
+    if fmt is not None and (key_fmt is not None or value_fmt is not None):
+        raise KsqlException(
+            "Cannot supply both 'FORMAT' and 'KEY_FORMAT' or 'VALUE_FORMAT' properties, "
+            "as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use "
+            "'KEY_FORMAT' and 'VALUE_FORMAT'.")
+    if fmt is not None:
+        key_fmt = value_fmt = fmt
+    key_fmt = key_fmt or default_key or config.get("ksql.persistence.default.format.key") or "KAFKA"
+    value_fmt = value_fmt or default_value or config.get("ksql.persistence.default.format.value")
+    if value_fmt is None:
+        raise KsqlException(
+            "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a "
+            "default via the 'ksql.persistence.default.format.value' config.")
+    return str(key_fmt).upper(), str(value_fmt).upper()
+
+
+def check_properties(props: ast.Properties, allowed: set[str]) -> None:
+    unknown = [n for n in props.names() if n not in allowed]
+    if unknown:
+        raise KsqlException(f"Invalid config variable(s) in the WITH clause: {','.join(unknown)}")
+
+
+def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict[str, Any]) -> DataSource:
+    """Validate CREATE STREAM/TABLE and build its DataSource."""
+    from streamsql.formats.registry import get_format
+
+    props = stmt.properties
+    check_properties(props, SOURCE_PROPERTIES)
+    is_table = stmt.kind == "TABLE"
+    key_cols: list[Column] = []
+    value_cols: list[Column] = []
+    seen: set[str] = set()
+    for el in stmt.elements:
+        if el.name in RESERVED_COLUMN_NAMES:
+            raise KsqlStatementException(
+                f"'{el.name}' is a reserved column name. You cannot use it as a name for a column.")
+        if el.name in seen:
+            raise KsqlStatementException(f"Duplicate column names: {el.name}")
+        seen.add(el.name)
+        ty = resolve_type(el.type, catalog)
+        if el.constraint == "KEY":
+            if is_table:
+                raise KsqlStatementException(
+                    f"Column `{el.name}` is a 'KEY' column: please use 'PRIMARY KEY' for tables.\n"
+                    "Tables have PRIMARY KEYs, which are unique and NON NULL.\n"
+                    "Streams have KEYs, which have no uniqueness or NON NULL constraints.")
+            key_cols.append(Column(el.name, ty, "KEY"))
+        elif el.constraint == "PRIMARY KEY":
+            if not is_table:
+                raise KsqlStatementException(
+                    f"Column `{el.name}` is a 'PRIMARY KEY' column: please use 'KEY' for streams.\n"
+                    "Tables have PRIMARY KEYs, which are unique and NON NULL.\n"
+                    "Streams have KEYs, which have no uniqueness or NON NULL constraints.")
+            key_cols.append(Column(el.name, ty, "KEY"))
+        elif el.constraint in ("HEADERS", "HEADER"):
+            value_cols.append(Column(el.name, ty, el.constraint, el.header_key))
+        else:
+            value_cols.append(Column(el.name, ty, "VALUE"))
+    if is_table and not key_cols and stmt.elements:
+        raise KsqlStatementException("Tables require a PRIMARY KEY. Please define the PRIMARY KEY.")
+    if "KAFKA_TOPIC" not in props:
+        raise KsqlException("Missing required property \"KAFKA_TOPIC\" which has no default value.")
+    for which in ("KEY", "VALUE"):
+        if f"{which}_SCHEMA_ID" in props and (key_cols if which == "KEY" else value_cols):
+            raise KsqlStatementException(
+                f"Table elements and {which}_SCHEMA_ID cannot both exist for create statement.")
+    key_fmt, value_fmt = formats_from_properties(props, config)
+    schema = LogicalSchema(tuple(key_cols), tuple(value_cols))
+    key_info, value_info = _validated_formats(key_fmt, value_fmt, schema, props)
+    if not stmt.elements and not get_format(value_fmt).supports_inference:
+        raise KsqlStatementException(
+            f"The statement does not define any columns.")
+    ts_col = props.get("TIMESTAMP")
+    ts_fmt = props.get("TIMESTAMP_FORMAT")
+    if ts_col is not None:
+        ts_col = _timestamp_column(str(ts_col), schema, ts_fmt)
+    window = None
+    if props.get("WINDOW_TYPE") is not None:
+        kind = str(props.get("WINDOW_TYPE")).upper()
+        size = props.get("WINDOW_SIZE")
+        window = WindowInfo(kind, _parse_window_size(str(size)) if size is not None else None)
+    partitions = props.get("PARTITIONS")
+    replicas = props.get("REPLICAS")
+    return DataSource(
+        name=stmt.name, kind=stmt.kind, schema=schema, topic=str(props.get("KAFKA_TOPIC")),
+        key_format=key_info, value_format=value_info, sql=stmt.text, timestamp_column=ts_col,
+        timestamp_format=str(ts_fmt) if ts_fmt is not None else None, window=window,
+        is_source=stmt.is_source, partitions=int(partitions) if partitions is not None else 0,
+        replicas=int(replicas) if replicas is not None else 1)
+
+
+_UNIT_MS = {"MILLISECOND": 1, "SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+
+
+def _parse_window_size(text: str) -> int:
+    """WINDOW_SIZE='10 SECONDS' to milliseconds."""
+    parts = text.strip().split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        raise KsqlException(f"Invalid WINDOW_SIZE property : {text}")
+    unit = parts[1].upper().rstrip("S")
+    if unit not in _UNIT_MS:
+        raise KsqlException(f"Invalid WINDOW_SIZE property : {text}")
+    return int(parts[0]) * _UNIT_MS[unit]
+
+
+def _timestamp_column(name: str, schema: LogicalSchema, fmt: Any) -> str:
+    col_name = name.strip()
+    if col_name.startswith("`") and col_name.endswith("`"):
+        col_name = col_name[1:-1]
+    else:
+        col_name = col_name.upper()
+    col = schema.find(col_name)
+    if col is None:
+        raise KsqlException(f"The TIMESTAMP column set in the WITH clause does not exist in the schema: '{col_name}'")
+    ok = (col.type.base in (BaseType.BIGINT, BaseType.TIMESTAMP)) or (
+        col.type.base is BaseType.STRING and fmt is not None)
+    if col.type.base is BaseType.STRING and fmt is None:
+        raise KsqlException(
+            f"Timestamp column, `{col_name}`, should be LONG(INT64), TIMESTAMP, or a String with a "
+            "timestamp_format specified.")
+    if not ok:
+        raise KsqlException(
+            f"Timestamp column, `{col_name}`, should be LONG(INT64), TIMESTAMP, or a String with a "
+            "timestamp_format specified.")
+    return col_name
+
+
+def _validated_formats(key_fmt: str, value_fmt: str, schema: LogicalSchema,
+                       props: ast.Properties) -> tuple[FormatInfo, FormatInfo]:
+    from streamsql.formats.registry import get_format
+
+    kf, vf = get_format(key_fmt), get_format(value_fmt)
+    key_opts = _format_options(props, "KEY", key_fmt, len(schema.key) == 1)
+    value_opts = _format_options(props, "VALUE", value_fmt, len(schema.value_format_columns) == 1)
+    if value_opts.wrap_single_value is not None and len(schema.value_format_columns) != 1 and schema.value_format_columns:
+        raise KsqlException("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas")
+    for col in schema.key:
+        if _contains_map(col.type):
+            raise KsqlStatementException(
+                "Map keys, including types that contain maps, are not supported as they may lead to unexpected "
+                f"behavior due to inconsistent serialization. Key column name: `{col.name}`. Column type: "
+                f"{col.type}. See https://github.com/confluentinc/ksql/issues/6621 for more.")
+    kf.validate(schema.key, key_opts, True)
+    vf.validate(schema.value_format_columns, value_opts, False)
+    return FormatInfo(kf.name, key_opts), FormatInfo(vf.name, value_opts)
+
+
+def _contains_map(ty: SqlType) -> bool:
+    if isinstance(ty, MapType):
+        return True
+    if isinstance(ty, ArrayType):
+        return _contains_map(ty.item)
+    if isinstance(ty, StructType):
+        return any(_contains_map(f.type) for f in ty.fields)
+    return False
+
+
+# ============================================================================ SELECT analysis
+@dataclass(frozen=True)
+class OutputColumn:
+    """A column of a query's result and the expression that computes it."""
+
+    name: str
+    expression: e.Expression
+    type: SqlType
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """The typed logical plan of a single-source SELECT (filter, flat map, project, re-key).
+
+    ``key`` are the result's key columns (for PARTITION BY, the partitioning expressions);
+    ``value`` its value columns; ``table_functions`` marks a flat map over UDTF calls found in
+    the projection.
+    """
+
+    source: DataSource
+    alias: str
+    where: e.Expression | None
+    key: tuple[OutputColumn, ...]
+    value: tuple[OutputColumn, ...]
+    schema: LogicalSchema
+    partition_by: tuple[e.Expression, ...] = ()
+    table_functions: tuple[e.FunctionCall, ...] = ()
+    limit: int | None = None
+    # Whether result rows are keyed as the source rows are (no re-keying): the sink keeps
+    # partitioning and tables keep their primary key.
+    rekeyed: bool = False
+
+
+def source_scope(source: DataSource, alias: str, include_pseudo: bool = True,
+                 prefix: str = "c") -> tuple[Scope, list[str]]:
+    """A Scope naming every column of ``source`` as local variable ``{prefix}{i}``; returns it
+    with the local names in schema order (key, value, ROWTIME, ROWPARTITION, ROWOFFSET)."""
+    scope = Scope(source_names=frozenset({source.name, alias}))
+    names: list[str] = []
+    cols = list(source.schema.columns)
+    if include_pseudo:
+        cols += [Column(n, ty, "PSEUDO") for n, ty in PSEUDO_COLUMNS.items()]
+        if source.window is not None:
+            cols += [Column(n, ty, "PSEUDO") for n, ty in WINDOW_BOUNDS.items()]
+    for i, col in enumerate(cols):
+        var = f"{prefix}{i}"
+        names.append(var)
+        sc = ScopeColumn(var, col.type)
+        scope.columns[col.name] = sc
+        scope.qualified[(alias, col.name)] = sc
+        scope.qualified[(source.name, col.name)] = sc
+    return scope, names
+
+
+class QueryAnalyzer:
+    """Analyzes a SELECT over one source (see module docstring)."""
+
+    def __init__(self, catalog: Catalog, registry: FunctionRegistry, config: dict[str, Any]) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self.config = config
+
+    def _source(self, name: str) -> DataSource:
+        src = self.catalog.source(name)
+        if src is None:
+            raise KsqlStatementException(
+                f"Failed to prepare statement: {name} does not exist.")
+        return src
+
+    def analyze(self, query: ast.Query, sink_name: str | None, persistent: bool = True) -> QueryPlan:
+        if isinstance(query.from_, ast.Join):
+            raise KsqlStatementException("JOIN is not supported yet.")
+        rel = query.from_
+        assert isinstance(rel, ast.AliasedRelation)
+        source = self._source(rel.name)
+        alias = rel.alias or rel.name
+        if query.group_by or query.window is not None:
+            raise KsqlStatementException("GROUP BY and WINDOW are not supported yet.")
+        if query.having is not None:
+            raise KsqlStatementException("HAVING requires a GROUP BY clause.")
+        scope, _ = source_scope(source, alias)
+        where = None
+        if query.where is not None:
+            ExpressionCompiler(self.registry, scope, clause="WHERE").compile_predicate(query.where, "WHERE")
+            where = query.where
+        if query.partition_by and source.is_table:
+            raise KsqlStatementException(
+                "Invalid Partition By clause: PARTITION BY is not supported on tables.")
+        items = self._expand_select(query.select, source, alias, query.partition_by)
+        compiler = ExpressionCompiler(self.registry, scope, clause="SELECT")
+        udtfs = tuple(x for _, x in items
+                      for x in x.walk()
+                      if isinstance(x, e.FunctionCall) and self.registry.is_table_function(x.name))
+        typed: list[tuple[str | None, e.Expression, SqlType]] = []
+        for alias_name, expr in items:
+            ty = self._type_select_item(compiler, expr)
+            typed.append((alias_name, expr, ty))
+        named = self._name_columns(typed, alias)
+        if persistent:
+            for name, expr, _ in named:
+                if name in RESERVED_COLUMN_NAMES and isinstance(expr, e.ColumnRef):
+                    raise KsqlStatementException(
+                        f"Reserved column name in select: `{name}`. Please remove or alias the column.")
+        key_cols, value_cols = self._split_key(named, source, alias, query.partition_by, compiler,
+                                               sink_name, persistent)
+        schema = LogicalSchema(
+            tuple(Column(c.name, c.type, "KEY") for c in key_cols),
+            tuple(Column(c.name, c.type, "VALUE") for c in value_cols))
+        if persistent and not value_cols:
+            raise KsqlStatementException("The projection contains no value columns.")
+        return QueryPlan(source, alias, where, tuple(key_cols), tuple(value_cols), schema,
+                         tuple(query.partition_by), udtfs, query.limit, bool(query.partition_by))
+
+    # ------------------------------------------------------------------------- projection
+    def _expand_select(self, select: tuple[ast.SelectItem, ...], source: DataSource, alias: str,
+                       partition_by: tuple[e.Expression, ...]) -> list[tuple[str | None, e.Expression]]:
+        out: list[tuple[str | None, e.Expression]] = []
+        for item in select:
+            if isinstance(item, ast.AllColumns):
+                if item.source is not None and item.source not in (alias, source.name):
+                    raise KsqlStatementException(f"Unknown source name or alias: {item.source}")
+                cols = list(source.schema.key) + list(source.schema.value)
+                if partition_by:
+                    # PARTITION BY moves the old key after the value columns (ksqlDB's order).
+                    cols = list(source.schema.value) + list(source.schema.key)
+                    parts = {p.name for p in partition_by if isinstance(p, e.ColumnRef)}
+                    keys = [e.ColumnRef(p.name) for p in partition_by if isinstance(p, e.ColumnRef)]
+                    others = [p for p in partition_by if not isinstance(p, e.ColumnRef)]
+                    for k in keys:
+                        out.append((None, k))
+                    for p in others:
+                        out.append((None, p))
+                    cols = [c for c in cols if c.name not in parts]
+                for c in cols:
+                    out.append((None, e.ColumnRef(c.name)))
+            else:
+                assert isinstance(item, ast.SingleColumn)
+                out.append((item.alias, item.expression))
+        return out
+
+    def _type_select_item(self, compiler: ExpressionCompiler, expr: e.Expression) -> SqlType:
+        if isinstance(expr, e.FunctionCall) and self.registry.is_table_function(expr.name):
+            return compiler.compile_call(expr, "table").type
+        for sub in expr.walk():
+            if isinstance(sub, e.FunctionCall) and self.registry.is_table_function(sub.name) and sub is not expr:
+                raise KsqlStatementException(
+                    f"Table functions cannot be nested in other expressions: {expr}")
+        if isinstance(expr, e.FunctionCall) and self.registry.is_aggregate(expr.name) \
+                and not self.registry.scalars.get(expr.name):
+            raise KsqlStatementException(
+                f"Use of aggregate function {expr.name} requires a GROUP BY clause.")
+        return compiler.compile(expr).type
+
+    def _name_columns(self, typed: list[tuple[str | None, e.Expression, SqlType]],
+                      alias: str) -> list[tuple[str, e.Expression, SqlType]]:
+        explicit = {a for a, _, _ in typed if a is not None}
+        names: list[str | None] = []
+        for a, expr, _ in typed:
+            if a is not None:
+                names.append(a)
+            elif isinstance(expr, e.ColumnRef):
+                names.append(expr.name)
+            elif isinstance(expr, e.Dereference):
+                names.append(expr.field)
+            else:
+                names.append(None)
+        used = {n for n in names if n is not None} | explicit
+        counter = 0
+        result = []
+        for n, (_, expr, ty) in zip(names, typed):
+            if n is None:
+                while f"KSQL_COL_{counter}" in used:
+                    counter += 1
+                n = f"KSQL_COL_{counter}"
+                used.add(n)
+                counter += 1
+            result.append((n, expr, ty))
+        seen: set[str] = set()
+        for n, _, _ in result:
+            if n in seen:
+                raise KsqlStatementException(
+                    f"Duplicate value columns found in schema: `{n}`" if True else "")
+            seen.add(n)
+        return result
+
+    def _split_key(self, named: list[tuple[str, e.Expression, SqlType]], source: DataSource,
+                   alias: str, partition_by: tuple[e.Expression, ...], compiler: ExpressionCompiler,
+                   sink_name: str | None, persistent: bool) -> tuple[list[OutputColumn], list[OutputColumn]]:
+        """Which projected columns form the result's key, as ksqlDB decides."""
+
+        def strip(x: e.Expression) -> e.Expression:
+            # `I.COL` and `COL` denote the same column of a single source.
+            if isinstance(x, e.ColumnRef) and x.source is not None:
+                return e.ColumnRef(x.name)
+            return x
+
+        if partition_by:
+            for p in partition_by:
+                if isinstance(p, e.NullLiteral) and len(partition_by) > 1:
+                    raise KsqlStatementException("Cannot PARTITION BY multiple columns including NULL")
+            key_exprs = [strip(p) for p in partition_by]
+        else:
+            key_exprs = [e.ColumnRef(c.name) for c in source.schema.key]
+        key_slots: list[OutputColumn | None] = [None] * len(key_exprs)
+        values: list[OutputColumn] = []
+        for name, expr, ty in named:
+            sx = strip(expr)
+            if sx in key_exprs:
+                idx = key_exprs.index(sx)
+                if key_slots[idx] is not None:
+                    raise KsqlStatementException(
+                        f"The projection contains a key column (`{key_exprs[idx].name if isinstance(key_exprs[idx], e.ColumnRef) else key_slots[idx].name}`) "
+                        f"more than once, aliased as: {key_slots[idx].name} and {name}.")
+                key_slots[idx] = OutputColumn(name, expr, ty)
+            else:
+                values.append(OutputColumn(name, expr, ty))
+        missing = [i for i, s in enumerate(key_slots) if s is None]
+        if missing and persistent:
+            if partition_by:
+                if all(isinstance(p, e.NullLiteral) for p in partition_by):
+                    key_slots = []
+                else:
+                    miss = key_exprs[missing[0]]
+                    shown = f"{source.name}.{miss.name}" if isinstance(miss, e.ColumnRef) else str(miss)
+                    raise KsqlStatementException(
+                        f"The query used to build `{sink_name}` must include the partitioning expression "
+                        f"{shown} in its projection (eg, SELECT {shown}...).")
+            else:
+                names = [key_exprs[i].name for i in missing]  # type: ignore[attr-defined]
+                if len(names) == 1:
+                    raise KsqlStatementException(
+                        f"The query used to build `{sink_name}` must include the key column {names[0]} in its "
+                        f"projection (eg, SELECT {names[0]}...).")
+                listed = ", ".join(names[:-1]) + " and " + names[-1]
+                raise KsqlStatementException(
+                    f"The query used to build `{sink_name}` must include the key columns {listed} in its "
+                    f"projection (eg, SELECT {', '.join(names)}...).")
+        keys = [k for k in key_slots if k is not None]
+        return keys, values
+
+
+# ===================================================================================== sinks
+SINK_PROPERTIES = {"KAFKA_TOPIC", "PARTITIONS", "REPLICAS", "KEY_FORMAT", "VALUE_FORMAT", "FORMAT",
+                   "WRAP_SINGLE_VALUE", "VALUE_DELIMITER", "KEY_DELIMITER", "TIMESTAMP",
+                   "TIMESTAMP_FORMAT", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME",
+                   "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS"}
+
+
+def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any],
+                source_partitions: int) -> DataSource:
+    """The DataSource a CREATE ... AS SELECT creates."""
+    props = stmt.properties
+    check_properties(props, SINK_PROPERTIES)
+    src = plan.source
+    key_fmt, value_fmt = formats_from_properties(
+        props, config, default_key=None if "KEY_FORMAT" in props or "FORMAT" in props else src.key_format.name,
+        default_value=None if "VALUE_FORMAT" in props or "FORMAT" in props else src.value_format.name)
+    # A key format that cannot carry the new key (e.g. several columns in KAFKA after PARTITION
+    # BY) is kept: ksqlDB only changes it when the user says so.
+    inherited_props = list(props.items)
+    if "VALUE_DELIMITER" not in props and value_fmt == src.value_format.name == "DELIMITED" \
+            and src.value_format.options.delimiter != ",":
+        inherited_props.append(("VALUE_DELIMITER", src.value_format.options.delimiter))
+    if "KEY_DELIMITER" not in props and key_fmt == src.key_format.name == "DELIMITED" \
+            and src.key_format.options.delimiter != ",":
+        inherited_props.append(("KEY_DELIMITER", src.key_format.options.delimiter))
+    sink_props = ast.Properties(tuple(inherited_props))
+    if len(plan.schema.value) != 1 and props.get("WRAP_SINGLE_VALUE") is not None:
+        raise KsqlException("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas")
+    key_info, value_info = _validated_formats(key_fmt, value_fmt, plan.schema, sink_props)
+    prefix = config.get("ksql.output.topic.name.prefix", "")
+    topic = str(props.get("KAFKA_TOPIC") or f"{prefix}{stmt.name}")
+    ts_col = props.get("TIMESTAMP")
+    ts_fmt = props.get("TIMESTAMP_FORMAT")
+    if ts_col is not None:
+        ts_col = _timestamp_column(str(ts_col), plan.schema, ts_fmt)
+    partitions = props.get("PARTITIONS") or config.get("ksql.sink.partitions") or source_partitions
+    replicas = props.get("REPLICAS") or config.get("ksql.sink.replicas") or 1
+    return DataSource(
+        name=stmt.name, kind=stmt.kind, schema=plan.schema, topic=topic, key_format=key_info,
+        value_format=value_info, sql=stmt.text, timestamp_column=ts_col,
+        timestamp_format=str(ts_fmt) if ts_fmt is not None else None, window=plan.source.window,
+        partitions=int(partitions), replicas=int(replicas))

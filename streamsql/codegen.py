@@ -1,0 +1,824 @@
+"""Expression compiler: a typed pass over the expression tree that emits Python source.
+
+``ExpressionCompiler.compile(expr)`` returns ``Compiled(src, type)``: ``src`` is a Python
+expression over the local variable names the ``Scope`` maps columns to, and ``type`` is the
+expression's SQL type. Callers splice these sources into one generated function per
+sub-topology (see ``streamsql.runtime.pipeline``), so per record there is no tree walking, no
+dispatch on node kinds and no dict building: just the straight-line code below.
+
+SQL null semantics are in the generated code: an operator with a NULL operand yields NULL, AND
+and OR follow three-valued logic, comparisons with NULL are NULL. Operands are evaluated once
+(walrus temporaries). Values that the generated code needs (function implementations,
+constants, compiled regexes) are put into the ``env`` dict that becomes the generated
+function's globals.
+
+Type errors raise ``KsqlStatementException`` with ksqlDB's wording.
+"""
+from __future__ import annotations
+
+import decimal
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+
+from streamsql import expressions as e
+from streamsql import types as t
+from streamsql.errors import KsqlStatementException
+from streamsql.functions.registry import INTERVAL_UNIT, FunctionRegistry
+from streamsql.types import ArrayType, BaseType, DecimalType, MapType, SqlType, StructType
+
+_COMPARISON_NAMES = {
+    "=": "EQUAL", "<>": "NOT_EQUAL", "<": "LESS_THAN", "<=": "LESS_THAN_OR_EQUAL",
+    ">": "GREATER_THAN", ">=": "GREATER_THAN_OR_EQUAL",
+    "IS_DISTINCT_FROM": "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM": "IS_NOT_DISTINCT_FROM",
+}
+_PY_COMPARE = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+# Decimal arithmetic runs in a context wide enough for DECIMAL(38) intermediates.
+DECIMAL_CONTEXT = decimal.Context(prec=80, rounding=decimal.ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Python source of an expression and its SQL type."""
+
+    src: str
+    type: SqlType
+
+
+@dataclass
+class ScopeColumn:
+    """A column visible to expressions: the Python expression that reads it, and its type."""
+
+    src: str
+    type: SqlType
+
+
+@dataclass
+class Scope:
+    """Names an expression may reference.
+
+    ``columns`` maps a column name to how to read it; ``qualified`` maps (source alias, name)
+    for ``S.COL`` references (joins); ``lambdas`` maps lambda parameter names in scope.
+    """
+
+    columns: dict[str, ScopeColumn] = field(default_factory=dict)
+    qualified: dict[tuple[str, str], ScopeColumn] = field(default_factory=dict)
+    lambdas: dict[str, ScopeColumn] = field(default_factory=dict)
+    # Source names/aliases allowed as qualifiers for unqualified-style lookups (single source).
+    source_names: frozenset[str] = frozenset()
+
+    def resolve(self, ref: e.ColumnRef) -> ScopeColumn | None:
+        if ref.source is None:
+            if ref.name in self.lambdas:
+                return self.lambdas[ref.name]
+            return self.columns.get(ref.name)
+        hit = self.qualified.get((ref.source, ref.name))
+        if hit is None and ref.source in self.source_names:
+            hit = self.columns.get(ref.name)
+        return hit
+
+
+class ExpressionCompiler:
+    """Types expressions against a Scope and emits Python source (see module docstring)."""
+
+    def __init__(self, registry: FunctionRegistry, scope: Scope, env: dict[str, Any] | None = None,
+                 clause: str = "Select") -> None:
+        self.registry = registry
+        self.scope = scope
+        self.env: dict[str, Any] = env if env is not None else {}
+        self.clause = clause
+        self._counter = [len(self.env)]
+        install_runtime_helpers(self.env)
+
+    # -------------------------------------------------------------------------- utilities
+    def _tmp(self) -> str:
+        self._counter[0] += 1
+        return f"_t{self._counter[0]}"
+
+    def const(self, value: Any, hint: str = "c") -> str:
+        """A name in env bound to ``value``."""
+        self._counter[0] += 1
+        name = f"_{hint}{self._counter[0]}"
+        self.env[name] = value
+        return name
+
+    def with_lambdas(self, params: dict[str, ScopeColumn]) -> "ExpressionCompiler":
+        scope = Scope(self.scope.columns, self.scope.qualified, {**self.scope.lambdas, **params},
+                      self.scope.source_names)
+        child = ExpressionCompiler.__new__(ExpressionCompiler)
+        child.registry, child.scope, child.env, child.clause = self.registry, scope, self.env, self.clause
+        child._counter = self._counter
+        return child
+
+    def type_of(self, expr: e.Expression) -> SqlType:
+        return self.compile(expr).type
+
+    # ----------------------------------------------------------------------------- entry
+    def compile(self, expr: e.Expression) -> Compiled:
+        method = getattr(self, "_" + type(expr).__name__, None)
+        if method is None:
+            raise KsqlStatementException(f"Unsupported expression: {expr}")
+        return method(expr)
+
+    def compile_predicate(self, expr: e.Expression, clause: str = "WHERE") -> Compiled:
+        """Compile a WHERE/HAVING condition: it must be BOOLEAN."""
+        c = self.compile(expr)
+        if c.type.base is not BaseType.BOOLEAN and not c.type.is_null:
+            raise KsqlStatementException(
+                f"Type error in {clause} expression: Should evaluate to boolean but is "
+                f"{expr} ({c.type}) instead.")
+        return c
+
+    # --------------------------------------------------------------------------- literals
+    def _NullLiteral(self, expr: e.NullLiteral) -> Compiled:
+        return Compiled("None", t.NULL)
+
+    def _BooleanLiteral(self, expr: e.BooleanLiteral) -> Compiled:
+        return Compiled(repr(bool(expr.value)), t.BOOLEAN)
+
+    def _IntegerLiteral(self, expr: e.IntegerLiteral) -> Compiled:
+        v = expr.value
+        if t.INT_MIN <= v <= t.INT_MAX:
+            return Compiled(repr(v), t.INTEGER)
+        if t.BIGINT_MIN <= v <= t.BIGINT_MAX:
+            return Compiled(repr(v), t.BIGINT)
+        raise KsqlStatementException(f"Invalid numeric literal: {v}")
+
+    def _DecimalLiteral(self, expr: e.DecimalLiteral) -> Compiled:
+        return Compiled(self.const(expr.value, "d"), decimal_type_of(expr.value))
+
+    def _DoubleLiteral(self, expr: e.DoubleLiteral) -> Compiled:
+        if math.isinf(expr.value):
+            raise KsqlStatementException(f"Number overflows DOUBLE: {expr.value}")
+        return Compiled(repr(float(expr.value)), t.DOUBLE)
+
+    def _StringLiteral(self, expr: e.StringLiteral) -> Compiled:
+        return Compiled(repr(expr.value), t.STRING)
+
+    def _IntervalUnit(self, expr: e.IntervalUnit) -> Compiled:
+        return Compiled(repr(expr.unit), INTERVAL_UNIT)
+
+    # ------------------------------------------------------------------------ references
+    def _ColumnRef(self, expr: e.ColumnRef) -> Compiled:
+        col = self.scope.resolve(expr)
+        if col is None:
+            shown = f"{expr.source}.{expr.name}" if expr.source else expr.name
+            raise KsqlStatementException(f"{self.clause} column '{shown}' cannot be resolved.")
+        return Compiled(col.src, col.type)
+
+    def _Dereference(self, expr: e.Dereference) -> Compiled:
+        base = self.compile(expr.base)
+        if not isinstance(base.type, StructType):
+            raise KsqlStatementException(
+                f"Expected STRUCT type but got {base.type} for {expr.base}")
+        f = base.type.field(expr.field)
+        if f is None:
+            raise KsqlStatementException(
+                f"Could not find field '{expr.field}' in '{expr.base}'.")
+        tmp = self._tmp()
+        return Compiled(f"(None if ({tmp} := {base.src}) is None else {tmp}.get({f.name!r}))", f.type)
+
+    def _Subscript(self, expr: e.Subscript) -> Compiled:
+        base = self.compile(expr.base)
+        index = self.compile(expr.index)
+        if isinstance(base.type, ArrayType):
+            if not (index.type.is_integral or index.type.is_null):
+                raise KsqlStatementException(
+                    f"Array index must be INTEGER or BIGINT but was {index.type}: {expr}")
+            return Compiled(f"_array_at({base.src}, {index.src})", base.type.item)
+        if isinstance(base.type, MapType):
+            return Compiled(f"_map_at({base.src}, {self.coerce(index, base.type.key)})", base.type.value)
+        raise KsqlStatementException(f"Subscript expected either ARRAY or MAP but got {base.type}: {expr}")
+
+    # ------------------------------------------------------------------------ arithmetic
+    def _ArithmeticUnary(self, expr: e.ArithmeticUnary) -> Compiled:
+        inner = self.compile(expr.operand)
+        if not (inner.type.is_numeric or inner.type.is_null):
+            raise KsqlStatementException(f"Unsupported arithmetic type: {inner.type} for {expr}")
+        if expr.op == "+":
+            return inner
+        tmp = self._tmp()
+        return Compiled(f"(None if ({tmp} := {inner.src}) is None else -{tmp})", inner.type)
+
+    def _ArithmeticBinary(self, expr: e.ArithmeticBinary) -> Compiled:
+        left, right = self.compile(expr.left), self.compile(expr.right)
+        lt, rt = left.type, right.type
+        if lt.base is BaseType.STRING and rt.base is BaseType.STRING and expr.op == "+":
+            a, b = self._tmp(), self._tmp()
+            return Compiled(f"(None if ({a} := {left.src}) is None or ({b} := {right.src}) is None else {a} + {b})", t.STRING)
+        for side, ty in ((expr.left, lt), (expr.right, rt)):
+            if not (ty.is_numeric or ty.is_null):
+                raise KsqlStatementException(
+                    f"Error processing expression: {expr}. Unsupported arithmetic types. {lt} {rt}")
+        if lt.is_null and rt.is_null:
+            return Compiled("None", t.NULL)
+        if lt.is_null or rt.is_null:
+            return Compiled("None", rt if lt.is_null else lt)
+        result = arithmetic_result_type(expr.op, lt, rt)
+        a, b = self._tmp(), self._tmp()
+        ls, rs = self.coerce(left, result if result.base is not BaseType.DECIMAL else result, loose=True), \
+            self.coerce(right, result, loose=True)
+        guard = f"None if ({a} := {ls}) is None or ({b} := {rs}) is None else "
+        op = expr.op
+        if result.base is BaseType.DECIMAL:
+            assert isinstance(result, DecimalType)
+            fn = {"+": "_dec_add", "-": "_dec_sub", "*": "_dec_mul", "/": "_dec_div", "%": "_dec_mod"}[op]
+            return Compiled(f"({guard}{fn}({a}, {b}, {result.scale}))", result)
+        if result.base is BaseType.DOUBLE:
+            if op == "/":
+                return Compiled(f"({guard}_double_div({a}, {b}))", result)
+            if op == "%":
+                return Compiled(f"({guard}_double_mod({a}, {b}))", result)
+            return Compiled(f"({guard}float({a} {op} {b}))", result)
+        wrap = "_wrap_int" if result.base is BaseType.INTEGER else "_wrap_bigint"
+        if op == "/":
+            return Compiled(f"({guard}{wrap}(_int_div({a}, {b})))", result)
+        if op == "%":
+            return Compiled(f"({guard}_int_mod({a}, {b}))", result)
+        return Compiled(f"({guard}{wrap}({a} {op} {b}))", result)
+
+    # ------------------------------------------------------------------------ comparison
+    def _Comparison(self, expr: e.Comparison) -> Compiled:
+        left, right = self.compile(expr.left), self.compile(expr.right)
+        left, right = self._comparable(expr, left, right)
+        a, b = self._tmp(), self._tmp()
+        if expr.op == "IS_DISTINCT_FROM":
+            return Compiled(f"(({left.src}) != ({right.src}))", t.BOOLEAN)
+        if expr.op == "IS_NOT_DISTINCT_FROM":
+            return Compiled(f"(({left.src}) == ({right.src}))", t.BOOLEAN)
+        op = _PY_COMPARE[expr.op]
+        return Compiled(f"(None if ({a} := {left.src}) is None or ({b} := {right.src}) is None else {a} {op} {b})",
+                        t.BOOLEAN)
+
+    def _comparable(self, expr: e.Expression, left: Compiled, right: Compiled,
+                    op_name: str | None = None) -> tuple[Compiled, Compiled]:
+        """Check two operands may be compared; coerce strings compared with temporal types."""
+        lt, rt = left.type, right.type
+        op = getattr(expr, "op", "=")
+        if lt.is_null or rt.is_null:
+            return left, right
+        if lt.is_numeric and rt.is_numeric:
+            return left, right
+        temporal = (BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP)
+        if lt.base in temporal and rt.base is BaseType.STRING:
+            return left, Compiled(f"_parse_temporal({right.src}, {lt.base.value!r})", lt)
+        if rt.base in temporal and lt.base is BaseType.STRING:
+            return Compiled(f"_parse_temporal({left.src}, {rt.base.value!r})", rt), right
+        if lt.base is BaseType.TIMESTAMP and rt.base is BaseType.DATE:
+            return left, Compiled(f"_date_to_ts({right.src})", t.TIMESTAMP)
+        if lt.base is BaseType.DATE and rt.base is BaseType.TIMESTAMP:
+            return Compiled(f"_date_to_ts({left.src})", t.TIMESTAMP), right
+        if lt.base == rt.base and lt.base in (BaseType.STRING, BaseType.BOOLEAN, BaseType.BYTES,
+                                               BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP):
+            if lt.base is BaseType.BOOLEAN and op not in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM"):
+                pass  # ksqlDB allows ordering booleans
+            return left, right
+        if lt.base == rt.base and lt.base in (BaseType.ARRAY, BaseType.MAP, BaseType.STRUCT) \
+                and op in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM") and lt == rt:
+            return left, right
+        lhs = _operand_text(expr, "left")
+        rhs = _operand_text(expr, "right")
+        raise KsqlStatementException(
+            f"Cannot compare {lhs} ({lt}) to {rhs} ({rt}) with {_COMPARISON_NAMES.get(op, op)}.")
+
+    # --------------------------------------------------------------------------- logical
+    def _boolean_operand(self, expr: e.Expression) -> Compiled:
+        c = self.compile(expr)
+        if c.type.base is not BaseType.BOOLEAN and not c.type.is_null:
+            raise KsqlStatementException(
+                f"Logical binary expects two boolean values.  Actual {expr} ({c.type})")
+        return c
+
+    def _And(self, expr: e.And) -> Compiled:
+        left, right = self._boolean_operand(expr.left), self._boolean_operand(expr.right)
+        a, b = self._tmp(), self._tmp()
+        return Compiled(
+            f"(False if ({a} := {left.src}) is False else (False if ({b} := {right.src}) is False "
+            f"else (None if {a} is None or {b} is None else True)))", t.BOOLEAN)
+
+    def _Or(self, expr: e.Or) -> Compiled:
+        left, right = self._boolean_operand(expr.left), self._boolean_operand(expr.right)
+        a, b = self._tmp(), self._tmp()
+        return Compiled(
+            f"(True if ({a} := {left.src}) is True else (True if ({b} := {right.src}) is True "
+            f"else (None if {a} is None or {b} is None else False)))", t.BOOLEAN)
+
+    def _Not(self, expr: e.Not) -> Compiled:
+        inner = self._boolean_operand(expr.operand)
+        tmp = self._tmp()
+        return Compiled(f"(None if ({tmp} := {inner.src}) is None else not {tmp})", t.BOOLEAN)
+
+    def _IsNull(self, expr: e.IsNull) -> Compiled:
+        inner = self.compile(expr.operand)
+        return Compiled(f"(({inner.src}) is {'not ' if expr.negated else ''}None)", t.BOOLEAN)
+
+    def _Like(self, expr: e.Like) -> Compiled:
+        value, pattern = self.compile(expr.value), self.compile(expr.pattern)
+        for c, side in ((value, expr.value), (pattern, expr.pattern)):
+            if c.type.base is not BaseType.STRING and not c.type.is_null:
+                raise KsqlStatementException(
+                    f"Cannot do LIKE on non-string type {c.type}: {side}")
+        neg = "not " if expr.negated else ""
+        a = self._tmp()
+        if isinstance(expr.pattern, e.StringLiteral):
+            rx = self.const(like_regex(expr.pattern.value, expr.escape), "rx")
+            return Compiled(f"(None if ({a} := {value.src}) is None else {neg}({rx}.fullmatch({a}) is not None))", t.BOOLEAN)
+        b = self._tmp()
+        esc = repr(expr.escape)
+        return Compiled(
+            f"(None if ({a} := {value.src}) is None or ({b} := {pattern.src}) is None else "
+            f"{neg}(_like_regex({b}, {esc}).fullmatch({a}) is not None))", t.BOOLEAN)
+
+    def _Between(self, expr: e.Between) -> Compiled:
+        value, low, high = self.compile(expr.value), self.compile(expr.low), self.compile(expr.high)
+        value, low = self._comparable(e.Comparison(">=", expr.value, expr.low), value, low)
+        value, high = self._comparable(e.Comparison("<=", expr.value, expr.high), value, high)
+        a, b, c = self._tmp(), self._tmp(), self._tmp()
+        test = f"{b} <= {a} <= {c}"
+        if expr.negated:
+            test = f"not ({test})"
+        return Compiled(f"(None if ({a} := {value.src}) is None or ({b} := {low.src}) is None or "
+                        f"({c} := {high.src}) is None else {test})", t.BOOLEAN)
+
+    def _InList(self, expr: e.InList) -> Compiled:
+        value = self.compile(expr.value)
+        items = []
+        for item in expr.items:
+            ci = self.compile(item)
+            ci = self._coerce_in_item(value.type, item, ci)
+            self._comparable(e.Comparison("=", expr.value, item), value, ci)
+            items.append(ci)
+        a = self._tmp()
+        neg = expr.negated
+        if all(_is_constant(i) for i in expr.items) and value.type.is_primitive:
+            consts = [eval(i.src, self.env) for i in items]  # noqa: S307 - our own generated literal source
+            has_null = any(c is None for c in consts)
+            try:
+                members = self.const(frozenset(c for c in consts if c is not None), "in")
+            except TypeError:
+                members = self.const(tuple(c for c in consts if c is not None), "in")
+            if has_null:
+                found = f"(True if {a} in {members} else None)"
+                body = f"(None if {found} is None else {'not ' if neg else ''}{found})" if neg else found
+            else:
+                body = f"({a} {'not in' if neg else 'in'} {members})"
+            return Compiled(f"(None if ({a} := {value.src}) is None else {body})", t.BOOLEAN)
+        lst = "(" + ", ".join(i.src for i in items) + ",)"
+        fn = "_not_in_list" if neg else "_in_list"
+        return Compiled(f"{fn}({value.src}, {lst})", t.BOOLEAN)
+
+    def _coerce_in_item(self, target: SqlType, item: e.Expression, c: Compiled) -> Compiled:
+        """IN-list string literals are converted to the tested value's type as ksqlDB does,
+        failing at statement time when they cannot be."""
+        if isinstance(item, e.StringLiteral) and target.base is not BaseType.STRING and target.is_primitive:
+            value = parse_literal_as(item.value, target, prefix="Invalid Predicate: ")
+            return Compiled(self.const(value, "lit"), target)
+        if isinstance(item, e.CreateStruct) and isinstance(target, StructType):
+            for name, fexpr in item.fields:
+                f = target.field(name)
+                if f is not None and isinstance(fexpr, e.StringLiteral) and f.type.base is not BaseType.STRING:
+                    parse_literal_as(fexpr.value, f.type, prefix="Invalid Predicate: ")
+        return c
+
+    # ------------------------------------------------------------------------------ case
+    def _Case(self, expr: e.Case) -> Compiled:
+        results = [self.compile(r) for _, r in expr.whens]
+        default = self.compile(expr.default) if expr.default is not None else None
+        result_type = common_type([c.type for c in results] + ([default.type] if default else []))
+        if result_type is None:
+            raise KsqlStatementException(
+                "Invalid Case expression. Type for all 'THEN' clauses should be the same."
+                f"\nTHEN expression '{expr.whens[0][1]}' has type: {results[0].type}.")
+        if result_type.is_null:
+            raise KsqlStatementException("Invalid Case expression. All case branches have NULL type")
+        parts = []
+        if expr.operand is not None:
+            operand = self.compile(expr.operand)
+            op_tmp = self._tmp()
+            first = True
+            for (when, _), res in zip(expr.whens, results):
+                w = self.compile(when)
+                self._comparable(e.Comparison("=", expr.operand, when), operand, w)
+                wt = self._tmp()
+                head = f"({op_tmp} := {operand.src})" if first else op_tmp
+                first = False
+                cond = f"({head} is not None and ({wt} := {w.src}) is not None and {op_tmp} == {wt})"
+                parts.append((cond, self.coerce(res, result_type)))
+            if first:
+                pass
+        else:
+            for (when, _), res in zip(expr.whens, results):
+                w = self.compile(when)
+                if w.type.base is not BaseType.BOOLEAN and not w.type.is_null:
+                    raise KsqlStatementException(
+                        f"WHEN operand type should be boolean.\nType for '{when}' is {w.type}")
+                parts.append((f"({w.src}) is True", self.coerce(res, result_type)))
+        src = self.coerce(default, result_type) if default is not None else "None"
+        for cond, value in reversed(parts):
+            src = f"({value} if {cond} else {src})"
+        return Compiled(src, result_type)
+
+    # ------------------------------------------------------------------------------ cast
+    def _Cast(self, expr: e.Cast) -> Compiled:
+        inner = self.compile(expr.operand)
+        target = expr.type
+        if inner.type == target:
+            return Compiled(inner.src, target)
+        fn = cast_function(inner.type, target)
+        if fn is None:
+            raise KsqlStatementException(
+                f"Cast of {inner.type} to {target} is not supported")
+        name = self.const(fn, "cast")
+        tmp = self._tmp()
+        return Compiled(f"(None if ({tmp} := {inner.src}) is None else {name}({tmp}))", target)
+
+    # ------------------------------------------------------------------------- functions
+    def _FunctionCall(self, expr: e.FunctionCall) -> Compiled:
+        if self.registry.is_aggregate(expr.name) and not self.registry.scalars.get(expr.name):
+            raise KsqlStatementException(
+                f"Use of aggregate function {expr.name} requires a GROUP BY clause.")
+        if self.registry.is_table_function(expr.name):
+            raise KsqlStatementException(
+                f"Table functions can only be used in the SELECT projection: {expr}")
+        return self.compile_call(expr, "scalar")
+
+    def compile_call(self, expr: e.FunctionCall, kind: str) -> Compiled:
+        args: list[Compiled | None] = []
+        for a in expr.args:
+            args.append(None if isinstance(a, e.Lambda) else self.compile(a))
+        lambdas: dict[int, Compiled] = {}
+
+        def type_lambda(i: int, param_types: tuple[SqlType, ...]) -> SqlType:
+            lam = expr.args[i]
+            assert isinstance(lam, e.Lambda)
+            if len(lam.params) != len(param_types):
+                raise KsqlStatementException(
+                    f"Was expecting {len(param_types)} arguments to lambda function, got {len(lam.params)}")
+            names = [f"_l{self._counter[0] + j + 1}_{k}" for j, k in enumerate(range(len(lam.params)))]
+            self._counter[0] += len(names)
+            child = self.with_lambdas({p: ScopeColumn(n, ty) for p, n, ty in zip(lam.params, names, param_types)})
+            body = child.compile(lam.body)
+            lambdas[i] = Compiled(f"(lambda {', '.join(names)}: {body.src})", body.type)
+            return body.type
+
+        if self.registry.exists(expr.name) and not (self.registry.scalars.get(expr.name) or self.registry.tables.get(expr.name)):
+            raise KsqlStatementException(f"Can't find any functions with the name '{expr.name}'")
+        resolved = self.registry.resolve(expr.name, [a.type if a else None for a in args],
+                                         type_lambda, kind=kind)
+        impl = self.const(resolved.implementation(), "f")
+        srcs = []
+        for i, (a, pt) in enumerate(zip(args, resolved.param_types)):
+            if a is None:
+                srcs.append(lambdas[i].src)
+            else:
+                srcs.append(self.coerce(a, pt, loose=True))
+        return Compiled(f"{impl}({', '.join(srcs)})", resolved.return_type)
+
+    def _Lambda(self, expr: e.Lambda) -> Compiled:
+        raise KsqlStatementException(f"Lambda expressions can only be used as function arguments: {expr}")
+
+    # ----------------------------------------------------------------------- constructors
+    def _CreateArray(self, expr: e.CreateArray) -> Compiled:
+        if not expr.items:
+            raise KsqlStatementException(
+                "Array constructor cannot be empty. Please supply at least one element "
+                "(see https://github.com/confluentinc/ksql/issues/4239).")
+        items = [self.compile(i) for i in expr.items]
+        item_type = self._common_or_literal(expr.items, items)
+        if item_type.is_null:
+            return Compiled("[" + ", ".join(i.src for i in items) + "]", ArrayType(t.NULL))
+        srcs = [self._coerce_literal(x, c, item_type) for x, c in zip(expr.items, items)]
+        return Compiled("[" + ", ".join(srcs) + "]", ArrayType(item_type))
+
+    def _CreateMap(self, expr: e.CreateMap) -> Compiled:
+        if not expr.entries:
+            raise KsqlStatementException(
+                "Map constructor cannot be empty. Please supply at least one key value pair "
+                "(see https://github.com/confluentinc/ksql/issues/4239).")
+        keys = [self.compile(k) for k, _ in expr.entries]
+        values = [self.compile(v) for _, v in expr.entries]
+        if all(k.type.is_null for k in keys):
+            raise KsqlStatementException("Cannot construct a map with all NULL keys")
+        kt = self._common_or_literal([k for k, _ in expr.entries], keys)
+        vt = self._common_or_literal([v for _, v in expr.entries], values)
+        ks = [self._coerce_literal(x, c, kt) for (x, _), c in zip(expr.entries, keys)]
+        vs = [self._coerce_literal(x, c, vt) for (_, x), c in zip(expr.entries, values)]
+        return Compiled("{" + ", ".join(f"{k}: {v}" for k, v in zip(ks, vs)) + "}", MapType(kt, vt))
+
+    def _CreateStruct(self, expr: e.CreateStruct) -> Compiled:
+        fields, srcs = [], []
+        for name, fe in expr.fields:
+            c = self.compile(fe)
+            fields.append(t.Field(name, c.type if not c.type.is_null else t.STRING))
+            srcs.append(f"{name!r}: {c.src}")
+        return Compiled("{" + ", ".join(srcs) + "}", StructType(tuple(fields)))
+
+    def _common_or_literal(self, exprs: list[e.Expression], compiled: list[Compiled]) -> SqlType:
+        """Element type of a constructor: the common type, where string literals may stand
+        for other primitives (ksqlDB converts them, failing at statement time)."""
+        non_literal = [c.type for x, c in zip(exprs, compiled) if not isinstance(x, e.StringLiteral)]
+        ct = common_type(non_literal) if non_literal else None
+        if ct is not None and not ct.is_null and ct.base is not BaseType.STRING:
+            for x in exprs:
+                if isinstance(x, e.StringLiteral):
+                    parse_literal_as(x.value, ct)
+            return ct
+        all_types = common_type([c.type for c in compiled])
+        if all_types is None:
+            first = compiled[0].type
+            for x, c in zip(exprs, compiled):
+                if c.type != first and not c.type.is_null:
+                    raise KsqlStatementException(
+                        f"invalid input syntax for type {first}: \"{x}\"")
+            raise KsqlStatementException("Incompatible types in constructor")
+        return all_types
+
+    def _coerce_literal(self, expr: e.Expression, c: Compiled, target: SqlType) -> str:
+        if isinstance(expr, e.StringLiteral) and target.base is not BaseType.STRING and target.is_primitive:
+            return self.const(parse_literal_as(expr.value, target), "lit")
+        return self.coerce(c, target)
+
+    # ---------------------------------------------------------------------- conversions
+    def coerce(self, c: Compiled, target: SqlType, loose: bool = False) -> str:
+        """Source converting ``c`` to ``target`` for implicit widening (INT to DOUBLE or
+        DECIMAL, DECIMAL to DOUBLE, element-wise for collections)."""
+        src_t = c.type
+        if src_t == target or src_t.is_null or target.is_null or target.base is BaseType.LAMBDA:
+            return c.src
+        if target.base is BaseType.DOUBLE and src_t.is_numeric:
+            tmp = self._tmp()
+            return f"(None if ({tmp} := {c.src}) is None else float({tmp}))"
+        if target.base is BaseType.DECIMAL and src_t.is_integral:
+            tmp = self._tmp()
+            return f"(None if ({tmp} := {c.src}) is None else _Decimal({tmp}))"
+        if isinstance(target, ArrayType) and isinstance(src_t, ArrayType) and target.item != src_t.item \
+                and target.item.base is BaseType.DOUBLE and src_t.item.is_numeric:
+            tmp = self._tmp()
+            return f"(None if ({tmp} := {c.src}) is None else [None if _x is None else float(_x) for _x in {tmp}])"
+        return c.src
+
+
+# ==================================================================================== typing
+def decimal_type_of(value: Decimal) -> DecimalType:
+    """DECIMAL(p, s) of a literal as ksqlDB types it (``1.50`` is DECIMAL(3, 2))."""
+    sign, digits, exponent = value.as_tuple()
+    scale = max(0, -int(exponent))
+    precision = max(len(digits), scale)
+    if len(digits) < scale:
+        precision = scale
+    return DecimalType(max(precision, 1), scale)
+
+
+def arithmetic_result_type(op: str, a: SqlType, b: SqlType) -> SqlType:
+    """ksqlDB's result type for ``a op b`` over numeric types."""
+    if a.base is BaseType.DOUBLE or b.base is BaseType.DOUBLE:
+        return t.DOUBLE
+    if a.base is BaseType.DECIMAL or b.base is BaseType.DECIMAL:
+        da = a if isinstance(a, DecimalType) else t.decimal_for_integral(a)
+        db = b if isinstance(b, DecimalType) else t.decimal_for_integral(b)
+        p1, s1, p2, s2 = da.precision, da.scale, db.precision, db.scale
+        if op in "+-":
+            scale = max(s1, s2)
+            precision = max(p1 - s1, p2 - s2) + scale + 1
+        elif op == "*":
+            precision, scale = p1 + p2 + 1, s1 + s2
+        elif op == "/":
+            scale = max(6, s1 + p2 + 1)
+            precision = p1 - s1 + s2 + scale
+        else:
+            precision = min(p1 - s1, p2 - s2) + max(s1, s2)
+            scale = max(s1, s2)
+        return DecimalType(min(precision, 38), min(scale, 38))
+    if a.base is BaseType.BIGINT or b.base is BaseType.BIGINT:
+        return t.BIGINT
+    return t.INTEGER
+
+
+def common_type(types: list[SqlType]) -> SqlType | None:
+    """The type all of ``types`` widen to, NULL if all are NULL, None if incompatible."""
+    result: SqlType = t.NULL
+    for ty in types:
+        if ty.is_null:
+            continue
+        if result.is_null:
+            result = ty
+        elif result == ty:
+            continue
+        elif result.is_numeric and ty.is_numeric:
+            result = t.common_numeric(result, ty)
+        elif isinstance(result, ArrayType) and isinstance(ty, ArrayType):
+            inner = common_type([result.item, ty.item])
+            if inner is None:
+                return None
+            result = ArrayType(inner)
+        elif isinstance(result, MapType) and isinstance(ty, MapType):
+            k, v = common_type([result.key, ty.key]), common_type([result.value, ty.value])
+            if k is None or v is None:
+                return None
+            result = MapType(k, v)
+        else:
+            return None
+    return result
+
+
+def _operand_text(expr: e.Expression, side: str) -> str:
+    node = getattr(expr, side, None)
+    return str(node) if node is not None else "?"
+
+
+def _is_constant(expr: e.Expression) -> bool:
+    return isinstance(expr, (e.NullLiteral, e.BooleanLiteral, e.IntegerLiteral, e.DecimalLiteral,
+                             e.DoubleLiteral, e.StringLiteral)) or (
+        isinstance(expr, e.ArithmeticUnary) and _is_constant(expr.operand))
+
+
+def like_regex(pattern: str, escape: str | None) -> "re.Pattern[str]":
+    """SQL LIKE pattern to a compiled regex (``%`` any run, ``_`` one character)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if escape is not None and ch == escape and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+# ============================================================================ literal parsing
+def parse_literal_as(text: str, target: SqlType, prefix: str = "") -> Any:
+    """Convert a string literal to ``target`` at statement time, as ksqlDB does for IN lists
+    and constructors; a bad literal fails the statement."""
+    fn = cast_function(t.STRING, target)
+    try:
+        if fn is None:
+            raise ValueError
+        value = fn(text)
+        if value is None and target.base is not BaseType.STRING:
+            raise ValueError
+        return value
+    except Exception:
+        raise KsqlStatementException(
+            f"{prefix}invalid input syntax for type {target.base.value}: \"{text}\".") from None
+
+
+# ===================================================================================== casts
+def cast_function(src: SqlType, dst: SqlType) -> Callable[[Any], Any] | None:
+    """A function converting a non-null value of ``src`` to ``dst``, or None if ksqlDB does
+    not allow the cast. Failures at run time raise (the column becomes NULL, and the reason
+    goes to the processing log)."""
+    from streamsql import casts
+
+    return casts.cast_function(src, dst)
+
+
+# =========================================================================== runtime helpers
+def install_runtime_helpers(env: dict[str, Any]) -> None:
+    """Put the helper functions generated code calls into ``env``."""
+    if "_array_at" in env:
+        return
+    from streamsql import casts
+
+    env.update(
+        _Decimal=Decimal,
+        _array_at=_array_at,
+        _map_at=_map_at,
+        _int_div=_int_div,
+        _int_mod=_int_mod,
+        _double_div=_double_div,
+        _double_mod=_double_mod,
+        _wrap_int=_wrap_int,
+        _wrap_bigint=_wrap_bigint,
+        _dec_add=_dec_add,
+        _dec_sub=_dec_sub,
+        _dec_mul=_dec_mul,
+        _dec_div=_dec_div,
+        _dec_mod=_dec_mod,
+        _like_regex=_like_regex_cached,
+        _in_list=_in_list,
+        _not_in_list=_not_in_list,
+        _parse_temporal=casts.parse_temporal,
+        _date_to_ts=casts.date_to_timestamp,
+    )
+
+
+def _array_at(arr: list | None, index: int | None) -> Any:
+    if arr is None or index is None:
+        return None
+    n = len(arr)
+    if index > 0:
+        return arr[index - 1] if index <= n else None
+    if index < 0:
+        return arr[n + index] if -index <= n else None
+    return None
+
+
+def _map_at(m: dict | None, key: Any) -> Any:
+    if m is None or key is None:
+        return None
+    return m.get(key)
+
+
+def _int_div(a: int, b: int) -> int:
+    if b == 0:
+        raise ZeroDivisionError("/ by zero")
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _int_mod(a: int, b: int) -> int:
+    if b == 0:
+        raise ZeroDivisionError("/ by zero")
+    return int(math.fmod(a, b)) if abs(a) < 2**52 and abs(b) < 2**52 else a - b * _int_div(a, b)
+
+
+def _double_div(a: float, b: float) -> float:
+    a, b = float(a), float(b)
+    if b == 0.0:
+        if a == 0.0 or math.isnan(a):
+            return math.nan
+        return math.inf if (a > 0) == (math.copysign(1.0, b) > 0) else -math.inf
+    return a / b
+
+
+def _double_mod(a: float, b: float) -> float:
+    a, b = float(a), float(b)
+    if b == 0.0:
+        return math.nan
+    return math.fmod(a, b)
+
+
+def _wrap_int(v: int) -> int:
+    if -2147483648 <= v <= 2147483647:
+        return v
+    return ((v + 2147483648) % 4294967296) - 2147483648
+
+
+def _wrap_bigint(v: int) -> int:
+    if -9223372036854775808 <= v <= 9223372036854775807:
+        return v
+    return ((v + 9223372036854775808) % 18446744073709551616) - 9223372036854775808
+
+
+_SCALES = [Decimal(1).scaleb(-s) for s in range(0, 40)]
+
+
+def _quantize(v: Decimal, scale: int) -> Decimal:
+    return v.quantize(_SCALES[scale], rounding=decimal.ROUND_HALF_UP, context=DECIMAL_CONTEXT)
+
+
+def _dec_add(a: Any, b: Any, scale: int) -> Decimal:
+    return _quantize(DECIMAL_CONTEXT.add(Decimal(a), Decimal(b)), scale)
+
+
+def _dec_sub(a: Any, b: Any, scale: int) -> Decimal:
+    return _quantize(DECIMAL_CONTEXT.subtract(Decimal(a), Decimal(b)), scale)
+
+
+def _dec_mul(a: Any, b: Any, scale: int) -> Decimal:
+    return _quantize(DECIMAL_CONTEXT.multiply(Decimal(a), Decimal(b)), scale)
+
+
+def _dec_div(a: Any, b: Any, scale: int) -> Decimal:
+    if b == 0:
+        raise ZeroDivisionError("Division by zero")
+    return _quantize(DECIMAL_CONTEXT.divide(Decimal(a), Decimal(b)), scale)
+
+
+def _dec_mod(a: Any, b: Any, scale: int) -> Decimal:
+    if b == 0:
+        raise ZeroDivisionError("Division by zero")
+    return _quantize(DECIMAL_CONTEXT.remainder(Decimal(a), Decimal(b)), scale)
+
+
+@functools.lru_cache(maxsize=1024)
+def _like_regex_cached(pattern: str, escape: str | None) -> "re.Pattern[str]":
+    return like_regex(pattern, escape)
+
+
+def _in_list(value: Any, items: tuple) -> bool | None:
+    if value is None:
+        return None
+    saw_null = False
+    for item in items:
+        if item is None:
+            saw_null = True
+        elif item == value:
+            return True
+    return None if saw_null else False
+
+
+def _not_in_list(value: Any, items: tuple) -> bool | None:
+    r = _in_list(value, items)
+    return None if r is None else not r
