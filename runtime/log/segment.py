@@ -1,0 +1,553 @@
+"""Segments of the embedded log: record framing, encode/decode, storage and sparse index.
+
+A segment holds the records of one partition from a base offset on, as a sequence of framed
+records::
+
+    u32 body_length | u32 crc32(body) | body
+    body = i64 offset | i64 timestamp | i32 key_len | i32 value_len | u32 header_count
+           | key | value | header*
+    header = u16 name_len | i32 value_len | name (utf-8) | value
+
+A length of -1 stands for a null key, value or header value. All integers are little endian.
+The CRC covers the whole body, so a torn or corrupt record is detected by the scan at open.
+
+Each segment keeps a sparse in-memory index: the (offset, file position) of every
+``interval``-th record, in two ``array('q')`` (16 bytes per ``interval`` records, so memory
+stays small for millions of records). Offsets inside a segment increase but may have gaps
+(after compaction), so lookups bisect the index instead of doing arithmetic.
+
+A segment's bytes live in a ``Storage``: a file (``FileStorage``) or a bytearray
+(``MemoryStorage``, the in-memory mode); both are append-only except for truncation at
+recovery and wholesale replacement by compaction.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+from zlib import crc32
+
+from .base import Headers, ProducerRecord
+
+RECORD = struct.Struct("<IIqqiiI")
+"""The fixed part of a framed record: body length, crc, offset, timestamp, key length,
+value length, header count."""
+RECORD_SIZE = RECORD.size  # 36
+PREFIX = struct.Struct("<II")
+PREFIX_SIZE = PREFIX.size  # 8
+BODY_FIXED = struct.Struct("<qqiiI")
+BODY_FIXED_SIZE = BODY_FIXED.size  # 28
+LEN_OFFSET = struct.Struct("<I4xq")  # body length and offset: all a position walk needs
+HEADER = struct.Struct("<Hi")
+INDEX_HEADER = struct.Struct("<8sqqqqq")  # magic, segment size, base, next offset, count, entries
+INDEX_MAGIC = b"SSQIDX01"
+
+DEFAULT_INDEX_INTERVAL = 32
+DEFAULT_MAX_FETCH_BYTES = 8 * 1024 * 1024
+
+
+class CorruptRecordError(Exception):
+    """A segment's bytes do not parse as framed records where the index says they should."""
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+def _encode_headers(headers: Headers) -> bytes:
+    out = []
+    for name, value in headers:
+        nb = name.encode("utf-8")
+        if value is None:
+            out.append(HEADER.pack(len(nb), -1) + nb)
+        else:
+            out.append(HEADER.pack(len(nb), len(value)) + nb + value)
+    return b"".join(out)
+
+
+def _body(offset: int, ts: int, key: bytes | None, value: bytes | None,
+          headers: Headers) -> bytes:
+    """The general (slow) body encoder: any nulls, any headers."""
+    kl = -1 if key is None else len(key)
+    vl = -1 if value is None else len(value)
+    body = BODY_FIXED.pack(offset, ts, kl, vl, len(headers)) + (key or b"") + (value or b"")
+    if headers:
+        body += _encode_headers(headers)
+    return body
+
+
+def encode_records(records: Iterable[ProducerRecord], offset: int, now_ms: int, pos: int,
+                   countdown: int, interval: int, idx_off: array, idx_pos: array
+                   ) -> tuple[bytes, int, int]:
+    """Frame ``records`` with consecutive offsets from ``offset``, to be appended at file
+    position ``pos``. Appends index entries (every ``interval``-th record of the segment;
+    ``countdown`` records remain before the next one) to ``idx_off``/``idx_pos``.
+
+    Returns (bytes, number of records, new countdown).
+    """
+    parts: list[bytes] = []
+    ap = parts.append
+    fixed = BODY_FIXED.pack
+    prefix = PREFIX.pack
+    first = offset
+    for r in records:
+        k = r.key
+        v = r.value
+        ts = r.timestamp
+        if ts is None:
+            ts = now_ms
+        if r.headers:
+            body = _body(offset, ts, k, v, r.headers)
+        elif k is not None and v is not None:
+            body = fixed(offset, ts, len(k), len(v), 0) + k + v
+        else:
+            body = _body(offset, ts, k, v, ())
+        ln = len(body)
+        if not countdown:
+            idx_off.append(offset)
+            idx_pos.append(pos)
+            countdown = interval
+        countdown -= 1
+        pos += 8 + ln
+        ap(prefix(ln, crc32(body)))
+        ap(body)
+        offset += 1
+    return b"".join(parts), offset - first, countdown
+
+
+def encode_columns(offsets: Sequence[int], timestamps: Sequence[int],
+                   keys: Sequence[bytes | None], values: Sequence[bytes | None],
+                   headers: Sequence[Headers] | None, interval: int,
+                   idx_off: array, idx_pos: array) -> bytes:
+    """Frame records with given offsets (compaction rewrites keep the original offsets) into
+    a fresh segment body, filling its index."""
+    parts: list[bytes] = []
+    pos = 0
+    for i, off in enumerate(offsets):
+        body = _body(off, timestamps[i], keys[i], values[i], headers[i] if headers else ())
+        if i % interval == 0:
+            idx_off.append(off)
+            idx_pos.append(pos)
+        pos += 8 + len(body)
+        parts.append(PREFIX.pack(len(body), crc32(body)))
+        parts.append(body)
+    return b"".join(parts)
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+def _decode_headers(buf: bytes, p: int, count: int) -> Headers:
+    out = []
+    unpack = HEADER.unpack_from
+    for _ in range(count):
+        nl, vl = unpack(buf, p)
+        p += 6
+        name = buf[p:p + nl].decode("utf-8")
+        p += nl
+        if vl < 0:
+            out.append((name, None))
+        else:
+            out.append((name, buf[p:p + vl]))
+            p += vl
+    return tuple(out)
+
+
+def decode(buf: bytes, pos: int, max_n: int, offs: list[int], tss: list[int],
+           keys: list[bytes | None], vals: list[bytes | None],
+           hdrs: list[Headers] | None) -> tuple[int, list[Headers] | None]:
+    """Decode up to ``max_n`` whole records of ``buf`` from ``pos``, appending to the column
+    lists. A partial record at the end of ``buf`` is left alone. Returns (position after the
+    last decoded record, header column: None while no record so far had headers)."""
+    end = len(buf)
+    unpack = RECORD.unpack_from
+    ao = offs.append
+    at = tss.append
+    ak = keys.append
+    av = vals.append
+    n = 0
+    if hdrs is None:
+        # Fast loop: no headers seen yet. Leaves on the first record that has some.
+        while n < max_n and pos + 36 <= end:
+            ln, _crc, off, ts, kl, vl, hn = unpack(buf, pos)
+            nxt = pos + 8 + ln
+            if nxt > end or hn:
+                break
+            p = pos + 36
+            if kl >= 0:
+                q = p + kl
+                ak(buf[p:q])
+                p = q
+            else:
+                ak(None)
+            av(buf[p:p + vl] if vl >= 0 else None)
+            ao(off)
+            at(ts)
+            pos = nxt
+            n += 1
+        else:
+            return pos, None
+        if pos + 36 > end or pos + 8 + unpack(buf, pos)[0] > end:
+            return pos, None
+        hdrs = [()] * len(offs)
+    ah = hdrs.append
+    while n < max_n and pos + 36 <= end:
+        ln, _crc, off, ts, kl, vl, hn = unpack(buf, pos)
+        nxt = pos + 8 + ln
+        if nxt > end:
+            break
+        p = pos + 36
+        if kl >= 0:
+            q = p + kl
+            ak(buf[p:q])
+            p = q
+        else:
+            ak(None)
+        if vl >= 0:
+            q = p + vl
+            av(buf[p:q])
+            p = q
+        else:
+            av(None)
+        ah(_decode_headers(buf, p, hn) if hn else ())
+        ao(off)
+        at(ts)
+        pos = nxt
+        n += 1
+    return pos, hdrs
+
+
+def check_crcs(buf: bytes, start: int, end: int) -> None:
+    """Verify the CRC of every whole record in ``buf[start:end]``; raise CorruptRecordError."""
+    mv = memoryview(buf)
+    try:
+        pos = start
+        while pos < end:
+            ln, crc = PREFIX.unpack_from(buf, pos)
+            nxt = pos + 8 + ln
+            if crc32(mv[pos + 8:nxt]) != crc:
+                raise CorruptRecordError(f"CRC mismatch in record at position {pos}")
+            pos = nxt
+    finally:
+        mv.release()
+
+
+class ScanResult:
+    """What a validating scan of a segment found."""
+
+    __slots__ = ("good_size", "count", "next_offset", "problem", "countdown")
+
+    def __init__(self, good_size: int, count: int, next_offset: int, problem: str | None,
+                 countdown: int) -> None:
+        self.good_size = good_size
+        self.count = count
+        self.next_offset = next_offset
+        self.problem = problem
+        self.countdown = countdown
+
+
+def scan(buf: bytes, base: int, interval: int, idx_off: array, idx_pos: array) -> ScanResult:
+    """Validate every record of a segment (framing, CRC, increasing offsets not below
+    ``base``) and build its index. Stops at the first bad record: ``good_size`` is where the
+    valid prefix ends and ``problem`` says what was wrong (None if the whole buffer is good).
+    """
+    size = len(buf)
+    mv = memoryview(buf)
+    pos = 0
+    count = 0
+    last = base - 1
+    problem = None
+    countdown = 0
+    prefix = PREFIX.unpack_from
+    fixed = BODY_FIXED.unpack_from
+    try:
+        while pos < size:
+            if pos + 8 > size:
+                problem = "torn record header"
+                break
+            ln, crc = prefix(buf, pos)
+            if ln < BODY_FIXED_SIZE:
+                problem = f"bad record length {ln}"
+                break
+            nxt = pos + 8 + ln
+            if nxt > size:
+                problem = "torn record"
+                break
+            if crc32(mv[pos + 8:nxt]) != crc:
+                problem = "CRC mismatch"
+                break
+            off, _ts, kl, vl, hn = fixed(buf, pos + 8)
+            payload = max(kl, 0) + max(vl, 0)
+            if kl < -1 or vl < -1 or BODY_FIXED_SIZE + payload + 6 * hn > ln or (
+                    hn == 0 and BODY_FIXED_SIZE + payload != ln):
+                problem = "inconsistent record lengths"
+                break
+            if off <= last:
+                problem = f"offset {off} out of order"
+                break
+            if not countdown:
+                idx_off.append(off)
+                idx_pos.append(pos)
+                countdown = interval
+            countdown -= 1
+            last = off
+            pos = nxt
+            count += 1
+    finally:
+        mv.release()
+    return ScanResult(pos, count, last + 1, problem, countdown)
+
+
+# --- storage -----------------------------------------------------------------------------
+
+class Storage(Protocol):
+    """The bytes of one segment."""
+
+    def append(self, data: bytes) -> None: ...
+
+    def read(self, pos: int, n: int) -> bytes: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStorage:
+    """A segment held in a bytearray (in-memory mode)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = bytearray(data)
+
+    def append(self, data: bytes) -> None:
+        self.data += data
+
+    def read(self, pos: int, n: int) -> bytes:
+        return bytes(self.data[pos:pos + n])
+
+    def sync(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class FileStorage:
+    """A segment file. Writes go straight to the OS (unbuffered ``os.write``), reads use
+    ``os.pread`` on the same descriptor, opened on first use."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def _open(self) -> int:
+        if self.fd < 0:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                              0o644)
+        return self.fd
+
+    def append(self, data: bytes) -> None:
+        fd = self._open()
+        n = os.write(fd, data)
+        if n != len(data):  # regular files write everything, but never assume it
+            view = memoryview(data)
+            while n < len(data):
+                n += os.write(fd, view[n:])
+
+    def read(self, pos: int, n: int) -> bytes:
+        fd = self._open()
+        data = os.pread(fd, n, pos)
+        if len(data) < n:
+            parts = [data]
+            got = len(data)
+            while got < n:
+                more = os.pread(fd, n - got, pos + got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data
+
+    def sync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_file(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# --- segment -----------------------------------------------------------------------------
+
+class Segment:
+    """Records of one partition from ``base`` on, with their sparse index and a read cursor
+    (the position after the last read), so sequential fetches start without a lookup."""
+
+    __slots__ = ("base", "next_offset", "count", "size", "storage", "idx_off", "idx_pos",
+                 "countdown", "cur_off", "cur_pos", "path")
+
+    def __init__(self, base: int, storage: Storage, path: Path | None) -> None:
+        self.base = base
+        self.next_offset = base  # offset after the last record (base when empty)
+        self.count = 0
+        self.size = 0
+        self.storage = storage
+        self.idx_off = array("q")
+        self.idx_pos = array("q")
+        self.countdown = 0  # records left before the next index entry
+        self.cur_off = -1
+        self.cur_pos = 0
+        self.path = path
+
+    def append(self, records: Sequence[ProducerRecord], offset: int, now_ms: int,
+               interval: int) -> int:
+        """Append records with offsets from ``offset`` in one write; returns the count."""
+        data, n, self.countdown = encode_records(records, offset, now_ms, self.size,
+                                                 self.countdown, interval,
+                                                 self.idx_off, self.idx_pos)
+        self.storage.append(data)
+        self.size += len(data)
+        self.count += n
+        self.next_offset = offset + n
+        return n
+
+    def locate(self, offset: int) -> int:
+        """Position of the first record with an offset >= ``offset`` (``size`` if none)."""
+        if offset == self.cur_off:
+            return self.cur_pos
+        idx_off = self.idx_off
+        j = bisect_right(idx_off, offset) - 1
+        if j < 0:
+            return 0
+        pos = self.idx_pos[j]
+        if idx_off[j] == offset:
+            return pos
+        stop = self.idx_pos[j + 1] if j + 1 < len(idx_off) else self.size
+        read = self.storage.read
+        if stop - pos <= 1 << 20:
+            # One read for the (at most ``interval``) records up to the next index entry.
+            buf = read(pos, stop - pos)
+            p = 0
+            unpack = LEN_OFFSET.unpack_from
+            while p < len(buf):
+                ln, off = unpack(buf, p)
+                if off >= offset:
+                    break
+                p += 8 + ln
+            return pos + p
+        while pos < stop:  # large records: read just their headers
+            ln, off = LEN_OFFSET.unpack(read(pos, 16))
+            if off >= offset:
+                break
+            pos += 8 + ln
+        return pos
+
+    def read(self, offset: int, max_n: int, max_bytes: int, verify: bool,
+             offs: list[int], tss: list[int], keys: list[bytes | None],
+             vals: list[bytes | None], hdrs: list[Headers] | None
+             ) -> tuple[list[Headers] | None, int]:
+        """Append up to ``max_n`` records from ``offset`` on to the column lists (at least one
+        record if there is any, even one larger than ``max_bytes``; fewer than ``max_n`` if the
+        segment has gaps or the bytes run out). Returns (header column, bytes consumed)."""
+        if offset >= self.next_offset or max_n <= 0:
+            return hdrs, 0
+        start = self.locate(offset)
+        size = self.size
+        if start >= size:
+            return hdrs, 0
+        # The read window ends at the index entry at or after the last wanted offset (a few
+        # records too many at most), capped at max_bytes.
+        k = bisect_left(self.idx_off, offset + max_n)
+        end = self.idx_pos[k] if k < len(self.idx_pos) else size
+        if end - start > max_bytes:
+            end = start + max_bytes
+        buf = self.storage.read(start, end - start)
+        before = len(offs)
+        pos, hdrs = decode(buf, 0, max_n, offs, tss, keys, vals, hdrs)
+        if len(offs) == before:
+            # The first record alone exceeds the window: read exactly that record.
+            if len(buf) < 8:
+                buf = self.storage.read(start, 8)
+            ln = PREFIX.unpack_from(buf, 0)[0]
+            buf = self.storage.read(start, 8 + ln)
+            pos, hdrs = decode(buf, 0, 1, offs, tss, keys, vals, hdrs)
+            if len(offs) == before:
+                raise CorruptRecordError(
+                    f"cannot decode record at position {start} of segment {self.base}")
+        if verify:
+            check_crcs(buf, 0, pos)
+        self.cur_off = offs[-1] + 1
+        self.cur_pos = start + pos
+        return hdrs, pos
+
+    def read_all(self, offs: list[int], tss: list[int], keys: list[bytes | None],
+                 vals: list[bytes | None]) -> list[Headers] | None:
+        """Every record of the segment (compaction reads whole segments)."""
+        buf = self.storage.read(0, self.size)
+        pos, hdrs = decode(buf, 0, len(buf), offs, tss, keys, vals, None)
+        if pos != len(buf):
+            raise CorruptRecordError(f"segment {self.base} does not decode to its end")
+        return hdrs
+
+    def write_index(self, path: Path, fsync: bool) -> None:
+        """Write the index beside a sealed segment (so reopening need not rescan it)."""
+        n = len(self.idx_off)
+        data = (INDEX_HEADER.pack(INDEX_MAGIC, self.size, self.base, self.next_offset,
+                                  self.count, n)
+                + self.idx_off.tobytes() + self.idx_pos.tobytes())
+        data += crc32(data).to_bytes(4, "little")
+        atomic_write(path, data, fsync)
+
+    def load_index(self, path: Path, file_size: int) -> bool:
+        """Load a sidecar index if it is intact and matches the segment file's size."""
+        try:
+            data = read_file(path)
+        except OSError:
+            return False
+        if len(data) < INDEX_HEADER.size + 4:
+            return False
+        if crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            return False
+        magic, size, base, next_offset, count, n = INDEX_HEADER.unpack_from(data, 0)
+        if (magic != INDEX_MAGIC or size != file_size or base != self.base
+                or len(data) != INDEX_HEADER.size + 16 * n + 4):
+            return False
+        p = INDEX_HEADER.size
+        self.idx_off = array("q", data[p:p + 8 * n])
+        self.idx_pos = array("q", data[p + 8 * n:p + 16 * n])
+        self.size = size
+        self.next_offset = next_offset
+        self.count = count
+        return True
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new or renamed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
