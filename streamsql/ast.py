@@ -95,6 +95,13 @@ class AllColumns(SelectItem):
 
 
 @dataclass(frozen=True)
+class StructAllFields(SelectItem):
+    """``struct_expression->*``: every field of a struct, each as its own column."""
+
+    expression: Expression
+
+
+@dataclass(frozen=True)
 class Relation:
     """Base of FROM-clause relations."""
 
@@ -227,6 +234,15 @@ class DropType(Statement):
 
     name: str
     if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class AlterSource(Statement):
+    """ALTER STREAM|TABLE name ADD COLUMN name type [, ADD COLUMN ...]."""
+
+    kind: str  # 'STREAM' or 'TABLE'
+    name: str
+    columns: tuple[TableElement, ...]
 
 
 @dataclass(frozen=True)

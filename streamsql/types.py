@@ -179,6 +179,25 @@ class LambdaType(SqlType):
         return "LAMBDA"
 
 
+@dataclass(frozen=True)
+class NamedType(SqlType):
+    """A custom type name written in DDL (``address ADDRESS``), as the parser sees it.
+
+    Resolved by the analyzer against the types registered with CREATE TYPE; never the type of
+    a value. ``base`` is STRUCT only as a placeholder (custom types are usually structs); code
+    must resolve a NamedType before looking at its base.
+    """
+
+    name: str = ""
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "base", BaseType.STRUCT)
+        object.__setattr__(self, "name", name)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 BOOLEAN = SqlType(BaseType.BOOLEAN)
 INTEGER = SqlType(BaseType.INTEGER)
 BIGINT = SqlType(BaseType.BIGINT)

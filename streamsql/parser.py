@@ -1,0 +1,815 @@
+"""The SQL front end: text to statement AST (``streamsql.ast``) and expression trees.
+
+The grammar (``streamsql/grammar/streamsql.lark``) is an LALR(1) grammar for lark with the
+contextual lexer; the parser is built once per process. A parse builds lark's tree and turns it
+into the frozen AST with :class:`_AstBuilder`, which also does the checks ksqlDB's AstBuilder
+does while building (numeric literal ranges, KEY vs PRIMARY KEY, type parameters).
+
+Errors are :class:`streamsql.errors.ParseError` with ksqlDB-like messages, always starting
+``line L:C: Syntax Error`` for syntax errors (1-based line and column, relative to the whole
+script), e.g. ``line 1:33: Syntax Error\\nExpecting {'STRING', INTEGER_VALUE}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+from decimal import Decimal
+from typing import Any, Callable
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+
+from streamsql import ast
+from streamsql import expressions as ex
+from streamsql import types as t
+from streamsql.errors import ParseError, StreamSqlError
+
+__all__ = ["parse", "parse_statement", "parse_expression", "parse_type", "duration_millis"]
+
+_START_RULES = ["script", "expression_only", "type_only"]
+
+# Milliseconds per window / WITHIN unit (ksqlDB's windowUnit: no weeks, months or years).
+_UNIT_MILLIS = {
+    "MILLISECOND": 1,
+    "SECOND": 1000,
+    "MINUTE": 60_000,
+    "HOUR": 3_600_000,
+    "DAY": 86_400_000,
+}
+
+# Expected-token sets at most this big are listed in messages ("Expecting {...}"); bigger ones
+# say "Syntax error at or near 'X'" instead, as a list of 40 keywords helps nobody.
+_MAX_LISTED_EXPECTED = 8
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    """The LALR parser, built once per process from the packaged grammar."""
+    source = importlib.resources.files("streamsql.grammar").joinpath("streamsql.lark").read_text("utf-8")
+    return Lark(
+        source,
+        parser="lalr",
+        lexer="contextual",
+        start=_START_RULES,
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+# ------------------------------------------------------------------------------------ API
+def parse(text: str) -> list[ast.Statement]:
+    """Parse a script of ``;``-separated statements (the last ``;`` is optional).
+
+    Each statement's ``text`` is its own source, stripped, without the ``;``.
+    """
+    tree = _run(text, "script")
+    return _build(text, tree)
+
+
+def parse_statement(text: str) -> ast.Statement:
+    """Parse exactly one statement (a trailing ``;`` is allowed)."""
+    statements = parse(text)
+    if len(statements) != 1:
+        raise ParseError(f"Expected exactly one statement, got {len(statements)}", 1, 1)
+    return statements[0]
+
+
+def parse_expression(text: str) -> ex.Expression:
+    """Parse a single expression, e.g. ``A + 1`` or ``X->Y[2]``."""
+    return _build(text, _run(text, "expression_only"))
+
+
+def parse_type(text: str) -> t.SqlType:
+    """Parse a SQL type, e.g. ``ARRAY<STRUCT<A INT>>``; custom names give a NamedType."""
+    return _build(text, _run(text, "type_only"))
+
+
+def duration_millis(amount: int, unit: str) -> int:
+    """``amount`` of a window unit (MILLISECOND(S) .. DAY(S), any case) in milliseconds."""
+    unit = unit.upper()
+    base = unit[:-1] if unit.endswith("S") else unit
+    return amount * _UNIT_MILLIS[base]
+
+
+# ------------------------------------------------------------------------------ internals
+def _run(text: str, start: str) -> Tree:
+    parser = _lark()
+    try:
+        return parser.parse(text, start=start)
+    except UnexpectedInput as err:
+        raise _syntax_error(parser, text, err) from None
+
+
+def _build(text: str, tree: Tree) -> Any:
+    builder = _AstBuilder(text)
+    try:
+        result = builder.transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, StreamSqlError):
+            raise err.orig_exc from None
+        raise
+    builder.check_pending()
+    return result
+
+
+def _display_terminal(parser: Lark, name: str) -> str:
+    """How ksqlDB (ANTLR) shows an expected token: keywords and punctuation quoted, token
+    classes by name."""
+    if name == "$END":
+        return "<EOF>"
+    try:
+        terminal = parser.get_terminal(name)
+    except KeyError:
+        return name
+    if isinstance(terminal.pattern, PatternStr):
+        return f"'{terminal.pattern.value.upper()}'"
+    return name
+
+
+def _token_text(token: Token) -> str:
+    return "<EOF>" if token.type == "$END" else str(token)
+
+
+def _syntax_error(parser: Lark, text: str, err: UnexpectedInput) -> ParseError:
+    if isinstance(err, UnexpectedToken):
+        token = err.token
+        line, column = _token_position(text, token)
+        where = f"line {line}:{column}: Syntax Error"
+        expected = tuple(sorted({_display_terminal(parser, n) for n in err.expected}))
+        found = _token_text(token)
+        if "'SELECT'" in expected and "'CREATE'" in expected and "IDENTIFIER" not in expected:
+            # The first word of a statement: no statement starts like this.
+            return ParseError(f"{where}\nUnknown statement '{found}'", line, column, found, expected)
+        if len(expected) <= _MAX_LISTED_EXPECTED:
+            reason = "Expecting {" + ", ".join(expected) + "}"
+        else:
+            reason = f"Syntax error at or near '{found}' at line {line}:{column}"
+        return ParseError(f"{where}\n{reason}", line, column, found, expected)
+    if isinstance(err, UnexpectedCharacters):
+        line, column = err.line, err.column
+        char = text[err.pos_in_stream] if 0 <= err.pos_in_stream < len(text) else ""
+        return ParseError(
+            f"line {line}:{column}: Syntax Error\ntoken recognition error at: '{char}'",
+            line, column, char,
+        )
+    if isinstance(err, UnexpectedEOF):
+        line, column = _end_position(text)
+        expected = tuple(sorted({_display_terminal(parser, n) for n in err.expected}))
+        return ParseError(
+            f"line {line}:{column}: Syntax Error\nSyntax error at or near '<EOF>' at line {line}:{column}",
+            line, column, "<EOF>", expected,
+        )
+    line = getattr(err, "line", 1) or 1
+    column = getattr(err, "column", 1) or 1
+    return ParseError(f"line {line}:{column}: Syntax Error", line, column)
+
+
+def _token_position(text: str, token: Token) -> tuple[int, int]:
+    if token.type == "$END" or token.line is None:
+        return _end_position(text)
+    return token.line, token.column
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    line = text.count("\n") + 1
+    column = len(text) - (text.rfind("\n") + 1) + 1
+    return line, column
+
+
+def _syntax_error_at(token: Token, found: str | None = None, reason: str | None = None) -> ParseError:
+    """A syntax error the grammar cannot express (checked while building the AST)."""
+    found = str(token) if found is None else found
+    line, column = token.line or 1, token.column or 1
+    reason = reason or f"Syntax error at or near '{found}' at line {line}:{column}"
+    return ParseError(f"line {line}:{column}: Syntax Error\n{reason}", line, column, found)
+
+
+def _name(identifier: Token) -> str:
+    """A plain ``str`` for an identifier token (tokens are ``str`` subclasses with positions)."""
+    return str(identifier)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tuple(ex.Expression):
+    """``(a, b, ...)``: only valid as a whole GROUP BY / PARTITION BY list or as lambda
+    parameters; never leaves the parser."""
+
+    items: tuple[ex.Expression, ...]
+    comma: Any = dataclasses.field(compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unit:
+    """A time unit keyword seen in a WINDOW or WITHIN clause."""
+
+    millis: int
+
+
+def _reject_tuples(exprs: Any) -> None:
+    """Raise the ANTLR-style error for a parenthesised list where one is not allowed."""
+    items = exprs if isinstance(exprs, (list, tuple)) else (exprs,)
+    for expr in items:
+        if expr is None:
+            continue
+        for node in expr.walk():
+            if isinstance(node, _Tuple):
+                raise _syntax_error_at(node.comma, ",", "missing ')' at ','")
+
+
+@v_args(inline=True)
+class _AstBuilder(Transformer):
+    """Turns lark's parse tree into ``streamsql.ast`` / ``streamsql.expressions`` nodes.
+
+    One instance per parse: it holds the source text (for statement ``text``) and the
+    literals whose validity depends on a unary minus seen later (``9223372036854775808`` is
+    valid only negated).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self._text = text
+        # id(literal) -> (literal, error factory): out-of-range unless folded into a minus.
+        self._pending: dict[int, tuple[ex.Literal, Callable[[str], ParseError]]] = {}
+
+    def check_pending(self) -> None:
+        for _literal, error in self._pending.values():
+            raise error("")
+
+    # ---------------------------------------------------------------------- entry points
+    @v_args(inline=False)
+    def script(self, children: list[Any]) -> list[ast.Statement]:
+        return [c for c in children if isinstance(c, ast.Statement)]
+
+    @v_args(meta=True, inline=False)
+    def stmt(self, meta: Any, children: list[Any]) -> ast.Statement:
+        statement = children[0]
+        text = self._text[meta.start_pos:meta.end_pos].strip()
+        return dataclasses.replace(statement, text=text)
+
+    def expression_only(self, expr: ex.Expression) -> ex.Expression:
+        _reject_tuples(expr)
+        return expr
+
+    def type_only(self, sql_type: t.SqlType) -> t.SqlType:
+        return sql_type
+
+    # ------------------------------------------------------------------------ identifiers
+    def unquoted_identifier(self, token: Token) -> Token:
+        return token.update(value=token.value.upper())
+
+    def quoted_identifier(self, token: Token) -> Token:
+        return token.update(value=token.value[1:-1].replace('""', '"'))
+
+    def backquoted_identifier(self, token: Token) -> Token:
+        return token.update(value=token.value[1:-1].replace("``", "`"))
+
+    def source_name(self, identifier: Token) -> Token:
+        return identifier
+
+    # --------------------------------------------------------------------------- literals
+    def null(self) -> ex.Expression:
+        return ex.NullLiteral()
+
+    def true(self) -> ex.Expression:
+        return ex.BooleanLiteral(True)
+
+    def false(self) -> ex.Expression:
+        return ex.BooleanLiteral(False)
+
+    def string(self, token: Token) -> ex.Expression:
+        return ex.StringLiteral(_unquote_string(token))
+
+    def integer(self, token: Token) -> ex.Expression:
+        value = int(token)
+        literal = ex.IntegerLiteral(value)
+        if value > t.BIGINT_MAX:
+            self._pending[id(literal)] = (
+                literal,
+                lambda sign: ParseError(f"Invalid numeric literal: {sign}{token}", token.line, token.column, str(token)),
+            )
+        return literal
+
+    def decimal(self, token: Token) -> ex.Expression:
+        return ex.DecimalLiteral(Decimal(str(token)))
+
+    def double(self, token: Token) -> ex.Expression:
+        value = float(token)
+        literal = ex.DoubleLiteral(value)
+        if value == float("inf"):
+            def error(sign: str) -> ParseError:
+                # ksqlDB reports these one column to the right of the literal.
+                return ParseError(
+                    f"line {token.line}:{token.column + 1}: Number overflows DOUBLE: {sign}{token}",
+                    token.line, token.column, str(token),
+                )
+            self._pending[id(literal)] = (literal, error)
+        return literal
+
+    def negative_number(self, _minus: Token, literal: ex.Literal) -> ex.Literal:
+        return self._negate(literal)
+
+    def _negate(self, literal: ex.Literal) -> ex.Literal:
+        pending = self._pending.pop(id(literal), None)
+        if isinstance(literal, ex.IntegerLiteral):
+            if -literal.value < t.BIGINT_MIN:
+                assert pending is not None
+                raise pending[1]("-")
+            return ex.IntegerLiteral(-literal.value)
+        if pending is not None:
+            raise pending[1]("-")
+        if isinstance(literal, ex.DecimalLiteral):
+            return ex.DecimalLiteral(-literal.value)
+        if isinstance(literal, ex.DoubleLiteral):
+            return ex.DoubleLiteral(-literal.value)
+        raise AssertionError(literal)
+
+    # ------------------------------------------------------------------------ expressions
+    def or_(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
+        return ex.Or(left, right)
+
+    def and_(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
+        return ex.And(left, right)
+
+    def not_(self, operand: ex.Expression) -> ex.Expression:
+        return ex.Not(operand)
+
+    def comp_op(self, token: Token) -> str:
+        op = str(token)
+        return "<>" if op == "!=" else op
+
+    def comparison(self, left: ex.Expression, op: str, right: ex.Expression) -> ex.Expression:
+        return ex.Comparison(op, left, right)
+
+    def between(self, value: ex.Expression, low: ex.Expression, high: ex.Expression) -> ex.Expression:
+        return ex.Between(value, low, high)
+
+    def not_between(self, value: ex.Expression, low: ex.Expression, high: ex.Expression) -> ex.Expression:
+        return ex.Between(value, low, high, negated=True)
+
+    def in_list(self, value: ex.Expression, *items: ex.Expression) -> ex.Expression:
+        return ex.InList(value, items)
+
+    def not_in_list(self, value: ex.Expression, *items: ex.Expression) -> ex.Expression:
+        return ex.InList(value, items, negated=True)
+
+    def like(self, value: ex.Expression, pattern: ex.Expression, escape: Token | None) -> ex.Expression:
+        return ex.Like(value, pattern, _escape_char(escape))
+
+    def not_like(self, value: ex.Expression, pattern: ex.Expression, escape: Token | None) -> ex.Expression:
+        return ex.Like(value, pattern, _escape_char(escape), negated=True)
+
+    def is_null(self, value: ex.Expression) -> ex.Expression:
+        return ex.IsNull(value)
+
+    def is_not_null(self, value: ex.Expression) -> ex.Expression:
+        return ex.IsNull(value, negated=True)
+
+    def is_distinct_from(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
+        return ex.Comparison("IS_DISTINCT_FROM", left, right)
+
+    def is_not_distinct_from(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
+        return ex.Comparison("IS_NOT_DISTINCT_FROM", left, right)
+
+    def arithmetic_binary(self, left: ex.Expression, op: Token, right: ex.Expression) -> ex.Expression:
+        return ex.ArithmeticBinary(str(op), left, right)
+
+    def arithmetic_unary(self, op: Token, operand: ex.Expression) -> ex.Expression:
+        if str(op) == "-" and isinstance(operand, (ex.IntegerLiteral, ex.DecimalLiteral, ex.DoubleLiteral)):
+            return self._negate(operand)
+        return ex.ArithmeticUnary(str(op), operand)
+
+    def subscript(self, base: ex.Expression, index: ex.Expression) -> ex.Expression:
+        return ex.Subscript(base, index)
+
+    def dereference(self, base: ex.Expression, field: Token) -> ex.Expression:
+        return ex.Dereference(base, _name(field))
+
+    def keyword_column(self, token: Token) -> Token:
+        return token.update(value=token.value.upper())
+
+    def column_ref(self, name: Token) -> ex.Expression:
+        return ex.ColumnRef(_name(name))
+
+    def qualified_column_ref(self, source: Token, name: Token) -> ex.Expression:
+        return ex.ColumnRef(_name(name), _name(source))
+
+    def count_star(self, name: Token, _star: Token) -> ex.Expression:
+        return ex.FunctionCall(_name(name).upper(), (), star=True)
+
+    def function_call(self, name: Token, *args: ex.Expression | None) -> ex.Expression:
+        present = tuple(a for a in args if a is not None)
+        return ex.FunctionCall(_name(name).upper(), present)
+
+    def function_arg(self, expr: ex.Expression) -> ex.Expression:
+        return expr
+
+    def lambda_arg(self, params: ex.Expression, body: ex.Expression) -> ex.Expression:
+        names = _lambda_params(params)
+        return ex.Lambda(names, body)
+
+    def interval_arg(self, unit: str) -> ex.Expression:
+        return ex.IntervalUnit(unit if unit.endswith("S") else unit + "S")
+
+    def time_unit(self, token: Token) -> str:
+        return str(token).upper()
+
+    def simple_case(self, operand: ex.Expression, *rest: Any) -> ex.Expression:
+        *whens, default = rest
+        return ex.Case(operand, tuple(whens), default)
+
+    def searched_case(self, *rest: Any) -> ex.Expression:
+        *whens, default = rest
+        return ex.Case(None, tuple(whens), default)
+
+    def when_clause(self, condition: ex.Expression, result: ex.Expression) -> tuple[ex.Expression, ex.Expression]:
+        return (condition, result)
+
+    def else_clause(self, expr: ex.Expression) -> ex.Expression:
+        return expr
+
+    def cast(self, operand: ex.Expression, sql_type: t.SqlType) -> ex.Expression:
+        return ex.Cast(operand, sql_type)
+
+    def create_array(self, *items: ex.Expression | None) -> ex.Expression:
+        return ex.CreateArray(tuple(i for i in items if i is not None))
+
+    def create_map(self, *entries: tuple[ex.Expression, ex.Expression] | None) -> ex.Expression:
+        return ex.CreateMap(tuple(e for e in entries if e is not None))
+
+    def map_entry(self, key: ex.Expression, value: ex.Expression) -> tuple[ex.Expression, ex.Expression]:
+        return (key, value)
+
+    def create_struct(self, *fields: tuple[str, ex.Expression] | None) -> ex.Expression:
+        return ex.CreateStruct(tuple(f for f in fields if f is not None))
+
+    def struct_entry(self, name: Token, value: ex.Expression) -> tuple[str, ex.Expression]:
+        return (_name(name), value)
+
+    def tuple(self, first: ex.Expression, comma: Token, *rest: ex.Expression) -> ex.Expression:
+        return _Tuple((first, *rest), comma)
+
+    # ------------------------------------------------------------------------------ types
+    def array_type(self, item: t.SqlType) -> t.SqlType:
+        return t.ArrayType(item)
+
+    def map_type(self, key: t.SqlType, value: t.SqlType) -> t.SqlType:
+        return t.MapType(key, value)
+
+    def struct_type(self, *fields: t.Field | None) -> t.SqlType:
+        return t.StructType(tuple(f for f in fields if f is not None))
+
+    def struct_field(self, name: Token, sql_type: t.SqlType) -> t.Field:
+        return t.Field(_name(name), sql_type)
+
+    def type_param(self, token: Token) -> Token:
+        return token
+
+    def named_type(self, name: Token, *params: Token | None) -> t.SqlType:
+        given = [p for p in params if p is not None]
+        upper = _name(name).upper()
+        if upper == "DECIMAL" and name.type == "IDENTIFIER":
+            if len(given) != 2 or any(p.type != "INTEGER_VALUE" for p in given):
+                raise _syntax_error_at(given[0] if given else name, reason="DECIMAL requires a precision and a scale: DECIMAL(p, s)")
+            return t.DecimalType(int(given[0]), int(given[1]))
+        if upper in ("STRING", "VARCHAR") and name.type == "IDENTIFIER" and [str(p).upper() for p in given] == ["STRING"]:
+            return t.STRING  # VARCHAR(STRING): ksqlDB's spelled-out form of STRING
+        if given:
+            # ksqlDB's grammar accepts type parameters only to reject them here.
+            raise _syntax_error_at(given[0], reason=f"Type {upper} does not take parameters")
+        if name.type == "IDENTIFIER":
+            primitive = t.PRIMITIVES_BY_NAME.get(upper)
+            if primitive is not None:
+                return primitive
+            if upper == "NULL":
+                raise _syntax_error_at(name)
+        return t.NamedType(_name(name))
+
+    # ------------------------------------------------------------------------ statements
+    def query_statement(self, query: ast.Query) -> ast.Statement:
+        return ast.QueryStatement(query)
+
+    def or_replace(self) -> bool:
+        return True
+
+    def source_kw(self) -> bool:
+        return True
+
+    def if_not_exists(self) -> bool:
+        return True
+
+    def if_exists(self) -> bool:
+        return True
+
+    def delete_topic(self) -> bool:
+        return True
+
+    def source_kind(self, token: Token) -> str:
+        return str(token).upper()
+
+    def as_query(self, query: ast.Query) -> ast.Query:
+        return query
+
+    def create_source(self, or_replace: bool | None, is_source: bool | None, kind: str,
+                      if_not_exists: bool | None, name: Token, elements: list[ast.TableElement] | None,
+                      props: ast.Properties | None, query: ast.Query | None) -> ast.Statement:
+        properties = props if props is not None else ast.Properties()
+        if query is not None:
+            if is_source or elements is not None:
+                raise _syntax_error_at(name, reason="CREATE ... AS SELECT takes neither SOURCE nor a column list")
+            return ast.CreateAsSelect(kind, _name(name), query, properties,
+                                      or_replace=bool(or_replace), if_not_exists=bool(if_not_exists))
+        for element in elements or ():
+            _check_key_constraint(kind, element)
+        return ast.CreateSource(
+            kind, _name(name), tuple(e for e, _ in elements or ()), properties,
+            or_replace=bool(or_replace), if_not_exists=bool(if_not_exists), is_source=bool(is_source),
+        )
+
+    @v_args(inline=False)
+    def table_elements(self, elements: list[tuple[ast.TableElement, Token]]) -> list[tuple[ast.TableElement, Token]]:
+        return elements
+
+    def table_element(self, name: Token, sql_type: t.SqlType,
+                      constraint: tuple[str, str | None] | None) -> tuple[ast.TableElement, Token]:
+        kind, header_key = constraint if constraint is not None else (None, None)
+        return ast.TableElement(_name(name), sql_type, kind, header_key), name
+
+    def primary_key(self) -> tuple[str, None]:
+        return ("PRIMARY KEY", None)
+
+    def key_constraint(self) -> tuple[str, None]:
+        return ("KEY", None)
+
+    def headers_constraint(self) -> tuple[str, None]:
+        return ("HEADERS", None)
+
+    def header_constraint(self, key: Token) -> tuple[str, str]:
+        return ("HEADER", _unquote_string(key))
+
+    @v_args(inline=False)
+    def with_props(self, props: list[tuple[str, Any]]) -> ast.Properties:
+        return ast.Properties(tuple(props))
+
+    def property(self, name: Token, value: Any) -> tuple[str, Any]:
+        key = _unquote_string(name) if name.type == "STRING" else _name(name)
+        return (key.upper(), value if not isinstance(value, ex.Expression) else _property_value(value))
+
+    def insert_into(self, target: Token, props: ast.Properties | None, query: ast.Query) -> ast.Statement:
+        return ast.InsertInto(_name(target), query, props if props is not None else ast.Properties())
+
+    def insert_values(self, target: Token, columns: tuple[str, ...] | None, values: tuple[ex.Expression, ...]) -> ast.Statement:
+        return ast.InsertValues(_name(target), columns or (), values)
+
+    @v_args(inline=False)
+    def column_list(self, names: list[Token]) -> tuple[str, ...]:
+        return tuple(_name(n) for n in names)
+
+    @v_args(inline=False)
+    def value_list(self, values: list[ex.Expression | None]) -> tuple[ex.Expression, ...]:
+        present = tuple(v for v in values if v is not None)
+        _reject_tuples(present)
+        return present
+
+    def drop_source(self, kind: str, if_exists: bool | None, name: Token, delete_topic: bool | None) -> ast.Statement:
+        return ast.DropSource(kind, _name(name), if_exists=bool(if_exists), delete_topic=bool(delete_topic))
+
+    def create_type(self, if_not_exists: bool | None, name: Token, sql_type: t.SqlType) -> ast.Statement:
+        return ast.CreateType(_name(name), sql_type, if_not_exists=bool(if_not_exists))
+
+    def drop_type(self, if_exists: bool | None, name: Token) -> ast.Statement:
+        return ast.DropType(_name(name), if_exists=bool(if_exists))
+
+    def alter_source(self, kind: str, name: Token, *options: ast.TableElement) -> ast.Statement:
+        return ast.AlterSource(kind, _name(name), tuple(options))
+
+    def alter_option(self, name: Token, sql_type: t.SqlType) -> ast.TableElement:
+        return ast.TableElement(_name(name), sql_type)
+
+    def show(self, all_: Token | None, noun: str, extended: Token | None) -> ast.Statement:
+        if all_ is not None and noun != "TOPICS":
+            raise _syntax_error_at(all_, reason="ALL is only valid with TOPICS")
+        return ast.ShowStatement(noun, extended=extended is not None, all=all_ is not None)
+
+    def show_noun(self, token: Token) -> str:
+        return str(token).upper()
+
+    def describe_noun(self, token: Token) -> str:
+        return str(token).upper()
+
+    def describe_source(self, name: Token, extended: Token | None) -> ast.Statement:
+        return ast.DescribeSource(_name(name), extended=extended is not None)
+
+    def describe_sources(self, noun: str, extended: Token | None) -> ast.Statement:
+        return ast.DescribeSources(noun, extended=extended is not None)
+
+    def describe_function(self, name: Token) -> ast.Statement:
+        return ast.DescribeFunction(_name(name).upper())
+
+    def explain_query(self, query_id: Token) -> ast.Statement:
+        return ast.Explain(query_id=_name(query_id))
+
+    def explain_statement(self, statement: ast.Statement) -> ast.Statement:
+        return ast.Explain(statement=statement)
+
+    def terminate_query(self, query_id: Token) -> ast.Statement:
+        return ast.TerminateQuery(_name(query_id))
+
+    def terminate_all(self, _all: Token) -> ast.Statement:
+        return ast.TerminateQuery(None)
+
+    def pause_resume(self, action: Token, target: Token) -> ast.Statement:
+        query_id = None if target.type == "ALL" else _name(target)
+        return ast.PauseResumeQuery(str(action).upper(), query_id)
+
+    def set_property(self, name: Token, value: Token) -> ast.Statement:
+        return ast.SetProperty(_unquote_string(name), _unquote_string(value))
+
+    def unset_property(self, name: Token) -> ast.Statement:
+        return ast.UnsetProperty(_unquote_string(name))
+
+    def define_variable(self, name: Token, value: Token) -> ast.Statement:
+        return ast.DefineVariable(_name(name), _unquote_string(value))
+
+    def undefine_variable(self, name: Token) -> ast.Statement:
+        return ast.UndefineVariable(_name(name))
+
+    def print_topic(self, topic: Token, from_beginning: bool | None, interval: int | None,
+                    limit: int | None) -> ast.Statement:
+        name = _unquote_string(topic) if topic.type == "STRING" else _name(topic)
+        return ast.PrintTopic(name, from_beginning=bool(from_beginning), interval=interval, limit=limit)
+
+    def from_beginning(self) -> bool:
+        return True
+
+    def print_interval(self, value: Token) -> int:
+        return int(value)
+
+    def run_script(self, path: Token) -> ast.Statement:
+        return ast.RunScript(_unquote_string(path))
+
+    # ---------------------------------------------------------------------------- queries
+    def query(self, items: tuple[ast.SelectItem, ...], relation: ast.Relation,
+              window: ast.WindowExpression | None, where: ex.Expression | None,
+              group_by: tuple[ex.Expression, ...] | None, partition_by: tuple[ex.Expression, ...] | None,
+              having: ex.Expression | None, emit: str | None, limit: int | None) -> ast.Query:
+        _reject_tuples(where)
+        _reject_tuples(having)
+        return ast.Query(
+            select=items, from_=relation, where=where, window=window,
+            group_by=group_by or (), partition_by=partition_by or (), having=having,
+            emit=emit, limit=limit,
+        )
+
+    @v_args(inline=False)
+    def select_items(self, items: list[ast.SelectItem]) -> tuple[ast.SelectItem, ...]:
+        return tuple(items)
+
+    def single_column(self, expr: ex.Expression) -> ast.SelectItem:
+        _reject_tuples(expr)
+        return ast.SingleColumn(expr)
+
+    def aliased_column(self, expr: ex.Expression, alias: Token) -> ast.SelectItem:
+        _reject_tuples(expr)
+        return ast.SingleColumn(expr, _name(alias))
+
+    def qualified_all_columns(self, source: Token) -> ast.SelectItem:
+        return ast.AllColumns(_name(source))
+
+    def struct_all_fields(self, expr: ex.Expression) -> ast.SelectItem:
+        _reject_tuples(expr)
+        return ast.StructAllFields(expr)
+
+    def all_columns(self) -> ast.SelectItem:
+        return ast.AllColumns()
+
+    def relation(self, left: ast.AliasedRelation, *joins: ast.JoinClause) -> ast.Relation:
+        if not joins:
+            return left
+        return ast.Join(left, tuple(joins))
+
+    def aliased_relation(self, name: Token, alias: Token | None) -> ast.AliasedRelation:
+        return ast.AliasedRelation(_name(name), _name(alias) if alias is not None else None)
+
+    def join_clause(self, join_type: str, right: ast.AliasedRelation, within: ast.WithinExpression | None,
+                    criteria: ex.Expression) -> ast.JoinClause:
+        _reject_tuples(criteria)
+        return ast.JoinClause(join_type, right, criteria, within)
+
+    def inner_join(self) -> str:
+        return "INNER"
+
+    def left_join(self) -> str:
+        return "LEFT"
+
+    def right_join(self) -> str:
+        return "RIGHT"
+
+    def full_join(self) -> str:
+        return "FULL"
+
+    def within_symmetric(self, size: int, grace: int | None) -> ast.WithinExpression:
+        return ast.WithinExpression(size, size, grace)
+
+    def within_asymmetric(self, before: int, after: int, grace: int | None) -> ast.WithinExpression:
+        return ast.WithinExpression(before, after, grace)
+
+    def window_clause(self, window: ast.WindowExpression) -> ast.WindowExpression:
+        return window
+
+    def tumbling(self, size: int, options: dict[str, int]) -> ast.WindowExpression:
+        return ast.WindowExpression("TUMBLING", size, None, options.get("retention"), options.get("grace"))
+
+    def hopping(self, size: int, advance: int, options: dict[str, int]) -> ast.WindowExpression:
+        return ast.WindowExpression("HOPPING", size, advance, options.get("retention"), options.get("grace"))
+
+    def session(self, size: int, options: dict[str, int]) -> ast.WindowExpression:
+        return ast.WindowExpression("SESSION", size, None, options.get("retention"), options.get("grace"))
+
+    @v_args(inline=False)
+    def window_options(self, options: list[tuple[str, int]]) -> dict[str, int]:
+        return dict(options)
+
+    def retention(self, millis: int) -> tuple[str, int]:
+        return ("retention", millis)
+
+    def window_option(self, grace: int) -> tuple[str, int]:
+        return ("grace", grace)
+
+    def grace_period(self, millis: int) -> int:
+        return millis
+
+    def duration(self, amount: Token, unit: str) -> int:
+        return duration_millis(int(amount), unit)
+
+    def where_clause(self, expr: ex.Expression) -> ex.Expression:
+        return expr
+
+    def having_clause(self, expr: ex.Expression) -> ex.Expression:
+        return expr
+
+    @v_args(inline=False)
+    def group_by(self, exprs: list[ex.Expression]) -> tuple[ex.Expression, ...]:
+        return _grouping_list(exprs)
+
+    @v_args(inline=False)
+    def partition_by(self, exprs: list[ex.Expression]) -> tuple[ex.Expression, ...]:
+        return _grouping_list(exprs)
+
+    def emit_clause(self, _emit: Token, what: Token) -> str:
+        return str(what).upper()
+
+    def limit_clause(self, value: Token) -> int:
+        return int(value)
+
+
+# ------------------------------------------------------------------------------- helpers
+def _unquote_string(token: Token) -> str:
+    return str(token)[1:-1].replace("''", "'")
+
+
+def _escape_char(token: Token | None) -> str | None:
+    return None if token is None else _unquote_string(token)
+
+
+def _property_value(expr: ex.Expression) -> Any:
+    """WITH property values are literals: str, int, Decimal, float, bool (None for NULL)."""
+    return ex.literal_value(expr)
+
+
+def _grouping_list(exprs: list[ex.Expression]) -> tuple[ex.Expression, ...]:
+    # GROUP BY (a, b) is the same list as GROUP BY a, b; a parenthesised list inside a
+    # longer list is the syntax error ksqlDB reports.
+    if len(exprs) == 1 and isinstance(exprs[0], _Tuple):
+        exprs = list(exprs[0].items)
+    _reject_tuples(exprs)
+    return tuple(exprs)
+
+
+def _lambda_params(params: ex.Expression) -> tuple[str, ...]:
+    items = params.items if isinstance(params, _Tuple) else (params,)
+    names = []
+    for item in items:
+        if not isinstance(item, ex.ColumnRef) or item.source is not None:
+            raise ParseError("line 1:1: Syntax Error\nLambda parameters must be identifiers", 1, 1)
+        names.append(item.name)
+    return tuple(names)
+
+
+def _check_key_constraint(kind: str, element: tuple[ast.TableElement, Token]) -> None:
+    column, token = element
+    if kind == "TABLE" and column.constraint == "KEY":
+        raise ParseError(
+            f"Line: {token.line}, Col: {token.column}: Column `{column.name}` is a 'KEY' column: "
+            "please use 'PRIMARY KEY' for tables.",
+            token.line, token.column, str(token),
+        )
+    if kind == "STREAM" and column.constraint == "PRIMARY KEY":
+        raise ParseError(
+            f"Line: {token.line}, Col: {token.column}: Column `{column.name}` is a 'PRIMARY KEY' column: "
+            "please use 'KEY' for streams.\n"
+            "Tables have PRIMARY KEYs, which are unique and NON NULL.\n"
+            "Streams have KEYs, which have no uniqueness or NON NULL constraints.",
+            token.line, token.column, str(token),
+        )
