@@ -1,0 +1,555 @@
+"""The embedded log backend: round trips, partitioning, persistence, crash recovery, groups,
+consumers, topic deletion and compaction."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from streamsql.runtime.log.base import (ProducerRecord, TopicExistsError, UnknownTopicError,
+                                        murmur2)
+from streamsql.runtime.log.embedded import EmbeddedLog, InvalidTopicError
+from streamsql.runtime.log.segment import CorruptRecordError
+
+LOGGER = "streamsql.runtime.log.embedded"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(params=["memory", "disk"])
+def make_log(request, tmp_path):
+    """Builds logs of the parametrized kind (each call on disk reopens the same path)."""
+    def make(**kw):
+        return EmbeddedLog(None if request.param == "memory" else tmp_path / "log", **kw)
+    return make
+
+
+def rec(key, value, ts=1000, headers=(), partition=None):
+    return ProducerRecord(key, value, ts, headers, partition)
+
+
+def segment_files(root: Path, topic: str, partition: int = 0) -> list[Path]:
+    return sorted((root / "topics" / topic / str(partition)).glob("*.log"))
+
+
+async def fetch_all(log, topic, partition=0, offset=0, step=10_000):
+    offs, keys, vals = [], [], []
+    while True:
+        b = await log.fetch(topic, partition, offset, step)
+        if not b.offsets:
+            return offs, keys, vals
+        offs += b.offsets
+        keys += b.keys
+        vals += b.values
+        offset = b.offsets[-1] + 1
+
+
+# --- round trip ----------------------------------------------------------------------
+
+def test_round_trip_keys_values_headers_nulls(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t")
+        records = [
+            rec(b"k1", b"v1", 10),
+            rec(None, b"v2", 11),
+            rec(b"k3", None, 12),
+            rec(None, None, 13),
+            rec(b"", b"", 14),
+            rec(b"k6", b"v6", 15, headers=(("a", b"1"), ("b", None), ("\u00e9", b""))),
+        ]
+        assert await log.produce("t", records) == [(0, i) for i in range(6)]
+        b = await log.fetch("t", 0, 0)
+        assert (b.topic, b.partition) == ("t", 0)
+        assert b.offsets == [0, 1, 2, 3, 4, 5]
+        assert b.timestamps == [10, 11, 12, 13, 14, 15]
+        assert b.keys == [b"k1", None, b"k3", None, b"", b"k6"]
+        assert b.values == [b"v1", b"v2", None, None, b"", b"v6"]
+        assert b.headers == [(), (), (), (), (), (("a", b"1"), ("b", None), ("\u00e9", b""))]
+        assert b.next_offset == 6
+        # A batch without any header has headers None.
+        assert (await log.fetch("t", 0, 0, 5)).headers is None
+        await log.close()
+    run(go())
+
+
+def test_offsets_are_consecutive_and_fetch_respects_position_and_limit(make_log):
+    async def go():
+        log = make_log(index_interval=8)
+        await log.create_topic("t")
+        for start in range(0, 1000, 100):
+            res = await log.produce("t", [rec(b"k", b"%d" % i) for i in range(start, start + 100)])
+            assert [o for _, o in res] == list(range(start, start + 100))
+        assert await log.end_offsets("t") == [1000]
+        assert await log.begin_offsets("t") == [0]
+        b = await log.fetch("t", 0, 437, 25)
+        assert b.offsets == list(range(437, 462))
+        assert b.values == [b"%d" % i for i in range(437, 462)]
+        assert (await log.fetch("t", 0, 995, 100)).offsets == list(range(995, 1000))
+        assert len(await log.fetch("t", 0, 1000)) == 0
+        assert len(await log.fetch("t", 0, 5000)) == 0
+        await log.close()
+    run(go())
+
+
+def test_missing_timestamp_takes_current_time(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t")
+        before = int(time.time() * 1000)
+        await log.produce("t", [ProducerRecord(b"k", b"v", None)])
+        after = int(time.time() * 1000)
+        (ts,) = (await log.fetch("t", 0, 0)).timestamps
+        assert before <= ts <= after
+        await log.close()
+    run(go())
+
+
+def test_large_record_beyond_fetch_byte_limit_is_still_returned(make_log):
+    async def go():
+        log = make_log(max_fetch_bytes=1024)
+        await log.create_topic("t")
+        big = bytes(range(256)) * 40
+        await log.produce("t", [rec(b"a", b"x"), rec(b"b", big), rec(b"c", b"y")])
+        offs, _, vals = await fetch_all(log, "t")
+        assert offs == [0, 1, 2]
+        assert vals == [b"x", big, b"y"]
+        await log.close()
+    run(go())
+
+
+# --- topics --------------------------------------------------------------------------
+
+def test_topic_admin(make_log):
+    async def go():
+        log = make_log()
+        info = await log.create_topic("a", 3, 1, {"cleanup.policy": "compact"})
+        assert (info.name, info.partitions, info.replicas) == ("a", 3, 1)
+        assert dict(info.config) == {"cleanup.policy": "compact"}
+        await log.create_topic("b")
+        with pytest.raises(TopicExistsError):
+            await log.create_topic("a")
+        for bad in ["", ".", "..", "has space", "x" * 250, "semi;colon"]:
+            with pytest.raises(InvalidTopicError):
+                await log.create_topic(bad)
+        assert set(await log.list_topics()) == {"a", "b"}
+        assert await log.describe_topic("a") == info
+        assert await log.describe_topic("nope") is None
+        with pytest.raises(UnknownTopicError):
+            await log.produce("nope", [rec(b"k", b"v")])
+        with pytest.raises(UnknownTopicError):
+            await log.fetch("nope", 0, 0)
+        with pytest.raises(UnknownTopicError):
+            await log.fetch("a", 3, 0)
+        await log.close()
+    run(go())
+
+
+def test_delete_topic_removes_data_and_files(make_log, tmp_path):
+    async def go():
+        log = make_log()
+        await log.create_topic("t", 2)
+        await log.create_topic("keep")
+        await log.produce("t", [rec(b"k%d" % i, b"v") for i in range(10)])
+        c = log.consumer("g", ["t"])
+        await c.commit({("t", 0): 3})
+        await log.delete_topic("t")
+        assert set(await log.list_topics()) == {"keep"}
+        with pytest.raises(UnknownTopicError):
+            await log.fetch("t", 0, 0)
+        with pytest.raises(UnknownTopicError):
+            await log.delete_topic("t")
+        if log.path is not None:
+            assert not (log.path / "topics" / "t").exists()
+            assert list((log.path / "trash").iterdir()) == []
+        # A new topic of the same name starts empty, without the old group offsets.
+        await log.create_topic("t", 1)
+        assert await log.end_offsets("t") == [0]
+        assert await log.committed("g", "t") == {}
+        await c.close()
+        await log.close()
+        if log.path is not None:
+            log2 = make_log()
+            assert set(await log2.list_topics()) == {"t", "keep"}
+            assert (await log2.describe_topic("t")).partitions == 1
+            await log2.close()
+    run(go())
+
+
+# --- partitioning --------------------------------------------------------------------
+
+@pytest.mark.parametrize("data,expected", [
+    # Kafka's own test vectors for Utils.murmur2 (UtilsTest.testMurmur2).
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+])
+def test_murmur2_matches_kafka(data, expected):
+    assert murmur2(data) == expected
+
+
+def test_keyed_records_go_to_murmur2_partition(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t", 5)
+        keys = [b"21", b"foobar", b"abc", b"a-little-bit-long-string", b"21"]
+        res = await log.produce("t", [rec(k, b"v") for k in keys])
+        expected = [(murmur2(k) & 0x7FFFFFFF) % 5 for k in keys]
+        assert [p for p, _ in res] == expected
+        # b"21" -> -973932308 & 0x7fffffff = 1173551340, % 5 = 0 (Kafka's partition for it).
+        assert res[0][0] == 0 and res[4] == (0, 1)
+        for p in range(5):
+            b = await log.fetch("t", p, 0)
+            assert b.keys == [k for k, e in zip(keys, expected) if e == p]
+        await log.close()
+    run(go())
+
+
+def test_null_keys_round_robin_and_explicit_partition(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t", 3)
+        res = await log.produce("t", [rec(None, b"%d" % i) for i in range(6)])
+        assert sorted(p for p, _ in res) == [0, 0, 1, 1, 2, 2]
+        res = await log.produce("t", [rec(b"whatever", b"x", partition=2)])
+        assert res == [(2, 2)]
+        with pytest.raises(ValueError):
+            await log.produce("t", [rec(None, b"ok"), rec(None, b"bad", partition=3)])
+        assert await log.end_offsets("t") == [2, 2, 3]  # the failed call wrote nothing
+        await log.close()
+    run(go())
+
+
+# --- persistence and recovery --------------------------------------------------------
+
+def test_restart_sees_everything(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path, segment_bytes=2000)
+        await log.create_topic("t", 2, config={"retention.ms": "100"})
+        await log.create_topic("u")
+        for i in range(20):
+            await log.produce("t", [rec(b"k%d" % j, b"v%d-%d" % (i, j), 5) for j in range(10)])
+        await log.produce("u", [rec(None, None, 7, headers=(("h", b"1"),))])
+        before = [await fetch_all(log, "t", p) for p in range(2)]
+        ends = await log.end_offsets("t")
+        await log.close()
+        assert len(segment_files(tmp_path, "t", 0)) > 1  # rolled
+
+        log = EmbeddedLog(tmp_path, segment_bytes=2000)
+        assert set(await log.list_topics()) == {"t", "u"}
+        assert dict((await log.describe_topic("t")).config) == {"retention.ms": "100"}
+        assert await log.end_offsets("t") == ends
+        assert [await fetch_all(log, "t", p) for p in range(2)] == before
+        b = await log.fetch("u", 0, 0)
+        assert (b.keys, b.values, b.headers) == ([None], [None], [(("h", b"1"),)])
+        # Producing continues the offsets.
+        res = await log.produce("t", [rec(None, b"new", partition=1)])
+        assert res == [(1, ends[1])]
+        await log.close()
+    run(go())
+
+
+def test_segments_roll_and_are_named_by_base_offset(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path, segment_bytes=1000, index_interval=4)
+        await log.create_topic("t")
+        for i in range(50):
+            await log.produce("t", [rec(b"k", b"value-%03d" % i)])
+        files = segment_files(tmp_path, "t")
+        assert len(files) > 2
+        bases = [int(f.stem) for f in files]
+        assert bases[0] == 0 and bases == sorted(bases)
+        # Each segment starts with the record whose offset is its name.
+        for f, base in zip(files, bases):
+            b = await log.fetch("t", 0, base, 1)
+            assert b.offsets == [base]
+        assert (await fetch_all(log, "t"))[2] == [b"value-%03d" % i for i in range(50)]
+        # Reads spanning segments in one fetch.
+        b = await log.fetch("t", 0, bases[1] - 2, 5)
+        assert b.offsets == list(range(bases[1] - 2, bases[1] + 3))
+        await log.close()
+        # Reopen without the sidecar indexes: sealed segments are rescanned.
+        for idx in (tmp_path / "topics" / "t" / "0").glob("*.index"):
+            idx.write_bytes(b"garbage")
+        log = EmbeddedLog(tmp_path, segment_bytes=1000, index_interval=4)
+        assert (await fetch_all(log, "t"))[2] == [b"value-%03d" % i for i in range(50)]
+        assert (await log.fetch("t", 0, 33, 2)).offsets == [33, 34]
+        await log.close()
+    run(go())
+
+
+async def _three_records(path: Path) -> None:
+    log = EmbeddedLog(path)
+    await log.create_topic("t")
+    await log.produce("t", [rec(b"k0", b"first"), rec(b"k1", b"second")])
+    await log.produce("t", [rec(b"k2", b"third-record-value")])
+    await log.close()
+
+
+def test_torn_tail_is_truncated_and_logged(tmp_path, caplog):
+    run(_three_records(tmp_path))
+    (seg,) = segment_files(tmp_path, "t")
+    full = seg.stat().st_size
+    with open(seg, "r+b") as f:  # power loss mid-write: the last record is cut short
+        f.truncate(full - 5)
+
+    async def go():
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            log = EmbeddedLog(tmp_path)
+        assert (await fetch_all(log, "t"))[2] == [b"first", b"second"]
+        assert await log.end_offsets("t") == [2]
+        # The next record takes the lost record's offset and the file is clean again.
+        assert await log.produce("t", [rec(b"k2", b"again")]) == [(0, 2)]
+        await log.close()
+        log = EmbeddedLog(tmp_path)
+        assert (await fetch_all(log, "t"))[2] == [b"first", b"second", b"again"]
+        await log.close()
+
+    run(go())
+    third = 8 + 28 + len(b"k2") + len(b"third-record-value")  # framing + fixed + key + value
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert len(warnings) == 1
+    msg = warnings[0].getMessage()
+    assert "topic t partition 0" in msg
+    # What survived of the torn record was cut: its size minus the 5 lost bytes.
+    assert f"{third - 5} bytes cut" in msg
+    assert seg.stat().st_size == full - third + (8 + 28 + len(b"k2") + len(b"again"))
+
+
+def test_corrupt_tail_is_truncated_and_logged(tmp_path, caplog):
+    run(_three_records(tmp_path))
+    (seg,) = segment_files(tmp_path, "t")
+    data = bytearray(seg.read_bytes())
+    data[-3] ^= 0xFF  # a flipped byte inside the last record's value
+    seg.write_bytes(bytes(data))
+
+    async def go():
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            log = EmbeddedLog(tmp_path)
+        offs, keys, vals = await fetch_all(log, "t")
+        assert (offs, vals) == ([0, 1], [b"first", b"second"])
+        await log.close()
+
+    run(go())
+    msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(msgs) == 1 and "CRC mismatch" in msgs[0] and "partition 0" in msgs[0]
+    # 8 bytes of framing + 28 fixed + key + value
+    assert f"{8 + 28 + 2 + len(b'third-record-value')} bytes cut" in msgs[0]
+    assert seg.stat().st_size == len(data) - (8 + 28 + 2 + len(b"third-record-value"))
+
+
+def test_garbage_appended_after_last_record_is_cut(tmp_path, caplog):
+    run(_three_records(tmp_path))
+    (seg,) = segment_files(tmp_path, "t")
+    good = seg.stat().st_size
+    with open(seg, "ab") as f:
+        f.write(b"\xff\xff\xff\x7f" + b"\x00" * 10)  # absurd length, short body
+
+    async def go():
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            log = EmbeddedLog(tmp_path)
+        assert (await fetch_all(log, "t"))[2] == [b"first", b"second", b"third-record-value"]
+        await log.close()
+
+    run(go())
+    assert seg.stat().st_size == good
+    assert any("14 bytes cut" in r.getMessage() for r in caplog.records)
+
+
+def test_check_crcs_catches_corruption_in_sealed_segment(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path, segment_bytes=300)
+        await log.create_topic("t")
+        for i in range(20):
+            await log.produce("t", [rec(b"k", b"payload-%02d" % i)])
+        await log.close()
+        first = segment_files(tmp_path, "t")[0]
+        data = bytearray(first.read_bytes())
+        data[-2] ^= 0x01  # the value of the sealed segment's last record
+        first.write_bytes(bytes(data))
+        log = EmbeddedLog(tmp_path, segment_bytes=300, check_crcs=True)
+        with pytest.raises(CorruptRecordError):
+            await fetch_all(log, "t")
+        await log.close()
+    run(go())
+
+
+def test_second_instance_on_same_path_is_refused(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path)
+        with pytest.raises(RuntimeError):
+            EmbeddedLog(tmp_path)
+        await log.close()
+        EmbeddedLog(tmp_path)  # free again after close
+    run(go())
+
+
+# --- groups and consumers ------------------------------------------------------------
+
+def test_group_offsets_commit_and_restore(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t", 2)
+        await log.produce("t", [rec(None, b"%d" % i, partition=i % 2) for i in range(10)])
+        assert await log.committed("g", "t") == {}
+        c = log.consumer("g", ["t"])
+        assert c.assignment() == {("t", 0), ("t", 1)}
+        batches = await c.poll(timeout=0)
+        assert sorted((b.partition, b.offsets) for b in batches) == [
+            (0, [0, 1, 2, 3, 4]), (1, [0, 1, 2, 3, 4])]
+        await c.commit({("t", 0): 5, ("t", 1): 3})
+        assert await log.committed("g", "t") == {0: 5, 1: 3}
+        assert await log.committed("other", "t") == {}
+        await c.close()
+        await log.close()
+        if log.path is None:
+            return
+        log = make_log()
+        assert await log.committed("g", "t") == {0: 5, 1: 3}
+        c = log.consumer("g", ["t"])
+        batches = await c.poll(timeout=0)
+        assert [(b.partition, b.offsets) for b in batches] == [(1, [3, 4])]
+        await c.close()
+        await log.close()
+    run(go())
+
+
+def test_consumer_starts_earliest_or_at_committed_position(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t")
+        await log.produce("t", [rec(None, b"%d" % i) for i in range(5)])
+        c = log.consumer("fresh", ["t"])
+        assert [b.offsets for b in await c.poll(timeout=0)] == [[0, 1, 2, 3, 4]]
+        assert await c.poll(timeout=0) == []
+        await c.close()
+        # "latest": commit the end offset before the first poll.
+        c = log.consumer("late", ["t"])
+        await c.commit({("t", 0): (await log.end_offsets("t"))[0]})
+        assert await c.poll(timeout=0) == []
+        await log.produce("t", [rec(None, b"new")])
+        assert [b.values for b in await c.poll(timeout=0)] == [[b"new"]]
+        await c.close()
+        await log.close()
+    run(go())
+
+
+def test_poll_respects_max_records(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t", 2)
+        await log.produce("t", [rec(None, b"x", partition=i % 2) for i in range(100)])
+        c = log.consumer("g", ["t"])
+        seen = 0
+        while True:
+            batches = await c.poll(max_records=7, timeout=0)
+            if not batches:
+                break
+            n = sum(len(b) for b in batches)
+            assert n <= 7
+            seen += n
+        assert seen == 100
+        await c.close()
+        await log.close()
+    run(go())
+
+
+def test_poll_wakes_on_produce_without_waiting_out_the_timeout(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t")
+        c = log.consumer("g", ["t"])
+
+        async def produce_later():
+            await asyncio.sleep(0.05)
+            await log.produce("t", [rec(b"k", b"hello")])
+
+        t0 = time.monotonic()
+        task = asyncio.create_task(produce_later())
+        batches = await c.poll(timeout=10)
+        elapsed = time.monotonic() - t0
+        await task
+        assert [b.values for b in batches] == [[b"hello"]]
+        assert elapsed < 2
+        # Nothing new: poll waits about its timeout and returns nothing.
+        t0 = time.monotonic()
+        assert await c.poll(timeout=0.1) == []
+        assert 0.09 <= time.monotonic() - t0 < 2
+        await c.close()
+        await log.close()
+    run(go())
+
+
+def test_consumer_picks_up_topic_created_later(make_log):
+    async def go():
+        log = make_log()
+        c = log.consumer("g", ["later"])
+        assert c.assignment() == set()
+
+        async def create_and_produce():
+            await asyncio.sleep(0.05)
+            await log.create_topic("later", 2)
+            await log.produce("later", [rec(None, b"v", partition=1)])
+
+        task = asyncio.create_task(create_and_produce())
+        batches = await c.poll(timeout=5)
+        await task
+        assert c.assignment() == {("later", 0), ("later", 1)}
+        assert [(b.topic, b.partition, b.values) for b in batches] == [("later", 1, [b"v"])]
+        await c.close()
+        await log.close()
+    run(go())
+
+
+# --- compaction ----------------------------------------------------------------------
+
+def test_compaction_keeps_latest_per_key_offsets_and_tombstones(make_log):
+    async def go():
+        log = make_log(segment_bytes=200, index_interval=2)
+        await log.create_topic("c", 1, config={"cleanup.policy": "compact"})
+        records = [rec(b"a", b"a1"), rec(b"b", b"b1"), rec(b"a", b"a2"), rec(b"c", b"c1"),
+                   rec(b"b", None), rec(None, b"nokey"), rec(b"a", b"a3"), rec(b"d", b"d1"),
+                   rec(b"c", b"c2", headers=(("h", b"1"),))]
+        for r in records:
+            await log.produce("c", [r])
+        assert await log.compact("c") == 4
+        b = await log.fetch("c", 0, 0)
+        assert b.offsets == [4, 5, 6, 7, 8]
+        assert b.keys == [b"b", None, b"a", b"d", b"c"]
+        assert b.values == [None, b"nokey", b"a3", b"d1", b"c2"]
+        assert b.headers == [(), (), (), (), (("h", b"1"),)]
+        assert await log.end_offsets("c") == [9]
+        # Fetching from a removed offset starts at the next surviving record.
+        assert (await log.fetch("c", 0, 1, 2)).offsets == [4, 5]
+        assert (await log.fetch("c", 0, 7, 100)).offsets == [7, 8]
+        # Offsets continue after compaction; compacting again is a no-op.
+        assert await log.produce("c", [rec(b"a", b"a4")]) == [(0, 9)]
+        assert await log.compact("c") == 1
+        assert await log.compact("c") == 0
+        expected = ([4, 5, 7, 8, 9], [b"b", None, b"d", b"c", b"a"])
+        assert (await fetch_all(log, "c", step=2))[:2] == expected
+        await log.close()
+        if log.path is not None:
+            log = make_log(segment_bytes=200, index_interval=2)
+            assert (await fetch_all(log, "c"))[:2] == expected
+            assert await log.produce("c", [rec(b"e", b"e1")]) == [(0, 10)]
+            await log.close()
+    run(go())
+
+
+def test_compaction_needs_compact_policy(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("d")
+        with pytest.raises(ValueError):
+            await log.compact("d")
+        await log.close()
+    run(go())
