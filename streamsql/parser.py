@@ -200,13 +200,6 @@ class _Tuple(ex.Expression):
     comma: Any = dataclasses.field(compare=False, repr=False)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Unit:
-    """A time unit keyword seen in a WINDOW or WITHIN clause."""
-
-    millis: int
-
-
 def _reject_tuples(exprs: Any) -> None:
     """Raise the ANTLR-style error for a parenthesised list where one is not allowed."""
     items = exprs if isinstance(exprs, (list, tuple)) else (exprs,)
@@ -405,8 +398,8 @@ class _AstBuilder(Transformer):
     def function_arg(self, expr: ex.Expression) -> ex.Expression:
         return expr
 
-    def lambda_arg(self, params: ex.Expression, body: ex.Expression) -> ex.Expression:
-        names = _lambda_params(params)
+    def lambda_arg(self, params: ex.Expression, arrow: Token, body: ex.Expression) -> ex.Expression:
+        names = _lambda_params(params, arrow)
         return ex.Lambda(names, body)
 
     def interval_arg(self, unit: str) -> ex.Expression:
@@ -787,12 +780,12 @@ def _grouping_list(exprs: list[ex.Expression]) -> tuple[ex.Expression, ...]:
     return tuple(exprs)
 
 
-def _lambda_params(params: ex.Expression) -> tuple[str, ...]:
+def _lambda_params(params: ex.Expression, arrow: Token) -> tuple[str, ...]:
     items = params.items if isinstance(params, _Tuple) else (params,)
     names = []
     for item in items:
         if not isinstance(item, ex.ColumnRef) or item.source is not None:
-            raise ParseError("line 1:1: Syntax Error\nLambda parameters must be identifiers", 1, 1)
+            raise _syntax_error_at(arrow, reason="Lambda parameters must be plain names: (x, y) => ...")
         names.append(item.name)
     return tuple(names)
 
