@@ -1,0 +1,549 @@
+"""The engine: executes statements against a catalog, a Log and running queries.
+
+Statements that change the catalog (CREATE, DROP, INSERT INTO ... SELECT, TERMINATE, CREATE
+TYPE) are appended to the command log (a single-partition topic in the Log) before they take
+effect; ``Engine.start`` replays it, so a restarted engine has the same streams, tables,
+types and running queries, and the queries resume from their committed offsets.
+
+Two modes: ``service`` runs each persistent query as an asyncio task (``QueryRunner``);
+``test`` runs nothing by itself: the test driver delivers records one at a time through
+``Engine.subscribers`` (see ``streamsql.testing.driver``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import replace
+from typing import Any, AsyncIterator
+
+import orjson
+
+from streamsql import ast
+from streamsql import expressions as e
+from streamsql.analyzer import (QueryAnalyzer, QueryPlan, analyze_create_source, resolve_type,
+                                sink_source)
+from streamsql.catalog import Catalog, DataSource, QueryInfo
+from streamsql.codegen import ExpressionCompiler, Scope
+from streamsql.errors import KsqlException, KsqlStatementException, StreamSqlError
+from streamsql.formats.base import Codec
+from streamsql.functions import default_registry
+from streamsql.functions.registry import FunctionRegistry
+from streamsql.results import Result
+from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TopicExistsError
+from streamsql.runtime.pipeline import Outputs, build_pipeline
+from streamsql.runtime.query import PersistentQuery, QueryRunner
+from streamsql.types import BaseType
+
+log = logging.getLogger(__name__)
+
+COMMAND_TOPIC = "_streamsql_commands"
+PROCESSING_LOG_TOPIC = "streamsql_processing_log"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "ksql.persistence.default.format.key": "KAFKA",
+}
+
+
+class Session:
+    """Per-client state: SET properties and DEFINE variables."""
+
+    def __init__(self) -> None:
+        self.properties: dict[str, Any] = {}
+        self.variables: dict[str, str] = {}
+
+
+class Engine:
+    """See the module docstring."""
+
+    def __init__(self, log_: Log, config: dict[str, Any] | None = None,
+                 registry: FunctionRegistry | None = None, mode: str = "service",
+                 auto_create_topics: bool = False) -> None:
+        self.log = log_
+        self.config = {**DEFAULT_CONFIG, **(config or {})}
+        self.registry = registry or default_registry()
+        self.mode = mode
+        self.auto_create_topics = auto_create_topics
+        self.catalog = Catalog()
+        self.queries: dict[str, PersistentQuery] = {}
+        self.runners: dict[str, QueryRunner] = {}
+        self.subscribers: dict[str, list[PersistentQuery]] = {}
+        self.session = Session()
+        self._query_counter = 0
+        self._replaying = False
+        self._codecs: dict[tuple, Codec] = {}
+        # Processing errors waiting to be written to the processing-log topic (bounded).
+        self._processing_errors: list[tuple[str, str, int, int, str]] = []
+
+    # ----------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Replay the command log: rebuild the catalog and restart persistent queries."""
+        topics = await self.log.list_topics()
+        if COMMAND_TOPIC not in topics:
+            await self.log.create_topic(COMMAND_TOPIC, 1, config={"cleanup.policy": "delete"})
+            return
+        self._replaying = True
+        try:
+            offset = 0
+            while True:
+                batch = await self.log.fetch(COMMAND_TOPIC, 0, offset)
+                if not len(batch):
+                    break
+                for value in batch.values:
+                    if value is None:
+                        continue
+                    cmd = orjson.loads(value)
+                    self._query_counter = max(self._query_counter, cmd.get("seq", 0))
+                    try:
+                        await self._execute_text(cmd["sql"], cmd.get("properties") or {},
+                                                 self.session, seq=cmd.get("seq"))
+                    except StreamSqlError as exc:
+                        log.warning("command %r failed on replay: %s", cmd["sql"], exc)
+                offset = batch.offsets[-1] + 1
+        finally:
+            self._replaying = False
+
+    async def close(self) -> None:
+        for runner in list(self.runners.values()):
+            await runner.stop()
+        self.runners.clear()
+
+    # ----------------------------------------------------------------------- execution
+    async def execute(self, text: str, properties: dict[str, Any] | None = None,
+                      session: Session | None = None) -> list[Result]:
+        """Execute a script of statements; stops at the first failing one (earlier ones stay
+        applied) by raising its error."""
+        return await self._execute_text(text, properties or {}, session or self.session)
+
+    async def _execute_text(self, text: str, properties: dict[str, Any], session: Session,
+                            seq: int | None = None) -> list[Result]:
+        from streamsql.parser import parse
+
+        text = self._substitute(text, session)
+        results = []
+        for stmt in parse(text):
+            results.append(await self.execute_statement(stmt, properties, session, seq=seq))
+        return results
+
+    def _substitute(self, text: str, session: Session) -> str:
+        if "${" not in text:
+            return text
+        return _VARIABLE.sub(lambda m: session.variables.get(m.group(1), m.group(0)), text)
+
+    async def execute_statement(self, stmt: ast.Statement, properties: dict[str, Any] | None = None,
+                                session: Session | None = None, seq: int | None = None) -> Result:
+        session = session or self.session
+        props = {**self.config, **session.properties, **(properties or {})}
+        handler = getattr(self, "_exec_" + type(stmt).__name__, None)
+        if handler is None:
+            raise KsqlStatementException(f"Unsupported statement: {stmt.text}", stmt.text)
+        try:
+            return await handler(stmt, props, session, seq)
+        except KsqlStatementException as exc:
+            if not exc.statement:
+                exc.statement = stmt.text
+            raise
+        except KsqlException as exc:
+            raise KsqlStatementException(str(exc), stmt.text) from exc
+
+    async def _record_command(self, stmt: ast.Statement, props: dict[str, Any], seq: int | None) -> int:
+        """Append a catalog-changing statement to the command log; returns its sequence."""
+        if seq is not None:
+            return seq
+        self._query_counter += 1
+        seq = self._query_counter
+        if not self._replaying:
+            overrides = {k: v for k, v in props.items() if k not in self.config or self.config[k] != v}
+            payload = orjson.dumps({"seq": seq, "sql": stmt.text + ";", "properties": overrides},
+                                   default=str)
+            await self.log.produce(COMMAND_TOPIC, [ProducerRecord(None, payload, _now_ms(), (), 0)])
+        return seq
+
+    # ------------------------------------------------------------------------- helpers
+    def codec(self, source: DataSource, which: str) -> Codec:
+        from streamsql.formats.registry import get_format
+
+        info = source.key_format if which == "key" else source.value_format
+        cols = source.schema.key if which == "key" else source.schema.value_format_columns
+        cache_key = (info, cols, which)
+        c = self._codecs.get(cache_key)
+        if c is None:
+            c = self._codecs[cache_key] = get_format(info.name).codec(cols, info.options, which == "key")
+        return c
+
+    async def _ensure_topic(self, name: str, partitions: int, replicas: int = 1,
+                            must_exist: bool = False) -> int:
+        info = await self.log.describe_topic(name)
+        if info is not None:
+            return info.partitions
+        if must_exist and partitions <= 0 and not self.auto_create_topics:
+            raise KsqlException(
+                f"Topic '{name}' does not exist. If you want to create a new topic for the stream/table "
+                "please re-run the statement providing the required 'PARTITIONS' configuration in the "
+                "WITH clause (and optionally 'REPLICAS'). For example: CREATE STREAM FOO (ID INT, VALUE "
+                "STRING) WITH (KAFKA_TOPIC='foo', PARTITIONS=1, REPLICAS=1, VALUE_FORMAT='JSON');")
+        try:
+            created = await self.log.create_topic(name, max(partitions, 1), replicas)
+            return created.partitions
+        except TopicExistsError:
+            info = await self.log.describe_topic(name)
+            return info.partitions if info else max(partitions, 1)
+
+    def _processing_logger(self, query_id: str):
+        def plog(topic: str, partition: int, offset: int, reason: str) -> None:
+            log.debug("processing error in %s at %s/%s@%s: %s", query_id, topic, partition, offset, reason)
+            errors = self._processing_errors
+            if len(errors) >= 10000:
+                del errors[:5000]
+            errors.append((query_id, topic, partition, offset, reason))
+        return plog
+
+    async def flush_processing_log(self) -> None:
+        errs = self._processing_errors
+        if not errs:
+            return
+        records = [ProducerRecord(None, orjson.dumps({
+            "level": "ERROR", "logger": f"processing.{q}", "time": _now_ms(),
+            "message": {"type": 0, "topic": t, "partition": p, "offset": o, "errorMessage": r}}),
+            _now_ms()) for q, t, p, o, r in errs]
+        errs.clear()
+        await self._ensure_topic(PROCESSING_LOG_TOPIC, 1)
+        await self.log.produce(PROCESSING_LOG_TOPIC, records)
+
+    def _timestamp_parser(self, source: DataSource):
+        if source.timestamp_column is None or source.timestamp_format is None:
+            return None
+        from streamsql.types import STRING
+        resolved = self.registry.resolve("STRINGTOTIMESTAMP", [STRING, STRING])
+        fn = resolved.implementation()
+        fmt = source.timestamp_format
+        return lambda value: fn(value, fmt)
+
+    # ------------------------------------------------------------------ CREATE sources
+    async def _exec_CreateSource(self, stmt: ast.CreateSource, props, session, seq) -> Result:
+        existing = self.catalog.source(stmt.name)
+        if existing is not None:
+            if stmt.if_not_exists:
+                return Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
+            if not stmt.or_replace:
+                kind = "table" if existing.is_table else "stream"
+                raise KsqlStatementException(
+                    f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+        source = analyze_create_source(stmt, self.catalog, props)
+        partitions = await self._ensure_topic(source.topic, source.partitions, source.replicas, must_exist=True)
+        source = replace(source, partitions=partitions)
+        await self._record_command(stmt, props, seq)
+        self.catalog.sources[source.name] = source
+        return Result(stmt.text, "currentStatus",
+                      f"{'Stream' if stmt.kind == 'STREAM' else 'Table'} created")
+
+    # ------------------------------------------------------------ persistent queries
+    def _analyzer(self, props: dict[str, Any]) -> QueryAnalyzer:
+        return QueryAnalyzer(self.catalog, self.registry, props)
+
+    async def _exec_CreateAsSelect(self, stmt: ast.CreateAsSelect, props, session, seq) -> Result:
+        existing = self.catalog.source(stmt.name)
+        if existing is not None:
+            if stmt.if_not_exists:
+                return Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
+            if not stmt.or_replace:
+                kind = "table" if existing.is_table else "stream"
+                raise KsqlStatementException(
+                    f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+        plan = self._analyzer(props).analyze(stmt.query, stmt.name)
+        if stmt.kind == "TABLE" and not plan.source.is_table:
+            raise KsqlStatementException(
+                "Invalid result type. Your SELECT query produces a STREAM. "
+                "Please use CREATE STREAM AS SELECT statement instead.")
+        if stmt.kind == "STREAM" and plan.source.is_table:
+            raise KsqlStatementException(
+                "Invalid result type. Your SELECT query produces a TABLE. "
+                "Please use CREATE TABLE AS SELECT statement instead.")
+        src_info = await self.log.describe_topic(plan.source.topic)
+        sink = sink_source(stmt, plan, props, src_info.partitions if src_info else 1)
+        partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas)
+        sink = replace(sink, partitions=partitions)
+        seq = await self._record_command(stmt, props, seq)
+        prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
+        query_id = f"{prefix}_{stmt.name}_{seq}"
+        if existing is not None:
+            for q in self.catalog.queries_writing(stmt.name):
+                await self._stop_query(q.query_id)
+        self.catalog.sources[sink.name] = sink
+        self._start_query(query_id, stmt.text, plan, sink, prefix, props)
+        return Result(stmt.text, "currentStatus",
+                      f"Created query with ID {query_id}", query_id=query_id)
+
+    async def _exec_InsertInto(self, stmt: ast.InsertInto, props, session, seq) -> Result:
+        target = self.catalog.source(stmt.target)
+        if target is None:
+            raise KsqlStatementException(f"{stmt.target} does not exist.")
+        if target.is_table:
+            raise KsqlStatementException(
+                f"INSERT INTO can only be used to insert into a stream. {target.name} is a table.")
+        plan = self._analyzer(props).analyze(stmt.query, stmt.target)
+        if plan.source.is_table:
+            raise KsqlStatementException(
+                f"INSERT INTO can only be used to insert into a stream. {target.name} is a table.")
+        if [(c.name, c.type) for c in plan.schema.columns] != [(c.name, c.type) for c in target.schema.columns
+                                                              if c.namespace in ("KEY", "VALUE")]:
+            raise KsqlStatementException(
+                f"Incompatible schema between results and sink.\n"
+                f"Result schema is {plan.schema}\nSink schema is {target.schema}")
+        seq = await self._record_command(stmt, props, seq)
+        query_id = f"INSERTQUERY_{seq}"
+        self._start_query(query_id, stmt.text, plan, target, "INSERT", props)
+        return Result(stmt.text, "currentStatus", f"Created query with ID {query_id}", query_id=query_id)
+
+    def _start_query(self, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
+                     props: dict[str, Any]) -> None:
+        pipeline = build_pipeline(
+            plan, self.registry, self.codec(plan.source, "key"), self.codec(plan.source, "value"),
+            self.codec(sink, "key"), self.codec(sink, "value"), self._processing_logger(query_id),
+            sink=sink, timestamp_parser=self._timestamp_parser(plan.source))
+        query = PersistentQuery(query_id, plan.source, sink, pipeline)
+        self.queries[query_id] = query
+        self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
+        self.subscribers.setdefault(plan.source.topic, []).append(query)
+        if self.mode == "service":
+            runner = QueryRunner(query, self.log, str(props.get("auto.offset.reset", "earliest")))
+            self.runners[query_id] = runner
+            runner.start()
+
+    async def _stop_query(self, query_id: str) -> None:
+        query = self.queries.pop(query_id, None)
+        self.catalog.queries.pop(query_id, None)
+        if query is not None:
+            subs = self.subscribers.get(query.source.topic, [])
+            if query in subs:
+                subs.remove(query)
+        runner = self.runners.pop(query_id, None)
+        if runner is not None:
+            await runner.stop()
+
+    async def _exec_TerminateQuery(self, stmt: ast.TerminateQuery, props, session, seq) -> Result:
+        if stmt.query_id is None:
+            ids = list(self.catalog.queries)
+        else:
+            qid = stmt.query_id.upper()
+            if qid not in self.catalog.queries:
+                raise KsqlStatementException(f"Unknown queryId: {stmt.query_id}")
+            ids = [qid]
+        await self._record_command(stmt, props, seq)
+        for qid in ids:
+            await self._stop_query(qid)
+        return Result(stmt.text, "currentStatus", "Query terminated.")
+
+    # ------------------------------------------------------------------------ INSERT VALUES
+    async def _exec_InsertValues(self, stmt: ast.InsertValues, props, session, seq) -> Result:
+        target = self.catalog.source(stmt.target)
+        if target is None:
+            raise KsqlStatementException(f"Cannot insert values into an unknown stream/table: {stmt.target}")
+        if target.is_source:
+            raise KsqlStatementException(f"Cannot insert values into read-only {target.kind.lower()}: {target.name}")
+        writable = [c for c in target.schema.columns if c.namespace in ("KEY", "VALUE")]
+        columns = list(stmt.columns) or [c.name for c in writable]
+        if not stmt.columns and len(stmt.values) != len(writable):
+            raise KsqlStatementException(
+                f"Expected a value for each column. Expected Columns: {[c.name for c in writable]}. "
+                f"Got {list(stmt.values)}")
+        if len(columns) != len(stmt.values):
+            raise KsqlStatementException("Expected number columns and values to match: "
+                                         f"{list(columns)}, {list(stmt.values)}")
+        compiler = ExpressionCompiler(self.registry, Scope())
+        values: dict[str, Any] = {}
+        rowtime = None
+        for name, expr in zip(columns, stmt.values):
+            if name == "ROWTIME":
+                rowtime = _eval_constant(compiler, expr)
+                continue
+            col = target.schema.find(name)
+            if col is None:
+                raise KsqlStatementException(f"Column name {name} does not exist.")
+            values[name] = _coerce_value(compiler, expr, col.type, name)
+        key = tuple(values.get(c.name) for c in target.schema.key)
+        value = tuple(values.get(c.name) for c in target.schema.value_format_columns)
+        kb = self.codec(target, "key").encode(key) if target.schema.key and any(v is not None for v in key) else None
+        vb = self.codec(target, "value").encode(value)
+        ts = rowtime if rowtime is not None else _now_ms()
+        if target.timestamp_column and values.get(target.timestamp_column) is not None \
+                and target.timestamp_format is None:
+            ts = values[target.timestamp_column]
+        await self.log.produce(target.topic, [ProducerRecord(kb, vb, ts)])
+        return Result(stmt.text, "currentStatus", None)
+
+    # -------------------------------------------------------------------------- DROP
+    async def _exec_DropSource(self, stmt: ast.DropSource, props, session, seq) -> Result:
+        source = self.catalog.source(stmt.name)
+        if source is None:
+            if stmt.if_exists:
+                return Result(stmt.text, "currentStatus", f"Source `{stmt.name}` does not exist.")
+            raise KsqlStatementException(f"Source {stmt.name} does not exist.")
+        if source.is_table != (stmt.kind == "TABLE"):
+            actual = "table" if source.is_table else "stream"
+            raise KsqlStatementException(
+                f"Incompatible data source type is {actual.upper()}, but statement was DROP {stmt.kind}")
+        readers = [q.query_id for q in self.catalog.queries_reading(stmt.name)]
+        writers = [q.query_id for q in self.catalog.queries_writing(stmt.name)]
+        if readers or writers:
+            raise KsqlStatementException(
+                f"Cannot drop {stmt.name}.\nThe following queries read from this source: "
+                f"[{', '.join(readers)}].\nThe following queries write into this source: "
+                f"[{', '.join(writers)}].\nYou need to terminate them before dropping {stmt.name}.")
+        await self._record_command(stmt, props, seq)
+        del self.catalog.sources[stmt.name]
+        if stmt.delete_topic and not any(s.topic == source.topic for s in self.catalog.sources.values()):
+            await self.log.delete_topic(source.topic)
+        return Result(stmt.text, "currentStatus", f"Source `{stmt.name}` (topic: {source.topic}) was dropped.")
+
+    # --------------------------------------------------------------------------- types
+    async def _exec_CreateType(self, stmt: ast.CreateType, props, session, seq) -> Result:
+        if stmt.name in self.catalog.types:
+            if stmt.if_not_exists:
+                return Result(stmt.text, "currentStatus", f"Type {stmt.name} already exists")
+            raise KsqlStatementException(
+                f"Cannot register custom type '{stmt.name}' since it is already registered with type: "
+                f"{self.catalog.types[stmt.name]}")
+        resolved = resolve_type(stmt.type, self.catalog)
+        await self._record_command(stmt, props, seq)
+        self.catalog.types[stmt.name] = resolved
+        return Result(stmt.text, "currentStatus", f"Registered custom type with name '{stmt.name}' and SQL type {resolved}")
+
+    async def _exec_DropType(self, stmt: ast.DropType, props, session, seq) -> Result:
+        if stmt.name not in self.catalog.types:
+            if stmt.if_exists:
+                return Result(stmt.text, "currentStatus", f"Type {stmt.name} does not exist")
+            raise KsqlStatementException(f"Type {stmt.name} does not exist.")
+        await self._record_command(stmt, props, seq)
+        del self.catalog.types[stmt.name]
+        return Result(stmt.text, "currentStatus", f"Dropped type '{stmt.name}'")
+
+    # ------------------------------------------------------------------ session state
+    async def _exec_SetProperty(self, stmt: ast.SetProperty, props, session, seq) -> Result:
+        session.properties[stmt.name] = stmt.value
+        return Result(stmt.text, "currentStatus", f"Successfully changed local property '{stmt.name}' to '{stmt.value}'.")
+
+    async def _exec_UnsetProperty(self, stmt: ast.UnsetProperty, props, session, seq) -> Result:
+        session.properties.pop(stmt.name, None)
+        return Result(stmt.text, "currentStatus", f"Successfully unset local property '{stmt.name}'.")
+
+    async def _exec_DefineVariable(self, stmt: ast.DefineVariable, props, session, seq) -> Result:
+        session.variables[stmt.name] = stmt.value
+        return Result(stmt.text, "currentStatus", None)
+
+    async def _exec_UndefineVariable(self, stmt: ast.UndefineVariable, props, session, seq) -> Result:
+        session.variables.pop(stmt.name, None)
+        return Result(stmt.text, "currentStatus", None)
+
+    async def _exec_RunScript(self, stmt: ast.RunScript, props, session, seq) -> Result:
+        raise KsqlStatementException("line 1:1: Syntax Error\nUnknown statement 'RUN'")
+
+    # ---------------------------------------------------------------------- listings
+    async def _exec_ShowStatement(self, stmt: ast.ShowStatement, props, session, seq) -> Result:
+        from streamsql import describe
+
+        return await describe.show(self, stmt, props, session)
+
+    async def _exec_DescribeSource(self, stmt: ast.DescribeSource, props, session, seq) -> Result:
+        from streamsql import describe
+
+        return describe.describe_source(self, stmt)
+
+    async def _exec_DescribeSources(self, stmt: ast.DescribeSources, props, session, seq) -> Result:
+        from streamsql import describe
+
+        return describe.describe_sources(self, stmt)
+
+    async def _exec_DescribeFunction(self, stmt: ast.DescribeFunction, props, session, seq) -> Result:
+        from streamsql import describe
+
+        return describe.describe_function(self, stmt)
+
+    async def _exec_Explain(self, stmt: ast.Explain, props, session, seq) -> Result:
+        from streamsql import describe
+
+        return describe.explain(self, stmt, props)
+
+    # ----------------------------------------------------------------- transient queries
+    async def _exec_QueryStatement(self, stmt: ast.QueryStatement, props, session, seq) -> Result:
+        query = stmt.query
+        plan = self._analyzer(props).analyze(query, None, persistent=False)
+        columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
+        if query.emit is None:
+            raise KsqlStatementException(
+                "Pull queries are not supported yet; add EMIT CHANGES for a push query.")
+        reset = str(props.get("auto.offset.reset", "latest"))
+        if "auto.offset.reset" not in session.properties and "auto.offset.reset" not in (props or {}):
+            reset = "latest"
+        return Result(stmt.text, "stream", columns=columns,
+                      stream=self._push_query(plan, reset, query.limit))
+
+    async def _push_query(self, plan: QueryPlan, reset: str, limit: int | None) -> AsyncIterator[tuple]:
+        pipeline = build_pipeline(plan, self.registry, self.codec(plan.source, "key"),
+                                  self.codec(plan.source, "value"), None, None,
+                                  self._processing_logger("transient"), rows=True,
+                                  timestamp_parser=self._timestamp_parser(plan.source))
+        topic = plan.source.topic
+        if reset == "earliest":
+            positions = await self.log.begin_offsets(topic)
+        else:
+            positions = await self.log.end_offsets(topic)
+        out = Outputs()
+        emitted = 0
+        while True:
+            got = False
+            for p, off in enumerate(positions):
+                batch = await self.log.fetch(topic, p, off, 1000)
+                if not len(batch):
+                    continue
+                got = True
+                positions[p] = batch.offsets[-1] + 1
+                out.clear()
+                pipeline.process(batch, out)
+                for row in out.rows:
+                    yield row
+                    emitted += 1
+                    if limit is not None and emitted >= limit:
+                        return
+            if not got:
+                await asyncio.sleep(0.1)
+
+    async def _exec_PrintTopic(self, stmt: ast.PrintTopic, props, session, seq) -> Result:
+        from streamsql import describe
+
+        return await describe.print_topic(self, stmt, props)
+
+    async def _exec_PauseResumeQuery(self, stmt: ast.PauseResumeQuery, props, session, seq) -> Result:
+        raise KsqlStatementException(f"{stmt.action} is not supported yet.")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _eval_constant(compiler: ExpressionCompiler, expr: e.Expression) -> Any:
+    c = compiler.compile(expr)
+    return eval(c.src, compiler.env)  # noqa: S307 - generated from a constant expression
+
+
+def _coerce_value(compiler: ExpressionCompiler, expr: e.Expression, type_, name: str) -> Any:
+    """An INSERT VALUES expression converted to its column's type (numeric widening, string
+    literals for temporal columns), or a ksqlDB-style error."""
+    from streamsql.casts import cast_function
+    from streamsql.types import can_implicitly_cast
+
+    c = compiler.compile(expr)
+    value = eval(c.src, compiler.env)  # noqa: S307 - generated from a constant expression
+    if value is None or c.type == type_:
+        return value
+    if can_implicitly_cast(c.type, type_) or (
+            c.type.base is BaseType.STRING and type_.base in (BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP)) or (
+            c.type.base is BaseType.DECIMAL and type_.base is BaseType.DECIMAL):
+        fn = cast_function(c.type, type_)
+        if fn is not None:
+            return fn(value)
+    raise KsqlStatementException(
+        f"Expected type {type_} for field {name} but got {value!r}({c.type})")

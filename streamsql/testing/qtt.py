@@ -1,0 +1,204 @@
+"""Runs ksqlDB query-validation test (QTT) cases and reports what actually happened.
+
+A case (see ../shared/qtt/README.md) gives statements, optional properties and topics, and
+input records in their JSON form. ``run_case`` executes the statements on a fresh engine over
+an in-memory embedded log in test mode, pipes the inputs through a ``DrivingLog`` one at a
+time, and returns the records written to the sink topics of the case's persistent queries,
+decoded back to JSON form. It never looks at the expectations; ``compare`` does, for the
+test suite and the ksql-test-runner mode.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamsql.errors import StreamSqlError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaseResult:
+    """What running one case produced."""
+
+    name: str
+    error: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "error": self.error, "outputs": self.outputs}
+
+
+def expand_cases(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cases of a QTT file, one per format where a case lists several (``{FORMAT}``
+    replaced, named ``"<name> - <FORMAT>"``)."""
+    out = []
+    for case in doc.get("tests", []):
+        formats = case.get("format")
+        if not formats:
+            out.append(case)
+            continue
+        for fmt in formats:
+            text = json.dumps(case).replace("{FORMAT}", fmt)
+            expanded = json.loads(text)
+            expanded.pop("format", None)
+            expanded["name"] = f"{case['name']} - {fmt}"
+            out.append(expanded)
+    return out
+
+
+def run_case(case: dict[str, Any]) -> CaseResult:
+    """Run one (expanded) case; see the module docstring."""
+    return asyncio.run(_run_case(case))
+
+
+async def _run_case(case: dict[str, Any]) -> CaseResult:
+    from streamsql.engine import Engine
+    from streamsql.parser import parse
+    from streamsql.runtime.log.embedded import EmbeddedLog
+    from streamsql.testing.driver import DrivingLog
+
+    result = CaseResult(case.get("name", ""))
+    driving = DrivingLog(EmbeddedLog(None))
+    config = {k: v for k, v in (case.get("properties") or {}).items()}
+    engine = Engine(driving, config=config, mode="test", auto_create_topics=True)
+    driving.subscribers = engine.subscribers
+    try:
+        await engine.start()
+        for topic in case.get("topics", []) or []:
+            await driving.create_topic(topic["name"], int(topic.get("partitions", 1) or 1))
+        script = "\n".join(case.get("statements", []))
+        try:
+            for stmt in parse(script):
+                await engine.execute_statement(stmt)
+        except StreamSqlError as exc:
+            result.error = str(exc)
+            return result
+        sinks = {q.sink.topic: q.sink for q in engine.queries.values()}
+        for record in case.get("inputs", []) or []:
+            await _pipe(engine, driving, record)
+        result.outputs = _decode_outputs(engine, driving, sinks)
+    except StreamSqlError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a crash is reported as the case's error, not raised
+        log.debug("case %s crashed", result.name, exc_info=True)
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        await engine.close()
+    return result
+
+
+def _source_for_topic(engine, topic: str):
+    for source in engine.catalog.sources.values():
+        if source.topic == topic:
+            return source
+    return None
+
+
+async def _pipe(engine, driving, record: dict[str, Any]) -> None:
+    from streamsql.runtime.log.base import ProducerRecord
+
+    topic = record["topic"]
+    source = _source_for_topic(engine, topic)
+    key = record.get("key")
+    value = record.get("value")
+    if source is not None:
+        kb = engine.codec(source, "key").from_json_form(key) if key is not None else None
+        vb = engine.codec(source, "value").from_json_form(value) if value is not None else None
+    else:
+        kb = None if key is None else (key.encode() if isinstance(key, str) else json.dumps(key).encode())
+        vb = None if value is None else json.dumps(value).encode()
+    headers = tuple((h.get("KEY"), None if h.get("VALUE") is None else base64.b64decode(h["VALUE"]))
+                    for h in record.get("headers") or ())
+    ts = record.get("timestamp", 0)
+    if (await driving.describe_topic(topic)) is None:
+        await driving.create_topic(topic, 1)
+    await driving.produce(topic, [ProducerRecord(kb, vb, int(ts or 0), headers)])
+
+
+def _decode_outputs(engine, driving, sinks) -> list[dict[str, Any]]:
+    outputs = []
+    for w in driving.written:
+        sink = sinks.get(w.topic)
+        if sink is None:
+            continue
+        rec = w.record
+        try:
+            key = engine.codec(sink, "key").to_json_form(rec.key) if rec.key is not None else None
+        except Exception as exc:  # undecodable output is shown, not hidden
+            key = f"<undecodable key: {exc}>"
+        try:
+            value = engine.codec(sink, "value").to_json_form(rec.value) if rec.value is not None else None
+        except Exception as exc:
+            value = f"<undecodable value: {exc}>"
+        out: dict[str, Any] = {"topic": w.topic, "key": key, "value": value, "timestamp": rec.timestamp}
+        if rec.headers:
+            out["headers"] = [{"KEY": k, "VALUE": None if v is None else base64.b64encode(v).decode()}
+                              for k, v in rec.headers]
+        outputs.append(out)
+    return outputs
+
+
+# ================================================================================ comparing
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b if isinstance(a, bool) and isinstance(b, bool) else False
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def compare(case: dict[str, Any], result: CaseResult) -> str | None:
+    """None when ``result`` is what ``case`` expects, else a readable reason."""
+    expected_error = case.get("expectedException")
+    if expected_error is not None:
+        if result.error is None:
+            return "expected the statements to be rejected, but they were accepted"
+        message = expected_error.get("message")
+        if message and message not in result.error:
+            return f"rejected with a different message:\n  expected to contain: {message!r}\n  got: {result.error!r}"
+        return None
+    if result.error is not None:
+        return f"unexpected error: {result.error}"
+    expected = case.get("outputs", []) or []
+    by_topic: dict[str, list] = {}
+    for rec in expected:
+        by_topic.setdefault(rec["topic"], []).append(rec)
+    actual_by_topic: dict[str, list] = {}
+    for rec in result.outputs:
+        actual_by_topic.setdefault(rec["topic"], []).append(rec)
+    for topic, exp in by_topic.items():
+        act = actual_by_topic.get(topic, [])
+        if len(act) != len(exp):
+            return (f"topic {topic}: expected {len(exp)} records, got {len(act)}\n"
+                    f"  expected: {json.dumps(exp)[:1500]}\n  actual:   {json.dumps(act)[:1500]}")
+        for i, (x, y) in enumerate(zip(exp, act)):
+            if not _json_equal(x.get("key"), y.get("key")):
+                return f"topic {topic} record {i}: key {y.get('key')!r} != expected {x.get('key')!r}"
+            if not _json_equal(x.get("value"), y.get("value")):
+                return f"topic {topic} record {i}: value {json.dumps(y.get('value'))} != expected {json.dumps(x.get('value'))}"
+            if "timestamp" in x and x["timestamp"] != y.get("timestamp"):
+                return f"topic {topic} record {i}: timestamp {y.get('timestamp')} != expected {x['timestamp']}"
+            if "window" in x and not _json_equal(x["window"], y.get("window")):
+                return f"topic {topic} record {i}: window {y.get('window')} != expected {x['window']}"
+            if "headers" in x and not _json_equal(x["headers"], y.get("headers", [])):
+                return f"topic {topic} record {i}: headers {y.get('headers')} != expected {x['headers']}"
+    for topic in actual_by_topic:
+        if topic not in by_topic and expected:
+            pass  # ksqlDB's runner ignores topics the case does not list
+    return None
+
+
+def run_file(path: str) -> list[CaseResult]:
+    """Run every case of a QTT file."""
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    return [run_case(c) for c in expand_cases(doc)]
