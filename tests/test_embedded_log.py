@@ -553,3 +553,38 @@ def test_compaction_needs_compact_policy(make_log):
             await log.compact("d")
         await log.close()
     run(go())
+
+
+def test_fsync_mode_and_odd_group_names_survive_restart(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path, fsync=True, segment_bytes=150)
+        await log.create_topic("t", 2)
+        for i in range(6):
+            await log.produce("t", [rec(b"k%d" % i, b"v%d" % i)])
+        c = log.consumer("query/1 \u00fc", ["t"])
+        await c.commit({("t", 0): 1, ("t", 1): 2})
+        await c.close()
+        ends = await log.end_offsets("t")
+        await log.close()
+        log = EmbeddedLog(tmp_path, fsync=True, segment_bytes=150)
+        assert await log.end_offsets("t") == ends
+        assert await log.committed("query/1 \u00fc", "t") == {0: 1, 1: 2}
+        await log.close()
+    run(go())
+
+
+def test_consumer_position_and_seek(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t")
+        await log.produce("t", [rec(None, b"%d" % i) for i in range(10)])
+        c = log.consumer("g", ["t"])
+        assert c.position("t", 0) == 0
+        await c.poll(max_records=4, timeout=0)
+        assert c.position("t", 0) == 4
+        c.seek("t", 0, 8)
+        assert [b.offsets for b in await c.poll(timeout=0)] == [[8, 9]]
+        assert c.position("t", 0) == 10
+        await c.close()
+        await log.close()
+    run(go())

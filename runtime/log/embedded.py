@@ -113,9 +113,6 @@ class _Partition:
             self.segments.append(seg)
             self.bases.append(base)
             self.end = max(self.end, seg.next_offset)
-        if self.segments:
-            # A sealed segment could have lost records too: the end follows the last one.
-            self.end = max(self.end, self.segments[-1].next_offset)
 
     def _scan(self, seg: Segment, f: Path, size: int, last: bool) -> None:
         data = read_file(f)
