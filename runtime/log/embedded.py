@@ -401,7 +401,11 @@ class EmbeddedLog(Log):
                 if k is None:
                     p = next(counter) % n_parts
                 else:
-                    p = cache.get(k)
+                    try:
+                        p = cache.get(k)
+                    except TypeError:  # an unhashable buffer (bytearray): hash its bytes
+                        k = bytes(k)
+                        p = cache.get(k)
                     if p is None:
                         p = (murmur2(k) & 0x7FFFFFFF) % n_parts
                         if len(cache) >= _PARTITION_CACHE_LIMIT:
