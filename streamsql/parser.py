@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
+import re
 from decimal import Decimal
 from typing import Any, Callable
 
 from lark import Lark, Token, Transformer, Tree, v_args
+from lark.lark import PostLex
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 
@@ -44,6 +46,20 @@ _UNIT_MILLIS = {
 _MAX_LISTED_EXPECTED = 8
 
 
+class _WholeWords(PostLex):
+    """Makes the contextual lexer consider IDENTIFIER in every parser state.
+
+    Without it, a state that accepts the keyword STREAM but no identifier would lex
+    ``STREAMS`` as STREAM followed by ``S``; with it, the whole word is read as an identifier
+    (or as the keyword, when it is exactly one the state accepts) and rejected properly.
+    """
+
+    always_accept = ("IDENTIFIER",)
+
+    def process(self, stream: Any) -> Any:
+        return stream
+
+
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     """The LALR parser, built once per process from the packaged grammar."""
@@ -52,8 +68,9 @@ def _lark() -> Lark:
         source,
         parser="lalr",
         lexer="contextual",
+        postlex=_WholeWords(),
         start=_START_RULES,
-        propagate_positions=True,
+        propagate_positions=False,  # statement texts come from SEMI positions (see script)
         maybe_placeholders=True,
     )
 
@@ -233,13 +250,33 @@ class _AstBuilder(Transformer):
     # ---------------------------------------------------------------------- entry points
     @v_args(inline=False)
     def script(self, children: list[Any]) -> list[ast.Statement]:
-        return [c for c in children if isinstance(c, ast.Statement)]
+        # children alternate between statements and the SEMI tokens that end them; the
+        # source between two SEMIs, less comments and blanks, is a statement's text
+        statements: list[ast.Statement] = []
+        start = 0
+        pending: ast.Statement | None = None
+        for child in children:
+            if isinstance(child, Token):
+                if pending is not None:
+                    statements.append(self._with_text(pending, start, child.start_pos))
+                    pending = None
+                start = child.end_pos
+            else:
+                pending = child
+        if pending is not None:
+            statements.append(self._with_text(pending, start, len(self._text)))
+        return statements
 
-    @v_args(meta=True, inline=False)
-    def stmt(self, meta: Any, children: list[Any]) -> ast.Statement:
-        statement = children[0]
-        text = self._text[meta.start_pos:meta.end_pos].strip()
+    def _with_text(self, statement: ast.Statement, start: int, end: int) -> ast.Statement:
+        text = _significant_text(self._text, start, end)
+        if isinstance(statement, ast.Explain) and statement.statement is not None:
+            # EXPLAIN <statement>: the inner statement's text follows the keyword
+            inner = _significant_text(text, len("EXPLAIN"), len(text))
+            statement = dataclasses.replace(statement, statement=dataclasses.replace(statement.statement, text=inner))
         return dataclasses.replace(statement, text=text)
+
+    def stmt(self, statement: ast.Statement) -> ast.Statement:
+        return statement
 
     def expression_only(self, expr: ex.Expression) -> ex.Expression:
         _reject_tuples(expr)
@@ -758,6 +795,26 @@ class _AstBuilder(Transformer):
 
 
 # ------------------------------------------------------------------------------- helpers
+# Pieces of SQL text, just fine enough to tell comments and blanks from everything else.
+_TEXT_PIECES = re.compile(
+    r"""'(?:[^']|'')*'?|`(?:[^`]|``)*`?|"(?:[^"]|"")*"?|--[^\n]*|/\*.*?(?:\*/|$)|\s+|[^'`"\s/-]+|.""",
+    re.S,
+)
+
+
+def _significant_text(text: str, start: int, end: int) -> str:
+    """``text[start:end]`` without leading and trailing blanks and comments."""
+    first = last = None
+    for match in _TEXT_PIECES.finditer(text, start, end):
+        piece = match.group()
+        if piece[0].isspace() or piece.startswith("--") or piece.startswith("/*"):
+            continue
+        if first is None:
+            first = match.start()
+        last = match.end()
+    return "" if first is None else text[first:last]
+
+
 def _unquote_string(token: Token) -> str:
     return str(token)[1:-1].replace("''", "'")
 
