@@ -211,8 +211,11 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         if nk == 0:
             w(f"{ind}_ok.append(None)")
         else:
-            # A key whose columns are all NULL is a null key.
-            w(f"{ind}_ok.append(None if {key_tuple} == {(None,) * nk!r} else _kenc({key_tuple}))")
+            # A single NULL key column is a null key; several are written as they are.
+            if nk == 1:
+                w(f"{ind}_ok.append(None if {col_vars[0]} is None else _kenc({key_tuple}))")
+            else:
+                w(f"{ind}_ok.append(_kenc({key_tuple}))")
         w(f"{ind}_ov.append(None if _nv else _venc({value_tuple}))")
         w(f"{ind}_ot.append({out_ts})")
         w(f"{ind}_oh.append(_h)")

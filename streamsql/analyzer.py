@@ -150,6 +150,8 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
             value_cols.append(Column(el.name, ty, "VALUE"))
     if is_table and not key_cols and stmt.elements:
         raise KsqlStatementException("Tables require a PRIMARY KEY. Please define the PRIMARY KEY.")
+    if props.get("WINDOW_TYPE") is not None and not key_cols:
+        raise KsqlStatementException("Windowed sources require a key column.")
     if "KAFKA_TOPIC" not in props:
         raise KsqlException("Missing required property \"KAFKA_TOPIC\" which has no default value.")
     for which in ("KEY", "VALUE"):
@@ -346,10 +348,14 @@ class QueryAnalyzer:
             typed.append((alias_name, expr, ty))
         named = self._name_columns(typed, alias)
         if persistent:
-            for name, expr, _ in named:
-                if name in RESERVED_COLUMN_NAMES and isinstance(expr, e.ColumnRef):
+            for (alias_name, _, _), (name, expr, _) in zip(typed, named):
+                if name not in RESERVED_COLUMN_NAMES:
+                    continue
+                if alias_name is not None:
                     raise KsqlStatementException(
-                        f"Reserved column name in select: `{name}`. Please remove or alias the column.")
+                        f"`{name}` is a reserved column name. You cannot use it as an alias for a column.")
+                raise KsqlStatementException(
+                    f"Reserved column name in select: `{name}`. Please remove or alias the column.")
         key_cols, value_cols = self._split_key(named, source, alias, query.partition_by, compiler,
                                                sink_name, persistent)
         schema = LogicalSchema(
@@ -469,13 +475,19 @@ class QueryAnalyzer:
                 if all(isinstance(p, e.NullLiteral) for p in partition_by):
                     key_slots = []
                 else:
-                    miss = key_exprs[missing[0]]
-                    shown = f"{source.name}.{miss.name}" if isinstance(miss, e.ColumnRef) else str(miss)
+                    shown = [f"{source.name}.{k.name}" if isinstance(k, e.ColumnRef) else str(k)
+                             for k in key_exprs]
+                    if len(shown) == 1:
+                        raise KsqlStatementException(
+                            f"The query used to build `{sink_name}` must include the partitioning expression "
+                            f"{shown[0]} in its projection (eg, SELECT {shown[0]}...).")
+                    listed = ", ".join(shown[:-1]) + " and " + shown[-1]
                     raise KsqlStatementException(
-                        f"The query used to build `{sink_name}` must include the partitioning expression "
-                        f"{shown} in its projection (eg, SELECT {shown}...).")
+                        f"The query used to build `{sink_name}` must include the partitioning expressions "
+                        f"{listed} in its projection (eg, SELECT {', '.join(shown)}...).")
             else:
-                names = [key_exprs[i].name for i in missing]  # type: ignore[attr-defined]
+                # ksqlDB names every key column when any is missing.
+                names = [k.name for k in key_exprs]  # type: ignore[attr-defined]
                 if len(names) == 1:
                     raise KsqlStatementException(
                         f"The query used to build `{sink_name}` must include the key column {names[0]} in its "

@@ -244,7 +244,15 @@ class ExpressionCompiler:
     # ------------------------------------------------------------------------ comparison
     def _Comparison(self, expr: e.Comparison) -> Compiled:
         left, right = self.compile(expr.left), self.compile(expr.right)
-        left, right = self._comparable(expr, left, right)
+        if left.type.is_null and right.type.is_null:
+            raise KsqlStatementException(f"Comparison with NULL not supported: {expr}")
+        left, right = self._time_column_vs_string(expr, left, right)
+        try:
+            left, right = self._comparable(expr, left, right)
+        except KsqlStatementException as exc:
+            if self.clause in ("WHERE", "HAVING") and str(exc).startswith("Cannot compare"):
+                raise KsqlStatementException(f"Error in {self.clause} expression: {exc}") from None
+            raise
         a, b = self._tmp(), self._tmp()
         if expr.op == "IS_DISTINCT_FROM":
             return Compiled(f"(({left.src}) != ({right.src}))", t.BOOLEAN)
@@ -253,6 +261,19 @@ class ExpressionCompiler:
         op = _PY_COMPARE[expr.op]
         return Compiled(f"(None if ({a} := {left.src}) is None or ({b} := {right.src}) is None else {a} {op} {b})",
                         t.BOOLEAN)
+
+    def _time_column_vs_string(self, expr: e.Comparison, left: Compiled,
+                               right: Compiled) -> tuple[Compiled, Compiled]:
+        """ROWTIME, WINDOWSTART and WINDOWEND compare with timestamp strings (ksqlDB parses
+        the string as a timestamp)."""
+        def is_time_column(x: e.Expression) -> bool:
+            return isinstance(x, e.ColumnRef) and x.name in ("ROWTIME", "WINDOWSTART", "WINDOWEND")
+
+        if is_time_column(expr.left) and right.type.base is BaseType.STRING:
+            return left, Compiled(f"_parse_temporal({right.src}, 'TIMESTAMP')", t.BIGINT)
+        if is_time_column(expr.right) and left.type.base is BaseType.STRING:
+            return Compiled(f"_parse_temporal({left.src}, 'TIMESTAMP')", t.BIGINT), right
+        return left, right
 
     def _comparable(self, expr: e.Expression, left: Compiled, right: Compiled,
                     op_name: str | None = None) -> tuple[Compiled, Compiled]:
@@ -278,7 +299,8 @@ class ExpressionCompiler:
                 pass  # ksqlDB allows ordering booleans
             return left, right
         if lt.base == rt.base and lt.base in (BaseType.ARRAY, BaseType.MAP, BaseType.STRUCT) \
-                and op in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM") and lt == rt:
+                and op in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM") \
+                and (lt == rt or _structurally_comparable(lt, rt)):
             return left, right
         lhs = _operand_text(expr, "left")
         rhs = _operand_text(expr, "right")
@@ -350,7 +372,12 @@ class ExpressionCompiler:
         for item in expr.items:
             ci = self.compile(item)
             ci = self._coerce_in_item(value.type, item, ci)
-            self._comparable(e.Comparison("=", expr.value, item), value, ci)
+            try:
+                self._comparable(e.Comparison("=", expr.value, item), value, ci)
+            except KsqlStatementException:
+                raise KsqlStatementException(
+                    f"Invalid Predicate: operator does not exist: {value.type} = {ci.type} ({item})\n"
+                    "Hint: You might need to add explicit type casts.") from None
             items.append(ci)
         a = self._tmp()
         neg = expr.negated
@@ -430,8 +457,9 @@ class ExpressionCompiler:
             return Compiled(inner.src, target)
         fn = cast_function(inner.type, target)
         if fn is None:
+            prefix = "Invalid Select: " if self.clause == "SELECT" else ""
             raise KsqlStatementException(
-                f"Cast of {inner.type} to {target} is not supported")
+                f"{prefix}Cast of {inner.type} to {target} is not supported")
         name = self.const(fn, "cast")
         tmp = self._tmp()
         return Compiled(f"(None if ({tmp} := {inner.src}) is None else {name}({tmp}))", target)
@@ -623,6 +651,21 @@ def common_type(types: list[SqlType]) -> SqlType | None:
         else:
             return None
     return result
+
+
+def _structurally_comparable(a: SqlType, b: SqlType) -> bool:
+    """Collections whose element types differ only by numeric widening may be compared."""
+    if a.is_numeric and b.is_numeric:
+        return True
+    if isinstance(a, ArrayType) and isinstance(b, ArrayType):
+        return _structurally_comparable(a.item, b.item)
+    if isinstance(a, MapType) and isinstance(b, MapType):
+        return _structurally_comparable(a.key, b.key) and _structurally_comparable(a.value, b.value)
+    if isinstance(a, StructType) and isinstance(b, StructType):
+        return len(a.fields) == len(b.fields) and all(
+            fa.name == fb.name and _structurally_comparable(fa.type, fb.type)
+            for fa, fb in zip(a.fields, b.fields))
+    return a == b or a.is_null or b.is_null
 
 
 def _operand_text(expr: e.Expression, side: str) -> str:

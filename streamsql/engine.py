@@ -163,6 +163,16 @@ class Engine:
         return seq
 
     # ------------------------------------------------------------------------- helpers
+    def _name_hint(self, name: str) -> str:
+        """ksqlDB's hint when a source name differs only by case from an existing one."""
+        for existing in self.catalog.sources:
+            if existing.upper() == name.upper() and existing != name:
+                if existing == existing.upper():
+                    return f"\nDid you mean {existing}? Hint: try removing double quotes from the source name."
+                return (f"\nDid you mean \"{existing}\"? Hint: wrap the source name in double quotes "
+                        "to make it case-sensitive.")
+        return ""
+
     def codec(self, source: DataSource, which: str) -> Codec:
         from streamsql.formats.registry import get_format
 
@@ -232,6 +242,10 @@ class Engine:
                 kind = "table" if existing.is_table else "stream"
                 raise KsqlStatementException(
                     f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+            if existing.is_source:
+                raise KsqlStatementException(
+                    f"Cannot add {stmt.kind.lower()} '{stmt.name}': CREATE OR REPLACE is not supported on "
+                    f"source {existing.kind.lower()}s.")
         source = analyze_create_source(stmt, self.catalog, props)
         partitions = await self._ensure_topic(source.topic, source.partitions, source.replicas, must_exist=True)
         source = replace(source, partitions=partitions)
@@ -280,7 +294,10 @@ class Engine:
     async def _exec_InsertInto(self, stmt: ast.InsertInto, props, session, seq) -> Result:
         target = self.catalog.source(stmt.target)
         if target is None:
-            raise KsqlStatementException(f"{stmt.target} does not exist.")
+            raise KsqlStatementException(f"Source `{stmt.target}` does not exist.")
+        if target.is_source:
+            raise KsqlStatementException(
+                f"Cannot insert into read-only {target.kind.lower()}: {target.name}")
         if target.is_table:
             raise KsqlStatementException(
                 f"INSERT INTO can only be used to insert into a stream. {target.name} is a table.")
@@ -341,7 +358,9 @@ class Engine:
     async def _exec_InsertValues(self, stmt: ast.InsertValues, props, session, seq) -> Result:
         target = self.catalog.source(stmt.target)
         if target is None:
-            raise KsqlStatementException(f"Cannot insert values into an unknown stream/table: {stmt.target}")
+            raise KsqlStatementException(
+                f"Cannot insert values into an unknown stream/table: `{stmt.target}`"
+                + self._name_hint(stmt.target))
         if target.is_source:
             raise KsqlStatementException(f"Cannot insert values into read-only {target.kind.lower()}: {target.name}")
         writable = [c for c in target.schema.columns if c.namespace in ("KEY", "VALUE")]
