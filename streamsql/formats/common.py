@@ -24,7 +24,6 @@ _DECIMAL_CTX = Context(prec=200)
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
-_JAVA_INT_RE = re.compile(r"[+-]?[0-9]+")
 # java.math.BigDecimal(String): sign, digits with an optional point, optional exponent.
 _JAVA_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # java.lang.Double.parseDouble (decimal form; surrounding whitespace is trimmed first).
@@ -32,6 +31,10 @@ _JAVA_DOUBLE_RE = re.compile(
     r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?)")
 _JAVA_HEX_DOUBLE_RE = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)"
                                  r"[pP][+-]?[0-9]+[fFdD]?")
+
+
+# What Java's String.trim removes: every char up to and including space.
+JAVA_WHITESPACE = "".join(chr(i) for i in range(33))
 
 
 class CoercionError(ValueError):
@@ -42,7 +45,7 @@ class CoercionError(ValueError):
 
 def parse_java_int(text: str) -> int:
     """``Integer.parseInt``: ASCII digits with an optional sign, 32-bit range."""
-    if _JAVA_INT_RE.fullmatch(text):
+    if text.isascii() and (text.isdigit() or (text[1:].isdigit() and text[0] in "+-")):
         v = int(text)
         if INT_MIN <= v <= INT_MAX:
             return v
@@ -51,7 +54,7 @@ def parse_java_int(text: str) -> int:
 
 def parse_java_long(text: str) -> int:
     """``Long.parseLong``: ASCII digits with an optional sign, 64-bit range."""
-    if _JAVA_INT_RE.fullmatch(text):
+    if text.isascii() and (text.isdigit() or (text[1:].isdigit() and text[0] in "+-")):
         v = int(text)
         if LONG_MIN <= v <= LONG_MAX:
             return v
@@ -61,7 +64,16 @@ def parse_java_long(text: str) -> int:
 def parse_java_double(text: str) -> float:
     """``Double.parseDouble``: trims ASCII control/space, accepts NaN, Infinity, an f/d
     suffix and hex floats."""
-    s = text.strip("".join(chr(i) for i in range(33)))
+    if text.isascii() and "_" not in text:
+        # Python's float() grammar is Java's for finite decimal numbers (minus underscores
+        # and its own spellings of NaN/infinity, which the checked path below handles).
+        try:
+            v = float(text)
+            if v - v == 0:
+                return v
+        except ValueError:
+            pass
+    s = text.strip(JAVA_WHITESPACE)
     if _JAVA_DOUBLE_RE.fullmatch(s):
         if s[-1] in "fFdD" and not s.endswith("Infinity"):
             s = s[:-1]
@@ -98,13 +110,16 @@ def wrap_int64(v: int) -> int:
 def java_double_str(f: float) -> str:
     """``Double.toString``: plain between 1e-3 and 1e7, else computerized scientific
     notation (``1.0E10``, ``4.9E-324``), shortest round-tripping digits."""
+    r = repr(f)
+    if 1e-3 <= abs(f) < 1e7:
+        return r  # Python's repr is Java's here: plain, shortest digits, at least "x.0"
     if f != f:
         return "NaN"
     if f in (math.inf, -math.inf):
         return "Infinity" if f > 0 else "-Infinity"
     if f == 0.0:
         return "-0.0" if math.copysign(1.0, f) < 0 else "0.0"
-    sign, digits, exp = Decimal(repr(f)).as_tuple()
+    sign, digits, exp = Decimal(r).as_tuple()
     if len(digits) == 1:
         # Java never settles for one digit: it takes the two-digit decimal closest to the
         # exact value that still reads back as f (Double.MIN_VALUE is 4.9E-324, not 5E-324).
@@ -115,15 +130,6 @@ def java_double_str(f: float) -> str:
     # Exponent of the first significant digit.
     sci = len(digits) + int(exp) - 1
     prefix = "-" if sign else ""
-    a = abs(f)
-    if 1e-3 <= a < 1e7:
-        if sci >= 0:
-            whole = ds[: sci + 1].ljust(sci + 1, "0")
-            frac = ds[sci + 1:] or "0"
-        else:
-            whole = "0"
-            frac = "0" * (-sci - 1) + ds
-        return f"{prefix}{whole}.{frac}"
     return f"{prefix}{ds[0]}.{ds[1:] or '0'}E{sci}"
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from streamsql.errors import KsqlException
 from streamsql.formats.base import Codec, Format, FormatOptions, SerdeError
 from streamsql.formats.common import (
+    JAVA_WHITESPACE,
     CoercionError,
     b64decode,
     b64encode,
@@ -49,7 +50,7 @@ def parse_delimiter(value: str, property_name: str = "VALUE_DELIMITER") -> str:
     """The delimiter character for a KEY_DELIMITER/VALUE_DELIMITER property value, or
     KsqlException with ksqlDB's message. (ksqlDB's statement preparation prefixes these with
     'Failed to prepare statement: '.)"""
-    if not value.strip("".join(chr(i) for i in range(33))):
+    if not value.strip(JAVA_WHITESPACE):
         reason = ("Delimiter cannot be empty, if you meant to have a tab or space for delimiter, "
                   "please use the special values 'TAB' or 'SPACE'")
     elif len(value) == 1:
