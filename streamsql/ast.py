@@ -192,11 +192,16 @@ class CreateAsSelect(Statement):
 
 @dataclass(frozen=True)
 class InsertInto(Statement):
-    """INSERT INTO target [WITH (...)] SELECT ..."""
+    """INSERT INTO target [WITH (...)] SELECT ...
+
+    ``target_location``: (line, column) of the target name in the parsed script, for
+    ksqlDB's ``Line: L, Col: C:`` messages; not part of equality.
+    """
 
     target: str
     query: Query
     properties: Properties = Properties()
+    target_location: tuple[int, int] | None = field(default=None, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)

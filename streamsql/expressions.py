@@ -13,7 +13,7 @@ error messages and DESCRIBE print.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterator
 
@@ -110,10 +110,15 @@ class ColumnRef(Expression):
 
     Inside a lambda body a ColumnRef whose name is a lambda parameter refers to that
     parameter; the analyzer resolves it.
+
+    ``location`` is the (line, column) where the parser read the reference, 1-based within
+    the parsed script, for ksqlDB's ``Line: L, Col: C:`` messages; None for built nodes.
+    It takes no part in equality.
     """
 
     name: str
     source: str | None = None
+    location: tuple[int, int] | None = field(default=None, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)

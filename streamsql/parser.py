@@ -420,10 +420,10 @@ class _AstBuilder(Transformer):
         return token.update(value=token.value.upper())
 
     def column_ref(self, name: Token) -> ex.Expression:
-        return ex.ColumnRef(_name(name))
+        return ex.ColumnRef(_name(name), location=(name.line, name.column))
 
     def qualified_column_ref(self, source: Token, name: Token) -> ex.Expression:
-        return ex.ColumnRef(_name(name), _name(source))
+        return ex.ColumnRef(_name(name), _name(source), location=(source.line, source.column))
 
     def count_star(self, name: Token, _star: Token) -> ex.Expression:
         return ex.FunctionCall(_name(name).upper(), (), star=True)
@@ -587,7 +587,8 @@ class _AstBuilder(Transformer):
         return (key.upper(), value if not isinstance(value, ex.Expression) else _property_value(value))
 
     def insert_into(self, target: Token, props: ast.Properties | None, query: ast.Query) -> ast.Statement:
-        return ast.InsertInto(_name(target), query, props if props is not None else ast.Properties())
+        return ast.InsertInto(_name(target), query, props if props is not None else ast.Properties(),
+                              target_location=(target.line, target.column))
 
     def insert_values(self, target: Token, columns: tuple[str, ...] | None, values: tuple[ex.Expression, ...]) -> ast.Statement:
         return ast.InsertValues(_name(target), columns or (), values)

@@ -384,3 +384,14 @@ def test_every_qtt_statement_parses_or_fails_as_ksqldb_does() -> None:
     assert unexpected_successes == []
     assert wrong_messages == []
     assert len(cases) > 1000
+
+
+def test_locations_for_ksqldb_line_col_messages() -> None:
+    join, insert = parse(
+        "CREATE STREAM OUTPUT as SELECT * FROM test1 t RIGHT JOIN test2 tt ON t.iid = tt.id;\n"
+        "INSERT INTO UNKNOWN SELECT d1 FROM SOURCE;"
+    )
+    criteria = join.query.from_.joins[0].criteria
+    assert criteria.left.location == (1, 70)  # ksqlDB: "Line: 1, Col: 70: JOIN ON column 'T.IID' ..."
+    assert insert.target_location == (2, 13)  # ksqlDB: "Line: 2, Col: 13: Source `UNKNOWN` does not exist."
+    assert insert.query.select[0].expression.location == (2, 28)
