@@ -12,11 +12,11 @@ import binascii
 import math
 import re
 from decimal import Context, Decimal, InvalidOperation
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from streamsql.errors import KsqlException
 from streamsql.schema import Column
-from streamsql.types import ArrayType, BaseType, DecimalType, MapType, SqlType, StructType
+from streamsql.types import ArrayType, DecimalType, MapType, SqlType, StructType
 
 # Enough digits for any DECIMAL(38, s) and then some: quantize must never round silently.
 _DECIMAL_CTX = Context(prec=200)
@@ -89,8 +89,7 @@ def parse_java_decimal(text: str) -> Decimal:
     """``new BigDecimal(String)``."""
     if _JAVA_DECIMAL_RE.fullmatch(text):
         return Decimal(text)
-    raise CoercionError(f"Character array is missing \"exponent\" mark 'e' or 'E'."
-                        if text and text[0].isalpha() else f"Invalid decimal: {text}")
+    raise CoercionError(f"Invalid decimal: '{text}'")
 
 
 def wrap_int32(v: int) -> int:
@@ -164,7 +163,7 @@ def ensure_fit(value: Decimal, precision: int, scale: int) -> Decimal:
     return fitted
 
 
-def decimal_fitter(t: DecimalType):
+def decimal_fitter(t: DecimalType) -> Callable[[Decimal], Decimal]:
     """A function fitting a Decimal to ``t`` (precision and scale bound once)."""
     precision, scale = t.precision, t.scale
     limit = Decimal(1).scaleb(precision - scale)
@@ -253,11 +252,6 @@ def check_wrapping(format_name: str, columns: Sequence[Column], wrap: bool | Non
                             f"'{'true' if wrap else 'false'}'.")
 
 
-def base_type_name(t: SqlType) -> str:
-    """The base type as ksqlDB names it in 'does not support type' messages."""
-    return t.base.value
-
-
 def topic_of(extra: tuple[tuple[str, Any], ...]) -> str | None:
     """The topic a codec serves, when the caller passed it (``KAFKA_TOPIC`` in
     ``FormatOptions.extra``); used only in error messages."""
@@ -278,6 +272,3 @@ def serialize_prefix(is_key: bool, topic: str | None) -> str:
     return (f"Failed to serialize {target} to topic: {topic}. " if topic is not None
             else f"Failed to serialize {target}. ")
 
-
-def is_base(t: SqlType, *bases: BaseType) -> bool:
-    return t.base in bases
