@@ -106,10 +106,10 @@ def test_json_value_round_trip_per_type(type_, value, json_form):
     assert c.decode(c.from_json_form({"ID": 1, "V": json_form})) == (1, value)
 
 
-@pytest.mark.parametrize("type_,value,json_form", JSON_ROUND_TRIPS, ids=lambda x: str(x))
+@pytest.mark.parametrize("type_,value,json_form",
+                         [t for t in JSON_ROUND_TRIPS if not isinstance(t[0], MapType)],
+                         ids=lambda x: str(x))
 def test_json_single_key_is_a_bare_value(type_, value, json_form):
-    if isinstance(type_, MapType):
-        pytest.skip("map keys are refused")
     c = codec("JSON", [key("K", type_)], is_key=True)
     data = c.encode((value,))
     assert c.to_json_form(data) == json_form
