@@ -440,9 +440,12 @@ class _AstBuilder(Transformer):
         return ex.Lambda(names, body)
 
     def interval_arg(self, unit: str) -> ex.Expression:
-        return ex.IntervalUnit(unit if unit.endswith("S") else unit + "S")
+        return ex.IntervalUnit(unit)
 
-    def time_unit(self, token: Token) -> str:
+    def time_unit(self, unit: Token | str) -> str:
+        return str(unit).upper()
+
+    def plural_time_unit(self, token: Token) -> str:
         return str(token).upper()
 
     def simple_case(self, operand: ex.Expression, *rest: Any) -> ex.Expression:

@@ -40,7 +40,7 @@ from streamsql.parser import parse_expression
     ("CASE WHEN a THEN 1 ELSE 2 END", "(CASE WHEN A THEN 1 ELSE 2 END)"),
     ("CASE a WHEN 1 THEN 'x' END", "(CASE A WHEN 1 THEN 'x' END)"),
     ("count(*)", "COUNT(*)"),
-    ("timestampadd(second, 1, ts)", "TIMESTAMPADD(SECONDS, 1, TS)"),
+    ("timestampadd(seconds, 1, ts)", "TIMESTAMPADD(SECONDS, 1, TS)"),
     ("-x", "-X"),
     ("a - -5", "(A - -5)"),
     ("1.50", "1.50"),

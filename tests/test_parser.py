@@ -242,7 +242,9 @@ def test_struct_all_fields_and_digit_identifiers() -> None:
         col("M"), ex.Lambda(("K", "V"), col("K")), ex.Lambda(("K", "V"), ex.ArithmeticBinary("+", col("V"), lit(1)))))),
     ("filter(a, x => x > 1)", ex.FunctionCall("FILTER", (col("A"), ex.Lambda(("X",), ex.Comparison(">", col("X"), lit(1)))))),
     ("TIMESTAMPADD(SECONDS, 5, ts)", ex.FunctionCall("TIMESTAMPADD", (ex.IntervalUnit("SECONDS"), lit(5), col("TS")))),
-    ("DATEADD(day, 5, d)", ex.FunctionCall("DATEADD", (ex.IntervalUnit("DAYS"), lit(5), col("D")))),
+    ("DATEADD(days, 5, d)", ex.FunctionCall("DATEADD", (ex.IntervalUnit("DAYS"), lit(5), col("D")))),
+    # singular units are non-reserved words in ksqlDB: as arguments they are columns
+    ("F(first, second, day)", ex.FunctionCall("F", (col("FIRST"), col("SECOND"), col("DAY")))),
     ("COUNT()", ex.FunctionCall("COUNT")),
     ("'it''s'", ex.StringLiteral("it's")),
     ("\"Quoted\" + `back``tick`", ex.ArithmeticBinary("+", col("Quoted"), col("back`tick"))),
