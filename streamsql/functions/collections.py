@@ -6,6 +6,10 @@ NaN last and -0.0 before 0.0; strings compare by UTF-16 code unit; BYTES compare
 bytes) with NULL elements skipped or sorted last, and NULL arguments give what the Java code
 gives (often NULL, sometimes an empty result or an error).
 
+Map values keep java.util.HashMap iteration order (see ``java_hash_order``): functions that
+build maps put their result in the order the Java map would iterate, and functions that walk
+maps (MAP_KEYS, ENTRIES, REDUCE...) simply follow dict order.
+
 Functions whose algorithm depends on the element type (hashing vs. scanning, the sort key)
 are factories: the choice is made once per call site, never per record.
 """
@@ -21,6 +25,72 @@ from streamsql.functions.registry import udf
 from streamsql.types import ArrayType, BaseType, Field, MapType, SqlType, StructType
 
 _Impl = Callable[..., Any]
+
+
+# ----------------------------------------------------------------------- Java map ordering
+# ksqlDB's maps are java.util.HashMaps, whose iteration order (bucket by key hash, then
+# insertion) shows in MAP_KEYS, ENTRIES, REDUCE and any lambda over a map. Map values here
+# keep that order: dict order is the order the Java HashMap would iterate.
+def java_string_hash(s: str) -> int:
+    """String.hashCode as an unsigned 32-bit value (over UTF-16 code units)."""
+    h = 0
+    if s.isascii():
+        for c in s.encode():
+            h = (31 * h + c) & 0xFFFFFFFF
+    else:
+        b = s.encode("utf-16-be", "surrogatepass")
+        for i in range(0, len(b), 2):
+            h = (31 * h + (b[i] << 8 | b[i + 1])) & 0xFFFFFFFF
+    return h
+
+
+def _long_hash(v: int) -> int:
+    u = v & 0xFFFFFFFFFFFFFFFF
+    return (u ^ (u >> 32)) & 0xFFFFFFFF
+
+
+_KEY_HASHERS: dict[BaseType, Callable[[Any], int]] = {
+    BaseType.STRING: java_string_hash,
+    BaseType.INTEGER: lambda v: v & 0xFFFFFFFF,
+    BaseType.BIGINT: _long_hash,
+    BaseType.BOOLEAN: lambda v: 1231 if v else 1237,
+}
+
+
+def java_key_hasher(key_type: SqlType) -> Callable[[Any], int] | None:
+    """hashCode of the Java value for a map key type, or None when not modelled."""
+    return _KEY_HASHERS.get(key_type.base)
+
+
+def table_size_for(n: float) -> int:
+    """HashMap.tableSizeFor: the power of two at or above ``n`` (at least 1)."""
+    size = 1
+    while size < n:
+        size *= 2
+    return size
+
+
+def java_hash_order(m: dict[Any, Any], hasher: Callable[[Any], int] | None,
+                    initial_capacity: int = 16) -> dict[Any, Any]:
+    """``m`` reordered as a java.util.HashMap created with ``initial_capacity`` iterates
+    after ``m``'s entries were put into it in ``m``'s order."""
+    n = len(m)
+    if n < 2 or hasher is None:
+        return m
+    cap = initial_capacity
+    while n > int(cap * 0.75):  # resized whenever size exceeds the 0.75 load factor
+        cap *= 2
+    mask = cap - 1
+
+    def bucket(item: tuple[Any, Any]) -> int:
+        k = item[0]
+        if k is None:
+            return 0
+        h = hasher(k)
+        return (h ^ (h >> 16)) & mask
+    return dict(sorted(m.items(), key=bucket))
+
+
 
 
 # ------------------------------------------------------------------------- element ordering
@@ -351,7 +421,8 @@ def as_map(keys: list[str | None] | None, values: list[Any] | None) -> dict[Any,
     if keys is None or values is None:
         return None
     n = len(values)
-    return {k: (values[i] if i < n else None) for i, k in enumerate(keys)}
+    out = {k: (values[i] if i < n else None) for i, k in enumerate(keys)}
+    return java_hash_order(out, java_string_hash, table_size_for(len(keys)))
 
 
 @udf("MAP_KEYS", "ARRAY<K>", [("map", "MAP<K, V>")])
@@ -366,15 +437,20 @@ def map_values(m: dict[Any, Any] | None) -> list[Any] | None:
     return None if m is None else list(m.values())
 
 
-@udf("MAP_UNION", "MAP<K, V>", [("map1", "MAP<K, V>"), ("map2", "MAP<K, V>")])
-def map_union(a: dict[Any, Any] | None, b: dict[Any, Any] | None) -> dict[Any, Any] | None:
+@udf("MAP_UNION", "MAP<K, V>", [("map1", "MAP<K, V>"), ("map2", "MAP<K, V>")], factory=True)
+def map_union(arg_types: list[SqlType], return_type: SqlType) -> _Impl:
     """Returns a new map with the entries of both maps; on a key in both, the second map's
     value wins. NULL maps are ignored; two NULL maps give NULL."""
-    if a is None:
-        return None if b is None else dict(b)
-    if b is None:
-        return dict(a)
-    return {**a, **b}
+    hasher = java_key_hasher(return_type.key) if isinstance(return_type, MapType) else None
+
+    def impl(a: dict[Any, Any] | None, b: dict[Any, Any] | None) -> dict[Any, Any] | None:
+        if a is None and b is None:
+            return None
+        first = a if a else b or {}
+        # new HashMap<>() then putAll: the first non-empty putAll sizes the table
+        cap = table_size_for(len(first) / 0.75 + 1) if first else 16
+        return java_hash_order({**(a or {}), **(b or {})}, hasher, cap)
+    return impl
 
 
 def _entries_type(arg_types: list[SqlType]) -> SqlType:

@@ -12,11 +12,20 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from streamsql.errors import FunctionError
+from streamsql.functions.collections import java_hash_order, java_key_hasher
 from streamsql.functions.registry import udf
+from streamsql.types import MapType, SqlType
+
+_Impl = Callable[..., Any]
+
+
+def _hasher(t: SqlType) -> Callable[[Any], int] | None:
+    return java_key_hasher(t.key) if isinstance(t, MapType) else None
 
 
 def _to_map(pairs: Any) -> dict[Any, Any]:
-    """Collectors.toMap: no NULL values, no duplicate keys."""
+    """Collectors.toMap: no NULL values, no duplicate keys (a default HashMap, so the caller
+    puts the result in Java's iteration order)."""
     out: dict[Any, Any] = {}
     for k, v in pairs:
         if v is None:
@@ -36,14 +45,19 @@ def transform_array(array: list[Any] | None, fn: Callable[[Any], Any]) -> list[A
 
 
 @udf("TRANSFORM", "MAP<K1, V1>", [("map", "MAP<K, V>"), ("key_function", "FUNCTION(K, V)->K1"),
-                                  ("value_function", "FUNCTION(K, V)->V1")])
-def transform_map(m: dict[Any, Any] | None, key_fn: Callable[[Any, Any], Any],
-                  value_fn: Callable[[Any, Any], Any]) -> dict[Any, Any] | None:
+                                  ("value_function", "FUNCTION(K, V)->V1")], factory=True)
+def transform_map(arg_types: list[SqlType], return_type: SqlType) -> _Impl:
     """Applies a key function and a value function to each entry of a map, returning the
     map of the results. Duplicate resulting keys or NULL resulting values are an error."""
-    if m is None:
-        return None
-    return _to_map((key_fn(k, v), value_fn(k, v)) for k, v in m.items())
+    hasher = _hasher(return_type)
+
+    def impl(m: dict[Any, Any] | None, key_fn: Callable[[Any, Any], Any],
+             value_fn: Callable[[Any, Any], Any]) -> dict[Any, Any] | None:
+        if m is None:
+            return None
+        out = _to_map((key_fn(k, v), value_fn(k, v)) for k, v in m.items())
+        return java_hash_order(out, hasher)
+    return impl
 
 
 @udf("FILTER", "ARRAY<T>", [("array", "ARRAY<T>"), ("function", "FUNCTION(T)->BOOLEAN")])
@@ -54,13 +68,18 @@ def filter_array(array: list[Any] | None, fn: Callable[[Any], Any]) -> list[Any]
     return [x for x in array if fn(x)]
 
 
-@udf("FILTER", "MAP<K, V>", [("map", "MAP<K, V>"), ("function", "FUNCTION(K, V)->BOOLEAN")])
-def filter_map(m: dict[Any, Any] | None, fn: Callable[[Any, Any], Any]) -> dict[Any, Any] | None:
+@udf("FILTER", "MAP<K, V>", [("map", "MAP<K, V>"), ("function", "FUNCTION(K, V)->BOOLEAN")],
+     factory=True)
+def filter_map(arg_types: list[SqlType], return_type: SqlType) -> _Impl:
     """Returns the entries of a map for which the predicate is true. A kept entry with a
     NULL value is an error."""
-    if m is None:
-        return None
-    return _to_map((k, v) for k, v in m.items() if fn(k, v))
+    hasher = _hasher(return_type)
+
+    def impl(m: dict[Any, Any] | None, fn: Callable[[Any, Any], Any]) -> dict[Any, Any] | None:
+        if m is None:
+            return None
+        return java_hash_order(_to_map((k, v) for k, v in m.items() if fn(k, v)), hasher)
+    return impl
 
 
 @udf("REDUCE", "S", [("array", "ARRAY<T>"), ("initialState", "S"),
