@@ -63,7 +63,8 @@ class Pipeline:
 def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec, value_codec: Codec,
                    sink_key_codec: Codec | None, sink_value_codec: Codec | None,
                    plog: ProcessingLogger, sink: DataSource | None = None,
-                   rows: bool = False, timestamp_parser: Callable[[Any], int] | None = None) -> Pipeline:
+                   rows: bool = False, timestamp_parser: Callable[[Any], int] | None = None,
+                   sink_timestamp_parser: Callable[[Any], int] | None = None) -> Pipeline:
     """Generate and compile the pipeline for ``plan`` (see module docstring).
 
     ``rows=True`` produces result tuples (push queries) instead of encoded records.
@@ -195,6 +196,11 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         w(f"{indent}except Exception as _exc:")
         w(f"{indent}    {var} = None")
         w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Error computing {oc.name}: ' + repr(_exc))")
+    # Functions that failed on this record returned NULL; log them with the record's position.
+    w(f"{indent}if _errs:")
+    w(f"{indent}    for _what, _exc in _errs:")
+    w(f"{indent}        _plog(_topic, {rowpart}, {rowoff}, 'Error in ' + _what + ': ' + repr(_exc))")
+    w(f"{indent}    _errs.clear()")
     nk = len(plan.key)
     key_tuple = "(" + "".join(f"{v}, " for v in col_vars[:nk]) + ")"
     value_tuple = "(" + "".join(f"{v}, " for v in col_vars[nk:]) + ")"
@@ -202,7 +208,11 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
     out_ts = rowtime
     if sink is not None and sink.timestamp_column is not None and not rows:
         idx = [c.name for c in out_cols].index(sink.timestamp_column)
-        out_ts = f"(_sts if (_sts := {col_vars[idx]}) is not None else {rowtime})"
+        if out_cols[idx].type.base is BaseType.STRING:
+            env["_sink_tsparse"] = sink_timestamp_parser
+            out_ts = f"(_sink_tsparse({col_vars[idx]}) if {col_vars[idx]} is not None else {rowtime})"
+        else:
+            out_ts = f"({col_vars[idx]} if {col_vars[idx]} is not None else {rowtime})"
 
     def emit(ind: str) -> None:
         if rows:
@@ -211,15 +221,24 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         if nk == 0:
             w(f"{ind}_ok.append(None)")
         else:
-            # A single NULL key column is a null key; several are written as they are.
+            # A key whose columns are all NULL is a null key (some NULL: written as they are).
             if nk == 1:
                 w(f"{ind}_ok.append(None if {col_vars[0]} is None else _kenc({key_tuple}))")
             else:
-                w(f"{ind}_ok.append(_kenc({key_tuple}))")
+                w(f"{ind}_ok.append(None if {key_tuple} == {(None,) * nk!r} else _kenc({key_tuple}))")
         w(f"{ind}_ov.append(None if _nv else _venc({value_tuple}))")
         w(f"{ind}_ot.append({out_ts})")
         w(f"{ind}_oh.append(_h)")
 
+    if is_table and nk:
+        w(f"{indent}if {key_tuple} == {(None,) * nk!r}:")
+        w(f"{indent}    continue")
+    if out_ts != rowtime:
+        w(f"{indent}_sts = {out_ts}")
+        w(f"{indent}if _sts < 0:")
+        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Invalid timestamp for the sink: ' + str(_sts))")
+        w(f"{indent}    continue")
+        out_ts = "_sts"
     if udtf_vars:
         w(f"{indent}if _nv:")
         w(f"{indent}    continue")

@@ -346,10 +346,11 @@ class QueryAnalyzer:
         for alias_name, expr in items:
             ty = self._type_select_item(compiler, expr)
             typed.append((alias_name, expr, ty))
-        named = self._name_columns(typed, alias)
+        named = self._name_columns(typed, alias, {c.name for c in source.schema.columns})
+        key_exprs = set(query.partition_by) if query.partition_by else set()
         if persistent:
             for (alias_name, _, _), (name, expr, _) in zip(typed, named):
-                if name not in RESERVED_COLUMN_NAMES:
+                if name not in RESERVED_COLUMN_NAMES or expr in key_exprs:
                     continue
                 if alias_name is not None:
                     raise KsqlStatementException(
@@ -388,6 +389,14 @@ class QueryAnalyzer:
                     cols = [c for c in cols if c.name not in parts]
                 for c in cols:
                     out.append((None, e.ColumnRef(c.name)))
+            elif isinstance(item, ast.StructAllFields):
+                scope, _ = source_scope(source, alias)
+                struct_type = ExpressionCompiler(self.registry, scope).compile(item.expression).type
+                if not isinstance(struct_type, StructType):
+                    raise KsqlStatementException(
+                        f"Expected STRUCT type but got {struct_type} for {item.expression}->*")
+                for f in struct_type.fields:
+                    out.append((f.name, e.Dereference(item.expression, f.name)))
             else:
                 assert isinstance(item, ast.SingleColumn)
                 out.append((item.alias, item.expression))
@@ -407,7 +416,7 @@ class QueryAnalyzer:
         return compiler.compile(expr).type
 
     def _name_columns(self, typed: list[tuple[str | None, e.Expression, SqlType]],
-                      alias: str) -> list[tuple[str, e.Expression, SqlType]]:
+                      alias: str, source_names: set[str]) -> list[tuple[str, e.Expression, SqlType]]:
         explicit = {a for a, _, _ in typed if a is not None}
         names: list[str | None] = []
         for a, expr, _ in typed:
@@ -419,7 +428,8 @@ class QueryAnalyzer:
                 names.append(expr.field)
             else:
                 names.append(None)
-        used = {n for n in names if n is not None} | explicit
+        # Generated KSQL_COL_n names skip every name in use, the source's columns included.
+        used = {n for n in names if n is not None} | explicit | source_names
         counter = 0
         result = []
         for n, (_, expr, ty) in zip(names, typed):
@@ -470,7 +480,8 @@ class QueryAnalyzer:
             else:
                 values.append(OutputColumn(name, expr, ty))
         missing = [i for i, s in enumerate(key_slots) if s is None]
-        if missing and persistent:
+        new_planner = str(self.config.get("ksql.new.query.planner.enabled", "false")).lower() == "true"
+        if missing and persistent and not (new_planner and not partition_by):
             if partition_by:
                 if all(isinstance(p, e.NullLiteral) for p in partition_by):
                     key_slots = []

@@ -106,6 +106,22 @@ class ExpressionCompiler:
         self.env[name] = value
         return name
 
+    def guarded(self, fn: Callable[..., Any], arity: int, what: str) -> str:
+        """A name in env for ``fn`` wrapped so that an exception yields NULL, as ksqlDB
+        treats a failing function: the error is queued in ``_errs`` for the processing log."""
+        inner = self.const(fn, "f")
+        self._counter[0] += 1
+        name = f"_g{self._counter[0]}"
+        params = ", ".join(f"a{i}" for i in range(arity))
+        src = (f"def {name}({params}):\n"
+               f"    try:\n"
+               f"        return {inner}({params})\n"
+               f"    except Exception as exc:\n"
+               f"        _errs.append(({what!r}, exc))\n"
+               f"        return None\n")
+        exec(compile(src, f"<guard {what}>", "exec"), self.env)  # noqa: S102 - generated wrapper
+        return name
+
     def with_lambdas(self, params: dict[str, ScopeColumn]) -> "ExpressionCompiler":
         scope = Scope(self.scope.columns, self.scope.qualified, {**self.scope.lambdas, **params},
                       self.scope.source_names)
@@ -283,6 +299,9 @@ class ExpressionCompiler:
         if lt.is_null or rt.is_null:
             return left, right
         if lt.is_numeric and rt.is_numeric:
+            if (lt.base is BaseType.DOUBLE) != (rt.base is BaseType.DOUBLE):
+                # Decimal and float never compare equal in Python; ksqlDB compares as DOUBLE.
+                return Compiled(self.coerce(left, t.DOUBLE), t.DOUBLE), Compiled(self.coerce(right, t.DOUBLE), t.DOUBLE)
             return left, right
         temporal = (BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP)
         if lt.base in temporal and rt.base is BaseType.STRING:
@@ -368,6 +387,9 @@ class ExpressionCompiler:
 
     def _InList(self, expr: e.InList) -> Compiled:
         value = self.compile(expr.value)
+        if value.type.base is BaseType.DECIMAL and any(
+                self.compile(i).type.base is BaseType.DOUBLE for i in expr.items):
+            value = Compiled(self.coerce(value, t.DOUBLE), t.DOUBLE)
         items = []
         for item in expr.items:
             ci = self.compile(item)
@@ -402,8 +424,19 @@ class ExpressionCompiler:
         """IN-list string literals are converted to the tested value's type as ksqlDB does,
         failing at statement time when they cannot be."""
         if isinstance(item, e.StringLiteral) and target.base is not BaseType.STRING and target.is_primitive:
-            value = parse_literal_as(item.value, target, prefix="Invalid Predicate: ")
-            return Compiled(self.const(value, "lit"), target)
+            as_type = target
+            if target.is_integral:
+                as_type = t.DecimalType(38, 18)  # '4.000' is a valid BIGINT member: compare by value
+            try:
+                value = parse_literal_as(item.value, as_type, prefix="Invalid Predicate: ")
+            except KsqlStatementException:
+                parse_literal_as(item.value, target, prefix="Invalid Predicate: ")
+                raise
+            return Compiled(self.const(value, "lit"), as_type)
+        if target.base is BaseType.DOUBLE and c.type.is_numeric and c.type.base is not BaseType.DOUBLE:
+            return Compiled(self.coerce(c, t.DOUBLE), t.DOUBLE)
+        if c.type.base is BaseType.DOUBLE and target.base is BaseType.DECIMAL:
+            return c
         if isinstance(item, e.CreateStruct) and isinstance(target, StructType):
             for name, fexpr in item.fields:
                 f = target.field(name)
@@ -460,7 +493,7 @@ class ExpressionCompiler:
             prefix = "Invalid Select: " if self.clause == "SELECT" else ""
             raise KsqlStatementException(
                 f"{prefix}Cast of {inner.type} to {target} is not supported")
-        name = self.const(fn, "cast")
+        name = self.guarded(fn, 1, f"CAST AS {target}")
         tmp = self._tmp()
         return Compiled(f"(None if ({tmp} := {inner.src}) is None else {name}({tmp}))", target)
 
@@ -497,7 +530,7 @@ class ExpressionCompiler:
             raise KsqlStatementException(f"Can't find any functions with the name '{expr.name}'")
         resolved = self.registry.resolve(expr.name, [a.type if a else None for a in args],
                                          type_lambda, kind=kind)
-        impl = self.const(resolved.implementation(), "f")
+        impl = self.guarded(resolved.implementation(), len(args), expr.name)
         srcs = []
         for i, (a, pt) in enumerate(zip(args, resolved.param_types)):
             if a is None:
@@ -734,6 +767,7 @@ def install_runtime_helpers(env: dict[str, Any]) -> None:
     from streamsql import casts
 
     env.update(
+        _errs=[],
         _Decimal=Decimal,
         _array_at=_array_at,
         _map_at=_map_at,

@@ -320,7 +320,8 @@ class Engine:
         pipeline = build_pipeline(
             plan, self.registry, self.codec(plan.source, "key"), self.codec(plan.source, "value"),
             self.codec(sink, "key"), self.codec(sink, "value"), self._processing_logger(query_id),
-            sink=sink, timestamp_parser=self._timestamp_parser(plan.source))
+            sink=sink, timestamp_parser=self._timestamp_parser(plan.source),
+            sink_timestamp_parser=self._timestamp_parser(sink))
         query = PersistentQuery(query_id, plan.source, sink, pipeline)
         self.queries[query_id] = query
         self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
