@@ -224,6 +224,9 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
             # A key whose columns are all NULL is a null key (some NULL: written as they are).
             if nk == 1:
                 w(f"{ind}_ok.append(None if {col_vars[0]} is None else _kenc({key_tuple}))")
+            elif plan.rekeyed:
+                # PARTITION BY several expressions writes the key even when all are NULL.
+                w(f"{ind}_ok.append(_kenc({key_tuple}))")
             else:
                 w(f"{ind}_ok.append(None if {key_tuple} == {(None,) * nk!r} else _kenc({key_tuple}))")
         w(f"{ind}_ov.append(None if _nv else _venc({value_tuple}))")
@@ -234,7 +237,11 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         w(f"{indent}if {key_tuple} == {(None,) * nk!r}:")
         w(f"{indent}    continue")
     if out_ts != rowtime:
-        w(f"{indent}_sts = {out_ts}")
+        w(f"{indent}try:")
+        w(f"{indent}    _sts = {out_ts}")
+        w(f"{indent}except Exception as _exc:")
+        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Invalid timestamp for the sink: ' + str(_exc))")
+        w(f"{indent}    continue")
         w(f"{indent}if _sts < 0:")
         w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Invalid timestamp for the sink: ' + str(_sts))")
         w(f"{indent}    continue")

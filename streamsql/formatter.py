@@ -6,6 +6,9 @@ interface: ``(F1 + F2)``, ``SUBSTRING(SOURCE, 0, 1)``, ``(0 = T.ID)``, ``'100'``
 predicates, NOT and CASE come wrapped in parentheses; identifiers that would not read back as
 the same name (lower case, reserved words, odd characters) are back-quoted.
 
+``format_statement`` lays out CREATE ... AS SELECT, INSERT INTO and queries the way ksqlDB's
+SqlFormatter does (its text appears in ``Statement:`` lines of some messages).
+
 The output parses back (``parse_expression(format_expression(e)) == e``) except for DOUBLE
 literals without an exponent, which ksqlDB prints as ``1.5`` (reading back as a DECIMAL).
 """
@@ -13,12 +16,16 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from streamsql import expressions as ex
 from streamsql.types import SqlType
 
-__all__ = ["format_expression", "format_type", "format_identifier", "RESERVED_WORDS"]
+if TYPE_CHECKING:
+    from streamsql import ast
+
+__all__ = ["format_expression", "format_type", "format_identifier", "format_statement", "format_query",
+           "RESERVED_WORDS"]
 
 # ksqlDB's keywords that are not in its `nonReserved` rule: as names they need quotes.
 RESERVED_WORDS: frozenset[str] = frozenset("""
@@ -174,3 +181,149 @@ _FORMATTERS: dict[type, Callable[..., str]] = {
     ex.CreateMap: lambda e: "MAP(" + ", ".join(f"{_fmt(k)}:={_fmt(v)}" for k, v in e.entries) + ")",
     ex.CreateStruct: lambda e: "STRUCT(" + ", ".join(f"{format_identifier(n)}:={_fmt(v)}" for n, v in e.fields) + ")",
 }
+
+
+# ------------------------------------------------------------------------------ statements
+def format_statement(statement: "ast.Statement") -> str:
+    """A statement as ksqlDB's SqlFormatter prints it, as in its ``Statement:`` lines:
+
+    ``CREATE TABLE OUTPUT WITH (KEY_FORMAT='KAFKA') AS SELECT\\n  T.A A,\\n  COUNT(*) N\\nFROM T T\\n``
+    ``GROUP BY T.A\\nEMIT CHANGES``. Handles CREATE [... AS SELECT], INSERT INTO and queries;
+    other statements fall back to their own text.
+    """
+    from streamsql import ast
+
+    if isinstance(statement, ast.CreateAsSelect):
+        head = _create_head(statement.kind, statement.name, statement.or_replace, statement.if_not_exists)
+        return head + _with(statement.properties) + " AS " + format_query(statement.query)
+    if isinstance(statement, ast.InsertInto):
+        return f"INSERT INTO {format_identifier(statement.target)}{_with(statement.properties)} " + format_query(statement.query)
+    if isinstance(statement, ast.QueryStatement):
+        return format_query(statement.query)
+    if isinstance(statement, ast.CreateSource):
+        kind = ("SOURCE " if statement.is_source else "") + statement.kind
+        head = _create_head(kind, statement.name, statement.or_replace, statement.if_not_exists)
+        elements = ", ".join(_element(e) for e in statement.elements)
+        return head + (f" ({elements})" if elements else "") + _with(statement.properties)
+    return statement.text
+
+
+def format_query(query: "ast.Query") -> str:
+    """A query in ksqlDB's SqlFormatter layout: one clause per line, several select items one
+    per indented line; no trailing newline."""
+    from streamsql import ast
+
+    lines = []
+    items = [_select_item(item) for item in query.select]
+    lines.append("SELECT " + items[0] if len(items) == 1 else "SELECT\n  " + ",\n  ".join(items))
+    relation = query.from_
+    if isinstance(relation, ast.Join):
+        text = _relation(relation.left)
+        for join in relation.joins:
+            text += f"\n{_JOIN_TEXT[join.join_type]} JOIN {_relation(join.right)}"
+            if join.within is not None:
+                text += _within(join.within)
+            text += f" ON {format_expression(join.criteria)}"
+        lines.append("FROM " + text)
+    else:
+        lines.append("FROM " + _relation(relation))
+    if query.window is not None:
+        lines.append("WINDOW " + _window(query.window))
+    if query.where is not None:
+        lines.append("WHERE " + format_expression(query.where))
+    if query.group_by:
+        lines.append("GROUP BY " + ", ".join(format_expression(e) for e in query.group_by))
+    if query.partition_by:
+        lines.append("PARTITION BY " + ", ".join(format_expression(e) for e in query.partition_by))
+    if query.having is not None:
+        lines.append("HAVING " + format_expression(query.having))
+    if query.emit is not None:
+        lines.append("EMIT " + query.emit)
+    if query.limit is not None:
+        lines.append(f"LIMIT {query.limit}")
+    return "\n".join(lines)
+
+
+_JOIN_TEXT = {"INNER": "INNER", "LEFT": "LEFT OUTER", "RIGHT": "RIGHT OUTER", "FULL": "FULL OUTER"}
+
+_UNITS = (("DAYS", 86_400_000), ("HOURS", 3_600_000), ("MINUTES", 60_000), ("SECONDS", 1000))
+
+
+def _duration(millis: int) -> str:
+    """Milliseconds in the largest unit that holds them exactly (the unit written is not kept)."""
+    for unit, size in _UNITS:
+        if millis and millis % size == 0:
+            return f"{millis // size} {unit}"
+    return f"{millis} MILLISECONDS"
+
+
+def _within(within: "ast.WithinExpression") -> str:
+    if within.before == within.after:
+        text = f" WITHIN {_duration(within.before)}"
+    else:
+        text = f" WITHIN ({_duration(within.before)}, {_duration(within.after)})"
+    if within.grace is not None:
+        text += f" GRACE PERIOD {_duration(within.grace)}"
+    return text
+
+
+def _window(window: "ast.WindowExpression") -> str:
+    if window.kind == "SESSION":
+        parts = [_duration(window.size)]
+    else:
+        parts = [f"SIZE {_duration(window.size)}"]
+        if window.advance is not None:
+            parts.append(f"ADVANCE BY {_duration(window.advance)}")
+    if window.retention is not None:
+        parts.append(f"RETENTION {_duration(window.retention)}")
+    if window.grace is not None:
+        parts.append(f"GRACE PERIOD {_duration(window.grace)}")
+    return f"{window.kind} ( " + ", ".join(parts) + " )"
+
+
+def _select_item(item: "ast.SelectItem") -> str:
+    from streamsql import ast
+
+    if isinstance(item, ast.SingleColumn):
+        text = format_expression(item.expression)
+        return text if item.alias is None else f"{text} {format_identifier(item.alias)}"
+    if isinstance(item, ast.AllColumns):
+        return "*" if item.source is None else f"{format_identifier(item.source)}.*"
+    if isinstance(item, ast.StructAllFields):
+        return f"{format_expression(item.expression)}->*"
+    raise TypeError(f"cannot format {type(item).__name__}")
+
+
+def _relation(relation: "ast.AliasedRelation") -> str:
+    name = format_identifier(relation.name)
+    return name if relation.alias is None else f"{name} {format_identifier(relation.alias)}"
+
+
+def _create_head(kind: str, name: str, or_replace: bool, if_not_exists: bool) -> str:
+    return ("CREATE " + ("OR REPLACE " if or_replace else "") + kind + " "
+            + ("IF NOT EXISTS " if if_not_exists else "") + format_identifier(name))
+
+
+def _with(properties: "ast.Properties") -> str:
+    if not properties.items:
+        return ""
+    return " WITH (" + ", ".join(f"{name}={_property(value)}" for name, value in properties.items) + ")"
+
+
+def _property(value: object) -> str:
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return _java_double(value)
+    return str(value)
+
+
+def _element(element: "ast.TableElement") -> str:
+    text = f"{format_identifier(element.name)} {element.type}"
+    if element.constraint == "HEADER":
+        return f"{text} HEADER({_string(element.header_key or '')})"
+    return text if element.constraint is None else f"{text} {element.constraint}"

@@ -7,8 +7,8 @@ import pytest
 
 from streamsql import expressions as ex
 from streamsql import types as t
-from streamsql.formatter import format_expression, format_identifier
-from streamsql.parser import parse_expression
+from streamsql.formatter import format_expression, format_identifier, format_statement
+from streamsql.parser import parse_expression, parse_statement
 
 
 @pytest.mark.parametrize("sql, text", [
@@ -95,3 +95,31 @@ def test_round_trip_of_built_nodes() -> None:
     assert format_expression(expr) == "CAST(`v`[-1] AS DECIMAL(4, 2))"
     assert parse_expression(format_expression(expr)) == expr
     assert format_expression(ex.DecimalLiteral(Decimal("-0.50"))) == "-0.50"
+
+
+def test_statement_layout_matches_ksqldb_sql_formatter() -> None:
+    # as in ksqlDB's "Statement: ..." line of group-by.json's KAFKA key format case
+    stmt = parse_statement(
+        "CREATE TABLE OUTPUT WITH (KEY_FORMAT='KAFKA') AS SELECT TEST.F1 K1, TEST.F2 K2, COUNT(*) TOTAL "
+        "FROM TEST TEST GROUP BY TEST.F1, TEST.F2 EMIT CHANGES;"
+    )
+    assert format_statement(stmt) == (
+        "CREATE TABLE OUTPUT WITH (KEY_FORMAT='KAFKA') AS SELECT\n  TEST.F1 K1,\n  TEST.F2 K2,\n  COUNT(*) TOTAL\n"
+        "FROM TEST TEST\nGROUP BY TEST.F1, TEST.F2\nEMIT CHANGES"
+    )
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM a JOIN b WITHIN (1 SECOND, 2 MINUTES) GRACE PERIOD 3 SECONDS ON a.id = b.id "
+    "LEFT JOIN c ON a.x = c.x FULL OUTER JOIN d dd ON a.x = dd.x WHERE x > 1 EMIT CHANGES LIMIT 3",
+    "CREATE OR REPLACE STREAM IF NOT EXISTS s AS SELECT v->*, a.*, x + 1 AS y FROM a "
+    "WINDOW HOPPING (SIZE 1 HOUR, ADVANCE BY 10 MINUTES, RETENTION 7 DAYS, GRACE PERIOD 10 MILLISECONDS) "
+    "PARTITION BY x HAVING COUNT(*) > 2",
+    "SELECT k FROM t WINDOW SESSION (90 SECONDS) GROUP BY k",
+    "CREATE SOURCE TABLE t (k INT PRIMARY KEY, h BYTES HEADER('a'), hs ARRAY<STRUCT<`key` STRING, `value` BYTES>> HEADERS, "
+    "`v` STRING) WITH (kafka_topic='t', partitions=2, wrap_single_value=false, x=1.5E0)",
+    "INSERT INTO x WITH (query_id='Q') SELECT * FROM y",
+])
+def test_statement_round_trip(sql: str) -> None:
+    stmt = parse_statement(sql)
+    assert parse_statement(format_statement(stmt)) == stmt
