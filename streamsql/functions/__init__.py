@@ -20,8 +20,18 @@ MODULES = (
 @lru_cache(maxsize=1)
 def default_registry() -> FunctionRegistry:
     """The registry of all built-in functions (built once; it is read-only afterwards)."""
+    return _registry(MODULES)
+
+
+@lru_cache(maxsize=1)
+def test_registry() -> FunctionRegistry:
+    """The built-in functions plus the test-only ones of ksqlDB's functional tests."""
+    return _registry(MODULES + ("testing",))
+
+
+def _registry(names: tuple[str, ...]) -> FunctionRegistry:
     modules = []
-    for name in MODULES:
+    for name in names:
         try:
             modules.append(importlib.import_module(f"streamsql.functions.{name}"))
         except ModuleNotFoundError as exc:

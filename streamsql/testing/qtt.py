@@ -58,6 +58,7 @@ def run_case(case: dict[str, Any]) -> CaseResult:
 
 async def _run_case(case: dict[str, Any]) -> CaseResult:
     from streamsql.engine import Engine
+    from streamsql.functions import test_registry
     from streamsql.parser import parse
     from streamsql.runtime.log.embedded import EmbeddedLog
     from streamsql.testing.driver import DrivingLog
@@ -65,7 +66,8 @@ async def _run_case(case: dict[str, Any]) -> CaseResult:
     result = CaseResult(case.get("name", ""))
     driving = DrivingLog(EmbeddedLog(None))
     config = {k: v for k, v in (case.get("properties") or {}).items()}
-    engine = Engine(driving, config=config, mode="test", auto_create_topics=True)
+    engine = Engine(driving, config=config, registry=test_registry(), mode="test",
+                    auto_create_topics=True)
     driving.subscribers = engine.subscribers
     try:
         await engine.start()
