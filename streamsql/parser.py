@@ -116,7 +116,7 @@ def _run(text: str, start: str) -> Tree:
     try:
         return parser.parse(text, start=start)
     except UnexpectedInput as err:
-        raise _syntax_error(parser, text, err) from None
+        raise _with_statement(_syntax_error(parser, text, err), text) from None
 
 
 def _build(text: str, tree: Tree) -> Any:
@@ -124,11 +124,35 @@ def _build(text: str, tree: Tree) -> Any:
     try:
         result = builder.transform(tree)
     except VisitError as err:
+        if isinstance(err.orig_exc, ParseError):
+            raise _with_statement(err.orig_exc, text) from None
         if isinstance(err.orig_exc, StreamSqlError):
             raise err.orig_exc from None
         raise
     builder.check_pending()
     return result
+
+
+def _with_statement(err: ParseError, text: str) -> ParseError:
+    """A syntax error quoting the statement it is in, as ksqlDB does:
+    ``...\nStatement: CREATE STREAM ... ;`` (with its semicolon, when it has one)."""
+    if "Syntax Error" not in str(err) or err.line is None or err.column is None:
+        return err
+    lines = text.split("\n")
+    offset = sum(len(line) + 1 for line in lines[: err.line - 1]) + err.column - 1
+    start, end = 0, len(text)
+    for match in _TEXT_PIECES.finditer(text):
+        if match.group() != ";":
+            continue
+        if match.start() < offset:
+            start = match.end()
+        else:
+            end = match.end()
+            break
+    statement = _significant_text(text, start, end)
+    if not statement:
+        return err
+    return ParseError(f"{err}\nStatement: {statement}", err.line, err.column, err.token, err.expected)
 
 
 def _display_terminal(parser: Lark, name: str) -> str:
@@ -801,7 +825,7 @@ class _AstBuilder(Transformer):
 # ------------------------------------------------------------------------------- helpers
 # Pieces of SQL text, just fine enough to tell comments and blanks from everything else.
 _TEXT_PIECES = re.compile(
-    r"""'(?:[^']|'')*'?|`(?:[^`]|``)*`?|"(?:[^"]|"")*"?|--[^\n]*|/\*.*?(?:\*/|$)|\s+|[^'`"\s/-]+|.""",
+    r"""'(?:[^']|'')*'?|`(?:[^`]|``)*`?|"(?:[^"]|"")*"?|--[^\n]*|/\*.*?(?:\*/|$)|\s+|[^'`"\s/;-]+|.""",
     re.S,
 )
 

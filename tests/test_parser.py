@@ -296,21 +296,27 @@ def test_error_position_is_relative_to_the_script() -> None:
         parse("CREATE STREAM TEST (ID INT KEY, f3 INT) WITH (kafka_topic='t', value_format='JSON');\n"
               "CREATE TABLE OUTPUT AS SELECT f1, f2, COUNT(*) FROM TEST GROUP BY f3, (f2, f1);")
     err = info.value
-    assert str(err) == "line 2:74: Syntax Error\nmissing ')' at ','"
+    assert str(err) == (
+        "line 2:74: Syntax Error\nmissing ')' at ','\n"
+        "Statement: CREATE TABLE OUTPUT AS SELECT f1, f2, COUNT(*) FROM TEST GROUP BY f3, (f2, f1);"
+    )
     assert (err.line, err.column, err.token) == (2, 74, ",")
 
 
 def test_type_parameter_error_lists_what_was_expected() -> None:
     with pytest.raises(ParseError) as info:
         parse("CREATE STREAM INPUT (K VARCHAR (KEY)) WITH (kafka_topic='input',value_format='JSON');")
-    assert str(info.value) == "line 1:33: Syntax Error\nExpecting {'STRING', INTEGER_VALUE}"
+    assert str(info.value) == (
+        "line 1:33: Syntax Error\nExpecting {'STRING', INTEGER_VALUE}\n"
+        "Statement: CREATE STREAM INPUT (K VARCHAR (KEY)) WITH (kafka_topic='input',value_format='JSON');"
+    )
     assert info.value.expected == ("'STRING'", "INTEGER_VALUE")
 
 
 def test_unknown_statement() -> None:
     with pytest.raises(ParseError) as info:
         parse("SHOW STREAMS;\nFROBNICATE ALL;")
-    assert str(info.value) == "line 2:1: Syntax Error\nUnknown statement 'FROBNICATE'"
+    assert str(info.value) == "line 2:1: Syntax Error\nUnknown statement 'FROBNICATE'\nStatement: FROBNICATE ALL;"
 
 
 @pytest.mark.parametrize("sql", [
@@ -376,7 +382,7 @@ def test_every_qtt_statement_parses_or_fails_as_ksqldb_does() -> None:
                     unexpected_failures.append((key, str(err)))
                 elif key not in _MESSAGE_DIFFERS:
                     message = case["expectedException"]["message"]
-                    message = message.removeprefix("Failed to prepare statement: ").split("\nStatement: ")[0]
+                    message = message.removeprefix("Failed to prepare statement: ")
                     if message not in str(err):
                         wrong_messages.append((key, message, str(err)))
             else:
