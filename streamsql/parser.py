@@ -687,11 +687,14 @@ class _AstBuilder(Transformer):
     def unset_property(self, name: Token) -> ast.Statement:
         return ast.UnsetProperty(_unquote_string(name))
 
-    def define_variable(self, name: Token, value: Token) -> ast.Statement:
-        return ast.DefineVariable(_name(name), _unquote_string(value))
+    def variable_name(self, name: Token) -> str:
+        return str(name)
 
-    def undefine_variable(self, name: Token) -> ast.Statement:
-        return ast.UndefineVariable(_name(name))
+    def define_variable(self, name: str, value: Token) -> ast.Statement:
+        return ast.DefineVariable(name, _unquote_string(value))
+
+    def undefine_variable(self, name: str) -> ast.Statement:
+        return ast.UndefineVariable(name)
 
     def print_topic(self, topic: Token, from_beginning: bool | None, interval: int | None,
                     limit: int | None) -> ast.Statement:
