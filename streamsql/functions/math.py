@@ -30,11 +30,14 @@ _ONE = Decimal(1)
 
 # ----------------------------------------------------------------------------- type helpers
 def _as_decimal_type(type_: SqlType) -> DecimalType:
+    """The DECIMAL an argument bound to a DECIMAL parameter is treated as."""
     if isinstance(type_, DecimalType):
         return type_
     if type_.is_integral:
         return t.decimal_for_integral(type_)
-    raise KsqlStatementException(f"Expected a DECIMAL argument, got {type_}")
+    # A NULL literal: any DECIMAL will do, the result is NULL. (Return type providers run for
+    # every candidate overload during resolution, so they must not raise.)
+    return t.decimal_for_integral(t.BIGINT)
 
 
 def _same_decimal(arg_types: list[SqlType]) -> SqlType:

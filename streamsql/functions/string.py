@@ -295,8 +295,8 @@ def _substring_start(size: int, pos: int) -> int:
     return min(max(pos - 1, 0), size) if pos >= 0 else max(size + pos, 0)
 
 
-@udf("SUBSTRING", "STRING", [("str", "STRING"), ("pos", "INTEGER")])
 @udf("SUBSTRING", "BYTES", [("bytes", "BYTES"), ("pos", "INTEGER")])
+@udf("SUBSTRING", "STRING", [("str", "STRING"), ("pos", "INTEGER")])
 def substring(value, pos):  # type: ignore[no-untyped-def]
     """The part of a string (or BYTES) from 1-based position pos to the end; a negative pos
     counts from the end."""
@@ -305,8 +305,8 @@ def substring(value, pos):  # type: ignore[no-untyped-def]
     return value[_substring_start(len(value), pos):]
 
 
-@udf("SUBSTRING", "STRING", [("str", "STRING"), ("pos", "INTEGER"), ("length", "INTEGER")])
 @udf("SUBSTRING", "BYTES", [("bytes", "BYTES"), ("pos", "INTEGER"), ("length", "INTEGER")])
+@udf("SUBSTRING", "STRING", [("str", "STRING"), ("pos", "INTEGER"), ("length", "INTEGER")])
 def substring_len(value, pos, size):  # type: ignore[no-untyped-def]
     """The part of a string (or BYTES) of at most length characters from 1-based position pos;
     a negative pos counts from the end."""
@@ -438,8 +438,8 @@ def _pad_args_ok(value, size, padding) -> bool:  # type: ignore[no-untyped-def]
     return value is not None and size is not None and size >= 0 and bool(padding)
 
 
-@udf("LPAD", "STRING", [("input", "STRING"), ("length", "INTEGER"), ("padding", "STRING")])
 @udf("LPAD", "BYTES", [("input", "BYTES"), ("length", "INTEGER"), ("padding", "BYTES")])
+@udf("LPAD", "STRING", [("input", "STRING"), ("length", "INTEGER"), ("padding", "STRING")])
 def lpad(value, size, padding):  # type: ignore[no-untyped-def]
     """Pads input on the left with padding (repeated) to length; truncates input that is longer
     than length. NULL for a negative length or empty padding."""
@@ -451,8 +451,8 @@ def lpad(value, size, padding):  # type: ignore[no-untyped-def]
     return (padding * (missing // len(padding) + 1))[:missing] + value
 
 
-@udf("RPAD", "STRING", [("input", "STRING"), ("length", "INTEGER"), ("padding", "STRING")])
 @udf("RPAD", "BYTES", [("input", "BYTES"), ("length", "INTEGER"), ("padding", "BYTES")])
+@udf("RPAD", "STRING", [("input", "STRING"), ("length", "INTEGER"), ("padding", "STRING")])
 def rpad(value, size, padding):  # type: ignore[no-untyped-def]
     """Pads input on the right with padding (repeated) to length; truncates input that is longer
     than length. NULL for a negative length or empty padding."""
