@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 from streamsql.catalog import DataSource
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch
@@ -45,10 +46,13 @@ class QueryRunner:
     """Service-mode driver of one persistent query (at-least-once on the embedded log:
     offsets are committed only after the sink records are durable)."""
 
-    def __init__(self, query: PersistentQuery, log_: Log, reset: str = "earliest") -> None:
+    def __init__(self, query: PersistentQuery, log_: Log, reset: str = "earliest",
+                 after_batch: Callable[[], Awaitable[None]] | None = None) -> None:
         self.query = query
         self.log = log_
         self.reset = reset
+        # Called after each committed batch (the engine flushes the processing log there).
+        self.after_batch = after_batch
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -88,6 +92,8 @@ class QueryRunner:
                     self.processed += len(batch)
                     commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
                 await consumer.commit(commits)
+                if self.after_batch is not None:
+                    await self.after_batch()
         except asyncio.CancelledError:
             raise
         except Exception:

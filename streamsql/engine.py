@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 COMMAND_TOPIC = "_streamsql_commands"
 PROCESSING_LOG_TOPIC = "streamsql_processing_log"
+PROCESSING_LOG_STREAM = "KSQL_PROCESSING_LOG"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -82,6 +83,8 @@ class Engine:
     async def start(self) -> None:
         """Replay the command log: rebuild the catalog and restart persistent queries."""
         topics = await self.log.list_topics()
+        if self.mode == "service":
+            await self._declare_processing_log()
         if COMMAND_TOPIC not in topics:
             await self.log.create_topic(COMMAND_TOPIC, 1, config={"cleanup.policy": "delete"})
             return
@@ -211,14 +214,28 @@ class Engine:
             errors.append((query_id, topic, partition, offset, reason))
         return plog
 
+    async def _declare_processing_log(self) -> None:
+        """The processing log is a stream users can query, like ksqlDB's KSQL_PROCESSING_LOG;
+        it is built in, so it is declared at every start rather than in the command log."""
+        from streamsql.parser import parse_statement
+
+        await self._ensure_topic(PROCESSING_LOG_TOPIC, 1)
+        stmt = parse_statement(
+            f"CREATE STREAM {PROCESSING_LOG_STREAM} (LOGGER STRING, LEVEL STRING, TIME BIGINT, "
+            "MESSAGE STRUCT<TYPE INT, QUERY_ID STRING, TOPIC STRING, PARTITION INT, `OFFSET` BIGINT, "
+            f"ERRORMESSAGE STRING>) WITH (KAFKA_TOPIC='{PROCESSING_LOG_TOPIC}', VALUE_FORMAT='JSON')")
+        assert isinstance(stmt, ast.CreateSource)
+        self.catalog.sources[PROCESSING_LOG_STREAM] = analyze_create_source(stmt, self.catalog, self.config)
+
     async def flush_processing_log(self) -> None:
         errs = self._processing_errors
         if not errs:
             return
+        now = _now_ms()
         records = [ProducerRecord(None, orjson.dumps({
-            "level": "ERROR", "logger": f"processing.{q}", "time": _now_ms(),
-            "message": {"type": 0, "topic": t, "partition": p, "offset": o, "errorMessage": r}}),
-            _now_ms()) for q, t, p, o, r in errs]
+            "LOGGER": f"processing.{q}", "LEVEL": "ERROR", "TIME": now,
+            "MESSAGE": {"TYPE": 0, "QUERY_ID": q, "TOPIC": t, "PARTITION": p, "OFFSET": o,
+                        "ERRORMESSAGE": r}}), now) for q, t, p, o, r in errs]
         errs.clear()
         await self._ensure_topic(PROCESSING_LOG_TOPIC, 1)
         await self.log.produce(PROCESSING_LOG_TOPIC, records)
@@ -327,7 +344,8 @@ class Engine:
         self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
         self.subscribers.setdefault(plan.source.topic, []).append(query)
         if self.mode == "service":
-            runner = QueryRunner(query, self.log, str(props.get("auto.offset.reset", "earliest")))
+            runner = QueryRunner(query, self.log, str(props.get("auto.offset.reset", "earliest")),
+                                 after_batch=self.flush_processing_log)
             self.runners[query_id] = runner
             runner.start()
 

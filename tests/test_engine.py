@@ -1,0 +1,179 @@
+"""The embedded engine end to end: persistent queries, restart, bad input and bad SQL."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamsql.engine import PROCESSING_LOG_TOPIC, Engine
+from streamsql.errors import KsqlStatementException, ParseError
+from streamsql.runtime.log.base import ProducerRecord
+from streamsql.runtime.log.embedded import EmbeddedLog
+
+PAGEVIEWS = ("CREATE STREAM pageviews (user_id STRING KEY, page STRING, ms BIGINT) "
+             "WITH (kafka_topic='pageviews', value_format='JSON', partitions=2);")
+SLOW = "CREATE STREAM slow AS SELECT user_id, UCASE(page) AS page, ms FROM pageviews WHERE ms > 100;"
+
+
+async def _records(log: EmbeddedLog, topic: str) -> list[tuple[bytes | None, dict | None]]:
+    out = []
+    for partition, end in enumerate(await log.end_offsets(topic)):
+        batch = await log.fetch(topic, partition, 0, end)
+        out += [(k, orjson.loads(v) if v is not None else None) for k, v in zip(batch.keys, batch.values)]
+    return out
+
+
+async def _wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.02)
+
+
+async def _open(path: Path) -> tuple[EmbeddedLog, Engine]:
+    log = EmbeddedLog(path)
+    engine = Engine(log)
+    await engine.start()
+    return log, engine
+
+
+async def _close(log: EmbeddedLog, engine: Engine) -> None:
+    await engine.close()
+    await log.close()
+
+
+def test_persistent_query_filters_and_projects(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS + SLOW)
+        await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u1', '/home', 120);"
+                             "INSERT INTO pageviews (user_id, page, ms) VALUES ('u2', '/fast', 5);")
+
+        async def done() -> bool:
+            return len(await _records(log, "SLOW")) == 1
+        await _wait_for(done)
+        assert await _records(log, "SLOW") == [(b"u1", {"PAGE": "/HOME", "MS": 120})]
+        await _close(log, engine)
+    asyncio.run(main())
+
+
+def test_restart_keeps_catalog_queries_and_data(tmp_path: Path) -> None:
+    async def first() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS + SLOW)
+        await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u1', '/a', 150);")
+
+        async def done() -> bool:
+            return len(await _records(log, "SLOW")) == 1
+        await _wait_for(done)
+        await _close(log, engine)
+
+    async def second() -> None:
+        log, engine = await _open(tmp_path)
+        assert {"PAGEVIEWS", "SLOW"} <= set(engine.catalog.sources)
+        assert [q.sink for q in engine.catalog.queries.values()] == ["SLOW"]
+        # The restarted query resumes from its committed offset: no duplicate, new rows flow.
+        await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u2', '/b', 190);")
+
+        async def done() -> bool:
+            return len(await _records(log, "SLOW")) == 2
+        await _wait_for(done)
+        await asyncio.sleep(0.1)
+        rows = await _records(log, "SLOW")
+        assert sorted(r[1]["PAGE"] for r in rows) == ["/A", "/B"]
+        await _close(log, engine)
+
+    asyncio.run(first())
+    asyncio.run(second())
+
+
+def test_bad_record_goes_to_processing_log_and_query_keeps_running(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS + SLOW)
+        await log.produce("pageviews", [
+            ProducerRecord(b"u1", b"{not json", 1, partition=0),
+            ProducerRecord(b"u1", b'{"PAGE": "/ok", "MS": 500}', 2, partition=0)])
+
+        async def done() -> bool:
+            return len(await _records(log, "SLOW")) == 1 and len(await _records(log, PROCESSING_LOG_TOPIC)) == 1
+        await _wait_for(done)
+        [(_, entry)] = await _records(log, PROCESSING_LOG_TOPIC)
+        message = entry["MESSAGE"]
+        assert (message["TOPIC"], message["PARTITION"], message["OFFSET"]) == ("pageviews", 0, 0)
+        assert "deserialize" in message["ERRORMESSAGE"]
+        # The processing log is itself a stream users can read.
+        assert "KSQL_PROCESSING_LOG" in engine.catalog.sources
+        await _close(log, engine)
+    asyncio.run(main())
+
+
+def test_failing_expression_yields_null_and_is_logged(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(
+            "CREATE STREAM nums (k STRING KEY, a INT, b INT) WITH (kafka_topic='nums', value_format='JSON', partitions=1);"
+            "CREATE STREAM ratios AS SELECT k, a / b AS r FROM nums;"
+            "INSERT INTO nums (k, a, b) VALUES ('x', 6, 0);"
+            "INSERT INTO nums (k, a, b) VALUES ('y', 6, 3);")
+
+        async def done() -> bool:
+            return len(await _records(log, "RATIOS")) == 2
+        await _wait_for(done)
+        assert [v for _, v in await _records(log, "RATIOS")] == [{"R": None}, {"R": 2}]
+        errors = await _records(log, PROCESSING_LOG_TOPIC)
+        assert len(errors) == 1 and "by zero" in errors[0][1]["MESSAGE"]["ERRORMESSAGE"]
+        await _close(log, engine)
+    asyncio.run(main())
+
+
+def test_bad_sql_names_line_and_column_and_changes_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        with pytest.raises(ParseError) as err:
+            await engine.execute("CREATE STREAM s (a INT)\n  WITH (kafka_topic='t' value_format='JSON');")
+        assert (err.value.line, err.value.column) == (2, 25)
+        assert "line 2:25" in str(err.value)
+        assert "S" not in engine.catalog.sources
+        await _close(log, engine)
+    asyncio.run(main())
+
+
+def test_semantic_errors_name_what_is_wrong(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS)
+        with pytest.raises(KsqlStatementException, match="column 'NOPE' cannot be resolved"):
+            await engine.execute("CREATE STREAM x AS SELECT user_id, nope FROM pageviews;")
+        with pytest.raises(KsqlStatementException, match="does not exist"):
+            await engine.execute("CREATE STREAM x AS SELECT * FROM missing;")
+        with pytest.raises(KsqlStatementException, match="Cannot compare"):
+            await engine.execute("CREATE STREAM x AS SELECT * FROM pageviews WHERE ms > 'a';")
+        with pytest.raises(KsqlStatementException, match="does not accept parameters"):
+            await engine.execute("CREATE STREAM x AS SELECT user_id, UCASE(ms) AS u FROM pageviews;")
+        assert set(engine.catalog.sources) == {"PAGEVIEWS", "KSQL_PROCESSING_LOG"}
+        assert not engine.catalog.queries
+        await _close(log, engine)
+    asyncio.run(main())
+
+
+def test_push_query_streams_new_rows(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS)
+        [result] = await engine.execute("SELECT user_id, page FROM pageviews WHERE ms > 10 EMIT CHANGES LIMIT 2;")
+        assert result.columns == ("USER_ID", "PAGE")
+
+        async def insert() -> None:
+            await asyncio.sleep(0.05)
+            for i, ms in enumerate([50, 1, 70]):
+                await engine.execute(f"INSERT INTO pageviews (user_id, page, ms) VALUES ('u{i}', '/p{i}', {ms});")
+        task = asyncio.create_task(insert())
+        rows = [row async for row in result.stream]
+        await task
+        assert sorted(rows) == [("u0", "/p0"), ("u2", "/p2")]
+        await _close(log, engine)
+    asyncio.run(main())
