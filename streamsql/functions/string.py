@@ -12,6 +12,7 @@ import re
 import unicodedata
 import uuid as _uuid
 from functools import lru_cache
+from typing import AnyStr, Callable
 
 from streamsql.functions.bytes import BYTES_ENCODERS, STRING_DECODERS
 from streamsql.functions.registry import udf
@@ -297,7 +298,7 @@ def _substring_start(size: int, pos: int) -> int:
 
 @udf("SUBSTRING", "BYTES", [("bytes", "BYTES"), ("pos", "INTEGER")])
 @udf("SUBSTRING", "STRING", [("str", "STRING"), ("pos", "INTEGER")])
-def substring(value, pos):  # type: ignore[no-untyped-def]
+def substring(value: AnyStr | None, pos: int | None) -> AnyStr | None:
     """The part of a string (or BYTES) from 1-based position pos to the end; a negative pos
     counts from the end."""
     if value is None or pos is None:
@@ -307,7 +308,7 @@ def substring(value, pos):  # type: ignore[no-untyped-def]
 
 @udf("SUBSTRING", "BYTES", [("bytes", "BYTES"), ("pos", "INTEGER"), ("length", "INTEGER")])
 @udf("SUBSTRING", "STRING", [("str", "STRING"), ("pos", "INTEGER"), ("length", "INTEGER")])
-def substring_len(value, pos, size):  # type: ignore[no-untyped-def]
+def substring_len(value: AnyStr | None, pos: int | None, size: int | None) -> AnyStr | None:
     """The part of a string (or BYTES) of at most length characters from 1-based position pos;
     a negative pos counts from the end."""
     if value is None or pos is None or size is None:
@@ -434,13 +435,13 @@ def split_to_map(value: str | None, entry_delim: str | None,
 
 
 # ------------------------------------------------------------------------------- LPAD, RPAD
-def _pad_args_ok(value, size, padding) -> bool:  # type: ignore[no-untyped-def]
+def _pad_args_ok(value: AnyStr | None, size: int | None, padding: AnyStr | None) -> bool:
     return value is not None and size is not None and size >= 0 and bool(padding)
 
 
 @udf("LPAD", "BYTES", [("input", "BYTES"), ("length", "INTEGER"), ("padding", "BYTES")])
 @udf("LPAD", "STRING", [("input", "STRING"), ("length", "INTEGER"), ("padding", "STRING")])
-def lpad(value, size, padding):  # type: ignore[no-untyped-def]
+def lpad(value: AnyStr | None, size: int | None, padding: AnyStr | None) -> AnyStr | None:
     """Pads input on the left with padding (repeated) to length; truncates input that is longer
     than length. NULL for a negative length or empty padding."""
     if not _pad_args_ok(value, size, padding):
@@ -453,7 +454,7 @@ def lpad(value, size, padding):  # type: ignore[no-untyped-def]
 
 @udf("RPAD", "BYTES", [("input", "BYTES"), ("length", "INTEGER"), ("padding", "BYTES")])
 @udf("RPAD", "STRING", [("input", "STRING"), ("length", "INTEGER"), ("padding", "STRING")])
-def rpad(value, size, padding):  # type: ignore[no-untyped-def]
+def rpad(value: AnyStr | None, size: int | None, padding: AnyStr | None) -> AnyStr | None:
     """Pads input on the right with padding (repeated) to length; truncates input that is longer
     than length. NULL for a negative length or empty padding."""
     if not _pad_args_ok(value, size, padding):
@@ -521,7 +522,8 @@ def _mask_char(replacement: str | None, default: str) -> str | None:
 
 
 @lru_cache(maxsize=64)
-def _masker(upper: str | None, lower: str | None, digit: str | None, other: str | None):  # type: ignore[no-untyped-def]
+def _masker(upper: str | None, lower: str | None, digit: str | None,
+            other: str | None) -> Callable[[str], str]:
     """A function masking a string with the given replacement chars (None = keep as is)."""
     up = _mask_char(upper, "X")
     lo = _mask_char(lower, "x")

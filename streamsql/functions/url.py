@@ -23,7 +23,7 @@ _PATH = _UNRESERVED + r":@&=+$,;/"
 _USERINFO = _UNRESERVED + r";:&=+$,"
 _REG_NAME = _UNRESERVED + r"$,;:@&=+"
 _SERVER = _USERINFO + _ALNUM + r"\-.:@\[\]"
-_OTHER = "\u0081-\uffff"  # minus space and control chars, checked by _valid_other
+_OTHER = "\u0081-\U0010ffff"  # minus the space and control chars _NON_VISIBLE finds
 
 
 def _chars(allowed: str) -> re.Pattern[str]:
