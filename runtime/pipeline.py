@@ -191,6 +191,10 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
             w(f"{indent}    {lv} = ()")
             continue
         expr_src = comp.compile(oc.expression).src
+        if expr_src in names:
+            # A plain column cannot fail.
+            w(f"{indent}{var} = {expr_src}")
+            continue
         w(f"{indent}try:")
         w(f"{indent}    {var} = {expr_src}")
         w(f"{indent}except Exception as _exc:")

@@ -30,6 +30,9 @@ from streamsql.errors import KsqlStatementException
 from streamsql.functions.registry import INTERVAL_UNIT, FunctionRegistry
 from streamsql.types import ArrayType, BaseType, DecimalType, MapType, SqlType, StructType
 
+# Source text of a literal that cannot be NULL: a number, a quoted string, True/False.
+_NON_NULL_LITERAL = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?|'(?:[^'\\\\]|\\\\.)*'|\"(?:[^\"\\\\]|\\\\.)*\"|True|False")
+
 _COMPARISON_NAMES = {
     "=": "EQUAL", "<>": "NOT_EQUAL", "<": "LESS_THAN", "<=": "LESS_THAN_OR_EQUAL",
     ">": "GREATER_THAN", ">=": "GREATER_THAN_OR_EQUAL",
@@ -98,6 +101,26 @@ class ExpressionCompiler:
     def _tmp(self) -> str:
         self._counter[0] += 1
         return f"_t{self._counter[0]}"
+
+    def operand(self, c: Compiled) -> tuple[str, str | None]:
+        """(expression to bind the operand, null test) for a null-propagating operator; a
+        non-NULL literal needs neither a temporary nor a test."""
+        if _NON_NULL_LITERAL.fullmatch(c.src):
+            return c.src, None
+        tmp = self._tmp()
+        return tmp, f"({tmp} := {c.src}) is None"
+
+    def null_guarded(self, operands: list[Compiled], body: Callable[[list[str]], str]) -> str:
+        """``None if any operand is NULL else body(operand names)``, each evaluated once."""
+        names, tests = [], []
+        for c in operands:
+            name, test = self.operand(c)
+            names.append(name)
+            if test is not None:
+                tests.append(test)
+        if not tests:
+            return f"({body(names)})"
+        return f"(None if {' or '.join(tests)} else {body(names)})"
 
     def const(self, value: Any, hint: str = "c") -> str:
         """A name in env bound to ``value``."""
@@ -183,7 +206,8 @@ class ExpressionCompiler:
         col = self.scope.resolve(expr)
         if col is None:
             shown = f"{expr.source}.{expr.name}" if expr.source else expr.name
-            raise KsqlStatementException(f"{self.clause} column '{shown}' cannot be resolved.")
+            where = f"Line: {expr.location[0]}, Col: {expr.location[1]}: " if expr.location else ""
+            raise KsqlStatementException(f"{where}{self.clause} column '{shown}' cannot be resolved.")
         return Compiled(col.src, col.type)
 
     def _Dereference(self, expr: e.Dereference) -> Compiled:
@@ -235,27 +259,29 @@ class ExpressionCompiler:
         if lt.is_null or rt.is_null:
             return Compiled("None", rt if lt.is_null else lt)
         result = arithmetic_result_type(expr.op, lt, rt)
-        a, b = self._tmp(), self._tmp()
-        ls, rs = self.coerce(left, result if result.base is not BaseType.DECIMAL else result, loose=True), \
-            self.coerce(right, result, loose=True)
-        guard = f"None if ({a} := {ls}) is None or ({b} := {rs}) is None else "
+        operands = [Compiled(self.coerce(left, result, loose=True), lt),
+                    Compiled(self.coerce(right, result, loose=True), rt)]
         op = expr.op
         if result.base is BaseType.DECIMAL:
             assert isinstance(result, DecimalType)
             fn = {"+": "_dec_add", "-": "_dec_sub", "*": "_dec_mul", "/": "_dec_div", "%": "_dec_mod"}[op]
-            return Compiled(f"({guard}{fn}({a}, {b}, {result.scale}))", result)
-        if result.base is BaseType.DOUBLE:
+            body = lambda n: f"{fn}({n[0]}, {n[1]}, {result.scale})"  # noqa: E731
+        elif result.base is BaseType.DOUBLE:
             if op == "/":
-                return Compiled(f"({guard}_double_div({a}, {b}))", result)
-            if op == "%":
-                return Compiled(f"({guard}_double_mod({a}, {b}))", result)
-            return Compiled(f"({guard}float({a} {op} {b}))", result)
-        wrap = "_wrap_int" if result.base is BaseType.INTEGER else "_wrap_bigint"
-        if op == "/":
-            return Compiled(f"({guard}{wrap}(_int_div({a}, {b})))", result)
-        if op == "%":
-            return Compiled(f"({guard}_int_mod({a}, {b}))", result)
-        return Compiled(f"({guard}{wrap}({a} {op} {b}))", result)
+                body = lambda n: f"_double_div({n[0]}, {n[1]})"  # noqa: E731
+            elif op == "%":
+                body = lambda n: f"_double_mod({n[0]}, {n[1]})"  # noqa: E731
+            else:
+                body = lambda n: f"float({n[0]} {op} {n[1]})"  # noqa: E731
+        else:
+            wrap = "_wrap_int" if result.base is BaseType.INTEGER else "_wrap_bigint"
+            if op == "/":
+                body = lambda n: f"{wrap}(_int_div({n[0]}, {n[1]}))"  # noqa: E731
+            elif op == "%":
+                body = lambda n: f"_int_mod({n[0]}, {n[1]})"  # noqa: E731
+            else:
+                body = lambda n: f"{wrap}({n[0]} {op} {n[1]})"  # noqa: E731
+        return Compiled(self.null_guarded(operands, body), result)
 
     # ------------------------------------------------------------------------ comparison
     def _Comparison(self, expr: e.Comparison) -> Compiled:
@@ -275,8 +301,7 @@ class ExpressionCompiler:
         if expr.op == "IS_NOT_DISTINCT_FROM":
             return Compiled(f"(({left.src}) == ({right.src}))", t.BOOLEAN)
         op = _PY_COMPARE[expr.op]
-        return Compiled(f"(None if ({a} := {left.src}) is None or ({b} := {right.src}) is None else {a} {op} {b})",
-                        t.BOOLEAN)
+        return Compiled(self.null_guarded([left, right], lambda n: f"{n[0]} {op} {n[1]}"), t.BOOLEAN)
 
     def _time_column_vs_string(self, expr: e.Comparison, left: Compiled,
                                right: Compiled) -> tuple[Compiled, Compiled]:

@@ -311,7 +311,9 @@ class Engine:
     async def _exec_InsertInto(self, stmt: ast.InsertInto, props, session, seq) -> Result:
         target = self.catalog.source(stmt.target)
         if target is None:
-            raise KsqlStatementException(f"Source `{stmt.target}` does not exist.")
+            where = f"Line: {stmt.target_location[0]}, Col: {stmt.target_location[1]}: " \
+                if stmt.target_location else ""
+            raise KsqlStatementException(f"{where}Source `{stmt.target}` does not exist.")
         if target.is_source:
             raise KsqlStatementException(
                 f"Cannot insert into read-only {target.kind.lower()}: {target.name}")
