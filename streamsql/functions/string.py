@@ -283,7 +283,7 @@ def length(value: str | None) -> int | None:
         return None
     if value.isascii():
         return len(value)
-    return len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
+    return len(value.encode("utf-16-le", "surrogatepass")) // 2
 
 
 @udf("LEN", "INTEGER", [("input", "BYTES")])
