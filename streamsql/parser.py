@@ -355,7 +355,9 @@ class _AstBuilder(Transformer):
             def error(sign: str) -> ParseError:
                 # ksqlDB reports these one column to the right of the literal.
                 return ParseError(
-                    f"line {token.line}:{token.column + 1}: Number overflows DOUBLE: {sign}{token}",
+                    # ksqlDB raises this while preparing the statement, hence its prefix.
+                    f"Failed to prepare statement: line {token.line}:{token.column + 1}: "
+                    f"Number overflows DOUBLE: {sign}{token}",
                     token.line, token.column, str(token),
                 )
             self._pending[id(literal)] = (literal, error)
