@@ -145,10 +145,11 @@ class Signature:
     params: tuple[Param, ...]
     returns: Spec | Callable[[list[SqlType]], SqlType]
     impl: Callable[..., Any]
-    kind: str = "scalar"  # 'scalar' or 'table'
+    kind: str = "scalar"  # 'scalar', 'table' or 'aggregate'
     variadic: bool = False
     factory: bool = False
     description: str = ""
+    init_params: int = 0  # aggregates: trailing parameters that must be literals
 
     def describe_params(self) -> str:
         parts = [str(p.spec) + ("[]" if self.variadic and i == len(self.params) - 1 else "")
@@ -195,6 +196,68 @@ def udtf(name: str, returns: str | Callable[[list[SqlType]], SqlType],
                       description=description)
 
 
+def udaf(name: str, returns: str | Callable[[list[SqlType]], SqlType],
+         params: Iterable[str | tuple[str, str]] = (), *, init_params: int = 0,
+         variadic: bool = False, description: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare an aggregate function overload.
+
+    The decorated function is a factory ``fn(arg_types, return_type, init_args) ->
+    Aggregator``, called once per query. The last ``init_params`` parameters are *init
+    arguments*: they must be literals, and their values arrive in ``init_args``; the other
+    arguments are evaluated per record and passed to ``Aggregator.add`` / ``undo``.
+    """
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = _decorator("aggregate", name, returns, params, variadic=variadic, factory=True,
+                        description=description)(fn)
+        sig = fn.__dict__["__signatures__"][-1]
+        fn.__dict__["__signatures__"][-1] = _with_init_params(sig, init_params)
+        return fn
+    return wrap
+
+
+def _with_init_params(sig: Signature, n: int) -> Signature:
+    from dataclasses import replace as _replace
+    return _replace(sig, init_params=n)
+
+
+class Aggregator:
+    """One aggregate function instance for one query: how its accumulator starts, takes a
+    value, gives one back (table aggregations), merges (session windows) and yields its result.
+
+    Accumulators are plain values the state store can keep: ``to_state`` must turn one into
+    JSON-compatible data (None, bool, int, float, str, lists, dicts with str keys) and
+    ``from_state`` back; the defaults assume the accumulator already is such data.
+    """
+
+    #: Whether ``undo`` is implemented (aggregating a TABLE needs it).
+    supports_undo = True
+
+    def initialize(self) -> Any:
+        raise NotImplementedError
+
+    def add(self, acc: Any, *values: Any) -> Any:
+        """The accumulator after taking one record's argument values (may mutate ``acc``)."""
+        raise NotImplementedError
+
+    def undo(self, acc: Any, *values: Any) -> Any:
+        """The accumulator after removing a value previously added (table aggregations)."""
+        raise NotImplementedError
+
+    def merge(self, a: Any, b: Any) -> Any:
+        """One accumulator for two merged session windows."""
+        raise NotImplementedError
+
+    def result(self, acc: Any) -> Any:
+        """The aggregate's value, a Python value of the declared return type."""
+        return acc
+
+    def to_state(self, acc: Any) -> Any:
+        return acc
+
+    def from_state(self, data: Any) -> Any:
+        return data
+
+
 # ------------------------------------------------------------------------------ resolution
 @dataclass
 class Resolved:
@@ -221,7 +284,7 @@ class FunctionRegistry:
 
     scalars: dict[str, list[Signature]] = field(default_factory=dict)
     tables: dict[str, list[Signature]] = field(default_factory=dict)
-    aggregates: dict[str, Any] = field(default_factory=dict)
+    aggregates: dict[str, list[Signature]] = field(default_factory=dict)
 
     @classmethod
     def from_modules(cls, modules: Iterable[ModuleType]) -> "FunctionRegistry":
@@ -229,7 +292,8 @@ class FunctionRegistry:
         for module in modules:
             for value in vars(module).values():
                 for sig in getattr(value, "__signatures__", ()):
-                    target = reg.scalars if sig.kind == "scalar" else reg.tables
+                    target = {"scalar": reg.scalars, "table": reg.tables,
+                              "aggregate": reg.aggregates}[sig.kind]
                     target.setdefault(sig.name, []).append(sig)
         return reg
 
@@ -253,7 +317,7 @@ class FunctionRegistry:
         Raises KsqlStatementException with ksqlDB's wording when nothing matches.
         """
         name = name.upper()
-        sigs = (self.scalars if kind == "scalar" else self.tables).get(name)
+        sigs = {"scalar": self.scalars, "table": self.tables, "aggregate": self.aggregates}[kind].get(name)
         if not sigs:
             raise KsqlStatementException(f"Can't find any functions with the name '{name}'")
         best: tuple[int, Resolved] | None = None
@@ -271,7 +335,8 @@ class FunctionRegistry:
 
     def describe(self, name: str) -> list[Signature]:
         name = name.upper()
-        return list(self.scalars.get(name, ())) + list(self.tables.get(name, ()))
+        return (list(self.scalars.get(name, ())) + list(self.tables.get(name, ()))
+                + list(self.aggregates.get(name, ())))
 
 
 def _try_bind(sig: Signature, arg_types: list[SqlType | None],
