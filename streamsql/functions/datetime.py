@@ -152,10 +152,6 @@ def _zoned(epoch_ms: int, zone: Zone) -> datetime:
     return (_EPOCH_UTC + timedelta(milliseconds=epoch_ms)).astimezone(zone.tz)
 
 
-def _floor_ms_to_day(epoch_ms: int) -> tuple[int, int]:
-    return divmod(epoch_ms, MS_PER_DAY)
-
-
 # ============================================================================ pattern fields
 # Field names (java.time ChronoField) used by the parser and in messages.
 ERA, YEAR_OF_ERA, YEAR, MONTH, DAY, DOY, DOW, QUARTER = (
@@ -405,7 +401,7 @@ def _year_field(letter: str, count: int, field: str, get: Callable[[Any], int],
 
 def _fraction(count: int) -> _Field:
     if count > 9:
-        raise FunctionError(f"Too many pattern letters: S")
+        raise FunctionError("Too many pattern letters: S")
     div = 10 ** (9 - count)
     fmt = "{:0%dd}" % count
     # values reach the formatter as datetime/time objects: microseconds, never finer
@@ -610,11 +606,6 @@ def _needs(items: tuple[Any, ...]) -> set[str]:
     return out
 
 
-_NEED_MESSAGES = {"date": "Unsupported field: YearOfEra", "time": "Unsupported field: HourOfDay",
-                  "offset": "Unsupported field: OffsetSeconds",
-                  "zone": "Unable to extract ZoneId from temporal"}
-
-
 def _emitters(items: tuple[Any, ...], caps: frozenset[str]) -> tuple[Emitter, ...] | str:
     """The emitters printing ``items`` for a value providing ``caps``, or the error message
     when a required field is missing (optional sections are dropped instead)."""
@@ -653,7 +644,7 @@ _LETTER_FIELDS = {"G": ERA, "u": YEAR, "y": YEAR_OF_ERA, "Y": "WeekBasedYear", "
 
 def _field_error(f: _Field) -> str:
     if f.needs == "zone":
-        return _NEED_MESSAGES["zone"]
+        return "Unable to extract ZoneId from temporal"
     return f"Unsupported field: {_LETTER_FIELDS.get(f.letter, f.letter)}"
 
 
