@@ -47,7 +47,7 @@ async def run(records: int, partitions: int) -> None:
         start = time.perf_counter()
         await engine.execute("CREATE STREAM slow AS SELECT user_id, UCASE(page) AS page, ms "
                              "FROM pageviews WHERE ms > 100;")
-        runner = next(iter(engine.runners.values()))
+        runner = next(iter(engine.runners.values()))[0]
         while runner.processed < records:
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - start

@@ -13,6 +13,7 @@ fails becomes NULL. Each goes to the processing log with topic, partition, offse
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from streamsql.functions.registry import FunctionRegistry
 from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
+_LONG = struct.Struct(">q")
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Pipeline:
 
     process: Callable[[Any, Outputs], None]
     source: str
+
+
+def _unpack_long(data: bytes, at: int) -> int:
+    return _LONG.unpack_from(data, at)[0]
 
 
 def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec, value_codec: Codec,
@@ -100,6 +106,20 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
     w("        _i += 1")
     w("        _h = _hdrs[_i] if _hdrs is not None else ()")
     # ---- decode
+    windowed = src.window is not None
+    if windowed:
+        # A windowed key: the key, then the window (Kafka Streams' layout).
+        wlen = 16 if src.window.kind == "SESSION" else 8
+        ws_var, we_var = names[pseudo + 3], names[pseudo + 4]
+        env["_unpack_long"] = _unpack_long
+        w(f"        _wb = _kb[-{wlen}:] if _kb is not None else None")
+        w(f"        _kb = (_kb[:-{wlen}] or None) if _kb is not None else None")
+        if src.window.kind == "SESSION":
+            w(f"        {we_var} = _unpack_long(_wb, 0) if _wb else None")
+            w(f"        {ws_var} = _unpack_long(_wb, 8) if _wb else None")
+        else:
+            w(f"        {ws_var} = _unpack_long(_wb, 0) if _wb else None")
+            w(f"        {we_var} = {ws_var} + {src.window.size or 0} if _wb else None")
     w("        try:")
     w("            _k = _kdec(_kb)")
     w("        except Exception as _exc:")
@@ -222,13 +242,15 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         if rows:
             w(f"{ind}_rows.append({key_tuple[:-1] + value_tuple[1:]})")
             return
-        if nk == 0:
+        if windowed and not plan.rekeyed:
+            w(f"{ind}_ok.append((_kenc({key_tuple}) or b'') + _wb if _wb is not None else None)")
+        elif nk == 0:
             w(f"{ind}_ok.append(None)")
         else:
             # A key whose columns are all NULL is a null key (some NULL: written as they are).
             if nk == 1:
                 w(f"{ind}_ok.append(None if {col_vars[0]} is None else _kenc({key_tuple}))")
-            elif plan.rekeyed:
+            elif plan.rekeyed or plan.drop_null_key:
                 # PARTITION BY several expressions writes the key even when all are NULL.
                 w(f"{ind}_ok.append(_kenc({key_tuple}))")
             else:
@@ -237,7 +259,13 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         w(f"{ind}_ot.append({out_ts})")
         w(f"{ind}_oh.append(_h)")
 
-    if is_table and nk:
+    if plan.drop_null_key:
+        w(f"{indent}if _nv:")
+        w(f"{indent}    continue")
+        w(f"{indent}if {key_tuple} == {(None,) * nk!r}:")
+        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Record skipped: the grouping expression is NULL')")
+        w(f"{indent}    continue")
+    elif is_table and nk:
         w(f"{indent}if {key_tuple} == {(None,) * nk!r}:")
         w(f"{indent}    continue")
     if out_ts != rowtime:

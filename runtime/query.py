@@ -1,17 +1,21 @@
-"""Running persistent queries: a compiled pipeline between a source topic and a sink topic.
+"""Running persistent queries: sub-topologies ("stages") between topics.
 
-``PersistentQuery.process(batch)`` runs the pipeline over one batch and returns the records
-to produce. Two drivers use it: ``QueryRunner`` (service mode: an asyncio task that consumes
-the source topic as a consumer group, produces to the sink and commits offsets after the
-sink write, so nothing is lost) and the test driver (one record at a time, depth first, as
-Kafka Streams' TopologyTestDriver does).
+A persistent query is one or more stages, each reading one topic and writing another: a
+stateless query is one fused pipeline stage from the source to the sink; an aggregation is a
+pipeline stage that re-keys into an internal repartition topic followed by an aggregate stage
+that writes the table. ``Stage.process(batch)`` returns the records to produce.
+
+Two drivers run stages: ``StageRunner`` (service mode: an asyncio task consuming the stage's
+input topic as a consumer group, producing to its output and committing offsets after the
+output is written, so nothing is lost) and the test driver (one record at a time, depth
+first, as Kafka Streams' TopologyTestDriver does).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from streamsql.catalog import DataSource
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch
@@ -20,19 +24,25 @@ from streamsql.runtime.pipeline import Outputs, Pipeline
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PersistentQuery:
-    """A query's runtime part: id, source, sink and the compiled pipeline."""
+class Stage(Protocol):
+    """One sub-topology: reads ``source_topic``, writes ``sink_topic``."""
 
-    query_id: str
-    source: DataSource
-    sink: DataSource
+    name: str
+    source_topic: str
+    sink_topic: str
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]: ...
+
+
+@dataclass
+class PipelineStage:
+    """A fused stateless pipeline (filter, flat map, project, re-key) as a stage."""
+
+    name: str
+    source_topic: str
+    sink_topic: str
     pipeline: Pipeline
     outputs: Outputs = field(default_factory=Outputs)
-
-    @property
-    def group(self) -> str:
-        return f"_streamsql_query_{self.query_id}"
 
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out = self.outputs
@@ -42,13 +52,33 @@ class PersistentQuery:
                 zip(out.keys, out.values, out.timestamps, out.headers)]
 
 
-class QueryRunner:
-    """Service-mode driver of one persistent query (at-least-once on the embedded log:
-    offsets are committed only after the sink records are durable)."""
+@dataclass
+class PersistentQuery:
+    """A query's runtime part: id, the source and sink it connects, and its stages in order."""
 
-    def __init__(self, query: PersistentQuery, log_: Log, reset: str = "earliest",
+    query_id: str
+    source: DataSource
+    sink: DataSource
+    stages: list[Stage]
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The first stage's generated pipeline (what EXPLAIN shows)."""
+        first = self.stages[0]
+        return getattr(first, "pipeline", None)
+
+    def group(self, index: int) -> str:
+        return f"_streamsql_query_{self.query_id}" + (f"_{index}" if index else "")
+
+
+class StageRunner:
+    """Service-mode driver of one stage (at-least-once on the embedded log: offsets are
+    committed only after the stage's output records are durable)."""
+
+    def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.query = query
+        self.stage = stage
+        self.group = group
         self.log = log_
         self.reset = reset
         # Called after each committed batch (the engine flushes the processing log there).
@@ -58,7 +88,7 @@ class QueryRunner:
         self.processed = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"query-{self.query.query_id}")
+        self._task = asyncio.create_task(self._run(), name=f"stage-{self.stage.name}")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -70,15 +100,15 @@ class QueryRunner:
                 pass
 
     async def _run(self) -> None:
-        q = self.query
+        stage = self.stage
         if self.reset == "latest":
-            committed = await self.log.committed(q.group, q.source.topic)
+            committed = await self.log.committed(self.group, stage.source_topic)
             if not committed:
-                ends = await self.log.end_offsets(q.source.topic)
-                consumer0 = self.log.consumer(q.group, [q.source.topic])
-                await consumer0.commit({(q.source.topic, p): o for p, o in enumerate(ends)})
-                await consumer0.close()
-        consumer = self.log.consumer(q.group, [q.source.topic])
+                ends = await self.log.end_offsets(stage.source_topic)
+                first = self.log.consumer(self.group, [stage.source_topic])
+                await first.commit({(stage.source_topic, p): o for p, o in enumerate(ends)})
+                await first.close()
+        consumer = self.log.consumer(self.group, [stage.source_topic])
         try:
             while not self._stopping.is_set():
                 batches = await consumer.poll(max_records=5000, timeout=0.5)
@@ -86,9 +116,9 @@ class QueryRunner:
                     continue
                 commits = {}
                 for batch in batches:
-                    records = q.process(batch)
+                    records = stage.process(batch)
                     if records:
-                        await self.log.produce(q.sink.topic, records)
+                        await self.log.produce(stage.sink_topic, records)
                     self.processed += len(batch)
                     commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
                 await consumer.commit(commits)
@@ -97,6 +127,6 @@ class QueryRunner:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("query %s failed", q.query_id)
+            log.exception("stage %s failed", stage.name)
         finally:
             await consumer.close()

@@ -280,6 +280,8 @@ class QueryPlan:
     # Whether result rows are keyed as the source rows are (no re-keying): the sink keeps
     # partitioning and tables keep their primary key.
     rekeyed: bool = False
+    # Group-by: a row whose key is NULL (or a record with no value) is skipped and logged.
+    drop_null_key: bool = False
 
 
 def source_scope(source: DataSource, alias: str, include_pseudo: bool = True,
@@ -318,15 +320,16 @@ class QueryAnalyzer:
                 f"Failed to prepare statement: {name} does not exist.")
         return src
 
-    def analyze(self, query: ast.Query, sink_name: str | None, persistent: bool = True) -> QueryPlan:
+    def analyze(self, query: ast.Query, sink_name: str | None,
+                persistent: bool = True) -> "QueryPlan | AggregatePlan":
         if isinstance(query.from_, ast.Join):
             raise KsqlStatementException("JOIN is not supported yet.")
         rel = query.from_
         assert isinstance(rel, ast.AliasedRelation)
         source = self._source(rel.name)
         alias = rel.alias or rel.name
-        if query.group_by or query.window is not None:
-            raise KsqlStatementException("GROUP BY and WINDOW are not supported yet.")
+        if query.group_by or query.window is not None or self._has_aggregates(query):
+            return self._analyze_aggregate(query, source, alias, sink_name, persistent)
         if query.having is not None:
             raise KsqlStatementException("HAVING requires a GROUP BY clause.")
         scope, _ = source_scope(source, alias)
@@ -366,6 +369,169 @@ class QueryAnalyzer:
             raise KsqlStatementException("The projection contains no value columns.")
         return QueryPlan(source, alias, where, tuple(key_cols), tuple(value_cols), schema,
                          tuple(query.partition_by), udtfs, query.limit, bool(query.partition_by))
+
+    # ------------------------------------------------------------------------ aggregation
+    def _has_aggregates(self, query: ast.Query) -> bool:
+        for item in query.select:
+            if isinstance(item, ast.SingleColumn) and any(
+                    isinstance(x, e.FunctionCall) and self.registry.is_aggregate(x.name)
+                    for x in item.expression.walk()):
+                return True
+        return False
+
+    def _analyze_aggregate(self, query: ast.Query, source: DataSource, alias: str,
+                           sink_name: str | None, persistent: bool) -> "AggregatePlan":
+        if not query.group_by:
+            raise KsqlStatementException(
+                "Aggregate functions require a GROUP BY clause (streamsql does not support a "
+                "global aggregate yet).")
+        if query.partition_by:
+            raise KsqlStatementException("PARTITION BY is not supported with GROUP BY.")
+        scope, _ = source_scope(source, alias)
+        compiler = ExpressionCompiler(self.registry, scope, clause="GROUP BY")
+        where = None
+        if query.where is not None:
+            ExpressionCompiler(self.registry, scope, clause="WHERE").compile_predicate(query.where, "WHERE")
+            where = query.where
+        for item in query.select:
+            if isinstance(item, ast.SingleColumn):
+                for x in item.expression.walk():
+                    if isinstance(x, e.FunctionCall) and self.registry.is_table_function(x.name):
+                        raise KsqlStatementException("Table functions cannot be used with aggregations.")
+        # The grouping expressions, typed against the source.
+        group_exprs = [_strip_qualifier(g, source, alias) for g in query.group_by]
+        group_types = []
+        for g in group_exprs:
+            for x in g.walk():
+                if isinstance(x, e.FunctionCall) and self.registry.is_aggregate(x.name):
+                    raise KsqlStatementException(
+                        f"GROUP BY does not support aggregate functions: {x.name} is an aggregate function.")
+            group_types.append(compiler.compile(g).type)
+        # Aggregate calls anywhere in SELECT or HAVING become variables of the result row.
+        calls: list[e.FunctionCall] = []
+
+        def collect(x: e.Expression) -> None:
+            for sub in x.walk():
+                if isinstance(sub, e.FunctionCall) and self.registry.is_aggregate(sub.name):
+                    if sub not in calls:
+                        for inner in sub.args:
+                            for y in inner.walk():
+                                if isinstance(y, e.FunctionCall) and self.registry.is_aggregate(y.name):
+                                    raise KsqlStatementException(
+                                        f"Aggregate functions can not be nested: {sub.name}({y.name}())")
+                        calls.append(sub)
+
+        items = self._expand_select(query.select, source, alias, ())
+        for _, x in items:
+            collect(x)
+        if query.having is not None:
+            collect(query.having)
+        if not calls and persistent:
+            raise KsqlStatementException(
+                "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.")
+        aggregates = tuple(self._aggregate_call(c, compiler) for c in calls)
+        # Scope of the aggregated row: group key columns, aggregate results, window bounds.
+        agg_scope = Scope(source_names=frozenset({source.name, alias}))
+        for i, ty in enumerate(group_types):
+            agg_scope.columns[f"KSQL_GROUPBY_{i}"] = ScopeColumn(f"g{i}", ty)
+        for i, a in enumerate(aggregates):
+            agg_scope.columns[f"KSQL_AGG_VARIABLE_{i}"] = ScopeColumn(f"a{i}", a.return_type)
+        if query.window is not None:
+            for name in ("WINDOWSTART", "WINDOWEND"):
+                agg_scope.columns[name] = ScopeColumn(name.lower(), t.BIGINT)
+
+        def rewrite(x: e.Expression) -> e.Expression:
+            def fn(node: e.Expression) -> e.Expression | None:
+                stripped = _strip_qualifier(node, source, alias)
+                if stripped in group_exprs:
+                    return e.ColumnRef(f"KSQL_GROUPBY_{group_exprs.index(stripped)}")
+                if isinstance(node, e.FunctionCall) and node in calls:
+                    return e.ColumnRef(f"KSQL_AGG_VARIABLE_{calls.index(node)}")
+                return None
+            return x.transform(fn)
+
+        agg_compiler = ExpressionCompiler(self.registry, agg_scope, clause="SELECT")
+        typed: list[tuple[str | None, e.Expression, SqlType]] = []
+        bad: list[str] = []
+        for alias_name, x in items:
+            if query.window is None and isinstance(x, e.ColumnRef) and x.name in ("WINDOWSTART", "WINDOWEND"):
+                raise KsqlStatementException(f"SELECT column '{x.name}' cannot be resolved.")
+            rx = rewrite(x)
+            leftovers = [c for c in rx.walk() if isinstance(c, e.ColumnRef)
+                         and c.name not in agg_scope.columns]
+            if leftovers:
+                bad.append(str(x))
+                continue
+            typed.append((alias_name, x, agg_compiler.compile(rx).type))
+        if bad:
+            raise KsqlStatementException(
+                f"Non-aggregate SELECT expression(s) not part of GROUP BY: {', '.join(bad)}")
+        having = None
+        if query.having is not None:
+            rh = rewrite(query.having)
+            leftovers = [c for c in rh.walk() if isinstance(c, e.ColumnRef) and c.name not in agg_scope.columns]
+            if leftovers:
+                raise KsqlStatementException(
+                    f"Non-aggregate HAVING expression not part of GROUP BY: {leftovers[0]}")
+            ExpressionCompiler(self.registry, agg_scope, clause="HAVING").compile_predicate(rh, "HAVING")
+            having = rh
+        named = self._name_columns(typed, alias, {c.name for c in source.schema.columns})
+        if persistent:
+            for (alias_name, _, _), (name, x, _) in zip(typed, named):
+                if name in RESERVED_COLUMN_NAMES and not (query.window is not None and alias_name is None
+                                                          and name in ("WINDOWSTART", "WINDOWEND")):
+                    if alias_name is not None:
+                        raise KsqlStatementException(
+                            f"`{name}` is a reserved column name. You cannot use it as an alias for a column.")
+                    raise KsqlStatementException(
+                        f"Reserved column name in select: `{name}`. Please remove or alias the column.")
+        # Key columns: the grouping expressions, named as the projection names them.
+        key_cols: list[OutputColumn | None] = [None] * len(group_exprs)
+        values: list[OutputColumn] = []
+        for name, x, ty in named:
+            sx = _strip_qualifier(x, source, alias)
+            if sx in group_exprs and key_cols[group_exprs.index(sx)] is None:
+                key_cols[group_exprs.index(sx)] = OutputColumn(name, rewrite(x), ty)
+            else:
+                values.append(OutputColumn(name, rewrite(x), ty))
+        missing = [i for i, k in enumerate(key_cols) if k is None]
+        if missing and persistent:
+            shown = [str(group_exprs[i]) for i in missing]
+            raise KsqlStatementException(
+                "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n"
+                f"The query used to build `{sink_name}` must include the grouping expression"
+                f"{'s' if len(shown) > 1 else ''} {' and '.join(shown)} in its projection (eg, SELECT "
+                f"{', '.join(shown)}...).")
+        keys = [k if k is not None else OutputColumn(f"KSQL_COL_{i}", e.ColumnRef(f"KSQL_GROUPBY_{i}"),
+                                                      group_types[i])
+                for i, k in enumerate(key_cols)]
+        if persistent and not values:
+            raise KsqlStatementException("The projection contains no value columns.")
+        schema = LogicalSchema(tuple(Column(k.name, k.type, "KEY") for k in keys),
+                               tuple(Column(v.name, v.type, "VALUE") for v in values))
+        groups = tuple(OutputColumn(f"KSQL_GROUPBY_{i}", g, ty)
+                       for i, (g, ty) in enumerate(zip(group_exprs, group_types)))
+        return AggregatePlan(source, alias, where, tuple(keys), tuple(values), schema, groups,
+                             aggregates, having, query.window, query.emit == "FINAL", query.limit)
+
+    def _aggregate_call(self, call: e.FunctionCall, compiler: ExpressionCompiler) -> "AggregateCall":
+        sigs = self.registry.aggregates.get(call.name, [])
+        args = list(call.args)
+        arg_types = [compiler.compile(a).type for a in args]
+        resolved = self.registry.resolve(call.name, arg_types, kind="aggregate")
+        n_init = resolved.signature.init_params
+        value_args = tuple(args[: len(args) - n_init] if n_init else args)
+        init_args = []
+        for a in args[len(args) - n_init:] if n_init else ():
+            try:
+                init_args.append(e.literal_value(a))
+            except TypeError:
+                raise KsqlStatementException(
+                    f"Parameter {len(value_args) + len(init_args) + 1} passed to function {call.name} "
+                    f"must be a literal constant, but was: {a}") from None
+        del sigs
+        return AggregateCall(call, value_args, tuple(arg_types[: len(value_args)]), tuple(init_args),
+                             resolved.param_types, resolved.return_type, resolved.signature)
 
     # ------------------------------------------------------------------------- projection
     def _expand_select(self, select: tuple[ast.SelectItem, ...], source: DataSource, alias: str,
@@ -509,6 +675,55 @@ class QueryAnalyzer:
                     f"projection (eg, SELECT {', '.join(names)}...).")
         keys = [k for k in key_slots if k is not None]
         return keys, values
+
+
+@dataclass(frozen=True)
+class AggregateCall:
+    """One aggregate function call: its per-record argument expressions (over the source),
+    literal init arguments, and the resolved overload."""
+
+    call: e.FunctionCall
+    args: tuple[e.Expression, ...]
+    arg_types: tuple[SqlType, ...]
+    init_args: tuple[Any, ...]
+    param_types: list[SqlType]
+    return_type: SqlType
+    signature: Any
+
+    def aggregator(self) -> Any:
+        return self.signature.impl(self.param_types, self.return_type, self.init_args)
+
+
+@dataclass(frozen=True)
+class AggregatePlan:
+    """The typed logical plan of a GROUP BY query.
+
+    ``groups`` are the grouping expressions over the source (``KSQL_GROUPBY_i``); ``key`` and
+    ``value`` are the result's columns with expressions over the aggregated row (group
+    columns, ``KSQL_AGG_VARIABLE_i`` results, WINDOWSTART/WINDOWEND); ``having`` likewise.
+    """
+
+    source: DataSource
+    alias: str
+    where: e.Expression | None
+    key: tuple[OutputColumn, ...]
+    value: tuple[OutputColumn, ...]
+    schema: LogicalSchema
+    groups: tuple[OutputColumn, ...]
+    aggregates: tuple[AggregateCall, ...]
+    having: e.Expression | None
+    window: ast.WindowExpression | None
+    emit_final: bool = False
+    limit: int | None = None
+
+
+def _strip_qualifier(x: e.Expression, source: DataSource, alias: str) -> e.Expression:
+    """``I.COL`` and ``COL`` are the same column of a single source."""
+    def fn(node: e.Expression) -> e.Expression | None:
+        if isinstance(node, e.ColumnRef) and node.source in (alias, source.name):
+            return e.ColumnRef(node.name)
+        return None
+    return x.transform(fn)
 
 
 # ===================================================================================== sinks

@@ -22,9 +22,9 @@ import orjson
 
 from streamsql import ast
 from streamsql import expressions as e
-from streamsql.analyzer import (QueryAnalyzer, QueryPlan, analyze_create_source, resolve_type,
-                                sink_source)
-from streamsql.catalog import Catalog, DataSource, QueryInfo
+from streamsql.analyzer import (AggregatePlan, QueryAnalyzer, QueryPlan, analyze_create_source,
+                                resolve_type, sink_source)
+from streamsql.catalog import Catalog, DataSource, QueryInfo, WindowInfo
 from streamsql.codegen import ExpressionCompiler, Scope
 from streamsql.errors import KsqlException, KsqlStatementException, StreamSqlError
 from streamsql.formats.base import Codec
@@ -33,7 +33,7 @@ from streamsql.functions.registry import FunctionRegistry
 from streamsql.results import Result
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TopicExistsError
 from streamsql.runtime.pipeline import Outputs, build_pipeline
-from streamsql.runtime.query import PersistentQuery, QueryRunner
+from streamsql.runtime.query import PersistentQuery, PipelineStage, Stage, StageRunner
 from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ class Engine:
         self.auto_create_topics = auto_create_topics
         self.catalog = Catalog()
         self.queries: dict[str, PersistentQuery] = {}
-        self.runners: dict[str, QueryRunner] = {}
-        self.subscribers: dict[str, list[PersistentQuery]] = {}
+        self.runners: dict[str, list[StageRunner]] = {}
+        # Stages by the topic they read: the test driver delivers records through this.
+        self.subscribers: dict[str, list[Stage]] = {}
         self.session = Session()
         self._query_counter = 0
         self._replaying = False
@@ -110,8 +111,9 @@ class Engine:
             self._replaying = False
 
     async def close(self) -> None:
-        for runner in list(self.runners.values()):
-            await runner.stop()
+        for runners in list(self.runners.values()):
+            for runner in runners:
+                await runner.stop()
         self.runners.clear()
 
     # ----------------------------------------------------------------------- execution
@@ -166,6 +168,12 @@ class Engine:
         return seq
 
     # ------------------------------------------------------------------------- helpers
+    def new_store(self, query_id: str, name: str) -> Any:
+        """A key-value state store for one stage of a query."""
+        from streamsql.runtime.aggregate import MemoryStore
+
+        return MemoryStore()
+
     def _name_hint(self, name: str) -> str:
         """ksqlDB's hint when a source name differs only by case from an existing one."""
         for existing in self.catalog.sources:
@@ -285,16 +293,21 @@ class Engine:
                 raise KsqlStatementException(
                     f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
         plan = self._analyzer(props).analyze(stmt.query, stmt.name)
-        if stmt.kind == "TABLE" and not plan.source.is_table:
+        produces_table = isinstance(plan, AggregatePlan) or plan.source.is_table
+        if stmt.kind == "TABLE" and not produces_table:
             raise KsqlStatementException(
                 "Invalid result type. Your SELECT query produces a STREAM. "
                 "Please use CREATE STREAM AS SELECT statement instead.")
-        if stmt.kind == "STREAM" and plan.source.is_table:
+        if stmt.kind == "STREAM" and produces_table:
             raise KsqlStatementException(
                 "Invalid result type. Your SELECT query produces a TABLE. "
                 "Please use CREATE TABLE AS SELECT statement instead.")
         src_info = await self.log.describe_topic(plan.source.topic)
         sink = sink_source(stmt, plan, props, src_info.partitions if src_info else 1)
+        if isinstance(plan, AggregatePlan):
+            w = plan.window
+            sink = replace(sink, window=WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
+                           if w is not None else None)
         partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas)
         sink = replace(sink, partitions=partitions)
         seq = await self._record_command(stmt, props, seq)
@@ -304,7 +317,7 @@ class Engine:
             for q in self.catalog.queries_writing(stmt.name):
                 await self._stop_query(q.query_id)
         self.catalog.sources[sink.name] = sink
-        self._start_query(query_id, stmt.text, plan, sink, prefix, props)
+        await self._start_query(query_id, stmt.text, plan, sink, prefix, props)
         return Result(stmt.text, "currentStatus",
                       f"Created query with ID {query_id}", query_id=query_id)
 
@@ -331,35 +344,49 @@ class Engine:
                 f"Result schema is {plan.schema}\nSink schema is {target.schema}")
         seq = await self._record_command(stmt, props, seq)
         query_id = f"INSERTQUERY_{seq}"
-        self._start_query(query_id, stmt.text, plan, target, "INSERT", props)
+        await self._start_query(query_id, stmt.text, plan, target, "INSERT", props)
         return Result(stmt.text, "currentStatus", f"Created query with ID {query_id}", query_id=query_id)
 
-    def _start_query(self, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
-                     props: dict[str, Any]) -> None:
+    async def _start_query(self, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
+                           props: dict[str, Any]) -> None:
+        stages = await self._build_stages(query_id, plan, sink, props)
+        query = PersistentQuery(query_id, plan.source, sink, stages)
+        self.queries[query_id] = query
+        self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
+        for stage in stages:
+            self.subscribers.setdefault(stage.source_topic, []).append(stage)
+        if self.mode == "service":
+            runners = []
+            for i, stage in enumerate(stages):
+                runner = StageRunner(stage, query.group(i), self.log,
+                                     str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest",
+                                     after_batch=self.flush_processing_log)
+                runners.append(runner)
+                runner.start()
+            self.runners[query_id] = runners
+
+    async def _build_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
+                            props: dict[str, Any]) -> list[Stage]:
+        if isinstance(plan, AggregatePlan):
+            from streamsql.runtime.aggregate import build_aggregate_stages
+
+            return await build_aggregate_stages(self, query_id, plan, sink, props)
         pipeline = build_pipeline(
             plan, self.registry, self.codec(plan.source, "key"), self.codec(plan.source, "value"),
             self.codec(sink, "key"), self.codec(sink, "value"), self._processing_logger(query_id),
             sink=sink, timestamp_parser=self._timestamp_parser(plan.source),
             sink_timestamp_parser=self._timestamp_parser(sink))
-        query = PersistentQuery(query_id, plan.source, sink, pipeline)
-        self.queries[query_id] = query
-        self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
-        self.subscribers.setdefault(plan.source.topic, []).append(query)
-        if self.mode == "service":
-            runner = QueryRunner(query, self.log, str(props.get("auto.offset.reset", "earliest")),
-                                 after_batch=self.flush_processing_log)
-            self.runners[query_id] = runner
-            runner.start()
+        return [PipelineStage(query_id, plan.source.topic, sink.topic, pipeline)]
 
     async def _stop_query(self, query_id: str) -> None:
         query = self.queries.pop(query_id, None)
         self.catalog.queries.pop(query_id, None)
         if query is not None:
-            subs = self.subscribers.get(query.source.topic, [])
-            if query in subs:
-                subs.remove(query)
-        runner = self.runners.pop(query_id, None)
-        if runner is not None:
+            for stage in query.stages:
+                subs = self.subscribers.get(stage.source_topic, [])
+                if stage in subs:
+                    subs.remove(stage)
+        for runner in self.runners.pop(query_id, []):
             await runner.stop()
 
     async def _exec_TerminateQuery(self, stmt: ast.TerminateQuery, props, session, seq) -> Result:

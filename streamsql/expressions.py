@@ -13,9 +13,9 @@ error messages and DESCRIBE print.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields, replace, field
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from streamsql.types import SqlType
 
@@ -48,6 +48,20 @@ class Expression:
         yield self
         for child in self.children():
             yield from child.walk()
+
+    def transform(self, fn: "Callable[[Expression], Expression | None]") -> "Expression":
+        """A copy with ``fn`` applied top-down: where ``fn`` returns a node, that node replaces
+        the subtree; where it returns None, the children are transformed instead."""
+        replaced = fn(self)
+        if replaced is not None:
+            return replaced
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            new = _transform_value(value, fn)
+            if new is not value:
+                changes[f.name] = new
+        return replace(self, **changes) if changes else self
 
 
 # ---------------------------------------------------------------------------------- literals
@@ -276,6 +290,15 @@ class CreateStruct(Expression):
     """``STRUCT(name := value, ...)``; names as written (upper-cased unless quoted)."""
 
     fields: tuple[tuple[str, Expression], ...]
+
+
+def _transform_value(value: Any, fn: "Callable[[Expression], Expression | None]") -> Any:
+    if isinstance(value, Expression):
+        return value.transform(fn)
+    if isinstance(value, tuple):
+        items = tuple(_transform_value(v, fn) for v in value)
+        return value if all(a is b for a, b in zip(items, value)) else items
+    return value
 
 
 def literal_value(expr: Expression) -> Any:

@@ -25,8 +25,8 @@ class Written:
 
 
 class DrivingLog(Log):
-    """See the module docstring. ``subscribers`` maps a topic to the objects (persistent
-    queries) whose ``process(batch)`` consumes it; the engine fills it."""
+    """See the module docstring. ``subscribers`` maps a topic to the stages of persistent
+    queries (``process(batch)``, ``sink_topic``) that consume it; the engine fills it."""
 
     def __init__(self, inner: Log) -> None:
         self.inner = inner
@@ -66,12 +66,12 @@ class DrivingLog(Log):
         placed = await self.inner.produce(topic, records)
         for (partition, offset), rec in zip(placed, records):
             self.written.append(Written(topic, partition, offset, rec))
-            for query in list(self.subscribers.get(topic, ())):
+            for stage in list(self.subscribers.get(topic, ())):
                 batch = RecordBatch(topic, partition, [offset], [rec.timestamp], [rec.key], [rec.value],
                                     [rec.headers] if rec.headers else None)
-                out = query.process(batch)
+                out = stage.process(batch)
                 if out and _depth < self.max_depth:
-                    await self.produce(query.sink.topic, out, _depth + 1)
+                    await self.produce(stage.sink_topic, out, _depth + 1)
         return placed
 
     async def close(self) -> None:

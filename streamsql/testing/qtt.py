@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,7 @@ async def _pipe(engine, driving, record: dict[str, Any]) -> None:
     else:
         kb = None if key is None else (key.encode() if isinstance(key, str) else json.dumps(key).encode())
         vb = None if value is None else json.dumps(value).encode()
+    kb = _join_window(source, kb, record.get("window"))
     headers = tuple((h.get("KEY"), None if h.get("VALUE") is None else base64.b64decode(h["VALUE"]))
                     for h in record.get("headers") or ())
     ts = record.get("timestamp", 0)
@@ -129,8 +131,9 @@ def _decode_outputs(engine, driving, sinks) -> list[dict[str, Any]]:
         if sink is None:
             continue
         rec = w.record
+        key_bytes, window = _split_window(sink, rec.key)
         try:
-            key = engine.codec(sink, "key").to_json_form(rec.key) if rec.key is not None else None
+            key = engine.codec(sink, "key").to_json_form(key_bytes) if key_bytes is not None else None
         except Exception as exc:  # undecodable output is shown, not hidden
             key = f"<undecodable key: {exc}>"
         try:
@@ -138,11 +141,35 @@ def _decode_outputs(engine, driving, sinks) -> list[dict[str, Any]]:
         except Exception as exc:
             value = f"<undecodable value: {exc}>"
         out: dict[str, Any] = {"topic": w.topic, "key": key, "value": value, "timestamp": rec.timestamp}
+        if window is not None:
+            out["window"] = window
         if rec.headers:
             out["headers"] = [{"KEY": k, "VALUE": None if v is None else base64.b64encode(v).decode()}
                               for k, v in rec.headers]
         outputs.append(out)
     return outputs
+
+
+def _split_window(source, key: bytes | None) -> tuple[bytes | None, dict | None]:
+    """A windowed key's inner key bytes and its window in the QTT form."""
+    if source.window is None or key is None:
+        return key, None
+    if source.window.kind == "SESSION":
+        end, start = struct.unpack(">qq", key[-16:])
+        return key[:-16] or None, {"start": start, "end": end, "type": "session"}
+    start = struct.unpack(">q", key[-8:])[0]
+    size = source.window.size or 0
+    return key[:-8] or None, {"start": start, "end": start + size, "type": "time"}
+
+
+def _join_window(source, key: bytes | None, window: dict | None) -> bytes | None:
+    """The windowed key bytes for a QTT input record with a ``window``."""
+    if window is None or source is None or source.window is None:
+        return key
+    key = key or b""
+    if source.window.kind == "SESSION" or window.get("type") == "session":
+        return key + struct.pack(">qq", window["end"], window["start"])
+    return key + struct.pack(">q", window["start"])
 
 
 # ================================================================================ comparing

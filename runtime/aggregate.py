@@ -1,0 +1,411 @@
+"""GROUP BY: re-keying into a repartition topic, then aggregating into a table.
+
+An aggregation runs as two stages, as in ksqlDB:
+
+1. *Group-by* (``PipelineStage`` for a stream source, ``TableGroupByStage`` for a table
+   source): filter, evaluate the grouping expressions and the aggregate arguments, and write
+   them to the internal ``<query>-Aggregate-GroupBy-repartition`` topic keyed by the group.
+   A table source also sends the *retraction* of the row's previous value (header ``op=undo``)
+   so that an update moves its contribution between groups.
+2. *Aggregate* (``AggregateStage``): per group (and window), fold the arguments into the
+   accumulators kept in a state store, project the aggregated row (HAVING, SELECT), and write
+   the table's upsert or tombstone. Windows (TUMBLING, HOPPING, SESSION) with grace periods;
+   late records are dropped and counted; EMIT FINAL holds results until the window closes.
+
+Windowed keys are written as Kafka Streams writes them: the key, then the window start as an
+8-byte big-endian long (time windows), or the end then the start (session windows).
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from streamsql.analyzer import AggregatePlan, OutputColumn, QueryPlan
+from streamsql.catalog import DataSource
+from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
+from streamsql.formats.base import Codec, FormatOptions
+from streamsql.runtime.log.base import ProducerRecord, RecordBatch
+from streamsql.runtime.pipeline import Outputs, build_pipeline
+from streamsql.runtime.query import PipelineStage, Stage
+from streamsql.schema import Column, LogicalSchema
+from streamsql.types import BIGINT
+
+if TYPE_CHECKING:
+    from streamsql.engine import Engine
+
+log = logging.getLogger(__name__)
+
+_LONG = struct.Struct(">q")
+UNDO = (("op", b"undo"),)
+# Kafka Streams' default grace for windows declared without one (24 hours).
+DEFAULT_GRACE_MS = 24 * 3600 * 1000
+
+
+def internal_codec(columns: tuple[Column, ...]) -> Codec:
+    """JSON codec for internal topics (repartition): any SQL type round-trips through it."""
+    from streamsql.formats.registry import get_format
+
+    return get_format("JSON").codec(columns, FormatOptions(wrap_single_value=True), False)
+
+
+@dataclass
+class WindowSpec:
+    """A window clause in milliseconds."""
+
+    kind: str  # 'TUMBLING', 'HOPPING', 'SESSION'
+    size: int
+    advance: int
+    grace: int
+
+    def windows_for(self, ts: int) -> list[tuple[int, int]]:
+        """[start, end) windows a record at ``ts`` falls in (time windows)."""
+        if self.kind == "TUMBLING":
+            start = ts - ts % self.size
+            return [(start, start + self.size)]
+        first = ts - ts % self.advance
+        out = []
+        start = first
+        while start > ts - self.size and start >= 0:
+            out.append((start, start + self.size))
+            start -= self.advance
+        out.reverse()
+        return out
+
+
+class MemoryStore:
+    """A key-value store in a dict: the test driver's store (one record at a time, tiny)."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, Any] = {}
+
+    def get(self, key: bytes) -> Any:
+        return self._data.get(key)
+
+    def put(self, key: bytes, value: Any) -> None:
+        self._data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._data.pop(key, None)
+
+    def items(self):
+        return self._data.items()
+
+
+class AggregateStage:
+    """Folds re-keyed records into accumulators and writes the aggregated table."""
+
+    def __init__(self, name: str, source_topic: str, sink_topic: str, plan: AggregatePlan,
+                 key_codec: Codec, value_codec: Codec, sink_key_codec: Codec, sink_value_codec: Codec,
+                 project: Callable[..., Any], plog: Callable[[str, int, int, str], None],
+                 store: Any, window: WindowSpec | None) -> None:
+        self.name = name
+        self.source_topic = source_topic
+        self.sink_topic = sink_topic
+        self.key_codec = key_codec
+        self.value_codec = value_codec
+        self.sink_key_codec = sink_key_codec
+        self.sink_value_codec = sink_value_codec
+        self.aggregators = [a.aggregator() for a in plan.aggregates]
+        # Per aggregate: the slice of the repartition value holding its arguments.
+        self.arg_slices = []
+        pos = 0
+        for a in plan.aggregates:
+            self.arg_slices.append((pos, pos + len(a.args)))
+            pos += len(a.args)
+        self.project = project
+        self.plog = plog
+        self.store = store
+        self.window = window
+        self.emit_final = plan.emit_final
+        self.stream_time = -1
+        self.late_dropped = 0
+        # EMIT FINAL: windows whose results wait for the window to close.
+        self.pending: dict[bytes, tuple[tuple, int, int, bytes]] = {}
+
+    # ----------------------------------------------------------------------- processing
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        out: list[ProducerRecord] = []
+        headers = batch.headers
+        for i, (kb, vb, ts, off) in enumerate(zip(batch.keys, batch.values, batch.timestamps, batch.offsets)):
+            if kb is None or vb is None:
+                continue
+            undo = headers is not None and headers[i] == UNDO
+            try:
+                key = self.key_codec.decode(kb)
+                args = self.value_codec.decode(vb)
+            except Exception as exc:
+                self.plog(batch.topic, batch.partition, off, f"Failed to read repartitioned record: {exc}")
+                continue
+            if ts > self.stream_time:
+                self.stream_time = ts
+            if self.window is None:
+                self._update(kb, key, args, ts, undo, None, out)
+            elif self.window.kind == "SESSION":
+                self._update_session(kb, key, args, ts, out, batch, off)
+            else:
+                for start, end in self.window.windows_for(ts):
+                    if end + self.window.grace <= self.stream_time:
+                        self.late_dropped += 1
+                        self.plog(batch.topic, batch.partition, off,
+                                  f"Record dropped: window [{start}, {end}) closed (late record)")
+                        continue
+                    self._update(kb + _LONG.pack(start), key, args, ts, undo, (start, end), out)
+            if self.emit_final:
+                self._emit_closed(out)
+        return out
+
+    def _fold(self, accs: list, args: tuple, undo: bool) -> list:
+        for j, (agg, (lo, hi)) in enumerate(zip(self.aggregators, self.arg_slices)):
+            values = args[lo:hi]
+            accs[j] = agg.undo(accs[j], *values) if undo else agg.add(accs[j], *values)
+        return accs
+
+    def _update(self, skey: bytes, key: tuple, args: tuple, ts: int, undo: bool,
+                window: tuple[int, int] | None, out: list[ProducerRecord]) -> None:
+        stored = self.store.get(skey)
+        if stored is None:
+            accs = [a.initialize() for a in self.aggregators]
+            max_ts = ts
+        else:
+            accs, max_ts = stored
+            max_ts = max(max_ts, ts)
+        try:
+            accs = self._fold(accs, args, undo)
+        except Exception as exc:
+            self.plog(self.source_topic, 0, 0, f"Aggregation failed: {exc!r}")
+            return
+        self.store.put(skey, (accs, max_ts))
+        if self.emit_final:
+            assert window is not None
+            self.pending[skey] = (key, window[0], window[1], skey)
+            return
+        out.append(self._result_record(key, accs, max_ts, window, "time"))
+
+    def _result_record(self, key: tuple, accs: list, ts: int, window: tuple[int, int] | None,
+                       kind: str) -> ProducerRecord:
+        results = tuple(a.result(x) for a, x in zip(self.aggregators, accs))
+        wstart, wend = window if window is not None else (None, None)
+        projected = self.project(key, results, wstart, wend)
+        if projected is None:
+            out_key, value = key, None
+        else:
+            out_key, row = projected
+            value = self.sink_value_codec.encode(row)
+        return ProducerRecord(self._sink_key(out_key, window, kind), value, ts)
+
+    def _sink_key(self, key: tuple, window: tuple[int, int] | None, kind: str) -> bytes | None:
+        kb = self.sink_key_codec.encode(key)
+        if window is None:
+            return kb
+        kb = kb or b""
+        if kind == "session":
+            return kb + _LONG.pack(window[1]) + _LONG.pack(window[0])
+        return kb + _LONG.pack(window[0])
+
+    def _emit_closed(self, out: list[ProducerRecord]) -> None:
+        assert self.window is not None
+        closed = [(end, skey) for skey, (_, _, end, _) in self.pending.items()
+                  if end + self.window.grace <= self.stream_time]
+        # Windows older than the store's retention (size + grace) are gone by the time they
+        # would be emitted, as in Kafka Streams: they are never emitted.
+        retention_start = self.stream_time - (self.window.size + self.window.grace)
+        kind = "session" if self.window.kind == "SESSION" else "time"
+        for _, skey in sorted(closed):
+            key, start, end, store_key = self.pending.pop(skey)
+            if kind == "time" and start < retention_start:
+                continue
+            if kind == "session":
+                sessions = self.store.get(store_key) or []
+                match = [s for s in sessions if s[0] == start and s[1] == end]
+                if not match:
+                    continue
+                accs, max_ts = match[0][2], match[0][3]
+            else:
+                stored = self.store.get(store_key)
+                if stored is None:
+                    continue
+                accs, max_ts = stored
+            out.append(self._result_record(key, accs, max_ts, (start, end), kind))
+
+    # -------------------------------------------------------------------------- sessions
+    def _update_session(self, kb: bytes, key: tuple, args: tuple, ts: int, out: list[ProducerRecord],
+                        batch: RecordBatch, off: int) -> None:
+        assert self.window is not None
+        gap = self.window.size
+        sessions = self.store.get(kb) or []
+        start, end = ts, ts
+        merged = []
+        keep = []
+        for s in sessions:
+            s_start, s_end = s[0], s[1]
+            if s_start - gap <= ts <= s_end + gap:
+                merged.append(s)
+                start, end = min(start, s_start), max(end, s_end)
+            else:
+                keep.append(s)
+        if end + self.window.grace <= self.stream_time:
+            self.late_dropped += 1
+            self.plog(batch.topic, batch.partition, off, "Record dropped: session closed (late record)")
+            return
+        accs = [a.initialize() for a in self.aggregators]
+        max_ts = ts
+        for s in merged:
+            accs = [a.merge(x, y) for a, x, y in zip(self.aggregators, accs, s[2])]
+            max_ts = max(max_ts, s[3])
+        try:
+            accs = self._fold(accs, args, False)
+        except Exception as exc:
+            self.plog(batch.topic, batch.partition, off, f"Aggregation failed: {exc!r}")
+            return
+        keep.append([start, end, accs, max_ts])
+        keep.sort(key=lambda s: s[0])
+        self.store.put(kb, keep)
+        if self.emit_final:
+            # Merged-away sessions were never emitted; only the final session will be.
+            for s in merged:
+                self.pending.pop(kb + _LONG.pack(s[0]), None)
+            self.pending[kb + _LONG.pack(start)] = (key, start, end, kb)
+            return
+        for s in merged:
+            # The merged-away session is deleted from the table.
+            out.append(ProducerRecord(self._sink_key(key, (s[0], s[1]), "session"), None, s[3]))
+        out.append(self._result_record(key, accs, max_ts, (start, end), "session"))
+
+
+class TableGroupByStage:
+    """Group-by over a TABLE source: keeps each source row's last value so an update or a
+    delete first retracts the old row's contribution (sent with header ``op=undo``)."""
+
+    def __init__(self, name: str, source_topic: str, sink_topic: str, mapper: Any,
+                 key_codec: Codec, value_codec: Codec, store: Any) -> None:
+        self.name = name
+        self.source_topic = source_topic
+        self.sink_topic = sink_topic
+        self.mapper = mapper  # a rows-mode pipeline: record -> (group key..., args...)
+        self.key_codec = key_codec
+        self.value_codec = value_codec
+        self.store = store
+        self.outputs = Outputs()
+        self.n_keys = 0
+
+    def _map(self, topic: str, partition: int, offset: int, kb: bytes | None, vb: bytes | None,
+             ts: int) -> tuple | None:
+        out = self.outputs
+        out.clear()
+        self.mapper.process(RecordBatch(topic, partition, [offset], [ts], [kb], [vb]), out)
+        return out.rows[0] if out.rows else None
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        records: list[ProducerRecord] = []
+        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
+            if kb is None:
+                continue
+            old = self.store.get(kb)
+            if old is not None:
+                row = self._map(batch.topic, batch.partition, off, kb, old, ts)
+                if row is not None and any(v is not None for v in row[: self.n_keys]):
+                    records.append(ProducerRecord(self.key_codec.encode(row[: self.n_keys]),
+                                                  self.value_codec.encode(row[self.n_keys:]), ts, UNDO))
+            if vb is None:
+                self.store.delete(kb)
+            else:
+                self.store.put(kb, vb)
+                row = self._map(batch.topic, batch.partition, off, kb, vb, ts)
+                if row is not None and any(v is not None for v in row[: self.n_keys]):
+                    records.append(ProducerRecord(self.key_codec.encode(row[: self.n_keys]),
+                                                  self.value_codec.encode(row[self.n_keys:]), ts))
+        return records
+
+
+def _window_spec(plan: AggregatePlan) -> WindowSpec | None:
+    w = plan.window
+    if w is None:
+        return None
+    grace = w.grace if w.grace is not None else DEFAULT_GRACE_MS
+    return WindowSpec(w.kind, w.size, w.advance or w.size, grace)
+
+
+def build_projection(engine: "Engine", plan: AggregatePlan, query_id: str,
+                     plog: Callable[[str, int, int, str], None]) -> Callable[..., Any]:
+    """Generate ``project(group_key, results, windowstart, windowend)``: the aggregated row's
+    (key tuple, value tuple), or None when HAVING rejects it."""
+    scope = Scope()
+    for i, g in enumerate(plan.groups):
+        scope.columns[g.name] = ScopeColumn(f"g{i}", g.type)
+    for i, a in enumerate(plan.aggregates):
+        scope.columns[f"KSQL_AGG_VARIABLE_{i}"] = ScopeColumn(f"a{i}", a.return_type)
+    scope.columns["WINDOWSTART"] = ScopeColumn("windowstart", BIGINT)
+    scope.columns["WINDOWEND"] = ScopeColumn("windowend", BIGINT)
+    env: dict[str, Any] = {"_plog": plog, "_topic": query_id}
+    comp = ExpressionCompiler(engine.registry, scope, env, clause="SELECT")
+    lines = ["def project(g, a, windowstart, windowend):"]
+    ng, na = len(plan.groups), len(plan.aggregates)
+    if ng:
+        lines.append(f"    {''.join(f'g{i}, ' for i in range(ng))}= g")
+    if na:
+        lines.append(f"    {''.join(f'a{i}, ' for i in range(na))}= a")
+    if plan.having is not None:
+        cond = comp.compile_predicate(plan.having, "HAVING").src
+        lines.append("    try:")
+        lines.append(f"        _keep = {cond}")
+        lines.append("    except Exception:")
+        lines.append("        _keep = None")
+        lines.append("    if _keep is not True:")
+        lines.append("        _errs.clear()")
+        lines.append("        return None")
+    names = []
+    for j, oc in enumerate(list(plan.key) + list(plan.value)):
+        var = f"_o{j}"
+        names.append(var)
+        lines.append("    try:")
+        lines.append(f"        {var} = {comp.compile(oc.expression).src}")
+        lines.append("    except Exception as _exc:")
+        lines.append(f"        {var} = None")
+        lines.append(f"        _plog(_topic, 0, 0, 'Error computing {oc.name}: ' + repr(_exc))")
+    lines.append("    if _errs:")
+    lines.append("        for _what, _exc in _errs:")
+    lines.append("            _plog(_topic, 0, 0, 'Error in ' + _what + ': ' + repr(_exc))")
+    lines.append("        _errs.clear()")
+    nk = len(plan.key)
+    lines.append(f"    return ({''.join(f'{n}, ' for n in names[:nk])}), ({''.join(f'{n}, ' for n in names[nk:])})")
+    src = "\n".join(lines) + "\n"
+    exec(compile(src, f"<projection {query_id}>", "exec"), env)  # noqa: S102 - generated source
+    return env["project"]
+
+
+async def build_aggregate_stages(engine: "Engine", query_id: str, plan: AggregatePlan, sink: DataSource,
+                                 props: dict[str, Any]) -> list[Stage]:
+    """The group-by stage and the aggregate stage of ``plan`` (see the module docstring)."""
+    source = plan.source
+    repartition = f"_streamsql_{query_id}-Aggregate-GroupBy-repartition"
+    info = await engine.log.describe_topic(source.topic)
+    await engine._ensure_topic(repartition, info.partitions if info else 1)
+    arg_cols: list[OutputColumn] = []
+    for i, a in enumerate(plan.aggregates):
+        for j, (x, ty) in enumerate(zip(a.args, a.arg_types)):
+            arg_cols.append(OutputColumn(f"A{i}_{j}", x, ty))
+    key_columns = tuple(Column(g.name, g.type, "KEY") for g in plan.groups)
+    value_columns = tuple(Column(c.name, c.type, "VALUE") for c in arg_cols)
+    key_codec, value_codec = internal_codec(key_columns), internal_codec(value_columns)
+    plog = engine._processing_logger(query_id)
+    pre = QueryPlan(source, plan.alias, plan.where, plan.groups, tuple(arg_cols),
+                    LogicalSchema(key_columns, value_columns), rekeyed=True, drop_null_key=True)
+    if source.is_table:
+        mapper = build_pipeline(pre, engine.registry, engine.codec(source, "key"), engine.codec(source, "value"),
+                                None, None, plog, rows=True,
+                                timestamp_parser=engine._timestamp_parser(source))
+        first: Stage = TableGroupByStage(f"{query_id}-groupby", source.topic, repartition, mapper,
+                                         key_codec, value_codec, engine.new_store(query_id, "source"))
+        first.n_keys = len(plan.groups)
+    else:
+        pipeline = build_pipeline(pre, engine.registry, engine.codec(source, "key"), engine.codec(source, "value"),
+                                  key_codec, value_codec, plog,
+                                  timestamp_parser=engine._timestamp_parser(source))
+        first = PipelineStage(f"{query_id}-groupby", source.topic, repartition, pipeline)
+    project = build_projection(engine, plan, query_id, plog)
+    second = AggregateStage(f"{query_id}-aggregate", repartition, sink.topic, plan, key_codec, value_codec,
+                            engine.codec(sink, "key"), engine.codec(sink, "value"), project, plog,
+                            engine.new_store(query_id, "aggregate"), _window_spec(plan))
+    return [first, second]
