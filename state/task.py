@@ -1,0 +1,456 @@
+"""A task's state: one RocksDB instance holding its stores, their changelogs, and commits.
+
+Life of a task (one query, one source partition)::
+
+    state = await TaskState.open(dir, [KeyValueStoreSpec("agg", changelog=...)],
+                                 log=log, partition=p, partitions=n)
+    offsets = state.committed_offsets()        # where to resume the source
+    ... per batch:
+        store = state.kv("agg"); store.get(...); store.put(...)     # read-your-writes
+        await state.commit({(topic, p): next_offset}, extra={...})
+    state.close()
+
+``commit`` is the exactly-once point: it (1) expires windows past retention, (2) sends every
+store's batch writes to its changelog, one produce call per changelog, and waits for the Log's
+acknowledgement, then (3) writes, in ONE RocksDB WriteBatch, the state changes, each store's
+changelog position, the source offsets, the caller's extra data and a commit number. A crash
+anywhere leaves RocksDB at the previous commit or at this one, never in between.
+
+A crash between (2) and (3) leaves records in the changelog past the committed position. What
+they mean depends on who owns the truth (``uncommitted_tail``):
+
+* ``"revert"`` (the embedded log; the default): the local RocksDB commit is the commit point,
+  so those records belong to a batch that never committed and will be processed again. On
+  open they are reverted: for each key they touch, the committed value (or a tombstone) is
+  appended, so the changelog again describes the committed state (and a later restore from
+  offset 0, or compaction, agrees with it).
+* ``"replay"`` (Kafka, where transactions hide aborted writes from the restoring reader, or
+  at-least-once): records past the local checkpoint are valid, written e.g. by another node
+  that owned the task meanwhile; on open they are replayed into the store.
+
+Restore on open, per store with a changelog: no local checkpoint (new or deleted directory):
+replay the partition from its beginning; checkpoint behind the changelog end: revert or replay
+the tail as above (a local checkpoint means the restore skips what it already has);
+checkpoint past the changelog end (topic recreated or truncated): "revert" re-publishes the
+local state, "replay" wipes the store and restores from the beginning. Restore writes RocksDB
+in chunks, each with its new position, so an interrupted restore resumes where it stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import orjson
+import rocksdict
+
+from streamsql.runtime.log.base import Log
+
+from .changelog import ChangelogPartition, ensure_changelog_topic
+from .checkpoint import (COMMIT_KEY, EXTRA_KEY, META_CF, OFFSETS_KEY, encode_offsets,
+                         encode_u64, position_key, read_checkpoint, snapshot, stream_time_key)
+from .keys import encode_ts
+from .rocksdb import (RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore, _Store,
+                      _TimedStore, column_families, make_store)
+from .store import StoreSpec
+
+__all__ = ["RestoreStats", "RocksDBConfig", "TaskState", "UncommittedTail"]
+
+logger = logging.getLogger(__name__)
+
+UncommittedTail = Literal["revert", "replay"]
+
+
+@dataclass(frozen=True)
+class RocksDBConfig:
+    """RocksDB tuning for one task's instance. ``block_cache``: a ``rocksdict.Cache`` to share
+    among tasks (else each task gets its own of ``block_cache_bytes``). ``sync``: fsync the
+    WAL at every commit (survives power loss; kill -9 is survived either way, the WAL is
+    written before ``commit`` returns)."""
+
+    write_buffer_bytes: int = 16 * 1024 * 1024
+    max_write_buffers: int = 3
+    block_cache_bytes: int = 32 * 1024 * 1024
+    block_cache: rocksdict.Cache | None = None
+    bloom_bits_per_key: int = 10
+    sync: bool = False
+
+    def options(self, cache: rocksdict.Cache) -> rocksdict.Options:
+        o = rocksdict.Options(raw_mode=True)
+        o.create_if_missing(True)
+        o.create_missing_column_families(True)
+        o.set_write_buffer_size(self.write_buffer_bytes)
+        o.set_max_write_buffer_number(self.max_write_buffers)
+        # Expiry and tombstone-heavy stores: compact files that are mostly deletes.
+        o.add_compact_on_deletion_collector_factory(1000, 500, 0.5)
+        t = rocksdict.BlockBasedOptions()
+        t.set_block_cache(cache)
+        if self.bloom_bits_per_key > 0:
+            t.set_bloom_filter(self.bloom_bits_per_key, False)
+        o.set_block_based_table_factory(t)
+        return o
+
+
+@dataclass(frozen=True)
+class RestoreStats:
+    """What opening did to one store: ``replayed`` changelog records applied from offset
+    ``from_offset`` to ``to_offset``; ``reverted`` compensating records appended for an
+    uncommitted tail; ``republished`` local records appended to a changelog that was behind;
+    ``wiped`` whether local state was thrown away first."""
+
+    store: str
+    from_offset: int
+    to_offset: int
+    replayed: int = 0
+    reverted: int = 0
+    republished: int = 0
+    wiped: bool = False
+    seconds: float = 0.0
+
+
+class TaskState:
+    """The stores of one task in one RocksDB instance, with their changelogs and commits.
+    Build it with ``await TaskState.open(...)``; see the module docstring."""
+
+    def __init__(self, path: Path, db: rocksdict.Rdict, cache: rocksdict.Cache,
+                 stores: dict[str, _Store], changelogs: dict[str, ChangelogPartition],
+                 log: Log | None, partition: int, config: RocksDBConfig) -> None:
+        self._path = path
+        self._db = db
+        self._cache = cache
+        self._stores = stores
+        self._changelogs = changelogs
+        self._timed = [s for s in stores.values() if isinstance(s, _TimedStore)]
+        self._log = log
+        self._partition = partition
+        self._config = config
+        self._meta = db.get_column_family(META_CF)
+        self._meta_handle = db.get_column_family_handle(META_CF)
+        self._write_opts = rocksdict.WriteOptions()
+        self._write_opts.sync = config.sync
+        ck = read_checkpoint(self._meta, list(stores))
+        self._commit_id = ck.commit_id
+        self._offsets: dict[tuple[str, int], int] = dict(ck.source_offsets)
+        self._extra: Any = ck.extra
+        self._checkpointed = dict(ck.changelog_positions)
+        for name, s in stores.items():
+            s.position = ck.changelog_positions.get(name, 0)
+            if isinstance(s, _TimedStore):
+                s.set_observed(ck.stream_times[name])
+        self.restore_stats: dict[str, RestoreStats] = {}
+        self._closed = False
+
+    # -- opening ----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, stores: Sequence[StoreSpec], *,
+                   log: Log | None = None, partition: int = 0, partitions: int = 1,
+                   uncommitted_tail: UncommittedTail = "revert",
+                   config: RocksDBConfig | None = None) -> "TaskState":
+        """Open (creating as needed) the task's RocksDB instance at ``path`` with ``stores``,
+        create missing changelog topics (``partitions`` partitions, compacted) and restore
+        from them (see the module docstring). ``log`` None: stores with a changelog are kept
+        locally only."""
+        if uncommitted_tail not in ("revert", "replay"):
+            raise ValueError(f"uncommitted_tail must be 'revert' or 'replay', "
+                             f"not {uncommitted_tail!r}")
+        config = config or RocksDBConfig()
+        names = [s.name for s in stores]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate store names in {names}")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cache = config.block_cache or rocksdict.Cache(config.block_cache_bytes)
+        cfs = {META_CF}
+        for spec in stores:
+            cfs.update(column_families(spec))
+        if (path / "CURRENT").exists():
+            # RocksDB must open every column family it has, wanted or not.
+            cfs.update(n for n in rocksdict.Rdict.list_cf(str(path)) if n != "default")
+        db = rocksdict.Rdict(str(path), config.options(cache),
+                             column_families={n: config.options(cache) for n in sorted(cfs)})
+        try:
+            objs = {spec.name: make_store(spec, db) for spec in stores}
+            changelogs: dict[str, ChangelogPartition] = {}
+            if log is not None:
+                for spec in stores:
+                    if spec.changelog is not None:
+                        await ensure_changelog_topic(log, spec.changelog, partitions)
+                        changelogs[spec.name] = ChangelogPartition(log, spec.changelog,
+                                                                   partition)
+            state = cls(path, db, cache, objs, changelogs, log, partition, config)
+        except BaseException:
+            db.close()
+            raise
+        try:
+            await state._recover(uncommitted_tail)
+        except BaseException:
+            state.close()
+            raise
+        return state
+
+    async def _recover(self, policy: UncommittedTail) -> None:
+        for name, cl in self._changelogs.items():
+            store = self._stores[name]
+            t0 = time.perf_counter()
+            end = await cl.end()
+            pos = self._checkpointed.get(name)
+            if pos is None:
+                stats = await self._replay(store, cl, await cl.begin(), end)
+            elif pos == end:
+                stats = RestoreStats(name, pos, end)
+            elif pos < end:
+                if policy == "revert":
+                    stats = await self._revert_tail(store, cl, pos, end)
+                else:
+                    stats = await self._replay(store, cl, pos, end)
+            elif policy == "revert":
+                logger.warning("changelog %s partition %d ends at %d, before the local "
+                               "checkpoint %d: re-publishing the local state of store %s",
+                               cl.topic, cl.partition, end, pos, name)
+                n = 0
+
+                def counted() -> Any:
+                    nonlocal n
+                    for item in store.committed_items():
+                        n += 1
+                        yield item
+                new = await cl.produce_chunked(counted())
+                store.position = new if new >= 0 else end
+                self._write_position(store)
+                stats = RestoreStats(name, pos, store.position, republished=n)
+            else:
+                logger.warning("changelog %s partition %d ends at %d, before the local "
+                               "checkpoint %d: wiping store %s and restoring it from the "
+                               "changelog", cl.topic, cl.partition, end, pos, name)
+                store.wipe()
+                st = await self._replay(store, cl, await cl.begin(), end)
+                stats = RestoreStats(name, st.from_offset, st.to_offset, replayed=st.replayed,
+                                     wiped=True)
+            self.restore_stats[name] = RestoreStats(
+                stats.store, stats.from_offset, stats.to_offset, stats.replayed,
+                stats.reverted, stats.republished, stats.wiped, time.perf_counter() - t0)
+            if stats.replayed or stats.reverted or stats.republished:
+                logger.info("store %s: %s", name, self.restore_stats[name])
+
+    async def _replay(self, store: _Store, cl: ChangelogPartition, start: int,
+                      end: int) -> RestoreStats:
+        """Apply changelog records [start, end) to the store, one WriteBatch per chunk."""
+        n = 0
+        mh = self._meta_handle
+        pkey = position_key(store.name)
+        async for batch in cl.read(start, end):
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            n += store.apply_changelog(wb, batch.keys, batch.values)
+            wb.put(pkey, encode_u64(batch.offsets[-1] + 1), mh)
+            if isinstance(store, _TimedStore):
+                wb.put(stream_time_key(store.name), encode_ts(store.observed_stream_time), mh)
+            self._db.write(wb, self._write_opts)
+        store.position = end
+        self._write_position(store)
+        return RestoreStats(store.name, start, end, replayed=n)
+
+    async def _revert_tail(self, store: _Store, cl: ChangelogPartition, start: int,
+                           end: int) -> RestoreStats:
+        """Append the committed value (or a tombstone) of every key the uncommitted records
+        [start, end) touched."""
+        keys: dict[bytes, None] = {}
+        async for batch in cl.read(start, end):
+            keys.update(dict.fromkeys(k for k in batch.keys if k is not None))
+        logger.warning("changelog %s partition %d: %d records past the committed position "
+                       "%d were never committed; reverting %d keys", cl.topic, cl.partition,
+                       end - start, start, len(keys))
+        new = await cl.produce_chunked((k, store.committed_raw(k)) for k in keys)
+        store.position = new if new >= 0 else end
+        self._write_position(store)
+        return RestoreStats(store.name, start, store.position, reverted=len(keys))
+
+    def _write_position(self, store: _Store) -> None:
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        wb.put(position_key(store.name), encode_u64(store.position), self._meta_handle)
+        self._db.write(wb, self._write_opts)
+        self._checkpointed[store.name] = store.position
+
+    # -- stores -----------------------------------------------------------------------
+
+    def store(self, name: str) -> _Store:
+        """The store called ``name`` (KeyError if there is none)."""
+        return self._stores[name]
+
+    def kv(self, name: str) -> RocksDBKeyValueStore:
+        """The key-value store called ``name``."""
+        s = self._stores[name]
+        if not isinstance(s, RocksDBKeyValueStore):
+            raise TypeError(f"store {name} is not a key-value store")
+        return s
+
+    def window(self, name: str) -> RocksDBWindowStore:
+        """The window store called ``name``."""
+        s = self._stores[name]
+        if not isinstance(s, RocksDBWindowStore):
+            raise TypeError(f"store {name} is not a window store")
+        return s
+
+    def session(self, name: str) -> RocksDBSessionStore:
+        """The session store called ``name``."""
+        s = self._stores[name]
+        if not isinstance(s, RocksDBSessionStore):
+            raise TypeError(f"store {name} is not a session store")
+        return s
+
+    @property
+    def stores(self) -> Mapping[str, _Store]:
+        return self._stores
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def partition(self) -> int:
+        return self._partition
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Send every store's writes since the last flush to its changelog (latest value per
+        key, tombstones for deletes), one produce call per changelog; returns once the Log
+        acknowledged them. ``commit`` calls it; calling it earlier only sends sooner."""
+        self._check_open()
+        calls = []
+        for name, cl in self._changelogs.items():
+            store = self._stores[name]
+            if store.has_unflushed:
+                keys, values = store.take_unflushed()
+                store.flushed_in_batch = True
+                calls.append(self._produce(store, cl, keys, values))
+        if len(calls) == 1:
+            await calls[0]
+        elif calls:
+            await asyncio.gather(*calls)
+
+    @staticmethod
+    async def _produce(store: _Store, cl: ChangelogPartition, keys: list[bytes],
+                       values: list[bytes | None]) -> None:
+        store.position = await cl.produce(keys, values)
+
+    async def commit(self, source_offsets: Mapping[tuple[str, int], int],
+                     extra: Any = None) -> None:
+        """Commit the batch: expire windows, flush changelogs, then write the state changes,
+        changelog positions, ``source_offsets`` ((topic, partition) -> next offset to read;
+        merged into the committed ones) and ``extra`` (JSON-compatible; None keeps the
+        previous) in one atomic RocksDB write. If it raises, close the state and reopen it."""
+        self._check_open()
+        for s in self._timed:
+            s.expire()
+        await self.flush()
+        mh = self._meta_handle
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for s in self._stores.values():
+            s.write_batch(wb)
+            if s.name in self._changelogs:
+                wb.put(position_key(s.name), encode_u64(s.position), mh)
+        for s in self._timed:
+            wb.put(stream_time_key(s.name), encode_ts(s.observed_stream_time), mh)
+        offsets = self._offsets
+        if source_offsets:
+            offsets = {**offsets, **source_offsets}
+            wb.put(OFFSETS_KEY, encode_offsets(offsets), mh)
+        if extra is not None:
+            wb.put(EXTRA_KEY, orjson.dumps(extra), mh)
+        wb.put(COMMIT_KEY, encode_u64(self._commit_id + 1), mh)
+        self._db.write(wb, self._write_opts)
+        # Committed: only now does the in-memory view move on.
+        self._commit_id += 1
+        self._offsets = offsets
+        if extra is not None:
+            self._extra = extra
+        for s in self._stores.values():
+            s.reset_batch()
+            if s.name in self._changelogs:
+                self._checkpointed[s.name] = s.position
+
+    async def abort(self) -> None:
+        """Discard the batch. Changelog records it already flushed are reverted (their keys'
+        committed values appended), so the changelog still matches the committed state."""
+        self._check_open()
+        for name, cl in self._changelogs.items():
+            store = self._stores[name]
+            if store.flushed_in_batch:
+                keys = store.batch_keys()
+                new = await cl.produce_chunked((k, store.committed_raw(k)) for k in keys)
+                if new >= 0:
+                    store.position = new
+                    self._write_position(store)
+            else:
+                store.position = self._checkpointed.get(name, store.position)
+        for s in self._stores.values():
+            s.reset_batch()
+        # Windowed stores' observed time may have moved with the discarded writes; the
+        # committed one comes back from the checkpoint.
+        ck = read_checkpoint(self._meta, [s.name for s in self._timed])
+        for s in self._timed:
+            s.reset_observed(ck.stream_times[s.name])
+
+    # -- committed data ---------------------------------------------------------------
+
+    def committed_offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> next source offset to read, as of the last commit."""
+        return dict(self._offsets)
+
+    def committed_extra(self) -> Any:
+        """The ``extra`` of the last commit that gave one (None if none did)."""
+        return self._extra
+
+    def changelog_positions(self) -> dict[str, int]:
+        """Store name -> the changelog offset its committed state covers up to (exclusive)."""
+        return dict(self._checkpointed)
+
+    @property
+    def commit_id(self) -> int:
+        """How many commits this task's state has had (0: none)."""
+        return self._commit_id
+
+    def snapshot(self, path: str | Path) -> None:
+        """Copy the committed state to ``path`` (a new RocksDB directory, hard-linked)."""
+        self._check_open()
+        snapshot(self._db, path)
+
+    # -- closing ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("task state is closed")
+
+    def close(self) -> None:
+        """Close RocksDB. An uncommitted batch is discarded (as a crash would)."""
+        if self._closed:
+            return
+        self._closed = True
+        for s in self._stores.values():
+            s.close()
+        self._meta.close()
+        self._meta = None  # type: ignore[assignment]
+        self._meta_handle = None
+        self._db.close()
+        self._db = None  # type: ignore[assignment]
+
+    def destroy(self) -> None:
+        """Close and delete the task's RocksDB directory (changelog topics are kept)."""
+        self.close()
+        destroy_state_dir(self._path)
+
+
+def destroy_state_dir(path: str | Path) -> None:
+    """Delete a (closed) task state directory."""
+    path = Path(path)
+    if (path / "CURRENT").exists():
+        try:
+            rocksdict.Rdict.destroy(str(path), rocksdict.Options(raw_mode=True))
+        except Exception as e:  # noqa: BLE001 - rmtree below removes whatever is left
+            logger.debug("Rdict.destroy(%s): %s", path, e)
+    shutil.rmtree(path, ignore_errors=True)
