@@ -112,8 +112,10 @@ def check_properties(props: ast.Properties, allowed: set[str]) -> None:
         raise KsqlException(f"Invalid config variable(s) in the WITH clause: {','.join(unknown)}")
 
 
-def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict[str, Any]) -> DataSource:
-    """Validate CREATE STREAM/TABLE and build its DataSource."""
+def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict[str, Any],
+                          schema_registry: Any = None) -> DataSource:
+    """Validate CREATE STREAM/TABLE and build its DataSource; columns a schema-registry format
+    does not declare are inferred from ``schema_registry``."""
     from streamsql.formats.registry import get_format
 
     props = stmt.properties
@@ -148,9 +150,7 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
             value_cols.append(Column(el.name, ty, el.constraint, el.header_key))
         else:
             value_cols.append(Column(el.name, ty, "VALUE"))
-    if is_table and not key_cols and stmt.elements:
-        raise KsqlStatementException("Tables require a PRIMARY KEY. Please define the PRIMARY KEY.")
-    if props.get("WINDOW_TYPE") is not None and not key_cols:
+    if props.get("WINDOW_TYPE") is not None and not key_cols and not _infers_key(props, config):
         raise KsqlStatementException("Windowed sources require a key column.")
     if "KAFKA_TOPIC" not in props:
         raise KsqlException("Missing required property \"KAFKA_TOPIC\" which has no default value.")
@@ -159,9 +159,16 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
             raise KsqlStatementException(
                 f"Table elements and {which}_SCHEMA_ID cannot both exist for create statement.")
     key_fmt, value_fmt = formats_from_properties(props, config)
+    if get_format(key_fmt).supports_inference or get_format(value_fmt).supports_inference:
+        from streamsql.schemaregistry.ksql import infer_source_columns
+        key_cols, value_cols = infer_source_columns(
+            str(props.get("KAFKA_TOPIC")), key_fmt, _format_options(props, "KEY", key_fmt, True), value_fmt,
+            _format_options(props, "VALUE", value_fmt, True), key_cols, value_cols, schema_registry)
+    if is_table and not key_cols and (stmt.elements or value_cols):
+        raise KsqlStatementException("Tables require a PRIMARY KEY. Please define the PRIMARY KEY.")
     schema = LogicalSchema(tuple(key_cols), tuple(value_cols))
     key_info, value_info = _validated_formats(key_fmt, value_fmt, schema, props)
-    if not stmt.elements and not get_format(value_fmt).supports_inference:
+    if not stmt.elements and not value_cols:
         raise KsqlStatementException(
             f"The statement does not define any columns.")
     ts_col = props.get("TIMESTAMP")
@@ -184,6 +191,16 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
 
 
 _UNIT_MS = {"MILLISECOND": 1, "SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+
+
+def _infers_key(props: ast.Properties, config: dict[str, Any]) -> bool:
+    """Whether the key columns come from the schema registry (checked again after inference)."""
+    from streamsql.formats.registry import get_format
+
+    try:
+        return get_format(formats_from_properties(props, config)[0]).supports_inference
+    except KsqlException:
+        return False
 
 
 def _parse_window_size(text: str) -> int:
@@ -226,6 +243,12 @@ def _validated_formats(key_fmt: str, value_fmt: str, schema: LogicalSchema,
     kf, vf = get_format(key_fmt), get_format(value_fmt)
     key_opts = _format_options(props, "KEY", key_fmt, len(schema.key) == 1)
     value_opts = _format_options(props, "VALUE", value_fmt, len(schema.value_format_columns) == 1)
+    for f, opts in ((kf, key_opts), (vf, value_opts)):
+        unsupported = [n for n, v in (("fullSchemaName", opts.schema_name), ("schemaId", opts.schema_id))
+                       if v is not None and not (f.supports_schema_full_name if n == "fullSchemaName"
+                                                 else f.supports_inference)]
+        if unsupported:
+            raise KsqlException(f"{f.name} does not support the following configs: [{', '.join(unsupported)}]")
     if value_opts.wrap_single_value is not None and len(schema.value_format_columns) != 1 and schema.value_format_columns:
         raise KsqlException("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas")
     for col in schema.key:

@@ -27,7 +27,8 @@ from streamsql.analyzer import (AggregatePlan, QueryAnalyzer, QueryPlan, analyze
 from streamsql.catalog import Catalog, DataSource, QueryInfo, WindowInfo
 from streamsql.codegen import ExpressionCompiler, Scope
 from streamsql.errors import KsqlException, KsqlStatementException, StreamSqlError
-from streamsql.formats.base import Codec
+from streamsql.formats.base import Codec, CodecContext
+from streamsql.schemaregistry.ksql import register_source_schemas
 from streamsql.functions import default_registry
 from streamsql.functions.registry import FunctionRegistry
 from streamsql.results import Result
@@ -62,9 +63,13 @@ class Engine:
 
     def __init__(self, log_: Log, config: dict[str, Any] | None = None,
                  registry: FunctionRegistry | None = None, mode: str = "service",
-                 auto_create_topics: bool = False) -> None:
+                 auto_create_topics: bool = False, schema_registry: Any = None) -> None:
+        from streamsql.schemaregistry.ksql import make_registry
+
         self.log = log_
         self.config = {**DEFAULT_CONFIG, **(config or {})}
+        # One schema registry per engine: the built-in one on this Log unless configured.
+        self.schema_registry = schema_registry or make_registry(log_, self.config)
         self.registry = registry or default_registry()
         self.mode = mode
         self.auto_create_topics = auto_create_topics
@@ -83,6 +88,7 @@ class Engine:
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         """Replay the command log: rebuild the catalog and restart persistent queries."""
+        await self.schema_registry.start()
         topics = await self.log.list_topics()
         if self.mode == "service":
             await self._declare_processing_log()
@@ -153,6 +159,9 @@ class Engine:
             raise
         except KsqlException as exc:
             raise KsqlStatementException(str(exc), stmt.text) from exc
+        finally:
+            # Schemas registered by the statement are persisted before it returns.
+            await self.schema_registry.flush()
 
     async def _record_command(self, stmt: ast.Statement, props: dict[str, Any], seq: int | None) -> int:
         """Append a catalog-changing statement to the command log; returns its sequence."""
@@ -189,10 +198,16 @@ class Engine:
 
         info = source.key_format if which == "key" else source.value_format
         cols = source.schema.key if which == "key" else source.schema.value_format_columns
-        cache_key = (info, cols, which)
+        cache_key = (info, cols, which, source.topic)
         c = self._codecs.get(cache_key)
         if c is None:
-            c = self._codecs[cache_key] = get_format(info.name).codec(cols, info.options, which == "key")
+            fmt = get_format(info.name)
+            if fmt.uses_context:
+                ctx = CodecContext(source.topic, self.schema_registry)
+                c = fmt.codec(cols, info.options, which == "key", context=ctx)  # type: ignore[call-arg]
+            else:
+                c = fmt.codec(cols, info.options, which == "key")
+            self._codecs[cache_key] = c
         return c
 
     async def _ensure_topic(self, name: str, partitions: int, replicas: int = 1,
@@ -271,8 +286,9 @@ class Engine:
                 raise KsqlStatementException(
                     f"Cannot add {stmt.kind.lower()} '{stmt.name}': CREATE OR REPLACE is not supported on "
                     f"source {existing.kind.lower()}s.")
-        source = analyze_create_source(stmt, self.catalog, props)
+        source = analyze_create_source(stmt, self.catalog, props, schema_registry=self.schema_registry)
         partitions = await self._ensure_topic(source.topic, source.partitions, source.replicas, must_exist=True)
+        register_source_schemas(source, self.schema_registry, is_sink=False)
         source = replace(source, partitions=partitions)
         await self._record_command(stmt, props, seq)
         self.catalog.sources[source.name] = source
@@ -310,6 +326,7 @@ class Engine:
                            if w is not None else None)
         partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas)
         sink = replace(sink, partitions=partitions)
+        register_source_schemas(sink, self.schema_registry, is_sink=True)
         seq = await self._record_command(stmt, props, seq)
         prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
         query_id = f"{prefix}_{stmt.name}_{seq}"

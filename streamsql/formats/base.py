@@ -43,6 +43,17 @@ class FormatOptions:
     extra: tuple[tuple[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class CodecContext:
+    """Where a codec's data lives, for formats that need it (``Format.uses_context``): the
+    topic (schema-registry subjects are ``<topic>-key``/``<topic>-value``), the schema
+    registry client (None when none is configured) and whether the codec serves a sink."""
+
+    topic: str
+    registry: Any = None
+    is_sink: bool = False
+
+
 class Codec(ABC):
     """Encoder/decoder for one list of columns."""
 
@@ -69,6 +80,10 @@ class Format(ABC):
     supports_wrapping: bool = True
     # Whether columns can be read from a schema registry when a CREATE declares none.
     supports_inference: bool = False
+    # Whether ``codec`` takes the ``context`` keyword (a CodecContext); others ignore it.
+    uses_context: bool = False
+    # Whether KEY_/VALUE_SCHEMA_FULL_NAME apply (AVRO, PROTOBUF).
+    supports_schema_full_name: bool = False
 
     @abstractmethod
     def validate(self, columns: Sequence[Column], options: FormatOptions, is_key: bool) -> None:
@@ -78,7 +93,8 @@ class Format(ABC):
 
     @abstractmethod
     def codec(self, columns: Sequence[Column], options: FormatOptions, is_key: bool) -> Codec:
-        """A codec for these columns."""
+        """A codec for these columns. Formats with ``uses_context`` also take a keyword
+        ``context: CodecContext | None``."""
 
     def supports_type(self, type_: SqlType) -> bool:
         return True

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from streamsql.errors import KsqlException
+from streamsql.formats.avro import AvroFormat
 from streamsql.formats.base import Format
 from streamsql.formats.delimited import DelimitedFormat
 from streamsql.formats.json import JsonFormat
@@ -22,10 +23,11 @@ _FORMATS: Mapping[str, Format] = MappingProxyType({
     "DELIMITED": DelimitedFormat(),
     "KAFKA": KafkaFormat(),
     "NONE": NoneFormat(),
+    "AVRO": AvroFormat(),
 })
 
 # Known to ksqlDB, not built yet: a clear message rather than "Unknown format".
-_NOT_YET_SUPPORTED = frozenset({"JSON_SR", "AVRO", "PROTOBUF", "PROTOBUF_NOSR"})
+_NOT_YET_SUPPORTED = frozenset({"JSON_SR", "PROTOBUF", "PROTOBUF_NOSR"})
 
 
 def get_format(name: str) -> Format:

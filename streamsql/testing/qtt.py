@@ -74,6 +74,8 @@ async def _run_case(case: dict[str, Any]) -> CaseResult:
         await engine.start()
         for topic in case.get("topics", []) or []:
             await driving.create_topic(topic["name"], int(topic.get("partitions", 1) or 1))
+        _register_topic_schemas(engine.schema_registry, case.get("topics", []) or [])
+        await engine.schema_registry.flush()
         script = "\n".join(case.get("statements", []))
         try:
             for stmt in parse(script):
@@ -93,6 +95,52 @@ async def _run_case(case: dict[str, Any]) -> CaseResult:
     finally:
         await engine.close()
     return result
+
+
+def _schema_type(fmt: str | None, schema: Any) -> str:
+    """The registry schema type of a case's ``keySchema``/``valueSchema``: by the topic's
+    format, else by the schema's shape (proto text, JSON schema keywords, else Avro)."""
+    fmt = (fmt or "").upper()
+    if fmt == "AVRO":
+        return "AVRO"
+    if fmt.startswith("PROTOBUF"):
+        return "PROTOBUF"
+    if fmt in ("JSON", "JSON_SR"):
+        return "JSON"
+    if isinstance(schema, str):
+        return "PROTOBUF" if "message" in schema or "syntax" in schema else "AVRO"
+    if isinstance(schema, dict) and (
+            any(k in schema for k in ("oneOf", "anyOf", "allOf", "properties", "$schema", "connect.type",
+                                      "additionalProperties", "$ref", "title"))
+            or schema.get("type") in ("object", "integer", "number")):
+        return "JSON"
+    return "AVRO"
+
+
+def _register_topic_schemas(registry, topics: list[dict[str, Any]]) -> None:
+    """Register the case's topic schemas under ``<topic>-key``/``<topic>-value`` (key first),
+    with the ids the case gives, as ksqlDB's test runner does before running statements."""
+    from streamsql.schemaregistry.client import SchemaReference
+
+    for topic in topics:
+        for side in ("key", "value"):
+            schema = topic.get(f"{side}Schema")
+            if side == "value" and schema is None:
+                schema = topic.get("schema")
+            if schema is None:
+                continue
+            stype = _schema_type(topic.get(f"{side}Format") or topic.get("format"), schema)
+            text = schema if isinstance(schema, str) and stype == "PROTOBUF" else json.dumps(schema)
+            refs = []
+            for ref in topic.get(f"{side}SchemaReferences") or ():
+                ref_type = _schema_type(ref.get("format"), ref.get("schema"))
+                ref_text = ref["schema"] if isinstance(ref["schema"], str) else json.dumps(ref["schema"])
+                ref_subject = ref.get("subject") or ref["name"]
+                registry.register(ref_subject, ref_type, ref_text)
+                refs.append(SchemaReference(ref["name"], ref_subject, registry.get_latest(ref_subject).version))
+            schema_id = topic.get(f"{side}SchemaId")
+            registry.register(f"{topic['name']}-{side}", stype, text, tuple(refs),
+                              int(schema_id) if schema_id is not None else None)
 
 
 def _source_for_topic(engine, topic: str):

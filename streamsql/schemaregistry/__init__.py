@@ -1,0 +1,1 @@
+"""Schema registries: Confluent's REST model, built in (``store``) or remote (``http``)."""
