@@ -13,7 +13,7 @@ from streamsql.functions.registry import FunctionRegistry
 # One module per family; each declares its functions with @udf / @udtf.
 MODULES = (
     "string", "math", "datetime", "collections", "json", "url", "lambdas", "structs",
-    "conditional", "bytes", "table", "aggregates",
+    "conditional", "bytes", "table", "aggregates", "aggregates_collections",
 )
 
 

@@ -25,10 +25,11 @@ callable. Nothing is looked up per record.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from streamsql import types as t
 from streamsql.errors import KsqlStatementException
@@ -151,9 +152,17 @@ class Signature:
     description: str = ""
     init_params: int = 0  # aggregates: trailing parameters that must be literals
 
+    @property
+    def variadic_index(self) -> int | None:
+        """Which parameter is variadic: the last one, except that an aggregate's init
+        parameters come after it (``TOPK(col, other..., k)``); None when not variadic."""
+        if not self.variadic:
+            return None
+        return len(self.params) - 1 - (self.init_params if self.kind == "aggregate" else 0)
+
     def describe_params(self) -> str:
-        parts = [str(p.spec) + ("[]" if self.variadic and i == len(self.params) - 1 else "")
-                 for i, p in enumerate(self.params)]
+        vi = self.variadic_index
+        parts = [str(p.spec) + ("[]" if i == vi else "") for i, p in enumerate(self.params)]
         return "(" + ", ".join(parts) + ")"
 
 
@@ -205,6 +214,9 @@ def udaf(name: str, returns: str | Callable[[list[SqlType]], SqlType],
     Aggregator``, called once per query. The last ``init_params`` parameters are *init
     arguments*: they must be literals, and their values arrive in ``init_args``; the other
     arguments are evaluated per record and passed to ``Aggregator.add`` / ``undo``.
+    With ``variadic=True`` the variadic parameter is the last one before the init
+    parameters. A factory may also take a keyword ``config``: the query's properties
+    (``ksql.functions.collect_list.limit`` ...); ``Resolved.aggregator`` passes it.
     """
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = _decorator("aggregate", name, returns, params, variadic=variadic, factory=True,
@@ -231,6 +243,10 @@ class Aggregator:
 
     #: Whether ``undo`` is implemented (aggregating a TABLE needs it).
     supports_undo = True
+
+    #: The SQL type of the accumulator as ksqlDB declares it (a STRUCT for AVG, say), for
+    #: checking that the value format can hold it; None when it is the return type.
+    intermediate_type: SqlType | None = None
 
     def initialize(self) -> Any:
         raise NotImplementedError
@@ -276,6 +292,16 @@ class Resolved:
         if self.signature.factory:
             return self.signature.impl(self.param_types, self.return_type)
         return self.signature.impl
+
+    def aggregator(self, init_args: tuple[Any, ...] | list[Any] = (),
+                   config: Mapping[str, Any] | None = None) -> "Aggregator":
+        """A new Aggregator for an aggregate overload: ``init_args`` are the values of the
+        trailing literal arguments, ``config`` the query's properties (for factories that
+        read one, such as COLLECT_LIST's size limit)."""
+        impl = self.signature.impl
+        if config is not None and "config" in inspect.signature(impl).parameters:
+            return impl(self.param_types, self.return_type, tuple(init_args), config=config)
+        return impl(self.param_types, self.return_type, tuple(init_args))
 
 
 @dataclass
@@ -327,8 +353,10 @@ class FunctionRegistry:
                 best = got
         if best is None:
             shown = ", ".join("LAMBDA" if a is None else str(a) for a in arg_types)
+            # ksqlDB names a scalar function in lower case here, an aggregate as declared.
+            shown_name = name if kind == "aggregate" else name.lower()
             raise KsqlStatementException(
-                f"Function '{name.lower()}' does not accept parameters ({shown}).\n"
+                f"Function '{shown_name}' does not accept parameters ({shown}).\n"
                 f"Valid alternatives are:\n"
                 + "\n".join(f"{name}{s.describe_params()}" for s in sigs))
         return best[1]
@@ -349,7 +377,10 @@ def _try_bind(sig: Signature, arg_types: list[SqlType | None],
     if sig.variadic:
         if len(arg_types) < n - 1:
             return None
-        specs = list(sig.params[: n - 1]) + [sig.params[-1]] * (len(arg_types) - (n - 1))
+        vi = sig.variadic_index
+        assert vi is not None
+        specs = (list(sig.params[:vi]) + [sig.params[vi]] * (len(arg_types) - (n - 1))
+                 + list(sig.params[vi + 1:]))
     else:
         if len(arg_types) != n:
             return None
