@@ -14,6 +14,7 @@ from streamsql.formats.avro import AvroFormat
 from streamsql.formats.base import Format
 from streamsql.formats.delimited import DelimitedFormat
 from streamsql.formats.json import JsonFormat
+from streamsql.formats.json_sr import JsonSrFormat
 from streamsql.formats.kafka import KafkaFormat
 from streamsql.formats.none import NoneFormat
 
@@ -24,10 +25,11 @@ _FORMATS: Mapping[str, Format] = MappingProxyType({
     "KAFKA": KafkaFormat(),
     "NONE": NoneFormat(),
     "AVRO": AvroFormat(),
+    "JSON_SR": JsonSrFormat(),
 })
 
 # Known to ksqlDB, not built yet: a clear message rather than "Unknown format".
-_NOT_YET_SUPPORTED = frozenset({"JSON_SR", "PROTOBUF", "PROTOBUF_NOSR"})
+_NOT_YET_SUPPORTED = frozenset({"PROTOBUF", "PROTOBUF_NOSR"})
 
 
 def get_format(name: str) -> Format:
