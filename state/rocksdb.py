@@ -96,8 +96,8 @@ def _db_reverse(cf: rocksdict.Rdict, lo: bytes | None, hi: bytes | None
 def _merge(db_it: Iterator[tuple[bytes, bytes]], okeys: list[bytes],
            ov: dict[bytes, bytes | None]) -> Iterator[tuple[bytes, bytes]]:
     """Forward merge of RocksDB items with sorted overlay keys; the overlay wins, None in the
-    overlay hides the key. Overlay values are read when yielded, so writes made while
-    iterating are seen for keys not yet reached."""
+    overlay hides the key. Overlay values are read when yielded, so updates and deletes made
+    while iterating are seen for keys not reached yet (keys inserted meanwhile may not be)."""
     oi = 0
     n = len(okeys)
     get = ov.get
@@ -198,7 +198,9 @@ class _Store:
         db_it = _db_items(self._cf, lo, hi, reverse)
         ov = self._overlay
         if not ov:
-            return db_it
+            # Still merged: deletes and updates made while iterating must hide or replace
+            # the keys not reached yet (a session merge removes what it finds).
+            return _merge_reverse(db_it, [], ov) if reverse else _merge(db_it, [], ov)
         keys = self._sorted_keys()
         i = 0 if lo is None else bisect_left(keys, lo)
         j = len(keys) if hi is None else bisect_left(keys, hi)
@@ -383,7 +385,6 @@ class _TimedStore(_Store):
         h = self._handle
         ih = self._idx_handle
         s = self.SUFFIX
-        top = self._observed
         n = 0
         for k, v in zip(keys, values):
             if k is None or len(k) < s:
@@ -395,12 +396,15 @@ class _TimedStore(_Store):
             else:
                 wb.put(k, v, h)
                 wb.put(ik, b"", ih)
-                t = _unpack_from(k, len(k) - s)[0] - _BIAS
-                if t > top:
-                    top = t
             n += 1
-        self.set_observed(top)
         return n
+
+    def observe_restored(self) -> None:
+        """After a restore: observed stream time is at least the latest live entry's time
+        (not the latest restored record's: that one may have been deleted or reverted)."""
+        for ik in self._idx.keys(backwards=True):
+            self.set_observed(_unpack_from(ik, 0)[0] - _BIAS)
+            break
 
     def expire(self) -> int:
         """Delete (with changelog tombstones) every entry whose time is before the cutoff

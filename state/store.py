@@ -13,7 +13,9 @@ JSON-compatible Python data: None, bool, int, float, str, list, dict with str ke
 ``BYTES`` (raw bytes kept as they are). ``put(..., None)`` deletes.
 
 Reads see every write of the current batch (read-your-writes), before it is committed.
-Iterators are lazy (they walk RocksDB iterators); do not keep one across ``commit``.
+Iterators are lazy (they walk RocksDB iterators); do not keep one across ``commit``. While
+iterating, updates and deletes of keys not reached yet are seen; keys inserted meanwhile may
+not be.
 """
 from __future__ import annotations
 

@@ -247,10 +247,10 @@ class TaskState:
             wb = rocksdict.WriteBatch(raw_mode=True)
             n += store.apply_changelog(wb, batch.keys, batch.values)
             wb.put(pkey, encode_u64(batch.offsets[-1] + 1), mh)
-            if isinstance(store, _TimedStore):
-                wb.put(stream_time_key(store.name), encode_ts(store.observed_stream_time), mh)
             self._db.write(wb, self._write_opts)
         store.position = end
+        if isinstance(store, _TimedStore):
+            store.observe_restored()
         self._write_position(store)
         return RestoreStats(store.name, start, end, replayed=n)
 
@@ -272,6 +272,9 @@ class TaskState:
     def _write_position(self, store: _Store) -> None:
         wb = rocksdict.WriteBatch(raw_mode=True)
         wb.put(position_key(store.name), encode_u64(store.position), self._meta_handle)
+        if isinstance(store, _TimedStore):
+            wb.put(stream_time_key(store.name), encode_ts(store.observed_stream_time),
+                   self._meta_handle)
         self._db.write(wb, self._write_opts)
         self._checkpointed[store.name] = store.position
 
@@ -378,6 +381,10 @@ class TaskState:
         """Discard the batch. Changelog records it already flushed are reverted (their keys'
         committed values appended), so the changelog still matches the committed state."""
         self._check_open()
+        # Windowed stores' observed time may have moved with the discarded writes.
+        ck = read_checkpoint(self._meta, [s.name for s in self._timed])
+        for s in self._timed:
+            s.reset_observed(ck.stream_times[s.name])
         for name, cl in self._changelogs.items():
             store = self._stores[name]
             if store.flushed_in_batch:
@@ -390,11 +397,6 @@ class TaskState:
                 store.position = self._checkpointed.get(name, store.position)
         for s in self._stores.values():
             s.reset_batch()
-        # Windowed stores' observed time may have moved with the discarded writes; the
-        # committed one comes back from the checkpoint.
-        ck = read_checkpoint(self._meta, [s.name for s in self._timed])
-        for s in self._timed:
-            s.reset_observed(ck.stream_times[s.name])
 
     # -- committed data ---------------------------------------------------------------
 
