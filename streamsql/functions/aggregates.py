@@ -161,12 +161,13 @@ _DECIMAL_CTX = Context(prec=200)
 def overloads(name: str, types: list[str], returns: Any, extra: tuple[tuple[str, str], ...] = (),
               **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare one overload of aggregate ``name`` per type spec in ``types``, taking ``col``
-    of that type then the ``extra`` (name, spec) parameters; a string ``returns`` may use
-    ``{}`` for the type. Declared in the order given (resolution prefers earlier ones)."""
+    of that type then the ``extra`` (name, spec) parameters, all returning ``returns`` (a
+    spec, or a callable from the argument types: ``DECIMAL`` inside a spec such as
+    ``ARRAY<DECIMAL>`` cannot be bound, so those need a callable). Declared in the order
+    given, which is the order the resolution error lists them in."""
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         for ty in types:
-            ret = returns.format(ty) if isinstance(returns, str) else returns
-            fn = udaf(name, ret, [("col", ty), *extra], **kwargs)(fn)
+            fn = udaf(name, returns, [("col", ty), *extra], **kwargs)(fn)
         return fn
     return wrap
 
