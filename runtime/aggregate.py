@@ -99,7 +99,7 @@ class AggregateStage:
     def __init__(self, name: str, source_topic: str, sink_topic: str, plan: AggregatePlan,
                  key_codec: Codec, value_codec: Codec, sink_key_codec: Codec, sink_value_codec: Codec,
                  project: Callable[..., Any], plog: Callable[[str, int, int, str], None],
-                 store: Any, window: WindowSpec | None) -> None:
+                 store: Any, window: WindowSpec | None, config: dict[str, Any] | None = None) -> None:
         self.name = name
         self.source_topic = source_topic
         self.sink_topic = sink_topic
@@ -107,7 +107,7 @@ class AggregateStage:
         self.value_codec = value_codec
         self.sink_key_codec = sink_key_codec
         self.sink_value_codec = sink_value_codec
-        self.aggregators = [a.aggregator() for a in plan.aggregates]
+        self.aggregators = [a.aggregator(config) for a in plan.aggregates]
         # Per aggregate: the slice of the repartition value holding its arguments.
         self.arg_slices = []
         pos = 0
@@ -407,5 +407,5 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
     project = build_projection(engine, plan, query_id, plog)
     second = AggregateStage(f"{query_id}-aggregate", repartition, sink.topic, plan, key_codec, value_codec,
                             engine.codec(sink, "key"), engine.codec(sink, "value"), project, plog,
-                            engine.new_store(query_id, "aggregate"), _window_spec(plan))
+                            engine.new_store(query_id, "aggregate"), _window_spec(plan), props)
     return [first, second]

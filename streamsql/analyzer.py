@@ -30,6 +30,7 @@ SOURCE_PROPERTIES = {
     "WRAP_SINGLE_VALUE", "VALUE_DELIMITER", "KEY_DELIMITER", "TIMESTAMP", "TIMESTAMP_FORMAT",
     "WINDOW_TYPE", "WINDOW_SIZE", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME",
     "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS", "SOURCE_CONNECTOR",
+    "KEY_PROTOBUF_NULLABLE_REPRESENTATION", "VALUE_PROTOBUF_NULLABLE_REPRESENTATION",
 }
 
 
@@ -63,8 +64,11 @@ def _format_options(props: ast.Properties, which: str, fmt: str, single_column: 
     full_name = props.get(f"{which}_SCHEMA_FULL_NAME")
     if which == "VALUE" and full_name is None:
         full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME")
+    nullable = props.get(f"{which}_PROTOBUF_NULLABLE_REPRESENTATION")
+    extra = (("NULLABLE_REPRESENTATION", str(nullable).upper()),) if nullable is not None else ()
     return FormatOptions(wrap_single_value=wrap, delimiter=delimiter,
-                         schema_name=full_name, schema_id=int(schema_id) if schema_id is not None else None)
+                         schema_name=full_name, schema_id=int(schema_id) if schema_id is not None else None,
+                         extra=extra)
 
 
 def _delimiter(value: str, which: str) -> str:
@@ -553,8 +557,16 @@ class QueryAnalyzer:
                     f"Parameter {len(value_args) + len(init_args) + 1} passed to function {call.name} "
                     f"must be a literal constant, but was: {a}") from None
         del sigs
-        return AggregateCall(call, value_args, tuple(arg_types[: len(value_args)]), tuple(init_args),
-                             resolved.param_types, resolved.return_type, resolved.signature)
+        # Arguments arrive converted to the overload's parameter types (AVG(INT) takes DOUBLE...).
+        coerced, types = [], []
+        for x, actual, wanted in zip(value_args, arg_types, resolved.param_types):
+            if wanted is not None and actual != wanted and actual.is_numeric and wanted.is_numeric:
+                coerced.append(e.Cast(x, wanted))
+                types.append(wanted)
+            else:
+                coerced.append(x)
+                types.append(actual)
+        return AggregateCall(call, tuple(coerced), tuple(types), tuple(init_args), resolved)
 
     # ------------------------------------------------------------------------- projection
     def _expand_select(self, select: tuple[ast.SelectItem, ...], source: DataSource, alias: str,
@@ -709,12 +721,14 @@ class AggregateCall:
     args: tuple[e.Expression, ...]
     arg_types: tuple[SqlType, ...]
     init_args: tuple[Any, ...]
-    param_types: list[SqlType]
-    return_type: SqlType
-    signature: Any
+    resolved: Any  # functions.registry.Resolved
 
-    def aggregator(self) -> Any:
-        return self.signature.impl(self.param_types, self.return_type, self.init_args)
+    @property
+    def return_type(self) -> SqlType:
+        return self.resolved.return_type
+
+    def aggregator(self, config: dict[str, Any] | None = None) -> Any:
+        return self.resolved.aggregator(self.init_args, config)
 
 
 @dataclass(frozen=True)
@@ -753,7 +767,8 @@ def _strip_qualifier(x: e.Expression, source: DataSource, alias: str) -> e.Expre
 SINK_PROPERTIES = {"KAFKA_TOPIC", "PARTITIONS", "REPLICAS", "KEY_FORMAT", "VALUE_FORMAT", "FORMAT",
                    "WRAP_SINGLE_VALUE", "VALUE_DELIMITER", "KEY_DELIMITER", "TIMESTAMP",
                    "TIMESTAMP_FORMAT", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME",
-                   "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS"}
+                   "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS",
+                   "KEY_PROTOBUF_NULLABLE_REPRESENTATION", "VALUE_PROTOBUF_NULLABLE_REPRESENTATION"}
 
 
 def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any],
