@@ -502,6 +502,8 @@ class RegistryCodec(Codec):
     # ---------------------------------------------------------------------- schemas
     def compiled(self, schema_id: int) -> CompiledSchema:
         c = self._compiled.get(schema_id)
+        if c is None and not self.fmt.uses_registry:
+            return self._nosr()
         if c is None:
             if self.registry is None:
                 raise SerdeError("No schema registry is configured")
@@ -522,6 +524,8 @@ class RegistryCodec(Codec):
     def writer_schema(self) -> CompiledSchema:
         """The schema this codec writes with: KEY/VALUE_SCHEMA_ID's, else the derived one
         (registered under the subject, idempotently)."""
+        if not self.fmt.uses_registry:
+            return self._nosr()
         if self.options.schema_id is not None:
             return self.compiled(self.options.schema_id)
         text = self.derived_text()
@@ -640,9 +644,7 @@ class RegistryCodec(Codec):
         if data is None:
             return None
         sid = schema_id_of(data) if self.fmt.uses_registry else 0
-        c = self._compiled.get(sid) if self.fmt.uses_registry else self._nosr()
-        if c is None:
-            c = self.compiled(sid)
+        c = self.compiled(sid)
         v = c.read(data)
         if v is None:
             return None
@@ -652,9 +654,14 @@ class RegistryCodec(Codec):
         return sql_to_json(c.single)(v)
 
     def _nosr(self) -> CompiledSchema:
+        """The derived schema, for formats without a registry (PROTOBUF_NOSR)."""
         c = self._compiled.get(0)
         if c is None:
-            c = self._compiled[0] = self.fmt.compile(self.derived_text(), None, {}, self.options, self.is_key)
+            try:
+                c = self.fmt.compile(self.derived_text(), None, {}, self.options, self.is_key)
+            except KsqlException as e:
+                raise SerdeError(str(e)) from e
+            self._compiled[0] = c
         return c
 
     def input_schema(self) -> CompiledSchema:

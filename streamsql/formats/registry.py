@@ -1,8 +1,7 @@
 """Formats by name: ``get_format('json')`` -> the JSON ``Format``.
 
-Names are case-insensitive. The schema-registry formats (JSON_SR, AVRO, PROTOBUF,
-PROTOBUF_NOSR) are a later task: add their ``Format`` instances to ``_FORMATS`` and drop them
-from ``_NOT_YET_SUPPORTED``; nothing else needs to change.
+Names are case-insensitive. The schema-registry formats (AVRO, JSON_SR, PROTOBUF) and
+PROTOBUF_NOSR take a ``CodecContext`` (``Format.uses_context``).
 """
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from streamsql.formats.json import JsonFormat
 from streamsql.formats.json_sr import JsonSrFormat
 from streamsql.formats.kafka import KafkaFormat
 from streamsql.formats.none import NoneFormat
+from streamsql.formats.protobuf import ProtobufFormat, ProtobufNoSrFormat
 
 # Formats are stateless, so one shared instance each.
 _FORMATS: Mapping[str, Format] = MappingProxyType({
@@ -26,10 +26,12 @@ _FORMATS: Mapping[str, Format] = MappingProxyType({
     "NONE": NoneFormat(),
     "AVRO": AvroFormat(),
     "JSON_SR": JsonSrFormat(),
+    "PROTOBUF": ProtobufFormat(),
+    "PROTOBUF_NOSR": ProtobufNoSrFormat(),
 })
 
 # Known to ksqlDB, not built yet: a clear message rather than "Unknown format".
-_NOT_YET_SUPPORTED = frozenset({"PROTOBUF", "PROTOBUF_NOSR"})
+_NOT_YET_SUPPORTED: frozenset[str] = frozenset()
 
 
 def get_format(name: str) -> Format:
