@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from streamsql.analyzer import AggregatePlan, OutputColumn, QueryPlan
 from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
+from streamsql.errors import KsqlException
 from streamsql.formats.base import Codec, FormatOptions
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.pipeline import Outputs, build_pipeline
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _LONG = struct.Struct(">q")
 UNDO = (("op", b"undo"),)
+UPDATE = (("op", b"update"),)
+_LEN = struct.Struct(">I")
 # Kafka Streams' default grace for windows declared without one (24 hours).
 DEFAULT_GRACE_MS = 24 * 3600 * 1000
 
@@ -131,17 +134,24 @@ class AggregateStage:
         for i, (kb, vb, ts, off) in enumerate(zip(batch.keys, batch.values, batch.timestamps, batch.offsets)):
             if kb is None or vb is None:
                 continue
-            undo = headers is not None and headers[i] == UNDO
+            op = headers[i] if headers is not None else ()
+            undo = op == UNDO
             try:
                 key = self.key_codec.decode(kb)
-                args = self.value_codec.decode(vb)
+                if op == UPDATE:
+                    n = _LEN.unpack_from(vb)[0]
+                    old_args = self.value_codec.decode(vb[4:4 + n])
+                    args = self.value_codec.decode(vb[4 + n:])
+                else:
+                    old_args = None
+                    args = self.value_codec.decode(vb)
             except Exception as exc:
                 self.plog(batch.topic, batch.partition, off, f"Failed to read repartitioned record: {exc}")
                 continue
             if ts > self.stream_time:
                 self.stream_time = ts
             if self.window is None:
-                self._update(kb, key, args, ts, undo, None, out)
+                self._update(kb, key, args, ts, undo, None, out, old_args)
             elif self.window.kind == "SESSION":
                 self._update_session(kb, key, args, ts, out, batch, off)
             else:
@@ -163,7 +173,8 @@ class AggregateStage:
         return accs
 
     def _update(self, skey: bytes, key: tuple, args: tuple, ts: int, undo: bool,
-                window: tuple[int, int] | None, out: list[ProducerRecord]) -> None:
+                window: tuple[int, int] | None, out: list[ProducerRecord],
+                old_args: tuple | None = None) -> None:
         stored = self.store.get(skey)
         if stored is None:
             accs = [a.initialize() for a in self.aggregators]
@@ -172,6 +183,8 @@ class AggregateStage:
             accs, max_ts = stored
             max_ts = max(max_ts, ts)
         try:
+            if old_args is not None:
+                accs = self._fold(accs, old_args, True)
             accs = self._fold(accs, args, undo)
         except Exception as exc:
             self.plog(self.source_topic, 0, 0, f"Aggregation failed: {exc!r}")
@@ -297,25 +310,33 @@ class TableGroupByStage:
         self.mapper.process(RecordBatch(topic, partition, [offset], [ts], [kb], [vb]), out)
         return out.rows[0] if out.rows else None
 
+    def _grouped(self, row: tuple | None) -> tuple[bytes, bytes] | None:
+        if row is None or all(v is None for v in row[: self.n_keys]):
+            return None
+        return self.key_codec.encode(row[: self.n_keys]), self.value_codec.encode(row[self.n_keys:])
+
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         records: list[ProducerRecord] = []
         for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
             if kb is None:
                 continue
-            old = self.store.get(kb)
-            if old is not None:
-                row = self._map(batch.topic, batch.partition, off, kb, old, ts)
-                if row is not None and any(v is not None for v in row[: self.n_keys]):
-                    records.append(ProducerRecord(self.key_codec.encode(row[: self.n_keys]),
-                                                  self.value_codec.encode(row[self.n_keys:]), ts, UNDO))
+            old_vb = self.store.get(kb)
+            old = self._grouped(self._map(batch.topic, batch.partition, off, kb, old_vb, ts)) \
+                if old_vb is not None else None
+            new = self._grouped(self._map(batch.topic, batch.partition, off, kb, vb, ts)) \
+                if vb is not None else None
             if vb is None:
                 self.store.delete(kb)
             else:
                 self.store.put(kb, vb)
-                row = self._map(batch.topic, batch.partition, off, kb, vb, ts)
-                if row is not None and any(v is not None for v in row[: self.n_keys]):
-                    records.append(ProducerRecord(self.key_codec.encode(row[: self.n_keys]),
-                                                  self.value_codec.encode(row[self.n_keys:]), ts))
+            if old is not None and new is not None and old[0] == new[0]:
+                # Same group: one update, so the table changes once, as Kafka Streams emits it.
+                records.append(ProducerRecord(new[0], _LEN.pack(len(old[1])) + old[1] + new[1], ts, UPDATE))
+                continue
+            if old is not None:
+                records.append(ProducerRecord(old[0], old[1], ts, UNDO))
+            if new is not None:
+                records.append(ProducerRecord(new[0], new[1], ts))
         return records
 
 
@@ -379,6 +400,14 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
                                  props: dict[str, Any]) -> list[Stage]:
     """The group-by stage and the aggregate stage of ``plan`` (see the module docstring)."""
     source = plan.source
+    if "DELIMITED" in (sink.value_format.name, source.value_format.name):
+        # ksqlDB keeps intermediate aggregates in the value format; DELIMITED has no structs.
+        for a in plan.aggregates:
+            it = getattr(a.aggregator(props), "intermediate_type", None)
+            if it is not None and not it.is_primitive:
+                raise KsqlException(
+                    "One of the functions used in the statement has an intermediate type that the value "
+                    "format can not handle. Please remove the function or change the format.")
     repartition = f"_streamsql_{query_id}-Aggregate-GroupBy-repartition"
     info = await engine.log.describe_topic(source.topic)
     await engine._ensure_topic(repartition, info.partitions if info else 1)

@@ -453,6 +453,10 @@ class QueryAnalyzer:
             collect(x)
         if query.having is not None:
             collect(query.having)
+        for _, x in items:
+            for sub in x.walk():
+                if isinstance(sub, e.FunctionCall) and not self.registry.exists(sub.name):
+                    raise KsqlStatementException(f"Can't find any functions with the name '{sub.name}'")
         if not calls and persistent:
             raise KsqlStatementException(
                 "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.")
@@ -475,7 +479,8 @@ class QueryAnalyzer:
                 if isinstance(node, e.FunctionCall) and node in calls:
                     return e.ColumnRef(f"KSQL_AGG_VARIABLE_{calls.index(node)}")
                 return None
-            return x.transform(fn)
+            # What remains refers to the aggregated row, where qualifiers mean nothing.
+            return _strip_qualifier(x.transform(fn), source, alias)
 
         agg_compiler = ExpressionCompiler(self.registry, agg_scope, clause="SELECT")
         typed: list[tuple[str | None, e.Expression, SqlType]] = []

@@ -327,14 +327,16 @@ class Engine:
         partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas)
         sink = replace(sink, partitions=partitions)
         register_source_schemas(sink, self.schema_registry, is_sink=True)
-        seq = await self._record_command(stmt, props, seq)
         prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
-        query_id = f"{prefix}_{stmt.name}_{seq}"
+        query_id = f"{prefix}_{stmt.name}_{self._next_seq(seq)}"
+        # Build before recording: a query that cannot run must not enter the command log.
+        stages = await self._build_stages(query_id, plan, sink, props)
+        await self._record_command(stmt, props, seq)
         if existing is not None:
             for q in self.catalog.queries_writing(stmt.name):
                 await self._stop_query(q.query_id)
         self.catalog.sources[sink.name] = sink
-        await self._start_query(query_id, stmt.text, plan, sink, prefix, props)
+        self._run_query(query_id, stmt.text, plan, sink, prefix, props, stages)
         return Result(stmt.text, "currentStatus",
                       f"Created query with ID {query_id}", query_id=query_id)
 
@@ -359,14 +361,18 @@ class Engine:
             raise KsqlStatementException(
                 f"Incompatible schema between results and sink.\n"
                 f"Result schema is {plan.schema}\nSink schema is {target.schema}")
-        seq = await self._record_command(stmt, props, seq)
-        query_id = f"INSERTQUERY_{seq}"
-        await self._start_query(query_id, stmt.text, plan, target, "INSERT", props)
+        query_id = f"INSERTQUERY_{self._next_seq(seq)}"
+        stages = await self._build_stages(query_id, plan, target, props)
+        await self._record_command(stmt, props, seq)
+        self._run_query(query_id, stmt.text, plan, target, "INSERT", props, stages)
         return Result(stmt.text, "currentStatus", f"Created query with ID {query_id}", query_id=query_id)
 
-    async def _start_query(self, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
-                           props: dict[str, Any]) -> None:
-        stages = await self._build_stages(query_id, plan, sink, props)
+    def _next_seq(self, seq: int | None) -> int:
+        """The sequence number the next recorded command gets (its own, on replay)."""
+        return seq if seq is not None else self._query_counter + 1
+
+    def _run_query(self, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
+                   props: dict[str, Any], stages: list[Stage]) -> None:
         query = PersistentQuery(query_id, plan.source, sink, stages)
         self.queries[query_id] = query
         self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
