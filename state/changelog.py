@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterable, Sequence
 
-from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TopicExistsError
+from streamsql.runtime.log.base import (Log, ProducerRecord, RecordBatch, TopicExistsError,
+                                        TopicInfo)
 
 __all__ = ["ChangelogPartition", "RESTORE_CHUNK", "ensure_changelog_topic"]
 
@@ -26,18 +27,25 @@ RESTORE_CHUNK = 50_000  # records fetched (and written to RocksDB) per restore s
 PRODUCE_CHUNK = 50_000  # records per produce call when re-publishing or reverting
 
 
-async def ensure_changelog_topic(log: Log, topic: str, partitions: int) -> None:
+async def ensure_changelog_topic(log: Log, topic: str, partitions: int,
+                                 partition: int = 0) -> TopicInfo:
     """Create ``topic`` as a compacted changelog with ``partitions`` partitions unless it
-    exists (an existing topic is used as it is; a non-compacted one is logged)."""
+    exists (an existing topic is used as it is; a non-compacted one is logged). Raises
+    ValueError if the topic has no partition ``partition``."""
     info = await log.describe_topic(topic)
     if info is None:
         try:
-            await log.create_topic(topic, partitions, config={"cleanup.policy": "compact"})
-            return
+            info = await log.create_topic(topic, partitions,
+                                          config={"cleanup.policy": "compact"})
         except TopicExistsError:  # created concurrently
             info = await log.describe_topic(topic)
-    if info is not None and "compact" not in dict(info.config).get("cleanup.policy", ""):
+            assert info is not None
+    if "compact" not in dict(info.config).get("cleanup.policy", ""):
         logger.warning("changelog topic %s does not have cleanup.policy=compact", topic)
+    if not 0 <= partition < info.partitions:
+        raise ValueError(f"changelog topic {topic} has {info.partitions} partitions, "
+                         f"no partition {partition}")
+    return info
 
 
 @dataclass(frozen=True)

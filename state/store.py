@@ -40,8 +40,18 @@ class ValueSerde:
     loads: Callable[[bytes], Any]
 
 
+_orjson_dumps = orjson.dumps
+
+
+def _json_dumps(value: Any) -> bytes:
+    # Each bytes object orjson returns keeps its ~4 KiB write buffer allocated (measured:
+    # 100k small results = 390 MB RSS), which a batch overlay holds until commit; a
+    # right-sized copy is cheaper than the page faults.
+    return bytes(memoryview(_orjson_dumps(value)))
+
+
 # orjson: JSON-compatible data, at C speed. ``bytes`` on bytes returns the object itself.
-JSON = ValueSerde("json", orjson.dumps, orjson.loads)
+JSON = ValueSerde("json", _json_dumps, orjson.loads)
 BYTES = ValueSerde("bytes", bytes, bytes)
 
 

@@ -179,7 +179,8 @@ class TaskState:
             if log is not None:
                 for spec in stores:
                     if spec.changelog is not None:
-                        await ensure_changelog_topic(log, spec.changelog, partitions)
+                        await ensure_changelog_topic(log, spec.changelog, partitions,
+                                                     partition)
                         changelogs[spec.name] = ChangelogPartition(log, spec.changelog,
                                                                    partition)
             state = cls(path, db, cache, objs, changelogs, log, partition, config)
