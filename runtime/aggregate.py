@@ -178,9 +178,9 @@ class AggregateStage:
         stored = self.store.get(skey)
         if stored is None:
             accs = [a.initialize() for a in self.aggregators]
-            max_ts = ts
+            max_ts, shown = ts, False
         else:
-            accs, max_ts = stored
+            accs, max_ts, shown = stored
             max_ts = max(max_ts, ts)
         try:
             if old_args is not None:
@@ -189,12 +189,16 @@ class AggregateStage:
         except Exception as exc:
             self.plog(self.source_topic, 0, 0, f"Aggregation failed: {exc!r}")
             return
-        self.store.put(skey, (accs, max_ts))
         if self.emit_final:
             assert window is not None
+            self.store.put(skey, (accs, max_ts, shown))
             self.pending[skey] = (key, window[0], window[1], skey)
             return
-        out.append(self._result_record(key, accs, max_ts, window, "time"))
+        record = self._result_record(key, accs, max_ts, window, "time")
+        # HAVING's tombstone only retracts a row the table showed (Kafka Streams' KTable filter).
+        if record.value is not None or shown:
+            out.append(record)
+        self.store.put(skey, (accs, max_ts, record.value is not None))
 
     def _result_record(self, key: tuple, accs: list, ts: int, window: tuple[int, int] | None,
                        kind: str) -> ProducerRecord:
@@ -239,7 +243,7 @@ class AggregateStage:
                 stored = self.store.get(store_key)
                 if stored is None:
                     continue
-                accs, max_ts = stored
+                accs, max_ts, _ = stored
             out.append(self._result_record(key, accs, max_ts, (start, end), kind))
 
     # -------------------------------------------------------------------------- sessions

@@ -409,9 +409,20 @@ class QueryAnalyzer:
     def _analyze_aggregate(self, query: ast.Query, source: DataSource, alias: str,
                            sink_name: str | None, persistent: bool) -> "AggregatePlan":
         if not query.group_by:
+            plain = [str(i.expression) for i in query.select if isinstance(i, ast.SingleColumn)
+                     and not any(isinstance(x, e.FunctionCall) and self.registry.is_aggregate(x.name)
+                                 for x in i.expression.walk())
+                     and any(isinstance(x, e.ColumnRef) for x in i.expression.walk())]
+            if plain:
+                raise KsqlStatementException(
+                    f"Non-aggregate SELECT expression(s) not part of GROUP BY: {', '.join(plain)}")
             raise KsqlStatementException(
                 "Aggregate functions require a GROUP BY clause (streamsql does not support a "
                 "global aggregate yet).")
+        if source.value_format.name == "KAFKA":
+            raise KsqlStatementException(
+                f"Source(s) {source.name} are using the 'KAFKA' value format. This format does not yet "
+                "support GROUP BY.")
         if query.partition_by:
             raise KsqlStatementException("PARTITION BY is not supported with GROUP BY.")
         scope, _ = source_scope(source, alias)
@@ -429,6 +440,12 @@ class QueryAnalyzer:
         group_exprs = [_strip_qualifier(g, source, alias) for g in query.group_by]
         group_types = []
         for g in group_exprs:
+            for x in g.walk():
+                if isinstance(x, e.ColumnRef) and x.name in ("WINDOWSTART", "WINDOWEND") and \
+                        source.window is None:
+                    raise KsqlStatementException(
+                        f"Window bounds column {x.name} can only be used in the SELECT clause of "
+                        "windowed aggregations and can not be passed to aggregate functions.")
             for x in g.walk():
                 if isinstance(x, e.FunctionCall) and self.registry.is_aggregate(x.name):
                     raise KsqlStatementException(
@@ -522,17 +539,21 @@ class QueryAnalyzer:
         values: list[OutputColumn] = []
         for name, x, ty in named:
             sx = _strip_qualifier(x, source, alias)
-            if sx in group_exprs and key_cols[group_exprs.index(sx)] is None:
+            if sx in group_exprs:
+                existing = key_cols[group_exprs.index(sx)]
+                if existing is not None:
+                    raise KsqlStatementException(
+                        f"The projection contains a key column more than once: `{existing.name}` and `{name}`.")
                 key_cols[group_exprs.index(sx)] = OutputColumn(name, rewrite(x), ty)
             else:
                 values.append(OutputColumn(name, rewrite(x), ty))
         missing = [i for i, k in enumerate(key_cols) if k is None]
         if missing and persistent:
-            shown = [str(group_exprs[i]) for i in missing]
+            shown = [str(g) for g in group_exprs]
+            listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
             raise KsqlStatementException(
-                "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n"
                 f"The query used to build `{sink_name}` must include the grouping expression"
-                f"{'s' if len(shown) > 1 else ''} {' and '.join(shown)} in its projection (eg, SELECT "
+                f"{'s' if len(shown) > 1 else ''} {listed} in its projection (eg, SELECT "
                 f"{', '.join(shown)}...).")
         keys = [k if k is not None else OutputColumn(f"KSQL_COL_{i}", e.ColumnRef(f"KSQL_GROUPBY_{i}"),
                                                       group_types[i])
@@ -560,7 +581,7 @@ class QueryAnalyzer:
             except TypeError:
                 raise KsqlStatementException(
                     f"Parameter {len(value_args) + len(init_args) + 1} passed to function {call.name} "
-                    f"must be a literal constant, but was: {a}") from None
+                    f"must be a literal constant, but was expression: '{a}'") from None
         del sigs
         # Arguments arrive converted to the overload's parameter types (AVG(INT) takes DOUBLE...).
         coerced, types = [], []
@@ -647,10 +668,9 @@ class QueryAnalyzer:
                 counter += 1
             result.append((n, expr, ty))
         seen: set[str] = set()
-        for n, _, _ in result:
+        for n, _, ty in result:
             if n in seen:
-                raise KsqlStatementException(
-                    f"Duplicate value columns found in schema: `{n}`" if True else "")
+                raise KsqlStatementException(f"Duplicate value columns found in schema: `{n}` {ty}")
             seen.add(n)
         return result
 

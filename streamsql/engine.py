@@ -476,6 +476,8 @@ class Engine:
             actual = "table" if source.is_table else "stream"
             raise KsqlStatementException(
                 f"Incompatible data source type is {actual.upper()}, but statement was DROP {stmt.kind}")
+        if source.is_source and stmt.delete_topic:
+            raise KsqlStatementException(f"Cannot delete topic for read-only source: {stmt.name}")
         readers = [q.query_id for q in self.catalog.queries_reading(stmt.name)]
         writers = [q.query_id for q in self.catalog.queries_writing(stmt.name)]
         if readers or writers:
