@@ -92,9 +92,10 @@ class ChangelogPartition:
         return pos
 
     async def read(self, start: int, end: int,
-                   chunk: int = RESTORE_CHUNK) -> AsyncIterator[RecordBatch]:
-        """Batches of the records with ``start <= offset < end`` (compaction may have removed
-        some: offsets have gaps)."""
+                   chunk: int | None = None) -> AsyncIterator[RecordBatch]:
+        """Batches of up to ``chunk`` (default ``RESTORE_CHUNK``) records with ``start <=
+        offset < end`` (compaction may have removed some: offsets have gaps)."""
+        chunk = chunk or RESTORE_CHUNK
         offset = start
         while offset < end:
             batch = await self.log.fetch(self.topic, self.partition, offset,

@@ -13,6 +13,9 @@ Entries of the meta column family:
     b"extra"                  the caller's extra data, JSON
     b"pos/" + store name      changelog position: next changelog offset covered by the store
     b"time/" + store name     observed stream time of a windowed store (a key.encode_ts)
+    b"restoring/" + store name  present while a replay is under way (its target offset):
+                              a position short of the changelog end is then a restore to
+                              finish, not an uncommitted tail
 
 ``snapshot`` copies a task's committed state elsewhere (a RocksDB checkpoint: hard links,
 cheap), e.g. for backups or tests of restore-from-checkpoint.
@@ -30,7 +33,7 @@ import rocksdict
 from .keys import MIN_TS, decode_ts
 
 __all__ = ["META_CF", "TaskCheckpoint", "decode_offsets", "encode_offsets", "position_key",
-           "read_checkpoint", "snapshot", "stream_time_key"]
+           "read_checkpoint", "restoring_key", "snapshot", "stream_time_key"]
 
 META_CF = "__streamsql_meta"
 COMMIT_KEY = b"commit"
@@ -45,6 +48,10 @@ def position_key(store: str) -> bytes:
 
 def stream_time_key(store: str) -> bytes:
     return b"time/" + store.encode()
+
+
+def restoring_key(store: str) -> bytes:
+    return b"restoring/" + store.encode()
 
 
 def encode_u64(n: int) -> bytes:

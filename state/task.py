@@ -41,9 +41,10 @@ import asyncio
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import orjson
 import rocksdict
@@ -52,7 +53,8 @@ from streamsql.runtime.log.base import Log
 
 from .changelog import ChangelogPartition, ensure_changelog_topic
 from .checkpoint import (COMMIT_KEY, EXTRA_KEY, META_CF, OFFSETS_KEY, encode_offsets,
-                         encode_u64, position_key, read_checkpoint, snapshot, stream_time_key)
+                         encode_u64, position_key, read_checkpoint, restoring_key, snapshot,
+                         stream_time_key)
 from .keys import encode_ts
 from .rocksdb import (RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore, _Store,
                       _TimedStore, column_families, make_store)
@@ -189,8 +191,11 @@ class TaskState:
             raise
         try:
             await state._recover(uncommitted_tail)
-        except BaseException:
+        except BaseException as e:
             state.close()
+            # The traceback's frames hold column family handles, which keep RocksDB (and
+            # its LOCK) alive; drop them so the directory can be reopened.
+            traceback.clear_frames(e.__traceback__)
             raise
         return state
 
@@ -202,6 +207,8 @@ class TaskState:
             pos = self._checkpointed.get(name)
             if pos is None:
                 stats = await self._replay(store, cl, await cl.begin(), end)
+            elif self._meta.get(restoring_key(name)) is not None and pos <= end:
+                stats = await self._replay(store, cl, pos, end)  # an interrupted restore
             elif pos == end:
                 stats = RestoreStats(name, pos, end)
             elif pos < end:
@@ -213,17 +220,11 @@ class TaskState:
                 logger.warning("changelog %s partition %d ends at %d, before the local "
                                "checkpoint %d: re-publishing the local state of store %s",
                                cl.topic, cl.partition, end, pos, name)
-                n = 0
-
-                def counted() -> Any:
-                    nonlocal n
-                    for item in store.committed_items():
-                        n += 1
-                        yield item
-                new = await cl.produce_chunked(counted())
+                count = [0]
+                new = await cl.produce_chunked(_counting(store.committed_items(), count))
                 store.position = new if new >= 0 else end
                 self._write_position(store)
-                stats = RestoreStats(name, pos, store.position, republished=n)
+                stats = RestoreStats(name, pos, store.position, republished=count[0])
             else:
                 logger.warning("changelog %s partition %d ends at %d, before the local "
                                "checkpoint %d: wiping store %s and restoring it from the "
@@ -232,9 +233,7 @@ class TaskState:
                 st = await self._replay(store, cl, await cl.begin(), end)
                 stats = RestoreStats(name, st.from_offset, st.to_offset, replayed=st.replayed,
                                      wiped=True)
-            self.restore_stats[name] = RestoreStats(
-                stats.store, stats.from_offset, stats.to_offset, stats.replayed,
-                stats.reverted, stats.republished, stats.wiped, time.perf_counter() - t0)
+            self.restore_stats[name] = replace(stats, seconds=time.perf_counter() - t0)
             if stats.replayed or stats.reverted or stats.republished:
                 logger.info("store %s: %s", name, self.restore_stats[name])
 
@@ -244,6 +243,10 @@ class TaskState:
         n = 0
         mh = self._meta_handle
         pkey = position_key(store.name)
+        rkey = restoring_key(store.name)
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        wb.put(rkey, encode_u64(end), mh)
+        self._db.write(wb, self._write_opts)
         async for batch in cl.read(start, end):
             wb = rocksdict.WriteBatch(raw_mode=True)
             n += store.apply_changelog(wb, batch.keys, batch.values)
@@ -252,7 +255,7 @@ class TaskState:
         store.position = end
         if isinstance(store, _TimedStore):
             store.observe_restored()
-        self._write_position(store)
+        self._write_position(store, restored=True)
         return RestoreStats(store.name, start, end, replayed=n)
 
     async def _revert_tail(self, store: _Store, cl: ChangelogPartition, start: int,
@@ -270,8 +273,10 @@ class TaskState:
         self._write_position(store)
         return RestoreStats(store.name, start, store.position, reverted=len(keys))
 
-    def _write_position(self, store: _Store) -> None:
+    def _write_position(self, store: _Store, restored: bool = False) -> None:
         wb = rocksdict.WriteBatch(raw_mode=True)
+        if restored:
+            wb.delete(restoring_key(store.name), self._meta_handle)
         wb.put(position_key(store.name), encode_u64(store.position), self._meta_handle)
         if isinstance(store, _TimedStore):
             wb.put(stream_time_key(store.name), encode_ts(store.observed_stream_time),
@@ -446,6 +451,13 @@ class TaskState:
         """Close and delete the task's RocksDB directory (changelog topics are kept)."""
         self.close()
         destroy_state_dir(self._path)
+
+
+def _counting(items: Iterator[tuple[bytes, bytes]], count: list[int]
+              ) -> Iterator[tuple[bytes, bytes]]:
+    for item in items:
+        count[0] += 1
+        yield item
 
 
 def destroy_state_dir(path: str | Path) -> None:

@@ -252,6 +252,42 @@ def test_restore_skips_checkpointed_part(tmp_path):
     run(log.close())
 
 
+class FailingFetchLog(EmbeddedLog):
+    """An embedded log whose fetch fails after ``fetches`` calls (a crash mid-restore)."""
+
+    fetches = -1
+
+    async def fetch(self, *a, **kw):
+        if self.fetches == 0:
+            raise OSError("disk gone")
+        self.fetches -= 1
+        return await super().fetch(*a, **kw)
+
+
+def test_interrupted_restore_resumes_and_is_not_taken_for_a_tail(tmp_path, monkeypatch):
+    monkeypatch.setattr("streamsql.state.changelog.RESTORE_CHUNK", 7)
+    log = FailingFetchLog(tmp_path / "log")
+    st = open_kv(tmp_path / "t", log)
+    write_batches(st, 10)
+    want = contents(st)
+    end = st.changelog_positions()["agg"]
+    st.destroy()
+    log.fetches = 3
+    with pytest.raises(OSError):
+        open_kv(tmp_path / "t", log)
+    log.fetches = -1
+    st = open_kv(tmp_path / "t", log)  # policy "revert", yet nothing is reverted
+    stats = st.restore_stats["agg"]
+    assert (stats.from_offset, stats.to_offset, stats.reverted) == (21, end, 0)
+    assert stats.replayed == end - 21
+    assert contents(st) == want
+    st.destroy()
+    st = open_kv(tmp_path / "t", log)  # and the changelog is intact
+    assert contents(st) == want
+    st.close()
+    run(log.close())
+
+
 @pytest.mark.parametrize("policy", ["revert", "replay"])
 def test_checkpoint_past_changelog_end(tmp_path, policy):
     """The changelog topic was recreated: replay rebuilds from it, revert re-publishes."""
