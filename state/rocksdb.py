@@ -18,7 +18,6 @@ read are the dict's tail).
 """
 from __future__ import annotations
 
-import logging
 import struct
 from bisect import bisect_left
 from itertools import islice
@@ -33,7 +32,6 @@ from .store import (KeyValueStore, KeyValueStoreSpec, SessionStore, SessionStore
 __all__ = ["RocksDBKeyValueStore", "RocksDBSessionStore", "RocksDBWindowStore",
            "column_families"]
 
-logger = logging.getLogger(__name__)
 
 _MISSING = object()
 _TS = struct.Struct(">Q")

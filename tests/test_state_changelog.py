@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamsql.runtime.log.embedded import EmbeddedLog
-from streamsql.state import (KeyValueStoreSpec, SessionStoreSpec, TaskState, WindowStoreSpec,
-                             window_key)
+from streamsql.state import KeyValueStoreSpec, SessionStoreSpec, TaskState, WindowStoreSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
