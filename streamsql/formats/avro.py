@@ -25,8 +25,10 @@ records named ``io.confluent.ksql.avro_schemas.KsqlDataSourceSchema`` unless
 values are written bare. Unions of several non-null types read as a STRUCT with one field
 per branch, as Connect does.
 
-fastavro parses each schema once; date/time logical types are stripped from the schema the
-library sees (their encoding is plain int/long, and streamsql's values are those ints).
+Payloads are read and written by code generated once per schema (``avro_codegen``): bytes go
+straight to row tuples. Recursive schemas go through fastavro instead, with date/time logical
+types stripped from the schema it sees (their encoding is plain int/long, and streamsql's
+values are those ints).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from typing import Any, Callable, Sequence
 import fastavro
 
 from streamsql.errors import KsqlException
+from streamsql.formats import avro_codegen
 from streamsql.formats.base import FormatOptions
 from streamsql.formats.connect import CompiledSchema, RegistryFormat, header
 from streamsql.schema import Column
@@ -370,50 +373,59 @@ class AvroFormat(RegistryFormat):
         else:
             fields = None
             single = avro_to_sql(node)
-        parsed = fastavro.parse_schema(_strip(copy.deepcopy(doc)))
         prefix = header(schema_id) if schema_id is not None else b""
-        skip = len(prefix)
-        read_raw = fastavro.schemaless_reader
-        write_raw = fastavro.schemaless_writer
-        BytesIO = io.BytesIO
-
-        if fields is not None:
-            names = [f["name"] for f in node["fields"]]
-            convs = [_reader(f["type"]) for f in node["fields"]]
-            wconvs = []
-            for f in node["fields"]:
-                default = f.get("default") if "default" in f and not _nullable(f["type"]) else None
-                wconvs.append((f["name"], _writer(f["type"]), default))
-            read_row = _row_reader(names, convs)
-
-            def read(data: bytes) -> Any:
-                bio = BytesIO(data)
-                bio.seek(skip)
-                return read_row(read_raw(bio, parsed, None))
-
-            write_row = _row_writer(wconvs)
-
-            def write(values: Any) -> bytes:
-                bio = BytesIO()
-                bio.write(prefix)
-                write_raw(bio, parsed, write_row(values))
-                return bio.getvalue()
-        else:
-            conv = _reader(node)
-            wconv = _writer(node)
-
-            def read(data: bytes) -> Any:
-                bio = BytesIO(data)
-                bio.seek(skip)
-                v = read_raw(bio, parsed, None)
-                return v if conv is None or v is None else conv(v)
-
-            def write(value: Any) -> bytes:
-                bio = BytesIO()
-                bio.write(prefix)
-                write_raw(bio, parsed, value if wconv is None or value is None else wconv(value))
-                return bio.getvalue()
+        try:
+            read = avro_codegen.row_reader(node, len(prefix))
+            write = avro_codegen.row_writer(node, prefix)
+        except avro_codegen.Unsupported:
+            read, write = _fastavro_codec(doc, node, fields is not None, prefix)
         return CompiledSchema(schema_id, fields, single, read, write)
+
+
+def _fastavro_codec(doc: Any, node: dict, wrapped: bool, prefix: bytes) -> tuple[Callable, Callable]:
+    """Reader and writer through fastavro, for schemas the generated code does not handle
+    (recursive types)."""
+    parsed = fastavro.parse_schema(_strip(copy.deepcopy(doc)))
+    skip = len(prefix)
+    read_raw = fastavro.schemaless_reader
+    write_raw = fastavro.schemaless_writer
+    BytesIO = io.BytesIO
+    if wrapped:
+        names = [f["name"] for f in node["fields"]]
+        convs = [_reader(f["type"]) for f in node["fields"]]
+        wconvs = []
+        for f in node["fields"]:
+            default = f.get("default") if "default" in f and not _nullable(f["type"]) else None
+            wconvs.append((f["name"], _writer(f["type"]), default))
+        read_row = _row_reader(names, convs)
+        write_row = _row_writer(wconvs)
+
+        def read(data: bytes) -> Any:
+            bio = BytesIO(data)
+            bio.seek(skip)
+            return read_row(read_raw(bio, parsed, None))
+
+        def write(values: Any) -> bytes:
+            bio = BytesIO()
+            bio.write(prefix)
+            write_raw(bio, parsed, write_row(values))
+            return bio.getvalue()
+        return read, write
+    conv = _reader(node)
+    wconv = _writer(node)
+
+    def read_one(data: bytes) -> Any:
+        bio = BytesIO(data)
+        bio.seek(skip)
+        v = read_raw(bio, parsed, None)
+        return v if conv is None or v is None else conv(v)
+
+    def write_one(value: Any) -> bytes:
+        bio = BytesIO()
+        bio.write(prefix)
+        write_raw(bio, parsed, value if wconv is None or value is None else wconv(value))
+        return bio.getvalue()
+    return read_one, write_one
 
 
 def _row_reader(names: list[str], convs: list[Conv | None]) -> Callable[[dict], tuple]:
