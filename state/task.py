@@ -58,7 +58,7 @@ from .checkpoint import (COMMIT_KEY, EXTRA_KEY, META_CF, OFFSETS_KEY, encode_off
 from .keys import encode_ts
 from .rocksdb import (RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowStore, _Store,
                       _TimedStore, column_families, make_store)
-from .store import StoreSpec
+from .store import StateStore, StoreSpec
 
 __all__ = ["RestoreStats", "RocksDBConfig", "TaskState", "UncommittedTail"]
 
@@ -286,7 +286,7 @@ class TaskState:
 
     # -- stores -----------------------------------------------------------------------
 
-    def store(self, name: str) -> _Store:
+    def store(self, name: str) -> StateStore:
         """The store called ``name`` (KeyError if there is none)."""
         return self._stores[name]
 
@@ -312,7 +312,7 @@ class TaskState:
         return s
 
     @property
-    def stores(self) -> Mapping[str, _Store]:
+    def stores(self) -> Mapping[str, StateStore]:
         return self._stores
 
     @property
