@@ -197,9 +197,9 @@ class SchemaStore(SchemaRegistryClient):
     def set_compatibility(self, level: str, subject: str | None = None) -> None:
         level = level.upper()
         if level not in COMPATIBILITY_LEVELS:
-            raise InvalidCompatibilityError(f"Invalid compatibility level. Valid values are none, backward, "
-                                            f"forward, full, backward_transitive, forward_transitive, and "
-                                            f"full_transitive")
+            raise InvalidCompatibilityError("Invalid compatibility level. Valid values are none, backward, "
+                                            "forward, full, backward_transitive, forward_transitive, and "
+                                            "full_transitive")
         self._write({"keytype": "CONFIG", "subject": subject, "magic": 0}, {"compatibilityLevel": level})
 
     def register(self, subject: str, schema_type: str, schema: str,
