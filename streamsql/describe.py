@@ -153,7 +153,11 @@ async def _list_topics(engine: "Engine", stmt: ast.ShowStatement) -> Result:
     names = sorted(n for n in topics if stmt.all or not n.startswith(_INTERNAL_PREFIX))
     readers: dict[str, int] = {}
     for q in engine.queries.values():
-        readers[q.source.topic] = readers.get(q.source.topic, 0) + 1
+        # Each stage of a query consumes its input topic as its own group.
+        for stage in getattr(q, "stages", None) or ():
+            topic = getattr(stage, "source_topic", None)
+            if topic is not None:
+                readers[topic] = readers.get(topic, 0) + 1
     infos = []
     for n in names:
         info = topics[n]
@@ -215,6 +219,16 @@ def _list_properties(engine: "Engine", text: str, session: "Session") -> Result:
 # ============================================================================== DESCRIBE
 def _not_found(name: str) -> KsqlStatementException:
     return KsqlStatementException(f"Could not find STREAM/TABLE '{name}' in the Metastore")
+
+
+def _consumed(engine: "Engine", query_id: str) -> int:
+    """Records a running query has read from its source (its first stage's counter)."""
+    runners = engine.runners.get(query_id)
+    if runners is None:
+        return 0
+    if isinstance(runners, (list, tuple)):
+        return runners[0].processed if runners else 0
+    return int(getattr(runners, "processed", 0))
 
 
 def source_description(engine: "Engine", source: DataSource, extended: bool) -> dict[str, Any]:
@@ -327,42 +341,70 @@ def describe_function(engine: "Engine", stmt: ast.DescribeFunction) -> Result:
 
 # =============================================================================== EXPLAIN
 def _plan_text(plan: Any, sink: DataSource | None) -> str:
-    """A short, readable execution plan of a single-source query (ksqlDB's step tree)."""
+    """A short, readable execution plan (ksqlDB's step tree, sink first)."""
     from streamsql.formatter import format_expression
 
     src = plan.source
     lines = []
+    depth = 0
+
+    def step(text: str) -> None:
+        nonlocal depth
+        lines.append("\t" * depth + " > " + text)
+        depth += 1
+
     if sink is not None:
-        lines.append(f" > [ SINK ] | Topic: {sink.topic} | Formats: key {sink.key_format.name}, "
-                     f"value {sink.value_format.name}")
-    cols = ", ".join(c.name for c in tuple(plan.key) + tuple(plan.value))
-    lines.append(f"\t\t > [ PROJECT ] | Schema: {cols}")
-    if plan.partition_by:
-        lines.append("\t\t\t\t > [ PARTITION BY ] | "
-                     + ", ".join(format_expression(x) for x in plan.partition_by))
-    if plan.table_functions:
-        lines.append("\t\t\t\t > [ FLAT MAP ] | " + ", ".join(format_expression(x) for x in plan.table_functions))
+        step(f"[ SINK ] | {sink.name} | Topic: {sink.topic} | Formats: key {sink.key_format.name}, "
+             f"value {sink.value_format.name}")
+    cols = ", ".join(f"{c.name} {c.type}" for c in tuple(plan.key) + tuple(plan.value))
+    step(f"[ PROJECT ] | Schema: {cols}")
+    having = getattr(plan, "having", None)
+    if having is not None:
+        step(f"[ FILTER (HAVING) ] | {format_expression(having)}")
+    aggregates = getattr(plan, "aggregates", ())
+    if aggregates or getattr(plan, "groups", ()):
+        window = getattr(plan, "window", None)
+        win = f" | Window: {window.kind}" if window is not None else ""
+        step("[ AGGREGATE ] | " + ", ".join(format_expression(a.call) for a in aggregates) + win)
+        step("[ GROUP BY ] | " + ", ".join(format_expression(g.expression) for g in plan.groups))
+    if getattr(plan, "partition_by", ()):
+        step("[ PARTITION BY ] | " + ", ".join(format_expression(x) for x in plan.partition_by))
+    if getattr(plan, "table_functions", ()):
+        step("[ FLAT MAP ] | " + ", ".join(format_expression(x) for x in plan.table_functions))
     if plan.where is not None:
-        lines.append(f"\t\t\t\t > [ FILTER ] | {format_expression(plan.where)}")
-    lines.append(f"\t\t\t\t\t > [ SOURCE ] | {src.name} | Topic: {src.topic} | Formats: key "
-                 f"{src.key_format.name}, value {src.value_format.name}")
+        step(f"[ FILTER ] | {format_expression(plan.where)}")
+    step(f"[ SOURCE ] | {src.name} | Topic: {src.topic} | Formats: key {src.key_format.name}, "
+         f"value {src.value_format.name}")
     return "\n".join(lines)
 
 
 def _schema_fields(plan: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     cols = [Column(c.name, c.type, "KEY") for c in plan.key] + [Column(c.name, c.type) for c in plan.value]
-    is_table = plan.source.is_table and not plan.rekeyed
+    is_table = bool(getattr(plan, "aggregates", ())) or (plan.source.is_table and not getattr(plan, "rekeyed", False))
     return [_field_json(c, is_table) for c in cols], [_field_row(c, is_table) for c in cols]
 
 
-def _query_description(qid: str, sql: str, plan: Any, sink: DataSource | None, pipeline_source: str,
+def _stages_text(stages: list[Any]) -> str:
+    """Each stage of a running query: its topics, and its generated code where it has some."""
+    parts = []
+    for i, stage in enumerate(stages):
+        head = (f"Stage {i}: {getattr(stage, 'name', '?')} ({type(stage).__name__}) "
+                f"{getattr(stage, 'source_topic', '?')} -> {getattr(stage, 'sink_topic', '?')}")
+        pipeline = getattr(stage, "pipeline", None)
+        source = getattr(pipeline, "source", None)
+        parts.append(head + ("\n" + source.rstrip() if source else ""))
+    return "\n\n".join(parts)
+
+
+def _query_description(qid: str, sql: str, plan: Any, sink: DataSource | None, topology: str,
                        query_type: str, state: str | None) -> dict[str, Any]:
     fields, rows = _schema_fields(plan)
+    window = getattr(plan, "window", None)
     return {
-        "id": qid, "statementText": sql, "windowType": None, "fields": fields,
-        "sources": [plan.source.name], "sinks": [sink.name] if sink is not None else [],
+        "id": qid, "statementText": sql, "windowType": window.kind if window is not None else None,
+        "fields": fields, "sources": [plan.source.name], "sinks": [sink.name] if sink is not None else [],
         "sinkKafkaTopics": [sink.topic] if sink is not None else [],
-        "topology": pipeline_source, "executionPlan": _plan_text(plan, sink),
+        "topology": topology, "executionPlan": _plan_text(plan, sink),
         "overriddenProperties": {}, "ksqlHostQueryStatus": {"embedded": state} if state else {},
         "queryType": query_type, "queryErrors": [], "state": state,
         "fieldRows": rows,
@@ -379,11 +421,10 @@ def explain(engine: "Engine", stmt: ast.Explain, props: dict[str, Any]) -> Resul
             raise KsqlStatementException(
                 f"Query with id:{stmt.query_id} does not exist, use SHOW QUERIES to view the full "
                 "set of running queries.")
-        plan = getattr(running.pipeline, "plan", None)
-        if plan is None:
-            plan = _reanalyze(engine, info.sql, props)
-        desc = _query_description(qid, info.sql, plan, running.sink, running.pipeline.source,
-                                  "PERSISTENT", info.state)
+        plan = _reanalyze(engine, info.sql, props)
+        stages = list(getattr(running, "stages", None) or [])
+        topology = _stages_text(stages) if stages else getattr(getattr(running, "pipeline", None), "source", "")
+        desc = _query_description(qid, info.sql, plan, running.sink, topology, "PERSISTENT", info.state)
     else:
         desc = _explain_statement(engine, stmt.statement, props)
     return Result(stmt.text, "queryDescription", columns=("Field", "Type"), rows=list(desc["fieldRows"]),
@@ -400,45 +441,56 @@ def _query_of(statement: ast.Statement | None) -> tuple[ast.Query, str | None] |
     return None
 
 
+def _analyzer(engine: "Engine", props: dict[str, Any]) -> Any:
+    from streamsql.analyzer import QueryAnalyzer
+
+    return QueryAnalyzer(engine.catalog, engine.registry, props)
+
+
 def _reanalyze(engine: "Engine", sql: str, props: dict[str, Any]) -> Any:
+    """The plan of a running query, from its SQL (the catalog keeps no plan objects).
+
+    A CREATE ... AS SELECT's own sink is in the catalog by now; analyzing against the same
+    catalog is harmless because the analyzer only reads the FROM sources."""
     from streamsql.parser import parse_statement
 
     found = _query_of(parse_statement(sql))
     if found is None:  # pragma: no cover - persistent queries are always CSAS/CTAS/INSERT
         raise KsqlStatementException("The provided statement does not run a ksql query")
-    from streamsql.analyzer import QueryAnalyzer
-
-    return QueryAnalyzer(engine.catalog, engine.registry, props).analyze(found[0], found[1])
+    return _analyzer(engine, props).analyze(found[0], found[1])
 
 
 def _explain_statement(engine: "Engine", statement: ast.Statement | None,
                        props: dict[str, Any]) -> dict[str, Any]:
-    from streamsql.analyzer import QueryAnalyzer, sink_source
+    from streamsql.analyzer import sink_source
     from streamsql.runtime.pipeline import build_pipeline
 
     found = _query_of(statement)
     if found is None or statement is None:
         raise KsqlStatementException("The provided statement does not run a ksql query")
     query, sink_name = found
-    analyzer = QueryAnalyzer(engine.catalog, engine.registry, props)
     persistent = not isinstance(statement, ast.QueryStatement)
-    plan = analyzer.analyze(query, sink_name, persistent=persistent)
+    plan = _analyzer(engine, props).analyze(query, sink_name, persistent=persistent)
     sink: DataSource | None = None
     if isinstance(statement, ast.CreateAsSelect):
         sink = sink_source(statement, plan, props, plan.source.partitions)
     elif isinstance(statement, ast.InsertInto):
         sink = engine.catalog.source(statement.target)
-    noop = lambda *_: None  # noqa: E731 - nothing runs, nothing to log
-    if sink is not None:
-        pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
-                                  engine.codec(plan.source, "value"), engine.codec(sink, "key"),
-                                  engine.codec(sink, "value"), noop, sink=sink)
-        query_type = "PERSISTENT"
-    else:
-        pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
-                                  engine.codec(plan.source, "value"), None, None, noop, rows=True)
-        query_type = "PUSH"
-    return _query_description("", statement.text, plan, sink, pipeline.source, query_type, None)
+    query_type = "PERSISTENT" if persistent else "PUSH"
+    topology = ""
+    if not getattr(plan, "aggregates", None) and not getattr(plan, "groups", None):
+        # Stateless: the fused pipeline is cheap to generate and shows what would run.
+        # (Aggregations build state stores and internal topics, so they are not built here.)
+        noop = lambda *_: None  # noqa: E731 - nothing runs, nothing to log
+        if sink is not None:
+            pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
+                                      engine.codec(plan.source, "value"), engine.codec(sink, "key"),
+                                      engine.codec(sink, "value"), noop, sink=sink)
+        else:
+            pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
+                                      engine.codec(plan.source, "value"), None, None, noop, rows=True)
+        topology = pipeline.source
+    return _query_description("", statement.text, plan, sink, topology, query_type, None)
 
 
 # ================================================================================= PRINT

@@ -1,0 +1,129 @@
+"""The ``streamsql`` command.
+
+``streamsql``                   the interactive shell on the embedded engine (data dir ``./data``,
+                                ``$STREAMSQL_DATA_DIR`` or ``--data-dir``); ``-f FILE`` or piped
+                                stdin run statements non-interactively, ``-e SQL`` runs one string.
+``streamsql test-runner ...``   ksqlDB's ``ksql-test-runner`` (``-s -i -o``) and QTT files
+                                (``--qtt CASES --results RESULTS``); see ``streamsql.testing.runner_cli``.
+``streamsql server``            the REST server (a later issue).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from streamsql import __version__
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "./data"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamsql",
+        description="ksqlDB-compatible stream processing SQL. With no command: the interactive shell "
+                    "on the embedded engine (no Kafka needed).")
+    parser.add_argument("--version", action="version", version=f"streamsql {__version__}")
+    parser.add_argument("--data-dir", help=f"where the embedded engine keeps its topics and command "
+                        f"log (default: $STREAMSQL_DATA_DIR or {DEFAULT_DATA_DIR})")
+    parser.add_argument("-f", "--file", help="run the statements of this file and exit")
+    parser.add_argument("-e", "--execute", help="run these statements and exit")
+    parser.add_argument("--server", metavar="URL", help="connect to a running streamsql server (not available yet)")
+    sub = parser.add_subparsers(dest="command", metavar="{test-runner,server}")
+
+    runner = sub.add_parser("test-runner", help="run SQL against inputs and check the outputs "
+                            "(ksql-test-runner compatible), or run QTT case files")
+    runner.add_argument("-s", "--sql-file", help="the statements (ksql-test-runner mode)")
+    runner.add_argument("-i", "--input-file", help="input records: {\"inputs\": [...]}")
+    runner.add_argument("-o", "--output-file", help="expected output records: {\"outputs\": [...]}")
+    runner.add_argument("-e", "--extension-dir", help="accepted for compatibility; ignored")
+    runner.add_argument("--qtt", metavar="CASES.json", help="run every case of a QTT file")
+    runner.add_argument("--results", metavar="RESULTS.json", help="where --qtt writes what happened")
+
+    server = sub.add_parser("server", help="run the REST server (not available yet)")
+    server.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``streamsql`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "test-runner":
+        from streamsql.testing.runner_cli import run as run_test_runner
+
+        return run_test_runner(args)
+    if args.command == "server":
+        print("streamsql server is not available yet: the REST server is a later milestone.\n"
+              "Use the embedded shell for now: run `streamsql` (or `make run`).", file=sys.stderr)
+        return 2
+    if args.server:
+        print(f"--server {args.server}: connecting to a remote streamsql server is not available yet.\n"
+              "Run `streamsql` without --server to use the embedded engine.", file=sys.stderr)
+        return 2
+    return _run_shell(args)
+
+
+def _setup_logging(data_dir: Path, interactive: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = logging.FileHandler(data_dir / "streamsql.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if not interactive:
+        # Scripts have no screen to keep tidy: warnings go to stderr as well.
+        err = logging.StreamHandler(sys.stderr)
+        err.setLevel(logging.WARNING)
+        root.addHandler(err)
+
+
+def _run_shell(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or os.environ.get("STREAMSQL_DATA_DIR") or DEFAULT_DATA_DIR)
+    script: str | None = None
+    if args.execute is not None:
+        script = args.execute
+    elif args.file is not None:
+        try:
+            script = Path(args.file).read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"Failed to read file {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    elif not sys.stdin.isatty():
+        script = sys.stdin.read()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"Cannot create the data directory {data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    _setup_logging(data_dir, interactive=script is None)
+    try:
+        return asyncio.run(_shell_main(data_dir, script))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _shell_main(data_dir: Path, script: str | None) -> int:
+    from streamsql.engine import Engine
+    from streamsql.runtime.log.embedded import EmbeddedLog
+    from streamsql.shell import Shell
+
+    try:
+        log_ = EmbeddedLog(data_dir)
+    except RuntimeError as exc:
+        print(f"Cannot open the data directory {data_dir}: {exc}", file=sys.stderr)
+        return 1
+    engine = Engine(log_)
+    try:
+        await engine.start()
+        shell = Shell(engine, data_dir)
+        if script is not None:
+            return 0 if await shell.run_script(script) else 1
+        await shell.run_interactive()
+        return 0
+    finally:
+        await engine.close()
+        await log_.close()

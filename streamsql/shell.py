@@ -1,0 +1,598 @@
+"""The interactive shell (and the script runner behind ``streamsql -f``).
+
+One asyncio loop runs everything: the engine's persistent queries are asyncio tasks, so the
+shell waits for input with ``PromptSession.prompt_async`` (inside ``patch_stdout``) and the
+queries keep running meanwhile. A statement ends at a ``;`` outside quotes and comments;
+Enter on an unfinished statement starts a new line.
+
+Push queries (and PRINT) stream rows as they arrive until their LIMIT or Ctrl-C; Ctrl-C stops
+the query, never the shell: the shell owns SIGINT for its whole life and cancels only the
+query in the foreground. Errors are printed and the shell goes on.
+
+Rendering of results is done by pure functions (``render_result``, ``RowPrinter``) so that
+tests can check them without a terminal.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import shutil
+import signal
+import sys
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from streamsql import __version__
+from streamsql.errors import StreamSqlError
+from streamsql.results import Result
+
+log = logging.getLogger(__name__)
+
+PROMPT = "streamsql> "
+CONTINUATION = "         > "
+SHELL_COMMANDS = ("EXIT", "QUIT", "HELP", "CLEAR")
+MAX_SCRIPT_DEPTH = 8
+
+KEYWORDS = (
+    "SELECT", "FROM", "WHERE", "EMIT", "CHANGES", "FINAL", "LIMIT", "CREATE", "STREAM", "TABLE",
+    "STREAMS", "TABLES", "AS", "WITH", "KEY", "PRIMARY", "INSERT", "INTO", "VALUES", "DROP",
+    "DELETE", "TOPIC", "TOPICS", "SHOW", "LIST", "DESCRIBE", "EXTENDED", "EXPLAIN", "PRINT",
+    "BEGINNING", "INTERVAL", "TERMINATE", "QUERIES", "FUNCTIONS", "FUNCTION", "PROPERTIES",
+    "TYPES", "TYPE", "VARIABLES", "SET", "UNSET", "DEFINE", "UNDEFINE", "RUN", "SCRIPT", "PARTITION",
+    "BY", "GROUP", "HAVING", "WINDOW", "TUMBLING", "HOPPING", "SESSION", "SIZE", "ADVANCE",
+    "GRACE", "PERIOD", "JOIN", "LEFT", "INNER", "OUTER", "FULL", "ON", "WITHIN", "AND", "OR",
+    "NOT", "NULL", "IS", "IN", "LIKE", "BETWEEN", "CASE", "WHEN", "THEN", "ELSE", "END", "CAST",
+    "TRUE", "FALSE", "IF", "EXISTS", "REPLACE", "ALL", "STRING", "VARCHAR", "INT", "INTEGER",
+    "BIGINT", "DOUBLE", "BOOLEAN", "DECIMAL", "BYTES", "DATE", "TIME", "TIMESTAMP", "ARRAY",
+    "MAP", "STRUCT", "KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS",
+    "REPLICAS", "TIMESTAMP_FORMAT", "WRAP_SINGLE_VALUE", "EXIT", "QUIT", "HELP",
+)
+
+HELP = """\
+Statements end with ';' and may span several lines. Some to try:
+
+  CREATE STREAM s (id STRING KEY, v BIGINT) WITH (kafka_topic='s', value_format='JSON', partitions=1);
+  INSERT INTO s (id, v) VALUES ('a', 1);
+  CREATE STREAM big AS SELECT id, v * 10 AS v10 FROM s WHERE v > 0 EMIT CHANGES;
+  SELECT * FROM big EMIT CHANGES;          -- streams rows; Ctrl-C stops the query
+  SET 'auto.offset.reset'='earliest';      -- push queries then start from the beginning
+  PRINT 'BIG' FROM BEGINNING LIMIT 5;
+  SHOW STREAMS;  SHOW TABLES;  SHOW QUERIES;  SHOW TOPICS;  SHOW FUNCTIONS;  SHOW PROPERTIES;
+  DESCRIBE big EXTENDED;  DESCRIBE FUNCTION ucase;  EXPLAIN <query id>;
+  TERMINATE <query id>;  DROP STREAM big DELETE TOPIC;
+  RUN SCRIPT '/path/to/file.sql';          -- runs the statements of a file
+
+Shell commands (no ';' needed): help, clear, exit, quit.  Ctrl-D also quits.
+Tab completes keywords and the names of streams, tables, queries and functions.
+"""
+
+
+# ============================================================================ statements
+def split_statements(text: str) -> tuple[list[str], str]:
+    """Split ``text`` at semicolons outside quotes and comments.
+
+    Returns the complete statements (without their ``;``, whitespace-stripped, comment-only
+    pieces dropped) and the unfinished remainder after the last ``;``.
+    """
+    statements: list[str] = []
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in ("'", '"', "`"):
+            j = i + 1
+            while j < n:
+                if text[j] == c:
+                    if c == "'" and j + 1 < n and text[j + 1] == "'":
+                        j += 2  # '' is an escaped quote inside a string
+                        continue
+                    break
+                j += 1
+            i = j + 1
+            continue
+        if c == "-" and text.startswith("--", i):
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl + 1
+            continue
+        if c == "/" and text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            continue
+        if c == ";":
+            piece = text[start:i].strip()
+            if strip_comments(piece).strip():
+                statements.append(piece)
+            start = i + 1
+        i += 1
+    return statements, text[start:]
+
+
+def script_units(text: str) -> list[str]:
+    """The statements of a script, in order, and its shell commands: a line holding only
+    ``help``/``exit``/... between statements is a command even without ``;``."""
+    units: list[str] = []
+    pending = ""
+    for line in text.splitlines(keepends=True):
+        if not strip_comments(pending).strip() and _shell_command(line):
+            units.append(line.strip())
+            pending = ""
+            continue
+        pending += line
+        statements, pending = split_statements(pending)
+        units += statements
+        if pending.endswith("\n") and _shell_command(pending):  # "SHOW TABLES; exit"
+            units.append(pending.strip())
+            pending = ""
+    if strip_comments(pending).strip():
+        units.append(pending.strip())  # a last statement without ';' still runs
+    return units
+
+
+def strip_comments(text: str) -> str:
+    """``text`` without ``--`` and ``/* */`` comments (quotes respected)."""
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in ("'", '"', "`"):
+            j = text.find(c, i + 1)
+            j = n if j < 0 else j + 1
+            out.append(text[i:j])
+            i = j
+        elif text.startswith("--", i):
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _shell_command(text: str) -> str | None:
+    word = strip_comments(text).strip().rstrip(";").strip().upper()
+    return word if word in SHELL_COMMANDS else None
+
+
+def is_complete(text: str) -> bool:
+    """Whether Enter should run the buffer: every statement is ended by ``;`` (or the buffer
+    holds only a shell command, or nothing at all)."""
+    if _shell_command(text):
+        return True
+    _, rest = split_statements(text)
+    return not strip_comments(rest).strip()
+
+
+_RUN_SCRIPT = re.compile(r"^\s*RUN\s+SCRIPT\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE | re.DOTALL)
+
+
+# ============================================================================ rendering
+def format_value(value: Any) -> str:
+    """A column value as ksqlDB's CLI shows it (``null``, ``true``, ``[1, 2]``, ``{A=1}``)."""
+    from streamsql.formats.common import java_double_str
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return java_double_str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{format_value(k)}={format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def render_table(columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    """ksqlDB's listing style: `` A | B `` header, a dashed rule, rows, a closing rule."""
+    cols = list(columns)
+    body = [[format_value(v) if not isinstance(v, str) else v for v in row] for row in rows]
+    widths = [len(c) for c in cols]
+    for row in body:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], max((len(x) for x in v.split("\n")), default=0))
+
+    def line(values: list[str]) -> str:
+        return "|".join(f" {v.ljust(w)} " for v, w in zip(values, widths)).rstrip()
+
+    rule = "-" * (sum(widths) + 3 * len(widths) - 1)
+    out = [line(cols), rule]
+    out += [line(r) for r in body]
+    out.append(rule)
+    return "\n".join(out)
+
+
+def _message_box(message: str) -> str:
+    return render_table(["Message"], [[message]])
+
+
+def _source_text(desc: dict[str, Any]) -> str:
+    extended = desc.get("extended")
+    kind = desc.get("type", "")
+    out = ["", f"{'Name':<21}: {desc['name']}"]
+    if extended:
+        ts = desc.get("timestamp") or ""
+        out += [
+            f"{'Type':<21}: {kind}" + (" (read-only source)" if desc.get("isSource") else ""),
+            f"{'Timestamp field':<21}: " + (ts if ts else "Not set - using <ROWTIME>"),
+            f"{'Key format':<21}: {desc['keyFormat']}",
+            f"{'Value format':<21}: {desc['valueFormat']}",
+            f"{'Kafka topic':<21}: {desc['topic']} (partitions: {desc['partitions']}, "
+            f"replication: {desc['replication']})",
+            f"{'Statement':<21}: {desc.get('statement') or ''}",
+            "",
+        ]
+        if desc.get("windowType"):
+            out.insert(3, f"{'Window type':<21}: {desc['windowType']}")
+    out.append(render_table(["Field", "Type"], desc.get("fieldRows", [])))
+    if not extended:
+        out.append("For runtime statistics and query details run: DESCRIBE <Stream,Table> EXTENDED;")
+        return "\n".join(out)
+    for title, key in (("read from", "readQueries"), ("write into", "writeQueries")):
+        queries = desc.get(key) or []
+        if not queries:
+            continue
+        header = f"Queries that {title} this {kind}"
+        out += ["", header, "-" * len(header)]
+        out += [f"{q['id']} ({q['state']}) : {q['queryString']};" for q in queries]
+        out += ["", "For query topology and execution plan please run: EXPLAIN <QueryId>"]
+    out += ["", "Local runtime statistics", "------------------------",
+            desc.get("statistics") or "(no queries have processed records of this source yet)",
+            f"(Statistics of the local streamsql engine's interaction with the topic {desc['topic']})"]
+    return "\n".join(out)
+
+
+def _function_text(entity: dict[str, Any]) -> str:
+    out = ["", f"{'Name':<12}: {entity['name']}", f"{'Author':<12}: {entity.get('author', '')}",
+           f"{'Overview':<12}: {entity.get('description', '')}", f"{'Type':<12}: {entity['type']}",
+           f"{'Jar':<12}: {entity.get('path', 'internal')}", f"{'Variations':<12}: ", ""]
+    for fn in entity.get("functions", []):
+        args = ", ".join(f"{a['name']} {a['type']}" for a in fn["arguments"])
+        out.append(f"\t{'Variation':<12}: {entity['name']}({args})")
+        out.append(f"\t{'Returns':<12}: {fn['returnType']}")
+        if fn.get("description"):
+            out.append(f"\t{'Description':<12}: {fn['description']}")
+        for a in fn["arguments"]:
+            if a.get("description"):
+                out.append(f"\t{a['name']:<12}: {a['description']}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _query_text(desc: dict[str, Any]) -> str:
+    out = [""]
+    if desc.get("id"):
+        out.append(f"{'ID':<21}: {desc['id']}")
+    out += [f"{'Query Type':<21}: {desc.get('queryType', '')}",
+            f"{'SQL':<21}: {desc.get('statementText', '')}"]
+    status = desc.get("ksqlHostQueryStatus") or {}
+    if status:
+        out.append(f"{'Host Query Status':<21}: {{" + ", ".join(f"{k}={v}" for k, v in status.items()) + "}")
+    out += ["", render_table(["Field", "Type"], desc.get("fieldRows", []))]
+    out += ["", "Sources that this query reads from: ", "-----------------------------------"]
+    out += list(desc.get("sources", []))
+    out += ["", "For source description please run: DESCRIBE [EXTENDED] <SourceId>"]
+    if desc.get("sinks"):
+        out += ["", "Sinks that this query writes to: ", "-----------------------------------"]
+        out += list(desc["sinks"])
+        out += ["", "For sink description please run: DESCRIBE [EXTENDED] <SinkId>"]
+    out += ["", "Execution plan", "--------------", desc.get("executionPlan", "")]
+    if desc.get("topology"):
+        out += ["", "Generated pipeline (Python)", "---------------------------", desc["topology"].rstrip()]
+    return "\n".join(out)
+
+
+def render_result(result: Result) -> str:
+    """Text for a non-streaming result ('' when there is nothing to show)."""
+    kind = result.kind
+    entity = result.entity if isinstance(result.entity, dict) else {}
+    if kind == "currentStatus":
+        text = _message_box(result.message) if result.message else ""
+    elif kind == "sourceDescription" and entity:
+        text = _source_text(entity["sourceDescription"])
+    elif kind == "sourceDescriptionList" and entity:
+        descs = entity.get("sourceDescriptions", [])
+        text = "\n".join(_source_text(d) for d in descs) if descs else "(none)"
+    elif kind == "describe_function" and entity:
+        text = _function_text(entity)
+    elif kind == "queryDescription" and entity:
+        text = _query_text(entity["queryDescription"])
+    elif kind == "rows":
+        text = RowPrinter(result.columns).whole(result.rows)
+    elif result.columns:
+        text = render_table(result.columns, result.rows)
+    else:
+        text = result.message or ""
+    for w in result.warnings:
+        text += f"\nWARNING: {w}"
+    return text
+
+
+@dataclass
+class RowPrinter:
+    """Rows of a push or pull query in ksqlDB's boxed style, one line per row as it comes."""
+
+    columns: tuple[str, ...]
+    terminal_width: int = 0
+    widths: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = max(1, len(self.columns))
+        total = self.terminal_width or shutil.get_terminal_size((120, 24)).columns
+        budget = max(10, min(40, (total - 1) // n - 1))
+        self.widths = [max(len(c), budget) for c in self.columns]
+
+    def rule(self) -> str:
+        return "+" + "+".join("-" * w for w in self.widths) + "+"
+
+    def header(self) -> str:
+        return "\n".join([self.rule(), self.line(self.columns), self.rule()])
+
+    def line(self, values: Iterable[Any]) -> str:
+        cells = [v if isinstance(v, str) and not isinstance(v, bool) else format_value(v) for v in values]
+        return "|" + "|".join(c.ljust(w) for c, w in zip(cells, self.widths)) + "|"
+
+    def row(self, row: tuple[Any, ...]) -> str:
+        return self.line(format_value(v) for v in row)
+
+    def whole(self, rows: Iterable[tuple[Any, ...]]) -> str:
+        body = [self.row(r) for r in rows]
+        return "\n".join([self.header(), *body, self.rule()])
+
+
+# ============================================================================ completion
+def _completer_class():
+    from prompt_toolkit.completion import Completer, Completion
+
+    class SqlCompleter(Completer):
+        """Keywords, and the names of streams, tables, queries and functions in the catalog
+        (read at each completion, so new names appear at once)."""
+
+        def __init__(self, engine: Any) -> None:
+            self.engine = engine
+
+        def words(self) -> list[str]:
+            eng = self.engine
+            names = list(eng.catalog.sources) + list(eng.catalog.queries) + list(eng.catalog.types)
+            names += list(eng.registry.scalars) + list(eng.registry.tables) + list(eng.registry.aggregates)
+            return names
+
+        def get_completions(self, document, complete_event):
+            word = document.get_word_before_cursor(WORD=False)
+            if not word or not (word[0].isalpha() or word[0] == "_"):
+                return
+            upper = word.upper()
+            lower = word.islower()
+            seen = set()
+            for kw in KEYWORDS:
+                if kw.startswith(upper) and kw != upper and kw not in seen:
+                    seen.add(kw)
+                    yield Completion(kw.lower() if lower else kw, -len(word), display_meta="keyword")
+            for name in self.words():
+                if name.upper().startswith(upper) and name != word and name not in seen:
+                    seen.add(name)
+                    yield Completion(name, -len(word))
+
+    return SqlCompleter
+
+
+# ================================================================================= shell
+class QuitShell(Exception):
+    """``exit`` / ``quit`` was entered."""
+
+
+class Shell:
+    """Runs statements against an engine and prints their results to ``out``.
+
+    ``run_interactive`` is the prompt loop; ``run_text`` runs a script (``-f``, piped stdin,
+    RUN SCRIPT). Both need to run inside the asyncio loop that runs the engine.
+    """
+
+    def __init__(self, engine: Any, data_dir: Path | None = None, out: TextIO | None = None,
+                 mode_label: str = "embedded") -> None:
+        self.engine = engine
+        self.data_dir = data_dir
+        self._out = out
+        self.mode_label = mode_label
+        self._foreground: asyncio.Task[Any] | None = None
+        self._main_task: asyncio.Task[Any] | None = None
+        self._interactive = False
+        self._script_depth = 0
+
+    # -- output ---------------------------------------------------------------------------
+    def echo(self, text: str = "") -> None:
+        stream = self._out or sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
+
+    def banner(self) -> str:
+        where = f" (data in {self.data_dir})" if self.data_dir is not None else ""
+        return (f"streamsql {__version__} - ksqlDB-compatible streaming SQL, {self.mode_label} mode{where}\n"
+                "Type 'help' for help; 'exit', 'quit' or Ctrl-D to quit. End statements with ';'.\n")
+
+    # -- SIGINT ---------------------------------------------------------------------------
+    def _install_sigint(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._main_task = asyncio.current_task()
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            log.debug("cannot install a SIGINT handler; Ctrl-C keeps its default behaviour")
+
+    def _on_sigint(self) -> None:
+        if self._foreground is not None and not self._foreground.done():
+            self._foreground.cancel()
+        elif not self._interactive and self._main_task is not None:
+            self._main_task.cancel()
+
+    # -- running statements ---------------------------------------------------------------
+    async def run_text(self, text: str) -> bool:
+        """Run every statement of ``text``; stops at the first error. True when all ran."""
+        for stmt in script_units(text):
+            if not await self.run_statement(stmt):
+                return False
+        return True
+
+    async def run_statement(self, text: str) -> bool:
+        """Run one statement (or shell command) and print its result. True on success."""
+        command = _shell_command(text)
+        if command in ("EXIT", "QUIT"):
+            raise QuitShell()
+        if command == "HELP":
+            self.echo(HELP)
+            return True
+        if command == "CLEAR":
+            self.echo("\x1b[2J\x1b[H")
+            return True
+        match = _RUN_SCRIPT.match(strip_comments(text))
+        if match:
+            return await self._run_script(match.group(1).replace("''", "'"))
+        try:
+            results = await self.engine.execute(text)
+        except StreamSqlError as exc:
+            self.echo(str(exc))
+            return False
+        except Exception as exc:  # an engine bug must not kill the shell
+            log.exception("internal error executing %r", text)
+            self.echo(f"Internal error: {type(exc).__name__}: {exc}")
+            return False
+        for result in results:
+            if result.kind == "stream" and result.stream is not None:
+                if not await self.stream(result):
+                    return False
+            else:
+                rendered = render_result(result)
+                if rendered:
+                    self.echo(rendered)
+        return True
+
+    async def _run_script(self, path: str) -> bool:
+        if self._script_depth >= MAX_SCRIPT_DEPTH:
+            self.echo(f"RUN SCRIPT nested more than {MAX_SCRIPT_DEPTH} deep; stopping.")
+            return False
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            self.echo(f"Failed to read file {path}: {exc.strerror or exc}")
+            return False
+        self._script_depth += 1
+        try:
+            return await self.run_text(text)
+        finally:
+            self._script_depth -= 1
+
+    async def stream(self, result: Result) -> bool:
+        """Print the rows of a push query or PRINT until it ends or Ctrl-C stops it."""
+        is_print = isinstance(result.entity, dict) and result.entity.get("@type") == "print"
+        printer = RowPrinter(result.columns)
+        reached = False
+
+        async def consume() -> None:
+            nonlocal reached
+            if not is_print:
+                self.echo(printer.header())
+            async for row in result.stream:  # type: ignore[union-attr]
+                self.echo(row[0] if is_print else printer.row(row))
+            reached = True
+
+        task = asyncio.ensure_future(consume())
+        self._foreground = task
+        ok = True
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # we were cancelled ourselves
+                task.cancel()
+                raise
+            self.echo()  # past the ^C the terminal echoed
+        except StreamSqlError as exc:
+            self.echo(str(exc))
+            ok = False
+        except Exception as exc:
+            log.exception("push query failed")
+            self.echo(f"Query failed: {type(exc).__name__}: {exc}")
+            ok = False
+        finally:
+            self._foreground = None
+            aclose = getattr(result.stream, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # the generator may already be closed or broken
+                    log.debug("closing the push query failed", exc_info=True)
+        if is_print:
+            if not reached:
+                self.echo("Topic printing ceased")
+        else:
+            if reached:
+                self.echo(printer.rule())
+                self.echo("Limit Reached")
+            self.echo("Query terminated")
+        return ok
+
+    # -- the prompt loop --------------------------------------------------------------------
+    async def run_interactive(self) -> None:
+        """The prompt loop; returns on exit/quit/Ctrl-D."""
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        self._interactive = True
+        self._install_sigint()
+        bindings = KeyBindings()
+
+        @bindings.add("enter")
+        def _enter(event) -> None:  # noqa: ANN001 - prompt_toolkit's event type
+            buf = event.current_buffer
+            if is_complete(buf.text):
+                buf.validate_and_handle()
+            else:
+                buf.insert_text("\n")
+
+        history = (FileHistory(str(self.data_dir / ".streamsql_history"))
+                   if self.data_dir is not None else InMemoryHistory())
+        session: PromptSession[str] = PromptSession(
+            history=history, completer=_completer_class()(self.engine), complete_while_typing=False,
+            multiline=True, key_bindings=bindings,
+            prompt_continuation=lambda width, line_number, wrap_count: CONTINUATION)
+        self.echo(self.banner())
+        with patch_stdout(raw=True):
+            while True:
+                try:
+                    # The shell owns SIGINT (see _on_sigint); at the prompt the terminal is
+                    # raw, so Ctrl-C arrives as a key anyway.
+                    text = await session.prompt_async(PROMPT, handle_sigint=False)
+                except KeyboardInterrupt:
+                    continue  # Ctrl-C at the prompt clears the line
+                except EOFError:
+                    break
+                if not text.strip():
+                    continue
+                try:
+                    await self.run_text(text)
+                except QuitShell:
+                    break
+        self.echo("Exiting streamsql.")
+
+    async def run_script(self, text: str) -> bool:
+        """Run a whole script non-interactively (Ctrl-C stops a push query, or the script)."""
+        self._install_sigint()
+        try:
+            return await self.run_text(text)
+        except QuitShell:
+            return True
