@@ -39,7 +39,6 @@ from streamsql.formats.common import (
     check_no_map_keys,
     check_wrapping,
     decimal_fitter,
-    decimal_plain,
     java_double_str,
     schema_not_supported,
     wrap_int32,
@@ -250,7 +249,7 @@ def _fail(message: str) -> Conv:
     return fail
 
 
-def adapter(src: SqlType, dst: SqlType, strict: bool = False) -> Conv | None:
+def adapter(src: SqlType, dst: SqlType) -> Conv | None:
     """A function converting non-null-safe values of ``src`` into ``dst`` (None: identity),
     following ksqlDB's connect translation (integers widen, numbers to DOUBLE, anything to
     STRING, decimals refitted, structs matched by field name). AdaptError when no value of
@@ -280,13 +279,13 @@ def adapter(src: SqlType, dst: SqlType, strict: bool = False) -> Conv | None:
         if sb in ints:
             return lambda v: None if v is None else fit(Decimal(v))
     if isinstance(src, ArrayType) and isinstance(dst, ArrayType):
-        item = adapter(src.item, dst.item, strict)
+        item = adapter(src.item, dst.item)
         if item is None:
             return None
         return lambda v: None if v is None else [item(x) for x in v]
     if isinstance(src, MapType) and isinstance(dst, MapType):
-        key = adapter(src.key, dst.key, strict)
-        value = adapter(src.value, dst.value, strict)
+        key = adapter(src.key, dst.key)
+        value = adapter(src.value, dst.value)
         if key is None and value is None:
             return None
         key = key or (lambda k: k)
@@ -302,7 +301,7 @@ def adapter(src: SqlType, dst: SqlType, strict: bool = False) -> Conv | None:
                 parts.append((f.name, None, None))
                 same = False
                 continue
-            conv = adapter(src.field(found).type, f.type, strict)  # type: ignore[union-attr]
+            conv = adapter(src.field(found).type, f.type)  # type: ignore[union-attr]
             if conv is not None:
                 same = False
             parts.append((f.name, found, conv))
@@ -707,7 +706,7 @@ def unscaled_bytes(d: Decimal, scale: int) -> bytes:
 
 __all__ = [
     "AdaptError", "CodecContext", "CompiledSchema", "RegistryCodec", "RegistryFormat", "adapter",
-    "decimal_from_unscaled", "decimal_plain", "header", "inferred_name", "json_to_sql", "lookup",
+    "decimal_from_unscaled", "header", "inferred_name", "json_to_sql", "lookup",
     "match_name", "rename_type", "row_mapper", "schema_id_of", "single_mapper", "sql_to_json",
     "unscaled_bytes",
 ]
