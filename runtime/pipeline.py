@@ -240,7 +240,9 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
 
     def emit(ind: str) -> None:
         if rows:
-            w(f"{ind}_rows.append({key_tuple[:-1] + value_tuple[1:]})")
+            # Result rows: a deleted or filtered-out row is simply not there.
+            w(f"{ind}if not _nv:")
+            w(f"{ind}    _rows.append({key_tuple[:-1] + value_tuple[1:]})")
             return
         if windowed and not plan.rekeyed:
             w(f"{ind}_ok.append((_kenc({key_tuple}) or b'') + _wb if _wb is not None else None)")

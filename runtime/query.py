@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from streamsql.catalog import DataSource
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch
@@ -52,6 +52,34 @@ class PipelineStage:
                 zip(out.keys, out.values, out.timestamps, out.headers)]
 
 
+class MaterializingStage:
+    """Wraps a table's last stage and keeps the table's current rows (key bytes -> (value
+    bytes, timestamp)) in a store, which is what pull queries read."""
+
+    def __init__(self, inner: Stage, store: Any) -> None:
+        self.inner = inner
+        self.store = store
+        self.name = inner.name
+        self.source_topic = inner.source_topic
+        self.sink_topic = inner.sink_topic
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return getattr(self.inner, "pipeline", None)
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        out = self.inner.process(batch)
+        store = self.store
+        for rec in out:
+            if rec.key is None:
+                continue
+            if rec.value is None:
+                store.delete(rec.key)
+            else:
+                store.put(rec.key, (rec.value, rec.timestamp))
+        return out
+
+
 @dataclass
 class PersistentQuery:
     """A query's runtime part: id, the source and sink it connects, and its stages in order."""
@@ -66,6 +94,11 @@ class PersistentQuery:
         """The first stage's generated pipeline (what EXPLAIN shows)."""
         first = self.stages[0]
         return getattr(first, "pipeline", None)
+
+    @property
+    def materialized(self) -> Any:
+        """The store of the table's rows, when this query materializes a table."""
+        return getattr(self.stages[-1], "store", None) if isinstance(self.stages[-1], MaterializingStage) else None
 
     def group(self, index: int) -> str:
         return f"_streamsql_query_{self.query_id}" + (f"_{index}" if index else "")

@@ -34,7 +34,8 @@ from streamsql.functions.registry import FunctionRegistry
 from streamsql.results import Result
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TopicExistsError
 from streamsql.runtime.pipeline import Outputs, build_pipeline
-from streamsql.runtime.query import PersistentQuery, PipelineStage, Stage, StageRunner
+from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage, Stage,
+                                     StageRunner)
 from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
@@ -390,6 +391,14 @@ class Engine:
 
     async def _build_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:
+        stages = await self._build_plain_stages(query_id, plan, sink, props)
+        if sink.is_table:
+            # Tables made by a query are materialized: pull queries read them.
+            stages[-1] = MaterializingStage(stages[-1], self.new_store(query_id, "materialized"))
+        return stages
+
+    async def _build_plain_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
+                                  props: dict[str, Any]) -> list[Stage]:
         if isinstance(plan, AggregatePlan):
             from streamsql.runtime.aggregate import build_aggregate_stages
 
@@ -565,13 +574,47 @@ class Engine:
         plan = self._analyzer(props).analyze(query, None, persistent=False)
         columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
         if query.emit is None:
+            return Result(stmt.text, "rows", columns=columns, rows=self._pull_query(plan, query.limit))
+        if isinstance(plan, AggregatePlan):
             raise KsqlStatementException(
-                "Pull queries are not supported yet; add EMIT CHANGES for a push query.")
-        reset = str(props.get("auto.offset.reset", "latest"))
-        if "auto.offset.reset" not in session.properties and "auto.offset.reset" not in (props or {}):
-            reset = "latest"
+                "Push queries with GROUP BY are not supported yet: create the table with "
+                "CREATE TABLE ... AS SELECT and query it.")
+        # The engine's default is 'earliest' (a session may SET 'auto.offset.reset'='latest').
+        reset = str(props.get("auto.offset.reset", "earliest"))
         return Result(stmt.text, "stream", columns=columns,
                       stream=self._push_query(plan, reset, query.limit))
+
+    def _pull_query(self, plan: QueryPlan, limit: int | None) -> list[tuple]:
+        """Rows of a materialized table, filtered and projected by ``plan``."""
+        source = plan.source
+        if isinstance(plan, AggregatePlan):
+            raise KsqlStatementException(
+                "Pull queries don't support GROUP BY clauses: query the table the aggregation builds.")
+        if not source.is_table:
+            raise KsqlStatementException(
+                f"Pull queries are not supported on streams: {source.name} is a stream. Use a push "
+                f"query instead: SELECT ... FROM {source.name} EMIT CHANGES;")
+        store = None
+        for q in self.queries.values():
+            if q.sink.name == source.name and q.materialized is not None:
+                store = q.materialized
+        if store is None:
+            raise KsqlStatementException(
+                f"The {source.name} table isn't queryable: it is not materialized. Pull queries read "
+                "tables built by CREATE TABLE ... AS SELECT. Query it with a push query "
+                f"(SELECT ... FROM {source.name} EMIT CHANGES;), or make a queryable copy: "
+                f"CREATE TABLE {source.name}_QUERYABLE AS SELECT * FROM {source.name};")
+        pipeline = build_pipeline(plan, self.registry, self.codec(source, "key"), self.codec(source, "value"),
+                                  None, None, self._processing_logger("pull"), rows=True)
+        batch = RecordBatch(source.topic, 0)
+        for i, (key, (value, ts)) in enumerate(store.items()):
+            batch.offsets.append(i)
+            batch.keys.append(key)
+            batch.values.append(value)
+            batch.timestamps.append(ts)
+        out = Outputs()
+        pipeline.process(batch, out)
+        return out.rows[:limit] if limit is not None else out.rows
 
     async def _push_query(self, plan: QueryPlan, reset: str, limit: int | None) -> AsyncIterator[tuple]:
         pipeline = build_pipeline(plan, self.registry, self.codec(plan.source, "key"),

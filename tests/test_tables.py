@@ -1,0 +1,80 @@
+"""Tables, aggregations and pull queries on the embedded engine (service mode)."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from streamsql.engine import Engine
+from streamsql.errors import KsqlStatementException
+from streamsql.runtime.log.embedded import EmbeddedLog
+
+SETUP = """
+CREATE STREAM pageviews (user_id STRING KEY, page STRING, ms BIGINT)
+  WITH (kafka_topic='pageviews', value_format='JSON', partitions=2);
+CREATE TABLE views AS SELECT user_id, COUNT(*) AS n, LATEST_BY_OFFSET(page) AS last_page
+  FROM pageviews GROUP BY user_id HAVING COUNT(*) > 1 EMIT CHANGES;
+CREATE TABLE per_minute AS SELECT user_id, COUNT(*) AS n FROM pageviews
+  WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id EMIT CHANGES;
+"""
+
+
+async def _pull(engine: Engine, sql: str) -> list[tuple]:
+    [result] = await engine.execute(sql)
+    assert result.kind == "rows"
+    return result.rows
+
+
+async def _eventually(fn, expected, timeout: float = 5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await fn()
+        if got == expected or asyncio.get_running_loop().time() > deadline:
+            return got
+        await asyncio.sleep(0.02)
+
+
+def test_aggregation_and_pull_queries(tmp_path: Path) -> None:
+    async def main() -> None:
+        log = EmbeddedLog(tmp_path)
+        engine = Engine(log)
+        await engine.start()
+        await engine.execute(SETUP)
+        for user, page, ts in [("u1", "/a", 1000), ("u1", "/b", 2000), ("u2", "/c", 3000), ("u1", "/d", 61000)]:
+            await engine.execute(
+                f"INSERT INTO pageviews (ROWTIME, user_id, page, ms) VALUES ({ts}, '{user}', '{page}', 5);")
+
+        async def lookup():
+            return await _pull(engine, "SELECT * FROM views WHERE user_id = 'u1';")
+        assert await _eventually(lookup, [("u1", 3, "/d")]) == [("u1", 3, "/d")]
+        # u2 has one view: HAVING keeps it out of the table.
+        assert await _pull(engine, "SELECT user_id, n FROM views;") == [("u1", 3)]
+
+        async def windows():
+            return sorted(await _pull(engine, "SELECT user_id, WINDOWSTART, n FROM per_minute;"))
+        assert await _eventually(windows, [("u1", 0, 2), ("u1", 60000, 1), ("u2", 0, 1)]) == \
+            [("u1", 0, 2), ("u1", 60000, 1), ("u2", 0, 1)]
+        rows = await _pull(engine, "SELECT n FROM per_minute WHERE user_id = 'u1' AND WINDOWSTART >= 60000;")
+        assert rows == [(1,)]
+        await engine.close()
+        await log.close()
+    asyncio.run(main())
+
+
+def test_pull_query_errors_say_what_can_be_queried(tmp_path: Path) -> None:
+    async def main() -> None:
+        log = EmbeddedLog(tmp_path)
+        engine = Engine(log)
+        await engine.start()
+        await engine.execute(SETUP + "CREATE TABLE users (id STRING PRIMARY KEY, name STRING) "
+                             "WITH (kafka_topic='users', value_format='JSON', partitions=1);")
+        with pytest.raises(KsqlStatementException, match="EMIT CHANGES"):
+            await engine.execute("SELECT * FROM pageviews;")
+        with pytest.raises(KsqlStatementException, match="not materialized.*CREATE TABLE USERS_QUERYABLE"):
+            await engine.execute("SELECT * FROM users WHERE id = 'x';")
+        with pytest.raises(KsqlStatementException, match="(?s)does not accept parameters.*Valid alternatives.*SUM\\(BIGINT\\)"):
+            await engine.execute("CREATE TABLE bad AS SELECT user_id, SUM(page) FROM pageviews GROUP BY user_id;")
+        await engine.close()
+        await log.close()
+    asyncio.run(main())
