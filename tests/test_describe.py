@@ -1,0 +1,251 @@
+"""SHOW, DESCRIBE, EXPLAIN and PRINT through ``Engine.execute`` on an embedded log on disk,
+checked for what a user reads in them."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from streamsql.engine import Engine
+from streamsql.errors import KsqlStatementException
+from streamsql.runtime.log.embedded import EmbeddedLog
+from streamsql.shell import render_result
+
+pytestmark = pytest.mark.timeout(60)
+
+SETUP = """
+CREATE STREAM pageviews (user_id STRING KEY, page STRING, ms BIGINT)
+  WITH (kafka_topic='pageviews', value_format='JSON', partitions=4);
+INSERT INTO pageviews (user_id, page, ms) VALUES ('u1', '/home', 120);
+INSERT INTO pageviews (user_id, page, ms) VALUES ('u2', '/fast', 7);
+CREATE STREAM slow AS SELECT user_id, UCASE(page) AS page FROM pageviews WHERE ms > 100 EMIT CHANGES;
+"""
+
+
+def run(path: Path, body) -> None:
+    """Open an engine on ``path``, run SETUP, then ``await body(engine)``; always close."""
+    async def main() -> None:
+        log = EmbeddedLog(path)
+        engine = Engine(log)
+        try:
+            await engine.start()
+            await engine.execute(SETUP)
+            await body(engine)
+        finally:
+            await engine.close()
+            await log.close()
+
+    asyncio.run(main())
+
+
+async def one(engine: Engine, sql: str):
+    results = await engine.execute(sql)
+    assert len(results) == 1
+    return results[0]
+
+
+async def query_id(engine: Engine) -> str:
+    (qid,) = [q for q in engine.catalog.queries if q.startswith("CSAS_SLOW_")]
+    return qid
+
+
+async def wait_processed(engine: Engine, qid: str, n: int) -> None:
+    for _ in range(200):
+        runners = engine.runners.get(qid) or []
+        if runners and runners[0].processed >= n:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{qid} did not process {n} records")
+
+
+async def collect(result, n: int, timeout: float = 10.0) -> list:
+    rows = []
+
+    async def take() -> None:
+        async for row in result.stream:
+            rows.append(row)
+            if len(rows) >= n:
+                break
+
+    try:
+        await asyncio.wait_for(take(), timeout)
+    finally:
+        await result.stream.aclose()
+    return rows
+
+
+def test_show_lists_sources_queries_and_topics(tmp_path):
+    async def body(engine: Engine) -> None:
+        streams = await one(engine, "SHOW STREAMS;")
+        assert streams.kind == "streams"
+        assert streams.columns[:2] == ("Stream Name", "Kafka Topic")
+        by_name = {r[0]: r for r in streams.rows}
+        assert by_name["PAGEVIEWS"] == ("PAGEVIEWS", "pageviews", "KAFKA", "JSON", "false")
+        assert by_name["SLOW"][1] == "SLOW"
+
+        tables = await one(engine, "LIST TABLES;")
+        assert tables.kind == "tables" and tables.rows == []
+
+        qid = await query_id(engine)
+        queries = await one(engine, "SHOW QUERIES;")
+        assert queries.kind == "queries"
+        (row,) = [r for r in queries.rows if r[0] == qid]
+        assert row[1:5] == ("PERSISTENT", "RUNNING:1", "SLOW", "SLOW")
+        assert row[5].startswith("CREATE STREAM slow AS SELECT")
+
+        topics = await one(engine, "SHOW TOPICS;")
+        names = [r[0] for r in topics.rows]
+        assert "pageviews" in names and "SLOW" in names
+        assert not any(n.startswith("_") for n in names)  # internal topics are hidden
+        assert dict((r[0], r[1]) for r in topics.rows)["pageviews"] == 4
+        all_topics = await one(engine, "SHOW ALL TOPICS EXTENDED;")
+        assert any(r[0].startswith("_") for r in all_topics.rows)
+        consumers = {r[0]: r[3] for r in all_topics.rows}
+        assert consumers["pageviews"] == 1 and consumers["SLOW"] == 0
+
+    run(tmp_path, body)
+
+
+def test_show_functions_properties_types_variables(tmp_path):
+    async def body(engine: Engine) -> None:
+        functions = await one(engine, "SHOW FUNCTIONS;")
+        assert functions.kind == "function_names"
+        cats = dict(functions.rows)
+        assert cats["UCASE"] == "STRING"
+        assert [r[0] for r in functions.rows] == sorted(r[0] for r in functions.rows)
+
+        await engine.execute("SET 'auto.offset.reset'='earliest';")
+        props = await one(engine, "SHOW PROPERTIES;")
+        assert props.kind == "properties"
+        assert ("auto.offset.reset", "SESSION", "earliest") in props.rows
+
+        await engine.execute("CREATE TYPE address AS STRUCT<street STRING, zip INT>;")
+        types = await one(engine, "SHOW TYPES;")
+        assert types.kind == "type_list"
+        assert [r[0] for r in types.rows] == ["ADDRESS"]
+        assert "STRUCT<" in types.rows[0][1]
+
+        await engine.execute("DEFINE region = 'eu';")
+        variables = await one(engine, "SHOW VARIABLES;")
+        assert variables.kind == "variables"
+        assert variables.rows == [("region", "eu")]
+
+    run(tmp_path, body)
+
+
+def test_describe_source_and_extended(tmp_path):
+    async def body(engine: Engine) -> None:
+        desc = await one(engine, "DESCRIBE pageviews;")
+        assert desc.kind == "sourceDescription"
+        assert desc.rows == [("USER_ID", "VARCHAR(STRING)  (key)"), ("PAGE", "VARCHAR(STRING)"),
+                             ("MS", "BIGINT")]
+        text = render_result(desc)
+        assert "Name                 : PAGEVIEWS" in text and "EXTENDED" in text
+
+        qid = await query_id(engine)
+        await wait_processed(engine, qid, 2)
+        ext = await one(engine, "DESCRIBE pageviews EXTENDED;")
+        entity = ext.entity["sourceDescription"]
+        assert entity["topic"] == "pageviews" and entity["partitions"] == 4
+        assert entity["keyFormat"] == "KAFKA" and entity["valueFormat"] == "JSON"
+        assert [q["id"] for q in entity["readQueries"]] == [qid]
+        assert entity["writeQueries"] == []
+        assert "consumer-total-messages: 2" in entity["statistics"]
+        text = render_result(ext)
+        assert "Kafka topic          : pageviews (partitions: 4, replication: 1)" in text
+        assert "Timestamp field      : Not set - using <ROWTIME>" in text
+        assert f"{qid} (RUNNING) : CREATE STREAM slow" in text
+
+        sink = await one(engine, "DESCRIBE slow EXTENDED;")
+        assert [q["id"] for q in sink.entity["sourceDescription"]["writeQueries"]] == [qid]
+
+        listing = await one(engine, "DESCRIBE STREAMS;")
+        names = [d["name"] for d in listing.entity["sourceDescriptions"]]
+        assert "PAGEVIEWS" in names and "SLOW" in names
+
+        with pytest.raises(KsqlStatementException, match="Could not find STREAM/TABLE 'NOPE' in the Metastore"):
+            await engine.execute("DESCRIBE nope;")
+
+    run(tmp_path, body)
+
+
+def test_describe_function(tmp_path):
+    async def body(engine: Engine) -> None:
+        fn = await one(engine, "DESCRIBE FUNCTION ucase;")
+        assert fn.kind == "describe_function"
+        assert fn.entity["name"] == "UCASE" and fn.entity["type"] == "SCALAR"
+        (variation,) = fn.entity["functions"]
+        assert variation["returnType"] == "STRING"
+        assert [a["type"] for a in variation["arguments"]] == ["STRING"]
+        text = render_result(fn)
+        assert "Type        : SCALAR" in text and "Returns     : STRING" in text
+
+        concat = await one(engine, "DESCRIBE FUNCTION CONCAT;")
+        assert any(a["isVariadic"] for f in concat.entity["functions"] for a in f["arguments"])
+
+        with pytest.raises(KsqlStatementException, match="Can't find any functions with the name 'NOPE'"):
+            await engine.execute("DESCRIBE FUNCTION nope;")
+
+    run(tmp_path, body)
+
+
+def test_explain_running_query_and_statement(tmp_path):
+    async def body(engine: Engine) -> None:
+        qid = await query_id(engine)
+        explained = await one(engine, f"EXPLAIN {qid};")
+        desc = explained.entity["queryDescription"]
+        assert desc["id"] == qid and desc["queryType"] == "PERSISTENT"
+        assert desc["statementText"].startswith("CREATE STREAM slow AS SELECT")
+        assert desc["sources"] == ["PAGEVIEWS"] and desc["sinks"] == ["SLOW"]
+        assert "def process" in desc["topology"]  # the generated pipeline
+        assert "FILTER" in desc["executionPlan"] and "(MS > 100)" in desc["executionPlan"]
+        assert explained.rows == [("USER_ID", "VARCHAR(STRING)  (key)"), ("PAGE", "VARCHAR(STRING)")]
+        text = render_result(explained)
+        assert "Sources that this query reads from" in text and "Generated pipeline" in text
+
+        with pytest.raises(KsqlStatementException, match="Query with id:NOPE_1 does not exist"):
+            await engine.execute("EXPLAIN NOPE_1;")
+
+        before = set(engine.queries)
+        plan = await one(engine, "EXPLAIN CREATE STREAM other AS SELECT user_id, page FROM pageviews;")
+        pdesc = plan.entity["queryDescription"]
+        assert pdesc["sinks"] == ["OTHER"] and "def process" in pdesc["topology"]
+        push = await one(engine, "EXPLAIN SELECT page, ms * 2 AS ms2 FROM pageviews EMIT CHANGES;")
+        assert push.entity["queryDescription"]["queryType"] == "PUSH"
+        assert push.rows == [("PAGE", "VARCHAR(STRING)"), ("MS2", "BIGINT")]
+        # Explaining runs nothing and creates nothing.
+        assert set(engine.queries) == before and engine.catalog.source("OTHER") is None
+        with pytest.raises(KsqlStatementException, match="does not run a ksql query"):
+            await engine.execute("EXPLAIN SHOW STREAMS;")
+
+    run(tmp_path, body)
+
+
+def test_print_topic(tmp_path):
+    async def body(engine: Engine) -> None:
+        qid = await query_id(engine)
+        await wait_processed(engine, qid, 2)
+        result = await one(engine, "PRINT 'SLOW' FROM BEGINNING LIMIT 1;")
+        assert result.kind == "stream"
+        lines = [r[0] for r in await collect(result, 10)]
+        assert lines[:2] == ["Key format: KAFKA", "Value format: JSON"]
+        assert len(lines) == 3  # LIMIT 1 ends the stream after one record
+        assert lines[2].startswith("rowtime: ") and lines[2].endswith(" Z, key: u1, value: {\"PAGE\":\"/HOME\"}, partition: "
+                                                                      + lines[2].rsplit(" ", 1)[-1])
+        # An unquoted name matches the topic regardless of case; INTERVAL skips records.
+        every_other = await one(engine, "PRINT pageviews FROM BEGINNING INTERVAL 2 LIMIT 1;")
+        assert len([r for r in await collect(every_other, 10) if r[0].startswith("rowtime")]) == 1
+
+        # Without FROM BEGINNING printing starts at the end: only records produced later.
+        tail = await one(engine, "PRINT pageviews LIMIT 1;")
+        got = asyncio.ensure_future(collect(tail, 3))
+        await asyncio.sleep(0.3)
+        await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u9', '/new', 1);")
+        lines = [r[0] for r in await got]
+        assert len(lines) == 3 and "key: u9" in lines[2] and '"/new"' in lines[2]
+
+        with pytest.raises(KsqlStatementException, match="Could not find topic 'nope'"):
+            await engine.execute("PRINT 'nope';")
+
+    run(tmp_path, body)
