@@ -247,7 +247,7 @@ def source_description(engine: "Engine", source: DataSource, extended: bool) -> 
         if reads:
             parts.append(f"consumer-total-messages: {consumed}")
         if writes:
-            parts.append(f"upstream-processed-messages: {written}")
+            parts.append(f"processed-by-writing-queries: {written}")
         stats = "  ".join(parts)
     return {
         "name": source.name,
