@@ -350,7 +350,9 @@ class QueryAnalyzer:
     def analyze(self, query: ast.Query, sink_name: str | None,
                 persistent: bool = True) -> "QueryPlan | AggregatePlan":
         if isinstance(query.from_, ast.Join):
-            raise KsqlStatementException("JOIN is not supported yet.")
+            from streamsql.join_analyzer import analyze_join
+
+            return analyze_join(self, query, sink_name, persistent)
         rel = query.from_
         assert isinstance(rel, ast.AliasedRelation)
         source = self._source(rel.name)

@@ -27,6 +27,7 @@ from streamsql.analyzer import (AggregatePlan, QueryAnalyzer, QueryPlan, analyze
 from streamsql.catalog import Catalog, DataSource, QueryInfo, WindowInfo
 from streamsql.codegen import ExpressionCompiler, Scope
 from streamsql.errors import KsqlException, KsqlStatementException, StreamSqlError
+from streamsql.join_analyzer import JoinPlan
 from streamsql.formats.base import Codec, CodecContext
 from streamsql.schemaregistry.ksql import register_source_schemas
 from streamsql.functions import default_registry
@@ -310,7 +311,8 @@ class Engine:
                 raise KsqlStatementException(
                     f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
         plan = self._analyzer(props).analyze(stmt.query, stmt.name)
-        produces_table = isinstance(plan, AggregatePlan) or plan.source.is_table
+        produces_table = isinstance(plan, AggregatePlan) or (
+            plan.produces_table if isinstance(plan, JoinPlan) else plan.source.is_table)
         if stmt.kind == "TABLE" and not produces_table:
             raise KsqlStatementException(
                 "Invalid result type. Your SELECT query produces a STREAM. "
@@ -376,7 +378,9 @@ class Engine:
                    props: dict[str, Any], stages: list[Stage]) -> None:
         query = PersistentQuery(query_id, plan.source, sink, stages)
         self.queries[query_id] = query
-        self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, (plan.source.name,), kind)
+        sources = (plan.left.source.name, plan.right.source.name) if isinstance(plan, JoinPlan) \
+            else (plan.source.name,)
+        self.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, sources, kind)
         for stage in stages:
             self.subscribers.setdefault(stage.source_topic, []).append(stage)
         if self.mode == "service":
@@ -403,6 +407,10 @@ class Engine:
             from streamsql.runtime.aggregate import build_aggregate_stages
 
             return await build_aggregate_stages(self, query_id, plan, sink, props)
+        if isinstance(plan, JoinPlan):
+            from streamsql.runtime.join import build_join_stages
+
+            return await build_join_stages(self, query_id, plan, sink, props)
         pipeline = build_pipeline(
             plan, self.registry, self.codec(plan.source, "key"), self.codec(plan.source, "value"),
             self.codec(sink, "key"), self.codec(sink, "value"), self._processing_logger(query_id),
@@ -575,6 +583,10 @@ class Engine:
         columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
         if query.emit is None:
             return Result(stmt.text, "rows", columns=columns, rows=self._pull_query(plan, query.limit))
+        if isinstance(plan, JoinPlan):
+            raise KsqlStatementException(
+                "Push queries with JOIN are not supported yet: create the join with "
+                "CREATE STREAM/TABLE ... AS SELECT and query it.")
         if isinstance(plan, AggregatePlan):
             raise KsqlStatementException(
                 "Push queries with GROUP BY are not supported yet: create the table with "
