@@ -302,6 +302,13 @@ def _return_text(sig: "Signature") -> str:
 
     if isinstance(sig.returns, Spec):
         return str(sig.returns)
+    # A computed return type: concrete when every parameter is a concrete type.
+    params = [p.spec.type for p in sig.params if p.spec.kind == "type" and p.spec.type is not None]
+    if len(params) == len(sig.params):
+        try:
+            return str(sig.returns(params))
+        except Exception:  # some need argument details (a DECIMAL's scale); fall through
+            pass
     return "(depends on the arguments)"
 
 
@@ -309,15 +316,10 @@ def describe_function(engine: "Engine", stmt: ast.DescribeFunction) -> Result:
     """DESCRIBE FUNCTION name: kind, and each overload's parameters and return type."""
     reg = engine.registry
     name = stmt.name.upper()
-    sigs = reg.describe(name)
-    if not sigs and name in reg.aggregates:
-        entity = {"name": name, "description": "", "author": "", "version": "", "path": "internal",
-                  "functions": [], "type": "AGGREGATE"}
-        return Result(stmt.text, "describe_function", columns=("Variation", "Returns", "Description"),
-                      rows=[], entity={"@type": "describe_function", "statementText": stmt.text, **entity})
+    sigs = [s for s in reg.describe(name) if hasattr(s, "params")]
     if not sigs:
         raise KsqlStatementException(f"Can't find any functions with the name '{name}'")
-    kind = "TABLE" if sigs[0].kind == "table" else "SCALAR"
+    kind = {"table": "TABLE", "aggregate": "AGGREGATE"}.get(sigs[0].kind, "SCALAR")
     overview = next((s.description for s in sigs if s.description), "")
     functions = []
     rows = []

@@ -59,7 +59,7 @@ Statements end with ';' and may span several lines. Some to try:
   INSERT INTO s (id, v) VALUES ('a', 1);
   CREATE STREAM big AS SELECT id, v * 10 AS v10 FROM s WHERE v > 0 EMIT CHANGES;
   SELECT * FROM big EMIT CHANGES;          -- streams rows; Ctrl-C stops the query
-  SET 'auto.offset.reset'='earliest';      -- push queries then start from the beginning
+  SET 'auto.offset.reset'='latest';        -- push queries then show only new rows
   PRINT 'BIG' FROM BEGINNING LIMIT 5;
   SHOW STREAMS;  SHOW TABLES;  SHOW QUERIES;  SHOW TOPICS;  SHOW FUNCTIONS;  SHOW PROPERTIES;
   DESCRIBE big EXTENDED;  DESCRIBE FUNCTION ucase;  EXPLAIN <query id>;
@@ -377,13 +377,11 @@ def _completer_class():
             upper = word.upper()
             lower = word.islower()
             seen = set()
-            for kw in KEYWORDS:
-                if kw.startswith(upper) and kw != upper and kw not in seen:
-                    seen.add(kw)
-                    yield Completion(kw.lower() if lower else kw, -len(word), display_meta="keyword")
-            for name in self.words():
-                if name.upper().startswith(upper) and name != word and name not in seen:
-                    seen.add(name)
+            for kw in sorted(k for k in set(KEYWORDS) if k.startswith(upper) and k != upper):
+                seen.add(kw)
+                yield Completion(kw.lower() if lower else kw, -len(word), display_meta="keyword")
+            for name in sorted(n for n in set(self.words()) if n.upper().startswith(upper) and n != word):
+                if name not in seen:
                     yield Completion(name, -len(word))
 
     return SqlCompleter
@@ -419,7 +417,12 @@ class Shell:
         stream.flush()
 
     def banner(self) -> str:
-        where = f" (data in {self.data_dir})" if self.data_dir is not None else ""
+        where = ""
+        if self.data_dir is not None:
+            shown = str(self.data_dir)
+            if not self.data_dir.is_absolute() and not shown.startswith("."):
+                shown = f"./{shown}"
+            where = f" (data in {shown})"
         return (f"streamsql {__version__} - ksqlDB-compatible streaming SQL, {self.mode_label} mode{where}\n"
                 "Type 'help' for help; 'exit', 'quit' or Ctrl-D to quit. End statements with ';'.\n")
 

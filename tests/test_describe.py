@@ -184,6 +184,11 @@ def test_describe_function(tmp_path):
         concat = await one(engine, "DESCRIBE FUNCTION CONCAT;")
         assert any(a["isVariadic"] for f in concat.entity["functions"] for a in f["arguments"])
 
+        total = await one(engine, "DESCRIBE FUNCTION sum;")
+        assert total.entity["type"] == "AGGREGATE"
+        assert any(r[0].startswith("SUM(") and r[0].endswith(" BIGINT)") and r[1] == "BIGINT"
+                   for r in total.rows)
+
         with pytest.raises(KsqlStatementException, match="Can't find any functions with the name 'NOPE'"):
             await engine.execute("DESCRIBE FUNCTION nope;")
 
