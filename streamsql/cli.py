@@ -102,7 +102,7 @@ def _run_shell(args: argparse.Namespace) -> int:
     _setup_logging(data_dir, interactive=script is None)
     try:
         return asyncio.run(_shell_main(data_dir, script))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C stopped a script
         return 130
 
 
