@@ -68,6 +68,7 @@ class JoinStage:
         self.before = w.before if w else 0
         self.after = w.after if w else 0
         self.grace = w.grace if w and w.grace is not None else None
+        self.sink_ts_index: int | None = None
 
     def _emit(self, out: list[ProducerRecord], jk: Any, left: tuple | None, right: tuple | None, ts: int) -> None:
         projected = self.project(jk, left, right)
@@ -75,6 +76,8 @@ class JoinStage:
             return
         key, row = projected
         kb = None if key[0] is None else self.sink_key_codec.encode(key)
+        if self.sink_ts_index is not None and row[self.sink_ts_index] is not None:
+            ts = row[self.sink_ts_index]  # the sink's TIMESTAMP column
         out.append(ProducerRecord(kb, self.sink_value_codec.encode(row), ts))
 
     def _tombstone(self, out: list[ProducerRecord], jk: Any, ts: int) -> None:
@@ -281,4 +284,9 @@ async def build_join_stages(engine: "Engine", query_id: str, plan: JoinPlan, sin
         joins.append(JoinStage(f"{query_id}-join-{side_name}", topic, sink.topic, side_name, plan, state,
                                key_codec, value_codec, engine.codec(sink, "key"), engine.codec(sink, "value"),
                                project))
+    if sink.timestamp_column is not None:
+        names = [c.name for c in plan.value]
+        if sink.timestamp_column in names:
+            for j in joins:
+                j.sink_ts_index = names.index(sink.timestamp_column)  # type: ignore[attr-defined]
     return stages + joins

@@ -137,6 +137,11 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
         return x.transform(fn)
 
     # ---- kind of join and validity
+    kafka = [src.name for src in (left_src, right_src) if src.value_format.name == "KAFKA"]
+    if kafka:
+        raise KsqlStatementException(
+            f"Source(s) {', '.join(kafka)} are using the 'KAFKA' value format. This format does not yet "
+            "support JOIN.")
     left_kind, right_kind = left_src.kind, right_src.kind
     if left_kind == "TABLE" and right_kind == "STREAM":
         raise KsqlStatementException(
@@ -243,7 +248,8 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     typed: list[tuple[str, e.Expression, SqlType]] = []
     used: set[str] = set()
     for alias_name, written, x in items:
-        if isinstance(x, e.ColumnRef) and x.name in RESERVED_COLUMN_NAMES and alias_name is None and persistent:
+        if isinstance(written, e.ColumnRef) and written.source is None and written.name in RESERVED_COLUMN_NAMES \
+                and alias_name is None and persistent:
             raise KsqlStatementException(
                 f"Reserved column name in select: `{x.name}`. Please remove or alias the column.")
         ty = compiler.compile(x).type
@@ -281,11 +287,20 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     key_forms = [e.ColumnRef(SYNTHETIC_KEY)] if synthetic else columns
     if clause.join_type == "RIGHT" and not synthetic:
         key_forms = list(reversed(columns))
+    # The key is the first item written as the preferred join expression (the left one, for
+    # all but RIGHT joins), else the first written as the other.
+    preferred = next((x for _, x, _ in named if x == key_forms[0]), None)
+    if preferred is None and len(key_forms) > 1:
+        preferred = next((x for _, x, _ in named if x == key_forms[1]), None)
     key_col: OutputColumn | None = None
     key_expr: e.Expression | None = None
     values: list[OutputColumn] = []
+    if synthetic and preferred is None and any(isinstance(i, ast.AllColumns) and i.source is None
+                                               for i in query.select):
+        # SELECT * of an outer join carries the synthetic key implicitly.
+        key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), lt)
     for name, x, ty in named:
-        if x in key_forms and (key_col is None or x == key_expr):
+        if preferred is not None and x == preferred:
             if key_col is not None:
                 raise KsqlStatementException(
                     f"The projection contains a key column (`{key_col.name}`) more than once, aliased as: "
