@@ -110,6 +110,18 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     aliases = {left_alias: left_src, right_alias: right_src}
     sides = {left_alias: left_src.schema.columns, right_alias: right_src.schema.columns}
 
+    def check_qualifiers(x: e.Expression) -> None:
+        for node in x.walk():
+            if isinstance(node, e.ColumnRef) and node.source is not None and node.source not in aliases \
+                    and not any(s.name == node.source for s in aliases.values()):
+                raise KsqlStatementException(
+                    f"Failed to prepare statement: '{node.source}' is not a valid stream/table name or alias.")
+
+    check_qualifiers(clause.criteria)
+    for item in query.select:
+        if isinstance(item, ast.SingleColumn):
+            check_qualifiers(item.expression)
+
     def qualify(x: e.Expression) -> e.Expression:
         """Every column reference qualified by its side (ambiguity is an error)."""
         def fn(node: e.Expression) -> e.Expression | None:
@@ -143,25 +155,17 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             f"Source(s) {', '.join(kafka)} are using the 'KAFKA' value format. This format does not yet "
             "support JOIN.")
     left_kind, right_kind = left_src.kind, right_src.kind
+    shown_type = "[INNER] JOIN" if clause.join_type == "INNER" else f"[{clause.join_type}] OUTER JOIN"
     if left_kind == "TABLE" and right_kind == "STREAM":
         raise KsqlStatementException(
             "Invalid join order: table-stream joins are not supported; only stream-table joins. Got "
-            f"{left_src.name} [{clause.join_type}] JOIN {right_src.name}.")
+            f"{left_src.name} {shown_type} {right_src.name}.")
     kind = {("STREAM", "STREAM"): "STREAM_STREAM", ("STREAM", "TABLE"): "STREAM_TABLE",
             ("TABLE", "TABLE"): "TABLE_TABLE"}[(left_kind, right_kind)]
-    if kind == "STREAM_STREAM" and clause.within is None:
-        raise KsqlStatementException(
-            "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn "
-            "about how to specify a WITHIN clause with a stream-stream join, please visit: "
-            "https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select")
-    if kind != "STREAM_STREAM" and clause.within is not None:
-        raise KsqlStatementException(
-            f"A window definition was provided for a {kind.replace('_', '-').lower()} join. Windows are "
-            "only supported for stream-stream joins.")
     if kind == "STREAM_TABLE" and clause.join_type not in ("INNER", "LEFT"):
         raise KsqlStatementException(
             f"Invalid join type: full-outer join not supported for stream-table join. Got "
-            f"{left_src.name} [{clause.join_type}] JOIN {right_src.name}.")
+            f"{left_src.name} {shown_type} {right_src.name}.")
 
     # ---- the join criteria: one equality, each side over one source
     crit = qualify(clause.criteria)
@@ -187,6 +191,7 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             f"Each side of the join must reference exactly one source and not the same source. "
             f"Left side references {sa} and right references {sb}")
     left_expr, right_expr = (a, b) if sa == left_alias else (b, a)
+    written = f"{a} = {b}"
 
     def unqualified(x: e.Expression) -> e.Expression:
         return x.transform(lambda n: e.ColumnRef(n.name) if isinstance(n, e.ColumnRef) else None)
@@ -197,11 +202,11 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     if kind == "STREAM_TABLE" and not is_key(right_expr, right_src):
         raise KsqlStatementException(
             f"Invalid join condition: stream-table joins require to join on the table's primary key. "
-            f"Got {left_expr} = {right_expr}.")
+            f"Got {written}.")
     if kind == "TABLE_TABLE" and not (is_key(right_expr, right_src) and is_key(left_expr, left_src)):
         raise KsqlStatementException(
             "Invalid join condition: table-table joins require to join on the primary key of the right "
-            f"input table. Got {left_expr} = {right_expr}.")
+            f"input table. Got {written}.")
 
     # ---- types of the join expressions
     lscope = Scope()
@@ -212,6 +217,20 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
         rscope.qualified[(right_alias, col.name)] = ScopeColumn("x", col.type)
     lt = ExpressionCompiler(analyzer.registry, lscope, clause="JOIN ON").compile(left_expr).type
     rt = ExpressionCompiler(analyzer.registry, rscope, clause="JOIN ON").compile(right_expr).type
+    for side_src, x in ((left_src, left_expr), (right_src, right_expr)):
+        if side_src.window is not None and not is_key(x, side_src):
+            raise KsqlStatementException(
+                "Implicit repartitioning of windowed sources is not supported. See "
+                "https://github.com/confluentinc/ksql/issues/4385.")
+    if kind == "STREAM_STREAM" and clause.within is None:
+        raise KsqlStatementException(
+            "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn "
+            "about how to specify a WITHIN clause with a stream-stream join, please visit: "
+            "https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select")
+    if kind != "STREAM_STREAM" and clause.within is not None:
+        raise KsqlStatementException(
+            f"A window definition was provided for a {kind.replace('_', '-').lower()} join. Windows are "
+            "only supported for stream-stream joins.")
     if lt != rt:
         raise KsqlStatementException(
             f"Invalid join condition: types don't match. Got {left_expr}{{{lt}}} = {right_expr}{{{rt}}}.")
@@ -304,7 +323,7 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             if key_col is not None:
                 raise KsqlStatementException(
                     f"The projection contains a key column (`{key_col.name}`) more than once, aliased as: "
-                    f"{', '.join(sorted([key_col.name, name]))}.".replace(", ", " and ", 1))
+                    f"{' and '.join(sorted([key_col.name, name]))}.")
             # The result's key is the join key itself (a right-only row has no left column).
             key_col = OutputColumn(name, e.ColumnRef(SYNTHETIC_KEY), ty)
             key_expr = x
@@ -313,10 +332,14 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     if key_col is None:
         if persistent:
             shown = SYNTHETIC_KEY if synthetic else " or ".join(str(k) for k in key_forms)
+            plural = "s" if len(key_forms) > 1 else ""
+            hint = ("\nROWKEY was added as a synthetic key column because the join criteria did not match "
+                    "any source column. This expression must be included in the projection and may be "
+                    "aliased. " if synthetic else "")
             raise KsqlStatementException(
                 "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n"
-                f"The query used to build `{sink_name}` must include the join expression {shown} in its "
-                f"projection (eg, SELECT {str(key_forms[0])}...).")
+                f"The query used to build `{sink_name}` must include the join expression{plural} {shown} in "
+                f"its projection (eg, SELECT {str(key_forms[0])}...).{hint}".rstrip())
         key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), lt)
     if persistent and not values:
         raise KsqlStatementException("The projection contains no value columns.")
