@@ -78,7 +78,9 @@ class WindowSpec:
 
 
 class MemoryStore:
-    """A key-value store in a dict: the test driver's store (one record at a time, tiny)."""
+    """A key-value store in a dict: the test driver's store (one record at a time, tiny), and
+    service mode's when the Log keeps nothing on disk. Service mode on disk uses RocksDB
+    (``streamsql.runtime.task``) through the same calls."""
 
     def __init__(self) -> None:
         self._data: dict[bytes, Any] = {}
@@ -95,14 +97,53 @@ class MemoryStore:
     def items(self):
         return self._data.items()
 
+    def replace_sessions(self, key: bytes, keep: list, merged: list, new: list) -> None:
+        """Set a key's session list (``keep`` already lacks ``merged`` and has ``new``)."""
+        self._data[key] = keep
+
+
+class _TaskContext:
+    """What ``AggregateStage`` keeps per input partition (per task, as Kafka Streams): stream
+    time, and EMIT FINAL's windows waiting to close."""
+
+    __slots__ = ("stream_time", "pending")
+
+    def __init__(self, pending: dict) -> None:
+        self.stream_time = -1
+        self.pending = pending
+
+
+class _StoredPending(dict):
+    """EMIT FINAL's pending windows (skey -> (key, start, end, store key)), mirrored into a
+    state store as skey -> [start, end] so that they survive a restart."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Any) -> None:
+        super().__init__()
+        self.store = store
+
+    def __setitem__(self, skey: bytes, entry: tuple) -> None:
+        dict.__setitem__(self, skey, entry)
+        self.store.put(skey, [entry[1], entry[2]])
+
+    def pop(self, skey: bytes, *default: Any) -> Any:  # type: ignore[override]
+        if skey in self:
+            self.store.delete(skey)
+        return dict.pop(self, skey, *default)
+
 
 class AggregateStage:
     """Folds re-keyed records into accumulators and writes the aggregated table."""
 
+    # All its state is in its stores and task contexts: it can run exactly-once.
+    exactly_once = True
+
     def __init__(self, name: str, source_topic: str, sink_topic: str, plan: AggregatePlan,
                  key_codec: Codec, value_codec: Codec, sink_key_codec: Codec, sink_value_codec: Codec,
                  project: Callable[..., Any], plog: Callable[[str, int, int, str], None],
-                 store: Any, window: WindowSpec | None, config: dict[str, Any] | None = None) -> None:
+                 store: Any, window: WindowSpec | None, config: dict[str, Any] | None = None,
+                 pending_store: Any = None) -> None:
         self.name = name
         self.source_topic = source_topic
         self.sink_topic = sink_topic
@@ -120,15 +161,65 @@ class AggregateStage:
         self.project = project
         self.plog = plog
         self.store = store
+        # A RocksDB-backed store keeps accumulators as JSON, through to_state/from_state.
+        set_aggregators = getattr(store, "set_aggregators", None)
+        if set_aggregators is not None:
+            set_aggregators(self.aggregators)
         self.window = window
         self.emit_final = plan.emit_final
-        self.stream_time = -1
         self.late_dropped = 0
+        # Stream time and pending windows are per input partition (task); ``process`` loads
+        # the batch's into these attributes.
+        self.pending_store = pending_store
+        self._contexts: dict[int, _TaskContext] = {}
+        self.stream_time = -1
         # EMIT FINAL: windows whose results wait for the window to close.
         self.pending: dict[bytes, tuple[tuple, int, int, bytes]] = {}
 
+    # ------------------------------------------------------------------------ task state
+    def _context(self, partition: int) -> _TaskContext:
+        ctx = self._contexts.get(partition)
+        if ctx is None:
+            persist = self.pending_store is not None and not isinstance(self.pending_store, MemoryStore)
+            pending = _StoredPending(self.pending_store) if persist else {}
+            ctx = self._contexts[partition] = _TaskContext(pending)
+        return ctx
+
+    def task_extra(self, partition: int) -> dict[str, Any]:
+        """What a task commits beside its stores (JSON)."""
+        return {"stream_time": self._context(partition).stream_time}
+
+    def task_opened(self, partition: int, extra: Any) -> None:
+        """A task's state was opened (stores bound to it): reload its stream time and its
+        pending windows."""
+        self._contexts.pop(partition, None)
+        ctx = self._context(partition)
+        if isinstance(extra, dict):
+            ctx.stream_time = int(extra.get("stream_time", -1))
+        if isinstance(ctx.pending, _StoredPending):
+            session = self.window is not None and self.window.kind == "SESSION"
+            for skey, (start, end) in self.pending_store.items_of(partition):
+                kb = skey[:-8]
+                try:
+                    key = self.key_codec.decode(kb)
+                except Exception as exc:  # noqa: BLE001 - written by this stage; log and go on
+                    log.warning("dropping unreadable pending window %r: %s", skey, exc)
+                    continue
+                dict.__setitem__(ctx.pending, skey, (key, start, end, kb if session else skey))
+
     # ----------------------------------------------------------------------- processing
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        ctx = self._contexts.get(batch.partition)
+        if ctx is None:
+            ctx = self._context(batch.partition)
+        self.stream_time = ctx.stream_time
+        self.pending = ctx.pending
+        try:
+            return self._process(batch)
+        finally:
+            ctx.stream_time = self.stream_time
+
+    def _process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out: list[ProducerRecord] = []
         headers = batch.headers
         for i, (kb, vb, ts, off) in enumerate(zip(batch.keys, batch.values, batch.timestamps, batch.offsets)):
@@ -276,9 +367,10 @@ class AggregateStage:
         except Exception as exc:
             self.plog(batch.topic, batch.partition, off, f"Aggregation failed: {exc!r}")
             return
-        keep.append([start, end, accs, max_ts])
+        new = [start, end, accs, max_ts]
+        keep.append(new)
         keep.sort(key=lambda s: s[0])
-        self.store.put(kb, keep)
+        self.store.replace_sessions(kb, keep, merged, new)
         if self.emit_final:
             # Merged-away sessions were never emitted; only the final session will be.
             for s in merged:
@@ -294,6 +386,8 @@ class AggregateStage:
 class TableGroupByStage:
     """Group-by over a TABLE source: keeps each source row's last value so an update or a
     delete first retracts the old row's contribution (sent with header ``op=undo``)."""
+
+    exactly_once = True
 
     def __init__(self, name: str, source_topic: str, sink_topic: str, mapper: Any,
                  key_codec: Codec, value_codec: Codec, store: Any) -> None:
@@ -430,7 +524,8 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
                                 None, None, plog, rows=True,
                                 timestamp_parser=engine._timestamp_parser(source))
         first: Stage = TableGroupByStage(f"{query_id}-groupby", source.topic, repartition, mapper,
-                                         key_codec, value_codec, engine.new_store(query_id, "source"))
+                                         key_codec, value_codec,
+                                         engine.new_store(query_id, "source", "bytes"))
         first.n_keys = len(plan.groups)
     else:
         pipeline = build_pipeline(pre, engine.registry, engine.codec(source, "key"), engine.codec(source, "value"),
@@ -438,7 +533,17 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
                                   timestamp_parser=engine._timestamp_parser(source))
         first = PipelineStage(f"{query_id}-groupby", source.topic, repartition, pipeline)
     project = build_projection(engine, plan, query_id, plog)
+    window = _window_spec(plan)
+    if window is None:
+        store = engine.new_store(query_id, "aggregate", "aggregate")
+    elif window.kind == "SESSION":
+        store = engine.new_store(query_id, "aggregate", "session-aggregate")
+    else:
+        # Windows past size + grace are closed: no record can reach them any more.
+        store = engine.new_store(query_id, "aggregate", "window-aggregate",
+                                 retention_ms=window.size + window.grace + 1)
+    pending = engine.new_store(query_id, "aggregate-pending", "json") if plan.emit_final else None
     second = AggregateStage(f"{query_id}-aggregate", repartition, sink.topic, plan, key_codec, value_codec,
                             engine.codec(sink, "key"), engine.codec(sink, "value"), project, plog,
-                            engine.new_store(query_id, "aggregate"), _window_spec(plan), props)
+                            store, window, props, pending_store=pending)
     return [first, second]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 from streamsql.catalog import DataSource
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch
@@ -43,6 +43,8 @@ class PipelineStage:
     sink_topic: str
     pipeline: Pipeline
     outputs: Outputs = field(default_factory=Outputs)
+    # A pure function of its input: it can take part in exactly-once processing.
+    exactly_once = True
 
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out = self.outputs
@@ -66,6 +68,19 @@ class MaterializingStage:
     @property
     def pipeline(self) -> Pipeline | None:
         return getattr(self.inner, "pipeline", None)
+
+    @property
+    def exactly_once(self) -> bool:
+        return bool(getattr(self.inner, "exactly_once", False))
+
+    def task_extra(self, partition: int) -> Any:
+        extra = getattr(self.inner, "task_extra", None)
+        return extra(partition) if extra is not None else None
+
+    def task_opened(self, partition: int, extra: Any) -> None:
+        opened = getattr(self.inner, "task_opened", None)
+        if opened is not None:
+            opened(partition, extra)
 
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out = self.inner.process(batch)
@@ -105,25 +120,47 @@ class PersistentQuery:
 
 
 class StageRunner:
-    """Service-mode driver of one stage (at-least-once on the embedded log: offsets are
-    committed only after the stage's output records are durable)."""
+    """Service-mode driver of one stage.
+
+    With ``tasks`` (a stage of a stateful query on the embedded log: see
+    ``streamsql.runtime.task``) processing is exactly-once: each batch's state, input offset
+    and output end offsets are committed together, and a restart resumes from that commit.
+    Without, it is at-least-once: group offsets are committed only after the stage's output
+    records are written, so a crash may write a batch's output again.
+
+    With ``fences``, records of a topic written by an exactly-once stage are read only up to
+    that stage's last commit (read_committed).
+    """
 
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
-                 after_batch: Callable[[], Awaitable[None]] | None = None) -> None:
+                 after_batch: Callable[[], Awaitable[None]] | None = None,
+                 tasks: Any = None, fences: Any = None) -> None:
         self.stage = stage
         self.group = group
         self.log = log_
         self.reset = reset
         # Called after each committed batch (the engine flushes the processing log there).
         self.after_batch = after_batch
+        self.tasks = tasks
+        self.fences = fences
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
+        # Set once the stage has opened (restored) its state and is consuming.
+        self.ready = asyncio.Event()
+        if tasks is not None:
+            tasks.claim_outputs()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"stage-{self.stage.name}")
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     async def stop(self) -> None:
+        """Stop consuming. A batch in flight is abandoned (an exactly-once stage takes it up
+        again at its next start)."""
         self._stopping.set()
         if self._task is not None:
             self._task.cancel()
@@ -131,28 +168,59 @@ class StageRunner:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        elif self.tasks is not None:
+            self.tasks.release()
 
-    async def _run(self) -> None:
+    async def _positions(self) -> dict[tuple[str, int], int]:
+        """Where to start reading, for the at-least-once runner."""
         stage = self.stage
         if self.reset == "latest":
             committed = await self.log.committed(self.group, stage.source_topic)
             if not committed:
                 ends = await self.log.end_offsets(stage.source_topic)
+                positions = {(stage.source_topic, p): o for p, o in enumerate(ends)}
                 first = self.log.consumer(self.group, [stage.source_topic])
-                await first.commit({(stage.source_topic, p): o for p, o in enumerate(ends)})
+                await first.commit(positions)
                 await first.close()
-        consumer = self.log.consumer(self.group, [stage.source_topic])
+        return {}
+
+    async def _run(self) -> None:
+        stage = self.stage
+        tasks = self.tasks
+        fences = self.fences
+        consumer = None
         try:
+            if tasks is not None:
+                positions = await tasks.open(self.reset)
+            else:
+                positions = await self._positions()
+            consumer = self.log.consumer(self.group, [stage.source_topic])
+            seek = getattr(consumer, "seek", None)
+            for (topic, p), off in positions.items():
+                assert seek is not None, "exactly-once needs a consumer that can seek"
+                seek(topic, p, off)
+            fenced = fences is not None and seek is not None
+            self.ready.set()
             while not self._stopping.is_set():
                 batches = await consumer.poll(max_records=5000, timeout=0.5)
+                if fenced:
+                    batches, waits = fences.cut(batches, seek)
+                    if waits and not batches:
+                        # Everything available is past the writer's last commit.
+                        await _wait_any(waits, 0.5)
+                        continue
                 if not batches:
                     continue
                 commits = {}
                 for batch in batches:
+                    if tasks is not None:
+                        tasks.bind(batch.partition)
                     records = stage.process(batch)
                     if records:
                         await self.log.produce(stage.sink_topic, records)
                     self.processed += len(batch)
+                    if tasks is not None:
+                        await tasks.commit(batch)
                     commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
                 await consumer.commit(commits)
                 if self.after_batch is not None:
@@ -162,4 +230,38 @@ class StageRunner:
         except Exception:
             log.exception("stage %s failed", stage.name)
         finally:
-            await consumer.close()
+            self.ready.set()
+            if consumer is not None:
+                await consumer.close()
+            if tasks is not None:
+                tasks.close()
+                tasks.release()
+
+
+async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
+    waiters = [asyncio.ensure_future(ev.wait()) for ev in dict.fromkeys(events)]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+def table_row(store: Any, key: bytes) -> tuple[bytes, int] | None:
+    """A materialized table's (value, timestamp) for ``key`` (RocksDB or in-memory store)."""
+    row = getattr(store, "row", None)
+    if row is not None:
+        return row(key)
+    return store.get(key)
+
+
+def table_rows(store: Any, prefix: bytes | None = None) -> Iterator[tuple[bytes, bytes, int]]:
+    """A materialized table's (key, value, timestamp) rows, lazily (keys starting with
+    ``prefix`` when given)."""
+    rows = getattr(store, "rows", None)
+    if rows is not None:
+        yield from rows(prefix)
+        return
+    for k, (v, ts) in list(store.items()):
+        if prefix is None or k.startswith(prefix):
+            yield k, v, ts

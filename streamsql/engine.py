@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import orjson
@@ -36,7 +38,7 @@ from streamsql.results import Result
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TopicExistsError
 from streamsql.runtime.pipeline import Outputs, build_pipeline
 from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage, Stage,
-                                     StageRunner)
+                                     StageRunner, table_row, table_rows)
 from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,10 @@ class Engine:
 
     def __init__(self, log_: Log, config: dict[str, Any] | None = None,
                  registry: FunctionRegistry | None = None, mode: str = "service",
-                 auto_create_topics: bool = False, schema_registry: Any = None) -> None:
+                 auto_create_topics: bool = False, schema_registry: Any = None,
+                 state_dir: str | Path | None = None) -> None:
         from streamsql.schemaregistry.ksql import make_registry
+        from streamsql.runtime.task import OutputFences
 
         self.log = log_
         self.config = {**DEFAULT_CONFIG, **(config or {})}
@@ -86,6 +90,14 @@ class Engine:
         self._codecs: dict[tuple, Codec] = {}
         # Processing errors waiting to be written to the processing-log topic (bounded).
         self._processing_errors: list[tuple[str, str, int, int, str]] = []
+        # Service mode keeps query state in RocksDB under this directory: ``state_dir``, else
+        # ``<data dir>/state`` of an on-disk embedded log; None keeps it in memory.
+        self.state_dir = self._default_state_dir(state_dir)
+        # Committed ends of topics written by exactly-once stages (read_committed readers).
+        self.fences = OutputFences()
+        self._rocksdb_config: Any = None
+        # Runners of queries replayed at start: started once the whole catalog is known.
+        self._deferred: list[StageRunner] = []
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -117,8 +129,13 @@ class Engine:
                 offset = batch.offsets[-1] + 1
         finally:
             self._replaying = False
+            deferred, self._deferred = self._deferred, []
+            for runner in deferred:
+                runner.start()
 
     async def close(self) -> None:
+        """Stop every query (their state is closed; exactly-once queries take up an
+        unfinished batch again at the next start)."""
         for runners in list(self.runners.values()):
             for runner in runners:
                 await runner.stop()
@@ -179,11 +196,28 @@ class Engine:
         return seq
 
     # ------------------------------------------------------------------------- helpers
-    def new_store(self, query_id: str, name: str) -> Any:
-        """A key-value state store for one stage of a query."""
-        from streamsql.runtime.aggregate import MemoryStore
+    def _default_state_dir(self, state_dir: str | Path | None) -> Path | None:
+        if self.mode != "service":
+            return None
+        if state_dir is not None:
+            return Path(state_dir)
+        data_dir = getattr(self.log, "path", None)
+        return Path(data_dir) / "state" if data_dir is not None else None
 
-        return MemoryStore()
+    def new_store(self, query_id: str, name: str, kind: str = "kv", *,
+                  retention_ms: int | None = None) -> Any:
+        """A state store ``name`` for a stage of query ``query_id``. In service mode with a
+        state directory it is a RocksDB store split by the stage's input partitions, with a
+        changelog topic (``streamsql.runtime.task.make_store`` lists the kinds: ``kv`` holds
+        any picklable value; ``bytes``, ``json``, ``table`` and the aggregate kinds are
+        typed); the query's runner opens and binds it. Otherwise a ``MemoryStore``."""
+        if self.state_dir is None:
+            from streamsql.runtime.aggregate import MemoryStore
+
+            return MemoryStore()
+        from streamsql.runtime.task import make_store
+
+        return make_store(name, kind, retention_ms)
 
     def _name_hint(self, name: str) -> str:
         """ksqlDB's hint when a source name differs only by case from an existing one."""
@@ -384,21 +418,55 @@ class Engine:
         for stage in stages:
             self.subscribers.setdefault(stage.source_topic, []).append(stage)
         if self.mode == "service":
-            runners = []
-            for i, stage in enumerate(stages):
-                runner = StageRunner(stage, query.group(i), self.log,
-                                     str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest",
-                                     after_batch=self.flush_processing_log)
-                runners.append(runner)
-                runner.start()
-            self.runners[query_id] = runners
+            self.runners[query_id] = runners = self._runners(query, props)
+            for runner in runners:
+                if self._replaying:
+                    self._deferred.append(runner)
+                else:
+                    runner.start()
+
+    def _runners(self, query: PersistentQuery, props: dict[str, Any]) -> list[StageRunner]:
+        """A runner per stage. Stages with state get tasks (RocksDB per input partition).
+        A query whose every stage can, and whose stages each write a topic of their own, is
+        exactly-once: all its stages commit state, input offsets and output ends together
+        (see ``streamsql.runtime.task``); other queries are at-least-once."""
+        from streamsql.runtime.task import StageTasks, stage_stores
+
+        stages = query.stages
+        stateful = [bool(stage_stores(s)) for s in stages]
+        sinks = [s.sink_topic for s in stages]
+        exactly_once = (any(stateful) and self.state_dir is not None
+                        and all(getattr(s, "exactly_once", False) for s in stages)
+                        and len(set(sinks)) == len(sinks)
+                        and hasattr(self.log, "truncate"))
+        if (any(stateful) or exactly_once) and self._rocksdb_config is None:
+            import rocksdict
+
+            from streamsql.state import RocksDBConfig
+            # One block cache for every task of the engine.
+            self._rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
+        runners = []
+        for i, stage in enumerate(stages):
+            group = query.group(i)
+            tasks = None
+            if exactly_once or stateful[i]:
+                assert self.state_dir is not None
+                name = stage.name.removeprefix(query.query_id).lstrip("-") or "main"
+                tasks = StageTasks(self.log, self.state_dir / query.query_id / name, query.query_id,
+                                   stage, group, self.fences, self._rocksdb_config,
+                                   exactly_once=exactly_once)
+            reset = str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest"
+            runners.append(StageRunner(stage, group, self.log, reset,
+                                       after_batch=self.flush_processing_log, tasks=tasks,
+                                       fences=self.fences))
+        return runners
 
     async def _build_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:
         stages = await self._build_plain_stages(query_id, plan, sink, props)
         if sink.is_table:
             # Tables made by a query are materialized: pull queries read them.
-            stages[-1] = MaterializingStage(stages[-1], self.new_store(query_id, "materialized"))
+            stages[-1] = MaterializingStage(stages[-1], self.new_store(query_id, "materialized", "table"))
         return stages
 
     async def _build_plain_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
@@ -428,6 +496,16 @@ class Engine:
                     subs.remove(stage)
         for runner in self.runners.pop(query_id, []):
             await runner.stop()
+            if runner in self._deferred:
+                self._deferred.remove(runner)
+        if self.state_dir is not None and (self.state_dir / query_id).exists():
+            # A terminated query never runs again: its state goes (changelog topics stay).
+            from streamsql.state import destroy_state_dir
+
+            for stage_dir in (self.state_dir / query_id).iterdir():
+                for task_dir in stage_dir.iterdir():
+                    destroy_state_dir(task_dir)
+            shutil.rmtree(self.state_dir / query_id, ignore_errors=True)
 
     async def _exec_TerminateQuery(self, stmt: ast.TerminateQuery, props, session, seq) -> Result:
         if stmt.query_id is None:
@@ -618,15 +696,59 @@ class Engine:
                 f"CREATE TABLE {source.name}_QUERYABLE AS SELECT * FROM {source.name};")
         pipeline = build_pipeline(plan, self.registry, self.codec(source, "key"), self.codec(source, "value"),
                                   None, None, self._processing_logger("pull"), rows=True)
+        # The pipeline applies the whole WHERE; a key lookup only narrows what it reads.
+        key = self._pull_key(source, plan.where)
+        if key is None:
+            rows: Any = table_rows(store)
+        elif source.window is not None:
+            rows = table_rows(store, key)  # the key's windows: key bytes || window
+        else:
+            found = table_row(store, key)
+            rows = [(key, found[0], found[1])] if found is not None else []
+        out = Outputs()
         batch = RecordBatch(source.topic, 0)
-        for i, (key, (value, ts)) in enumerate(store.items()):
+        # Chunks through the pipeline: nothing holds the whole table, LIMIT stops the read.
+        for i, (k, value, ts) in enumerate(rows):
             batch.offsets.append(i)
-            batch.keys.append(key)
+            batch.keys.append(k)
             batch.values.append(value)
             batch.timestamps.append(ts)
-        out = Outputs()
-        pipeline.process(batch, out)
+            if len(batch.offsets) >= 1024:
+                pipeline.process(batch, out)
+                batch = RecordBatch(source.topic, 0)
+                if limit is not None and len(out.rows) >= limit:
+                    break
+        else:
+            if batch.offsets:
+                pipeline.process(batch, out)
         return out.rows[:limit] if limit is not None else out.rows
+
+    def _pull_key(self, source: DataSource, where: e.Expression | None) -> bytes | None:
+        """The key bytes a pull query's WHERE pins (``key = literal``, possibly AND-ed with
+        other conditions) for a single STRING or integer key column; None otherwise."""
+        if where is None or len(source.schema.key) != 1:
+            return None
+        col = source.schema.key[0]
+        base = col.type.base
+        if base is BaseType.STRING:
+            wanted: tuple[type, ...] = (e.StringLiteral,)
+        elif base in (BaseType.INTEGER, BaseType.BIGINT):
+            wanted = (e.IntegerLiteral,)
+        else:
+            return None
+        todo = [where]
+        while todo:
+            x = todo.pop()
+            if isinstance(x, e.And):
+                todo += [x.left, x.right]
+            elif isinstance(x, e.Comparison) and x.op == "=":
+                for ref, lit in ((x.left, x.right), (x.right, x.left)):
+                    if isinstance(ref, e.ColumnRef) and ref.name == col.name and isinstance(lit, wanted):
+                        try:
+                            return self.codec(source, "key").encode((lit.value,))
+                        except Exception:  # noqa: BLE001 - fall back to a scan
+                            return None
+        return None
 
     async def _push_query(self, plan: QueryPlan, reset: str, limit: int | None) -> AsyncIterator[tuple]:
         pipeline = build_pipeline(plan, self.registry, self.codec(plan.source, "key"),

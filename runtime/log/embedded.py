@@ -34,6 +34,7 @@ import re
 import shutil
 import time
 import uuid
+from array import array
 from bisect import bisect_right
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -171,6 +172,49 @@ class _Partition:
     def sync(self) -> None:
         if self.segments:
             self.segments[-1].storage.sync()
+
+    def truncate(self, offset: int) -> int:
+        """Remove every record at or after ``offset`` (the end becomes ``offset``); returns
+        how many records were removed."""
+        log = self.log
+        removed = 0
+        while self.segments and self.bases[-1] >= offset and len(self.segments) > 1:
+            seg = self.segments.pop()
+            self.bases.pop()
+            removed += seg.count
+            seg.storage.close()
+            if seg.path is not None:
+                seg.path.unlink(missing_ok=True)
+                seg.path.with_suffix(".index").unlink(missing_ok=True)
+        if self.segments:
+            seg = self.segments[-1]
+            pos = seg.locate(offset) if offset > seg.base else 0
+            before = seg.count
+            if seg.path is not None:
+                seg.storage.close()
+                os.truncate(seg.path, pos)
+                seg.path.with_suffix(".index").unlink(missing_ok=True)
+                data = read_file(seg.path)
+            else:
+                assert isinstance(seg.storage, MemoryStorage)
+                del seg.storage.data[pos:]
+                data = bytes(seg.storage.data)
+            # Rebuild the segment's index and counters from what is left.
+            seg.idx_off = array("q")
+            seg.idx_pos = array("q")
+            res = scan(data, seg.base, log._index_interval, seg.idx_off, seg.idx_pos)
+            seg.size = res.good_size
+            seg.count = res.count
+            seg.countdown = res.countdown
+            seg.next_offset = max(offset, seg.base)
+            seg.cur_off = -1
+            seg.cur_pos = 0
+            removed += before - res.count
+            if log._fsync and seg.path is not None:
+                seg.storage.sync()
+                fsync_dir(seg.path.parent)
+        self.end = offset
+        return removed
 
     # -- reading ----------------------------------------------------------------------
 
@@ -473,6 +517,27 @@ class EmbeddedLog(Log):
 
     async def begin_offsets(self, topic: str) -> list[int]:
         return [p.begin for p in self._topic(topic).partitions]
+
+    async def truncate(self, topic: str, partition: int, offset: int) -> int:
+        """Cut a partition back so that its end offset is ``offset``: records at or after
+        it are removed and the next record produced gets ``offset``. Returns how many were
+        removed (0 when the partition already ends at or before ``offset``).
+
+        An exactly-once writer uses it when it restarts, to drop output of a batch that never
+        committed (see ``streamsql.runtime.task``); readers positioned past ``offset`` would
+        miss what is written again there, so such topics are read only up to committed
+        offsets. Raises ValueError for an offset before the partition's first record."""
+        self._check_open()
+        part = self._partition(topic, partition)
+        if offset >= part.end:
+            return 0
+        if offset < part.begin:
+            raise ValueError(f"cannot truncate {topic}-{partition} to {offset}: it begins at "
+                             f"{part.begin}")
+        removed = part.truncate(offset)
+        logger.info("embedded log: truncated %s-%d to offset %d (%d records removed)",
+                    topic, partition, offset, removed)
+        return removed
 
     # -- compaction -------------------------------------------------------------------
 

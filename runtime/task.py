@@ -1,0 +1,548 @@
+"""Tasks of stateful queries in service mode: RocksDB state per partition, exactly-once.
+
+A stage of a stateful query (an aggregation, a materialized table) runs as one *task* per
+partition of the topic it reads, as in Kafka Streams. Each task has a ``TaskState`` (one
+RocksDB instance, ``streamsql.state``) under ``<state dir>/<query id>/<stage>/<partition>/``
+holding that partition's share of every store of the stage; each store writes a compacted
+changelog topic ``_streamsql_<query id>-<store>-changelog`` (partition = task partition).
+
+Stages see their stores through ``PartitionedStore`` objects: the runner binds them to the
+task whose batch is being processed, so a stage's code reads and writes plain ``get``/``put``
+and never sees partitions. Readers outside the stage (pull queries) read every task's data.
+
+Exactly-once on the embedded log (``StageTasks``): in one process the engine owns the input
+positions, the state, the changelogs and the outputs, so a stage commits them together. After
+processing one batch (one partition) and producing its output, ONE ``TaskState.commit`` writes
+the state changes, the changelog positions, the batch's input offset and, as ``extra``, the
+end offsets of the topics the stage writes (its sink or repartition topic, which only it
+writes) with a stage-wide commit sequence number. Batches run one at a time, so every output
+record before the latest commit's end offsets is committed and at most one batch is not. On
+restart each task resumes from its own committed input offset (not the consumer group's),
+its changelogs are reverted past their committed positions (``TaskState``), and the output
+topics are cut back (``EmbeddedLog.truncate``) to the end offsets of the stage's latest commit:
+the crashed batch is processed again from the same state and writes its output once.
+
+Because output past the latest commit may be cut, other stages read such a topic only up to
+its committed end offsets (``OutputFences``, Kafka's read_committed): the aggregate stage
+reading the repartition topic, and queries reading a table that a stateful query writes.
+
+Stateless queries (CREATE STREAM AS SELECT, INSERT INTO) keep the at-least-once runner:
+offsets are committed to the consumer group after their output is written, so a crash can
+write a batch's output twice. INSERT INTO sinks have other writers, so they can never be cut
+back. Records produced into a stateful query's output topic by anything else (INSERT VALUES
+into a CTAS table) while a batch is uncommitted would be cut with that batch if the process
+dies then: only the query should write its table's topic.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import struct
+from bisect import bisect_left
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from streamsql.functions.registry import Aggregator
+from streamsql.runtime.log.base import Log, RecordBatch
+from streamsql.state import (BYTES, JSON, MAX_TS, KeyValueStoreSpec, RocksDBConfig,
+                             SessionStoreSpec, StoreSpec, TaskState, ValueSerde,
+                             WindowStoreSpec, destroy_state_dir)
+
+log = logging.getLogger(__name__)
+
+_LONG = struct.Struct(">q")
+_TS = struct.Struct(">q")
+
+
+def _table_dumps(row: tuple[bytes, int]) -> bytes:
+    value, ts = row
+    return _TS.pack(ts) + value
+
+
+def _table_loads(data: bytes) -> tuple[bytes, int]:
+    return data[8:], _TS.unpack_from(data)[0]
+
+
+# A materialized table row: (value bytes, timestamp) as 8 bytes of timestamp + the value.
+TABLE_ROW = ValueSerde("table-row", _table_dumps, _table_loads)
+# Any picklable Python value (stores asked for without a kind: their values are unknown).
+PICKLE = ValueSerde("pickle", pickle.dumps, pickle.loads)
+
+
+def _acc_dumps(value: Any) -> bytes:
+    try:
+        return JSON.dumps(value)
+    except TypeError:
+        # An aggregator whose to_state leaves bytes or Decimal in its state: kept, as pickle.
+        return pickle.dumps(value)
+
+
+def _acc_loads(data: bytes) -> Any:
+    # JSON never starts with 0x80, every pickle (protocol 2 on) does.
+    return pickle.loads(data) if data[:1] == b"\x80" else JSON.loads(data)
+
+
+# Accumulator states: JSON (what Aggregator.to_state promises), pickle for the states that
+# are not JSON data after all.
+ACCUMULATORS = ValueSerde("json-accumulators", _acc_dumps, _acc_loads)
+
+
+def changelog_topic(query_id: str, store: str) -> str:
+    """The changelog topic of a query's store (DESIGN.md: ``<query>-<store>-changelog``)."""
+    return f"_streamsql_{query_id}-{store}-changelog"
+
+
+def _unbound(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("store is not bound to a task (used outside its stage's runner?)")
+
+
+class PartitionedStore:
+    """One named store of a stage, split like the stage's input: one RocksDB store per task.
+    ``bind`` points the stage-facing methods at one task's store; ``tasks`` are every open
+    task's state by partition (for readers outside the stage)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tasks: dict[int, TaskState] = {}
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        raise NotImplementedError
+
+    def attach(self, partition: int, state: TaskState) -> None:
+        self.tasks[partition] = state
+
+    def detach(self) -> None:
+        self.tasks = {}
+
+    def bind(self, state: TaskState) -> None:
+        raise NotImplementedError
+
+
+class KeyValueStore(PartitionedStore):
+    """bytes key -> value (serialized by ``values``): ``get``, ``put``, ``delete`` on the bound
+    task; ``items`` over every task."""
+
+    get: Callable[[bytes], Any] = staticmethod(_unbound)
+    put: Callable[[bytes, Any], None] = staticmethod(_unbound)
+    delete: Callable[[bytes], None] = staticmethod(_unbound)
+
+    def __init__(self, name: str, values: ValueSerde = PICKLE) -> None:
+        super().__init__(name)
+        self.values = values
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return KeyValueStoreSpec(self.name, changelog, self.values)
+
+    def bind(self, state: TaskState) -> None:
+        # Bound methods as instance attributes: the per-record call goes straight to RocksDB's.
+        s = state.kv(self.name)
+        self.get = s.get  # type: ignore[method-assign]
+        self.put = s.put  # type: ignore[method-assign]
+        self.delete = s.delete  # type: ignore[method-assign]
+
+    def items(self) -> Iterator[tuple[bytes, Any]]:
+        """Every (key, value) of every task."""
+        for p in sorted(self.tasks):
+            yield from self.tasks[p].kv(self.name).all()
+
+    def items_of(self, partition: int) -> Iterator[tuple[bytes, Any]]:
+        """Every (key, value) of one task."""
+        return self.tasks[partition].kv(self.name).all()
+
+
+class TableStore(KeyValueStore):
+    """A materialized table: key bytes -> (value bytes, timestamp), what pull queries read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, TABLE_ROW)
+
+    def row(self, key: bytes) -> tuple[bytes, int] | None:
+        """The (value, timestamp) of ``key``, from whichever task holds it."""
+        for state in self.tasks.values():
+            got = state.kv(self.name).get(key)
+            if got is not None:
+                return got
+        return None
+
+    def rows(self, prefix: bytes | None = None) -> Iterator[tuple[bytes, bytes, int]]:
+        """(key, value, timestamp) of every row (whose key starts with ``prefix``), read
+        lazily from RocksDB, task by task."""
+        for p in sorted(self.tasks):
+            store = self.tasks[p].kv(self.name)
+            it = store.prefix(prefix) if prefix else store.all()
+            for k, (v, ts) in it:
+                yield k, v, ts
+
+
+class _AggregateCodec:
+    """Accumulators to and from JSON through ``Aggregator.to_state``/``from_state``, skipped
+    when every aggregator keeps the defaults (its accumulator already is JSON data)."""
+
+    def __init__(self) -> None:
+        self.convert = False
+        self.to_state: list[Callable[[Any], Any]] = []
+        self.from_state: list[Callable[[Any], Any]] = []
+
+    def set_aggregators(self, aggregators: list[Aggregator]) -> None:
+        self.to_state = [a.to_state for a in aggregators]
+        self.from_state = [a.from_state for a in aggregators]
+        self.convert = any(type(a).to_state is not Aggregator.to_state
+                           or type(a).from_state is not Aggregator.from_state for a in aggregators)
+
+    def dump(self, accs: list) -> list:
+        return [f(x) for f, x in zip(self.to_state, accs)] if self.convert else accs
+
+    def load(self, data: list) -> list:
+        return [f(x) for f, x in zip(self.from_state, data)] if self.convert else data
+
+
+class AggregateStore(_AggregateCodec, PartitionedStore):
+    """``AggregateStage``'s store for an unwindowed aggregation: group key bytes ->
+    ``(accumulators, max timestamp, shown)``, as JSON in a key-value store."""
+
+    def __init__(self, name: str) -> None:
+        _AggregateCodec.__init__(self)
+        PartitionedStore.__init__(self, name)
+        self._get: Callable[[bytes], Any] = _unbound
+        self._put: Callable[[bytes, Any], None] = _unbound
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return KeyValueStoreSpec(self.name, changelog, ACCUMULATORS)
+
+    def bind(self, state: TaskState) -> None:
+        s = state.kv(self.name)
+        self._get = s.get
+        self._put = s.put
+
+    def get(self, key: bytes) -> list | None:
+        v = self._get(key)
+        if v is not None and self.convert:
+            v[0] = self.load(v[0])
+        return v
+
+    def put(self, key: bytes, value: tuple) -> None:
+        accs, max_ts, shown = value
+        self._put(key, (self.dump(accs), max_ts, shown))
+
+
+class WindowAggregateStore(_AggregateCodec, PartitionedStore):
+    """``AggregateStage``'s store for TUMBLING and HOPPING windows: keys ``group key ||
+    window start`` (8 bytes, big endian) in a window store. Windows are kept ``retention_ms``
+    (window size + grace) past the latest window start, then expired with changelog
+    tombstones: a window that old is closed, no record can update it any more."""
+
+    def __init__(self, name: str, retention_ms: int) -> None:
+        _AggregateCodec.__init__(self)
+        PartitionedStore.__init__(self, name)
+        self.retention_ms = retention_ms
+        self._get: Callable[[bytes, int], Any] = _unbound
+        self._put: Callable[[bytes, int, Any], None] = _unbound
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return WindowStoreSpec(self.name, self.retention_ms, changelog, ACCUMULATORS)
+
+    def bind(self, state: TaskState) -> None:
+        s = state.window(self.name)
+        self._get = s.get
+        self._put = s.put
+
+    def get(self, skey: bytes) -> list | None:
+        n = len(skey) - 8
+        v = self._get(skey[:n], _LONG.unpack_from(skey, n)[0])
+        if v is not None and self.convert:
+            v[0] = self.load(v[0])
+        return v
+
+    def put(self, skey: bytes, value: tuple) -> None:
+        accs, max_ts, shown = value
+        n = len(skey) - 8
+        self._put(skey[:n], _LONG.unpack_from(skey, n)[0], (self.dump(accs), max_ts, shown))
+
+
+class SessionAggregateStore(_AggregateCodec, PartitionedStore):
+    """``AggregateStage``'s store for SESSION windows: a session store of (group key, start,
+    end) -> ``(accumulators, max timestamp)``. ``get(key)`` gives the key's sessions as
+    ``[start, end, accumulators, max timestamp]`` lists in start order, as the stage keeps them.
+    Sessions are not expired (a late record may still bridge into an old session)."""
+
+    def __init__(self, name: str) -> None:
+        _AggregateCodec.__init__(self)
+        PartitionedStore.__init__(self, name)
+        self._store: Any = None
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return SessionStoreSpec(self.name, MAX_TS, changelog, ACCUMULATORS)
+
+    def bind(self, state: TaskState) -> None:
+        self._store = state.session(self.name)
+
+    def get(self, key: bytes) -> list[list] | None:
+        found = [[s, e, self.load(v[0]), v[1]] for s, e, v in self._store.fetch(key)]
+        if not found:
+            return None
+        found.sort(key=lambda s: s[0])
+        return found
+
+    def replace_sessions(self, key: bytes, keep: list[list], merged: list[list],
+                         new: list) -> None:
+        """Remove the ``merged`` sessions and add ``new`` (``keep`` is the key's full list,
+        which only an in-memory store needs)."""
+        store = self._store
+        for s in merged:
+            store.remove(key, s[0], s[1])
+        store.put(key, new[0], new[1], (self.dump(new[2]), new[3]))
+
+
+def make_store(name: str, kind: str, retention_ms: int | None = None) -> PartitionedStore:
+    """A partitioned store of ``kind``: ``kv`` (any picklable values), ``bytes``, ``json``,
+    ``table`` (materialized rows), ``aggregate``, ``window-aggregate`` (needs
+    ``retention_ms``), ``session-aggregate``."""
+    if kind == "kv":
+        return KeyValueStore(name, PICKLE)
+    if kind == "bytes":
+        return KeyValueStore(name, BYTES)
+    if kind == "json":
+        return KeyValueStore(name, JSON)
+    if kind == "table":
+        return TableStore(name)
+    if kind == "aggregate":
+        return AggregateStore(name)
+    if kind == "window-aggregate":
+        if retention_ms is None:
+            raise ValueError("a window-aggregate store needs retention_ms")
+        return WindowAggregateStore(name, retention_ms)
+    if kind == "session-aggregate":
+        return SessionAggregateStore(name)
+    raise ValueError(f"unknown store kind {kind!r}")
+
+
+def stage_stores(stage: Any) -> list[PartitionedStore]:
+    """The partitioned stores a stage (and the stage it wraps, if any) keeps as attributes."""
+    found: list[PartitionedStore] = []
+    seen: set[int] = set()
+    todo = [stage]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for value in vars(obj).values():
+            if isinstance(value, PartitionedStore):
+                if value not in found:
+                    found.append(value)
+            elif hasattr(value, "process") and hasattr(value, "sink_topic"):
+                todo.append(value)  # a wrapped stage
+    return found
+
+
+class OutputFences:
+    """Committed end offsets of topics written by exactly-once stages: readers of such a
+    topic stop there (read_committed). A claimed topic whose writer has not opened yet is
+    read up to nothing."""
+
+    def __init__(self) -> None:
+        self._ends: dict[str, list[int] | None] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def claim(self, topic: str) -> None:
+        self._ends[topic] = None
+
+    def release(self, topic: str) -> None:
+        self._ends.pop(topic, None)
+        ev = self._events.pop(topic, None)
+        if ev is not None:
+            ev.set()
+
+    def fenced(self, topic: str) -> bool:
+        return topic in self._ends
+
+    def advance(self, topic: str, ends: list[int]) -> None:
+        if topic not in self._ends:
+            return
+        self._ends[topic] = ends
+        ev = self._events.pop(topic, None)
+        if ev is not None:
+            ev.set()
+
+    def limit(self, topic: str, partition: int) -> int | None:
+        """The offset readers stop before (None: the topic is not fenced; -1: nothing yet)."""
+        if topic not in self._ends:
+            return None
+        ends = self._ends[topic]
+        if ends is None or partition >= len(ends):
+            return -1
+        return ends[partition]
+
+    def event(self, topic: str) -> asyncio.Event:
+        """Set at the topic's next advance (take it before checking ``limit``)."""
+        ev = self._events.get(topic)
+        if ev is None:
+            ev = self._events[topic] = asyncio.Event()
+        return ev
+
+    def cut(self, batches: list[RecordBatch], seek: Callable[[str, int, int], None]
+            ) -> tuple[list[RecordBatch], list[asyncio.Event]]:
+        """``batches`` without records past their topic's fence; the consumer is moved back
+        (``seek``) to the first record held back. Also returns the events to wait for when
+        records were held back."""
+        out: list[RecordBatch] = []
+        waits: list[asyncio.Event] = []
+        for b in batches:
+            lim = self.limit(b.topic, b.partition)
+            if lim is None or b.offsets[-1] < lim:
+                out.append(b)
+                continue
+            waits.append(self.event(b.topic))
+            n = bisect_left(b.offsets, lim) if lim >= 0 else 0
+            seek(b.topic, b.partition, b.offsets[n])
+            if n:
+                out.append(RecordBatch(b.topic, b.partition, b.offsets[:n], b.timestamps[:n],
+                                       b.keys[:n], b.values[:n],
+                                       b.headers[:n] if b.headers is not None else None))
+        return out, waits
+
+
+class StageTasks:
+    """The tasks of one stage of a stateful query: opening (restore, cutting uncommitted
+    output back), binding stores per batch, and the exactly-once commit. See the module
+    docstring. With ``exactly_once`` False (a query whose outputs are shared, or whose
+    stages keep state elsewhere) state and input offsets are still committed together, but
+    the output is not fenced nor cut back: at-least-once output."""
+
+    def __init__(self, log_: Log, path: Path, query_id: str, stage: Any, group: str,
+                 fences: OutputFences, config: RocksDBConfig | None = None,
+                 exactly_once: bool = True) -> None:
+        self.log = log_
+        self.path = path
+        self.query_id = query_id
+        self.stage = stage
+        self.group = group
+        self.fences = fences
+        self.config = config
+        self.stores = stage_stores(stage)
+        self.outputs: tuple[str, ...] = (stage.sink_topic,) if exactly_once else ()
+        self.tasks: dict[int, TaskState] = {}
+        self.seq = 0
+        self._task_extra = getattr(stage, "task_extra", None)
+
+    def claim_outputs(self) -> None:
+        """Fence the stage's outputs now (before any reader starts), until ``open``."""
+        for topic in self.outputs:
+            self.fences.claim(topic)
+
+    async def open(self, reset: str) -> dict[tuple[str, int], int]:
+        """Open (restore) every task, cut the outputs back to the latest commit, and return
+        where to read each input partition from."""
+        source = self.stage.source_topic
+        info = await self.log.describe_topic(source)
+        partitions = info.partitions if info is not None else 1
+        specs = [s.spec(changelog_topic(self.query_id, s.name)) for s in self.stores]
+        try:
+            for p in range(partitions):
+                state = await TaskState.open(self.path / str(p), specs, log=self.log,
+                                             partition=p, partitions=partitions,
+                                             config=self.config)
+                self.tasks[p] = state
+                for s in self.stores:
+                    s.attach(p, state)
+        except BaseException:
+            self.close()
+            raise
+        latest: dict[str, Any] | None = None
+        for state in self.tasks.values():
+            extra = state.committed_extra()
+            if isinstance(extra, dict) and (latest is None or extra.get("seq", 0) > latest.get("seq", 0)):
+                latest = extra
+        if latest is not None:
+            self.seq = int(latest.get("seq", 0))
+            await self._cut_outputs(latest.get("ends") or {})
+        ends = {t: await self.log.end_offsets(t) for t in self.outputs}
+        for t, e in ends.items():
+            self.fences.advance(t, e)
+        opened = getattr(self.stage, "task_opened", None)
+        group = await self.log.committed(self.group, source)
+        if reset == "latest":
+            fresh = await self.log.end_offsets(source)
+        else:
+            fresh = await self.log.begin_offsets(source)
+        positions: dict[tuple[str, int], int] = {}
+        for p, state in self.tasks.items():
+            off = state.committed_offsets().get((source, p))
+            extra = state.committed_extra()
+            if off is None:
+                # Never committed: the group's offset (state of an older version), else
+                # auto.offset.reset; committed now so a restart starts from the same place.
+                off = group.get(p, fresh[p])
+                extra = {"seq": self.seq, "ends": ends}
+                await state.commit({(source, p): off}, extra)
+            positions[(source, p)] = off
+            if opened is not None:
+                self.bind(p)
+                opened(p, extra.get("stage") if isinstance(extra, dict) else None)
+        return positions
+
+    async def _cut_outputs(self, committed: dict[str, list[int]]) -> None:
+        for topic in self.outputs:
+            ends = committed.get(topic)
+            if ends is None:
+                continue
+            truncate = getattr(self.log, "truncate", None)
+            current = await self.log.end_offsets(topic)
+            for p, (end, cur) in enumerate(zip(ends, current)):
+                if cur > end:
+                    if truncate is None:
+                        log.warning("%s: %d uncommitted records in %s-%d cannot be removed "
+                                    "(the log cannot truncate)", self.stage.name, cur - end,
+                                    topic, p)
+                        continue
+                    log.warning("%s: removing %d uncommitted records from %s-%d (offsets "
+                                "%d..%d) written before a crash", self.stage.name, cur - end,
+                                topic, p, end, cur - 1)
+                    await truncate(topic, p, end)
+                elif cur < end:
+                    log.warning("%s: %s-%d ends at %d, before its committed end %d",
+                                self.stage.name, topic, p, cur, end)
+
+    def bind(self, partition: int) -> None:
+        """Point the stage's stores at the task of ``partition``."""
+        state = self.tasks[partition]
+        for s in self.stores:
+            s.bind(state)
+
+    async def commit(self, batch: RecordBatch) -> None:
+        """Commit the batch just processed (its output already produced): state, changelog
+        positions, the input offset and the outputs' end offsets, atomically."""
+        self.seq += 1
+        ends = {t: await self.log.end_offsets(t) for t in self.outputs}
+        extra: dict[str, Any] = {"seq": self.seq, "ends": ends}
+        if self._task_extra is not None:
+            extra["stage"] = self._task_extra(batch.partition)
+        p = batch.partition
+        await self.tasks[p].commit({(batch.topic, p): batch.offsets[-1] + 1}, extra)
+        for t, e in ends.items():
+            self.fences.advance(t, e)
+
+    def close(self) -> None:
+        """Close every task (uncommitted work is discarded, as a crash would)."""
+        for s in self.stores:
+            s.detach()
+        for state in self.tasks.values():
+            state.close()
+        self.tasks = {}
+
+    def release(self) -> None:
+        """Stop fencing the outputs (the stage no longer runs)."""
+        for topic in self.outputs:
+            self.fences.release(topic)
+
+    def destroy(self) -> None:
+        """Close and delete the stage's state directories (the query was terminated)."""
+        self.close()
+        if self.path.exists():
+            for child in self.path.iterdir():
+                destroy_state_dir(child)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
