@@ -570,7 +570,6 @@ class QueryAnalyzer:
                              aggregates, having, query.window, query.emit == "FINAL", query.limit)
 
     def _aggregate_call(self, call: e.FunctionCall, compiler: ExpressionCompiler) -> "AggregateCall":
-        sigs = self.registry.aggregates.get(call.name, [])
         args = list(call.args)
         arg_types = [compiler.compile(a).type for a in args]
         resolved = self.registry.resolve(call.name, arg_types, kind="aggregate")
@@ -584,7 +583,6 @@ class QueryAnalyzer:
                 raise KsqlStatementException(
                     f"Parameter {len(value_args) + len(init_args) + 1} passed to function {call.name} "
                     f"must be a literal constant, but was expression: '{a}'") from None
-        del sigs
         # Arguments arrive converted to the overload's parameter types (AVG(INT) takes DOUBLE...).
         coerced, types = [], []
         for x, actual, wanted in zip(value_args, arg_types, resolved.param_types):

@@ -339,8 +339,6 @@ class ExpressionCompiler:
             return Compiled(f"_date_to_ts({left.src})", t.TIMESTAMP), right
         if lt.base == rt.base and lt.base in (BaseType.STRING, BaseType.BOOLEAN, BaseType.BYTES,
                                                BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP):
-            if lt.base is BaseType.BOOLEAN and op not in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM"):
-                pass  # ksqlDB allows ordering booleans
             return left, right
         if lt.base == rt.base and lt.base in (BaseType.ARRAY, BaseType.MAP, BaseType.STRUCT) \
                 and op in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM") \
@@ -493,8 +491,6 @@ class ExpressionCompiler:
                 first = False
                 cond = f"({head} is not None and ({wt} := {w.src}) is not None and {op_tmp} == {wt})"
                 parts.append((cond, self.coerce(res, result_type)))
-            if first:
-                pass
         else:
             for (when, _), res in zip(expr.whens, results):
                 w = self.compile(when)

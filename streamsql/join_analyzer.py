@@ -17,7 +17,7 @@ unqualified ones (ksqlDB's rules).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from streamsql import ast
 from streamsql import expressions as e
@@ -348,6 +348,3 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     return JoinPlan(left, right, clause.join_type, kind, clause.within, lt, where, (key_col,),
                     tuple(values), schema, query.limit)
 
-
-def describe_kind(plan: JoinPlan) -> dict[str, Any]:
-    return {"kind": plan.kind, "type": plan.join_type}
