@@ -22,6 +22,7 @@ from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler
 from streamsql.join_analyzer import JoinPlan, joined_scope
 from streamsql.runtime.aggregate import DEFAULT_GRACE_MS, internal_codec
+from streamsql.runtime.projection import projection_lines
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.pipeline import build_pipeline
 from streamsql.runtime.query import PipelineStage, Stage
@@ -214,11 +215,11 @@ class JoinStage:
 def build_projection(engine: "Engine", plan: JoinPlan, query_id: str) -> Callable[..., Any]:
     """Generate ``project(jk, left_row, right_row)``: (key tuple, value tuple), or None when
     WHERE rejects the joined row."""
-    scope = joined_scope(plan.left, plan.right, plan.key_type)
+    scope = joined_scope(plan.left, plan.right, plan.key_type, plan.source_names)
     plog = engine._processing_logger(query_id)
     env: dict[str, Any] = {"_plog": plog, "_topic": query_id}
     comp = ExpressionCompiler(engine.registry, scope, env, clause="SELECT")
-    nl, nr = len(plan.left.columns), len(plan.right.columns)
+    nl, nr = len(plan.left.row), len(plan.right.row)
     lines = ["def project(jk, lrow, rrow):"]
     lines.append("    if lrow is None:")
     lines.append(f"        {' = '.join(f'l{i}' for i in range(nl))} = None")
@@ -237,56 +238,78 @@ def build_projection(engine: "Engine", plan: JoinPlan, query_id: str) -> Callabl
         lines.append("    if _keep is not True:")
         lines.append("        _errs.clear()")
         lines.append("        return None")
-    names = []
-    for j, oc in enumerate(list(plan.key) + list(plan.value)):
-        var = f"_o{j}"
-        names.append(var)
-        lines.append("    try:")
-        lines.append(f"        {var} = {comp.compile(oc.expression).src}")
-        lines.append("    except Exception as _exc:")
-        lines.append(f"        {var} = None")
-        lines.append(f"        _plog(_topic, 0, 0, 'Error computing {oc.name}: ' + repr(_exc))")
-    lines.append("    if _errs:")
-    lines.append("        for _what, _exc in _errs:")
-    lines.append("            _plog(_topic, 0, 0, 'Error in ' + _what + ': ' + repr(_exc))")
-    lines.append("        _errs.clear()")
-    nk = len(plan.key)
-    lines.append(f"    return ({''.join(f'{n}, ' for n in names[:nk])}), ({''.join(f'{n}, ' for n in names[nk:])})")
+    lines += projection_lines(comp, list(plan.key) + list(plan.value), len(plan.key))
     src = "\n".join(lines) + "\n"
     exec(compile(src, f"<join projection {query_id}>", "exec"), env)  # noqa: S102 - generated source
     return env["project"]
 
 
+def _combined(nl: int, nr: int) -> Callable[..., Any]:
+    """``project`` for an intermediate join step: the key and both sides' rows, NULL-padded."""
+    left_nulls, right_nulls = (None,) * nl, (None,) * nr
+
+    def project(jk: Any, lrow: tuple | None, rrow: tuple | None) -> tuple:
+        return (jk,), (lrow if lrow is not None else left_nulls) + (rrow if rrow is not None else right_nulls)
+    return project
+
+
 async def build_join_stages(engine: "Engine", query_id: str, plan: JoinPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:
-    """Per side a re-keying stage into an internal topic, then the two inputs of the join."""
+    """The stages of a join chain ending at ``sink`` (see the module docstring)."""
+    return await _build_step(engine, query_id, plan, sink.topic, engine.codec(sink, "key"),
+                             engine.codec(sink, "value"), sink.timestamp_column)
+
+
+async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic: str, out_key: Any,
+                      out_value: Any, sink_ts_column: str | None) -> list[Stage]:
+    stages: list[Stage] = []
+    left_input: str | None = None
+    if plan.previous is not None:
+        # The previous step writes its joined rows, keyed by its join key, to an internal topic.
+        prev = plan.previous
+        left_input = f"_streamsql_{query_id}-Join-{prev.index}"
+        prev_src = plan.left.source
+        await engine._ensure_topic(left_input, await _partitions(engine, prev.source))
+        stages += await _build_step(engine, query_id, prev, left_input,
+                                    internal_codec(prev_src.schema.key), internal_codec(prev_src.schema.value),
+                                    None)
     key_columns = (Column("JOINKEY", plan.key_type, "KEY"),)
     key_codec = internal_codec(key_columns)
     state = JoinState()
-    project = build_projection(engine, plan, query_id)
-    stages: list[Stage] = []
-    joins: list[Stage] = []
+    final = bool(plan.key)
+    project = build_projection(engine, plan, query_id) if final else _combined(len(plan.left.row), len(plan.right.row))
+    joins: list[JoinStage] = []
     for side_name, side in (("L", plan.left), ("R", plan.right)):
         src = side.source
-        topic = f"_streamsql_{query_id}-Join-{'Left' if side_name == 'L' else 'Right'}-repartition"
-        info = await engine.log.describe_topic(src.topic)
-        await engine._ensure_topic(topic, info.partitions if info else 1)
-        value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, c in enumerate(side.columns))
+        synthetic = side_name == "L" and left_input is not None
+        topic = f"_streamsql_{query_id}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
+        await engine._ensure_topic(topic, await _partitions(engine, src if not synthetic else plan.source))
+        value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
         value_codec = internal_codec(value_columns)
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.
-        row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(c.name), c.type) for i, c in enumerate(side.columns))
-        pre = QueryPlan(src, side.alias, None, (OutputColumn("JOINKEY", side.key_expr, plan.key_type),),
+        row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)
+                         for i, (name, (_, c)) in enumerate(zip(side.row_source_columns, side.row)))
+        pre = QueryPlan(src, src.name, None, (OutputColumn("JOINKEY", side.key_expr, plan.key_type),),
                         row_cols, LogicalSchema(key_columns, value_columns), rekeyed=True)
-        pipeline = build_pipeline(pre, engine.registry, engine.codec(src, "key"), engine.codec(src, "value"),
-                                  key_codec, value_codec, engine._processing_logger(query_id),
-                                  timestamp_parser=engine._timestamp_parser(src))
-        stages.append(PipelineStage(f"{query_id}-{side_name}-rekey", src.topic, topic, pipeline))
-        joins.append(JoinStage(f"{query_id}-join-{side_name}", topic, sink.topic, side_name, plan, state,
-                               key_codec, value_codec, engine.codec(sink, "key"), engine.codec(sink, "value"),
-                               project))
-    if sink.timestamp_column is not None:
+        if synthetic:
+            in_key, in_value, ts_parser = internal_codec(src.schema.key), internal_codec(src.schema.value), None
+            in_topic = left_input
+        else:
+            in_key, in_value = engine.codec(src, "key"), engine.codec(src, "value")
+            ts_parser, in_topic = engine._timestamp_parser(src), src.topic
+        pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec,
+                                  engine._processing_logger(query_id), timestamp_parser=ts_parser)
+        stages.append(PipelineStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic, pipeline))
+        joins.append(JoinStage(f"{query_id}-join-{plan.index}-{side_name}", topic, out_topic, side_name, plan,
+                               state, key_codec, value_codec, out_key, out_value, project))
+    if final and sink_ts_column is not None:
         names = [c.name for c in plan.value]
-        if sink.timestamp_column in names:
+        if sink_ts_column in names:
             for j in joins:
-                j.sink_ts_index = names.index(sink.timestamp_column)  # type: ignore[attr-defined]
+                j.sink_ts_index = names.index(sink_ts_column)
     return stages + joins
+
+
+async def _partitions(engine: "Engine", source: DataSource) -> int:
+    info = await engine.log.describe_topic(source.topic)
+    return info.partitions if info else 1

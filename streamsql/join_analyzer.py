@@ -1,18 +1,20 @@
 """Analysis of joins: which sides, which kind of join, the join key, and the joined projection.
 
-A two-way join ``left [type] JOIN right [WITHIN ...] ON a = b`` becomes a ``JoinPlan``:
+``a JOIN b ON ... [JOIN c ON ...]`` becomes a chain of ``JoinPlan`` steps. Each step joins a
+left side with one source:
 
-- each side's source, alias and join-key expression (over that side alone);
+- the left side of the first step is the first source; the left side of a later step is the
+  previous step's result (every column of the sources joined so far, still qualified by their
+  aliases), carried through an internal topic;
 - the kind: stream-stream (needs WITHIN), stream-table (joins on the table's primary key),
-  table-table (on the right table's primary key; on the left's too unless it is a foreign-key
-  join);
-- the result's key column, named as ksqlDB names it (the left join column qualified as
-  ``L_COL``, or the synthetic ``ROWKEY`` for outer joins and expression joins), and the value
+  table-table (on the right table's primary key);
+- the last step carries the result's key column, named as ksqlDB names it (the join column as
+  selected, or the synthetic ``ROWKEY`` for outer joins and expression joins), and the value
   columns, with expressions over the joined row.
 
-In joined expressions every column reference is qualified by its side's alias; ``ROWKEY`` is
-the join key. Names of unaliased columns: ``ALIAS_COL`` for qualified references, ``COL`` for
-unqualified ones (ksqlDB's rules).
+In joined expressions every column reference is qualified by its source's alias; ``ROWKEY`` is
+the join key. Unaliased columns are named ``ALIAS_COL`` when expanded from a star or present in
+more than one source, else ``COL`` (ksqlDB's rules).
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from typing import TYPE_CHECKING
 
 from streamsql import ast
 from streamsql import expressions as e
-from streamsql.catalog import DataSource
+from streamsql.catalog import DataSource, FormatInfo
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlStatementException
+from streamsql.formats.base import FormatOptions
 from streamsql.schema import PSEUDO_COLUMNS, RESERVED_COLUMN_NAMES, Column, LogicalSchema
 from streamsql.types import SqlType
 
@@ -31,25 +34,38 @@ if TYPE_CHECKING:
     from streamsql.analyzer import OutputColumn, QueryAnalyzer
 
 SYNTHETIC_KEY = "ROWKEY"
+_INTERNAL = FormatInfo("JSON", FormatOptions(wrap_single_value=True))
 
 
 @dataclass(frozen=True)
 class JoinSide:
-    """One input of a join: its source, alias, and join expression over its own columns."""
+    """One input of a join step.
+
+    ``source`` is a real source, or (for the left side of a later step) the synthetic source
+    of the previous step's result. ``row`` says what each position of the side's row tuple
+    is: (alias, column); ``row_source_columns`` names the column of ``source`` it is read from.
+    ``key_expr`` is the join expression over ``source``'s own columns.
+    """
 
     source: DataSource
-    alias: str
     key_expr: e.Expression
+    row: tuple[tuple[str, Column], ...]
+    row_source_columns: tuple[str, ...]
 
     @property
-    def columns(self) -> tuple[Column, ...]:
-        """The side's row as the join stage sees it: key, value and pseudo columns."""
-        return self.source.schema.columns + tuple(Column(n, t, "PSEUDO") for n, t in PSEUDO_COLUMNS.items())
+    def aliases(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(a for a, _ in self.row))
+
+    @classmethod
+    def of_source(cls, source: DataSource, alias: str, key_expr: e.Expression) -> "JoinSide":
+        cols = source.schema.columns + tuple(Column(n, t, "PSEUDO") for n, t in PSEUDO_COLUMNS.items())
+        return cls(source, key_expr, tuple((alias, c) for c in cols), tuple(c.name for c in cols))
 
 
 @dataclass(frozen=True)
 class JoinPlan:
-    """The typed plan of a two-way join (see the module docstring)."""
+    """One step of a join chain (see the module docstring). ``previous`` is the step whose
+    result is this step's left side; only the last step has a projection (``key``/``value``)."""
 
     left: JoinSide
     right: JoinSide
@@ -62,26 +78,45 @@ class JoinPlan:
     value: tuple["OutputColumn", ...]
     schema: LogicalSchema
     limit: int | None = None
+    previous: "JoinPlan | None" = None
+    index: int = 0
+    # The real sources' aliases and names, for qualifier lookups.
+    source_names: tuple[tuple[str, str], ...] = ()
 
     @property
     def source(self) -> DataSource:
-        """The left source: what the result inherits formats and partitions from."""
-        return self.left.source
+        """The first source: what the result inherits formats and partitions from."""
+        step = self
+        while step.previous is not None:
+            step = step.previous
+        return step.left.source
+
+    @property
+    def sources(self) -> tuple[DataSource, ...]:
+        step, out = self, []
+        while step is not None:
+            out.insert(0, step.right.source)
+            if step.previous is None:
+                out.insert(0, step.left.source)
+            step = step.previous
+        return tuple(out)
 
     @property
     def produces_table(self) -> bool:
         return self.kind == "TABLE_TABLE"
 
 
-def joined_scope(plan_left: JoinSide, plan_right: JoinSide, key_type: SqlType | None) -> Scope:
+def joined_scope(left: JoinSide, right: JoinSide, key_type: SqlType | None,
+                 source_names: tuple[tuple[str, str], ...] = ()) -> Scope:
     """Qualified columns of both sides as locals ``l{i}`` / ``r{i}``, and ROWKEY as ``jk``."""
     scope = Scope()
-    for prefix, side in (("l", plan_left), ("r", plan_right)):
-        for i, col in enumerate(side.columns):
+    names = dict(source_names)
+    for prefix, side in (("l", left), ("r", right)):
+        for i, (alias, col) in enumerate(side.row):
             sc = ScopeColumn(f"{prefix}{i}", col.type)
-            scope.qualified[(side.alias, col.name)] = sc
-            if side.source.name != side.alias:
-                scope.qualified[(side.source.name, col.name)] = sc
+            scope.qualified[(alias, col.name)] = sc
+            if names.get(alias, alias) != alias:
+                scope.qualified[(names[alias], col.name)] = sc
     if key_type is not None:
         scope.columns[SYNTHETIC_KEY] = ScopeColumn("jk", key_type)
     return scope
@@ -89,55 +124,56 @@ def joined_scope(plan_left: JoinSide, plan_right: JoinSide, key_type: SqlType | 
 
 def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | None,
                  persistent: bool) -> JoinPlan:
-    from streamsql.analyzer import OutputColumn
-
     rel = query.from_
     assert isinstance(rel, ast.Join)
-    if len(rel.joins) > 1:
-        raise KsqlStatementException("Joins of more than two sources are not supported yet.")
     if query.group_by or query.window is not None:
         raise KsqlStatementException("GROUP BY over a join is not supported yet.")
     if query.partition_by:
         raise KsqlStatementException("PARTITION BY over a join is not supported yet.")
-    clause = rel.joins[0]
-    left_src = analyzer._source(rel.left.name)
-    right_src = analyzer._source(clause.right.name)
-    left_alias = rel.left.alias or rel.left.name
-    right_alias = clause.right.alias or clause.right.name
-    if left_alias == right_alias:
+    first = analyzer._source(rel.left.name)
+    aliases: dict[str, DataSource] = {rel.left.alias or rel.left.name: first}
+    for clause in rel.joins:
+        src = analyzer._source(clause.right.name)
+        alias = clause.right.alias or clause.right.name
+        if alias in aliases:
+            raise KsqlStatementException(
+                f"Can not join '{aliases[alias].name}' to '{src.name}': self joins require the sources "
+                "to be aliased.")
+        aliases[alias] = src
+    kafka = [s.name for s in aliases.values() if s.value_format.name == "KAFKA"]
+    if kafka:
         raise KsqlStatementException(
-            f"Can not join '{left_src.name}' to '{right_src.name}': self joins require the sources to be aliased.")
-    aliases = {left_alias: left_src, right_alias: right_src}
-    sides = {left_alias: left_src.schema.columns, right_alias: right_src.schema.columns}
+            f"Source(s) {', '.join(kafka)} are using the 'KAFKA' value format. This format does not yet "
+            "support JOIN.")
+    columns_of = {a: [c.name for c in s.schema.columns] for a, s in aliases.items()}
+
+    def resolve_alias(name: str) -> str | None:
+        if name in aliases:
+            return name
+        return next((a for a, s in aliases.items() if s.name == name), None)
 
     def check_qualifiers(x: e.Expression) -> None:
         for node in x.walk():
-            if isinstance(node, e.ColumnRef) and node.source is not None and node.source not in aliases \
-                    and not any(s.name == node.source for s in aliases.values()):
+            if isinstance(node, e.ColumnRef) and node.source is not None and resolve_alias(node.source) is None:
                 raise KsqlStatementException(
                     f"Failed to prepare statement: '{node.source}' is not a valid stream/table name or alias.")
 
-    check_qualifiers(clause.criteria)
+    for clause in rel.joins:
+        check_qualifiers(clause.criteria)
     for item in query.select:
         if isinstance(item, ast.SingleColumn):
             check_qualifiers(item.expression)
 
     def qualify(x: e.Expression) -> e.Expression:
-        """Every column reference qualified by its side (ambiguity is an error)."""
+        """Every column reference qualified by its source's alias (ambiguity is an error)."""
         def fn(node: e.Expression) -> e.Expression | None:
             if not isinstance(node, e.ColumnRef):
                 return None
             if node.source is not None:
-                src = node.source
-                if src not in aliases:
-                    src = next((a for a, s in aliases.items() if s.name == src), src)
-                if src not in aliases:
-                    raise KsqlStatementException(f"'{node.source}' is not a valid stream/table name or alias.")
-                return e.ColumnRef(node.name, src, location=node.location)
+                return e.ColumnRef(node.name, resolve_alias(node.source), location=node.location)
             if node.name == SYNTHETIC_KEY:
                 return node
-            owners = [a for a, cols in sides.items()
-                      if any(c.name == node.name for c in cols) or node.name in PSEUDO_COLUMNS]
+            owners = [a for a, cols in columns_of.items() if node.name in cols or node.name in PSEUDO_COLUMNS]
             if len(owners) > 1:
                 where = f"Line: {node.location[0]}, Col: {node.location[1]}: " if node.location else ""
                 raise KsqlStatementException(
@@ -148,26 +184,82 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             return e.ColumnRef(node.name, owners[0], location=node.location)
         return x.transform(fn)
 
-    # ---- kind of join and validity
-    kafka = [src.name for src in (left_src, right_src) if src.value_format.name == "KAFKA"]
-    if kafka:
-        raise KsqlStatementException(
-            f"Source(s) {', '.join(kafka)} are using the 'KAFKA' value format. This format does not yet "
-            "support JOIN.")
-    left_kind, right_kind = left_src.kind, right_src.kind
+    source_names = tuple((a, s.name) for a, s in aliases.items())
+    left = JoinSide.of_source(first, rel.left.alias or rel.left.name, e.NullLiteral())
+    left_kind = first.kind
+    previous: JoinPlan | None = None
+    key_forms_so_far: list[e.Expression] = []
+    steps = list(rel.joins)
+    for index, clause in enumerate(steps):
+        right_alias = clause.right.alias or clause.right.name
+        right_src = aliases[right_alias]
+        step = _analyze_step(analyzer, clause, index, left, left_kind, right_src, right_alias, qualify,
+                             source_names)
+        crit_left, crit_right, kind, key_type, written = step
+        # Which expressions stand for the join key (the key may be selected as any of them).
+        columns = [x for x in (crit_left, crit_right) if isinstance(x, e.ColumnRef)]
+        if index > 0 and crit_left in key_forms_so_far:
+            key_forms_so_far = key_forms_so_far + [crit_right]
+        else:
+            key_forms_so_far = columns
+        right = JoinSide.of_source(right_src, right_alias, _unqualified(crit_right))
+        left = JoinSide(left.source, _over_side(crit_left, left), left.row, left.row_source_columns)
+        if index < len(steps) - 1:
+            plan = JoinPlan(left, right, clause.join_type, kind, clause.within, key_type, None, (), (),
+                            LogicalSchema(), None, previous, index, source_names)
+            previous = plan
+            left = _result_side(plan, sink_name or "QUERY")
+            left_kind = "TABLE" if kind == "TABLE_TABLE" else "STREAM"
+            continue
+        return _final_step(analyzer, query, sink_name, persistent, clause, left, right, kind, key_type,
+                           previous, index, source_names, qualify, key_forms_so_far, crit_left, crit_right)
+    raise AssertionError("a join has at least one step")
+
+
+def _unqualified(x: e.Expression) -> e.Expression:
+    return x.transform(lambda n: e.ColumnRef(n.name) if isinstance(n, e.ColumnRef) else None)
+
+
+def _over_side(x: e.Expression, side: JoinSide) -> e.Expression:
+    """A qualified expression rewritten over the side's own source columns."""
+    positions = {(a, c.name): side.row_source_columns[i] for i, (a, c) in enumerate(side.row)}
+
+    def fn(node: e.Expression) -> e.Expression | None:
+        if isinstance(node, e.ColumnRef) and node.source is not None:
+            return e.ColumnRef(positions.get((node.source, node.name), node.name))
+        return None
+    return x.transform(fn)
+
+
+def _result_side(plan: JoinPlan, sink_name: str) -> JoinSide:
+    """The synthetic source of a join step's result: its rows are both sides' rows."""
+    row = plan.left.row + plan.right.row
+    value = tuple(Column(f"C{i}", col.type, "VALUE") for i, (_, col) in enumerate(row))
+    schema = LogicalSchema((Column("JOINKEY", plan.key_type, "KEY"),), value)
+    kind = "TABLE" if plan.kind == "TABLE_TABLE" else "STREAM"
+    source = DataSource(name=f"{sink_name}_JOIN_{plan.index}", kind=kind, schema=schema,
+                        topic=f"<join step {plan.index}>", key_format=_INTERNAL, value_format=_INTERNAL)
+    return JoinSide(source, e.NullLiteral(), row, tuple(c.name for c in value))
+
+
+def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int, left: JoinSide,
+                  left_kind: str, right_src: DataSource, right_alias: str, qualify,
+                  source_names: tuple[tuple[str, str], ...]):
+    """Validate one join step; returns (left expression, right expression, kind, key type,
+    criteria as written), the expressions qualified."""
+    names = dict(source_names)
+    left_name = names.get(left.aliases[0], left.aliases[0]) if index == 0 else left.aliases[-1]
     shown_type = "[INNER] JOIN" if clause.join_type == "INNER" else f"[{clause.join_type}] OUTER JOIN"
-    if left_kind == "TABLE" and right_kind == "STREAM":
+    if left_kind == "TABLE" and right_src.kind == "STREAM":
         raise KsqlStatementException(
             "Invalid join order: table-stream joins are not supported; only stream-table joins. Got "
-            f"{left_src.name} {shown_type} {right_src.name}.")
+            f"{left_name} {shown_type} {right_src.name}.")
     kind = {("STREAM", "STREAM"): "STREAM_STREAM", ("STREAM", "TABLE"): "STREAM_TABLE",
-            ("TABLE", "TABLE"): "TABLE_TABLE"}[(left_kind, right_kind)]
+            ("TABLE", "TABLE"): "TABLE_TABLE"}[(left_kind, right_src.kind)]
     if kind == "STREAM_TABLE" and clause.join_type not in ("INNER", "LEFT"):
         raise KsqlStatementException(
             f"Invalid join type: full-outer join not supported for stream-table join. Got "
-            f"{left_src.name} {shown_type} {right_src.name}.")
-
-    # ---- the join criteria: one equality, each side over one source
+            f"{left_name} {shown_type} {right_src.name}.")
     crit = qualify(clause.criteria)
     if not isinstance(crit, e.Comparison) or crit.op != "=":
         if isinstance(crit, e.And):
@@ -189,39 +281,45 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     if sa == sb:
         raise KsqlStatementException(
             f"Each side of the join must reference exactly one source and not the same source. "
-            f"Left side references {sa} and right references {sb}")
-    left_expr, right_expr = (a, b) if sa == left_alias else (b, a)
+            f"Left side references `{sa}` and right references `{sb}`")
+    if right_alias not in (sa, sb):
+        left_ref, right_ref = (sa, sb)
+        raise KsqlStatementException(
+            f"A join criteria is expected to reference the source (`{right_alias}`) in the FROM clause, "
+            f"instead the right source references `{right_ref}` and the left source references `{left_ref}`")
+    left_expr, right_expr = (a, b) if sb == right_alias else (b, a)
     written = f"{a} = {b}"
 
-    def unqualified(x: e.Expression) -> e.Expression:
-        return x.transform(lambda n: e.ColumnRef(n.name) if isinstance(n, e.ColumnRef) else None)
+    def is_key(x: e.Expression, src: DataSource | None) -> bool:
+        return src is not None and isinstance(x, e.ColumnRef) and len(src.schema.key) == 1 \
+            and src.schema.key[0].name == x.name
 
-    def is_key(x: e.Expression, src: DataSource) -> bool:
-        return isinstance(x, e.ColumnRef) and len(src.schema.key) == 1 and src.schema.key[0].name == x.name
-
+    left_src = dict((al, None) for al in left.aliases)
+    first_left = left.source if index == 0 else None
     if kind == "STREAM_TABLE" and not is_key(right_expr, right_src):
         raise KsqlStatementException(
             f"Invalid join condition: stream-table joins require to join on the table's primary key. "
             f"Got {written}.")
-    if kind == "TABLE_TABLE" and not (is_key(right_expr, right_src) and is_key(left_expr, left_src)):
+    if kind == "TABLE_TABLE" and not is_key(right_expr, right_src):
         raise KsqlStatementException(
             "Invalid join condition: table-table joins require to join on the primary key of the right "
             f"input table. Got {written}.")
-
-    # ---- types of the join expressions
-    lscope = Scope()
-    for col in JoinSide(left_src, left_alias, left_expr).columns:
-        lscope.qualified[(left_alias, col.name)] = ScopeColumn("x", col.type)
-    rscope = Scope()
-    for col in JoinSide(right_src, right_alias, right_expr).columns:
-        rscope.qualified[(right_alias, col.name)] = ScopeColumn("x", col.type)
-    lt = ExpressionCompiler(analyzer.registry, lscope, clause="JOIN ON").compile(left_expr).type
-    rt = ExpressionCompiler(analyzer.registry, rscope, clause="JOIN ON").compile(right_expr).type
-    for side_src, x in ((left_src, left_expr), (right_src, right_expr)):
-        if side_src.window is not None and not is_key(x, side_src):
+    if kind == "TABLE_TABLE" and index == 0 and not is_key(left_expr, first_left):
+        raise KsqlStatementException(
+            "Invalid join condition: foreign-key table-table joins are not supported yet. Got "
+            f"{written}.")
+    del left_src
+    for side_src, x in ((first_left, left_expr), (right_src, right_expr)):
+        if side_src is not None and side_src.window is not None and not is_key(x, side_src):
             raise KsqlStatementException(
                 "Implicit repartitioning of windowed sources is not supported. See "
                 "https://github.com/confluentinc/ksql/issues/4385.")
+    # Types of the two join expressions, each over its own side.
+    right_side = JoinSide.of_source(right_src, right_alias, e.NullLiteral())
+    scope = joined_scope(left, right_side, None, source_names)
+    comp = ExpressionCompiler(analyzer.registry, scope, clause="JOIN ON")
+    lt = comp.compile(left_expr).type
+    rt = comp.compile(right_expr).type
     if kind == "STREAM_STREAM" and clause.within is None:
         raise KsqlStatementException(
             "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn "
@@ -234,25 +332,39 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     if lt != rt:
         raise KsqlStatementException(
             f"Invalid join condition: types don't match. Got {left_expr}{{{lt}}} = {right_expr}{{{rt}}}.")
-    left = JoinSide(left_src, left_alias, unqualified(left_expr))
-    right = JoinSide(right_src, right_alias, unqualified(right_expr))
-    scope = joined_scope(left, right, lt)
+    return left_expr, right_expr, kind, lt, written
+
+
+def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | None, persistent: bool,
+                clause: ast.JoinClause, left: JoinSide, right: JoinSide, kind: str, key_type: SqlType,
+                previous: JoinPlan | None, index: int, source_names: tuple[tuple[str, str], ...], qualify,
+                key_forms_so_far: list[e.Expression], crit_left: e.Expression,
+                crit_right: e.Expression) -> JoinPlan:
+    from streamsql.analyzer import OutputColumn
+
+    aliases = dict(source_names)
+    all_rows = left.row + right.row
+    cols_by_alias: dict[str, list[Column]] = {}
+    for alias, col in all_rows:
+        if col.namespace != "PSEUDO":
+            cols_by_alias.setdefault(alias, []).append(col)
+    scope = joined_scope(left, right, key_type, source_names)
     compiler = ExpressionCompiler(analyzer.registry, scope, clause="SELECT")
 
-    # ---- projection
     # (alias, expression as written, expression qualified by side)
     items: list[tuple[str | None, e.Expression, e.Expression]] = []
     for item in query.select:
         if isinstance(item, ast.AllColumns):
-            targets = [left_alias, right_alias] if item.source is None else []
-            if item.source is not None:
+            if item.source is None:
+                targets = list(cols_by_alias)
+            else:
                 src = item.source if item.source in aliases else next(
-                    (a for a, s in aliases.items() if s.name == item.source), None)
+                    (a for a, n in aliases.items() if n == item.source), None)
                 if src is None:
                     raise KsqlStatementException(f"'{item.source}' is not a valid stream/table name or alias.")
                 targets = [src]
             for t in targets:
-                for col in aliases[t].schema.columns:
+                for col in cols_by_alias.get(t, ()):
                     ref = e.ColumnRef(col.name, t)
                     # Columns expanded from a star are always named ALIAS_COL.
                     items.append((f"{t}_{col.name}", ref, ref))
@@ -264,7 +376,7 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
     if query.where is not None:
         where = qualify(query.where)
         ExpressionCompiler(analyzer.registry, scope, clause="WHERE").compile_predicate(where, "WHERE")
-    typed: list[tuple[str, e.Expression, SqlType]] = []
+    typed: list[tuple[str | None, e.Expression, SqlType]] = []
     used: set[str] = set()
     for alias_name, written, x in items:
         if isinstance(written, e.ColumnRef) and written.source is None and written.name in RESERVED_COLUMN_NAMES \
@@ -272,21 +384,22 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             raise KsqlStatementException(
                 f"Reserved column name in select: `{x.name}`. Please remove or alias the column.")
         ty = compiler.compile(x).type
+        name: str | None
         if alias_name is not None:
             name = alias_name
         elif isinstance(written, e.ColumnRef):
-            # A column both sources have is named ALIAS_COL; any other keeps its name.
-            in_both = all(any(c.name == x.name for c in cols) for cols in sides.values())
-            name = f"{x.source}_{x.name}" if in_both and x.source else x.name
+            # A column more than one source has is named ALIAS_COL; any other keeps its name.
+            owners = sum(1 for cols in cols_by_alias.values() if any(c.name == x.name for c in cols))
+            name = f"{x.source}_{x.name}" if owners > 1 and x.source else x.name
         elif isinstance(written, e.Dereference):
             name = written.field
         else:
-            name = None  # type: ignore[assignment]
-        typed.append((name, x, ty))  # type: ignore[arg-type]
+            name = None
+        typed.append((name, x, ty))
         if name:
             used.add(name)
     counter = 0
-    named = []
+    named: list[tuple[str, e.Expression, SqlType]] = []
     for name, x, ty in typed:
         if name is None:
             while f"KSQL_COL_{counter}" in used:
@@ -301,23 +414,23 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
         seen.add(name)
 
     # ---- the key: the join expression as selected, or the synthetic ROWKEY
-    columns = [x for x in (left_expr, right_expr) if isinstance(x, e.ColumnRef)]
-    synthetic = clause.join_type == "FULL" or not columns
-    key_forms = [e.ColumnRef(SYNTHETIC_KEY)] if synthetic else columns
+    synthetic = clause.join_type == "FULL" or not key_forms_so_far
+    key_forms = [e.ColumnRef(SYNTHETIC_KEY)] if synthetic else list(key_forms_so_far)
     if clause.join_type == "RIGHT" and not synthetic:
-        key_forms = list(reversed(columns))
+        key_forms = list(reversed(key_forms))
     # The key is the first item written as the preferred join expression (the left one, for
-    # all but RIGHT joins), else the first written as the other.
-    preferred = next((x for _, x, _ in named if x == key_forms[0]), None)
-    if preferred is None and len(key_forms) > 1:
-        preferred = next((x for _, x, _ in named if x == key_forms[1]), None)
+    # all but RIGHT joins), else as the next one.
+    preferred = None
+    for form in key_forms:
+        preferred = next((x for _, x, _ in named if x == form), None)
+        if preferred is not None:
+            break
     key_col: OutputColumn | None = None
-    key_expr: e.Expression | None = None
     values: list[OutputColumn] = []
     if synthetic and preferred is None and any(isinstance(i, ast.AllColumns) and i.source is None
                                                for i in query.select):
         # SELECT * of an outer join carries the synthetic key implicitly.
-        key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), lt)
+        key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), key_type)
     for name, x, ty in named:
         if preferred is not None and x == preferred:
             if key_col is not None:
@@ -326,25 +439,25 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
                     f"{' and '.join(sorted([key_col.name, name]))}.")
             # The result's key is the join key itself (a right-only row has no left column).
             key_col = OutputColumn(name, e.ColumnRef(SYNTHETIC_KEY), ty)
-            key_expr = x
         else:
             values.append(OutputColumn(name, x, ty))
     if key_col is None:
         if persistent:
-            shown = SYNTHETIC_KEY if synthetic else " or ".join(str(k) for k in key_forms)
+            shown = SYNTHETIC_KEY if synthetic else (
+                ", ".join(str(k) for k in key_forms[:-1]) + " or " + str(key_forms[-1])
+                if len(key_forms) > 1 else str(key_forms[0]))
             plural = "s" if len(key_forms) > 1 else ""
             hint = ("\nROWKEY was added as a synthetic key column because the join criteria did not match "
                     "any source column. This expression must be included in the projection and may be "
-                    "aliased. " if synthetic else "")
+                    "aliased." if synthetic else "")
             raise KsqlStatementException(
                 "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n"
                 f"The query used to build `{sink_name}` must include the join expression{plural} {shown} in "
-                f"its projection (eg, SELECT {str(key_forms[0])}...).{hint}".rstrip())
-        key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), lt)
+                f"its projection (eg, SELECT {str(key_forms[0])}...).{hint}")
+        key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), key_type)
     if persistent and not values:
         raise KsqlStatementException("The projection contains no value columns.")
     schema = LogicalSchema((Column(key_col.name, key_col.type, "KEY"),),
                            tuple(Column(v.name, v.type, "VALUE") for v in values))
-    return JoinPlan(left, right, clause.join_type, kind, clause.within, lt, where, (key_col,),
-                    tuple(values), schema, query.limit)
-
+    return JoinPlan(left, right, clause.join_type, kind, clause.within, key_type, where, (key_col,),
+                    tuple(values), schema, query.limit, previous, index, source_names)
