@@ -90,7 +90,9 @@ class JoinStage:
             jk = self.key_codec.decode(kb)[0] if kb is not None else None
             row = self.value_codec.decode(vb) if vb is not None else None
             kind = self.plan.kind
-            if kind == "STREAM_STREAM":
+            if kind == "FOREIGN_KEY":
+                self._foreign_key(out, jk, row, ts)
+            elif kind == "STREAM_STREAM":
                 self._stream_stream(out, jk, row, ts)
             elif kind == "STREAM_TABLE":
                 self._stream_table(out, jk, row, ts)
@@ -139,6 +141,48 @@ class JoinStage:
         elif jk in st.shown:
             st.shown.discard(jk)
             self._tombstone(out, jk, ts)
+
+    # ---------------------------------------------------------------------- foreign key
+    def _foreign_key(self, out: list[ProducerRecord], jk: Any, row: tuple | None, ts: int) -> None:
+        """Left rows arrive keyed by their primary key with the foreign key as a last column;
+        right rows by their key. An index from foreign key to left keys re-joins on right changes."""
+        if jk is None:
+            return
+        st = self.state
+        index: dict[Any, set] = st.unmatched.setdefault("FK", {})  # type: ignore[assignment, arg-type]
+        inner = self.plan.join_type == "INNER"
+        if self.side == "L":
+            old = st.left_rows.pop(jk, None)
+            if old is not None:
+                index.get(old[0], set()).discard(jk)
+            if row is None:
+                self._tombstone(out, jk, ts)
+                st.shown.discard(jk)
+                return
+            fk, left = row[-1], row[:-1]
+            st.left_rows[jk] = (fk, left)
+            if fk is not None:
+                index.setdefault(fk, set()).add(jk)
+            right = st.right_rows.get(fk) if fk is not None else None
+            self._fk_emit(out, jk, left, right, ts, inner)
+            return
+        if row is None:
+            st.right_rows.pop(jk, None)
+        else:
+            st.right_rows[jk] = row
+        for pk in sorted(index.get(jk, ()), key=lambda k: (str(type(k)), k)):
+            self._fk_emit(out, pk, st.left_rows[pk][1], row, ts, inner)
+
+    def _fk_emit(self, out: list[ProducerRecord], pk: Any, left: tuple, right: tuple | None, ts: int,
+                 inner: bool) -> None:
+        st = self.state
+        if right is None and inner:
+            if pk in st.shown:
+                st.shown.discard(pk)
+                self._tombstone(out, pk, ts)
+            return
+        self._emit(out, pk, left, right, ts)
+        st.shown.add(pk)
 
     # --------------------------------------------------------------------- stream-stream
     def _stream_stream(self, out: list[ProducerRecord], jk: Any, row: tuple | None, ts: int) -> None:
@@ -273,9 +317,8 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         stages += await _build_step(engine, query_id, prev, left_input,
                                     internal_codec(prev_src.schema.key), internal_codec(prev_src.schema.value),
                                     None)
-    key_columns = (Column("JOINKEY", plan.key_type, "KEY"),)
-    key_codec = internal_codec(key_columns)
     state = JoinState()
+    fk = plan.kind == "FOREIGN_KEY"
     final = bool(plan.key)
     project = build_projection(engine, plan, query_id) if final else _combined(len(plan.left.row), len(plan.right.row))
     joins: list[JoinStage] = []
@@ -285,12 +328,27 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         topic = f"_streamsql_{query_id}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
         await engine._ensure_topic(topic, await _partitions(engine, src if not synthetic else plan.source))
         value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
-        value_codec = internal_codec(value_columns)
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.
         row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)
                          for i, (name, (_, c)) in enumerate(zip(side.row_source_columns, side.row)))
-        pre = QueryPlan(src, src.name, None, (OutputColumn("JOINKEY", side.key_expr, plan.key_type),),
-                        row_cols, LogicalSchema(key_columns, value_columns), rekeyed=True)
+        key_out = OutputColumn("JOINKEY", side.key_expr, plan.key_type)
+        if fk:
+            # Foreign-key join: the left stays keyed by its primary key and carries the foreign
+            # key as a last column; the right is keyed by its own key.
+            if side_name == "L":
+                pk = src.schema.key[0]
+                fk_type = plan.right.source.schema.key[0].type
+                row_cols += (OutputColumn("FK", side.key_expr, fk_type),)
+                value_columns += (Column("FK", fk_type, "VALUE"),)
+                key_out = OutputColumn("JOINKEY", e.ColumnRef(pk.name), pk.type)
+            else:
+                rk = src.schema.key[0]
+                key_out = OutputColumn("JOINKEY", e.ColumnRef(rk.name), rk.type)
+        key_columns = (Column("JOINKEY", key_out.type, "KEY"),)
+        key_codec = internal_codec(key_columns)
+        value_codec = internal_codec(value_columns)
+        pre = QueryPlan(src, src.name, None, (key_out,), row_cols, LogicalSchema(key_columns, value_columns),
+                        rekeyed=True)
         if synthetic:
             in_key, in_value, ts_parser = internal_codec(src.schema.key), internal_codec(src.schema.value), None
             in_topic = left_input

@@ -103,7 +103,7 @@ class JoinPlan:
 
     @property
     def produces_table(self) -> bool:
-        return self.kind == "TABLE_TABLE"
+        return self.kind in ("TABLE_TABLE", "FOREIGN_KEY")
 
 
 def joined_scope(left: JoinSide, right: JoinSide, key_type: SqlType | None,
@@ -198,7 +198,13 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
         crit_left, crit_right, kind, key_type, written = step
         # Which expressions stand for the join key (the key may be selected as any of them).
         columns = [x for x in (crit_left, crit_right) if isinstance(x, e.ColumnRef)]
-        if index > 0 and crit_left in key_forms_so_far:
+        if kind == "FOREIGN_KEY":
+            # The result is keyed like the left table.
+            pk = first.schema.key[0]
+            columns = [e.ColumnRef(pk.name, left.aliases[0])]
+            key_type = pk.type
+            key_forms_so_far = columns
+        elif index > 0 and crit_left in key_forms_so_far:
             key_forms_so_far = key_forms_so_far + [crit_right]
         else:
             key_forms_so_far = columns
@@ -209,7 +215,7 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
                             LogicalSchema(), None, previous, index, source_names)
             previous = plan
             left = _result_side(plan, sink_name or "QUERY")
-            left_kind = "TABLE" if kind == "TABLE_TABLE" else "STREAM"
+            left_kind = "TABLE" if kind in ("TABLE_TABLE", "FOREIGN_KEY") else "STREAM"
             continue
         return _final_step(analyzer, query, sink_name, persistent, clause, left, right, kind, key_type,
                            previous, index, source_names, qualify, key_forms_so_far, crit_left, crit_right)
@@ -236,7 +242,7 @@ def _result_side(plan: JoinPlan, sink_name: str) -> JoinSide:
     row = plan.left.row + plan.right.row
     value = tuple(Column(f"C{i}", col.type, "VALUE") for i, (_, col) in enumerate(row))
     schema = LogicalSchema((Column("JOINKEY", plan.key_type, "KEY"),), value)
-    kind = "TABLE" if plan.kind == "TABLE_TABLE" else "STREAM"
+    kind = "TABLE" if plan.kind in ("TABLE_TABLE", "FOREIGN_KEY") else "STREAM"
     source = DataSource(name=f"{sink_name}_JOIN_{plan.index}", kind=kind, schema=schema,
                         topic=f"<join step {plan.index}>", key_format=_INTERNAL, value_format=_INTERNAL)
     return JoinSide(source, e.NullLiteral(), row, tuple(c.name for c in value))
@@ -305,9 +311,12 @@ def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int,
             "Invalid join condition: table-table joins require to join on the primary key of the right "
             f"input table. Got {written}.")
     if kind == "TABLE_TABLE" and index == 0 and not is_key(left_expr, first_left):
-        raise KsqlStatementException(
-            "Invalid join condition: foreign-key table-table joins are not supported yet. Got "
-            f"{written}.")
+        if clause.join_type not in ("INNER", "LEFT"):
+            raise KsqlStatementException(
+                f"Invalid join type: foreign-key table-table joins only support INNER and LEFT joins. Got "
+                f"{left_name} {shown_type} {right_src.name}.")
+        # A left column (not the left key) joined to the right table's key: a foreign-key join.
+        kind = "FOREIGN_KEY"
     del left_src
     for side_src, x in ((first_left, left_expr), (right_src, right_expr)):
         if side_src is not None and side_src.window is not None and not is_key(x, side_src):
@@ -329,7 +338,7 @@ def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int,
         raise KsqlStatementException(
             f"A window definition was provided for a {kind.replace('_', '-').lower()} join. Windows are "
             "only supported for stream-stream joins.")
-    if lt != rt:
+    if lt != rt and kind != "FOREIGN_KEY":
         raise KsqlStatementException(
             f"Invalid join condition: types don't match. Got {left_expr}{{{lt}}} = {right_expr}{{{rt}}}.")
     return left_expr, right_expr, kind, lt, written
