@@ -6,9 +6,16 @@ pipeline stage that re-keys into an internal repartition topic followed by an ag
 that writes the table. ``Stage.process(batch)`` returns the records to produce.
 
 Two drivers run stages: ``StageRunner`` (service mode: an asyncio task consuming the stage's
-input topic as a consumer group, producing to its output and committing offsets after the
-output is written, so nothing is lost) and the test driver (one record at a time, depth
-first, as Kafka Streams' TopologyTestDriver does).
+input topic, producing to its output and committing; exactly-once for stateful queries on the
+embedded log, at-least-once otherwise, see ``streamsql.runtime.task``) and the test driver
+(one record at a time, depth first, as Kafka Streams' TopologyTestDriver does).
+
+Stages keep their state in the stores ``Engine.new_store`` gives them: RocksDB stores split by
+input partition in service mode (bound to the right task by the runner before each batch),
+``MemoryStore`` in test mode. A stage may also define ``task_extra(partition)`` (JSON committed
+with each of its batches) and ``task_opened(partition, extra)`` (called when a task's state is
+opened, with the last committed extra), and sets ``exactly_once = True`` when all of its state
+is in its stores and those hooks.
 """
 from __future__ import annotations
 
@@ -56,7 +63,9 @@ class PipelineStage:
 
 class MaterializingStage:
     """Wraps a table's last stage and keeps the table's current rows (key bytes -> (value
-    bytes, timestamp)) in a store, which is what pull queries read."""
+    bytes, timestamp)) in a store, which is what pull queries read (``table_row``,
+    ``table_rows``): in service mode a RocksDB ``TableStore`` per task, committed with the
+    stage's batches."""
 
     def __init__(self, inner: Stage, store: Any) -> None:
         self.inner = inner

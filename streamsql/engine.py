@@ -98,6 +98,8 @@ class Engine:
         self._rocksdb_config: Any = None
         # Runners of queries replayed at start: started once the whole catalog is known.
         self._deferred: list[StageRunner] = []
+        # Pull queries' generated pipelines by plan (a key lookup's plan without its key).
+        self._pull_pipelines: dict[QueryPlan, Any] = {}
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -694,10 +696,13 @@ class Engine:
                 "tables built by CREATE TABLE ... AS SELECT. Query it with a push query "
                 f"(SELECT ... FROM {source.name} EMIT CHANGES;), or make a queryable copy: "
                 f"CREATE TABLE {source.name}_QUERYABLE AS SELECT * FROM {source.name};")
-        pipeline = build_pipeline(plan, self.registry, self.codec(source, "key"), self.codec(source, "value"),
-                                  None, None, self._processing_logger("pull"), rows=True)
-        # The pipeline applies the whole WHERE; a key lookup only narrows what it reads.
-        key = self._pull_key(source, plan.where)
+        # The pipeline applies the WHERE; a key lookup only narrows what it reads.
+        key, rest = self._pull_key(source, plan.where)
+        if key is not None and source.window is None:
+            # An exact key read makes the key condition true: without it the plan (and its
+            # generated pipeline, cached) is the same for every key.
+            plan = replace(plan, where=rest)
+        pipeline = self._pull_pipeline(plan)
         if key is None:
             rows: Any = table_rows(store)
         elif source.window is not None:
@@ -723,11 +728,30 @@ class Engine:
                 pipeline.process(batch, out)
         return out.rows[:limit] if limit is not None else out.rows
 
-    def _pull_key(self, source: DataSource, where: e.Expression | None) -> bytes | None:
-        """The key bytes a pull query's WHERE pins (``key = literal``, possibly AND-ed with
-        other conditions) for a single STRING or integer key column; None otherwise."""
+    def _pull_pipeline(self, plan: QueryPlan) -> Any:
+        """The row pipeline of a pull query's plan, generated once per distinct plan."""
+        cache = self._pull_pipelines
+        try:
+            pipeline = cache.get(plan)
+        except TypeError:  # an unhashable plan: not cached
+            cache, pipeline = {}, None
+        if pipeline is None:
+            source = plan.source
+            pipeline = build_pipeline(plan, self.registry, self.codec(source, "key"),
+                                      self.codec(source, "value"), None, None,
+                                      self._processing_logger("pull"), rows=True)
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[plan] = pipeline
+        return pipeline
+
+    def _pull_key(self, source: DataSource, where: e.Expression | None
+                  ) -> tuple[bytes | None, e.Expression | None]:
+        """The key bytes a pull query's WHERE pins (``key = literal``, alone or AND-ed with
+        other conditions) for a single STRING or integer key column, and the WHERE without
+        that condition; (None, where) otherwise."""
         if where is None or len(source.schema.key) != 1:
-            return None
+            return None, where
         col = source.schema.key[0]
         base = col.type.base
         if base is BaseType.STRING:
@@ -735,20 +759,29 @@ class Engine:
         elif base in (BaseType.INTEGER, BaseType.BIGINT):
             wanted = (e.IntegerLiteral,)
         else:
-            return None
+            return None, where
+        conjuncts: list[e.Expression] = []
         todo = [where]
         while todo:
             x = todo.pop()
             if isinstance(x, e.And):
-                todo += [x.left, x.right]
-            elif isinstance(x, e.Comparison) and x.op == "=":
-                for ref, lit in ((x.left, x.right), (x.right, x.left)):
-                    if isinstance(ref, e.ColumnRef) and ref.name == col.name and isinstance(lit, wanted):
-                        try:
-                            return self.codec(source, "key").encode((lit.value,))
-                        except Exception:  # noqa: BLE001 - fall back to a scan
-                            return None
-        return None
+                todo += [x.right, x.left]
+            else:
+                conjuncts.append(x)
+        for i, x in enumerate(conjuncts):
+            if not (isinstance(x, e.Comparison) and x.op == "="):
+                continue
+            for ref, lit in ((x.left, x.right), (x.right, x.left)):
+                if isinstance(ref, e.ColumnRef) and ref.name == col.name and isinstance(lit, wanted):
+                    try:
+                        key = self.codec(source, "key").encode((lit.value,))
+                    except Exception:  # noqa: BLE001 - fall back to a scan
+                        return None, where
+                    rest: e.Expression | None = None
+                    for other in conjuncts[:i] + conjuncts[i + 1:]:
+                        rest = other if rest is None else e.And(rest, other)
+                    return key, rest
+        return None, where
 
     async def _push_query(self, plan: QueryPlan, reset: str, limit: int | None) -> AsyncIterator[tuple]:
         pipeline = build_pipeline(plan, self.registry, self.codec(plan.source, "key"),
