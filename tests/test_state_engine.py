@@ -166,7 +166,8 @@ def test_table_aggregation_and_sessions_across_restarts(tmp_path: Path) -> None:
         await _produce(run.log, "pv", [("a", {}, 1000), ("a", {}, 5000)])
         want = [("eu", 2)]
         assert await _eventually(lambda: _rows(engine, "SELECT * FROM per_region;"), want) == want
-        await _eventually(lambda: _rows(engine, "SELECT user_id, n FROM sessions;"), [("a", 2)])
+        want = [("a", 2)]
+        assert await _eventually(lambda: _rows(engine, "SELECT user_id, n FROM sessions;"), want) == want
         await run.close()
 
         engine = await run.open()
