@@ -29,7 +29,9 @@ reading the repartition topic, and queries reading a table that a stateful query
 Stateless queries (CREATE STREAM AS SELECT, INSERT INTO) keep the at-least-once runner:
 offsets are committed to the consumer group after their output is written, so a crash can
 write a batch's output twice. INSERT INTO sinks have other writers, so they can never be cut
-back. Records produced into a stateful query's output topic by anything else (INSERT VALUES
+back. So are queries with a stage that does not declare ``exactly_once`` (its state is not all
+in its stores, e.g. joins) or with several stages writing one topic: their stages with stores
+still commit state and input offsets together, but their output is at-least-once. Records produced into a stateful query's output topic by anything else (INSERT VALUES
 into a CTAS table) while a batch is uncommitted would be cut with that batch if the process
 dies then: only the query should write its table's topic.
 """
