@@ -454,7 +454,8 @@ class EmbeddedLog(Log):
                         p = (murmur2(k) & 0x7FFFFFFF) % n_parts
                         if len(cache) >= _PARTITION_CACHE_LIMIT:
                             cache.clear()
-                        cache[k] = p
+                        # A right-sized copy: keys from orjson.dumps pin ~4 KiB buffers each.
+                        cache[bytes(memoryview(k))] = p
             elif not 0 <= p < n_parts:
                 raise ValueError(f"Invalid partition given with record: {p} is not in the "
                                  f"range [0...{n_parts}).")
