@@ -28,6 +28,7 @@ from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlException
 from streamsql.formats.base import Codec, FormatOptions
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
+from streamsql.runtime.projection import filter_lines, projection_lines
 from streamsql.runtime.pipeline import Outputs, build_pipeline
 from streamsql.runtime.query import PipelineStage, Stage
 from streamsql.schema import Column, LogicalSchema
@@ -466,29 +467,8 @@ def build_projection(engine: "Engine", plan: AggregatePlan, query_id: str,
     if na:
         lines.append(f"    {''.join(f'a{i}, ' for i in range(na))}= a")
     if plan.having is not None:
-        cond = comp.compile_predicate(plan.having, "HAVING").src
-        lines.append("    try:")
-        lines.append(f"        _keep = {cond}")
-        lines.append("    except Exception:")
-        lines.append("        _keep = None")
-        lines.append("    if _keep is not True:")
-        lines.append("        _errs.clear()")
-        lines.append("        return None")
-    names = []
-    for j, oc in enumerate(list(plan.key) + list(plan.value)):
-        var = f"_o{j}"
-        names.append(var)
-        lines.append("    try:")
-        lines.append(f"        {var} = {comp.compile(oc.expression).src}")
-        lines.append("    except Exception as _exc:")
-        lines.append(f"        {var} = None")
-        lines.append(f"        _plog(_topic, 0, 0, 'Error computing {oc.name}: ' + repr(_exc))")
-    lines.append("    if _errs:")
-    lines.append("        for _what, _exc in _errs:")
-    lines.append("            _plog(_topic, 0, 0, 'Error in ' + _what + ': ' + repr(_exc))")
-    lines.append("        _errs.clear()")
-    nk = len(plan.key)
-    lines.append(f"    return ({''.join(f'{n}, ' for n in names[:nk])}), ({''.join(f'{n}, ' for n in names[nk:])})")
+        lines += filter_lines(comp, plan.having, "HAVING")
+    lines += projection_lines(comp, list(plan.key) + list(plan.value), len(plan.key))
     src = "\n".join(lines) + "\n"
     exec(compile(src, f"<projection {query_id}>", "exec"), env)  # noqa: S102 - generated source
     return env["project"]

@@ -1,11 +1,23 @@
-"""Generated projections shared by the aggregate and join stages: one local per output column,
-each computed under its own try (a failure makes that column NULL and is logged), then the
-(key tuple, value tuple) return."""
+"""Generated projections shared by the aggregate and join stages: a filter (HAVING/WHERE), then
+one local per output column, each computed under its own try (a failure makes that column NULL
+and is logged), then the (key tuple, value tuple) return."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from streamsql.codegen import ExpressionCompiler
+
+
+def filter_lines(comp: ExpressionCompiler, condition: Any, clause: str, indent: str = "    ") -> list[str]:
+    """Source lines returning None unless ``condition`` is TRUE (a failure counts as not TRUE)."""
+    cond = comp.compile_predicate(condition, clause).src
+    return [f"{indent}try:",
+            f"{indent}    _keep = {cond}",
+            f"{indent}except Exception:",
+            f"{indent}    _keep = None",
+            f"{indent}if _keep is not True:",
+            f"{indent}    _errs.clear()",
+            f"{indent}    return None"]
 
 
 def projection_lines(comp: ExpressionCompiler, columns: Sequence[Any], n_key: int,
