@@ -1,32 +1,64 @@
 """Joins: each side re-keyed by its join expression into an internal topic, then one join
-stage that keeps both sides' state and emits joined rows.
+stage per join step that reads both re-keyed topics, keeps both sides' state and emits joined
+rows.
 
-- stream-stream: both sides buffered for the WITHIN window (plus grace); a record joins the
-  other side's records whose time is within range; the result's time is the later of the two.
-  Without a GRACE PERIOD, an outer join emits the unmatched record at once (ksqlDB's older,
-  eager semantics); with one, unmatched records are emitted when their window closes.
-- stream-table: the table side is the latest row per key; a stream record looks it up.
+- stream-stream: both sides kept for the WITHIN window (plus grace) in window stores keyed
+  by join key and record time; a record joins the other side's records whose time is within
+  range; the result's time is the later of the two. Without a GRACE PERIOD, an outer join
+  emits the unmatched record at once (ksqlDB's older, eager semantics); with one, unmatched
+  records wait in an "outer" store ordered by time and are emitted when their window closes
+  (a later match removes them from it).
+- stream-table: the table side is the latest row per key (key-value store); a stream record
+  looks it up.
 - table-table: both sides are the latest row per key; a change on either side emits the new
-  joined row, or a tombstone when the join no longer has a row for the key.
+  joined row, or a tombstone when the join no longer has a row for the key (a "shown" store
+  remembers which keys the output table currently has).
+- foreign key (table-table): the left is keyed by its primary key and carries the foreign key
+  as a last column; an index store (foreign key, primary key) re-joins the left rows of a
+  right-side change.
 
 The joined row is projected by a generated function over both sides' columns and ROWKEY.
+
+State and exactly-once. All of a step's state is in stores from ``Engine.new_store`` (or this
+module's own partitioned stores for the window, outer and index kinds): RocksDB per task in
+service mode with a state directory, dicts otherwise (test mode). Both inputs of a step go
+through ONE ``JoinStage`` with ``source_topics = (left, right)``: one runner consumes both
+re-keyed topics, which have the same number of partitions and are keyed alike, so partition
+p of each lands in the same task p. One writer of the output topic, one task state per
+partition and one commit per batch (state, the batch's input offset, the output's end
+offsets, plus stream time and the outer-store sequence as the task's extra) make the step
+exactly-once through the same machinery as aggregations (``streamsql.runtime.task``): on
+restart uncommitted output is cut back and the batch is processed again from the committed
+state. (Two stages, one per side, writing one topic could not be cut back exactly: one side's
+commit would cover the other side's uncommitted output.) A foreign-key step re-joins across
+keys of both sides, so its two re-keyed topics have one partition (one task).
+
+In test mode the test driver delivers records by topic to ``stage.source_topic``, so the
+right-hand input is also given as a small ``JoinInput`` stage forwarding to the join stage
+(through its ``MaterializingStage`` wrapper when the sink is a table).
 """
 from __future__ import annotations
 
+import heapq
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+import struct
+from functools import partial
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from streamsql.analyzer import OutputColumn, QueryPlan
 from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler
 from streamsql.join_analyzer import JoinPlan, joined_scope
 from streamsql.runtime.aggregate import DEFAULT_GRACE_MS, internal_codec
-from streamsql.runtime.projection import filter_lines, projection_lines
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.pipeline import build_pipeline
+from streamsql.runtime.projection import projection_lines
 from streamsql.runtime.query import PipelineStage, Stage
+from streamsql.runtime.task import PICKLE, PartitionedStore
 from streamsql.schema import Column, LogicalSchema
+from streamsql.state import BYTES, MIN_TS, KeyValueStoreSpec, StoreSpec, TaskState, WindowStoreSpec
+from streamsql.state.keys import decode_ts, encode_ts
 from streamsql import expressions as e
 
 if TYPE_CHECKING:
@@ -34,34 +66,208 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class JoinState:
-    """Both sides' state of one join (in memory; bounded by the WITHIN window for streams)."""
-
-    left_rows: dict[Any, Any] = field(default_factory=dict)
-    right_rows: dict[Any, Any] = field(default_factory=dict)
-    # Table-table: keys whose joined row the output table currently shows.
-    shown: set = field(default_factory=set)
-    stream_time: int = -1
-    # Stream-stream outer joins with grace: records not matched yet, by side.
-    unmatched: dict[str, list] = field(default_factory=lambda: {"L": [], "R": []})
+_LEN = struct.Struct(">I")
+_SEQ = struct.Struct(">Q")
+_BY_TIME = itemgetter(0)
 
 
+def _unbound(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("join store is not bound to a task (used outside its stage's runner?)")
+
+
+# ------------------------------------------------------------------------------- stores
+class MemoryWindowStore:
+    """(key, time) -> value kept ``retention_ms`` past the latest time put, in dicts: the
+    stream-stream store of test mode, with the reads of ``RocksDBWindowStore`` (``get``,
+    ``put``, ``fetch`` in time order; expired times are invisible and dropped)."""
+
+    def __init__(self, retention_ms: int) -> None:
+        self.retention_ms = retention_ms
+        self.observed = MIN_TS
+        self.cutoff = MIN_TS
+        self.data: dict[bytes, dict[int, Any]] = {}
+
+    def get(self, key: bytes, ts: int) -> Any:
+        if ts < self.cutoff:
+            return None
+        times = self.data.get(key)
+        return times.get(ts) if times else None
+
+    def put(self, key: bytes, ts: int, value: Any) -> None:
+        if ts > self.observed:
+            self.observed = ts
+            self.cutoff = ts - self.retention_ms + 1
+        elif ts < self.cutoff:
+            return  # expired already, as RocksDB's store drops it
+        times = self.data.get(key)
+        if times is None:
+            times = self.data[key] = {}
+        else:
+            # A key's expired times go when the key is written again (bounded per key).
+            for t in [t for t in times if t < self.cutoff]:
+                del times[t]
+        times[ts] = value
+
+    def fetch(self, key: bytes, time_from: int, time_to: int) -> list[tuple[int, Any]]:
+        times = self.data.get(key)
+        if not times:
+            return []
+        lo = max(time_from, self.cutoff)
+        return sorted(((t, v) for t, v in times.items() if lo <= t <= time_to), key=_BY_TIME)
+
+
+class JoinWindowStore(PartitionedStore):
+    """A partitioned window store (pickled values) for one side of a stream-stream join."""
+
+    get: Callable[[bytes, int], Any] = staticmethod(_unbound)
+    put: Callable[[bytes, int, Any], None] = staticmethod(_unbound)
+    fetch: Callable[[bytes, int, int], Iterator[tuple[int, Any]]] = staticmethod(_unbound)
+
+    def __init__(self, name: str, retention_ms: int) -> None:
+        super().__init__(name)
+        self.retention_ms = retention_ms
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return WindowStoreSpec(self.name, self.retention_ms, changelog, PICKLE)
+
+    def bind(self, state: TaskState) -> None:
+        s = state.window(self.name)
+        self.get = s.get  # type: ignore[method-assign]
+        self.put = s.put  # type: ignore[method-assign]
+        self.fetch = s.fetch  # type: ignore[method-assign]
+
+
+class MemoryOuterStore:
+    """Unmatched outer-join records waiting for their window to close, by ``time || seq``
+    key (test mode): ``put``, ``delete``, ``pop_below(bound)``."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, Any] = {}
+        self.heap: list[bytes] = []
+
+    def put(self, key: bytes, value: Any) -> None:
+        self.data[key] = value
+        heapq.heappush(self.heap, key)
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+    def pop_below(self, bound: bytes) -> list[tuple[bytes, Any]]:
+        """Remove and return the entries whose key is below ``bound``, in key order."""
+        out = []
+        heap, data = self.heap, self.data
+        while heap and heap[0] < bound:
+            key = heapq.heappop(heap)
+            value = data.pop(key, None)
+            if value is not None:
+                out.append((key, value))
+        return out
+
+
+class JoinOuterStore(PartitionedStore):
+    """``MemoryOuterStore``'s calls on a partitioned RocksDB key-value store."""
+
+    put: Callable[[bytes, Any], None] = staticmethod(_unbound)
+    delete: Callable[[bytes], None] = staticmethod(_unbound)
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._range: Callable[..., Iterator[tuple[bytes, Any]]] = _unbound
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return KeyValueStoreSpec(self.name, changelog, PICKLE)
+
+    def bind(self, state: TaskState) -> None:
+        s = state.kv(self.name)
+        self.put = s.put  # type: ignore[method-assign]
+        self.delete = s.delete  # type: ignore[method-assign]
+        self._range = s.range
+
+    def pop_below(self, bound: bytes) -> list[tuple[bytes, Any]]:
+        out = list(self._range(None, bound))
+        for key, _ in out:
+            self.delete(key)
+        return out
+
+
+class MemoryIndex:
+    """Foreign key bytes -> the left primary keys (bytes) that refer to it (test mode)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, dict[bytes, None]] = {}
+
+    def add(self, fk: bytes, pk: bytes) -> None:
+        self.data.setdefault(fk, {})[pk] = None
+
+    def remove(self, fk: bytes, pk: bytes) -> None:
+        members = self.data.get(fk)
+        if members is not None:
+            members.pop(pk, None)
+            if not members:
+                del self.data[fk]
+
+    def members(self, fk: bytes) -> list[bytes]:
+        return list(self.data.get(fk, ()))
+
+
+class JoinIndexStore(PartitionedStore):
+    """``MemoryIndex`` on a partitioned RocksDB key-value store: keys ``len(fk) || fk || pk``
+    (4-byte length, so one foreign key's entries are one prefix)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._put: Callable[[bytes, Any], None] = _unbound
+        self._delete: Callable[[bytes], None] = _unbound
+        self._prefix: Callable[[bytes], Iterator[tuple[bytes, Any]]] = _unbound
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        return KeyValueStoreSpec(self.name, changelog, BYTES)
+
+    def bind(self, state: TaskState) -> None:
+        s = state.kv(self.name)
+        self._put, self._delete, self._prefix = s.put, s.delete, s.prefix
+
+    def add(self, fk: bytes, pk: bytes) -> None:
+        self._put(_LEN.pack(len(fk)) + fk + pk, b"")
+
+    def remove(self, fk: bytes, pk: bytes) -> None:
+        self._delete(_LEN.pack(len(fk)) + fk + pk)
+
+    def members(self, fk: bytes) -> list[bytes]:
+        n = 4 + len(fk)
+        return [k[n:] for k, _ in self._prefix(_LEN.pack(len(fk)) + fk)]
+
+
+class _TaskContext:
+    """What a join stage keeps per task besides its stores: stream time (stream-stream), the
+    next outer-store sequence number, and whether the outer stores need a look."""
+
+    __slots__ = ("stream_time", "seq", "scan")
+
+    def __init__(self, stream_time: int = -1, seq: int = 0) -> None:
+        self.stream_time = stream_time
+        self.seq = seq
+        self.scan = True
+
+
+# ---------------------------------------------------------------------------- the stage
 class JoinStage:
-    """The join stage's input from one side (two of these share one JoinState)."""
+    """One join step: reads both re-keyed topics (``source_topics``), writes ``sink_topic``.
+    See the module docstring."""
 
-    def __init__(self, name: str, source_topic: str, sink_topic: str, side: str, plan: JoinPlan,
-                 state: JoinState, key_codec: Any, value_codec: Any, sink_key_codec: Any,
-                 sink_value_codec: Any, project: Callable[..., Any]) -> None:
+    # All its state is in its stores and task contexts: it can run exactly-once.
+    exactly_once = True
+
+    def __init__(self, name: str, left_topic: str, right_topic: str, sink_topic: str, plan: JoinPlan,
+                 codecs: tuple[Any, Any, Any, Any], sink_key_codec: Any, sink_value_codec: Any,
+                 project: Callable[..., Any], stores: dict[str, Any], per_task: bool) -> None:
         self.name = name
-        self.source_topic = source_topic
+        self.source_topic = left_topic
+        self.right_topic = right_topic
+        self.source_topics = (left_topic, right_topic)
         self.sink_topic = sink_topic
-        self.side = side
         self.plan = plan
-        self.state = state
-        self.key_codec = key_codec
-        self.value_codec = value_codec
+        self.left_key, self.left_value, self.right_key, self.right_value = codecs
         self.sink_key_codec = sink_key_codec
         self.sink_value_codec = sink_value_codec
         self.project = project
@@ -70,6 +276,64 @@ class JoinStage:
         self.after = w.after if w else 0
         self.grace = w.grace if w and w.grace is not None else None
         self.sink_ts_index: int | None = None
+        # Stores as attributes (the runner finds and binds them); None when the kind has none.
+        self.left_store = stores.get("left")
+        self.right_store = stores.get("right")
+        self.shown_store = stores.get("shown")
+        self.fk_index = stores.get("index")
+        self.left_outer = stores.get("left_outer")
+        self.right_outer = stores.get("right_outer")
+        # Per task in service mode (stores are per task); one context otherwise.
+        self.per_task = per_task
+        self._contexts: dict[int, _TaskContext] = {}
+        # What records go through: this stage, or the MaterializingStage wrapping it.
+        self.entry: Any = self
+        kind = plan.kind
+        if kind == "STREAM_STREAM":
+            self._on_left = partial(self._stream_stream, "L")
+            self._on_right = partial(self._stream_stream, "R")
+        elif kind == "STREAM_TABLE":
+            self._on_left, self._on_right = self._stream_table_stream, self._stream_table_table
+        elif kind == "FOREIGN_KEY":
+            self._on_left, self._on_right = self._fk_left, self._fk_right
+        else:
+            self._on_left = partial(self._table_table, "L")
+            self._on_right = partial(self._table_table, "R")
+
+    def wrapped_by(self, outer: Any) -> None:
+        """``outer`` (a ``MaterializingStage``) wraps this stage: the right-hand input goes
+        through it too."""
+        self.entry = outer
+
+    # ------------------------------------------------------------------------ task state
+    def _context(self, partition: int) -> _TaskContext:
+        p = partition if self.per_task else 0
+        ctx = self._contexts.get(p)
+        if ctx is None:
+            ctx = self._contexts[p] = _TaskContext()
+        return ctx
+
+    def task_extra(self, partition: int) -> dict[str, Any]:
+        """What a task commits beside its stores (JSON)."""
+        ctx = self._context(partition)
+        return {"stream_time": ctx.stream_time, "seq": ctx.seq}
+
+    def task_opened(self, partition: int, extra: Any) -> None:
+        """A task's state was opened: reload its stream time and outer sequence."""
+        ctx = self._contexts[partition] = _TaskContext()
+        if isinstance(extra, dict):
+            ctx.stream_time = int(extra.get("stream_time", -1))
+            ctx.seq = int(extra.get("seq", 0))
+
+    # ----------------------------------------------------------------------- processing
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        out: list[ProducerRecord] = []
+        ctx = self._context(batch.partition)
+        if batch.topic == self.right_topic:
+            self._on_right(batch, ctx, out)
+        else:
+            self._on_left(batch, ctx, out)
+        return out
 
     def _emit(self, out: list[ProducerRecord], jk: Any, left: tuple | None, right: tuple | None, ts: int) -> None:
         projected = self.project(jk, left, right)
@@ -84,176 +348,245 @@ class JoinStage:
     def _tombstone(self, out: list[ProducerRecord], jk: Any, ts: int) -> None:
         out.append(ProducerRecord(self.sink_key_codec.encode((jk,)), None, ts))
 
-    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
-        out: list[ProducerRecord] = []
-        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
-            jk = self.key_codec.decode(kb)[0] if kb is not None else None
-            row = self.value_codec.decode(vb) if vb is not None else None
-            kind = self.plan.kind
-            if kind == "FOREIGN_KEY":
-                self._foreign_key(out, jk, row, ts)
-            elif kind == "STREAM_STREAM":
-                self._stream_stream(out, jk, row, ts)
-            elif kind == "STREAM_TABLE":
-                self._stream_table(out, jk, row, ts)
-            else:
-                self._table_table(out, jk, row, ts)
-        return out
-
     # ---------------------------------------------------------------------- stream-table
-    def _stream_table(self, out: list[ProducerRecord], jk: Any, row: tuple | None, ts: int) -> None:
-        st = self.state
-        if self.side == "R":
-            if jk is None:
-                return
-            if row is None:
-                st.right_rows.pop(jk, None)
+    def _stream_table_table(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        store = self.right_store
+        put, delete = store.put, store.delete
+        for kb, vb in zip(batch.keys, batch.values):
+            if kb is None:
+                continue
+            if vb is None:
+                delete(kb)
             else:
-                st.right_rows[jk] = row
-            return
-        if row is None:
-            return
-        match = st.right_rows.get(jk) if jk is not None else None
-        if match is not None or self.plan.join_type == "LEFT":
-            self._emit(out, jk, row, match, ts)
+                put(kb, vb)
 
-    # ---------------------------------------------------------------------- table-table
-    def _table_table(self, out: list[ProducerRecord], jk: Any, row: tuple | None, ts: int) -> None:
-        if jk is None:
-            return
-        st = self.state
-        mine, other = (st.left_rows, st.right_rows) if self.side == "L" else (st.right_rows, st.left_rows)
-        if row is None:
-            mine.pop(jk, None)
-        else:
-            mine[jk] = (row, ts)
-        left = st.left_rows.get(jk)
-        right = st.right_rows.get(jk)
+    def _stream_table_stream(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        get = self.right_store.get
+        kdec, ldec, rdec = self.left_key.decode, self.left_value.decode, self.right_value.decode
+        left_join = self.plan.join_type == "LEFT"
+        emit = self._emit
+        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+            if vb is None:
+                continue
+            jk = kdec(kb)[0] if kb is not None else None
+            rvb = get(kb) if jk is not None else None
+            if rvb is not None:
+                emit(out, jk, ldec(vb), rdec(rvb), ts)
+            elif left_join:
+                emit(out, jk, ldec(vb), None, ts)
+
+    # ----------------------------------------------------------------------- table-table
+    def _table_table(self, side: str, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        lget, rget = self.left_store.get, self.right_store.get
+        mine = self.left_store if side == "L" else self.right_store
+        mput, mdel = mine.put, mine.delete
+        shown = self.shown_store
+        sget, sput, sdel = shown.get, shown.put, shown.delete
+        kdec = (self.left_key if side == "L" else self.right_key).decode
+        ldec, rdec = self.left_value.decode, self.right_value.decode
         jt = self.plan.join_type
-        present = {"INNER": left is not None and right is not None,
-                   "LEFT": left is not None,
-                   "RIGHT": right is not None,
-                   "FULL": left is not None or right is not None}[jt]
-        if present:
-            out_ts = max(x[1] for x in (left, right) if x is not None)
-            self._emit(out, jk, left[0] if left else None, right[0] if right else None, out_ts)
-            st.shown.add(jk)
-        elif jk in st.shown:
-            st.shown.discard(jk)
-            self._tombstone(out, jk, ts)
-
-    # ---------------------------------------------------------------------- foreign key
-    def _foreign_key(self, out: list[ProducerRecord], jk: Any, row: tuple | None, ts: int) -> None:
-        """Left rows arrive keyed by their primary key with the foreign key as a last column;
-        right rows by their key. An index from foreign key to left keys re-joins on right changes."""
-        if jk is None:
-            return
-        st = self.state
-        index: dict[Any, set] = st.unmatched.setdefault("FK", {})  # type: ignore[assignment, arg-type]
-        inner = self.plan.join_type == "INNER"
-        if self.side == "L":
-            old = st.left_rows.pop(jk, None)
-            if old is not None:
-                index.get(old[0], set()).discard(jk)
-            if row is None:
+        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+            if kb is None:
+                continue
+            jk = kdec(kb)[0]
+            if jk is None:
+                continue
+            if vb is None:
+                mdel(kb)
+            else:
+                mput(kb, (vb, ts))
+            left = lget(kb)
+            right = rget(kb)
+            if jt == "INNER":
+                present = left is not None and right is not None
+            elif jt == "LEFT":
+                present = left is not None
+            elif jt == "RIGHT":
+                present = right is not None
+            else:
+                present = left is not None or right is not None
+            if present:
+                out_ts = max(x[1] for x in (left, right) if x is not None)
+                self._emit(out, jk, ldec(left[0]) if left else None, rdec(right[0]) if right else None, out_ts)
+                if not sget(kb):
+                    sput(kb, True)
+            elif sget(kb):
+                sdel(kb)
                 self._tombstone(out, jk, ts)
-                st.shown.discard(jk)
-                return
-            fk, left = row[-1], row[:-1]
-            st.left_rows[jk] = (fk, left)
-            if fk is not None:
-                index.setdefault(fk, set()).add(jk)
-            right = st.right_rows.get(fk) if fk is not None else None
-            self._fk_emit(out, jk, left, right, ts, inner)
-            return
-        if row is None:
-            st.right_rows.pop(jk, None)
-        else:
-            st.right_rows[jk] = row
-        for pk in sorted(index.get(jk, ()), key=lambda k: (str(type(k)), k)):
-            self._fk_emit(out, pk, st.left_rows[pk][1], row, ts, inner)
 
-    def _fk_emit(self, out: list[ProducerRecord], pk: Any, left: tuple, right: tuple | None, ts: int,
-                 inner: bool) -> None:
-        st = self.state
+    # ----------------------------------------------------------------------- foreign key
+    def _fk_left(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        """Left rows arrive keyed by their primary key with the foreign key as a last column."""
+        lstore, index = self.left_store, self.fk_index
+        lget, lput, ldel = lstore.get, lstore.put, lstore.delete
+        rget = self.right_store.get
+        kdec, ldec = self.left_key.decode, self.left_value.decode
+        fkenc, rdec = self.right_key.encode, self.right_value.decode
+        inner = self.plan.join_type == "INNER"
+        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+            if kb is None:
+                continue
+            jk = kdec(kb)[0]
+            if jk is None:
+                continue
+            old = lget(kb)
+            old_fk = ldec(old)[-1] if old is not None else None
+            if vb is None:
+                if old is not None:
+                    ldel(kb)
+                    if old_fk is not None:
+                        index.remove(fkenc((old_fk,)), kb)
+                self._tombstone(out, jk, ts)
+                self.shown_store.delete(kb)
+                continue
+            row = ldec(vb)
+            fk, left = row[-1], row[:-1]
+            lput(kb, vb)
+            if old_fk is not None and old_fk != fk:
+                index.remove(fkenc((old_fk,)), kb)
+            right = None
+            if fk is not None:
+                fkb = fkenc((fk,))
+                if old_fk != fk:
+                    index.add(fkb, kb)
+                rvb = rget(fkb)
+                right = rdec(rvb) if rvb is not None else None
+            self._fk_emit(out, jk, kb, left, right, ts, inner)
+
+    def _fk_right(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        """Right rows arrive keyed by their key; the index gives the left rows to re-join."""
+        rstore, index = self.right_store, self.fk_index
+        rput, rdel = rstore.put, rstore.delete
+        lget = self.left_store.get
+        lkdec, ldec = self.left_key.decode, self.left_value.decode
+        rkdec, rdec = self.right_key.decode, self.right_value.decode
+        inner = self.plan.join_type == "INNER"
+        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+            if kb is None or rkdec(kb)[0] is None:
+                continue
+            if vb is None:
+                rdel(kb)
+                right = None
+            else:
+                rput(kb, vb)
+                right = rdec(vb)
+            members = index.members(kb)
+            if not members:
+                continue
+            pks = sorted(((lkdec(pkb)[0], pkb) for pkb in members), key=lambda x: (str(type(x[0])), x[0]))
+            for pk, pkb in pks:
+                lvb = lget(pkb)
+                if lvb is None:
+                    continue
+                self._fk_emit(out, pk, pkb, ldec(lvb)[:-1], right, ts, inner)
+
+    def _fk_emit(self, out: list[ProducerRecord], pk: Any, pkb: bytes, left: tuple, right: tuple | None,
+                 ts: int, inner: bool) -> None:
+        shown = self.shown_store
         if right is None and inner:
-            if pk in st.shown:
-                st.shown.discard(pk)
+            if shown.get(pkb):
+                shown.delete(pkb)
                 self._tombstone(out, pk, ts)
             return
         self._emit(out, pk, left, right, ts)
-        st.shown.add(pk)
+        if not shown.get(pkb):
+            shown.put(pkb, True)
 
     # --------------------------------------------------------------------- stream-stream
-    def _stream_stream(self, out: list[ProducerRecord], jk: Any, row: tuple | None, ts: int) -> None:
-        st = self.state
-        if row is None:
-            return
-        if ts > st.stream_time:
-            st.stream_time = ts
+    def _stream_stream(self, side: str, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        if side == "L":
+            mine, other = self.left_store, self.right_store
+            my_outer, other_outer = self.left_outer, self.right_outer
+            kdec, mdec, odec = self.left_key.decode, self.left_value.decode, self.right_value.decode
+            before, after = self.before, self.after
+        else:
+            mine, other = self.right_store, self.left_store
+            my_outer, other_outer = self.right_outer, self.left_outer
+            kdec, mdec, odec = self.right_key.decode, self.right_value.decode, self.left_value.decode
+            before, after = self.after, self.before
         jt = self.plan.join_type
-        outer_mine = (self.side == "L" and jt in ("LEFT", "FULL")) or (self.side == "R" and jt in ("RIGHT", "FULL"))
-        if self.grace is not None:
-            self._emit_closed_unmatched(out)
-        if jk is None:
-            if outer_mine:
-                self._emit_side(out, jk, row, None, ts)
-            return
-        mine, other = (st.left_rows, st.right_rows) if self.side == "L" else (st.right_rows, st.left_rows)
-        entry = [ts, row, False]
-        mine.setdefault(jk, []).append(entry)
-        if self.side == "L":
-            lo, hi = ts - self.before, ts + self.after
-        else:
-            lo, hi = ts - self.after, ts + self.before
-        matched = False
-        for other_entry in other.get(jk, ()):
-            o_ts = other_entry[0]
-            if lo <= o_ts <= hi:
-                matched = True
-                other_entry[2] = True
-                self._emit_side(out, jk, row, other_entry[1], max(ts, o_ts))
-        if matched:
-            entry[2] = True
-        elif outer_mine:
-            if self.grace is None:
-                self._emit_side(out, jk, row, None, ts)
-            else:
-                st.unmatched[self.side].append((ts, jk, entry))
-        self._expire(jk)
-
-    def _emit_side(self, out: list[ProducerRecord], jk: Any, mine: tuple | None, other: tuple | None,
-                   ts: int) -> None:
-        if self.side == "L":
-            self._emit(out, jk, mine, other, ts)
-        else:
-            self._emit(out, jk, other, mine, ts)
-
-    def _emit_closed_unmatched(self, out: list[ProducerRecord]) -> None:
-        st = self.state
-        for side in ("L", "R"):
-            pending = st.unmatched[side]
-            keep = []
-            for ts, jk, entry in pending:
-                span = self.after if side == "L" else self.before
-                if ts + span + (self.grace or 0) < st.stream_time:
-                    if not entry[2]:
-                        if side == "L":
-                            self._emit(out, jk, entry[1], None, ts)
-                        else:
-                            self._emit(out, jk, None, entry[1], ts)
+        outer_mine = (side == "L" and jt in ("LEFT", "FULL")) or (side == "R" and jt in ("RIGHT", "FULL"))
+        mget, mput = mine.get, mine.put
+        ofetch, oput = other.fetch, other.put
+        # Unmatched records wait for their window to close only with a grace period.
+        waiting = self.grace is not None and (self.left_outer is not None or self.right_outer is not None)
+        emit_side = self._emit_left if side == "L" else self._emit_right
+        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+            if vb is None:
+                continue
+            if ts > ctx.stream_time:
+                ctx.stream_time = ts
+                ctx.scan = True
+            if waiting and ctx.scan:
+                self._emit_closed(ctx, out)
+            jk = kdec(kb)[0] if kb is not None else None
+            row = mdec(vb)
+            if jk is None:
+                if outer_mine:
+                    emit_side(out, jk, row, None, ts)
+                continue
+            matched = False
+            for o_ts, entries in ofetch(kb, ts - before, ts + after):
+                changed = False
+                for entry in entries:
+                    matched = True
+                    emit_side(out, jk, row, odec(entry[0]), max(ts, o_ts))
+                    if entry[1] is not None:
+                        # Matched at last: no longer waiting to be emitted unmatched.
+                        other_outer.delete(entry[1])
+                        entry[1] = None
+                        changed = True
+                if changed:
+                    oput(kb, o_ts, entries)
+            okey = None
+            if not matched and outer_mine:
+                if my_outer is None:
+                    emit_side(out, jk, row, None, ts)
                 else:
-                    keep.append((ts, jk, entry))
-            st.unmatched[side] = keep
+                    okey = encode_ts(ts) + _SEQ.pack(ctx.seq)
+                    ctx.seq += 1
+                    my_outer.put(okey, (kb, vb))
+                    ctx.scan = True  # a late record's window may be closed already
+            entries = mget(kb, ts)
+            entry = [vb, okey]
+            mput(kb, ts, [entry] if entries is None else entries + [entry])
 
-    def _expire(self, jk: Any) -> None:
-        st = self.state
-        horizon = st.stream_time - (self.before + self.after + (self.grace if self.grace is not None
-                                                                  else DEFAULT_GRACE_MS))
-        for rows in (st.left_rows, st.right_rows):
-            entries = rows.get(jk)
-            if entries and entries[0][0] < horizon:
-                rows[jk] = [x for x in entries if x[0] >= horizon]
+    def _emit_left(self, out: list[ProducerRecord], jk: Any, mine: tuple | None, other: tuple | None,
+                   ts: int) -> None:
+        self._emit(out, jk, mine, other, ts)
+
+    def _emit_right(self, out: list[ProducerRecord], jk: Any, mine: tuple | None, other: tuple | None,
+                    ts: int) -> None:
+        self._emit(out, jk, other, mine, ts)
+
+    def _emit_closed(self, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
+        """Emit the unmatched records whose window closed (time + span + grace < stream time)."""
+        ctx.scan = False
+        grace = self.grace or 0
+        if self.left_outer is not None:
+            bound = encode_ts(ctx.stream_time - self.after - grace)
+            kdec, vdec = self.left_key.decode, self.left_value.decode
+            for okey, (kb, vb) in self.left_outer.pop_below(bound):
+                self._emit(out, kdec(kb)[0], vdec(vb), None, decode_ts(okey))
+        if self.right_outer is not None:
+            bound = encode_ts(ctx.stream_time - self.before - grace)
+            kdec, vdec = self.right_key.decode, self.right_value.decode
+            for okey, (kb, vb) in self.right_outer.pop_below(bound):
+                self._emit(out, kdec(kb)[0], None, vdec(vb), decode_ts(okey))
+
+
+class JoinInput:
+    """Test mode: a join stage's right-hand input as a stage of its own (the test driver
+    delivers records to stages by ``source_topic``); forwards to the join stage's entry."""
+
+    def __init__(self, join: JoinStage) -> None:
+        self.join = join
+        self.name = join.name + "-right"
+        self.source_topic = join.right_topic
+        self.sink_topic = join.sink_topic
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        return self.join.entry.process(batch)
 
 
 def build_projection(engine: "Engine", plan: JoinPlan, query_id: str) -> Callable[..., Any]:
@@ -274,7 +607,14 @@ def build_projection(engine: "Engine", plan: JoinPlan, query_id: str) -> Callabl
     lines.append("    else:")
     lines.append(f"        {''.join(f'r{i}, ' for i in range(nr))}= rrow")
     if plan.where is not None:
-        lines += filter_lines(comp, plan.where, "WHERE")
+        cond = comp.compile_predicate(plan.where).src
+        lines.append("    try:")
+        lines.append(f"        _keep = {cond}")
+        lines.append("    except Exception:")
+        lines.append("        _keep = None")
+        lines.append("    if _keep is not True:")
+        lines.append("        _errs.clear()")
+        lines.append("        return None")
     lines += projection_lines(comp, list(plan.key) + list(plan.value), len(plan.key))
     src = "\n".join(lines) + "\n"
     exec(compile(src, f"<join projection {query_id}>", "exec"), env)  # noqa: S102 - generated source
@@ -297,6 +637,41 @@ async def build_join_stages(engine: "Engine", query_id: str, plan: JoinPlan, sin
                              engine.codec(sink, "value"), sink.timestamp_column)
 
 
+def _step_stores(engine: "Engine", query_id: str, plan: JoinPlan) -> dict[str, Any]:
+    """The stores of one join step, by role (see ``JoinStage``)."""
+    memory = engine.state_dir is None
+    prefix = f"Join-{plan.index}"
+    kind = plan.kind
+    if kind == "STREAM_STREAM":
+        w = plan.within
+        before, after = (w.before, w.after) if w else (0, 0)
+        grace = w.grace if w and w.grace is not None else None
+        # A side's records can match until the other side's time passes them by before +
+        # after, and late ones until grace more (Kafka Streams' join window retention).
+        retention = before + after + (grace if grace is not None else DEFAULT_GRACE_MS)
+        stores: dict[str, Any] = {}
+        for side in ("left", "right"):
+            name = f"{prefix}-{side.capitalize()}-window"
+            stores[side] = MemoryWindowStore(retention) if memory else JoinWindowStore(name, retention)
+        jt = plan.join_type
+        if grace is not None:
+            for side, outer in (("left", jt in ("LEFT", "FULL")), ("right", jt in ("RIGHT", "FULL"))):
+                if outer:
+                    name = f"{prefix}-{side.capitalize()}-outer"
+                    stores[side + "_outer"] = MemoryOuterStore() if memory else JoinOuterStore(name)
+        return stores
+    if kind == "STREAM_TABLE":
+        return {"right": engine.new_store(query_id, f"{prefix}-Right-table", "bytes")}
+    if kind == "FOREIGN_KEY":
+        return {"left": engine.new_store(query_id, f"{prefix}-Left-table", "bytes"),
+                "right": engine.new_store(query_id, f"{prefix}-Right-table", "bytes"),
+                "shown": engine.new_store(query_id, f"{prefix}-shown", "json"),
+                "index": MemoryIndex() if memory else JoinIndexStore(f"{prefix}-fk-index")}
+    return {"left": engine.new_store(query_id, f"{prefix}-Left-table", "table"),
+            "right": engine.new_store(query_id, f"{prefix}-Right-table", "table"),
+            "shown": engine.new_store(query_id, f"{prefix}-shown", "json")}
+
+
 async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic: str, out_key: Any,
                       out_value: Any, sink_ts_column: str | None) -> list[Stage]:
     stages: list[Stage] = []
@@ -310,16 +685,23 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         stages += await _build_step(engine, query_id, prev, left_input,
                                     internal_codec(prev_src.schema.key), internal_codec(prev_src.schema.value),
                                     None)
-    state = JoinState()
     fk = plan.kind == "FOREIGN_KEY"
     final = bool(plan.key)
     project = build_projection(engine, plan, query_id) if final else _combined(len(plan.left.row), len(plan.right.row))
-    joins: list[JoinStage] = []
+    # Both re-keyed topics get one partition count, so that a key's records from either side
+    # meet in the same task; a foreign-key join needs every key of both sides in one task.
+    if fk:
+        partitions = 1
+    else:
+        left_src = plan.source if left_input is not None else plan.left.source
+        partitions = max(await _partitions(engine, left_src), await _partitions(engine, plan.right.source))
+    topics: list[str] = []
+    codecs: list[Any] = []
     for side_name, side in (("L", plan.left), ("R", plan.right)):
         src = side.source
         synthetic = side_name == "L" and left_input is not None
         topic = f"_streamsql_{query_id}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
-        await engine._ensure_topic(topic, await _partitions(engine, src if not synthetic else plan.source))
+        await engine._ensure_topic(topic, partitions)
         value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.
         row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)
@@ -351,14 +733,21 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec,
                                   engine._processing_logger(query_id), timestamp_parser=ts_parser)
         stages.append(PipelineStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic, pipeline))
-        joins.append(JoinStage(f"{query_id}-join-{plan.index}-{side_name}", topic, out_topic, side_name, plan,
-                               state, key_codec, value_codec, out_key, out_value, project))
+        topics.append(topic)
+        codecs += [key_codec, value_codec]
+    join = JoinStage(f"{query_id}-join-{plan.index}", topics[0], topics[1], out_topic, plan,
+                     (codecs[0], codecs[1], codecs[2], codecs[3]), out_key, out_value, project,
+                     _step_stores(engine, query_id, plan), per_task=engine.state_dir is not None)
     if final and sink_ts_column is not None:
         names = [c.name for c in plan.value]
         if sink_ts_column in names:
-            for j in joins:
-                j.sink_ts_index = names.index(sink_ts_column)
-    return stages + joins
+            join.sink_ts_index = names.index(sink_ts_column)
+    stages.append(join)
+    if engine.mode != "service":
+        # The test driver delivers by ``source_topic``: the right input needs a stage too.
+        # It comes first so that the join stage stays last (a table sink wraps the last one).
+        stages.insert(len(stages) - 1, JoinInput(join))  # type: ignore[arg-type]
+    return stages
 
 
 async def _partitions(engine: "Engine", source: DataSource) -> int:

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
-    """One sub-topology: reads ``source_topic``, writes ``sink_topic``."""
+    """One sub-topology: reads ``source_topic``, writes ``sink_topic``. A stage reading
+    several topics (a join step) also has ``source_topics``; its runner consumes them all,
+    and a partition number is one task across them (they are co-partitioned)."""
 
     name: str
     source_topic: str
@@ -72,7 +74,13 @@ class MaterializingStage:
         self.store = store
         self.name = inner.name
         self.source_topic = inner.source_topic
+        self.source_topics: tuple[str, ...] = tuple(getattr(inner, "source_topics", None)
+                                                    or (inner.source_topic,))
         self.sink_topic = inner.sink_topic
+        # A stage with several inputs sends them all through its wrapper (a join in test mode).
+        wrapped_by = getattr(inner, "wrapped_by", None)
+        if wrapped_by is not None:
+            wrapped_by(self)
 
     @property
     def pipeline(self) -> Pipeline | None:
@@ -180,17 +188,22 @@ class StageRunner:
         elif self.tasks is not None:
             self.tasks.release()
 
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics the stage reads."""
+        return tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
+
     async def _positions(self) -> dict[tuple[str, int], int]:
         """Where to start reading, for the at-least-once runner."""
-        stage = self.stage
         if self.reset == "latest":
-            committed = await self.log.committed(self.group, stage.source_topic)
-            if not committed:
-                ends = await self.log.end_offsets(stage.source_topic)
-                positions = {(stage.source_topic, p): o for p, o in enumerate(ends)}
-                first = self.log.consumer(self.group, [stage.source_topic])
-                await first.commit(positions)
-                await first.close()
+            for topic in self.topics:
+                committed = await self.log.committed(self.group, topic)
+                if not committed:
+                    ends = await self.log.end_offsets(topic)
+                    positions = {(topic, p): o for p, o in enumerate(ends)}
+                    first = self.log.consumer(self.group, [topic])
+                    await first.commit(positions)
+                    await first.close()
         return {}
 
     async def _run(self) -> None:
@@ -203,7 +216,7 @@ class StageRunner:
                 positions = await tasks.open(self.reset)
             else:
                 positions = await self._positions()
-            consumer = self.log.consumer(self.group, [stage.source_topic])
+            consumer = self.log.consumer(self.group, list(self.topics))
             seek = getattr(consumer, "seek", None)
             for (topic, p), off in positions.items():
                 assert seek is not None, "exactly-once needs a consumer that can seek"

@@ -30,10 +30,14 @@ Stateless queries (CREATE STREAM AS SELECT, INSERT INTO) keep the at-least-once 
 offsets are committed to the consumer group after their output is written, so a crash can
 write a batch's output twice. INSERT INTO sinks have other writers, so they can never be cut
 back. So are queries with a stage that does not declare ``exactly_once`` (its state is not all
-in its stores, e.g. joins) or with several stages writing one topic: their stages with stores
+in its stores) or with several stages writing one topic: their stages with stores
 still commit state and input offsets together, but their output is at-least-once. Records produced into a stateful query's output topic by anything else (INSERT VALUES
 into a CTAS table) while a batch is uncommitted would be cut with that batch if the process
 dies then: only the query should write its table's topic.
+
+A stage may read several co-partitioned topics (``source_topics``: a join step reads both
+re-keyed sides): task p then reads partition p of each, and commits each batch's offset for
+its own topic (the committed offsets of a task are merged).
 """
 from __future__ import annotations
 
@@ -436,9 +440,14 @@ class StageTasks:
     async def open(self, reset: str) -> dict[tuple[str, int], int]:
         """Open (restore) every task, cut the outputs back to the latest commit, and return
         where to read each input partition from."""
-        source = self.stage.source_topic
-        info = await self.log.describe_topic(source)
-        partitions = info.partitions if info is not None else 1
+        # A stage may read several co-partitioned topics (a join): task p reads partition p
+        # of each.
+        sources = tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
+        counts: dict[str, int] = {}
+        for source in sources:
+            info = await self.log.describe_topic(source)
+            counts[source] = info.partitions if info is not None else 1
+        partitions = max(counts.values())
         specs = [s.spec(changelog_topic(self.query_id, s.name)) for s in self.stores]
         try:
             for p in range(partitions):
@@ -463,22 +472,31 @@ class StageTasks:
         for t, e in ends.items():
             self.fences.advance(t, e)
         opened = getattr(self.stage, "task_opened", None)
-        group = await self.log.committed(self.group, source)
-        if reset == "latest":
-            fresh = await self.log.end_offsets(source)
-        else:
-            fresh = await self.log.begin_offsets(source)
+        groups: dict[str, dict[int, int]] = {}
+        fresh: dict[str, list[int]] = {}
+        for source in sources:
+            groups[source] = await self.log.committed(self.group, source)
+            if reset == "latest":
+                fresh[source] = await self.log.end_offsets(source)
+            else:
+                fresh[source] = await self.log.begin_offsets(source)
         positions: dict[tuple[str, int], int] = {}
         for p, state in self.tasks.items():
-            off = state.committed_offsets().get((source, p))
+            committed = state.committed_offsets()
             extra = state.committed_extra()
-            if off is None:
-                # Never committed: the group's offset (state of an older version), else
-                # auto.offset.reset; committed now so a restart starts from the same place.
-                off = group.get(p, fresh[p])
+            new: dict[tuple[str, int], int] = {}
+            for source in sources:
+                if p >= counts[source]:
+                    continue
+                off = committed.get((source, p))
+                if off is None:
+                    # Never committed: the group's offset (state of an older version), else
+                    # auto.offset.reset; committed now so a restart starts from the same place.
+                    off = new[(source, p)] = groups[source].get(p, fresh[source][p])
+                positions[(source, p)] = off
+            if new:
                 extra = {"seq": self.seq, "ends": ends}
-                await state.commit({(source, p): off}, extra)
-            positions[(source, p)] = off
+                await state.commit(new, extra)
             if opened is not None:
                 self.bind(p)
                 opened(p, extra.get("stage") if isinstance(extra, dict) else None)
