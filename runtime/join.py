@@ -53,7 +53,7 @@ from streamsql.join_analyzer import JoinPlan, joined_scope
 from streamsql.runtime.aggregate import DEFAULT_GRACE_MS, internal_codec
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.pipeline import build_pipeline
-from streamsql.runtime.projection import projection_lines
+from streamsql.runtime.projection import filter_lines, projection_lines
 from streamsql.runtime.query import PipelineStage, Stage
 from streamsql.runtime.task import PICKLE, PartitionedStore
 from streamsql.schema import Column, LogicalSchema
@@ -607,14 +607,7 @@ def build_projection(engine: "Engine", plan: JoinPlan, query_id: str) -> Callabl
     lines.append("    else:")
     lines.append(f"        {''.join(f'r{i}, ' for i in range(nr))}= rrow")
     if plan.where is not None:
-        cond = comp.compile_predicate(plan.where).src
-        lines.append("    try:")
-        lines.append(f"        _keep = {cond}")
-        lines.append("    except Exception:")
-        lines.append("        _keep = None")
-        lines.append("    if _keep is not True:")
-        lines.append("        _errs.clear()")
-        lines.append("        return None")
+        lines += filter_lines(comp, plan.where, "WHERE")
     lines += projection_lines(comp, list(plan.key) + list(plan.value), len(plan.key))
     src = "\n".join(lines) + "\n"
     exec(compile(src, f"<join projection {query_id}>", "exec"), env)  # noqa: S102 - generated source
