@@ -700,6 +700,10 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)
                          for i, (name, (_, c)) in enumerate(zip(side.row_source_columns, side.row)))
         key_out = OutputColumn("JOINKEY", side.key_expr, plan.key_type)
+        if synthetic and plan.kind == "TABLE_TABLE":
+            # A table joins on its key: the previous step's key, which a tombstone (no value
+            # to compute the join expression from) still has.
+            key_out = OutputColumn("JOINKEY", e.ColumnRef("JOINKEY"), plan.key_type)
         if fk:
             # Foreign-key join: the left stays keyed by its primary key and carries the foreign
             # key as a last column; the right is keyed by its own key.
