@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -42,7 +43,7 @@ SETUP = [
 ]
 
 
-async def _produce(log: Log, topic: str, records: int, make: "callable") -> None:
+async def _produce(log: Log, topic: str, records: int, make: Callable[[int], ProducerRecord]) -> None:
     batch = []
     for i in range(records):
         batch.append(make(i))

@@ -520,14 +520,16 @@ class JoinStage:
             if waiting and ctx.scan:
                 self._emit_closed(ctx, out)
             jk = kdec(kb)[0] if kb is not None else None
-            row = mdec(vb)
             if jk is None:
                 if outer_mine:
-                    emit_side(out, jk, row, None, ts)
+                    emit_side(out, jk, mdec(vb), None, ts)
                 continue
+            row = None  # decoded when first needed: most records of an inner join match nothing
             matched = False
             for o_ts, entries in ofetch(kb, ts - before, ts + after):
                 changed = False
+                if row is None:
+                    row = mdec(vb)
                 for entry in entries:
                     matched = True
                     emit_side(out, jk, row, odec(entry[0]), max(ts, o_ts))
@@ -541,7 +543,7 @@ class JoinStage:
             okey = None
             if not matched and outer_mine:
                 if my_outer is None:
-                    emit_side(out, jk, row, None, ts)
+                    emit_side(out, jk, mdec(vb), None, ts)
                 else:
                     okey = encode_ts(ts) + _SEQ.pack(ctx.seq)
                     ctx.seq += 1
