@@ -10,7 +10,7 @@ Messages follow ksqlDB's wording; the QTT ``expectedException`` cases check them
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from streamsql import ast
@@ -20,6 +20,7 @@ from streamsql.catalog import Catalog, DataSource, FormatInfo, WindowInfo
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlException, KsqlStatementException
 from streamsql.formats.base import FormatOptions
+from streamsql.formats.common import contains_map
 from streamsql.functions.registry import FunctionRegistry
 from streamsql.schema import (PSEUDO_COLUMNS, RESERVED_COLUMN_NAMES, WINDOW_BOUNDS, Column,
                               LogicalSchema)
@@ -174,7 +175,7 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
     key_info, value_info = _validated_formats(key_fmt, value_fmt, schema, props)
     if not stmt.elements and not value_cols:
         raise KsqlStatementException(
-            f"The statement does not define any columns.")
+            "The statement does not define any columns.")
     ts_col = props.get("TIMESTAMP")
     ts_fmt = props.get("TIMESTAMP_FORMAT")
     if ts_col is not None:
@@ -256,7 +257,7 @@ def _validated_formats(key_fmt: str, value_fmt: str, schema: LogicalSchema,
     if value_opts.wrap_single_value is not None and len(schema.value_format_columns) != 1 and schema.value_format_columns:
         raise KsqlException("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas")
     for col in schema.key:
-        if _contains_map(col.type):
+        if contains_map(col.type):
             raise KsqlStatementException(
                 "Map keys, including types that contain maps, are not supported as they may lead to unexpected "
                 f"behavior due to inconsistent serialization. Key column name: `{col.name}`. Column type: "
@@ -264,16 +265,6 @@ def _validated_formats(key_fmt: str, value_fmt: str, schema: LogicalSchema,
     kf.validate(schema.key, key_opts, True)
     vf.validate(schema.value_format_columns, value_opts, False)
     return FormatInfo(kf.name, key_opts), FormatInfo(vf.name, value_opts)
-
-
-def _contains_map(ty: SqlType) -> bool:
-    if isinstance(ty, MapType):
-        return True
-    if isinstance(ty, ArrayType):
-        return _contains_map(ty.item)
-    if isinstance(ty, StructType):
-        return any(_contains_map(f.type) for f in ty.fields)
-    return False
 
 
 # ============================================================================ SELECT analysis

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 
 class BaseType(Enum):
@@ -226,6 +227,20 @@ PRIMITIVES_BY_NAME: dict[str, SqlType] = {
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def any_type(t: SqlType, predicate: "Callable[[SqlType], bool]") -> bool:
+    """Whether ``t`` or any type nested in it (array items, map keys and values, struct
+    fields) satisfies ``predicate``."""
+    if predicate(t):
+        return True
+    if isinstance(t, ArrayType):
+        return any_type(t.item, predicate)
+    if isinstance(t, MapType):
+        return any_type(t.key, predicate) or any_type(t.value, predicate)
+    if isinstance(t, StructType):
+        return any(any_type(f.type, predicate) for f in t.fields)
+    return False
 
 
 def decimal_for_integral(t: SqlType) -> DecimalType:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from streamsql.errors import KsqlException
 from streamsql.schema import Column
-from streamsql.types import ArrayType, DecimalType, MapType, SqlType, StructType
+from streamsql.types import DecimalType, MapType, SqlType, any_type
 
 # Enough digits for any DECIMAL(38, s) and then some: quantize must never round silently.
 _DECIMAL_CTX = Context(prec=200)
@@ -220,13 +220,8 @@ def schema_not_supported(format_name: str, columns: Sequence[Column], features: 
 
 
 def contains_map(t: SqlType) -> bool:
-    if isinstance(t, MapType):
-        return True
-    if isinstance(t, ArrayType):
-        return contains_map(t.item)
-    if isinstance(t, StructType):
-        return any(contains_map(f.type) for f in t.fields)
-    return False
+    """Whether ``t`` is or holds a MAP (ksqlDB refuses those as key columns)."""
+    return any_type(t, lambda x: isinstance(x, MapType))
 
 
 def check_no_map_keys(columns: Sequence[Column]) -> None:

@@ -62,6 +62,7 @@ from streamsql.types import (
     MapType,
     SqlType,
     StructType,
+    any_type,
 )
 
 Coercer = Callable[[Any], Any]
@@ -160,15 +161,7 @@ def _cant_coerce(required: str) -> CoercionError:
 
 
 def _has_decimal(t: SqlType) -> bool:
-    if isinstance(t, DecimalType):
-        return True
-    if isinstance(t, ArrayType):
-        return _has_decimal(t.item)
-    if isinstance(t, MapType):
-        return _has_decimal(t.value)
-    if isinstance(t, StructType):
-        return any(_has_decimal(f.type) for f in t.fields)
-    return False
+    return any_type(t, lambda x: isinstance(x, DecimalType))
 
 
 def _has_float(v: Any) -> bool:
@@ -426,15 +419,7 @@ def _encode_double(f: float) -> Any:
 def _needs_conversion(t: SqlType) -> bool:
     """Whether values of ``t`` need a pass before orjson (only doubles, for NaN/Infinity;
     DECIMAL and BYTES go through orjson's default hook)."""
-    if t.base is BaseType.DOUBLE:
-        return True
-    if isinstance(t, ArrayType):
-        return _needs_conversion(t.item)
-    if isinstance(t, MapType):
-        return _needs_conversion(t.value)
-    if isinstance(t, StructType):
-        return any(_needs_conversion(f.type) for f in t.fields)
-    return False
+    return any_type(t, lambda x: x.base is BaseType.DOUBLE)
 
 
 def _identity(v: Any) -> Any:

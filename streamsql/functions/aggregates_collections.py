@@ -409,34 +409,24 @@ def topk(arg_types: list[SqlType], return_type: SqlType, init_args: tuple[Any, .
     return _TopKKeyed(type_, k, key) if key else _TopK(type_, k)
 
 
-class _TopKDistinct(_TopK):
+class _Distinct:
+    """Makes a TOPK aggregator keep each value once (TOPKDISTINCT)."""
+
+    def add(self, acc: list[Any], v: Any) -> list[Any]:
+        if v is None or v in acc:
+            return acc
+        return super().add(acc, v)  # type: ignore[misc]
+
+    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        return super().merge(a, [v for v in b if v not in a])  # type: ignore[misc]
+
+
+class _TopKDistinct(_Distinct, _TopK):
     """TOPKDISTINCT: the k largest distinct non-NULL values, largest first."""
 
-    def add(self, acc: list[Any], v: Any) -> list[Any]:
-        if v is None or v in acc:
-            return acc
-        return super().add(acc, v)
 
-    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
-        for v in b:
-            if v not in a:
-                a.append(v)
-        return sorted(a, reverse=True)[:self._k]
-
-
-class _TopKDistinctKeyed(_TopKKeyed):
+class _TopKDistinctKeyed(_Distinct, _TopKKeyed):
     """TOPKDISTINCT of DOUBLE or BYTES (Java's order)."""
-
-    def add(self, acc: list[Any], v: Any) -> list[Any]:
-        if v is None or v in acc:
-            return acc
-        return super().add(acc, v)
-
-    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
-        for v in b:
-            if v not in a:
-                a.append(v)
-        return sorted(a, key=self._key, reverse=True)[:self._k]
 
 
 @overloads("TOPKDISTINCT", _TOPK_TYPES, _array_of_first, init_params=1, extra=(("k", "INTEGER"),))
