@@ -486,7 +486,7 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
                 raise KsqlException(
                     "One of the functions used in the statement has an intermediate type that the value "
                     "format can not handle. Please remove the function or change the format.")
-    repartition = f"_streamsql_{query_id}-Aggregate-GroupBy-repartition"
+    repartition = f"{engine.internal_name(query_id)}-Aggregate-GroupBy-repartition"
     info = await engine.log.describe_topic(source.topic)
     await engine._ensure_topic(repartition, info.partitions if info else 1)
     arg_cols: list[OutputColumn] = []

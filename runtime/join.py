@@ -674,7 +674,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
     if plan.previous is not None:
         # The previous step writes its joined rows, keyed by its join key, to an internal topic.
         prev = plan.previous
-        left_input = f"_streamsql_{query_id}-Join-{prev.index}"
+        left_input = f"{engine.internal_name(query_id)}-Join-{prev.index}"
         prev_src = plan.left.source
         await engine._ensure_topic(left_input, await _partitions(engine, prev.source))
         stages += await _build_step(engine, query_id, prev, left_input,
@@ -695,7 +695,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
     for side_name, side in (("L", plan.left), ("R", plan.right)):
         src = side.source
         synthetic = side_name == "L" and left_input is not None
-        topic = f"_streamsql_{query_id}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
+        topic = f"{engine.internal_name(query_id)}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
         await engine._ensure_topic(topic, partitions)
         value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.

@@ -132,26 +132,35 @@ class PersistentQuery:
         """The store of the table's rows, when this query materializes a table."""
         return getattr(self.stages[-1], "store", None) if isinstance(self.stages[-1], MaterializingStage) else None
 
-    def group(self, index: int) -> str:
-        return f"_streamsql_query_{self.query_id}" + (f"_{index}" if index else "")
-
 
 class StageRunner:
-    """Service-mode driver of one stage.
+    """Service-mode driver of one stage: a member of the stage's consumer group.
 
-    With ``tasks`` (a stage of a stateful query on the embedded log: see
-    ``streamsql.runtime.task``) processing is exactly-once: each batch's state, input offset
-    and output end offsets are committed together, and a restart resumes from that commit.
-    Without, it is at-least-once: group offsets are committed only after the stage's output
-    records are written, so a crash may write a batch's output again.
+    The consumer tells the runner (a ``RebalanceListener``) which input partitions it owns;
+    with ``tasks`` (a stateful stage, see ``streamsql.runtime.task``) it opens and restores
+    their state on assignment and closes it on revocation, after the batch in flight is
+    committed. Batches of a partition no longer owned are dropped (the new owner reads them).
+
+    Guarantees, by backend:
+
+    * embedded log with ``tasks`` declared exactly-once: each batch's state, input offset and
+      output end offsets are committed together, a restart resumes from that commit;
+    * ``transaction`` (Kafka, ``processing.guarantee=exactly_once_v2``): one transaction per
+      poll holds the output records, the changelog records and the input offsets; the local
+      state is written once it committed;
+    * otherwise at-least-once: group offsets are committed after the output is written, so a
+      crash may write a batch's output again.
 
     With ``fences``, records of a topic written by an exactly-once stage are read only up to
-    that stage's last commit (read_committed).
+    that stage's last commit (read_committed on the embedded log).
+
+    A failure (a lost broker, say) is logged and the stage starts over, from its last commit,
+    after a backoff: it never silently stops.
     """
 
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None,
-                 tasks: Any = None, fences: Any = None) -> None:
+                 tasks: Any = None, fences: Any = None, transaction: Any = None) -> None:
         self.stage = stage
         self.group = group
         self.log = log_
@@ -160,10 +169,13 @@ class StageRunner:
         self.after_batch = after_batch
         self.tasks = tasks
         self.fences = fences
+        self.transaction = transaction
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._consumer: Any = None
         self.processed = 0
-        # Set once the stage has opened (restored) its state and is consuming.
+        # Set once the stage has had its first assignment (and restored its state).
         self.ready = asyncio.Event()
         if tasks is not None:
             tasks.claim_outputs()
@@ -193,71 +205,135 @@ class StageRunner:
         """The topics the stage reads."""
         return tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
 
-    async def _positions(self) -> dict[tuple[str, int], int]:
-        """Where to start reading, for the at-least-once runner."""
-        if self.reset == "latest":
-            for topic in self.topics:
-                committed = await self.log.committed(self.group, topic)
-                if not committed:
-                    ends = await self.log.end_offsets(topic)
-                    positions = {(topic, p): o for p, o in enumerate(ends)}
-                    first = self.log.consumer(self.group, [topic])
-                    await first.commit(positions)
-                    await first.close()
-        return {}
+    def assignment(self) -> set[tuple[str, int]]:
+        """The input partitions this runner owns now."""
+        return self._consumer.assignment() if self._consumer is not None else set()
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end per owned partition (where the backend tells)."""
+        lag = getattr(self._consumer, "lag", None)
+        return await lag() if lag is not None else {}
+
+    # -- RebalanceListener --------------------------------------------------------------
+
+    async def assigned(self, partitions: set[tuple[str, int]]) -> None:
+        if self.tasks is not None and partitions:
+            async with self._lock:
+                positions = await self.tasks.open({p for _, p in partitions}, self.reset)
+            for (topic, p), off in positions.items():
+                self._consumer.seek(topic, p, off)
+        log.info("%s: assigned %s", self.stage.name, _partitions(partitions))
+        self.ready.set()
+
+    async def revoked(self, partitions: set[tuple[str, int]]) -> None:
+        log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
+        if self.tasks is not None:
+            async with self._lock:  # after the batch in flight
+                self.tasks.close({p for _, p in partitions})
+
+    # -- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._consume()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("stage %s failed; restarting from its last commit in %.1fs",
+                                  self.stage.name, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        finally:
+            self.ready.set()
+            if self.tasks is not None:
+                self.tasks.release()
+            if self.transaction is not None:
+                await self.transaction.close()
+
+    async def _consume(self) -> None:
         stage = self.stage
         tasks = self.tasks
         fences = self.fences
-        consumer = None
+        txn = self.transaction
+        consumer = self._consumer = self.log.consumer(self.group, list(self.topics),
+                                                      listener=self, reset=self.reset)
         try:
-            if tasks is not None:
-                positions = await tasks.open(self.reset)
-            else:
-                positions = await self._positions()
-            consumer = self.log.consumer(self.group, list(self.topics))
-            seek = getattr(consumer, "seek", None)
-            for (topic, p), off in positions.items():
-                assert seek is not None, "exactly-once needs a consumer that can seek"
-                seek(topic, p, off)
-            fenced = fences is not None and seek is not None
-            self.ready.set()
+            # (On Kafka no topic is fenced: the broker's read_committed does it.)
+            fenced = fences is not None
             while not self._stopping.is_set():
                 batches = await consumer.poll(max_records=5000, timeout=0.5)
                 if fenced:
-                    batches, waits = fences.cut(batches, seek)
+                    batches, waits = fences.cut(batches, consumer.seek)
                     if waits and not batches:
                         # Everything available is past the writer's last commit.
                         await _wait_any(waits, 0.5)
                         continue
                 if not batches:
                     continue
-                commits = {}
-                for batch in batches:
-                    if tasks is not None:
-                        tasks.bind(batch.partition)
-                    records = stage.process(batch)
-                    if records:
-                        await self.log.produce(stage.sink_topic, records)
-                    self.processed += len(batch)
-                    if tasks is not None:
-                        await tasks.commit(batch)
-                    commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
-                await consumer.commit(commits)
+                async with self._lock:
+                    owned = consumer.assignment()
+                    batches = [b for b in batches if (b.topic, b.partition) in owned]
+                    if not batches:
+                        continue
+                    if txn is not None:
+                        await self._transaction(batches)
+                    else:
+                        await self._batches(batches)
                 if self.after_batch is not None:
                     await self.after_batch()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("stage %s failed", stage.name)
         finally:
-            self.ready.set()
-            if consumer is not None:
-                await consumer.close()
+            self._consumer = None
             if tasks is not None:
                 tasks.close()
-                tasks.release()
+            await consumer.close()
+
+    async def _batches(self, batches: list[RecordBatch]) -> None:
+        stage, tasks = self.stage, self.tasks
+        commits = {}
+        for batch in batches:
+            if tasks is not None:
+                tasks.bind(batch.partition)
+            records = stage.process(batch)
+            if records:
+                await self.log.produce(stage.sink_topic, records)
+            self.processed += len(batch)
+            if tasks is not None:
+                await tasks.commit(batch)
+            commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
+        await self._consumer.commit(commits)
+
+    async def _transaction(self, batches: list[RecordBatch]) -> None:
+        stage, tasks, txn = self.stage, self.tasks, self.transaction
+        commits = {}
+        await txn.begin()
+        try:
+            for batch in batches:
+                if tasks is not None:
+                    tasks.bind(batch.partition)
+                records = stage.process(batch)
+                if records:
+                    await txn.produce(stage.sink_topic, records)
+                if tasks is not None:
+                    await tasks.prepare(batch)
+                commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
+            await txn.commit(self.group, commits)
+        except BaseException:
+            # The stores hold the aborted batch's writes: the stage restarts from the last
+            # commit (tasks reopened, restored from the committed changelog).
+            await txn.abort()
+            raise
+        self.processed += sum(len(b) for b in batches)
+        if tasks is not None:
+            for batch in batches:
+                await tasks.commit(batch)
+
+
+def _partitions(partitions: set[tuple[str, int]]) -> str:
+    return ", ".join(f"{t}-{p}" for t, p in sorted(partitions)) or "nothing"
 
 
 async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:

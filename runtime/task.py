@@ -4,7 +4,7 @@ A stage of a stateful query (an aggregation, a materialized table) runs as one *
 partition of the topic it reads, as in Kafka Streams. Each task has a ``TaskState`` (one
 RocksDB instance, ``streamsql.state``) under ``<state dir>/<query id>/<stage>/<partition>/``
 holding that partition's share of every store of the stage; each store writes a compacted
-changelog topic ``_streamsql_<query id>-<store>-changelog`` (partition = task partition).
+changelog topic ``_streamsql_<service id>_query_<query id>-<store>-changelog`` (partition = task partition).
 
 Stages see their stores through ``PartitionedStore`` objects: the runner binds them to the
 task whose batch is being processed, so a stage's code reads and writes plain ``get``/``put``
@@ -94,9 +94,10 @@ def _acc_loads(data: bytes) -> Any:
 ACCUMULATORS = ValueSerde("json-accumulators", _acc_dumps, _acc_loads)
 
 
-def changelog_topic(query_id: str, store: str) -> str:
-    """The changelog topic of a query's store (DESIGN.md: ``<query>-<store>-changelog``)."""
-    return f"_streamsql_{query_id}-{store}-changelog"
+def changelog_topic(query_base: str, store: str) -> str:
+    """The changelog topic of a query's store (DESIGN.md: ``<query>-<store>-changelog``;
+    ``query_base`` is ``Engine.internal_name(query id)``)."""
+    return f"{query_base}-{store}-changelog"
 
 
 def _unbound(*args: Any, **kwargs: Any) -> Any:
@@ -118,8 +119,8 @@ class PartitionedStore:
     def attach(self, partition: int, state: TaskState) -> None:
         self.tasks[partition] = state
 
-    def detach(self) -> None:
-        self.tasks = {}
+    def detach(self, partition: int) -> None:
+        self.tasks.pop(partition, None)
 
     def bind(self, state: TaskState) -> None:
         raise NotImplementedError
@@ -414,18 +415,29 @@ class StageTasks:
     output back), binding stores per batch, and the exactly-once commit. See the module
     docstring. With ``exactly_once`` False (a query whose outputs are shared, or whose
     stages keep state elsewhere) state and input offsets are still committed together, but
-    the output is not fenced nor cut back: at-least-once output."""
+    the output is not fenced nor cut back: at-least-once output.
+
+    Tasks are opened and closed as the stage's consumer is assigned and revoked partitions
+    (``open``/``close``). With ``group_positions`` (Kafka, where another node may have
+    processed a partition since this one last did) the consumer group's committed offsets
+    are where reading resumes and changelog records past the local checkpoint are replayed
+    into the store; otherwise (the embedded log) the task's own committed offsets are, and
+    such records are reverted. ``state_log`` is the Log the stores write their changelogs
+    through (a transaction's view under exactly_once_v2)."""
 
     def __init__(self, log_: Log, path: Path, query_id: str, stage: Any, group: str,
                  fences: OutputFences, config: RocksDBConfig | None = None,
-                 exactly_once: bool = True) -> None:
+                 exactly_once: bool = True, group_positions: bool = False,
+                 state_log: Log | None = None) -> None:
         self.log = log_
+        self.state_log = state_log or log_
         self.path = path
         self.query_id = query_id
         self.stage = stage
         self.group = group
         self.fences = fences
         self.config = config
+        self.group_positions = group_positions
         self.stores = stage_stores(stage)
         self.outputs: tuple[str, ...] = (stage.sink_topic,) if exactly_once else ()
         self.tasks: dict[int, TaskState] = {}
@@ -437,9 +449,10 @@ class StageTasks:
         for topic in self.outputs:
             self.fences.claim(topic)
 
-    async def open(self, reset: str) -> dict[tuple[str, int], int]:
-        """Open (restore) every task, cut the outputs back to the latest commit, and return
-        where to read each input partition from."""
+    async def open(self, partitions: set[int], reset: str) -> dict[tuple[str, int], int]:
+        """Open (restore) the tasks of ``partitions`` not open yet, cut the outputs back to
+        the latest commit, and return where to read each of their input partitions from
+        (nothing with ``group_positions``: the group's offsets)."""
         # A stage may read several co-partitioned topics (a join): task p reads partition p
         # of each.
         sources = tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
@@ -447,18 +460,20 @@ class StageTasks:
         for source in sources:
             info = await self.log.describe_topic(source)
             counts[source] = info.partitions if info is not None else 1
-        partitions = max(counts.values())
+        total = max(counts.values())
         specs = [s.spec(changelog_topic(self.query_id, s.name)) for s in self.stores]
+        tail = "replay" if self.group_positions else "revert"
+        opening = sorted(p for p in partitions if p not in self.tasks and p < total)
         try:
-            for p in range(partitions):
-                state = await TaskState.open(self.path / str(p), specs, log=self.log,
-                                             partition=p, partitions=partitions,
-                                             config=self.config)
+            for p in opening:
+                state = await TaskState.open(self.path / str(p), specs, log=self.state_log,
+                                             partition=p, partitions=total,
+                                             uncommitted_tail=tail, config=self.config)
                 self.tasks[p] = state
                 for s in self.stores:
                     s.attach(p, state)
         except BaseException:
-            self.close()
+            self.close(set(opening))
             raise
         latest: dict[str, Any] | None = None
         for state in self.tasks.values():
@@ -466,7 +481,7 @@ class StageTasks:
             if isinstance(extra, dict) and (latest is None or extra.get("seq", 0) > latest.get("seq", 0)):
                 latest = extra
         if latest is not None:
-            self.seq = int(latest.get("seq", 0))
+            self.seq = max(self.seq, int(latest.get("seq", 0)))
             await self._cut_outputs(latest.get("ends") or {})
         ends = {t: await self.log.end_offsets(t) for t in self.outputs}
         for t, e in ends.items():
@@ -474,19 +489,21 @@ class StageTasks:
         opened = getattr(self.stage, "task_opened", None)
         groups: dict[str, dict[int, int]] = {}
         fresh: dict[str, list[int]] = {}
-        for source in sources:
-            groups[source] = await self.log.committed(self.group, source)
-            if reset == "latest":
-                fresh[source] = await self.log.end_offsets(source)
-            else:
-                fresh[source] = await self.log.begin_offsets(source)
+        if not self.group_positions:
+            for source in sources:
+                groups[source] = await self.log.committed(self.group, source)
+                if reset == "latest":
+                    fresh[source] = await self.log.end_offsets(source)
+                else:
+                    fresh[source] = await self.log.begin_offsets(source)
         positions: dict[tuple[str, int], int] = {}
-        for p, state in self.tasks.items():
+        for p in opening:
+            state = self.tasks[p]
             committed = state.committed_offsets()
             extra = state.committed_extra()
             new: dict[tuple[str, int], int] = {}
             for source in sources:
-                if p >= counts[source]:
+                if p >= counts[source] or self.group_positions:
                     continue
                 off = committed.get((source, p))
                 if off is None:
@@ -530,6 +547,11 @@ class StageTasks:
         for s in self.stores:
             s.bind(state)
 
+    async def prepare(self, batch: RecordBatch) -> None:
+        """Send the batch's changelog records (inside the transaction, under
+        exactly_once_v2: ``commit`` follows once the transaction committed)."""
+        await self.tasks[batch.partition].prepare_commit()
+
     async def commit(self, batch: RecordBatch) -> None:
         """Commit the batch just processed (its output already produced): state, changelog
         positions, the input offset and the outputs' end offsets, atomically."""
@@ -543,13 +565,14 @@ class StageTasks:
         for t, e in ends.items():
             self.fences.advance(t, e)
 
-    def close(self) -> None:
-        """Close every task (uncommitted work is discarded, as a crash would)."""
-        for s in self.stores:
-            s.detach()
-        for state in self.tasks.values():
-            state.close()
-        self.tasks = {}
+    def close(self, partitions: set[int] | None = None) -> None:
+        """Close the tasks of ``partitions`` (every task when None); uncommitted work is
+        discarded, as a crash would."""
+        closing = list(self.tasks) if partitions is None else [p for p in partitions if p in self.tasks]
+        for p in closing:
+            for s in self.stores:
+                s.detach(p)
+            self.tasks.pop(p).close()
 
     def release(self) -> None:
         """Stop fencing the outputs (the stage no longer runs)."""

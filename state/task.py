@@ -347,16 +347,21 @@ class TaskState:
                        values: list[bytes | None]) -> None:
         store.position = await cl.produce(keys, values)
 
+    async def prepare_commit(self) -> None:
+        """Expire windows and flush changelogs: all of ``commit`` that writes to the Log
+        (under Kafka transactions: what goes into the transaction before it commits)."""
+        self._check_open()
+        for s in self._timed:
+            s.expire()
+        await self.flush()
+
     async def commit(self, source_offsets: Mapping[tuple[str, int], int],
                      extra: Any = None) -> None:
         """Commit the batch: expire windows, flush changelogs, then write the state changes,
         changelog positions, ``source_offsets`` ((topic, partition) -> next offset to read;
         merged into the committed ones) and ``extra`` (JSON-compatible; None keeps the
         previous) in one atomic RocksDB write. If it raises, close the state and reopen it."""
-        self._check_open()
-        for s in self._timed:
-            s.expire()
-        await self.flush()
+        await self.prepare_commit()
         mh = self._meta_handle
         wb = rocksdict.WriteBatch(raw_mode=True)
         for s in self._stores.values():

@@ -1,9 +1,15 @@
 """The engine: executes statements against a catalog, a Log and running queries.
 
 Statements that change the catalog (CREATE, DROP, INSERT INTO ... SELECT, TERMINATE, CREATE
-TYPE) are appended to the command log (a single-partition topic in the Log) before they take
-effect; ``Engine.start`` replays it, so a restarted engine has the same streams, tables,
-types and running queries, and the queries resume from their committed offsets.
+TYPE) are appended to the command log (the single-partition topic
+``_streamsql_<service id>_command_topic``); ``Engine.start`` replays it, so a restarted engine
+has the same streams, tables, types and running queries, and the queries resume from their
+committed offsets.
+
+On a Log shared by several nodes (Kafka: ``Log.distributed``) the engines with one
+``ksql.service.id`` form a cluster: each follows the command topic and applies what the others
+append, so all run the same persistent queries, and each query's consumer group spreads its
+partitions over them (``streamsql.runtime.query.StageRunner``).
 
 Two modes: ``service`` runs each persistent query as an asyncio task (``QueryRunner``);
 ``test`` runs nothing by itself: the test driver delivers records one at a time through
@@ -15,7 +21,9 @@ import asyncio
 import logging
 import re
 import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -43,13 +51,14 @@ from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
 
-COMMAND_TOPIC = "_streamsql_commands"
 PROCESSING_LOG_TOPIC = "streamsql_processing_log"
 PROCESSING_LOG_STREAM = "KSQL_PROCESSING_LOG"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "auto.offset.reset": "earliest",
+    "ksql.service.id": "default",
+    "processing.guarantee": "at_least_once",
     "ksql.persistence.default.format.key": "KAFKA",
 }
 
@@ -74,6 +83,11 @@ class Engine:
 
         self.log = log_
         self.config = {**DEFAULT_CONFIG, **(config or {})}
+        self.service_id = str(self.config["ksql.service.id"])
+        self.command_topic = f"_streamsql_{self.service_id}_command_topic"
+        # Told apart from the other nodes' in the command topic (a new one per process).
+        self.node_id = uuid.uuid4().hex[:12]
+        self.distributed = bool(getattr(log_, "distributed", False))
         # One schema registry per engine: the built-in one on this Log unless configured.
         self.schema_registry = schema_registry or make_registry(log_, self.config)
         self.registry = registry or default_registry()
@@ -100,6 +114,10 @@ class Engine:
         self._deferred: list[StageRunner] = []
         # Pull queries' generated pipelines by plan (a key lookup's plan without its key).
         self._pull_pipelines: dict[QueryPlan, Any] = {}
+        # The command topic: the next offset to apply, and who applies (one at a time).
+        self._command_offset = 0
+        self._command_lock = asyncio.Lock()
+        self._follower: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -108,36 +126,70 @@ class Engine:
         topics = await self.log.list_topics()
         if self.mode == "service":
             await self._declare_processing_log()
-        if COMMAND_TOPIC not in topics:
-            await self.log.create_topic(COMMAND_TOPIC, 1, config={"cleanup.policy": "delete"})
-            return
+        if self.command_topic not in topics:
+            try:
+                await self.log.create_topic(self.command_topic, 1,
+                                            config={"cleanup.policy": "delete",
+                                                    "retention.ms": "-1"})
+            except TopicExistsError:  # another node of the cluster was first
+                pass
         self._replaying = True
         try:
-            offset = 0
-            while True:
-                batch = await self.log.fetch(COMMAND_TOPIC, 0, offset)
-                if not len(batch):
-                    break
-                for value in batch.values:
-                    if value is None:
-                        continue
-                    cmd = orjson.loads(value)
-                    self._query_counter = max(self._query_counter, cmd.get("seq", 0))
-                    try:
-                        await self._execute_text(cmd["sql"], cmd.get("properties") or {},
-                                                 self.session, seq=cmd.get("seq"))
-                    except StreamSqlError as exc:
-                        log.warning("command %r failed on replay: %s", cmd["sql"], exc)
-                offset = batch.offsets[-1] + 1
+            async with self._command_lock:
+                await self._apply_commands(replay=True)
         finally:
             self._replaying = False
             deferred, self._deferred = self._deferred, []
             for runner in deferred:
                 runner.start()
+        if self.distributed and self.mode == "service":
+            self._follower = asyncio.create_task(self._follow_commands(), name="command-follower")
+
+    async def _apply_commands(self, replay: bool = False) -> None:
+        """Apply the command topic's records from ``_command_offset`` to its end (on replay,
+        this node's own too; afterwards only the other nodes')."""
+        end = (await self.log.end_offsets(self.command_topic))[0]
+        while self._command_offset < end:
+            batch = await self.log.fetch(self.command_topic, 0, self._command_offset)
+            if not len(batch):
+                break
+            for value in batch.values:
+                if value is None:
+                    continue
+                cmd = orjson.loads(value)
+                self._query_counter = max(self._query_counter, cmd.get("seq", 0))
+                if not replay and cmd.get("node") == self.node_id:
+                    continue
+                try:
+                    await self._execute_text(cmd["sql"], cmd.get("properties") or {},
+                                             Session(), seq=cmd.get("seq"))
+                except StreamSqlError as exc:
+                    log.warning("command %r failed to apply: %s", cmd["sql"], exc)
+            self._command_offset = batch.offsets[-1] + 1
+
+    async def _follow_commands(self) -> None:
+        """Apply the statements other nodes of the cluster append to the command topic."""
+        while True:
+            try:
+                async with self._command_lock:
+                    await self._apply_commands()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following the command topic failed; retrying")
+                await asyncio.sleep(2)
+            await asyncio.sleep(0.5)
 
     async def close(self) -> None:
         """Stop every query (their state is closed; exactly-once queries take up an
         unfinished batch again at the next start)."""
+        if self._follower is not None:
+            self._follower.cancel()
+            try:
+                await self._follower
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._follower = None
         for runners in list(self.runners.values()):
             for runner in runners:
                 await runner.stop()
@@ -157,7 +209,14 @@ class Engine:
         text = self._substitute(text, session)
         results = []
         for stmt in parse(text):
-            results.append(await self.execute_statement(stmt, properties, session, seq=seq))
+            if self._follower is not None and seq is None:
+                # A cluster node: apply what the others appended first, then this statement,
+                # one at a time with the follower.
+                async with self._command_lock:
+                    await self._apply_commands()
+                    results.append(await self.execute_statement(stmt, properties, session))
+            else:
+                results.append(await self.execute_statement(stmt, properties, session, seq=seq))
         return results
 
     def _substitute(self, text: str, session: Session) -> str:
@@ -192,9 +251,10 @@ class Engine:
         seq = self._query_counter
         if not self._replaying:
             overrides = {k: v for k, v in props.items() if k not in self.config or self.config[k] != v}
-            payload = orjson.dumps({"seq": seq, "sql": stmt.text + ";", "properties": overrides},
-                                   default=str)
-            await self.log.produce(COMMAND_TOPIC, [ProducerRecord(None, payload, _now_ms(), (), 0)])
+            payload = orjson.dumps({"seq": seq, "sql": stmt.text + ";", "properties": overrides,
+                                    "node": self.node_id}, default=str)
+            await self.log.produce(self.command_topic,
+                                   [ProducerRecord(None, payload, _now_ms(), (), 0)])
         return seq
 
     # ------------------------------------------------------------------------- helpers
@@ -204,7 +264,15 @@ class Engine:
         if state_dir is not None:
             return Path(state_dir)
         data_dir = getattr(self.log, "path", None)
+        if data_dir is None and self.distributed:
+            # Tasks on a shared Log need RocksDB state; it is rebuilt from the changelogs.
+            return Path(tempfile.mkdtemp(prefix="streamsql-state-"))
         return Path(data_dir) / "state" if data_dir is not None else None
+
+    def internal_name(self, query_id: str) -> str:
+        """The prefix of a query's internal topics and consumer groups (ksqlDB's
+        ``_confluent-ksql-<service id>query_<query id>``)."""
+        return f"_streamsql_{self.service_id}_query_{query_id}"
 
     def new_store(self, query_id: str, name: str, kind: str = "kv", *,
                   retention_ms: int | None = None) -> Any:
@@ -428,40 +496,64 @@ class Engine:
                     runner.start()
 
     def _runners(self, query: PersistentQuery, props: dict[str, Any]) -> list[StageRunner]:
-        """A runner per stage. Stages with state get tasks (RocksDB per input partition).
-        A query whose every stage can, and whose stages each write a topic of their own, is
-        exactly-once: all its stages commit state, input offsets and output ends together
-        (see ``streamsql.runtime.task``); other queries are at-least-once."""
+        """A runner per stage, each a member of the stage's consumer group. Stages with state
+        get tasks (RocksDB per input partition). Guarantees: on the embedded log, a query
+        whose every stage can, and whose stages each write a topic of their own, is
+        exactly-once (all its stages commit state, input offsets and output ends together,
+        see ``streamsql.runtime.task``); on Kafka, ``processing.guarantee=exactly_once_v2``
+        runs every stage in transactions; other queries are at-least-once."""
         from streamsql.runtime.task import StageTasks, stage_stores
 
         stages = query.stages
         stateful = [bool(stage_stores(s)) for s in stages]
         sinks = [s.sink_topic for s in stages]
-        exactly_once = (any(stateful) and self.state_dir is not None
-                        and all(getattr(s, "exactly_once", False) for s in stages)
-                        and len(set(sinks)) == len(sinks)
-                        and hasattr(self.log, "truncate"))
-        if (any(stateful) or exactly_once) and self._rocksdb_config is None:
+        local_exactly_once = (any(stateful) and self.state_dir is not None
+                              and not self.distributed
+                              and all(getattr(s, "exactly_once", False) for s in stages)
+                              and len(set(sinks)) == len(sinks)
+                              and hasattr(self.log, "truncate"))
+        transactions = (self.distributed
+                        and str(props.get("processing.guarantee", "")).lower()
+                        in ("exactly_once_v2", "exactly_once"))
+        if (any(stateful) or local_exactly_once) and self._rocksdb_config is None:
             import rocksdict
 
             from streamsql.state import RocksDBConfig
             # One block cache for every task of the engine.
             self._rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
         runners = []
+        base = self.internal_name(query.query_id)
         for i, stage in enumerate(stages):
-            group = query.group(i)
+            group = base + (f"_{i}" if i else "")
+            txn = self.log.transactional(f"{group}-{self.stable_node_id()}") if transactions else None
             tasks = None
-            if exactly_once or stateful[i]:
+            if local_exactly_once or stateful[i]:
                 assert self.state_dir is not None
                 name = stage.name.removeprefix(query.query_id).lstrip("-") or "main"
-                tasks = StageTasks(self.log, self.state_dir / query.query_id / name, query.query_id,
+                tasks = StageTasks(self.log, self.state_dir / query.query_id / name, base,
                                    stage, group, self.fences, self._rocksdb_config,
-                                   exactly_once=exactly_once)
+                                   exactly_once=local_exactly_once,
+                                   group_positions=self.distributed,
+                                   state_log=txn.log if txn is not None else None)
             reset = str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest"
             runners.append(StageRunner(stage, group, self.log, reset,
                                        after_batch=self.flush_processing_log, tasks=tasks,
-                                       fences=self.fences))
+                                       fences=self.fences, transaction=txn))
         return runners
+
+    def stable_node_id(self) -> str:
+        """This node's id across restarts (kept in the state directory, as Kafka Streams keeps
+        its process id): a restarted node's transactional producers fence the ones it had
+        before a crash, instead of waiting for their transactions to time out."""
+        if self.state_dir is None:
+            return self.node_id
+        path = self.state_dir / "node.id"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.node_id)
+            return self.node_id
 
     async def _build_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:

@@ -74,7 +74,7 @@ def test_state_lives_in_rocksdb_with_changelogs_and_survives_restarts(tmp_path: 
         assert (tmp_path / "state" / qid / "aggregate" / "0" / "CURRENT").exists()
         topics = await run.log.list_topics()
         for store in ("aggregate", "materialized"):
-            info = topics[f"_streamsql_{qid}-{store}-changelog"]
+            info = topics[f"_streamsql_default_query_{qid}-{store}-changelog"]
             assert info.partitions == 2 and dict(info.config)["cleanup.policy"] == "compact"
         # What the query holds is in RocksDB, not in the stage.
         table = engine.queries[qid].materialized

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -69,8 +69,20 @@ class ProducerRecord:
     partition: int | None = None
 
 
+class RebalanceListener(Protocol):
+    """Told when a consumer's share of its group's partitions changes. ``assigned`` runs
+    before records of the new partitions are polled (a stateful stage opens and restores
+    their tasks there, and may ``seek``); ``revoked`` before they go to another member (it
+    finishes and commits what it holds, and closes their tasks)."""
+
+    async def assigned(self, partitions: set[tuple[str, int]]) -> None: ...
+
+    async def revoked(self, partitions: set[tuple[str, int]]) -> None: ...
+
+
 class Consumer(ABC):
-    """A group member reading its assigned partitions from the group's committed offsets."""
+    """A group member reading its assigned partitions from the group's committed offsets
+    (``reset`` where the group has none: 'earliest' or 'latest')."""
 
     @abstractmethod
     async def poll(self, max_records: int = 10000, timeout: float = 0.5) -> list[RecordBatch]:
@@ -83,12 +95,20 @@ class Consumer(ABC):
     @abstractmethod
     def assignment(self) -> set[tuple[str, int]]: ...
 
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read an assigned partition from ``offset`` at the next poll."""
+        raise NotImplementedError
+
     @abstractmethod
     async def close(self) -> None: ...
 
 
 class Log(ABC):
-    """A backend of partitioned, append-only topics."""
+    """A backend of partitioned, append-only topics. ``distributed``: several nodes share
+    it (Kafka), so the consumer groups' committed offsets, not a node's local state, say
+    where processing resumes."""
+
+    distributed = False
 
     @abstractmethod
     async def create_topic(self, name: str, partitions: int = 1, replicas: int = 1,
@@ -125,11 +145,34 @@ class Log(ABC):
         """The group's committed next-offsets for a topic, by partition."""
 
     @abstractmethod
-    def consumer(self, group: str, topics: Iterable[str]) -> Consumer:
-        """A group consumer over ``topics``."""
+    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
+                 reset: str = "earliest") -> Consumer:
+        """A group consumer over ``topics``; ``listener`` hears of (re)assignments."""
+
+    def transactional(self, transactional_id: str) -> "Transaction | None":
+        """A producer of atomic transactions (exactly_once_v2), None where the backend has
+        none (the embedded log commits exactly-once its own way, ``streamsql.runtime.task``)."""
+        return None
 
     async def close(self) -> None:
         return None
+
+
+class Transaction(Protocol):
+    """Atomic writes across topics with the input offsets (Kafka transactions). ``log`` is a
+    view of the Log whose ``produce`` writes into the open transaction."""
+
+    log: Log
+
+    async def begin(self) -> None: ...
+
+    async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]: ...
+
+    async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None: ...
+
+    async def abort(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def murmur2(data: bytes) -> int:

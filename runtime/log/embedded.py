@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
-from .base import (Consumer, Headers, Log, ProducerRecord, RecordBatch, TopicExistsError,
-                   TopicInfo, UnknownTopicError, murmur2)
+from .base import (Consumer, Headers, Log, ProducerRecord, RebalanceListener, RecordBatch,
+                   TopicExistsError, TopicInfo, UnknownTopicError, murmur2)
 from .segment import (DEFAULT_INDEX_INTERVAL, DEFAULT_MAX_FETCH_BYTES, FileStorage,
                       MemoryStorage, Segment, atomic_write, encode_columns, fsync_dir, read_file,
                       scan)
@@ -628,9 +628,10 @@ class EmbeddedLog(Log):
             g.setdefault(topic, {})[p] = off
         self._save_group(group)
 
-    def consumer(self, group: str, topics: Iterable[str]) -> "EmbeddedConsumer":
+    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
+                 reset: str = "earliest") -> "EmbeddedConsumer":
         self._check_open()
-        return EmbeddedConsumer(self, group, topics)
+        return EmbeddedConsumer(self, group, topics, listener, reset)
 
     async def close(self) -> None:
         if self._closed:
@@ -649,11 +650,17 @@ class EmbeddedLog(Log):
 
 class EmbeddedConsumer(Consumer):
     """The single member of a group: assigned every partition of its topics (re-assigned
-    when topics are created or deleted), polling them round robin."""
+    when topics are created or deleted), polling them round robin. The listener hears of
+    (re)assignments at the poll that first sees them."""
 
-    def __init__(self, log: EmbeddedLog, group: str, topics: Iterable[str]) -> None:
+    def __init__(self, log: EmbeddedLog, group: str, topics: Iterable[str],
+                 listener: RebalanceListener | None = None, reset: str = "earliest") -> None:
         self._log = log
         self._group = group
+        self._listener = listener
+        self._latest = reset == "latest"
+        self._notified: set[tuple[str, int]] = set()
+        self._first_assignment = True
         self._topics = tuple(dict.fromkeys(topics))
         self._event = asyncio.Event()
         self._positions: dict[tuple[str, int], int] = {}
@@ -698,7 +705,7 @@ class EmbeddedConsumer(Consumer):
         if pos is None:
             pos = self._log._groups.get(self._group, {}).get(tp[0], {}).get(tp[1])
             if pos is None:
-                pos = part.begin
+                pos = part.end if self._latest else part.begin
             self._positions[tp] = pos
         return pos
 
@@ -731,6 +738,8 @@ class EmbeddedConsumer(Consumer):
         if self._closed:
             raise RuntimeError("consumer is closed")
         self._log._check_open()
+        if self._listener is not None:
+            await self._notify()
         batches = self._collect(max_records)
         if batches or timeout <= 0:
             return batches
@@ -748,9 +757,25 @@ class EmbeddedConsumer(Consumer):
                 return []
             if self._closed or self._log._closed:
                 return []
+            if self._listener is not None:
+                await self._notify()
             batches = self._collect(max_records)
             if batches:
                 return batches
+
+    async def _notify(self) -> None:
+        assert self._listener is not None
+        now = self.assignment()
+        gone = self._notified - now
+        new = now - self._notified
+        if gone:
+            self._notified -= gone
+            await self._listener.revoked(gone)
+        if new or self._first_assignment:
+            # An empty first assignment is reported too: the stage is ready, with nothing.
+            self._first_assignment = False
+            self._notified |= new
+            await self._listener.assigned(new)
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         self._log.commit_offsets(self._group, offsets)

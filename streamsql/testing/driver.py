@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from streamsql.runtime.log.base import (Consumer, Log, ProducerRecord, RecordBatch, TopicInfo)
+from streamsql.runtime.log.base import (Consumer, Log, ProducerRecord, RebalanceListener,
+                                        RecordBatch, TopicInfo)
 
 
 @dataclass
@@ -59,8 +60,9 @@ class DrivingLog(Log):
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         return await self.inner.committed(group, topic)
 
-    def consumer(self, group: str, topics: Iterable[str]) -> Consumer:
-        return self.inner.consumer(group, topics)
+    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
+                 reset: str = "earliest") -> Consumer:
+        return self.inner.consumer(group, topics, listener, reset)
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord], _depth: int = 0) -> list[tuple[int, int]]:
         placed = await self.inner.produce(topic, records)

@@ -1,0 +1,578 @@
+"""The Log seam on Apache Kafka, through aiokafka: the only module that imports it.
+
+One ``KafkaLog`` per node holds:
+
+* an admin client (create/delete/describe topics, group offsets);
+* one idempotent producer (acks=all, batching, lz4) for ordinary produce calls. Records are
+  put into aiokafka ``BatchBuilder``s per partition by this module (one produce call of N
+  records is a few batches, not N ``send`` coroutines); a record without a partition goes
+  where Kafka's Java client would put it (murmur2 of the key);
+* readers for ``fetch`` (restore, PRINT, push queries, the command topic): one assigned
+  consumer per topic-partition, kept while used, that continues where the last fetch ended
+  and seeks otherwise;
+* group consumers (``consumer``): subscribed with a rebalance listener, Range assignment (a
+  stage reading co-partitioned topics gets partition p of each on one node), manual commits;
+* transactional producers (``transactional``) for ``processing.guarantee=exactly_once_v2``.
+
+Every reader uses ``read_committed``: records of aborted transactions are never seen, and
+the end offsets it reports are the last stable offsets. Kafka's own topics (``__...``) are
+not listed.
+
+A node that cannot reach Kafka waits: calls retry with backoff (logged) instead of failing.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import (CommitFailedError, KafkaConnectionError, KafkaError,
+                             NodeNotReadyError, RequestTimedOutError)
+
+from .base import (Consumer, Log, ProducerRecord, RebalanceListener, RecordBatch, TopicExistsError,
+                   TopicInfo, UnknownTopicError, murmur2)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Errors worth waiting out: the cluster (or a broker of it) is not reachable right now.
+_TRANSIENT = (KafkaConnectionError, NodeNotReadyError, RequestTimedOutError, ConnectionError,
+              asyncio.TimeoutError)
+_TOPIC_ALREADY_EXISTS = 36
+_UNKNOWN_TOPIC = 3
+_MAX_READERS = 64
+_BATCH_BYTES = 1024 * 1024
+
+
+class KafkaLog(Log):
+    """See the module docstring. ``config`` keys (ksqlDB's names where there is one):
+    ``ksql.service.id`` (client ids), ``ksql.internal.topic.replicas`` (replication of
+    ``_streamsql...`` topics, default 1), ``compression.type`` (default lz4),
+    ``linger.ms`` (default 5)."""
+
+    distributed = True
+
+    def __init__(self, bootstrap_servers: str, config: dict[str, Any] | None = None) -> None:
+        config = config or {}
+        self.bootstrap_servers = bootstrap_servers
+        self.service_id = str(config.get("ksql.service.id", "streamsql"))
+        self.internal_replicas = int(config.get("ksql.internal.topic.replicas", 1))
+        self.compression = str(config.get("compression.type", "lz4"))
+        if self.compression == "none":
+            self.compression = None  # type: ignore[assignment]
+        self.linger_ms = int(config.get("linger.ms", 5))
+        self._admin: AIOKafkaAdminClient | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+        self._readers: collections.OrderedDict[tuple[str, int], _Reader] = collections.OrderedDict()
+        self._partitions: dict[str, int] = {}
+        self._start_lock = asyncio.Lock()
+        self._reader_lock = asyncio.Lock()
+        self._rr = itertools.count()
+        self._closed = False
+
+    # -- connections ------------------------------------------------------------------
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried with backoff while Kafka is unreachable."""
+        delay = 0.2
+        waited = 0.0
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                if self._closed:
+                    raise
+                if waited == 0 or delay >= 5:
+                    log.warning("Kafka at %s not reachable (%s: %s); retrying",
+                                self.bootstrap_servers, what, exc or type(exc).__name__)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
+    async def _start(self) -> None:
+        if self._admin is not None:
+            return
+        async with self._start_lock:
+            if self._admin is not None:
+                return
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                        client_id=f"{self.service_id}-admin")
+            await self._retry("connect", admin.start)
+            producer = self.new_producer()
+            await self._retry("producer", producer.start)
+            offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers,
+                                       client_id=f"{self.service_id}-offsets",
+                                       enable_auto_commit=False,
+                                       isolation_level="read_committed")
+            await self._retry("offsets reader", offsets.start)
+            self._producer, self._offsets = producer, offsets
+            self._admin = admin
+
+    def new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
+        """An idempotent producer (transactional with an id) on this cluster."""
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.service_id}-producer",
+            acks="all", enable_idempotence=True, transactional_id=transactional_id,
+            compression_type=self.compression, linger_ms=self.linger_ms,
+            max_batch_size=_BATCH_BYTES, max_request_size=4 * _BATCH_BYTES,
+            request_timeout_ms=30000)
+
+    async def close(self) -> None:
+        self._closed = True
+        for reader in self._readers.values():
+            await reader.close()
+        self._readers.clear()
+        for client in (self._producer, self._offsets, self._admin):
+            if client is not None:
+                try:
+                    await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+                except Exception:  # closing: nothing left to do about it
+                    log.debug("closing a Kafka client failed", exc_info=True)
+        self._producer = self._offsets = self._admin = None
+
+    # -- topics -----------------------------------------------------------------------
+
+    async def create_topic(self, name: str, partitions: int = 1, replicas: int = 1,
+                           config: dict[str, str] | None = None) -> TopicInfo:
+        await self._start()
+        assert self._admin is not None
+        if name.startswith("_"):
+            replicas = max(replicas, self.internal_replicas)
+        topic = NewTopic(name, partitions, replicas, topic_configs=dict(config or {}))
+        resp = await self._retry("create topic", lambda: self._admin.create_topics([topic]))
+        for entry in resp.topic_errors:
+            code = entry[1]
+            if code == _TOPIC_ALREADY_EXISTS:
+                raise TopicExistsError(name)
+            if code:
+                message = entry[2] if len(entry) > 2 else ""
+                raise KafkaError(f"cannot create topic {name}: error {code} {message}")
+        # Wait until every partition has a leader: produce and fetch need one.
+        for _ in range(200):
+            info = await self._describe(name)
+            if info is not None and info.partitions == partitions:
+                break
+            await asyncio.sleep(0.05)
+        self._partitions[name] = partitions
+        return TopicInfo(name, partitions, replicas, tuple(sorted((config or {}).items())))
+
+    async def delete_topic(self, name: str) -> None:
+        await self._start()
+        assert self._admin is not None
+        resp = await self._retry("delete topic", lambda: self._admin.delete_topics([name]))
+        for entry in resp.topic_error_codes:
+            if entry[1] == _UNKNOWN_TOPIC:
+                raise UnknownTopicError(name)
+            if entry[1]:
+                raise KafkaError(f"cannot delete topic {name}: error {entry[1]}")
+        self._partitions.pop(name, None)
+        for tp in [tp for tp in self._readers if tp[0] == name]:
+            await self._readers.pop(tp).close()
+
+    async def _metadata(self, names: list[str] | None) -> list[dict]:
+        assert self._admin is not None
+        return await self._retry("metadata", lambda: self._admin.describe_topics(names))
+
+    @staticmethod
+    def _info(t: dict, config: tuple[tuple[str, str], ...] = ()) -> TopicInfo | None:
+        if t["error_code"] or not t["partitions"]:
+            return None
+        parts = t["partitions"]
+        if any(p["error_code"] not in (0, 9) for p in parts):  # 9: replica not available
+            return None
+        return TopicInfo(t["topic"], len(parts), max(len(p["replicas"]) for p in parts), config)
+
+    async def list_topics(self) -> dict[str, TopicInfo]:
+        await self._start()
+        out: dict[str, TopicInfo] = {}
+        for t in await self._metadata(None):
+            if t["topic"].startswith("__") or t.get("is_internal"):
+                continue
+            info = self._info(t)
+            if info is not None:
+                out[info.name] = info
+                self._partitions[info.name] = info.partitions
+        return out
+
+    async def _describe(self, name: str) -> TopicInfo | None:
+        found = await self._metadata([name])
+        return self._info(found[0]) if found else None
+
+    async def describe_topic(self, name: str) -> TopicInfo | None:
+        await self._start()
+        info = await self._describe(name)
+        if info is None:
+            return None
+        self._partitions[name] = info.partitions
+        return TopicInfo(info.name, info.partitions, info.replicas, await self._configs(name))
+
+    async def _configs(self, name: str) -> tuple[tuple[str, str], ...]:
+        assert self._admin is not None
+        try:
+            resps = await self._retry("describe configs", lambda: self._admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name)]))
+        except KafkaError:
+            return ()
+        out = []
+        for resp in resps:
+            for resource in resp.resources:
+                for entry in resource[4]:
+                    key, value, is_default = entry[0], entry[1], entry[3] if len(entry) > 3 else False
+                    if value is not None and (key == "cleanup.policy" or not is_default):
+                        out.append((key, value))
+        return tuple(sorted(out))
+
+    async def _partition_count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            info = await self._describe(topic)
+            if info is None:
+                raise UnknownTopicError(topic)
+            n = self._partitions[topic] = info.partitions
+        return n
+
+    # -- produce ----------------------------------------------------------------------
+
+    async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
+        await self._start()
+        assert self._producer is not None
+        return await produce_records(self._producer, topic, records,
+                                     await self._partition_count(topic), self._rr)
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def fetch(self, topic: str, partition: int, offset: int,
+                    max_records: int = 10000) -> RecordBatch:
+        await self._start()
+        tp = (topic, partition)
+        async with self._reader_lock:
+            reader = self._readers.get(tp)
+            if reader is None:
+                await self._partition_count(topic)
+                reader = _Reader(self, topic, partition)
+                await self._retry("reader", reader.start)
+                self._readers[tp] = reader
+                while len(self._readers) > _MAX_READERS:
+                    _, old = self._readers.popitem(last=False)
+                    await old.close()
+            else:
+                self._readers.move_to_end(tp)
+            return await reader.read(offset, max_records)
+
+    async def _offsets_of(self, topic: str, beginning: bool) -> list[int]:
+        await self._start()
+        assert self._offsets is not None
+        n = await self._partition_count(topic)
+        tps = [TopicPartition(topic, p) for p in range(n)]
+        call = self._offsets.beginning_offsets if beginning else self._offsets.end_offsets
+        got = await self._retry("list offsets", lambda: call(tps))
+        return [got[tp] for tp in tps]
+
+    async def end_offsets(self, topic: str) -> list[int]:
+        return await self._offsets_of(topic, False)
+
+    async def begin_offsets(self, topic: str) -> list[int]:
+        return await self._offsets_of(topic, True)
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        await self._start()
+        assert self._admin is not None
+        got = await self._retry("group offsets",
+                                lambda: self._admin.list_consumer_group_offsets(group))
+        return {tp.partition: meta.offset for tp, meta in got.items()
+                if tp.topic == topic and meta.offset >= 0}
+
+    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
+                 reset: str = "earliest") -> "KafkaConsumer":
+        return KafkaConsumer(self, group, list(dict.fromkeys(topics)), listener, reset)
+
+    def transactional(self, transactional_id: str) -> "KafkaTransaction":
+        return KafkaTransaction(self, transactional_id)
+
+
+async def produce_records(producer: AIOKafkaProducer, topic: str,
+                          records: Sequence[ProducerRecord], partitions: int,
+                          rr: "itertools.count[int]") -> list[tuple[int, int]]:
+    """Produce ``records`` through aiokafka batches built here, one open batch per partition;
+    returns (partition, offset) per record once acknowledged."""
+    builders: dict[int, Any] = {}
+    # Per record: (partition, index of its batch among that partition's sends, relative offset).
+    where: list[tuple[int, int, int]] = []
+    sent: dict[int, list[Awaitable]] = {}
+    for rec in records:
+        p = rec.partition
+        if p is None:
+            p = next(rr) % partitions if rec.key is None else (murmur2(rec.key) & 0x7FFFFFFF) % partitions
+        b = builders.get(p)
+        if b is None:
+            b = builders[p] = producer.create_batch()
+        headers = list(rec.headers) if rec.headers else []
+        meta = b.append(timestamp=rec.timestamp, key=rec.key, value=rec.value, headers=headers)
+        if meta is None:  # full: send it, start the next
+            sent.setdefault(p, []).append(await producer.send_batch(b, topic, partition=p))
+            b = builders[p] = producer.create_batch()
+            meta = b.append(timestamp=rec.timestamp, key=rec.key, value=rec.value, headers=headers)
+        where.append((p, len(sent.get(p, ())), b.record_count() - 1))
+    for p, b in builders.items():
+        if b.record_count():
+            sent.setdefault(p, []).append(await producer.send_batch(b, topic, partition=p))
+    bases: dict[int, list[int]] = {}
+    for p, futs in sent.items():
+        metas = await asyncio.gather(*futs)
+        bases[p] = [m.offset for m in metas]
+    return [(p, bases[p][i] + rel) for p, i, rel in where]
+
+
+class _Reader:
+    """An assigned (group-less) consumer of one topic-partition for ``fetch``."""
+
+    def __init__(self, log_: KafkaLog, topic: str, partition: int) -> None:
+        self.tp = TopicPartition(topic, partition)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=log_.bootstrap_servers, client_id=f"{log_.service_id}-reader",
+            enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * _BATCH_BYTES,
+            fetch_max_wait_ms=100)
+        self.next: int | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign([self.tp])
+
+    async def read(self, offset: int, max_records: int, wait: float = 2.0) -> RecordBatch:
+        c = self.consumer
+        tp = self.tp
+        if self.next != offset:
+            c.seek(tp, offset)
+        self.next = offset
+        deadline = time.monotonic() + wait
+        while True:
+            got = await c.getmany(tp, timeout_ms=100, max_records=max_records)
+            recs = got.get(tp)
+            if recs:
+                # Skip what a seek to a compacted/aborted range may return before ``offset``.
+                if recs[0].offset < offset:
+                    recs = [r for r in recs if r.offset >= offset]
+                    if not recs:
+                        continue
+                self.next = recs[-1].offset + 1
+                return to_batch(tp.topic, tp.partition, recs)
+            position = await c.position(tp)
+            end = c.last_stable_offset(tp)
+            if end is None:
+                end = c.highwater(tp)
+            if end is None:
+                end = (await c.end_offsets([tp]))[tp]
+            if position >= end or time.monotonic() > deadline:
+                self.next = position
+                return RecordBatch(tp.topic, tp.partition)
+
+    async def close(self) -> None:
+        try:
+            await self.consumer.stop()
+        except Exception:
+            log.debug("closing a reader failed", exc_info=True)
+
+
+def to_batch(topic: str, partition: int, recs: list) -> RecordBatch:
+    """aiokafka's records of one partition as a columnar batch."""
+    headers = None
+    if any(r.headers for r in recs):
+        headers = [tuple((k, v) for k, v in r.headers) for r in recs]
+    return RecordBatch(topic, partition, [r.offset for r in recs], [r.timestamp for r in recs],
+                       [r.key for r in recs], [r.value for r in recs], headers)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: "KafkaConsumer") -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        parts = {(tp.topic, tp.partition) for tp in revoked}
+        if parts and self.owner.listener is not None:
+            await self.owner.listener.revoked(parts)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        parts = {(tp.topic, tp.partition) for tp in assigned}
+        if self.owner.listener is not None:
+            await self.owner.listener.assigned(parts)
+
+
+class KafkaConsumer(Consumer):
+    """A member of a Kafka consumer group (see ``KafkaLog.consumer``). The group is joined
+    at the first poll; the listener hears of every assignment and revocation."""
+
+    def __init__(self, log_: KafkaLog, group: str, topics: list[str],
+                 listener: RebalanceListener | None, reset: str) -> None:
+        self.log = log_
+        self.group = group
+        self.topics = topics
+        self.listener = listener
+        self.reset = "latest" if reset == "latest" else "earliest"
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            c = AIOKafkaConsumer(
+                bootstrap_servers=self.log.bootstrap_servers, group_id=self.group,
+                client_id=f"{self.log.service_id}-{self.group}", enable_auto_commit=False,
+                auto_offset_reset=self.reset, isolation_level="read_committed",
+                partition_assignment_strategy=(RangePartitionAssignor,),
+                max_partition_fetch_bytes=4 * _BATCH_BYTES, fetch_max_wait_ms=100,
+                session_timeout_ms=10000, heartbeat_interval_ms=1000,
+                max_poll_interval_ms=300000)
+            await self.log._retry("group consumer", c.start)
+            c.subscribe(self.topics, listener=_Listener(self))
+            self._consumer = c
+        return self._consumer
+
+    async def poll(self, max_records: int = 10000, timeout: float = 0.5) -> list[RecordBatch]:
+        c = await self._ensure()
+        got = await c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return [to_batch(tp.topic, tp.partition, recs) for tp, recs in got.items() if recs]
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        c = await self._ensure()
+        try:
+            await c.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except CommitFailedError as exc:
+            # The group rebalanced: the partitions' new owner reads them again (at least once).
+            log.warning("group %s: commit failed after a rebalance: %s", self.group, exc)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        assert self._consumer is not None
+        self._consumer.seek(TopicPartition(topic, partition), offset)
+
+    def assignment(self) -> set[tuple[str, int]]:
+        if self._consumer is None:
+            return set()
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end, per assigned partition."""
+        c = self._consumer
+        if c is None:
+            return {}
+        out = {}
+        for tp in c.assignment():
+            hw = c.highwater(tp)
+            try:
+                pos = await c.position(tp)
+            except KafkaError:
+                continue
+            if hw is not None:
+                out[(tp.topic, tp.partition)] = max(hw - pos, 0)
+        return out
+
+    async def close(self) -> None:
+        c, self._consumer = self._consumer, None
+        if c is not None:
+            try:
+                await c.stop()
+            except Exception:
+                log.debug("closing group consumer %s failed", self.group, exc_info=True)
+
+
+class KafkaTransaction:
+    """A transactional producer for one stage on one node: ``begin``; ``produce`` (outputs
+    and changelogs); ``commit(group, offsets)`` sends the input offsets inside the
+    transaction and commits it; ``abort``. ``log`` is a Log whose ``produce`` goes into the
+    open transaction (what the stage's state writes its changelogs through)."""
+
+    def __init__(self, log_: KafkaLog, transactional_id: str) -> None:
+        self.base = log_
+        self.transactional_id = transactional_id
+        self._producer: AIOKafkaProducer | None = None
+        self.log = _TransactionalLog(self)
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await self.base._start()
+            p = self.base.new_producer(self.transactional_id)
+            await self.base._retry("transactional producer", p.start)
+            self._producer = p
+        return self._producer
+
+    async def begin(self) -> None:
+        p = await self._ensure()
+        await p.begin_transaction()
+
+    async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
+        p = await self._ensure()
+        return await produce_records(p, topic, records,
+                                     await self.base._partition_count(topic), self.base._rr)
+
+    async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+        p = await self._ensure()
+        if offsets:
+            await p.send_offsets_to_transaction(
+                {TopicPartition(t, n): o for (t, n), o in offsets.items()}, group)
+        await p.commit_transaction()
+
+    async def abort(self) -> None:
+        if self._producer is not None:
+            try:
+                await self._producer.abort_transaction()
+            except KafkaError:
+                log.warning("aborting transaction %s failed", self.transactional_id, exc_info=True)
+
+    async def close(self) -> None:
+        p, self._producer = self._producer, None
+        if p is not None:
+            try:
+                await p.stop()
+            except Exception:
+                log.debug("closing transactional producer failed", exc_info=True)
+
+
+class _TransactionalLog(Log):
+    """The node's KafkaLog, except that ``produce`` writes into a transaction."""
+
+    distributed = True
+
+    def __init__(self, txn: KafkaTransaction) -> None:
+        self._txn = txn
+        self._base = txn.base
+
+    async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
+        return await self._txn.produce(topic, records)
+
+    async def create_topic(self, name: str, partitions: int = 1, replicas: int = 1,
+                           config: dict[str, str] | None = None) -> TopicInfo:
+        return await self._base.create_topic(name, partitions, replicas, config)
+
+    async def delete_topic(self, name: str) -> None:
+        await self._base.delete_topic(name)
+
+    async def list_topics(self) -> dict[str, TopicInfo]:
+        return await self._base.list_topics()
+
+    async def describe_topic(self, name: str) -> TopicInfo | None:
+        return await self._base.describe_topic(name)
+
+    async def fetch(self, topic: str, partition: int, offset: int,
+                    max_records: int = 10000) -> RecordBatch:
+        return await self._base.fetch(topic, partition, offset, max_records)
+
+    async def end_offsets(self, topic: str) -> list[int]:
+        return await self._base.end_offsets(topic)
+
+    async def begin_offsets(self, topic: str) -> list[int]:
+        return await self._base.begin_offsets(topic)
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        return await self._base.committed(group, topic)
+
+    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
+                 reset: str = "earliest") -> Consumer:
+        return self._base.consumer(group, topics, listener, reset)
