@@ -8,8 +8,11 @@ PY := $(VENV)/bin/python
 # The stamp's name carries a checksum of pyproject.toml: a changed dependency list reinstalls.
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+# Apache Kafka's broker jars (kafka/pom.xml) are fetched into kafka/lib; the stamp's name carries
+# the pom's checksum, so a changed pom fetches them again.
+KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)
 
-.PHONY: setup run test bench tmux clean
+.PHONY: setup run test bench tmux clean kafka-jars kcat kafka-up kafka-down
 
 setup: $(STAMP)
 
@@ -24,7 +27,7 @@ $(STAMP): | $(PY)
 run: setup
 	$(PY) -m streamsql
 
-test: setup tmux
+test: setup tmux kafka-jars kcat
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -44,3 +47,39 @@ tmux:
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# Apache Kafka for the Kafka backend and its tests: the broker's jars from Maven Central into
+# kafka/lib (then a class-data-sharing archive of them: brokers start twice as fast), and kcat,
+# a second Kafka client for the tests. Without mvn the Kafka tests skip (they fail under CI=true).
+kafka-jars: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): kafka/pom.xml
+	@if command -v mvn >/dev/null 2>&1; then \
+	  echo "fetching the Kafka broker's jars into kafka/lib (mvn)"; \
+	  rm -rf kafka/lib.new && \
+	  mvn -B -q -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib.new && \
+	  rm -rf kafka/lib && mv kafka/lib.new kafka/lib && \
+	  { PYTHONPATH=. $(PYTHON) -m streamsql.testing.kafka cds || \
+	    echo "warning: no class-data-sharing archive: brokers will start slower"; } && \
+	  touch $@; \
+	else \
+	  echo "mvn not found: the Kafka broker's jars cannot be fetched (the Kafka tests will be skipped; they fail under CI=true)"; \
+	fi
+
+kcat:
+	@command -v kcat >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing kcat (the Kafka tests use it as a second client)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null; }; \
+	  else \
+	    echo "kcat not found and cannot be installed here: the Kafka tests will be skipped (they fail under CI=true)"; \
+	  fi; }
+
+# A 3-broker KRaft cluster on 127.0.0.1:19092,29092,39092 (data and logs in .kafka/), detached;
+# kafka-down stops it and keeps its data.
+kafka-up: kafka-jars
+	PYTHONPATH=. $(PYTHON) -m streamsql.testing.kafka up --dir .kafka --ports 19092,29092,39092
+
+kafka-down:
+	PYTHONPATH=. $(PYTHON) -m streamsql.testing.kafka down --dir .kafka
