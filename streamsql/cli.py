@@ -45,8 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     runner.add_argument("--qtt", metavar="CASES.json", help="run every case of a QTT file")
     runner.add_argument("--results", metavar="RESULTS.json", help="where --qtt writes what happened")
 
-    server = sub.add_parser("server", help="run the REST server (not available yet)")
-    server.add_argument("rest", nargs=argparse.REMAINDER)
+    server = sub.add_parser("server", help="run a node: the engine and its ksqlDB-compatible REST API",
+                            description="Run a streamsql node: the engine (embedded log in --data-dir, or "
+                                        "Kafka with --bootstrap-servers) and the ksqlDB-compatible REST API.")
+    from streamsql.server.main import add_arguments
+
+    add_arguments(server)
     return parser
 
 
@@ -58,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_test_runner(args)
     if args.command == "server":
-        print("streamsql server is not available yet: the REST server is a later milestone.\n"
-              "Use the embedded shell for now: run `streamsql` (or `make run`).", file=sys.stderr)
-        return 2
+        from streamsql.server.main import run as run_server
+
+        return run_server(args)
     if args.server:
         print(f"--server {args.server}: connecting to a remote streamsql server is not available yet.\n"
               "Run `streamsql` without --server to use the embedded engine.", file=sys.stderr)

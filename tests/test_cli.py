@@ -99,11 +99,11 @@ def test_test_runner_qtt_writes_results(tmp_path):
 
 
 # --------------------------------------------------------------------------- other modes
-def test_server_and_remote_are_not_available_yet(capsys):
-    assert main(["server"]) == 2
-    assert "not available yet" in capsys.readouterr().err
-    assert main(["--server", "http://localhost:8088"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_server_rejects_bad_options(capsys):
+    assert main(["server", "--listeners", "localhost:8088"]) == 2
+    assert "invalid listener" in capsys.readouterr().err
+    assert main(["server", "--listeners", "https://127.0.0.1:0"]) == 2
+    assert "--ssl-certfile" in capsys.readouterr().err
 
 
 def run_cli(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,469 @@
+"""The ksqlDB-compatible REST API as an ASGI application (served by hypercorn, see ``main``).
+
+Endpoints (ksqlDB's paths, fields, status codes and error bodies):
+
+``POST /ksql``            statements; one entity each (``currentStatus``, ``streams``, ...)
+``POST /query``           one SELECT or PRINT, ksqlDB's original streaming format
+``POST /query-stream``    one SELECT; delimited lines (default) or a JSON array; HTTP/1.1 or 2
+``POST /close-query``     stop a push query by id
+``POST /inserts-stream``  rows into a stream, acked one by one
+``GET /info``, ``GET /healthcheck``, ``GET /clusterStatus``, ``GET /status[/{commandId}]``
+``/schema-registry/...``  Confluent Schema Registry's API over the engine's registry
+
+Statements of one ``/ksql`` request run in order, each substituted (``${var}``) and parsed
+just before it runs, so a DEFINE applies to the statements after it. The first failing one
+ends the request with a ``statement_error`` naming it (``statementText``) and listing the
+entities of the statements before it, which stay applied. Statements that change the catalog
+are serialized across requests (one lock); queries are not.
+
+Per-request state is a fresh ``Session`` built from the body's ``streamsProperties`` and
+``sessionVariables``: the REST API is stateless, as ksqlDB's is (its CLI, like our shell,
+keeps SET and DEFINE on the client side and sends them along).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import orjson
+
+from streamsql import __version__, ast
+from streamsql.errors import ParseError, StreamSqlError
+from streamsql.server.auth import BasicAuth
+from streamsql.server.entities import command_id, statement_entity
+from streamsql.server.errors import (
+    METHOD_NOT_ALLOWED,
+    QUERY_ENDPOINT,
+    SERVER_ERROR,
+    HttpError,
+    bad_request,
+    bad_statement,
+    generic_error,
+    not_found,
+    statement_error,
+    unauthorized,
+)
+from streamsql.server.http import Disconnected, Exchange, Receive, Send, parse_json_object
+from streamsql.server.inserts import ack, resolve_target, row_error
+from streamsql.server.queries import (
+    DelimitedWriter,
+    JsonArrayWriter,
+    LegacyWriter,
+    PreparedQuery,
+    PrintWriter,
+    PushQueries,
+    Writer,
+    new_query_id,
+    send_pull,
+    stream_push,
+)
+
+log = logging.getLogger(__name__)
+
+KSQLDB_API_VERSION = "0.29.0"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_STREAMS_PREFIX = re.compile(r"^ksql\.streams\.")
+_QUERY_ENDPOINT_MESSAGE = ("The following statement types should be issued to the websocket endpoint "
+                           "'/query':\n\t* PRINT\n\t* SELECT")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the app needs to know about the node it runs on."""
+
+    max_request_bytes: int = 10 * 1024 * 1024
+    auth: BasicAuth | None = None
+    advertised_url: str = "http://localhost:8088"
+    schema_registry_prefix: str | None = "/schema-registry"
+    cluster_id: str = "streamsql-embedded"
+
+
+def substitute(text: str, variables: dict[str, str]) -> str:
+    """``${name}`` replaced by its value (unknown names stay as written, as in the engine)."""
+    if "${" not in text:
+        return text
+    return _VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def split_text(text: str) -> list[str]:
+    """The statements of a request, without their ``;`` (a last one may lack it)."""
+    from streamsql.shell import split_statements, strip_comments
+
+    pieces, rest = split_statements(text)
+    if strip_comments(rest).strip():
+        pieces.append(rest.strip())
+    return pieces
+
+
+class KsqlApp:
+    """The ASGI application; see the module docstring."""
+
+    def __init__(self, engine: Any, settings: ServerSettings | None = None) -> None:
+        self.engine = engine
+        self.settings = settings or ServerSettings()
+        self.push_queries = PushQueries()
+        self._ddl_lock = asyncio.Lock()
+        self._seq = 0
+        self._statuses: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._schemas: dict[Any, tuple[tuple[Any, ...], int]] = {}
+        self._catalog_generation = 0
+        self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
+            "/ksql": ("POST", self._ksql),
+            "/query": ("POST", self._query),
+            "/query-stream": ("POST", self._query_stream),
+            "/close-query": ("POST", self._close_query),
+            "/inserts-stream": ("POST", self._inserts_stream),
+            "/info": ("GET", self._info),
+            "/healthcheck": ("GET", self._healthcheck),
+            "/clusterStatus": ("GET", self._cluster_status),
+            "/status": ("GET", self._status),
+        }
+
+    # ------------------------------------------------------------------------ ASGI entry
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        ex = Exchange(scope, receive, send)
+        try:
+            await self._dispatch(ex)
+        except HttpError as exc:
+            if not ex.started:
+                await ex.error(exc)
+        except Disconnected:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a request gets an answer, not a dropped socket
+            log.exception("%s %s failed", ex.method, ex.path)
+            if not ex.started:
+                await ex.error(HttpError(500, generic_error(SERVER_ERROR, f"Internal error: {exc}")))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.push_queries.close_all()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, ex: Exchange) -> None:
+        auth = self.settings.auth
+        if auth is not None and auth.check(ex.headers.get(b"authorization")) is None:
+            raise unauthorized()
+        path = ex.path.rstrip("/") or "/"
+        prefix = self.settings.schema_registry_prefix
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            await self._schema_registry(ex, path[len(prefix):] or "/")
+            return
+        route = self._routes.get(path)
+        if route is None and path.startswith("/status/"):
+            route = self._routes["/status"]
+        if route is None:
+            raise not_found(f"Unknown endpoint: {ex.method} {ex.path}")
+        method, handler = route
+        if ex.method != method:
+            raise HttpError(405, generic_error(METHOD_NOT_ALLOWED,
+                                               f"Method {ex.method} is not allowed on {path}; use {method}"),
+                            ((b"allow", method.encode()),))
+        await handler(ex)
+
+    # -------------------------------------------------------------------------- helpers
+    def _session(self, body: dict[str, Any], props_key: str) -> Any:
+        from streamsql.engine import Session
+
+        props = body.get(props_key)
+        variables = body.get("sessionVariables")
+        if props is not None and not isinstance(props, dict):
+            raise bad_request(f"Invalid JSON in request: '{props_key}' must be an object")
+        if variables is not None and not isinstance(variables, dict):
+            raise bad_request("Invalid JSON in request: 'sessionVariables' must be an object")
+        session = Session()
+        session.properties = {}
+        for key, value in (props or {}).items():
+            # ksqlDB passes 'ksql.streams.X' to Kafka Streams as X (auto.offset.reset, ...).
+            session.properties[_STREAMS_PREFIX.sub("", str(key))] = value
+        session.variables = {str(k): str(v) for k, v in (variables or {}).items()}
+        return session
+
+    def _text(self, body: dict[str, Any], key: str) -> str:
+        text = body.get(key)
+        if not isinstance(text, str) or not text.strip():
+            raise bad_request(f"No {key} in arguments" if key == "sql" else f"Request has no '{key}' statement text")
+        return text
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _record_status(self, cmd: str, message: str) -> None:
+        self._statuses[cmd] = {"status": "SUCCESS", "message": message}
+        self._statuses.move_to_end(cmd)
+        while len(self._statuses) > 1000:
+            self._statuses.popitem(last=False)
+
+    # ------------------------------------------------------------------------------ /ksql
+    async def _ksql(self, ex: Exchange) -> None:
+        body = await ex.json_body(self.settings.max_request_bytes)
+        text = self._text(body, "ksql")
+        session = self._session(body, "streamsProperties")
+        entities: list[dict[str, Any]] = []
+        for piece in split_text(text):
+            shown = piece + ";"
+            try:
+                stmt = _parse(substitute(piece, session.variables))
+            except ParseError as exc:
+                raise bad_statement(str(exc), shown, entities) from None
+            if isinstance(stmt, (ast.QueryStatement, ast.PrintTopic)):
+                raise HttpError(400, statement_error(_QUERY_ENDPOINT_MESSAGE, shown, entities, QUERY_ENDPOINT))
+            entity = await self._run_statement(stmt, shown, session, entities)
+            if entity is not None:
+                entities.append(entity)
+        await ex.json(200, entities)
+
+    async def _run_statement(self, stmt: ast.Statement, shown: str, session: Any,
+                             entities: list[dict[str, Any]]) -> dict[str, Any] | None:
+        cmd = command_id(stmt)
+        if isinstance(stmt, ast.TerminateQuery) and stmt.query_id is not None \
+                and self.push_queries.close(stmt.query_id):
+            # ksqlDB's TERMINATE also stops a transient (push) query.
+            return statement_entity(_terminated(stmt), stmt, self._seq)
+        try:
+            if cmd is None:
+                result = await self.engine.execute_statement(stmt, None, session)
+            else:
+                async with self._ddl_lock:
+                    result = await self.engine.execute_statement(stmt, None, session)
+                    self._catalog_generation += 1
+        except StreamSqlError as exc:
+            raise bad_statement(str(exc), shown, entities) from None
+        except Exception as exc:  # an engine bug: still say which statement and keep the rest
+            log.exception("statement failed: %s", shown)
+            raise HttpError(500, statement_error(f"Internal error: {type(exc).__name__}: {exc}", shown,
+                                                 entities, SERVER_ERROR)) from None
+        seq = self._next_seq() if cmd is not None else self._seq
+        entity = statement_entity(result, stmt, seq)
+        if cmd is not None:
+            self._record_status(cmd, result.message or "")
+        if entity is not None and entity.get("@type") == "queries":
+            entity["queries"] = list(entity.get("queries", [])) + self.push_queries.entities()
+        return entity
+
+    # --------------------------------------------------------------------------- queries
+    async def _prepare(self, text: str, session: Any, allow_print: bool) -> PreparedQuery:
+        pieces = split_text(text)
+        if len(pieces) != 1:
+            raise bad_statement(f"Expected exactly one KSQL statement; found {len(pieces)} instead", text)
+        shown = pieces[0] + ";"
+        try:
+            stmt = _parse(substitute(pieces[0], session.variables))
+        except ParseError as exc:
+            raise bad_statement(str(exc), shown) from None
+        if isinstance(stmt, ast.PrintTopic) and allow_print:
+            result = await self._execute_query(stmt, shown, session)
+            return PreparedQuery(stmt, result, new_query_id(None, True), ("PRINT",), (), 0, is_print=True)
+        if not isinstance(stmt, ast.QueryStatement):
+            raise bad_statement(f"Statement type `{type(stmt).__name__}' not supported for this resource", shown)
+        result = await self._execute_query(stmt, shown, session)
+        try:
+            types, keys = self._query_types(stmt, session)
+        except Exception:
+            if result.stream is not None:
+                await result.stream.aclose()  # type: ignore[attr-defined]
+            raise
+        source = _source_name(stmt.query)
+        return PreparedQuery(stmt, result, new_query_id(source, result.kind == "stream"),
+                             tuple(result.columns), types, keys)
+
+    async def _execute_query(self, stmt: ast.Statement, shown: str, session: Any) -> Any:
+        try:
+            return await self.engine.execute_statement(stmt, None, session)
+        except StreamSqlError as exc:
+            raise bad_statement(str(exc), shown) from None
+
+    def _query_types(self, stmt: ast.QueryStatement, session: Any) -> tuple[tuple[Any, ...], int]:
+        """The result columns' types and the number of key columns. The analysis depends only
+        on the projection and FROM (not on WHERE or LIMIT), so it is cached by those until a
+        statement changes the catalog: key lookups that differ only by key reuse it."""
+        from streamsql.analyzer import QueryAnalyzer
+
+        q = stmt.query
+        cache_key = (self._catalog_generation, q.select, q.from_, q.window, q.group_by,
+                     q.partition_by, q.emit, tuple(sorted(session.properties.items())))
+        try:
+            found = self._schemas.get(cache_key)
+        except TypeError:  # something unhashable in the statement: no caching
+            cache_key, found = None, None
+        if found is not None:
+            return found
+        props = {**self.engine.config, **session.properties}
+        plan = QueryAnalyzer(self.engine.catalog, self.engine.registry, props).analyze(q, None, persistent=False)
+        found = (tuple(c.type for c in plan.key) + tuple(c.type for c in plan.value), len(plan.key))
+        if cache_key is not None:
+            if len(self._schemas) >= 512:
+                self._schemas.clear()
+            self._schemas[cache_key] = found
+        return found
+
+    async def _answer_query(self, ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
+        if query.push:
+            await stream_push(ex, query, writer, self.push_queries)
+        else:
+            await send_pull(ex, query, writer)
+
+    async def _query(self, ex: Exchange) -> None:
+        body = await ex.json_body(self.settings.max_request_bytes)
+        text = self._text(body, "ksql")
+        session = self._session(body, "streamsProperties")
+        query = await self._prepare(text, session, allow_print=True)
+        await self._answer_query(ex, query, PrintWriter() if query.is_print else LegacyWriter())
+
+    async def _query_stream(self, ex: Exchange) -> None:
+        body = await ex.json_body(self.settings.max_request_bytes)
+        text = self._text(body, "sql")
+        session = self._session(body, "properties")
+        query = await self._prepare(text, session, allow_print=False)
+        accept = ex.headers.get(b"accept", b"")
+        json_array = b"application/json" in accept and b"delimited" not in accept
+        await self._answer_query(ex, query, JsonArrayWriter() if json_array else DelimitedWriter())
+
+    async def _close_query(self, ex: Exchange) -> None:
+        body = await ex.json_body(self.settings.max_request_bytes)
+        query_id = body.get("queryId")
+        if not isinstance(query_id, str) or not query_id:
+            raise bad_request("No queryId in arguments")
+        if not self.push_queries.close(query_id):
+            raise bad_request(f"No query with id {query_id}")
+        await ex.respond(200, b"")
+
+    # -------------------------------------------------------------------- inserts-stream
+    async def _inserts_stream(self, ex: Exchange) -> None:
+        limit = self.settings.max_request_bytes
+        buffer = b""
+        target = None
+        seq = 0
+        more = True
+        while more:
+            message = await ex.receive()
+            if message["type"] == "http.disconnect":
+                return
+            buffer += message.get("body", b"")
+            more = message.get("more_body", False)
+            lines = buffer.split(b"\n")
+            buffer = lines.pop() if more else b""
+            if len(buffer) > limit:
+                raise_or_end = _too_large_line(limit)
+                if not ex.started:
+                    raise raise_or_end
+                await ex.end(row_error(seq, raise_or_end.body["message"]))
+                return
+            records = []
+            for line in lines:
+                if not line.strip():
+                    continue
+                if target is None:
+                    target = resolve_target(self.engine, parse_json_object(line))
+                    await ex.start(200, b"application/vnd.ksqlapi.delimited.v1")
+                    continue
+                try:
+                    records.append(target.record(orjson.loads(line)))
+                except (ValueError, StreamSqlError) as exc:
+                    await self._produce(target, records)
+                    acks = b"".join(ack(s) for s in range(seq, seq + len(records)))
+                    await ex.end(acks + row_error(seq + len(records), str(exc)))
+                    return
+            if records:
+                await self._produce(target, records)
+                await ex.chunk(b"".join(ack(s) for s in range(seq, seq + len(records))))
+                seq += len(records)
+        if target is None:
+            raise bad_request("No target in arguments")
+        await ex.end()
+
+    async def _produce(self, target: Any, records: list[Any]) -> None:
+        if records:
+            await self.engine.log.produce(target.topic, records)
+
+    # ---------------------------------------------------------------------- server info
+    async def _info(self, ex: Exchange) -> None:
+        await ex.json(200, {"KsqlServerInfo": {
+            "version": KSQLDB_API_VERSION, "kafkaClusterId": self.settings.cluster_id,
+            "ksqlServiceId": str(self.engine.config.get("ksql.service.id", "default_")),
+            "serverStatus": "RUNNING", "streamsqlVersion": __version__}})
+
+    async def _healthcheck(self, ex: Exchange) -> None:
+        try:
+            await asyncio.wait_for(self.engine.log.list_topics(), 5)
+            log_ok = True
+        except Exception:  # noqa: BLE001 - any failure to reach the log is "unhealthy"
+            log.warning("health check: the log is unreachable", exc_info=True)
+            log_ok = False
+        body = {"isHealthy": log_ok, "details": {
+            "metastore": {"isHealthy": True}, "kafka": {"isHealthy": log_ok},
+            "commandRunner": {"isHealthy": True}}}
+        await ex.json(200 if log_ok else 503, body)
+
+    async def _cluster_status(self, ex: Exchange) -> None:
+        now = int(time.time() * 1000)
+        host = self.settings.advertised_url.split("://", 1)[-1]
+        await ex.json(200, {"clusterStatus": {host: {
+            "hostAlive": True, "lastStatusUpdateMs": now,
+            "activeStandbyPerQuery": {}, "hostStoreLags": {"stateStoreLags": {}, "updateTimeMs": now}}}})
+
+    async def _status(self, ex: Exchange) -> None:
+        if ex.path.rstrip("/") == "/status":
+            await ex.json(200, {"commandStatuses": {k: v["status"] for k, v in self._statuses.items()}})
+            return
+        cmd = ex.path[len("/status/"):]
+        status = self._statuses.get(cmd)
+        if status is None:
+            raise not_found(f"Command not found: {cmd}")
+        await ex.json(200, status)
+
+    # -------------------------------------------------------------------- schema registry
+    async def _schema_registry(self, ex: Exchange, path: str) -> None:
+        from streamsql.schemaregistry import rest
+
+        raw = await ex.body(self.settings.max_request_bytes)
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError as exc:
+            await ex.respond(400, orjson.dumps({"error_code": 400, "message": f"Unexpected character: {exc}"}),
+                             rest.CONTENT_TYPE.encode())
+            return
+        query = dict(parse_qsl(ex.scope.get("query_string", b"").decode("latin-1")))
+        registry = self.engine.schema_registry
+        status, out = rest.handle(registry, ex.method, path, query, body)
+        if ex.method in ("POST", "PUT", "DELETE") and status < 300:
+            await registry.flush()  # acknowledged only once it is in the registry's topic
+        await ex.respond(status, orjson.dumps(out), rest.CONTENT_TYPE.encode())
+
+
+def _parse(text: str) -> ast.Statement:
+    from streamsql.parser import parse_statement
+
+    return parse_statement(text)
+
+
+def _source_name(query: ast.Query) -> str | None:
+    rel = query.from_
+    name = getattr(rel, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _terminated(stmt: ast.TerminateQuery) -> Any:
+    from streamsql.results import Result
+
+    return Result(stmt.text, "currentStatus", "Query terminated.", query_id=stmt.query_id)
+
+
+def _too_large_line(limit: int) -> HttpError:
+    return bad_request(f"A row of the request is larger than the server's limit of {limit} bytes")

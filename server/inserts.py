@@ -1,0 +1,103 @@
+"""``POST /inserts-stream``: rows as JSON objects, one a line, into a stream (or table).
+
+The body's first JSON object names the target (``{"target": "S"}``); each following object is
+a row whose fields are column names (exact, else matched upper-cased, as the JSON format reads
+them). Values are coerced to the columns' types as the JSON format coerces them, encoded with
+the target's key and value formats and produced to its topic. The response streams one ack a
+row, ``{"status":"ok","seq":N}``; a row that cannot be inserted gets
+``{"status":"error","seq":N,"error_code":40000,"message":...}`` and ends the request, rows
+before it staying inserted (ksqlDB's behaviour).
+
+Rows that arrive together (one chunk of the request body) are produced in one call.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+
+from streamsql.catalog import DataSource
+from streamsql.errors import StreamSqlError
+from streamsql.formats.json import coercer
+from streamsql.runtime.log.base import ProducerRecord
+from streamsql.server.errors import BAD_REQUEST, bad_request, bad_statement
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class InsertTarget:
+    """A target's columns, coercions and codecs, resolved once per request."""
+
+    def __init__(self, engine: Any, source: DataSource) -> None:
+        self.source = source
+        self.topic = source.topic
+        schema = source.schema
+        self.key_columns = tuple(c.name for c in schema.key)
+        self.value_columns = tuple(c.name for c in schema.value_format_columns)
+        self.coercers: dict[str, Callable[[Any], Any]] = {
+            c.name: coercer(c.type) for c in schema.key + schema.value_format_columns}
+        self.types = {c.name: c.type for c in schema.key + schema.value_format_columns}
+        self.key_codec = engine.codec(source, "key")
+        self.value_codec = engine.codec(source, "value")
+        ts_col = source.timestamp_column if source.timestamp_format is None else None
+        self.timestamp_column = ts_col
+
+    def record(self, row: Any) -> ProducerRecord:
+        """The record for one row object; ValueError (ksqlDB's message) when it does not fit."""
+        if not isinstance(row, dict):
+            raise ValueError("Row is not a JSON object")
+        upper: dict[str, Any] | None = None
+        values: dict[str, Any] = {}
+        for name, coerce in self.coercers.items():
+            v = row.get(name, _MISSING)
+            if v is _MISSING:
+                if upper is None:
+                    upper = {k.upper(): x for k, x in row.items()}
+                v = upper.get(name)
+            if v is not None:
+                try:
+                    v = coerce(v)
+                except (ValueError, TypeError, OverflowError, ArithmeticError):
+                    raise ValueError(f"Can't coerce a field of type {_json_type(v)} ({v}) into type "
+                                     f"{self.types[name]} (column {name})") from None
+            values[name] = v
+        key = tuple(values[c] for c in self.key_columns)
+        key_bytes = self.key_codec.encode(key) if key and any(v is not None for v in key) else None
+        value_bytes = self.value_codec.encode(tuple(values[c] for c in self.value_columns))
+        ts = int(time.time() * 1000)
+        if self.timestamp_column is not None and values.get(self.timestamp_column) is not None:
+            ts = values[self.timestamp_column]
+        return ProducerRecord(key_bytes, value_bytes, ts)
+
+
+def _json_type(v: Any) -> str:
+    return {str: "STRING", bool: "BOOLEAN", int: "INTEGER", float: "DOUBLE", list: "ARRAY",
+            dict: "OBJECT"}.get(type(v), type(v).__name__)
+
+
+def resolve_target(engine: Any, args: dict[str, Any]) -> InsertTarget:
+    """The target named by the request's first object, or ksqlDB's error."""
+    target = args.get("target")
+    if not isinstance(target, str) or not target:
+        raise bad_request("No target in arguments")
+    source = engine.catalog.source(target) or engine.catalog.source(target.upper())
+    if source is None:
+        raise bad_statement(f"Cannot insert values into an unknown stream/table: `{target}`", "")
+    if source.is_source:
+        raise bad_statement(f"Cannot insert values into read-only {source.kind.lower()}: {source.name}", "")
+    try:
+        return InsertTarget(engine, source)
+    except StreamSqlError as exc:
+        raise bad_statement(str(exc), "") from None
+
+
+def ack(seq: int) -> bytes:
+    return b'{"status":"ok","seq":%d}\n' % seq
+
+
+def row_error(seq: int, message: str) -> bytes:
+    return orjson.dumps({"status": "error", "seq": seq, "error_code": BAD_REQUEST, "message": message}) + b"\n"

@@ -1,0 +1,221 @@
+"""Run one streamsql node: the engine on its Log, and the REST API on hypercorn.
+
+``streamsql server`` parses its options with ``add_arguments`` and calls ``run``. The engine,
+its persistent queries and the HTTP server share one asyncio loop. The Log is
+``open_log(bootstrap_servers, data_dir, config)``: the embedded log in ``--data-dir`` unless
+``--bootstrap-servers`` names a Kafka cluster.
+
+Once listening, the node prints ``streamsql server listening on URL`` (one line per listener,
+with the actual port when 0 was asked for) on stdout; SIGINT or SIGTERM stop it: push queries
+are closed, then the engine and the Log.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from streamsql.server.auth import BasicAuth
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTENER = "http://0.0.0.0:8088"
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """Everything ``streamsql server`` is told."""
+
+    listeners: tuple[str, ...] = (DEFAULT_LISTENER,)
+    data_dir: Path = Path("./data")
+    state_dir: Path | None = None
+    bootstrap_servers: str | None = None
+    service_id: str = "default_"
+    config: dict[str, Any] = field(default_factory=dict)
+    auth: BasicAuth | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    max_request_bytes: int = 10 * 1024 * 1024
+    advertised_listener: str | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``streamsql server``."""
+    parser.add_argument("--listeners", default=None,
+                        help=f"comma-separated URLs to listen on, http:// or https:// (ksqlDB's "
+                             f"'listeners'; default {DEFAULT_LISTENER}; port 0 picks a free port)")
+    parser.add_argument("--data-dir", dest="node_data_dir", help="the embedded log's directory (default: $STREAMSQL_DATA_DIR or ./data)")
+    parser.add_argument("--state-dir", help="where queries keep their RocksDB state (default: DATA_DIR/state)")
+    parser.add_argument("--bootstrap-servers", help="run on Apache Kafka at HOST:PORT,... instead of the embedded log")
+    parser.add_argument("--service-id", default="default_", help="ksql.service.id (default: default_)")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="an engine property (repeatable), e.g. --config auto.offset.reset=latest")
+    parser.add_argument("--basic-auth", action="append", default=[], metavar="USER:PASSWORD",
+                        help="require HTTP basic authentication with these credentials (repeatable)")
+    parser.add_argument("--basic-auth-file", metavar="FILE",
+                        help="require HTTP basic authentication; users in FILE as 'user: password[,roles]'")
+    parser.add_argument("--ssl-certfile", help="PEM certificate (chain) for https:// listeners")
+    parser.add_argument("--ssl-keyfile", help="PEM private key for https:// listeners")
+    parser.add_argument("--advertised-listener", help="the URL other nodes and /clusterStatus use for this node")
+    parser.add_argument("--max-request-bytes", type=int, default=10 * 1024 * 1024,
+                        help="largest request body (and inserts-stream row) accepted (default 10 MiB)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def options_from_args(args: argparse.Namespace) -> NodeOptions:
+    """NodeOptions from parsed arguments; ValueError with a message for bad ones."""
+    listeners = tuple(u.strip() for u in (args.listeners or DEFAULT_LISTENER).split(",") if u.strip())
+    for url in listeners:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+            raise ValueError(f"invalid listener {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+    if any(u.startswith("https://") for u in listeners) and not (args.ssl_certfile and args.ssl_keyfile):
+        raise ValueError("https:// listeners need --ssl-certfile and --ssl-keyfile")
+    config: dict[str, Any] = {}
+    for item in args.config:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config expects KEY=VALUE, got {item!r}")
+        config[key.strip()] = value.strip()
+    auth = None
+    if args.basic_auth_file:
+        auth = BasicAuth.from_file(args.basic_auth_file)
+    if args.basic_auth:
+        extra = BasicAuth.from_pairs(args.basic_auth)
+        auth = BasicAuth((auth.users if auth else ()) + extra.users)
+    data_dir = Path(getattr(args, "node_data_dir", None) or getattr(args, "data_dir", None) or os.environ.get("STREAMSQL_DATA_DIR") or "./data")
+    return NodeOptions(listeners=listeners, data_dir=data_dir,
+                       state_dir=Path(args.state_dir) if args.state_dir else None,
+                       bootstrap_servers=args.bootstrap_servers, service_id=args.service_id,
+                       config=config, auth=auth, certfile=args.ssl_certfile, keyfile=args.ssl_keyfile,
+                       max_request_bytes=args.max_request_bytes,
+                       advertised_listener=args.advertised_listener)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``streamsql server``: returns the exit code."""
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = options_from_args(args)
+    except (ValueError, OSError) as exc:
+        print(f"streamsql server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(options))
+    except OSError as exc:
+        print(f"streamsql server: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _hypercorn_config(options: NodeOptions) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    secure = [u for u in options.listeners if u.startswith("https://")]
+    plain = [u for u in options.listeners if u.startswith("http://")]
+
+    def bind(url: str) -> str:
+        parts = urlsplit(url)
+        host = parts.hostname or "0.0.0.0"
+        return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+
+    if secure:
+        config.certfile = options.certfile
+        config.keyfile = options.keyfile
+        config.bind = [bind(u) for u in secure]
+        config.insecure_bind = [bind(u) for u in plain]
+    else:
+        config.bind = [bind(u) for u in plain]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    # Long-lived keep-alive connections (benchmarks, clients with pools) are welcome.
+    config.keep_alive_max_requests = 10_000_000
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 3
+    return config
+
+
+def _urls(sockets: Any) -> list[str]:
+    urls = []
+    for scheme, socks in (("https", sockets.secure_sockets), ("http", sockets.insecure_sockets)):
+        for sock in socks:
+            host, port = sock.getsockname()[:2]
+            urls.append(f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}")
+    return urls
+
+
+async def serve(options: NodeOptions, on_ready: Callable[[list[str]], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run a node until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    from streamsql.engine import Engine
+    from streamsql.runtime.log import open_log
+    from streamsql.server.app import KsqlApp, ServerSettings
+
+    config = {"ksql.service.id": options.service_id, **options.config}
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    log_ = open_log(options.bootstrap_servers, options.data_dir, config)
+    state_dir = options.state_dir or options.data_dir / "state"
+    engine = Engine(log_, config, state_dir=state_dir)
+    app = None
+    try:
+        await engine.start()
+        hconfig = _hypercorn_config(options)
+        sockets = hconfig.create_sockets()
+        urls = _urls(sockets)
+        advertised = options.advertised_listener or _advertised(urls[0])
+        app = KsqlApp(engine, ServerSettings(
+            max_request_bytes=options.max_request_bytes, auth=options.auth, advertised_url=advertised,
+            cluster_id="streamsql-kafka" if options.bootstrap_servers else "streamsql-embedded"))
+        stop = stop or _signal_event()
+        for url in urls:
+            sys.stdout.write(f"streamsql server listening on {url}\n")
+        sys.stdout.flush()
+        log.info("streamsql server listening on %s (data in %s)", ", ".join(urls), options.data_dir)
+        if on_ready is not None:
+            on_ready(urls)
+
+        async def shutdown_trigger() -> None:
+            await stop.wait()
+            app.push_queries.close_all()  # open streams would hold the graceful shutdown
+
+        await worker_serve(wrap_app(app, hconfig.wsgi_max_body_size, "asgi"), hconfig, sockets=sockets,
+                           shutdown_trigger=shutdown_trigger)
+    finally:
+        if app is not None:
+            app.push_queries.close_all()
+        await engine.close()
+        await log_.close()
+
+
+def _advertised(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.hostname in ("0.0.0.0", "::"):
+        import socket
+
+        return f"{parts.scheme}://{socket.gethostname()}:{parts.port}"
+    return url
+
+
+def _signal_event() -> asyncio.Event:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, event.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    return event

@@ -1,0 +1,279 @@
+"""Pull and push queries over HTTP: ``/query`` (ksqlDB's original streaming format) and
+``/query-stream`` (the newer one: delimited lines or a JSON array).
+
+A query request runs one SELECT (or, on ``/query``, one PRINT). A pull query answers with a
+header and all its rows; a push query streams rows until its LIMIT, until the client goes
+away, or until ``/close-query`` (or TERMINATE) names it. Each running push query is in the
+``PushQueries`` registry while it runs; whatever ends it, the engine's row iterator is closed
+(its fetch loop stops and nothing it held stays referenced).
+
+Wire formats (ksqlDB's):
+
+* ``/query``: ``[{"header":{"queryId":..,"schema":"`ID` STRING KEY, ..."}}`` then
+  ``,\\n{"row":{"columns":[...]}}`` per row, ``,\\n{"finalMessage":"Limit Reached"}`` at a LIMIT,
+  ``,\\n{"errorMessage":{...}}`` on failure, and ``]``: a valid JSON array once complete.
+* ``/query-stream`` delimited (``application/vnd.ksqlapi.delimited.v1``, the default):
+  ``{"queryId":..,"columnNames":[..],"columnTypes":[..]}`` then one JSON array per row, one
+  per line; an error is a ``generic_error`` object line.
+* ``/query-stream`` JSON (``Accept: application/json``): ``[{header},[row],...]``.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import orjson
+
+from streamsql import ast
+from streamsql.results import Result
+from streamsql.server.entities import RowEncoder, schema_text
+from streamsql.server.errors import SERVER_ERROR, generic_error
+from streamsql.server.http import Exchange, first_done
+from streamsql.types import SqlType
+
+log = logging.getLogger(__name__)
+
+DELIMITED = b"application/vnd.ksqlapi.delimited.v1"
+
+
+# =============================================================================== writers
+class Writer:
+    """How one endpoint frames a query's header, rows, end and errors."""
+
+    content_type = b"application/json"
+
+    def header(self, query: "PreparedQuery") -> bytes:
+        raise NotImplementedError
+
+    def row(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def limit_reached(self) -> bytes:
+        return b""
+
+    def failure(self, message: str) -> bytes:
+        raise NotImplementedError
+
+    def end(self) -> bytes:
+        return b""
+
+
+class LegacyWriter(Writer):
+    """``/query``: ksqlDB's StreamedRow objects in one JSON array."""
+
+    def header(self, query: "PreparedQuery") -> bytes:
+        return b'[{"header":' + orjson.dumps(
+            {"queryId": query.query_id, "schema": schema_text(query.columns, query.types, query.keys)}) + b"}"
+
+    def row(self, data: bytes) -> bytes:
+        return b',\n{"row":{"columns":' + data + b"}}"
+
+    def limit_reached(self) -> bytes:
+        return b',\n{"finalMessage":"Limit Reached"}'
+
+    def failure(self, message: str) -> bytes:
+        return b',\n{"errorMessage":' + orjson.dumps(generic_error(SERVER_ERROR, message)) + b"}"
+
+    def end(self) -> bytes:
+        return b"]\n"
+
+
+class DelimitedWriter(Writer):
+    """``/query-stream`` as ``application/vnd.ksqlapi.delimited.v1``: one JSON value a line."""
+
+    content_type = DELIMITED
+
+    def header(self, query: "PreparedQuery") -> bytes:
+        return orjson.dumps(query.header_json()) + b"\n"
+
+    def row(self, data: bytes) -> bytes:
+        return data + b"\n"
+
+    def failure(self, message: str) -> bytes:
+        return orjson.dumps(generic_error(SERVER_ERROR, message)) + b"\n"
+
+
+class JsonArrayWriter(Writer):
+    """``/query-stream`` as ``application/json``: ``[header, row, row, ...]``."""
+
+    def header(self, query: "PreparedQuery") -> bytes:
+        return b"[" + orjson.dumps(query.header_json())
+
+    def row(self, data: bytes) -> bytes:
+        return b"," + data
+
+    def failure(self, message: str) -> bytes:
+        return b"," + orjson.dumps(generic_error(SERVER_ERROR, message))
+
+    def end(self) -> bytes:
+        return b"]"
+
+
+class PrintWriter(Writer):
+    """PRINT on ``/query``: the lines ksqlDB's PRINT shows, as plain text."""
+
+    content_type = b"text/plain; charset=utf-8"
+
+    def header(self, query: "PreparedQuery") -> bytes:
+        return b""
+
+    def row(self, data: bytes) -> bytes:
+        return data + b"\n"
+
+    def failure(self, message: str) -> bytes:
+        return message.encode() + b"\n"
+
+
+# =============================================================================== queries
+_ids = itertools.count(1)
+
+
+def new_query_id(source: str | None, push: bool) -> str:
+    """ksqlDB-style ids: ``transient_PAGEVIEWS_4284457913456787645`` for push queries,
+    ``query_<ms>_<n>`` for pull queries."""
+    if push:
+        return f"transient_{source or 'QUERY'}_{random.getrandbits(62)}"
+    return f"query_{int(time.time() * 1000)}_{next(_ids)}"
+
+
+@dataclass
+class PreparedQuery:
+    """A query the engine accepted: its result (rows, or a row stream) and its schema."""
+
+    stmt: ast.Statement
+    result: Result
+    query_id: str
+    columns: tuple[str, ...]
+    types: tuple[SqlType, ...]
+    keys: int
+    is_print: bool = False
+
+    @property
+    def push(self) -> bool:
+        return self.result.kind == "stream"
+
+    def header_json(self) -> dict[str, Any]:
+        return {"queryId": self.query_id, "columnNames": list(self.columns),
+                "columnTypes": [str(t) for t in self.types]}
+
+
+@dataclass
+class PushHandle:
+    """A running push query: what SHOW QUERIES lists and what /close-query stops."""
+
+    query_id: str
+    sql: str
+    sink_topic: str | None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    rows_sent: int = 0
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+class PushQueries:
+    """The push queries running on this server, by id."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, PushHandle] = {}
+
+    def close(self, query_id: str) -> bool:
+        handle = self.running.get(query_id)
+        if handle is None:  # TERMINATE upper-cases unquoted ids
+            handle = next((h for qid, h in self.running.items() if qid.upper() == query_id.upper()), None)
+        if handle is None:
+            return False
+        # Unlisted at once; the streaming task ends the response and frees the rest.
+        del self.running[handle.query_id]
+        handle.closed.set()
+        return True
+
+    def close_all(self) -> None:
+        for handle in list(self.running.values()):
+            handle.closed.set()
+
+    def entities(self) -> list[dict[str, Any]]:
+        """Running push queries as ksqlDB's RunningQuery entries (queryType PUSH)."""
+        return [{"queryString": h.sql, "sinks": [], "sinkKafkaTopics": [], "id": h.query_id,
+                 "statusCount": {"RUNNING": 1}, "queryType": "PUSH", "state": "RUNNING"}
+                for h in self.running.values()]
+
+
+async def _close_stream(stream: AsyncIterator[Any] | None) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001 - the iterator may already be finished or broken
+            log.debug("closing a push query's iterator failed", exc_info=True)
+
+
+async def send_pull(ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
+    """A pull query's whole answer. Over HTTP/2 the header and each row are separate DATA
+    frames (clients that read one JSON value per frame, as ksqlDB sends them, keep working);
+    over HTTP/1.1 it is one body."""
+    encoder = RowEncoder(query.types)
+    if ex.http2:
+        await ex.start(200, writer.content_type)
+        await ex.chunk(writer.header(query))
+        for row in query.result.rows:
+            await ex.chunk(writer.row(encoder.encode(row)))
+            await asyncio.sleep(0)  # let the HTTP/2 sender frame it before the next one
+        await ex.end(writer.end())
+        return
+    parts = [writer.header(query)]
+    parts += [writer.row(encoder.encode(row)) for row in query.result.rows]
+    parts.append(writer.end())
+    await ex.respond(200, b"".join(parts), writer.content_type)
+
+
+async def stream_push(ex: Exchange, query: PreparedQuery, writer: Writer, registry: PushQueries) -> None:
+    """Stream a push query until LIMIT, client disconnect, /close-query or failure."""
+    stream = query.result.stream
+    assert stream is not None
+    handle = PushHandle(query.query_id, query.stmt.text, None)
+    registry.running[query.query_id] = handle
+    encoder = RowEncoder(query.types)
+    is_print = query.is_print
+    outcome: list[bytes] = []
+
+    async def pump() -> None:
+        async for row in stream:
+            data = row[0].encode() if is_print else encoder.encode(row)
+            await ex.chunk(writer.row(data))
+            handle.rows_sent += 1
+            if ex.http2:
+                await asyncio.sleep(0)  # one DATA frame per row (see send_pull)
+        outcome.append(writer.limit_reached())
+
+    try:
+        await ex.start(200, writer.content_type)
+        header = writer.header(query)
+        if header:
+            await ex.chunk(header)
+        pumping = asyncio.ensure_future(pump())
+        gone = asyncio.ensure_future(ex.wait_disconnect())
+        closing = asyncio.ensure_future(handle.closed.wait())
+        try:
+            done = await first_done(pumping, gone, closing)
+        finally:
+            for task in (pumping, gone, closing):
+                task.cancel()
+        if gone in done:
+            log.info("push query %s closed: the client disconnected after %d rows",
+                     query.query_id, handle.rows_sent)
+            return
+        if pumping in done and not pumping.cancelled() and pumping.exception() is not None:
+            exc = pumping.exception()
+            if not isinstance(exc, Exception) or ex.finished:
+                raise exc  # type: ignore[misc]
+            log.info("push query %s failed: %s", query.query_id, exc)
+            outcome.append(writer.failure(str(exc)))
+        await ex.end(b"".join(outcome) + writer.end())
+    finally:
+        registry.running.pop(query.query_id, None)
+        await _close_stream(stream)
+

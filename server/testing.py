@@ -1,0 +1,76 @@
+"""A streamsql node in a child process, for tests and benchmarks: started on a free port,
+its URL read from the line it prints once listening, stopped with SIGTERM (then SIGKILL).
+
+    with NodeProcess(tmp_path / "data") as node:
+        ... node.url ...
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+_READY = "streamsql server listening on "
+
+
+class NodeProcess:
+    """``streamsql server`` with ``--listeners`` on port 0 of the loopback interface."""
+
+    def __init__(self, data_dir: str | Path, extra_args: Sequence[str] = (), *, scheme: str = "http",
+                 env: dict[str, str] | None = None, startup_timeout: float = 30.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.args = [sys.executable, "-m", "streamsql", "server", "--listeners", f"{scheme}://127.0.0.1:0",
+                     "--data-dir", str(self.data_dir), "--log-level", "WARNING", *extra_args]
+        self.env = {**os.environ, **(env or {})}
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.stderr_lines: list[str] = []
+
+    def start(self) -> "NodeProcess":
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=self.env)
+        # stderr is drained in the background so a chatty node never blocks on a full pipe.
+        threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_lines), daemon=True).start()
+        deadline = time.monotonic() + self.startup_timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(_READY):
+                self.url = line[len(_READY):].strip()
+                threading.Thread(target=self._drain, args=(self.proc.stdout, []), daemon=True).start()
+                return self
+        self.stop()
+        raise RuntimeError("streamsql server did not start:\n" + "".join(self.stderr_lines[-50:]))
+
+    @staticmethod
+    def _drain(stream, sink: list[str]) -> None:  # noqa: ANN001 - a text pipe
+        for line in stream:
+            sink.append(line)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 10 s; the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        return proc.returncode
+
+    def __enter__(self) -> "NodeProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
