@@ -1,7 +1,15 @@
-"""Shared pytest configuration: prints the QTT pass rates at the end of a run."""
+"""Shared pytest configuration: prints the QTT pass rates at the end of a run; fixtures for
+tests against real Kafka brokers (``kafka``, ``kafka3``, ``kcat``, ``unique_topic``)."""
 from __future__ import annotations
 
+import os
+import re
+import uuid
+from typing import Callable, Iterator
+
 import pytest
+
+from streamsql.testing.kafka import KafkaCluster, kafka_unavailable_reason, kcat_executable
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -11,3 +19,65 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if summary:
         terminalreporter.write_sep("=", "QTT cases passing")
         terminalreporter.write_line(summary)
+
+
+# -- Kafka: real brokers (streamsql.testing.kafka) ------------------------------------------
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def _require(reason: str | None) -> None:
+    """Skips the test for a missing tool, or fails it in CI (where the Kafka tests must run:
+    `make test` fetches the jars and installs kcat first)."""
+    if reason is None:
+        return
+    if _in_ci():
+        pytest.fail(f"{reason}; under CI the Kafka tests must run", pytrace=False)
+    pytest.skip(reason)
+
+
+def _kafka_cluster(tmp_path_factory: pytest.TempPathFactory, brokers: int) -> Iterator[KafkaCluster]:
+    _require(kafka_unavailable_reason())
+    cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{brokers}-"), brokers=brokers)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.kill()  # its data is thrown away: no need for a clean (slower) stop
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A 1-broker Kafka cluster (KRaft) on free ports, shared by the session's tests: give
+    each test its own topics (``unique_topic``). Skipped without java or the broker jars, a
+    failure under CI."""
+    yield from _kafka_cluster(tmp_path_factory, 1)
+
+
+@pytest.fixture(scope="session")
+def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A 3-broker Kafka cluster for replication tests, started by the first test asking for
+    it. A test that stops or kills a broker starts it again before it ends."""
+    yield from _kafka_cluster(tmp_path_factory, 3)
+
+
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    """kcat's path (a second Kafka client); skipped when missing, a failure under CI."""
+    path = kcat_executable()
+    _require(None if path else "kcat is not installed (apt-get install kcat; `make kcat`)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Makes topic names no other test uses (the Kafka fixtures are shared by the session):
+    ``unique_topic()`` or ``unique_topic("orders")`` -> ``test_x-orders-1f3a9c2e``."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-")[:120]
+
+    def make(suffix: str = "") -> str:
+        return f"{base}{'-' + suffix if suffix else ''}-{uuid.uuid4().hex[:8]}"
+
+    return make
