@@ -374,7 +374,7 @@ class KsqlApp:
                     await ex.start(200, b"application/vnd.ksqlapi.delimited.v1")
                     continue
                 try:
-                    records.append(target.record(orjson.loads(line)))
+                    records.append(target.record_of(line))
                 except (ValueError, StreamSqlError) as exc:
                     await self._produce(target, records)
                     acks = b"".join(ack(s) for s in range(seq, seq + len(records)))

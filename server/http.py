@@ -20,6 +20,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
+# An oversized body still being sent is read and dropped up to this much before answering 413.
+_DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 class Disconnected(Exception):
@@ -67,10 +69,21 @@ class Exchange:
             if chunk:
                 size += len(chunk)
                 if size > limit:
+                    await self._discard(message, _DRAIN_LIMIT)
                     raise too_large(limit)
                 parts.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(parts)
+
+    async def _discard(self, message: dict[str, Any], budget: int) -> None:
+        """Read and drop the rest of an oversized body (up to ``budget`` bytes), so that a
+        client still sending it gets to read the 413 instead of a reset connection."""
+        while message.get("more_body", False) and budget > 0:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._disconnected = True
+                raise Disconnected()
+            budget -= len(message.get("body", b""))
 
     async def json_body(self, limit: int) -> dict[str, Any]:
         """The body as a JSON object; ksqlDB's 400 for anything else."""

@@ -18,15 +18,18 @@ from typing import Any, Callable
 
 import orjson
 
+from streamsql.casts import parse_date, parse_time, parse_timestamp
 from streamsql.catalog import DataSource
 from streamsql.errors import StreamSqlError
-from streamsql.formats.json import coercer
+from streamsql.formats.json import coercer, exact_loads
 from streamsql.runtime.log.base import ProducerRecord
 from streamsql.server.errors import BAD_REQUEST, bad_request, bad_statement
+from streamsql.types import BaseType, SqlType, any_type
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
+_TEMPORAL_TEXT = {BaseType.TIMESTAMP: parse_timestamp, BaseType.DATE: parse_date, BaseType.TIME: parse_time}
 
 
 class InsertTarget:
@@ -39,12 +42,19 @@ class InsertTarget:
         self.key_columns = tuple(c.name for c in schema.key)
         self.value_columns = tuple(c.name for c in schema.value_format_columns)
         self.coercers: dict[str, Callable[[Any], Any]] = {
-            c.name: coercer(c.type) for c in schema.key + schema.value_format_columns}
+            c.name: _coercer(c.type) for c in schema.key + schema.value_format_columns}
         self.types = {c.name: c.type for c in schema.key + schema.value_format_columns}
+        # DECIMAL columns need numbers' exact text (orjson reads them as floats).
+        self.loads: Callable[[bytes], Any] = exact_loads if any(
+            any_type(t, lambda x: x.base is BaseType.DECIMAL) for t in self.types.values()) else orjson.loads
         self.key_codec = engine.codec(source, "key")
         self.value_codec = engine.codec(source, "value")
         ts_col = source.timestamp_column if source.timestamp_format is None else None
         self.timestamp_column = ts_col
+
+    def record_of(self, line: bytes) -> ProducerRecord:
+        """The record for one line of the request; ValueError when it does not fit."""
+        return self.record(self.loads(line))
 
     def record(self, row: Any) -> ProducerRecord:
         """The record for one row object; ValueError (ksqlDB's message) when it does not fit."""
@@ -72,6 +82,22 @@ class InsertTarget:
         if self.timestamp_column is not None and values.get(self.timestamp_column) is not None:
             ts = values[self.timestamp_column]
         return ProducerRecord(key_bytes, value_bytes, ts)
+
+
+def _coercer(t: SqlType) -> Callable[[Any], Any]:
+    """The JSON format's coercion, plus ISO text for DATE, TIME and TIMESTAMP (what ksqlDB's
+    clients send for those types)."""
+    base = coercer(t)
+    parse = _TEMPORAL_TEXT.get(t.base)
+    if parse is None:
+        return base
+
+    def coerce(v: Any) -> Any:
+        if isinstance(v, str) and not v.strip().lstrip("-").isdigit():
+            return parse(v)
+        return base(v)
+
+    return coerce
 
 
 def _json_type(v: Any) -> str:

@@ -155,9 +155,10 @@ def _urls(sockets: Any) -> list[str]:
     return urls
 
 
-async def serve(options: NodeOptions, on_ready: Callable[[list[str]], None] | None = None,
+async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    """Run a node until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+    """Run a node until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None).
+    ``on_ready(urls, app)`` is called once the listeners are bound (``app`` is the KsqlApp)."""
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
@@ -175,6 +176,9 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str]], None] | No
         await engine.start()
         hconfig = _hypercorn_config(options)
         sockets = hconfig.create_sockets()
+        for sock in sockets.secure_sockets + sockets.insecure_sockets:
+            # Listening before the server loop starts: clients told the URL queue, not fail.
+            sock.listen(hconfig.backlog)
         urls = _urls(sockets)
         advertised = options.advertised_listener or _advertised(urls[0])
         app = KsqlApp(engine, ServerSettings(
@@ -186,7 +190,7 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str]], None] | No
         sys.stdout.flush()
         log.info("streamsql server listening on %s (data in %s)", ", ".join(urls), options.data_dir)
         if on_ready is not None:
-            on_ready(urls)
+            on_ready(urls, app)
 
         async def shutdown_trigger() -> None:
             await stop.wait()

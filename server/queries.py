@@ -219,6 +219,7 @@ async def send_pull(ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
     if ex.http2:
         await ex.start(200, writer.content_type)
         await ex.chunk(writer.header(query))
+        await asyncio.sleep(0)
         for row in query.result.rows:
             await ex.chunk(writer.row(encoder.encode(row)))
             await asyncio.sleep(0)  # let the HTTP/2 sender frame it before the next one
@@ -254,6 +255,8 @@ async def stream_push(ex: Exchange, query: PreparedQuery, writer: Writer, regist
         header = writer.header(query)
         if header:
             await ex.chunk(header)
+            if ex.http2:
+                await asyncio.sleep(0)
         pumping = asyncio.ensure_future(pump())
         gone = asyncio.ensure_future(ex.wait_disconnect())
         closing = asyncio.ensure_future(handle.closed.wait())
