@@ -1,15 +1,16 @@
 """Shared pytest configuration: prints the QTT pass rates at the end of a run; fixtures for
-tests against real Kafka brokers (``kafka``, ``kafka3``, ``kcat``, ``unique_topic``)."""
+tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``, ``kcat``, ``unique_topic``)."""
 from __future__ import annotations
 
 import os
 import re
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from streamsql.testing.kafka import KafkaCluster, kafka_unavailable_reason, kcat_executable
+from streamsql.testing.kafka import KafkaCluster, kafka_lib_dir, kafka_unavailable_reason, kcat_executable
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -35,6 +36,14 @@ def _require(reason: str | None) -> None:
     if _in_ci():
         pytest.fail(f"{reason}; under CI the Kafka tests must run", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_lib() -> Path:
+    """The Kafka broker jars' directory, for tests that start brokers of their own; skipped
+    without java or the jars, a failure under CI."""
+    _require(kafka_unavailable_reason())
+    return kafka_lib_dir()
 
 
 def _kafka_cluster(tmp_path_factory: pytest.TempPathFactory, brokers: int) -> Iterator[KafkaCluster]:

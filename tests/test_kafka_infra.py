@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from streamsql.testing.kafka import (KafkaCluster, KafkaError, free_ports, kafka_unavailable_reason,
-                                     kcat_consume, kcat_metadata, kcat_produce, metadata_broker_ids)
+from streamsql.testing.kafka import (KafkaCluster, KafkaError, free_ports, kcat_consume, kcat_metadata,
+                                     kcat_produce, metadata_broker_ids)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -88,7 +88,7 @@ def test_kcat_consume_times_out_with_what_it_read(kafka, kcat, unique_topic):
     create_topic(kafka.bootstrap_servers, topic, partitions=1, replicas=1)
     kcat_produce(kafka.bootstrap_servers, topic, [("k", "v1"), ("k", "v2")])
     with pytest.raises(TimeoutError, match="read 2 of 5 records") as info:
-        kcat_consume(kafka.bootstrap_servers, topic, count=5, timeout=2)
+        kcat_consume(kafka.bootstrap_servers, topic, count=5, timeout=4)
     assert [r.value for r in info.value.records] == ["v1", "v2"]  # type: ignore[attr-defined]
     with pytest.raises(KafkaError, match="does the topic exist"):
         kcat_produce(kafka.bootstrap_servers, unique_topic("missing"), [("k", "v")], timeout=3)
@@ -154,9 +154,7 @@ def _port_pair() -> int:
     raise AssertionError("no free pair of ports")
 
 
-def test_cli_up_status_down(tmp_path):
-    if reason := kafka_unavailable_reason():
-        pytest.skip(reason)  # the `kafka` fixture above already fails under CI for this
+def test_cli_up_status_down(kafka_lib, tmp_path):
     base = tmp_path / "cluster"
     ports = [_port_pair()]  # the CLI's controllers listen on port + 1
     cli = [sys.executable, "-m", "streamsql.testing.kafka"]
@@ -180,9 +178,7 @@ def test_cli_up_status_down(tmp_path):
     assert status.returncode == 1 and "stopped" in status.stdout
 
 
-def test_broker_that_does_not_answer_is_reported_with_its_log(tmp_path):
-    if reason := kafka_unavailable_reason():
-        pytest.skip(reason)
+def test_broker_that_does_not_answer_is_reported_with_its_log(kafka_lib, tmp_path):
     cluster = KafkaCluster(tmp_path, start_timeout=0.2)  # a broker takes a second to start
     with pytest.raises(KafkaError) as info:
         cluster.start()
@@ -192,9 +188,7 @@ def test_broker_that_does_not_answer_is_reported_with_its_log(tmp_path):
     assert cluster.pids() == [None]  # what start() started, it stopped
 
 
-def test_ports_in_use_and_layout_mismatch_are_refused(tmp_path):
-    if reason := kafka_unavailable_reason():
-        pytest.skip(reason)
+def test_ports_in_use_and_layout_mismatch_are_refused(kafka_lib, tmp_path):
     port, controller = free_ports(2)
     with socket.socket() as held:
         held.bind(("127.0.0.1", port))

@@ -257,6 +257,8 @@ class KafkaCluster:
             controller_ports = list(controller_ports) if controller_ports else [p + 1 for p in ports]
         elif stored is not None:
             ports, controller_ports = stored["ports"], stored["controller_ports"]
+            if brokers not in (1, len(ports)):
+                raise KafkaError(f"{self.base_dir} holds a cluster of {len(ports)} brokers, not {brokers}")
         else:
             picked = free_ports(2 * brokers)
             ports, controller_ports = picked[:brokers], picked[brokers:]
