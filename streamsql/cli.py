@@ -5,7 +5,10 @@
                                 stdin run statements non-interactively, ``-e SQL`` runs one string.
 ``streamsql test-runner ...``   ksqlDB's ``ksql-test-runner`` (``-s -i -o``) and QTT files
                                 (``--qtt CASES --results RESULTS``); see ``streamsql.testing.runner_cli``.
-``streamsql server``            the REST server (a later issue).
+``streamsql --server URL``      the same shell, on a running server (its REST API); ``--user``/
+                                ``--password`` for basic auth, ``--ca-file`` to trust a TLS server.
+``streamsql server ...``        run a node: the engine and its ksqlDB-compatible REST API
+                                (see ``streamsql.server.main``).
 """
 from __future__ import annotations
 
@@ -33,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
                         f"log (default: $STREAMSQL_DATA_DIR or {DEFAULT_DATA_DIR})")
     parser.add_argument("-f", "--file", help="run the statements of this file and exit")
     parser.add_argument("-e", "--execute", help="run these statements and exit")
-    parser.add_argument("--server", metavar="URL", help="connect to a running streamsql server (not available yet)")
+    parser.add_argument("--server", metavar="URL", help="use a running streamsql (or ksqlDB) server at URL, "
+                        "e.g. http://localhost:8088, instead of the embedded engine")
+    parser.add_argument("-u", "--user", help="user name for the server's basic authentication")
+    parser.add_argument("-p", "--password", help="password for --user (asked for when missing and the "
+                        "shell is interactive; else $STREAMSQL_PASSWORD)")
+    parser.add_argument("--ca-file", help="PEM file of the certificate authority that signed an https server's certificate")
     sub = parser.add_subparsers(dest="command", metavar="{test-runner,server}")
 
     runner = sub.add_parser("test-runner", help="run SQL against inputs and check the outputs "
@@ -66,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_server(args)
     if args.server:
-        print(f"--server {args.server}: connecting to a remote streamsql server is not available yet.\n"
-              "Run `streamsql` without --server to use the embedded engine.", file=sys.stderr)
-        return 2
+        return _run_remote(args)
     return _run_shell(args)
 
 
@@ -85,19 +91,31 @@ def _setup_logging(data_dir: Path, interactive: bool) -> None:
         root.addHandler(err)
 
 
-def _run_shell(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir or os.environ.get("STREAMSQL_DATA_DIR") or DEFAULT_DATA_DIR)
-    script: str | None = None
+class _NoScript(Exception):
+    """The script file could not be read (the message was printed)."""
+
+
+def _script(args: argparse.Namespace) -> str | None:
+    """The statements to run non-interactively (-e, -f, piped stdin), or None."""
     if args.execute is not None:
-        script = args.execute
-    elif args.file is not None:
+        return args.execute
+    if args.file is not None:
         try:
-            script = Path(args.file).read_text(encoding="utf-8")
+            return Path(args.file).read_text(encoding="utf-8")
         except OSError as exc:
             print(f"Failed to read file {args.file}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    elif not sys.stdin.isatty():
-        script = sys.stdin.read()
+            raise _NoScript() from None
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    return None
+
+
+def _run_shell(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or os.environ.get("STREAMSQL_DATA_DIR") or DEFAULT_DATA_DIR)
+    try:
+        script = _script(args)
+    except _NoScript:
+        return 1
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -131,3 +149,53 @@ async def _shell_main(data_dir: Path, script: str | None) -> int:
     finally:
         await engine.close()
         await log_.close()
+
+
+def _run_remote(args: argparse.Namespace) -> int:
+    try:
+        script = _script(args)
+    except _NoScript:
+        return 1
+    password = args.password
+    if args.user and password is None:
+        password = os.environ.get("STREAMSQL_PASSWORD")
+        if password is None and script is None and sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass(f"Password for {args.user}: ")
+    root = logging.getLogger()
+    if script is None:
+        root.addHandler(logging.NullHandler())  # nothing may scribble over the prompt
+    else:
+        err = logging.StreamHandler(sys.stderr)
+        err.setLevel(logging.WARNING)
+        root.addHandler(err)
+    try:
+        return asyncio.run(_remote_main(args.server, args.user, password, args.ca_file, script))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 130
+
+
+async def _remote_main(url: str, user: str | None, password: str | None, ca_file: str | None,
+                       script: str | None) -> int:
+    from streamsql.server.client import RemoteBackend, RemoteError, RestClient
+    from streamsql.shell import Shell
+
+    client = RestClient(url, user=user, password=password, ca_file=ca_file)
+    try:
+        try:
+            info = await client.info()
+        except RemoteError as exc:
+            print(f"Cannot connect to the server at {url}: {exc}", file=sys.stderr)
+            return 1
+        backend = RemoteBackend(client)
+        version = info.get("streamsqlVersion") or info.get("version") or "?"
+        shell = Shell(backend, None, mode_label="server", location=f"{url}, server version {version}",
+                      history_path=Path.home() / ".streamsql_history")
+        if script is not None:
+            return 0 if await shell.run_script(script) else 1
+        await backend.refresh_completions()
+        await shell.run_interactive()
+        return 0
+    finally:
+        await client.aclose()

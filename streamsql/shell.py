@@ -11,6 +11,11 @@ query in the foreground. Errors are printed and the shell goes on.
 
 Rendering of results is done by pure functions (``render_result``, ``RowPrinter``) so that
 tests can check them without a terminal.
+
+The shell talks to a *backend*: ``execute(text) -> list[Result]`` and ``completion_words()``.
+``EmbeddedBackend`` wraps an in-process engine; ``streamsql.server.client.RemoteBackend``
+sends statements to a server's REST API (``streamsql --server URL``). Everything else (input,
+rendering, push queries, Ctrl-C) is the same code for both.
 """
 from __future__ import annotations
 
@@ -353,22 +358,45 @@ class RowPrinter:
         return "\n".join([self.header(), *body, self.rule()])
 
 
+# ============================================================================== backends
+class EmbeddedBackend:
+    """The shell's statements run by an engine in this process."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    async def execute(self, text: str) -> list[Result]:
+        return await self.engine.execute(text)
+
+    def completion_words(self) -> list[str]:
+        """Names in the catalog and function registry (read at each completion, so new
+        names appear at once)."""
+        eng = self.engine
+        names = list(eng.catalog.sources) + list(eng.catalog.queries) + list(eng.catalog.types)
+        names += list(eng.registry.scalars) + list(eng.registry.tables) + list(eng.registry.aggregates)
+        return names
+
+
+def as_backend(engine_or_backend: Any) -> Any:
+    """A backend as is; an engine wrapped in ``EmbeddedBackend``."""
+    if hasattr(engine_or_backend, "completion_words"):
+        return engine_or_backend
+    return EmbeddedBackend(engine_or_backend)
+
+
 # ============================================================================ completion
 def _completer_class():
     from prompt_toolkit.completion import Completer, Completion
 
     class SqlCompleter(Completer):
-        """Keywords, and the names of streams, tables, queries and functions in the catalog
-        (read at each completion, so new names appear at once)."""
+        """Keywords, and the names of streams, tables, queries and functions the backend
+        knows."""
 
-        def __init__(self, engine: Any) -> None:
-            self.engine = engine
+        def __init__(self, backend: Any) -> None:
+            self.backend = backend
 
         def words(self) -> list[str]:
-            eng = self.engine
-            names = list(eng.catalog.sources) + list(eng.catalog.queries) + list(eng.catalog.types)
-            names += list(eng.registry.scalars) + list(eng.registry.tables) + list(eng.registry.aggregates)
-            return names
+            return self.backend.completion_words()
 
         def get_completions(self, document, complete_event):
             word = document.get_word_before_cursor(WORD=False)
@@ -393,18 +421,25 @@ class QuitShell(Exception):
 
 
 class Shell:
-    """Runs statements against an engine and prints their results to ``out``.
+    """Runs statements on a backend (an engine, or a server) and prints their results to
+    ``out``.
 
     ``run_interactive`` is the prompt loop; ``run_text`` runs a script (``-f``, piped stdin,
-    RUN SCRIPT). Both need to run inside the asyncio loop that runs the engine.
+    RUN SCRIPT). Both need to run inside the asyncio loop that runs the engine. ``location``
+    names where statements go when there is no data directory (a server's URL);
+    ``history_path`` is where the prompt keeps its history (default: in the data directory).
     """
 
     def __init__(self, engine: Any, data_dir: Path | None = None, out: TextIO | None = None,
-                 mode_label: str = "embedded") -> None:
+                 mode_label: str = "embedded", location: str | None = None,
+                 history_path: Path | None = None) -> None:
         self.engine = engine
+        self.backend = as_backend(engine)
         self.data_dir = data_dir
         self._out = out
         self.mode_label = mode_label
+        self.location = location
+        self.history_path = history_path or (data_dir / ".streamsql_history" if data_dir is not None else None)
         self._foreground: asyncio.Task[Any] | None = None
         self._main_task: asyncio.Task[Any] | None = None
         self._interactive = False
@@ -423,6 +458,8 @@ class Shell:
             if not self.data_dir.is_absolute() and not shown.startswith("."):
                 shown = f"./{shown}"
             where = f" (data in {shown})"
+        elif self.location:
+            where = f" ({self.location})"
         return (f"streamsql {__version__} - ksqlDB-compatible streaming SQL, {self.mode_label} mode{where}\n"
                 "Type 'help' for help; 'exit', 'quit' or Ctrl-D to quit. End statements with ';'.\n")
 
@@ -464,7 +501,7 @@ class Shell:
         if match:
             return await self._run_script(match.group(1).replace("''", "'"))
         try:
-            results = await self.engine.execute(text)
+            results = await self.backend.execute(text)
         except StreamSqlError as exc:
             self.echo(str(exc))
             return False
@@ -567,10 +604,9 @@ class Shell:
             else:
                 buf.insert_text("\n")
 
-        history = (FileHistory(str(self.data_dir / ".streamsql_history"))
-                   if self.data_dir is not None else InMemoryHistory())
+        history = (FileHistory(str(self.history_path)) if self.history_path is not None else InMemoryHistory())
         session: PromptSession[str] = PromptSession(
-            history=history, completer=_completer_class()(self.engine), complete_while_typing=False,
+            history=history, completer=_completer_class()(self.backend), complete_while_typing=False,
             multiline=True, key_bindings=bindings,
             prompt_continuation=lambda width, line_number, wrap_count: CONTINUATION)
         self.echo(self.banner())
