@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from streamsql.testing.kafka import KafkaCluster, kafka_lib_dir, kafka_unavailable_reason, kcat_executable
+from streamsql.testing.kafka import KafkaCluster, KafkaError, kafka_lib_dir, kafka_unavailable_reason, kcat_executable
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -48,8 +48,16 @@ def kafka_lib() -> Path:
 
 def _kafka_cluster(tmp_path_factory: pytest.TempPathFactory, brokers: int) -> Iterator[KafkaCluster]:
     _require(kafka_unavailable_reason())
-    cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{brokers}-"), brokers=brokers)
-    cluster.start()
+    for attempt in range(3):
+        # die_with_parent: a test run killed outright leaves no broker running
+        cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{brokers}-"), brokers=brokers, die_with_parent=True)
+        try:
+            cluster.start()
+            break
+        except KafkaError as exc:
+            # Free ports are picked before the brokers bind them: another process may be quicker.
+            if "in use" not in str(exc) or attempt == 2:
+                raise
     try:
         yield cluster
     finally:
@@ -67,7 +75,8 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 @pytest.fixture(scope="session")
 def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """A 3-broker Kafka cluster for replication tests, started by the first test asking for
-    it. A test that stops or kills a broker starts it again before it ends."""
+    it. A test that stops or kills a broker starts it again before it ends, from its own
+    (main) thread: brokers die with the thread that started them (``die_with_parent``)."""
     yield from _kafka_cluster(tmp_path_factory, 3)
 
 

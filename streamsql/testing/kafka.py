@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -47,7 +49,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,19 @@ def metadata_broker_ids(port: int, host: str = _HOST, timeout: float = 2.0) -> s
     return ids
 
 
+def _die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when the thread that started it ends
+    (prctl PR_SET_PDEATHSIG), so a test run that is itself killed leaves no broker behind."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl  # looked up now: between fork and exec nothing may import or lock
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return preexec
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -236,19 +251,23 @@ class KafkaCluster:
     ``controller_ports`` default to port + 1 for given ports. Without ports, free ones are
     picked, unless ``base_dir`` already holds a cluster, whose ports are kept (its metadata log
     records them). Brokers are addressed by index (0-based; node id = index + 1).
+    ``die_with_parent`` (for tests; Linux) has the kernel kill the brokers when the thread that
+    started them ends, even by SIGKILL: a killed test run leaves no broker running.
     """
 
     def __init__(self, base_dir: str | os.PathLike[str], ports: Sequence[int] | None = None,
                  brokers: int = 1, *, controller_ports: Sequence[int] | None = None,
                  lib_dir: str | os.PathLike[str] | None = None,
                  jvm_options: Sequence[str] = DEFAULT_JVM_OPTIONS,
-                 config: dict[str, str] | None = None, start_timeout: float = 90.0) -> None:
+                 config: dict[str, str] | None = None, start_timeout: float = 90.0,
+                 die_with_parent: bool = False) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.lib_dir = Path(lib_dir) if lib_dir else kafka_lib_dir()
         self.jvm_options = tuple(jvm_options)
         self.extra_config = dict(config or {})
         self.start_timeout = start_timeout
         self.use_cds = True
+        self._preexec = _die_with_parent() if die_with_parent and sys.platform == "linux" else None
         stored = self._read_layout()
         if ports is not None:
             if brokers not in (1, len(ports)):
@@ -424,7 +443,8 @@ class KafkaCluster:
             # kafka-up` or pytest does not reach it, and stop() signals it alone.
             proc = subprocess.Popen(self._java_command(node, "kafka.Kafka", str(node.properties_file)),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=node.directory, start_new_session=True)
+                                    cwd=node.directory, start_new_session=True,
+                                    preexec_fn=self._preexec)
         self._procs[index] = proc
         node.pid_file.write_text(f"{proc.pid}\n")
         log.info("started Kafka broker %d on %s:%d (pid %d)", node.node_id, _HOST, node.port, proc.pid)
