@@ -337,10 +337,11 @@ class KafkaCluster:
             "log.dirs": str(node.data_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            # Internal topics replicated over the cluster, and writable with one broker down.
+            # Internal topics replicated over the cluster, and writable with one broker down
+            # (1 broker: 1/1/1; 3: 3/3/2).
             "offsets.topic.replication.factor": str(replicas),
             "transaction.state.log.replication.factor": str(replicas),
-            "transaction.state.log.min.isr": str(min(replicas, 2)),
+            "transaction.state.log.min.isr": str(max(1, min(replicas - 1, 2))),
             # Few partitions for internal topics: created on a test's first group or
             # transaction, 50 each (the defaults) cost seconds and file handles.
             "offsets.topic.num.partitions": "5",
