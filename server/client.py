@@ -44,10 +44,11 @@ def _error_of(status: int, raw: bytes) -> RemoteError:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = None
+    if status == 401:
+        return RemoteError("Unauthorized: the server needs a valid user and password (--user, --password)",
+                           status, body)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return RemoteError(body["message"], status, body)
-    if status == 401:
-        return RemoteError("Unauthorized: the server needs a user and password (--user, --password)", status)
     text = raw.decode("utf-8", "replace").strip()
     return RemoteError(f"Server error {status}: {text or 'no details'}", status)
 
