@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Protocol
 
@@ -175,6 +176,9 @@ class StageRunner:
         self._lock = asyncio.Lock()
         self._consumer: Any = None
         self.processed = 0
+        # Throughput: processed count at the start of the current measuring interval.
+        self._rate_mark = (time.monotonic(), 0)
+        self._rate = 0.0
         # Set once the stage has had its first assignment (and restored its state).
         self.ready = asyncio.Event()
         if tasks is not None:
@@ -187,11 +191,19 @@ class StageRunner:
     def started(self) -> bool:
         return self._task is not None
 
-    async def stop(self) -> None:
-        """Stop consuming. A batch in flight is abandoned (an exactly-once stage takes it up
-        again at its next start)."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop consuming: the batch in flight is finished and committed first (given up
+        after ``grace`` seconds: an exactly-once stage takes it up again at its next start,
+        an at-least-once one may write its output again)."""
         self._stopping.set()
+        wakeup = getattr(self._consumer, "wakeup", None)
+        if wakeup is not None:
+            wakeup()  # a poll waiting for records returns now
         if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                pass
             self._task.cancel()
             try:
                 await self._task
@@ -213,6 +225,21 @@ class StageRunner:
         """Records behind the end per owned partition (where the backend tells)."""
         lag = getattr(self._consumer, "lag", None)
         return await lag() if lag is not None else {}
+
+    def _measure(self) -> None:
+        t0, n0 = self._rate_mark
+        now = time.monotonic()
+        if now - t0 >= 1.0:
+            self._rate = (self.processed - n0) / (now - t0)
+            self._rate_mark = (now, self.processed)
+
+    def messages_per_sec(self) -> float:
+        """Records processed per second over the last interval of a second or more (0 when
+        idle since)."""
+        t0, n0 = self._rate_mark
+        if time.monotonic() - t0 > 5.0:
+            return 0.0
+        return self._rate
 
     # -- RebalanceListener --------------------------------------------------------------
 
@@ -283,6 +310,7 @@ class StageRunner:
                         await self._transaction(batches)
                     else:
                         await self._batches(batches)
+                self._measure()
                 if self.after_batch is not None:
                     await self.after_batch()
         finally:

@@ -788,7 +788,7 @@ SINK_PROPERTIES = {"KAFKA_TOPIC", "PARTITIONS", "REPLICAS", "KEY_FORMAT", "VALUE
 
 
 def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any],
-                source_partitions: int) -> DataSource:
+                source_partitions: int, source_replicas: int = 1) -> DataSource:
     """The DataSource a CREATE ... AS SELECT creates."""
     props = stmt.properties
     check_properties(props, SINK_PROPERTIES)
@@ -816,7 +816,8 @@ def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any
     if ts_col is not None:
         ts_col = _timestamp_column(str(ts_col), plan.schema, ts_fmt)
     partitions = props.get("PARTITIONS") or config.get("ksql.sink.partitions") or source_partitions
-    replicas = props.get("REPLICAS") or config.get("ksql.sink.replicas") or 1
+    # As ksqlDB: the sink is replicated like the source unless told otherwise.
+    replicas = props.get("REPLICAS") or config.get("ksql.sink.replicas") or source_replicas
     return DataSource(
         name=stmt.name, kind=stmt.kind, schema=plan.schema, topic=topic, key_format=key_info,
         value_format=value_info, sql=stmt.text, timestamp_column=ts_col,

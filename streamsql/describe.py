@@ -231,8 +231,10 @@ def _consumed(engine: "Engine", query_id: str) -> int:
     return int(getattr(runners, "processed", 0))
 
 
-def source_description(engine: "Engine", source: DataSource, extended: bool) -> dict[str, Any]:
-    """ksqlDB's ``sourceDescription`` for one stream or table."""
+def source_description(engine: "Engine", source: DataSource, extended: bool,
+                       runtime: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """ksqlDB's ``sourceDescription`` for one stream or table; ``runtime``: its queries'
+    ``Engine.query_runtime`` (partitions per node, lag, throughput), for EXTENDED."""
     reads = [_query_json(engine, q) for q in engine.catalog.queries_reading(source.name)]
     writes = [_query_json(engine, q) for q in engine.catalog.queries_writing(source.name)]
     fields = [_field_json(c, source.is_table) for c in source.schema.columns]
@@ -249,6 +251,11 @@ def source_description(engine: "Engine", source: DataSource, extended: bool) -> 
         if writes:
             parts.append(f"processed-by-writing-queries: {written}")
         stats = "  ".join(parts)
+        for r in runtime or ():
+            nodes = "; ".join(f"{node}: {len(parts)} partitions ({', '.join(parts)})"
+                              for node, parts in r["partitionsByNode"].items()) or "no node"
+            stats += (f"\n{r['queryId']}: lag {r['lag']}, {r['localMessagesPerSec']} messages/s "
+                      f"here; partitions by node: {nodes}")
     return {
         "name": source.name,
         "windowType": source.window.kind if source.window else None,
@@ -271,15 +278,18 @@ def source_description(engine: "Engine", source: DataSource, extended: bool) -> 
         "isSource": source.is_source,
         # Not part of ksqlDB's entity: the rows the shell prints for the Field/Type table.
         "fieldRows": [_field_row(c, source.is_table) for c in source.schema.columns],
+        # Not part of ksqlDB's entity either: where the source's queries run (EXTENDED).
+        "queryRuntime": list(runtime or ()),
     }
 
 
-def describe_source(engine: "Engine", stmt: ast.DescribeSource) -> Result:
+def describe_source(engine: "Engine", stmt: ast.DescribeSource,
+                    runtime: list[dict[str, Any]] | None = None) -> Result:
     """DESCRIBE name [EXTENDED]."""
     source = engine.catalog.source(stmt.name)
     if source is None:
         raise _not_found(stmt.name)
-    desc = source_description(engine, source, stmt.extended)
+    desc = source_description(engine, source, stmt.extended, runtime)
     return Result(stmt.text, "sourceDescription", columns=("Field", "Type"), rows=list(desc["fieldRows"]),
                   entity={"@type": "sourceDescription", "statementText": stmt.text, "sourceDescription": desc})
 

@@ -88,6 +88,7 @@ class Engine:
         # Told apart from the other nodes' in the command topic (a new one per process).
         self.node_id = uuid.uuid4().hex[:12]
         self.distributed = bool(getattr(log_, "distributed", False))
+        self.node_name = str(getattr(log_, "node_name", "local"))
         # One schema registry per engine: the built-in one on this Log unless configured.
         self.schema_registry = schema_registry or make_registry(log_, self.config)
         self.registry = registry or default_registry()
@@ -190,9 +191,8 @@ class Engine:
             except (asyncio.CancelledError, Exception):
                 pass
             self._follower = None
-        for runners in list(self.runners.values()):
-            for runner in runners:
-                await runner.stop()
+        await asyncio.gather(*(runner.stop() for runners in self.runners.values()
+                               for runner in runners))
         self.runners.clear()
 
     # ----------------------------------------------------------------------- execution
@@ -426,7 +426,8 @@ class Engine:
                 "Invalid result type. Your SELECT query produces a TABLE. "
                 "Please use CREATE TABLE AS SELECT statement instead.")
         src_info = await self.log.describe_topic(plan.source.topic)
-        sink = sink_source(stmt, plan, props, src_info.partitions if src_info else 1)
+        sink = sink_source(stmt, plan, props, src_info.partitions if src_info else 1,
+                           src_info.replicas if src_info else 1)
         if isinstance(plan, AggregatePlan):
             w = plan.window
             sink = replace(sink, window=WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
@@ -731,7 +732,39 @@ class Engine:
     async def _exec_DescribeSource(self, stmt: ast.DescribeSource, props, session, seq) -> Result:
         from streamsql import describe
 
-        return describe.describe_source(self, stmt)
+        runtime = None
+        if stmt.extended:
+            source = self.catalog.source(stmt.name)
+            if source is not None:
+                ids = [q.query_id for q in self.catalog.queries_reading(source.name)]
+                ids += [q.query_id for q in self.catalog.queries_writing(source.name)
+                        if q.query_id not in ids]
+                runtime = [r for r in [await self.query_runtime(q) for q in ids] if r]
+        return describe.describe_source(self, stmt, runtime)
+
+    async def query_runtime(self, query_id: str) -> dict[str, Any] | None:
+        """Where a persistent query runs, read from the cluster: the partitions of its source
+        each node is assigned (the consumer group's members), its lag (records of the source
+        not yet committed) and this node's throughput."""
+        runners = self.runners.get(query_id)
+        if not runners:
+            return None
+        first = runners[0]
+        members = await self.log.group_members(first.group)
+        if members is None:
+            members = {self.node_name: first.assignment()}
+        lag = 0
+        for topic in first.topics:
+            committed = await self.log.committed(first.group, topic)
+            begins = await self.log.begin_offsets(topic)
+            for p, end in enumerate(await self.log.end_offsets(topic)):
+                lag += max(end - committed.get(p, begins[p]), 0)
+        return {"queryId": query_id,
+                "partitionsByNode": {node: [f"{t}-{p}" for t, p in sorted(parts)]
+                                     for node, parts in sorted(members.items())},
+                "lag": lag,
+                "localMessagesPerSec": round(first.messages_per_sec(), 1),
+                "localProcessed": first.processed}
 
     async def _exec_DescribeSources(self, stmt: ast.DescribeSources, props, session, seq) -> Result:
         from streamsql import describe

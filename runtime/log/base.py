@@ -149,6 +149,11 @@ class Log(ABC):
                  reset: str = "earliest") -> Consumer:
         """A group consumer over ``topics``; ``listener`` hears of (re)assignments."""
 
+    async def group_members(self, group: str) -> dict[str, set[tuple[str, int]]] | None:
+        """A consumer group's members (by name) and their partitions; None where the backend
+        does not know (the embedded log: one process is the only member)."""
+        return None
+
     def transactional(self, transactional_id: str) -> "Transaction | None":
         """A producer of atomic transactions (exactly_once_v2), None where the backend has
         none (the embedded log commits exactly-once its own way, ``streamsql.runtime.task``)."""

@@ -661,6 +661,7 @@ class EmbeddedConsumer(Consumer):
         self._latest = reset == "latest"
         self._notified: set[tuple[str, int]] = set()
         self._first_assignment = True
+        self._woken = False
         self._topics = tuple(dict.fromkeys(topics))
         self._event = asyncio.Event()
         self._positions: dict[tuple[str, int], int] = {}
@@ -755,7 +756,8 @@ class EmbeddedConsumer(Consumer):
                 await asyncio.wait_for(self._event.wait(), remaining)
             except TimeoutError:
                 return []
-            if self._closed or self._log._closed:
+            if self._closed or self._log._closed or self._woken:
+                self._woken = False
                 return []
             if self._listener is not None:
                 await self._notify()
@@ -776,6 +778,11 @@ class EmbeddedConsumer(Consumer):
             self._first_assignment = False
             self._notified |= new
             await self._listener.assigned(new)
+
+    def wakeup(self) -> None:
+        """Make a waiting ``poll`` return (with what it has: nothing)."""
+        self._woken = True
+        self._event.set()
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         self._log.commit_offsets(self._group, offsets)

@@ -26,6 +26,8 @@ import asyncio
 import collections
 import itertools
 import logging
+import os
+import socket
 import time
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
@@ -33,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (CommitFailedError, KafkaConnectionError, KafkaError,
                              NodeNotReadyError, RequestTimedOutError)
 
@@ -56,7 +59,7 @@ class KafkaLog(Log):
     """See the module docstring. ``config`` keys (ksqlDB's names where there is one):
     ``ksql.service.id`` (client ids), ``ksql.internal.topic.replicas`` (replication of
     ``_streamsql...`` topics, default 1), ``compression.type`` (default lz4),
-    ``linger.ms`` (default 5)."""
+    ``linger.ms`` (default 5), ``streamsql.node.name`` (this node's client id)."""
 
     distributed = True
 
@@ -64,6 +67,8 @@ class KafkaLog(Log):
         config = config or {}
         self.bootstrap_servers = bootstrap_servers
         self.service_id = str(config.get("ksql.service.id", "streamsql"))
+        # How this node is named to the group coordinator (DESCRIBE EXTENDED shows it).
+        self.node_name = str(config.get("streamsql.node.name") or f"{socket.gethostname()}-{os.getpid()}")
         self.internal_replicas = int(config.get("ksql.internal.topic.replicas", 1))
         self.compression = str(config.get("compression.type", "lz4"))
         if self.compression == "none":
@@ -296,6 +301,28 @@ class KafkaLog(Log):
                  reset: str = "earliest") -> "KafkaConsumer":
         return KafkaConsumer(self, group, list(dict.fromkeys(topics)), listener, reset)
 
+    async def group_members(self, group: str) -> dict[str, set[tuple[str, int]]] | None:
+        """The group's members (their client ids: ``<service>-<node>``) and the partitions
+        each is assigned, as the group coordinator knows them."""
+        await self._start()
+        assert self._admin is not None
+        try:
+            resps = await self._retry("describe group",
+                                      lambda: self._admin.describe_consumer_groups([group]))
+        except KafkaError:
+            return None
+        out: dict[str, set[tuple[str, int]]] = {}
+        for resp in resps:
+            for g in resp.groups:
+                for member in g[5]:
+                    client_id, raw = member[1], member[4]
+                    parts = out.setdefault(client_id, set())
+                    if raw:
+                        decoded = ConsumerProtocolMemberAssignment.decode(raw)
+                        for topic, ps in decoded.assignment:
+                            parts.update((topic, p) for p in ps)
+        return out
+
     def transactional(self, transactional_id: str) -> "KafkaTransaction":
         return KafkaTransaction(self, transactional_id)
 
@@ -425,13 +452,22 @@ class KafkaConsumer(Consumer):
         if self._consumer is None:
             c = AIOKafkaConsumer(
                 bootstrap_servers=self.log.bootstrap_servers, group_id=self.group,
-                client_id=f"{self.log.service_id}-{self.group}", enable_auto_commit=False,
+                client_id=self.log.node_name, enable_auto_commit=False,
                 auto_offset_reset=self.reset, isolation_level="read_committed",
                 partition_assignment_strategy=(RangePartitionAssignor,),
                 max_partition_fetch_bytes=4 * _BATCH_BYTES, fetch_max_wait_ms=100,
                 session_timeout_ms=10000, heartbeat_interval_ms=1000,
-                max_poll_interval_ms=300000)
+                max_poll_interval_ms=300000,
+                # Partitions added to (or topics created for) the subscription are noticed soon.
+                metadata_max_age_ms=5000)
             await self.log._retry("group consumer", c.start)
+            # Join only once this client's metadata has every topic: the group leader would
+            # otherwise assign a just-created topic's partitions to nobody.
+            for _ in range(100):
+                await c.topics()
+                if all(c.partitions_for_topic(t) for t in self.topics):
+                    break
+                await asyncio.sleep(0.1)
             c.subscribe(self.topics, listener=_Listener(self))
             self._consumer = c
         return self._consumer
