@@ -130,7 +130,10 @@ class KafkaLog(Log):
             acks="all", enable_idempotence=True, transactional_id=transactional_id,
             compression_type=self.compression, linger_ms=self.linger_ms,
             max_batch_size=_BATCH_BYTES, max_request_size=4 * _BATCH_BYTES,
-            request_timeout_ms=30000)
+            request_timeout_ms=30000,
+            # A transaction left open by a killed node blocks read_committed readers until it
+            # times out (unless the node comes back and fences it): keep that short.
+            transaction_timeout_ms=10000)
 
     async def close(self) -> None:
         self._closed = True
