@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import socket
 import uuid
 
 import pytest
 
 from streamsql.engine import Engine
 from streamsql.runtime.log.kafka import KafkaLog
-from streamsql.testing.kafka import KafkaCluster, free_ports, kcat_consume, kcat_produce
+from streamsql.testing.kafka import KafkaCluster, kcat_consume, kcat_produce
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -95,10 +97,32 @@ def test_table_on_kafka_restores_on_a_new_node(kafka, unique_topic, tmp_path):
     asyncio.run(main())
 
 
+def _free_port_below_ephemeral_range() -> int:
+    """A free port (and the next, the controller's) outside the ephemeral range: a client
+    retrying a connection to a port in that range can end up connected to itself (TCP
+    simultaneous open), which would hold the port the broker is about to listen on."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(20000, low - 2)
+        if all(_bindable(p) for p in (port, port + 1)):
+            return port
+    raise RuntimeError("no free port")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_node_waits_for_kafka_to_come_up(kafka_lib, tmp_path):
     """A node started before its broker neither exits nor spins: it waits, and works once
     the broker is there."""
-    port = free_ports(1)[0]
+    port = _free_port_below_ephemeral_range()
 
     async def main() -> None:
         engine = _engine(f"127.0.0.1:{port}", tmp_path)

@@ -165,12 +165,7 @@ class KafkaLog(Log):
             if code:
                 message = entry[2] if len(entry) > 2 else ""
                 raise KafkaError(f"cannot create topic {name}: error {code} {message}")
-        # Wait until every partition has a leader: produce and fetch need one.
-        for _ in range(200):
-            info = await self._describe(name)
-            if info is not None and info.partitions == partitions:
-                break
-            await asyncio.sleep(0.05)
+        await self._wait_for_leaders(name, partitions)
         self._partitions[name] = partitions
         return TopicInfo(name, partitions, replicas, tuple(sorted((config or {}).items())))
 
@@ -193,12 +188,22 @@ class KafkaLog(Log):
 
     @staticmethod
     def _info(t: dict, config: tuple[tuple[str, str], ...] = ()) -> TopicInfo | None:
+        """A topic's info from metadata (a partition without a leader, its broker down, is
+        still a partition of the topic)."""
         if t["error_code"] or not t["partitions"]:
             return None
         parts = t["partitions"]
-        if any(p["error_code"] not in (0, 9) for p in parts):  # 9: replica not available
-            return None
         return TopicInfo(t["topic"], len(parts), max(len(p["replicas"]) for p in parts), config)
+
+    async def _wait_for_leaders(self, name: str, partitions: int) -> None:
+        """Until every partition of a new topic has a leader: produce and fetch need one."""
+        for _ in range(200):
+            found = await self._metadata([name])
+            if found and not found[0]["error_code"] and len(found[0]["partitions"]) == partitions \
+                    and all(p["leader"] >= 0 for p in found[0]["partitions"]):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("topic %s: not every partition has a leader yet", name)
 
     async def list_topics(self) -> dict[str, TopicInfo]:
         await self._start()
@@ -263,7 +268,7 @@ class KafkaLog(Log):
                     max_records: int = 10000) -> RecordBatch:
         await self._start()
         tp = (topic, partition)
-        async with self._reader_lock:
+        async with self._reader_lock:  # only to find or make the reader
             reader = self._readers.get(tp)
             if reader is None:
                 await self._partition_count(topic)
@@ -275,6 +280,7 @@ class KafkaLog(Log):
                     await old.close()
             else:
                 self._readers.move_to_end(tp)
+        async with reader.lock:
             return await reader.read(offset, max_records)
 
     async def _offsets_of(self, topic: str, beginning: bool) -> list[int]:
@@ -374,6 +380,8 @@ class _Reader:
             auto_offset_reset="earliest", max_partition_fetch_bytes=4 * _BATCH_BYTES,
             fetch_max_wait_ms=100)
         self.next: int | None = None
+        # One read at a time: a read seeks, then polls, the consumer.
+        self.lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.consumer.start()
