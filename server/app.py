@@ -51,6 +51,7 @@ from streamsql.server.errors import (
 )
 from streamsql.server.http import Disconnected, Exchange, Receive, Send, parse_json_object
 from streamsql.server.inserts import ack, resolve_target, row_error
+from streamsql.server.statements import StatementCache
 from streamsql.server.queries import (
     DelimitedWriter,
     JsonArrayWriter,
@@ -95,6 +96,9 @@ def split_text(text: str) -> list[str]:
     """The statements of a request, without their ``;`` (a last one may lack it)."""
     from streamsql.shell import split_statements, strip_comments
 
+    body = text.strip().rstrip(";")
+    if ";" not in body and "--" not in body and "/*" not in body:
+        return [body.strip()] if body.strip() else []  # one statement: the common case
     pieces, rest = split_statements(text)
     if strip_comments(rest).strip():
         pieces.append(rest.strip())
@@ -112,6 +116,7 @@ class KsqlApp:
         self._seq = 0
         self._statuses: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._schemas: dict[Any, tuple[tuple[Any, ...], int]] = {}
+        self._statements = StatementCache()
         self._catalog_generation = 0
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/ksql": ("POST", self._ksql),
@@ -264,7 +269,7 @@ class KsqlApp:
             raise bad_statement(f"Expected exactly one KSQL statement; found {len(pieces)} instead", text)
         shown = pieces[0] + ";"
         try:
-            stmt = _parse(substitute(pieces[0], session.variables))
+            stmt = self._statements.parse(substitute(pieces[0], session.variables))
         except ParseError as exc:
             raise bad_statement(str(exc), shown) from None
         if isinstance(stmt, ast.PrintTopic) and allow_print:

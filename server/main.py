@@ -138,6 +138,7 @@ def _hypercorn_config(options: NodeOptions) -> Any:
     else:
         config.bind = [bind(u) for u in plain]
     config.accesslog = None
+    config.include_server_header = False
     config.errorlog = logging.getLogger("hypercorn.error")
     # Long-lived keep-alive connections (benchmarks, clients with pools) are welcome.
     config.keep_alive_max_requests = 10_000_000

@@ -1,0 +1,171 @@
+"""Benchmark: pull-query key lookups over HTTP against one ``streamsql server`` node.
+
+Starts a node (child process, embedded log on disk, RocksDB state), loads
+``CREATE TABLE views AS SELECT user_id, COUNT(*) ... GROUP BY user_id`` over K keys through
+``/inserts-stream`` (not timed), then runs C concurrent clients, each on its own keep-alive
+HTTP/1.1 connection, sending ``POST /query-stream`` with
+``SELECT * FROM views WHERE user_id = '<random key>';`` one after another for D seconds.
+Every answer is checked (one row, the key's count). Prints lookups per second and the p50,
+p90 and p99 latency of a request (send to last byte).
+
+The clients are a minimal asyncio HTTP/1.1 client in this process, so that the load
+generator costs little next to the server; ``--pin`` puts the server on CPU 0 and the
+clients on CPU 1.
+
+    python bench/bench_pull_http.py [--keys 100000] [--clients 16] [--seconds 10] [--pin]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+
+from streamsql.server.testing import NodeProcess
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection sending JSON POSTs with Content-Length answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host = host.encode()
+
+    @classmethod
+    async def open(cls, url: str) -> "Connection":
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer, parts.netloc)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"expected a Content-Length answer, got {head!r}")
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(url: str, keys: int) -> None:
+    conn = await Connection.open(url)
+    try:
+        status, body = await conn.post("/ksql", orjson.dumps({"ksql": (
+            "CREATE STREAM pageviews (user_id STRING KEY, page STRING) "
+            "WITH (kafka_topic='pageviews', value_format='JSON', partitions=1);"
+            "CREATE TABLE views AS SELECT user_id, COUNT(*) AS n, LATEST_BY_OFFSET(page) AS page "
+            "FROM pageviews GROUP BY user_id;")}))
+        assert status == 200, body
+    finally:
+        conn.close()
+    # Rows through /inserts-stream, 20k a request: each key twice.
+    reader, writer = await asyncio.open_connection(urlsplit(url).hostname, urlsplit(url).port)
+    try:
+        total = 2 * keys
+        for start in range(0, total, 20_000):
+            lines = [b'{"target":"PAGEVIEWS"}']
+            lines += [orjson.dumps({"USER_ID": f"user-{i % keys}", "PAGE": f"/p/{i}"})
+                      for i in range(start, min(start + 20_000, total))]
+            body = b"\n".join(lines) + b"\n"
+            writer.write(b"POST /inserts-stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            await reader.readuntil(b"\r\n\r\n")
+            acks = 0
+            while True:  # chunked acks up to the last chunk
+                size = int(await reader.readline(), 16)
+                chunk = await reader.readexactly(size + 2)
+                acks += chunk.count(b'"ok"')
+                if size == 0:
+                    break
+            assert acks == len(lines) - 1, acks
+    finally:
+        writer.close()
+    # Wait until the table has every record: the last key's count reaches 2.
+    conn = await Connection.open(url)
+    try:
+        last = f"user-{(2 * keys - 1) % keys}"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            _, body = await conn.post("/query-stream", orjson.dumps(
+                {"sql": f"SELECT n FROM views WHERE user_id = '{last}';"}))
+            if body.splitlines()[1:] == [b"[2]"]:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError("the table did not catch up")
+    finally:
+        conn.close()
+
+
+async def client(url: str, keys: int, until: float, seed: int, latencies: list[float]) -> None:
+    rng = random.Random(seed)
+    conn = await Connection.open(url)
+    try:
+        while time.perf_counter() < until:
+            user = f"user-{rng.randrange(keys)}"
+            body = orjson.dumps({"sql": f"SELECT * FROM views WHERE user_id = '{user}';"})
+            start = time.perf_counter()
+            status, answer = await conn.post("/query-stream", body)
+            latencies.append(time.perf_counter() - start)
+            lines = answer.splitlines()
+            if status != 200 or len(lines) != 2 or orjson.loads(lines[1])[:2] != [user, 2]:
+                raise RuntimeError(f"bad answer for {user}: {status} {answer[:300]!r}")
+    finally:
+        conn.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        node = NodeProcess(Path(tmp) / "data")
+        if args.pin:
+            node.args = ["taskset", "-c", "0", *node.args]
+            os.sched_setaffinity(0, {1})
+        with node:
+            started = time.perf_counter()
+            await load(node.url, args.keys)
+            loaded = time.perf_counter() - started
+            # Warm-up: connections, caches, generated pipeline.
+            await asyncio.gather(*(client(node.url, args.keys, time.perf_counter() + 1, 1000 + i, [])
+                                   for i in range(args.clients)))
+            latencies: list[float] = []
+            started = time.perf_counter()
+            until = started + args.seconds
+            await asyncio.gather(*(client(node.url, args.keys, until, i, latencies) for i in range(args.clients)))
+            elapsed = time.perf_counter() - started
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    sys.stdout.write(
+        f"pull queries over HTTP/1.1 (/query-stream), {args.clients} concurrent clients, one node, "
+        f"table of {args.keys:,} keys (loaded in {loaded:.1f} s):\n"
+        f"  {len(latencies):,} lookups in {elapsed:.1f} s = {len(latencies) / elapsed:,.0f} lookups/s; "
+        f"latency p50 {q[49] * 1000:.2f} ms, p90 {q[89] * 1000:.2f} ms, p99 {q[98] * 1000:.2f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--pin", action="store_true", help="server on CPU 0, clients on CPU 1")
+    asyncio.run(run(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

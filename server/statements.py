@@ -1,0 +1,156 @@
+"""Parsing with a template cache: statements that differ only in their string and integer
+literals (``... WHERE user_id = 'u1'`` / ``'u2'``) share one parse.
+
+Parsing is the dominant cost of a key-lookup pull query. ``StatementCache.parse`` replaces
+each string literal and each integer of up to 18 digits with a placeholder, parses that
+template once, and fills the request's literals into a copy of the template's AST. A template
+is only used when the placeholders come back as exactly that many ``StringLiteral`` and
+``IntegerLiteral`` nodes (a LIMIT's number stays in the template); anything the parser
+treats another way (a window size, an ESCAPE character, ...) makes the template unusable and the text is parsed as it is. Errors are
+always reported from a parse of the real text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import OrderedDict
+from typing import Any
+
+from streamsql import ast
+from streamsql import expressions as ex
+from streamsql.errors import ParseError
+
+# Strings, quoted identifiers and comments (kept whole), and integers outside identifiers
+# and decimals.
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"[^"]*"|`[^`]*`|--[^\n]*|/\*.*?\*/|(?<![\w.$])(\d{1,18})(?![\w.])""",
+                     re.DOTALL)
+_STRING_MARK = "__streamsql_param_{}__"
+_INT_BASE = 7_355_608_000_000_000_000  # placeholders: _INT_BASE + i (BIGINT, never typed by users)
+_UNUSABLE = object()
+
+
+def _template(text: str) -> tuple[str, dict[str, str], dict[int, int], dict[str, str]]:
+    """The template, its string and integer placeholders' values, and each placeholder's
+    original token (to put the statement's text back together)."""
+    strings: dict[str, str] = {}
+    ints: dict[int, int] = {}
+    tokens: dict[str, str] = {}
+
+    def sub(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token[0] == "'":
+            mark = _STRING_MARK.format(len(strings))
+            strings[mark] = token[1:-1].replace("''", "'")
+            tokens[f"'{mark}'"] = token
+            return f"'{mark}'"
+        if m.group(1) is not None and not text[:m.start()].rstrip()[-5:].upper() == "LIMIT":
+            mark_int = _INT_BASE + len(ints)
+            ints[mark_int] = int(token)
+            tokens[str(mark_int)] = token
+            return str(mark_int)
+        return token
+
+    return _TOKENS.sub(sub, text), strings, ints, tokens
+
+
+_PLACEHOLDER = re.compile(r"'__streamsql_param_\d+__'|" + str(_INT_BASE)[:6] + r"\d{13}")
+
+
+class _Filler:
+    """Copies a template AST with its placeholders replaced; counts what it replaced.
+    ``only`` (ids of template nodes that hold placeholders) limits the walk to those."""
+
+    def __init__(self, strings: dict[str, str], ints: dict[int, int], only: set[int] | None = None) -> None:
+        self.strings = strings
+        self.ints = ints
+        self.only = only
+        self.replaced = 0
+        self.holders: set[int] = set()
+
+    def fill(self, node: Any) -> Any:
+        if self.only is not None and id(node) not in self.only:
+            return node
+        if isinstance(node, ex.StringLiteral):
+            value = self.strings.get(node.value)
+            if value is None:
+                return node
+            self.replaced += 1
+            return ex.StringLiteral(value)
+        if isinstance(node, ex.IntegerLiteral):
+            number = self.ints.get(node.value)
+            if number is None:
+                return node
+            self.replaced += 1
+            return ex.IntegerLiteral(number)
+        if isinstance(node, tuple):
+            items = tuple(self.fill(x) for x in node)
+            changed = [id(b) for a, b in zip(items, node) if a is not b]
+            if not changed:
+                return node
+            self.holders.update(changed)
+            self.holders.add(id(node))
+            return items
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            changes = {}
+            for f in dataclasses.fields(node):
+                if not f.init:
+                    continue
+                value = getattr(node, f.name)
+                filled = self.fill(value)
+                if filled is not value:
+                    changes[f.name] = filled
+                    self.holders.add(id(value))
+            if not changes:
+                return node
+            self.holders.add(id(node))
+            return dataclasses.replace(node, **changes)
+        return node
+
+
+@dataclasses.dataclass(frozen=True)
+class _Template:
+    """A parsed template and the ids of its nodes on the way to a placeholder."""
+
+    stmt: ast.Statement
+    holders: frozenset[int]
+
+
+class StatementCache:
+    """``parse(text)`` -> one statement, reusing templates (bounded LRU of ``size``)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._templates: OrderedDict[str, Any] = OrderedDict()
+
+    def parse(self, text: str) -> ast.Statement:
+        from streamsql.parser import parse_statement
+
+        template, strings, ints, tokens = _template(text)
+        count = len(strings) + len(ints)
+        if not count:
+            return parse_statement(text)
+        entry = self._templates.get(template)
+        if entry is None:
+            try:
+                entry = parse_statement(template)
+            except ParseError:
+                entry = _UNUSABLE
+            else:
+                probe = _Filler(strings, ints)
+                probe.fill(entry)
+                # The template (kept in the cache) keeps the ids of its nodes valid.
+                entry = _Template(entry, frozenset(probe.holders)) if probe.replaced == count else _UNUSABLE
+            self._templates[template] = entry
+            if len(self._templates) > self.size:
+                self._templates.popitem(last=False)
+        else:
+            self._templates.move_to_end(template)
+        if entry is _UNUSABLE:
+            return parse_statement(text)
+        filler = _Filler(strings, ints, set(entry.holders))
+        stmt = filler.fill(entry.stmt)
+        if filler.replaced != count:  # pragma: no cover - the probe above said otherwise
+            return parse_statement(text)
+        # The statement's own text, as the parser cut it, with the request's literals.
+        own = _PLACEHOLDER.sub(lambda m: tokens.get(m.group(0), m.group(0)), entry.stmt.text)
+        return dataclasses.replace(stmt, text=own)
