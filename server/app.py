@@ -115,9 +115,8 @@ class KsqlApp:
         self._ddl_lock = asyncio.Lock()
         self._seq = 0
         self._statuses: OrderedDict[str, dict[str, str]] = OrderedDict()
-        self._schemas: dict[Any, tuple[tuple[Any, ...], int]] = {}
+        self._schemas: dict[Any, tuple[tuple[tuple[Any, ...], int], tuple[Any, ...]]] = {}
         self._statements = StatementCache()
-        self._catalog_generation = 0
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/ksql": ("POST", self._ksql),
             "/query": ("POST", self._query),
@@ -247,7 +246,6 @@ class KsqlApp:
             else:
                 async with self._ddl_lock:
                     result = await self.engine.execute_statement(stmt, None, session)
-                    self._catalog_generation += 1
         except StreamSqlError as exc:
             raise bad_statement(str(exc), shown, entities) from None
         except Exception as exc:  # an engine bug: still say which statement and keep the rest
@@ -296,27 +294,30 @@ class KsqlApp:
 
     def _query_types(self, stmt: ast.QueryStatement, session: Any) -> tuple[tuple[Any, ...], int]:
         """The result columns' types and the number of key columns. The analysis depends only
-        on the projection and FROM (not on WHERE or LIMIT), so it is cached by those until a
-        statement changes the catalog: key lookups that differ only by key reuse it."""
+        on the projection and the sources (not on WHERE or LIMIT), so it is cached by those
+        and by the identity of the sources' catalog entries (a replaced or re-created source,
+        by any node, is a new entry): key lookups that differ only by key reuse it."""
         from streamsql.analyzer import QueryAnalyzer
 
         q = stmt.query
-        cache_key = (self._catalog_generation, q.select, q.from_, q.window, q.group_by,
+        sources = tuple(self.engine.catalog.source(n) for n in _source_names(q.from_))
+        cache_key = (tuple(id(s) for s in sources), q.select, q.from_, q.window, q.group_by,
                      q.partition_by, q.emit, tuple(sorted(session.properties.items())))
         try:
             found = self._schemas.get(cache_key)
         except TypeError:  # something unhashable in the statement: no caching
             cache_key, found = None, None
         if found is not None:
-            return found
+            return found[0]
         props = {**self.engine.config, **session.properties}
         plan = QueryAnalyzer(self.engine.catalog, self.engine.registry, props).analyze(q, None, persistent=False)
-        found = (tuple(c.type for c in plan.key) + tuple(c.type for c in plan.value), len(plan.key))
+        types = (tuple(c.type for c in plan.key) + tuple(c.type for c in plan.value), len(plan.key))
         if cache_key is not None:
             if len(self._schemas) >= 512:
                 self._schemas.clear()
-            self._schemas[cache_key] = found
-        return found
+            # The entry holds the sources, so their ids stay theirs while it is cached.
+            self._schemas[cache_key] = (types, sources)
+        return types
 
     async def _answer_query(self, ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
         if query.push:
@@ -460,8 +461,15 @@ def _parse(text: str) -> ast.Statement:
 
 def _source_name(query: ast.Query) -> str | None:
     rel = query.from_
-    name = getattr(rel, "name", None)
-    return name if isinstance(name, str) else None
+    return rel.name if isinstance(rel, ast.AliasedRelation) else None
+
+
+def _source_names(rel: ast.Relation) -> list[str]:
+    if isinstance(rel, ast.AliasedRelation):
+        return [rel.name]
+    if isinstance(rel, ast.Join):
+        return [rel.left.name] + [j.right.name for j in rel.joins]
+    return []
 
 
 def _terminated(stmt: ast.TerminateQuery) -> Any:

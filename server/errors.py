@@ -17,13 +17,10 @@ BAD_REQUEST = 40000
 BAD_STATEMENT = 40001
 QUERY_ENDPOINT = 40002
 UNAUTHORIZED = 40100
-FORBIDDEN = 40300
 NOT_FOUND = 40400
 METHOD_NOT_ALLOWED = 40500
-NOT_ACCEPTABLE = 40600
 PAYLOAD_TOO_LARGE = 41300
 SERVER_ERROR = 50000
-SERVER_SHUTTING_DOWN = 50300
 
 
 class HttpError(Exception):
@@ -70,6 +67,3 @@ def unauthorized() -> HttpError:
     return HttpError(401, generic_error(UNAUTHORIZED, "Unauthorized"),
                      ((b"www-authenticate", b'Basic realm="KsqlServer"'),))
 
-
-def server_error(message: str) -> HttpError:
-    return HttpError(500, generic_error(SERVER_ERROR, message))

@@ -49,9 +49,6 @@ class Exchange:
     def http2(self) -> bool:
         return self.scope.get("http_version") == "2"
 
-    def accepts(self, media_type: bytes) -> bool:
-        return media_type in self.headers.get(b"accept", b"")
-
     # ----------------------------------------------------------------------- request
     async def body(self, limit: int) -> bytes:
         """The whole request body; 413 past ``limit`` bytes."""

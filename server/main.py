@@ -167,43 +167,52 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
     from streamsql.runtime.log import open_log
     from streamsql.server.app import KsqlApp, ServerSettings
 
-    config = {"ksql.service.id": options.service_id, **options.config}
-    options.data_dir.mkdir(parents=True, exist_ok=True)
-    log_ = open_log(options.bootstrap_servers, options.data_dir, config)
-    state_dir = options.state_dir or options.data_dir / "state"
-    engine = Engine(log_, config, state_dir=state_dir)
+    hconfig = _hypercorn_config(options)
+    # Bound first: a port in use fails before the engine starts, and port 0 becomes the real
+    # port the node is known by.
+    sockets = hconfig.create_sockets()
+    all_sockets = sockets.secure_sockets + sockets.insecure_sockets
+    urls = _urls(sockets)
+    advertised = options.advertised_listener or _advertised(urls[0])
+    # The node's name in its consumer groups is its URL, as Kafka Streams' application.server:
+    # whoever sees a group's members knows where to reach each of them.
+    config = {"ksql.service.id": options.service_id, "streamsql.node.name": advertised, **options.config}
     app = None
     try:
-        await engine.start()
-        hconfig = _hypercorn_config(options)
-        sockets = hconfig.create_sockets()
-        for sock in sockets.secure_sockets + sockets.insecure_sockets:
-            # Listening before the server loop starts: clients told the URL queue, not fail.
-            sock.listen(hconfig.backlog)
-        urls = _urls(sockets)
-        advertised = options.advertised_listener or _advertised(urls[0])
-        app = KsqlApp(engine, ServerSettings(
-            max_request_bytes=options.max_request_bytes, auth=options.auth, advertised_url=advertised,
-            cluster_id="streamsql-kafka" if options.bootstrap_servers else "streamsql-embedded"))
-        stop = stop or _signal_event()
-        for url in urls:
-            sys.stdout.write(f"streamsql server listening on {url}\n")
-        sys.stdout.flush()
-        log.info("streamsql server listening on %s (data in %s)", ", ".join(urls), options.data_dir)
-        if on_ready is not None:
-            on_ready(urls, app)
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        log_ = open_log(options.bootstrap_servers, options.data_dir, config)
+        state_dir = options.state_dir or options.data_dir / "state"
+        engine = Engine(log_, config, state_dir=state_dir)
+        try:
+            await engine.start()
+            app = KsqlApp(engine, ServerSettings(
+                max_request_bytes=options.max_request_bytes, auth=options.auth, advertised_url=advertised,
+                cluster_id="streamsql-kafka" if options.bootstrap_servers else "streamsql-embedded"))
+            for sock in all_sockets:
+                # Listening before the server loop starts: clients told the URL queue, not fail.
+                sock.listen(hconfig.backlog)
+            stop = stop or _signal_event()
+            for url in urls:
+                sys.stdout.write(f"streamsql server listening on {url}\n")
+            sys.stdout.flush()
+            log.info("streamsql server listening on %s (data in %s)", ", ".join(urls), options.data_dir)
+            if on_ready is not None:
+                on_ready(urls, app)
 
-        async def shutdown_trigger() -> None:
-            await stop.wait()
-            app.push_queries.close_all()  # open streams would hold the graceful shutdown
+            async def shutdown_trigger() -> None:
+                await stop.wait()
+                app.push_queries.close_all()  # open streams would hold the graceful shutdown
 
-        await worker_serve(wrap_app(app, hconfig.wsgi_max_body_size, "asgi"), hconfig, sockets=sockets,
-                           shutdown_trigger=shutdown_trigger)
+            await worker_serve(wrap_app(app, hconfig.wsgi_max_body_size, "asgi"), hconfig, sockets=sockets,
+                               shutdown_trigger=shutdown_trigger)
+        finally:
+            if app is not None:
+                app.push_queries.close_all()
+            await engine.close()
+            await log_.close()
     finally:
-        if app is not None:
-            app.push_queries.close_all()
-        await engine.close()
-        await log_.close()
+        for sock in all_sockets:
+            sock.close()
 
 
 def _advertised(url: str) -> str:
