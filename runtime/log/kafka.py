@@ -358,6 +358,8 @@ async def produce_records(producer: AIOKafkaProducer, topic: str,
             sent.setdefault(p, []).append(await producer.send_batch(b, topic, partition=p))
             b = builders[p] = producer.create_batch()
             meta = b.append(timestamp=rec.timestamp, key=rec.key, value=rec.value, headers=headers)
+            if meta is None:  # (an empty batch takes any one record; never silently drop one)
+                raise ValueError(f"a record for {topic} does not fit in a batch")
         where.append((p, len(sent.get(p, ())), b.record_count() - 1))
     for p, b in builders.items():
         if b.record_count():
