@@ -36,6 +36,7 @@ import orjson
 from streamsql import __version__, ast
 from streamsql.errors import ParseError, StreamSqlError
 from streamsql.server.auth import BasicAuth
+from streamsql.server.cluster import FORWARDED_HEADER
 from streamsql.server.entities import command_id, statement_entity
 from streamsql.server.errors import (
     METHOD_NOT_ALLOWED,
@@ -108,9 +109,11 @@ def split_text(text: str) -> list[str]:
 class KsqlApp:
     """The ASGI application; see the module docstring."""
 
-    def __init__(self, engine: Any, settings: ServerSettings | None = None) -> None:
+    def __init__(self, engine: Any, settings: ServerSettings | None = None, router: Any = None) -> None:
         self.engine = engine
         self.settings = settings or ServerSettings()
+        # A PullRouter in a cluster (pull queries gather what other nodes hold), else None.
+        self.router = router
         self.push_queries = PushQueries()
         self._ddl_lock = asyncio.Lock()
         self._seq = 0
@@ -261,7 +264,7 @@ class KsqlApp:
         return entity
 
     # --------------------------------------------------------------------------- queries
-    async def _prepare(self, text: str, session: Any, allow_print: bool) -> PreparedQuery:
+    async def _prepare(self, text: str, session: Any, allow_print: bool, ex: Exchange) -> PreparedQuery:
         pieces = split_text(text)
         if len(pieces) != 1:
             raise bad_statement(f"Expected exactly one KSQL statement; found {len(pieces)} instead", text)
@@ -283,8 +286,15 @@ class KsqlApp:
                 await result.stream.aclose()  # type: ignore[attr-defined]
             raise
         source = _source_name(stmt.query)
-        return PreparedQuery(stmt, result, new_query_id(source, result.kind == "stream"),
-                             tuple(result.columns), types, keys)
+        query = PreparedQuery(stmt, result, new_query_id(source, result.kind == "stream"),
+                              tuple(result.columns), types, keys)
+        if self.router is not None and result.kind == "rows" and FORWARDED_HEADER.encode() not in ex.headers:
+            answer = await self.router.remote(stmt, stmt.text, session.properties, session.variables,
+                                              len(result.rows), ex.headers.get(b"authorization"))
+            query.remote_rows = answer.rows
+            if answer.missing:
+                query.missing = "This answer lacks " + "; ".join(answer.missing)
+        return query
 
     async def _execute_query(self, stmt: ast.Statement, shown: str, session: Any) -> Any:
         try:
@@ -329,14 +339,14 @@ class KsqlApp:
         body = await ex.json_body(self.settings.max_request_bytes)
         text = self._text(body, "ksql")
         session = self._session(body, "streamsProperties")
-        query = await self._prepare(text, session, allow_print=True)
+        query = await self._prepare(text, session, allow_print=True, ex=ex)
         await self._answer_query(ex, query, PrintWriter() if query.is_print else LegacyWriter())
 
     async def _query_stream(self, ex: Exchange) -> None:
         body = await ex.json_body(self.settings.max_request_bytes)
         text = self._text(body, "sql")
         session = self._session(body, "properties")
-        query = await self._prepare(text, session, allow_print=False)
+        query = await self._prepare(text, session, allow_print=False, ex=ex)
         accept = ex.headers.get(b"accept", b"")
         json_array = b"application/json" in accept and b"delimited" not in accept
         await self._answer_query(ex, query, JsonArrayWriter() if json_array else DelimitedWriter())

@@ -396,9 +396,17 @@ class RemoteBackend:
         stream = await self.client.query(piece + ";", self.properties, self.variables)
         if is_push_query(piece):
             return Result(piece, "stream", columns=stream.columns, stream=stream, query_id=stream.query_id)
+        rows: list[tuple[Any, ...]] = []
+        warnings: list[str] = []
         try:
-            rows = [row async for row in stream]
+            async for row in stream:
+                rows.append(row)
+        except RemoteError as exc:  # rows, then what is missing (a node of a cluster is down)
+            if not rows:
+                raise
+            warnings.append(str(exc))
         finally:
             await stream.aclose()
-        return Result(piece, "rows", columns=stream.columns, rows=rows, query_id=stream.query_id)
+        return Result(piece, "rows", columns=stream.columns, rows=rows, query_id=stream.query_id,
+                      warnings=warnings)
 

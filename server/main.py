@@ -44,6 +44,7 @@ class NodeOptions:
     keyfile: str | None = None
     max_request_bytes: int = 10 * 1024 * 1024
     advertised_listener: str | None = None
+    ssl_ca_file: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl-certfile", help="PEM certificate (chain) for https:// listeners")
     parser.add_argument("--ssl-keyfile", help="PEM private key for https:// listeners")
     parser.add_argument("--advertised-listener", help="the URL other nodes and /clusterStatus use for this node")
+    parser.add_argument("--ssl-ca-file", help="PEM file of the CA that signed the other nodes' certificates "
+                                              "(for pull queries forwarded between nodes over https)")
     parser.add_argument("--max-request-bytes", type=int, default=10 * 1024 * 1024,
                         help="largest request body (and inserts-stream row) accepted (default 10 MiB)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -96,7 +99,7 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
                        bootstrap_servers=args.bootstrap_servers, service_id=args.service_id,
                        config=config, auth=auth, certfile=args.ssl_certfile, keyfile=args.ssl_keyfile,
                        max_request_bytes=args.max_request_bytes,
-                       advertised_listener=args.advertised_listener)
+                       advertised_listener=args.advertised_listener, ssl_ca_file=args.ssl_ca_file)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,11 +186,19 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
         log_ = open_log(options.bootstrap_servers, options.data_dir, config)
         state_dir = options.state_dir or options.data_dir / "state"
         engine = Engine(log_, config, state_dir=state_dir)
+        directory = router = None
         try:
             await engine.start()
+            if options.bootstrap_servers:
+                from streamsql.server.cluster import NodeDirectory, PullRouter
+
+                directory = NodeDirectory(log_, options.service_id, engine.node_name, advertised,
+                                          int(config.get("ksql.internal.topic.replicas", 1)))
+                await directory.start()
+                router = PullRouter(engine, directory, options.ssl_ca_file)
             app = KsqlApp(engine, ServerSettings(
                 max_request_bytes=options.max_request_bytes, auth=options.auth, advertised_url=advertised,
-                cluster_id="streamsql-kafka" if options.bootstrap_servers else "streamsql-embedded"))
+                cluster_id="streamsql-kafka" if options.bootstrap_servers else "streamsql-embedded"), router)
             for sock in all_sockets:
                 # Listening before the server loop starts: clients told the URL queue, not fail.
                 sock.listen(hconfig.backlog)
@@ -208,6 +219,10 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
         finally:
             if app is not None:
                 app.push_queries.close_all()
+            if router is not None:
+                await router.close()
+            if directory is not None:
+                await directory.close()
             await engine.close()
             await log_.close()
     finally:

@@ -152,6 +152,9 @@ class PreparedQuery:
     types: tuple[SqlType, ...]
     keys: int
     is_print: bool = False
+    # Rows other nodes of the cluster sent (JSON arrays), and what they could not send.
+    remote_rows: list[bytes] = field(default_factory=list)
+    missing: str | None = None
 
     @property
     def push(self) -> bool:
@@ -212,22 +215,27 @@ async def _close_stream(stream: AsyncIterator[Any] | None) -> None:
 
 
 async def send_pull(ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
-    """A pull query's whole answer. Over HTTP/2 the header and each row are separate DATA
-    frames (clients that read one JSON value per frame, as ksqlDB sends them, keep working);
-    over HTTP/1.1 it is one body."""
+    """A pull query's whole answer: local rows, then rows from other nodes (up to the LIMIT),
+    then, if some node did not answer, an error saying what is missing. Over HTTP/2 the
+    header and each row are separate DATA frames (clients that read one JSON value per frame,
+    as ksqlDB sends them, keep working); over HTTP/1.1 it is one body."""
     encoder = RowEncoder(query.types)
-    if ex.http2:
-        await ex.start(200, writer.content_type)
-        await ex.chunk(writer.header(query))
-        await asyncio.sleep(0)
-        for row in query.result.rows:
-            await ex.chunk(writer.row(encoder.encode(row)))
-            await asyncio.sleep(0)  # let the HTTP/2 sender frame it before the next one
-        await ex.end(writer.end())
-        return
     parts = [writer.header(query)]
     parts += [writer.row(encoder.encode(row)) for row in query.result.rows]
+    parts += [writer.row(line) for line in query.remote_rows]
+    limit = getattr(getattr(query.stmt, "query", None), "limit", None)
+    if limit is not None:
+        del parts[1 + limit:]
+    if query.missing:
+        parts.append(writer.failure(query.missing))
     parts.append(writer.end())
+    if ex.http2:
+        await ex.start(200, writer.content_type)
+        for part in parts[:-1]:
+            await ex.chunk(part)
+            await asyncio.sleep(0)  # let the HTTP/2 sender frame it before the next one
+        await ex.end(parts[-1])
+        return
     await ex.respond(200, b"".join(parts), writer.content_type)
 
 

@@ -1,0 +1,74 @@
+"""Pull queries in a cluster: two ``streamsql server`` processes on a real Kafka broker share a
+table's partitions; scans and key lookups sent to either node answer from both; with one node
+killed the answer says which partitions are missing, and once Kafka has handed them to the
+survivor (restored from the changelog) the answers are whole again.
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.kafka_nodes import Node, spread, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+USERS = [f"user{i}" for i in range(24)]
+
+
+def query_stream(node: Node, sql: str) -> list:
+    req = urllib.request.Request(node.url + "/query-stream", json.dumps({"sql": sql}).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+
+
+def scan(node: Node, table: str) -> dict[str, list] | None:
+    """The whole table from ``node``, or None when the answer says something is missing."""
+    header, *rest = query_stream(node, f"SELECT * FROM {table};")
+    if rest and isinstance(rest[-1], dict):
+        return None
+    return {row[0]: row[1:] for row in rest}
+
+
+def test_pull_queries_gather_from_every_node(kafka, tmp_path):
+    service = "svc_" + uuid.uuid4().hex[:8]
+    a = Node("node-a", kafka.bootstrap_servers, service, tmp_path).start()
+    b = Node("node-b", kafka.bootstrap_servers, service, tmp_path).start()
+    try:
+        table = f"totals_{service}"
+        a.ksql(f"CREATE STREAM orders (user STRING KEY, amount BIGINT) WITH (kafka_topic='orders_{service}', "
+               f"partitions=4, value_format='JSON');"
+               f"CREATE TABLE {table} AS SELECT user, COUNT(*) AS n, SUM(amount) AS total "
+               "FROM orders GROUP BY user;")
+        spread([a, b], "ORDERS", f"CTAS_{table.upper()}", {"node-a": 2, "node-b": 2})
+        rows = "".join(json.dumps({"USER": u, "AMOUNT": amount}) + "\n"
+                       for amount in (1, 10) for u in USERS)
+        req = urllib.request.Request(a.url + "/inserts-stream", ('{"target":"ORDERS"}\n' + rows).encode())
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.read().count(b'"ok"') == 2 * len(USERS)
+        expected = {u: [2, 11] for u in USERS}
+
+        # Both nodes answer with the whole table (each holds half of it).
+        wait_for("node-a to see the whole table", lambda: scan(a, table) == expected, timeout=60)
+        assert scan(b, table) == expected
+        for user in USERS[:8]:
+            for node in (a, b):
+                assert query_stream(node, f"SELECT n, total FROM {table} WHERE user = '{user}';")[1:] == [[2, 11]]
+        assert query_stream(a, f"SELECT * FROM {table} WHERE user = 'nobody';")[1:] == []
+        assert len(query_stream(b, f"SELECT * FROM {table} LIMIT 5;")) == 1 + 5
+
+        # node-b dies: node-a answers with what it has and says what is missing.
+        b.kill()
+        header, *rest = query_stream(a, f"SELECT * FROM {table};")
+        assert isinstance(rest[-1], dict) and rest[-1]["@type"] == "generic_error"
+        assert "node-b" in rest[-1]["message"] and "This answer lacks partitions" in rest[-1]["message"]
+        assert 0 < len(rest) - 1 < len(USERS)
+
+        # Kafka hands node-b's partitions to node-a, which restores them: whole again.
+        wait_for("node-a to hold the whole table again", lambda: scan(a, table) == expected, timeout=120)
+    finally:
+        b.stop()
+        a.stop()
