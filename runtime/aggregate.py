@@ -488,7 +488,7 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
                     "format can not handle. Please remove the function or change the format.")
     repartition = f"{engine.internal_name(query_id)}-Aggregate-GroupBy-repartition"
     info = await engine.log.describe_topic(source.topic)
-    await engine._ensure_topic(repartition, info.partitions if info else 1)
+    await engine.ensure_repartition_topic(repartition, info.partitions if info else 1)
     arg_cols: list[OutputColumn] = []
     for i, a in enumerate(plan.aggregates):
         for j, (x, ty) in enumerate(zip(a.args, a.arg_types)):

@@ -676,7 +676,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         prev = plan.previous
         left_input = f"{engine.internal_name(query_id)}-Join-{prev.index}"
         prev_src = plan.left.source
-        await engine._ensure_topic(left_input, await _partitions(engine, prev.source))
+        await engine.ensure_repartition_topic(left_input, await _partitions(engine, prev.source))
         stages += await _build_step(engine, query_id, prev, left_input,
                                     internal_codec(prev_src.schema.key), internal_codec(prev_src.schema.value),
                                     None)
@@ -696,7 +696,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         src = side.source
         synthetic = side_name == "L" and left_input is not None
         topic = f"{engine.internal_name(query_id)}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
-        await engine._ensure_topic(topic, partitions)
+        await engine.ensure_repartition_topic(topic, partitions)
         value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.
         row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)

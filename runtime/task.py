@@ -4,7 +4,7 @@ A stage of a stateful query (an aggregation, a materialized table) runs as one *
 partition of the topic it reads, as in Kafka Streams. Each task has a ``TaskState`` (one
 RocksDB instance, ``streamsql.state``) under ``<state dir>/<query id>/<stage>/<partition>/``
 holding that partition's share of every store of the stage; each store writes a compacted
-changelog topic ``_streamsql_<service id>_query_<query id>-<store>-changelog`` (partition = task partition).
+changelog topic ``_streamsql_<service id>query_<query id>-<store>-changelog`` (partition = task partition).
 
 Stages see their stores through ``PartitionedStore`` objects: the runner binds them to the
 task whose batch is being processed, so a stage's code reads and writes plain ``get``/``put``

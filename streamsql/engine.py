@@ -2,7 +2,7 @@
 
 Statements that change the catalog (CREATE, DROP, INSERT INTO ... SELECT, TERMINATE, CREATE
 TYPE) are appended to the command log (the single-partition topic
-``_streamsql_<service id>_command_topic``); ``Engine.start`` replays it, so a restarted engine
+``_streamsql_<service id>_command_topic``, ksqlDB's naming); ``Engine.start`` replays it, so a restarted engine
 has the same streams, tables, types and running queries, and the queries resume from their
 committed offsets.
 
@@ -57,7 +57,8 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "auto.offset.reset": "earliest",
-    "ksql.service.id": "default",
+    # ksqlDB's default; its internal names append to it without a separator.
+    "ksql.service.id": "default_",
     "processing.guarantee": "at_least_once",
     "ksql.persistence.default.format.key": "KAFKA",
 }
@@ -269,10 +270,17 @@ class Engine:
             return Path(tempfile.mkdtemp(prefix="streamsql-state-"))
         return Path(data_dir) / "state" if data_dir is not None else None
 
+    async def ensure_repartition_topic(self, name: str, partitions: int) -> int:
+        """A query's internal repartition topic: kept without a time limit (as Kafka Streams
+        does), so records of old event times are not deleted before they are processed."""
+        return await self._ensure_topic(name, partitions,
+                                        config={"cleanup.policy": "delete", "retention.ms": "-1"})
+
     def internal_name(self, query_id: str) -> str:
-        """The prefix of a query's internal topics and consumer groups (ksqlDB's
-        ``_confluent-ksql-<service id>query_<query id>``)."""
-        return f"_streamsql_{self.service_id}_query_{query_id}"
+        """The prefix of a query's internal topics and consumer groups, named as ksqlDB's
+        ``_confluent-ksql-<service id>query_<query id>``: with the default service id
+        ``default_``, ``_streamsql_default_query_<query id>``."""
+        return f"_streamsql_{self.service_id}query_{query_id}"
 
     def new_store(self, query_id: str, name: str, kind: str = "kv", *,
                   retention_ms: int | None = None) -> Any:
@@ -317,7 +325,7 @@ class Engine:
         return c
 
     async def _ensure_topic(self, name: str, partitions: int, replicas: int = 1,
-                            must_exist: bool = False) -> int:
+                            must_exist: bool = False, config: dict[str, str] | None = None) -> int:
         info = await self.log.describe_topic(name)
         if info is not None:
             return info.partitions
@@ -328,7 +336,7 @@ class Engine:
                 "WITH clause (and optionally 'REPLICAS'). For example: CREATE STREAM FOO (ID INT, VALUE "
                 "STRING) WITH (KAFKA_TOPIC='foo', PARTITIONS=1, REPLICAS=1, VALUE_FORMAT='JSON');")
         try:
-            created = await self.log.create_topic(name, max(partitions, 1), replicas)
+            created = await self.log.create_topic(name, max(partitions, 1), replicas, config)
             return created.partitions
         except TopicExistsError:
             info = await self.log.describe_topic(name)

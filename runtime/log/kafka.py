@@ -82,6 +82,9 @@ class KafkaLog(Log):
         self._start_lock = asyncio.Lock()
         self._reader_lock = asyncio.Lock()
         self._rr = itertools.count()
+        # Key -> murmur2 bits: keys repeat (a GROUP BY key, a table's key), the hash is
+        # pure Python (~2 us). Bounded: cleared when full.
+        self._hashes: dict[bytes, int] = {}
         self._closed = False
 
     # -- connections ------------------------------------------------------------------
@@ -260,7 +263,7 @@ class KafkaLog(Log):
         await self._start()
         assert self._producer is not None
         return await produce_records(self._producer, topic, records,
-                                     await self._partition_count(topic), self._rr)
+                                     await self._partition_count(topic), self._rr, self._hashes)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -336,11 +339,16 @@ class KafkaLog(Log):
         return KafkaTransaction(self, transactional_id)
 
 
+_HASH_CACHE_SIZE = 100_000
+
+
 async def produce_records(producer: AIOKafkaProducer, topic: str,
                           records: Sequence[ProducerRecord], partitions: int,
-                          rr: "itertools.count[int]") -> list[tuple[int, int]]:
+                          rr: "itertools.count[int]", hashes: dict[bytes, int]) -> list[tuple[int, int]]:
     """Produce ``records`` through aiokafka batches built here, one open batch per partition;
-    returns (partition, offset) per record once acknowledged."""
+    returns (partition, offset) per record once acknowledged. ``hashes`` caches murmur2."""
+    if len(hashes) > _HASH_CACHE_SIZE:
+        hashes.clear()
     builders: dict[int, Any] = {}
     # Per record: (partition, index of its batch among that partition's sends, relative offset).
     where: list[tuple[int, int, int]] = []
@@ -348,7 +356,14 @@ async def produce_records(producer: AIOKafkaProducer, topic: str,
     for rec in records:
         p = rec.partition
         if p is None:
-            p = next(rr) % partitions if rec.key is None else (murmur2(rec.key) & 0x7FFFFFFF) % partitions
+            key = rec.key
+            if key is None:
+                p = next(rr) % partitions
+            else:
+                h = hashes.get(key)
+                if h is None:
+                    h = hashes[key] = murmur2(key) & 0x7FFFFFFF
+                p = h % partitions
         b = builders.get(p)
         if b is None:
             b = builders[p] = producer.create_batch()
@@ -476,8 +491,13 @@ class KafkaConsumer(Consumer):
             await self.log._retry("group consumer", c.start)
             # Join only once this client's metadata has every topic: the group leader would
             # otherwise assign a just-created topic's partitions to nobody.
+            # (The consumer's own metadata is what the leader assigns from: it is refreshed
+            # here rather than waiting for ``metadata_max_age_ms``.)
+            client = c._client
+            for t in self.topics:
+                client.add_topic(t)
             for _ in range(100):
-                await c.topics()
+                await client.force_metadata_update()
                 if all(c.partitions_for_topic(t) for t in self.topics):
                     break
                 await asyncio.sleep(0.1)
@@ -558,8 +578,8 @@ class KafkaTransaction:
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         p = await self._ensure()
-        return await produce_records(p, topic, records,
-                                     await self.base._partition_count(topic), self.base._rr)
+        return await produce_records(p, topic, records, await self.base._partition_count(topic),
+                                     self.base._rr, self.base._hashes)
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         p = await self._ensure()
