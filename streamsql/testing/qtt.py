@@ -2,10 +2,10 @@
 
 A case (see ../shared/qtt/README.md) gives statements, optional properties and topics, and
 input records in their JSON form. ``run_case`` executes the statements on a fresh engine over
-an in-memory embedded log in test mode, pipes the inputs through a ``DrivingLog`` one at a
-time, and returns the records written to the sink topics of the case's persistent queries,
-decoded back to JSON form. It never looks at the expectations; ``compare`` does, for the
-test suite and the ksql-test-runner mode.
+an in-memory embedded log (``run_case_async``: or over another Log) in test mode, pipes the
+inputs through a ``DrivingLog`` one at a time, and returns the records written to the sink
+topics of the case's persistent queries, decoded back to JSON form. It never looks at the
+expectations; ``compare`` does, for the test suite and the ksql-test-runner mode.
 """
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ import base64
 import json
 import logging
 import struct
+import uuid
 from decimal import Decimal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamsql.errors import StreamSqlError
+
+if TYPE_CHECKING:
+    from streamsql.runtime.log.base import Log
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +57,42 @@ def expand_cases(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def run_case(case: dict[str, Any]) -> CaseResult:
-    """Run one (expanded) case; see the module docstring."""
-    return asyncio.run(_run_case(case))
+# Kafka clients for cases: a case waits for each record's round trip, so no batching delay.
+KAFKA_CONFIG: dict[str, Any] = {"linger.ms": 0, "ksql.service.id": "qtt"}
 
 
-async def _run_case(case: dict[str, Any]) -> CaseResult:
+def run_case(case: dict[str, Any], kafka: str | None = None) -> CaseResult:
+    """Run one (expanded) case; see the module docstring. ``kafka``: the bootstrap servers of
+    a Kafka cluster to run it on instead of the embedded log (see ``run_case_on_kafka``)."""
+    if kafka is None:
+        return asyncio.run(run_case_async(case))
+
+    async def on_kafka() -> CaseResult:
+        from streamsql.runtime.log.kafka import KafkaLog
+
+        shared = KafkaLog(kafka, KAFKA_CONFIG)
+        try:
+            return await run_case_on_kafka(case, shared)
+        finally:
+            await shared.close()
+    return asyncio.run(on_kafka())
+
+
+async def run_case_on_kafka(case: dict[str, Any], kafka_log: "Log") -> CaseResult:
+    """Run one (expanded) case on a Kafka Log (a ``KafkaLog``, left open: cases can share
+    one), in a namespace of its own: its topics are prefixed ``qtt-<random>-`` (cases reuse
+    topic names) and are left on the cluster."""
+    from streamsql.testing.prefixed import PrefixedLog
+
+    namespace = PrefixedLog(kafka_log, f"qtt-{uuid.uuid4().hex[:12]}-", close_inner=False)
+    return await run_case_async(case, namespace)
+
+
+async def run_case_async(case: dict[str, Any], inner: "Log | None" = None) -> CaseResult:
+    """Run one (expanded) case in the running event loop. ``inner`` is the Log the
+    ``DrivingLog`` wraps (default: a new in-memory embedded log); another backend must hold
+    no topic of another case (give each case its own ``streamsql.testing.prefixed``
+    namespace). It is closed with the case."""
     from streamsql.engine import Engine
     from streamsql.functions import test_registry
     from streamsql.parser import parse
@@ -66,7 +100,7 @@ async def _run_case(case: dict[str, Any]) -> CaseResult:
     from streamsql.testing.driver import DrivingLog
 
     result = CaseResult(case.get("name", ""))
-    driving = DrivingLog(EmbeddedLog(None))
+    driving = DrivingLog(inner if inner is not None else EmbeddedLog(None))
     config = {k: v for k, v in (case.get("properties") or {}).items()}
     engine = Engine(driving, config=config, registry=test_registry(), mode="test",
                     auto_create_topics=True)
@@ -97,6 +131,8 @@ async def _run_case(case: dict[str, Any]) -> CaseResult:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         await engine.close()
+        if inner is not None:
+            await inner.close()
     return result
 
 

@@ -5,6 +5,7 @@ Used by the test suite (the ratchet) and by developers::
     python -m streamsql.testing.suite ../shared/qtt            # summary per category
     python -m streamsql.testing.suite ../shared/qtt --failures # and why each case failed
     python -m streamsql.testing.suite ../shared/qtt --write-ratchet tests/qtt_ratchet.txt
+    python -m streamsql.testing.suite ../shared/qtt --kafka 127.0.0.1:19092  # on Kafka
 
 The categories follow the issues that own them; a file not named here counts as stateless.
 """
@@ -68,9 +69,9 @@ def _uses_registry_format(case: dict) -> bool:
         [t for t in case.get("topics", []) or [] if t.get("valueSchema") or t.get("keySchema")])
 
 
-def _run_one(args: tuple[str, dict]) -> Outcome:
-    file, case = args
-    result = run_case(case)
+def _run_one(args: tuple[str, dict, str | None]) -> Outcome:
+    file, case, kafka = args
+    result = run_case(case, kafka)
     reason = compare(case, result)
     return Outcome(file, case["name"], "expectedException" in case, reason is None, reason,
                    _uses_registry_format(case))
@@ -88,8 +89,10 @@ def collect(folder: Path) -> list[tuple[str, dict]]:
     return work
 
 
-def run_folder(folder: Path, processes: int | None = None) -> list[Outcome]:
-    work = collect(folder)
+def run_folder(folder: Path, processes: int | None = None, kafka: str | None = None) -> list[Outcome]:
+    """Every enabled case of the folder's files; ``kafka``: bootstrap servers of a Kafka
+    cluster to run them on instead of the embedded log."""
+    work = [(file, case, kafka) for file, case in collect(folder)]
     processes = processes or min(2, os.cpu_count() or 1)
     if processes <= 1:
         return [_run_one(w) for w in work]
@@ -128,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--file", help="only this file name")
     ap.add_argument("--write-ratchet", type=Path)
     ap.add_argument("--processes", type=int)
+    ap.add_argument("--kafka", metavar="BOOTSTRAP_SERVERS",
+                    help="run the cases on this Kafka cluster (each in a namespace of its own)")
     args = ap.parse_args(argv)
-    outcomes = run_folder(args.folder, args.processes)
+    outcomes = run_folder(args.folder, args.processes, args.kafka)
     if args.file:
         outcomes = [o for o in outcomes if o.file == args.file]
     if args.failures:
