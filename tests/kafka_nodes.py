@@ -111,7 +111,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, every: 
 
 
 def spread(nodes: list[Node], source: str, query_prefix: str, expected: dict[str, int],
-           timeout: float = 120.0) -> dict[str, list[str]]:
+           timeout: float = 180.0) -> dict[str, list[str]]:
     """Wait until the query's source partitions are spread as ``expected`` (node -> count)."""
     def check() -> dict[str, list[str]] | None:
         got = nodes[0].partitions_by_node(source, query_prefix)

@@ -80,7 +80,9 @@ def test_scaling_2_1_5_nodes_exactly_once(kafka, cluster):
     _produce(kafka.bootstrap_servers, topic, sent[2000:])
 
     expected = _totals(sent)
-    got = wait_for("every record in the table", lambda: _complete(kafka.bootstrap_servers, f"TOTALS_{cluster.service.upper()}", expected))
+    got = wait_for("every record in the table",
+                   lambda: _complete(kafka.bootstrap_servers, f"TOTALS_{cluster.service.upper()}", expected),
+                   timeout=240)
     assert got == expected
 
 
@@ -128,7 +130,7 @@ def test_kill_9_node_mid_windowed_aggregation(kafka, cluster):
         if rows.keys() != expected.keys() or any(rows[k][0] < expected[k][0] for k in expected):
             return None
         return rows
-    assert wait_for("every record in the windowed table", complete, timeout=120) == expected
+    assert wait_for("every record in the windowed table", complete, timeout=240) == expected
 
 
 def test_scaling_at_least_once_loses_nothing(kafka, cluster):
@@ -149,7 +151,9 @@ def test_scaling_at_least_once_loses_nothing(kafka, cluster):
     spread([b], "CLICKS", "CTAS_TOTALS", {"node-b": 4})
     _produce(kafka.bootstrap_servers, topic, sent[1400:])
     expected = _totals(sent)
-    got = wait_for("every record in the table", lambda: _complete(kafka.bootstrap_servers, f"TOTALS_{cluster.service.upper()}", expected))
+    got = wait_for("every record in the table",
+                   lambda: _complete(kafka.bootstrap_servers, f"TOTALS_{cluster.service.upper()}", expected),
+                   timeout=240)
     assert all(got[u][0] >= expected[u][0] and got[u][1] >= expected[u][1] for u in expected)
 
 
@@ -177,7 +181,7 @@ def test_broker_stopped_queries_keep_running(kafka3, tmp_path):
             _produce(live, topic, sent[1500:])
             expected = _totals(sent)
             got = wait_for("every record in the table",
-                           lambda: _complete(kafka3.bootstrap_servers, sink, expected), timeout=150)
+                           lambda: _complete(kafka3.bootstrap_servers, sink, expected), timeout=240)
             assert got == expected
         finally:
             kafka3.start_broker(0)

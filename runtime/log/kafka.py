@@ -404,13 +404,16 @@ class _Reader:
         await self.consumer.start()
         self.consumer.assign([self.tp])
 
-    async def read(self, offset: int, max_records: int, wait: float = 2.0) -> RecordBatch:
+    async def read(self, offset: int, max_records: int, patience: float = 120.0) -> RecordBatch:
+        """Records from ``offset`` on; empty only at the end of the partition (its last stable
+        offset, asked afresh: a stale one would end a restore early). Records that exist are
+        waited for however slow the broker is (a warning every ``patience`` seconds)."""
         c = self.consumer
         tp = self.tp
         if self.next != offset:
             c.seek(tp, offset)
         self.next = offset
-        deadline = time.monotonic() + wait
+        warn_at = time.monotonic() + patience
         while True:
             got = await c.getmany(tp, timeout_ms=100, max_records=max_records)
             recs = got.get(tp)
@@ -423,14 +426,16 @@ class _Reader:
                 self.next = recs[-1].offset + 1
                 return to_batch(tp.topic, tp.partition, recs)
             position = await c.position(tp)
-            end = c.last_stable_offset(tp)
-            if end is None:
-                end = c.highwater(tp)
-            if end is None:
-                end = (await c.end_offsets([tp]))[tp]
-            if position >= end or time.monotonic() > deadline:
+            known = c.last_stable_offset(tp)
+            if known is not None and position < known:
+                pass  # records (or markers) are there: keep fetching
+            elif position >= (await c.end_offsets([tp]))[tp]:
                 self.next = position
                 return RecordBatch(tp.topic, tp.partition)
+            if time.monotonic() > warn_at:
+                log.warning("reading %s-%d: no record past offset %d for %.0f s", tp.topic,
+                            tp.partition, position, patience)
+                warn_at = time.monotonic() + patience
 
     async def close(self) -> None:
         try:
