@@ -472,6 +472,9 @@ class StageTasks:
                 self.tasks[p] = state
                 for s in self.stores:
                     s.attach(p, state)
+                log.info("%s: task %d opened: %s", self.stage.name, p, ", ".join(
+                    f"{st.store} {st.from_offset}->{st.to_offset} ({st.replayed} replayed)"
+                    for st in state.restore_stats.values()) or "no changelog")
         except BaseException:
             self.close(set(opening))
             raise

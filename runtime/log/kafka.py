@@ -404,16 +404,17 @@ class _Reader:
         await self.consumer.start()
         self.consumer.assign([self.tp])
 
-    async def read(self, offset: int, max_records: int, patience: float = 120.0) -> RecordBatch:
-        """Records from ``offset`` on; empty only at the end of the partition (its last stable
-        offset, asked afresh: a stale one would end a restore early). Records that exist are
-        waited for however slow the broker is (a warning every ``patience`` seconds)."""
+    async def read(self, offset: int, max_records: int, stall: float = 30.0) -> RecordBatch:
+        """Records from ``offset`` on; empty at the end of the partition (its last stable
+        offset, asked afresh: a stale one would end a restore early), or when the position
+        has not moved for ``stall`` seconds short of the end (only transaction markers are
+        left there, which the client does not always step over)."""
         c = self.consumer
         tp = self.tp
         if self.next != offset:
             c.seek(tp, offset)
         self.next = offset
-        warn_at = time.monotonic() + patience
+        last = (offset, time.monotonic())
         while True:
             got = await c.getmany(tp, timeout_ms=100, max_records=max_records)
             recs = got.get(tp)
@@ -426,16 +427,15 @@ class _Reader:
                 self.next = recs[-1].offset + 1
                 return to_batch(tp.topic, tp.partition, recs)
             position = await c.position(tp)
+            now = time.monotonic()
+            if position != last[0]:
+                last = (position, now)
             known = c.last_stable_offset(tp)
-            if known is not None and position < known:
-                pass  # records (or markers) are there: keep fetching
-            elif position >= (await c.end_offsets([tp]))[tp]:
+            if known is not None and position < known and now - last[1] < stall:
+                continue  # records (or markers) are there: keep fetching
+            if position >= (await c.end_offsets([tp]))[tp] or now - last[1] >= stall:
                 self.next = position
                 return RecordBatch(tp.topic, tp.partition)
-            if time.monotonic() > warn_at:
-                log.warning("reading %s-%d: no record past offset %d for %.0f s", tp.topic,
-                            tp.partition, position, patience)
-                warn_at = time.monotonic() + patience
 
     async def close(self) -> None:
         try:
