@@ -210,9 +210,10 @@ class Engine:
         text = self._substitute(text, session)
         results = []
         for stmt in parse(text):
-            if self._follower is not None and seq is None:
+            if self._follower is not None and seq is None \
+                    and not isinstance(stmt, ast.QueryStatement):
                 # A cluster node: apply what the others appended first, then this statement,
-                # one at a time with the follower.
+                # one at a time with the follower (queries only read: they skip the round trip).
                 async with self._command_lock:
                     await self._apply_commands()
                     results.append(await self.execute_statement(stmt, properties, session))
