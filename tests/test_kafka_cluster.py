@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from collections import Counter
 
@@ -20,8 +21,12 @@ from tests.kafka_nodes import Node, spread, table_rows, wait_for
 pytestmark = pytest.mark.timeout(600)
 
 
-def _records(n: int, users: int, seed: int, ts0: int = 1_700_000_000_000) -> list[tuple[str, dict]]:
+def _records(n: int, users: int, seed: int) -> list[tuple[str, dict]]:
+    """``n`` records of ``users`` keys, one a second of event time ending about now: recent,
+    because the broker deletes records older than a topic's retention (7 days by default)
+    from a table's topic, windowed by these times."""
     rnd = random.Random(seed)
+    ts0 = (int(time.time()) - n - 60) // 60 * 60 * 1000
     return [(f"user{rnd.randrange(users)}", {"AMOUNT": rnd.randrange(1, 100), "TS": ts0 + i * 1000})
             for i in range(n)]
 
@@ -95,9 +100,9 @@ def _complete(bootstrap: str, topic: str, expected: dict[str, tuple[int, int]]) 
     return rows
 
 
-@pytest.mark.xfail(reason="known bug (issue 5 open): in about one run of three some windows of "
-                   "the killed node's share never reach the table; see the session note",
-                   strict=False)
+@pytest.mark.xfail(reason="known bug (issue 5 open): in about one run of five, the records of "
+                   "some keys are counted twice after the kill (exactly-once broken on a task "
+                   "move); see the session note", strict=False)
 def test_kill_9_node_mid_windowed_aggregation(kafka, cluster):
     """A node killed with SIGKILL while a windowed aggregation runs: its partitions move to
     the survivor, which rebuilds their state from the changelog topics; the windowed table
