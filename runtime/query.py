@@ -175,6 +175,8 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         self._consumer: Any = None
+        # Bumped at every assignment: batches polled before one are stale (see _consume).
+        self._generation = 0
         self.processed = 0
         # Throughput: processed count at the start of the current measuring interval.
         self._rate_mark = (time.monotonic(), 0)
@@ -244,6 +246,7 @@ class StageRunner:
     # -- RebalanceListener --------------------------------------------------------------
 
     async def assigned(self, partitions: set[tuple[str, int]]) -> None:
+        self._generation += 1
         if self.tasks is not None and partitions:
             async with self._lock:
                 positions = await self.tasks.open({p for _, p in partitions}, self.reset)
@@ -293,6 +296,8 @@ class StageRunner:
             fenced = fences is not None
             while not self._stopping.is_set():
                 batches = await consumer.poll(max_records=5000, timeout=0.5)
+                # (Assignments made inside the poll came before its records were read.)
+                generation = self._generation
                 if fenced:
                     batches, waits = fences.cut(batches, consumer.seek)
                     if waits and not batches:
@@ -302,6 +307,12 @@ class StageRunner:
                 if not batches:
                     continue
                 async with self._lock:
+                    if generation != self._generation:
+                        # A rebalance came between the poll and now: the consumer resumes
+                        # every partition it kept or got from the committed offsets, so these
+                        # records come again; processed now they would count twice.
+                        # (Embedded consumers never rebalance after their first poll.)
+                        continue
                     owned = consumer.assignment()
                     batches = [b for b in batches if (b.topic, b.partition) in owned]
                     if not batches:
