@@ -492,7 +492,10 @@ class StageTasks:
         opened = getattr(self.stage, "task_opened", None)
         groups: dict[str, dict[int, int]] = {}
         fresh: dict[str, list[int]] = {}
-        if not self.group_positions:
+        if self.group_positions:
+            for source in sources:
+                groups[source] = await self.log.committed(self.group, source)
+        else:
             for source in sources:
                 groups[source] = await self.log.committed(self.group, source)
                 if reset == "latest":
@@ -506,7 +509,18 @@ class StageTasks:
             extra = state.committed_extra()
             new: dict[tuple[str, int], int] = {}
             for source in sources:
-                if p >= counts[source] or self.group_positions:
+                if p >= counts[source]:
+                    continue
+                if self.group_positions:
+                    # The group's offset, unless this task's own state is further: the local
+                    # commit follows the group's (after the transaction), so it is never
+                    # ahead unless the group's offset came back stale or missing, and then
+                    # reading from it would count records twice.
+                    mine, theirs = committed.get((source, p)), groups[source].get(p)
+                    if mine is not None and (theirs is None or mine > theirs):
+                        log.warning("%s: task %d resumes %s at its own committed offset %d "
+                                    "(the group's: %s)", self.stage.name, p, source, mine, theirs)
+                        positions[(source, p)] = mine
                     continue
                 off = committed.get((source, p))
                 if off is None:
