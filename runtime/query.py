@@ -275,6 +275,10 @@ class StageRunner:
                 except Exception:
                     log.exception("stage %s failed; restarting from its last commit in %.1fs",
                                   self.stage.name, backoff)
+                    if self.transaction is not None:
+                        # A transactional producer in a fatal state cannot begin again: the
+                        # restart makes a new one (which fences the old).
+                        await self.transaction.close()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
         finally:
