@@ -175,8 +175,10 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         self._consumer: Any = None
-        # Bumped at every assignment: batches polled before one are stale (see _consume).
+        # Bumped at every revocation: batches polled before one are stale (see ``revoked``).
         self._generation = 0
+        # An assignment that could not be taken up (see ``assigned``).
+        self._assign_failure: Exception | None = None
         self.processed = 0
         # Throughput: processed count at the start of the current measuring interval.
         self._rate_mark = (time.monotonic(), 0)
@@ -223,11 +225,6 @@ class StageRunner:
         """The input partitions this runner owns now."""
         return self._consumer.assignment() if self._consumer is not None else set()
 
-    async def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the end per owned partition (where the backend tells)."""
-        lag = getattr(self._consumer, "lag", None)
-        return await lag() if lag is not None else {}
-
     def _measure(self) -> None:
         t0, n0 = self._rate_mark
         now = time.monotonic()
@@ -246,16 +243,55 @@ class StageRunner:
     # -- RebalanceListener --------------------------------------------------------------
 
     async def assigned(self, partitions: set[tuple[str, int]]) -> None:
-        self._generation += 1
-        if self.tasks is not None and partitions:
-            async with self._lock:
-                positions = await self.tasks.open({p for _, p in partitions}, self.reset)
+        if partitions:
+            try:
+                async with self._lock:
+                    positions = await self._resume_positions(partitions)
+            except Exception as exc:
+                # (Raised here it would only be logged by the consumer.) The stage starts
+                # over: reading the partitions from unchecked positions could count twice.
+                self._assign_failure = exc
+                raise
+            consumer = self._consumer
+            if consumer is None:
+                return  # the stage stopped meanwhile
             for (topic, p), off in positions.items():
-                self._consumer.seek(topic, p, off)
+                consumer.seek(topic, p, off)
         log.info("%s: assigned %s", self.stage.name, _partitions(partitions))
         self.ready.set()
 
+    async def _resume_positions(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where to read each newly assigned partition from. On Kafka, every one of them:
+        the consumer's own positions may come from offsets fetched before the previous
+        owner's last transaction landed, and batches polled before a revocation are dropped
+        (see ``revoked``). (On the embedded log, only where a task's state says so: the
+        group's offsets are always current.)"""
+        positions: dict[tuple[str, int], int] = {}
+        group: dict[str, dict[int, int]] | None = None
+        if self.log.distributed:
+            # The group's offsets once the previous owner's last transaction has landed: the
+            # consumer's own fetch of them may predate it (and so read its input again).
+            by_topic: dict[str, list[int]] = {}
+            for topic, p in partitions:
+                by_topic.setdefault(topic, []).append(p)
+            group = {}
+            for topic, parts in by_topic.items():
+                offsets = group[topic] = await self.log.stable_committed(self.group, topic, parts)
+                if any(p not in offsets for p in parts):
+                    fresh = await (self.log.end_offsets(topic) if self.reset == "latest"
+                                   else self.log.begin_offsets(topic))
+                for p in parts:
+                    positions[(topic, p)] = offsets[p] if p in offsets else fresh[p]
+        if self.tasks is not None:
+            positions.update(await self.tasks.open({p for _, p in partitions}, self.reset, group))
+        return positions
+
     async def revoked(self, partitions: set[tuple[str, int]]) -> None:
+        # A batch polled before this (waiting for the lock now) is dropped: processed and
+        # committed during the rebalance, it could be read again by the partition's next
+        # owner, which may already have fetched the offsets. (If this node gets the
+        # partition back, ``assigned`` seeks it to the committed offset: nothing is lost.)
+        self._generation += 1
         log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
         if self.tasks is not None:
             async with self._lock:  # after the batch in flight
@@ -289,7 +325,6 @@ class StageRunner:
                 await self.transaction.close()
 
     async def _consume(self) -> None:
-        stage = self.stage
         tasks = self.tasks
         fences = self.fences
         txn = self.transaction
@@ -300,7 +335,12 @@ class StageRunner:
             fenced = fences is not None
             while not self._stopping.is_set():
                 batches = await consumer.poll(max_records=5000, timeout=0.5)
-                # (Assignments made inside the poll came before its records were read.)
+                if self._assign_failure is not None:
+                    failure, self._assign_failure = self._assign_failure, None
+                    raise failure
+                # (A rebalance that ran during the poll came before its records: aiokafka
+                # returns none while one is under way, and none of newly assigned partitions
+                # before the listener has sought them.)
                 generation = self._generation
                 if fenced:
                     batches, waits = fences.cut(batches, consumer.seek)
@@ -312,10 +352,7 @@ class StageRunner:
                     continue
                 async with self._lock:
                     if generation != self._generation:
-                        # A rebalance came between the poll and now: the consumer resumes
-                        # every partition it kept or got from the committed offsets, so these
-                        # records come again; processed now they would count twice.
-                        # (Embedded consumers never rebalance after their first poll.)
+                        # Partitions were revoked since the poll (see ``revoked``).
                         continue
                     owned = consumer.assignment()
                     batches = [b for b in batches if (b.topic, b.partition) in owned]

@@ -449,10 +449,13 @@ class StageTasks:
         for topic in self.outputs:
             self.fences.claim(topic)
 
-    async def open(self, partitions: set[int], reset: str) -> dict[tuple[str, int], int]:
+    async def open(self, partitions: set[int], reset: str,
+                   group: dict[str, dict[int, int]] | None = None) -> dict[tuple[str, int], int]:
         """Open (restore) the tasks of ``partitions`` not open yet, cut the outputs back to
-        the latest commit, and return where to read each of their input partitions from
-        (nothing with ``group_positions``: the group's offsets)."""
+        the latest commit, and return where to read each of their input partitions from.
+        With ``group_positions``, ``group`` holds the group's stable offsets of them (by
+        topic, by partition; fetched here when not given): reading resumes there unless a
+        task's own state is further."""
         # A stage may read several co-partitioned topics (a join): task p reads partition p
         # of each.
         sources = tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
@@ -464,6 +467,17 @@ class StageTasks:
         specs = [s.spec(changelog_topic(self.query_id, s.name)) for s in self.stores]
         tail = "replay" if self.group_positions else "revert"
         opening = sorted(p for p in partitions if p not in self.tasks and p < total)
+        groups: dict[str, dict[int, int]] = dict(group or {})
+        if self.group_positions and opening:
+            # Another node may have had these partitions until now: its last transaction
+            # (offsets and changelog records together) must have landed everywhere before
+            # the offsets are read and the changelogs restored, or they could disagree.
+            for source in sources:
+                if source not in groups:
+                    groups[source] = await self.log.stable_committed(
+                        self.group, source, [p for p in opening if p < counts[source]])
+            for spec in specs:
+                await self.log.settle(spec.changelog, opening)
         try:
             for p in opening:
                 state = await TaskState.open(self.path / str(p), specs, log=self.state_log,
@@ -490,12 +504,8 @@ class StageTasks:
         for t, e in ends.items():
             self.fences.advance(t, e)
         opened = getattr(self.stage, "task_opened", None)
-        groups: dict[str, dict[int, int]] = {}
         fresh: dict[str, list[int]] = {}
-        if self.group_positions:
-            for source in sources:
-                groups[source] = await self.log.committed(self.group, source)
-        else:
+        if not self.group_positions:
             for source in sources:
                 groups[source] = await self.log.committed(self.group, source)
                 if reset == "latest":
@@ -504,7 +514,9 @@ class StageTasks:
                     fresh[source] = await self.log.begin_offsets(source)
         positions: dict[tuple[str, int], int] = {}
         for p in opening:
-            state = self.tasks[p]
+            state = self.tasks.get(p)
+            if state is None:
+                continue  # closed meanwhile (the stage stopped)
             committed = state.committed_offsets()
             extra = state.committed_extra()
             new: dict[tuple[str, int], int] = {}
@@ -512,15 +524,17 @@ class StageTasks:
                 if p >= counts[source]:
                     continue
                 if self.group_positions:
-                    # The group's offset, unless this task's own state is further: the local
-                    # commit follows the group's (after the transaction), so it is never
-                    # ahead unless the group's offset came back stale or missing, and then
-                    # reading from it would count records twice.
+                    # The group's offset, unless this task's own state is further. Under
+                    # exactly_once_v2 the local commit follows the transaction: never ahead.
+                    # At least once the group's commit follows the local one, and a crash
+                    # between leaves it behind: reading from it would count records twice.
                     mine, theirs = committed.get((source, p)), groups[source].get(p)
                     if mine is not None and (theirs is None or mine > theirs):
                         log.warning("%s: task %d resumes %s at its own committed offset %d "
                                     "(the group's: %s)", self.stage.name, p, source, mine, theirs)
                         positions[(source, p)] = mine
+                    elif theirs is not None:
+                        positions[(source, p)] = theirs
                     continue
                 off = committed.get((source, p))
                 if off is None:

@@ -46,11 +46,18 @@ def kafka_lib() -> Path:
     return kafka_lib_dir()
 
 
+# Test data has fixed event times, mostly long past (QTT cases, the join scenarios): the
+# default 7-day retention would delete such records at the broker's first retention check,
+# 30 s after it starts, whenever that falls in the middle of a test.
+_TEST_BROKER_CONFIG = {"log.retention.ms": "-1"}
+
+
 def _kafka_cluster(tmp_path_factory: pytest.TempPathFactory, brokers: int) -> Iterator[KafkaCluster]:
     _require(kafka_unavailable_reason())
     for attempt in range(3):
         # die_with_parent: a test run killed outright leaves no broker running
-        cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{brokers}-"), brokers=brokers, die_with_parent=True)
+        cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{brokers}-"), brokers=brokers,
+                               die_with_parent=True, config=_TEST_BROKER_CONFIG)
         try:
             cluster.start()
             break

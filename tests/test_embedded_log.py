@@ -196,6 +196,19 @@ def test_murmur2_matches_kafka(data, expected):
     assert murmur2(data) == expected
 
 
+def test_a_record_for_a_partition_the_topic_lacks_is_refused(make_log):
+    async def go():
+        log = make_log()
+        await log.create_topic("t", 2)
+        bad = ProducerRecord(b"k", b"v", 0, (), 2)
+        with pytest.raises(ValueError, match=r"Invalid partition given with record: 2 is not in the range \[0...2\)"):
+            await log.produce("t", [rec(b"a", b"v"), bad])
+        # Nothing of the refused call was written.
+        assert (await log.end_offsets("t")) == [0, 0]
+        await log.close()
+    asyncio.run(go())
+
+
 def test_keyed_records_go_to_murmur2_partition(make_log):
     async def go():
         log = make_log()

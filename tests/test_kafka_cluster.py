@@ -100,9 +100,6 @@ def _complete(bootstrap: str, topic: str, expected: dict[str, tuple[int, int]]) 
     return rows
 
 
-@pytest.mark.xfail(reason="known bug (issue 5 open): in about one run of five, the records of "
-                   "some keys are counted twice after the kill (exactly-once broken on a task "
-                   "move); see the session note", strict=False)
 def test_kill_9_node_mid_windowed_aggregation(kafka, cluster):
     """A node killed with SIGKILL while a windowed aggregation runs: its partitions move to
     the survivor, which rebuilds their state from the changelog topics; the windowed table

@@ -243,6 +243,47 @@ def test_aborted_transaction_never_reaches_the_restored_state(kafka, namespace, 
     asyncio.run(main())
 
 
+def test_a_new_owner_waits_for_the_last_owners_transaction_to_land(kafka, namespace, tmp_path):
+    """A partition's new owner reads the group's offsets and restores the changelog only
+    once the previous owner's last transaction (changelog records plus offsets) has landed:
+    read in between, the offsets could predate the transaction while the restored state
+    already had it (its input counted twice), or the other way round."""
+    from aiokafka import AIOKafkaProducer, TopicPartition
+
+    async def main() -> None:
+        log = KafkaLog(kafka.bootstrap_servers, {"linger.ms": 0})
+        group, source, changelog = namespace + "group", namespace + "src", namespace + "cl"
+        await log.create_topic(source, 1)
+        await log.create_topic(changelog, 1, config={"cleanup.policy": "compact"})
+        # The previous owner, on a client of its own, is in the middle of committing.
+        other = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers,
+                                 transactional_id=namespace + "other")
+        await other.start()
+        try:
+            await other.begin_transaction()
+            await other.send_and_wait(changelog, b"7", key=b"k", partition=0)
+            await other.send_offsets_to_transaction({TopicPartition(source, 0): 42}, group)
+            offsets = asyncio.ensure_future(log.stable_committed(group, source, [0]))
+            settled = asyncio.ensure_future(log.settle(changelog, [0]))
+            await asyncio.sleep(1.5)
+            assert not offsets.done() and not settled.done()
+            # What a reader that does not wait sees meanwhile: neither the offset nor the record.
+            assert await log.committed(group, source) == {}
+            assert (await log.end_offsets(changelog)) == [0]
+            await other.commit_transaction()
+            assert await asyncio.wait_for(offsets, 10) == {0: 42}
+            await asyncio.wait_for(settled, 10)
+            batch = await log.fetch(changelog, 0, 0)
+            assert list(zip(batch.keys, batch.values)) == [(b"k", b"7")]
+            # Nothing pending: both answer at once.
+            assert await asyncio.wait_for(log.stable_committed(group, source, [0]), 2) == {0: 42}
+            await asyncio.wait_for(log.settle(changelog, [0]), 2)
+        finally:
+            await other.stop()
+            await log.close()
+    asyncio.run(main())
+
+
 class _FailingFetchLog(PrefixedLog):
     """Fetch fails after ``fetches`` calls (a crash mid-restore)."""
 

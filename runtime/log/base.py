@@ -73,7 +73,9 @@ class RebalanceListener(Protocol):
     """Told when a consumer's share of its group's partitions changes. ``assigned`` runs
     before records of the new partitions are polled (a stateful stage opens and restores
     their tasks there, and may ``seek``); ``revoked`` before they go to another member (it
-    finishes and commits what it holds, and closes their tasks)."""
+    finishes and commits what it holds, and closes their tasks). The calls come during a
+    poll or, on Kafka, concurrently with one: records polled before ``revoked`` may still
+    be on their way to being processed (the stage runner drops them)."""
 
     async def assigned(self, partitions: set[tuple[str, int]]) -> None: ...
 
@@ -144,6 +146,20 @@ class Log(ABC):
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         """The group's committed next-offsets for a topic, by partition."""
 
+    async def stable_committed(self, group: str, topic: str,
+                               partitions: Iterable[int]) -> dict[int, int]:
+        """``committed`` for ``partitions``, once no transaction committing one of them is
+        pending: where a partition's new owner reads on, consistent with what the last
+        transaction wrote elsewhere. (Backends whose transactions are never seen half-done:
+        ``committed``.)"""
+        wanted = set(partitions)
+        return {p: o for p, o in (await self.committed(group, topic)).items() if p in wanted}
+
+    async def settle(self, topic: str, partitions: Iterable[int]) -> None:
+        """Return once no transaction is open on these partitions, so reading them to their
+        end reads everything committed so far. (Nothing to wait for without transactions.)"""
+        return None
+
     @abstractmethod
     def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
                  reset: str = "earliest") -> Consumer:
@@ -161,6 +177,67 @@ class Log(ABC):
 
     async def close(self) -> None:
         return None
+
+
+class LogView(Log):
+    """A Log forwarding every call to ``inner``: the base of wrappers that change one or two
+    of them (the test driver's produce, a transaction's produce)."""
+
+    def __init__(self, inner: Log) -> None:
+        self.inner = inner
+
+    @property  # type: ignore[override]
+    def distributed(self) -> bool:
+        return self.inner.distributed
+
+    async def create_topic(self, name: str, partitions: int = 1, replicas: int = 1,
+                           config: dict[str, str] | None = None) -> TopicInfo:
+        return await self.inner.create_topic(name, partitions, replicas, config)
+
+    async def delete_topic(self, name: str) -> None:
+        await self.inner.delete_topic(name)
+
+    async def list_topics(self) -> dict[str, TopicInfo]:
+        return await self.inner.list_topics()
+
+    async def describe_topic(self, name: str) -> TopicInfo | None:
+        return await self.inner.describe_topic(name)
+
+    async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
+        return await self.inner.produce(topic, records)
+
+    async def fetch(self, topic: str, partition: int, offset: int,
+                    max_records: int = 10000) -> RecordBatch:
+        return await self.inner.fetch(topic, partition, offset, max_records)
+
+    async def end_offsets(self, topic: str) -> list[int]:
+        return await self.inner.end_offsets(topic)
+
+    async def begin_offsets(self, topic: str) -> list[int]:
+        return await self.inner.begin_offsets(topic)
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        return await self.inner.committed(group, topic)
+
+    async def stable_committed(self, group: str, topic: str,
+                               partitions: Iterable[int]) -> dict[int, int]:
+        return await self.inner.stable_committed(group, topic, partitions)
+
+    async def settle(self, topic: str, partitions: Iterable[int]) -> None:
+        await self.inner.settle(topic, partitions)
+
+    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
+                 reset: str = "earliest") -> Consumer:
+        return self.inner.consumer(group, topics, listener, reset)
+
+    async def group_members(self, group: str) -> dict[str, set[tuple[str, int]]] | None:
+        return await self.inner.group_members(group)
+
+    def transactional(self, transactional_id: str) -> "Transaction | None":
+        return self.inner.transactional(transactional_id)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 class Transaction(Protocol):
@@ -211,8 +288,50 @@ def murmur2(data: bytes) -> int:
     return h - 0x100000000 if h & 0x80000000 else h
 
 
-def default_partition(key: bytes | None, partitions: int, counter: "itertools.count[int]") -> int:
-    """Kafka's default partitioner: murmur2 of the key bytes; round robin for null keys."""
-    if key is None:
-        return next(counter) % partitions
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+class Partitioner:
+    """Kafka's default partitioner for one topic: a record's own partition if it has one,
+    else murmur2 of its key (as Kafka's Java client computes it), else round robin for a null
+    key. Key -> partition is cached (murmur2 is slow in Python); the cache is bounded, and
+    dropped when the topic's partition count changes."""
+
+    CACHE_LIMIT = 65536
+
+    __slots__ = ("_counter", "_cache", "_partitions")
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+        self._cache: dict[bytes, int] = {}
+        self._partitions = 0
+
+    def assign(self, records: Sequence["ProducerRecord"], partitions: int) -> list[int]:
+        """The partition of each record; ValueError for a record's own partition out of range."""
+        cache = self._cache
+        if partitions != self._partitions:
+            cache.clear()
+            self._partitions = partitions
+        counter = self._counter
+        out: list[int] = []
+        ap = out.append
+        for r in records:
+            p = r.partition
+            if p is None:
+                k = r.key
+                if k is None:
+                    p = next(counter) % partitions
+                else:
+                    try:
+                        p = cache.get(k)
+                    except TypeError:  # an unhashable buffer (bytearray): hash its bytes
+                        k = bytes(k)
+                        p = cache.get(k)
+                    if p is None:
+                        p = (murmur2(k) & 0x7FFFFFFF) % partitions
+                        if len(cache) >= self.CACHE_LIMIT:
+                            cache.clear()
+                        # A right-sized copy: keys from orjson.dumps pin ~4 KiB buffers each.
+                        cache[bytes(memoryview(k))] = p
+            elif not 0 <= p < partitions:
+                raise ValueError(f"Invalid partition given with record: {p} is not in the "
+                                 f"range [0...{partitions}).")
+            ap(p)
+        return out

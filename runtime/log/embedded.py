@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
-from .base import (Consumer, Headers, Log, ProducerRecord, RebalanceListener, RecordBatch,
-                   TopicExistsError, TopicInfo, UnknownTopicError, murmur2)
+from .base import (Consumer, Headers, Log, Partitioner, ProducerRecord, RebalanceListener,
+                   RecordBatch, TopicExistsError, TopicInfo, UnknownTopicError)
 from .segment import (DEFAULT_INDEX_INTERVAL, DEFAULT_MAX_FETCH_BYTES, FileStorage,
                       MemoryStorage, Segment, atomic_write, encode_columns, fsync_dir, read_file,
                       scan)
@@ -49,7 +49,6 @@ from .segment import (DEFAULT_INDEX_INTERVAL, DEFAULT_MAX_FETCH_BYTES, FileStora
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-_PARTITION_CACHE_LIMIT = 65536  # keys remembered per topic by the keyed partitioner
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
 
 
@@ -96,7 +95,6 @@ class _Partition:
     def load(self) -> None:
         """Open the partition's segments from disk, repairing a torn tail."""
         assert self.dir is not None
-        interval = self.log._index_interval
         for stray in self.dir.glob("*.tmp"):
             stray.unlink()
         files = sorted(self.dir.glob("*.log"))
@@ -258,15 +256,14 @@ class _Partition:
 class _Topic:
     """A topic's metadata, partitions and partitioner state."""
 
-    __slots__ = ("info", "partitions", "dir", "counter", "pcache")
+    __slots__ = ("info", "partitions", "dir", "partitioner")
 
     def __init__(self, info: TopicInfo, partitions: list[_Partition], directory: Path | None
                  ) -> None:
         self.info = info
         self.partitions = partitions
         self.dir = directory
-        self.counter = itertools.count()  # round robin for null keys
-        self.pcache: dict[bytes, int] = {}  # key -> partition (murmur2 is slow in Python)
+        self.partitioner = Partitioner()
 
 
 class EmbeddedLog(Log):
@@ -430,38 +427,6 @@ class EmbeddedLog(Log):
 
     # -- produce / fetch --------------------------------------------------------------
 
-    def _assign(self, t: _Topic, records: Sequence[ProducerRecord]) -> list[int]:
-        """Partition of each record: explicit, else murmur2 of the key (Kafka's default
-        partitioner), else round robin for a null key."""
-        n_parts = len(t.partitions)
-        cache = t.pcache
-        counter = t.counter
-        out: list[int] = []
-        ap = out.append
-        for r in records:
-            p = r.partition
-            if p is None:
-                k = r.key
-                if k is None:
-                    p = next(counter) % n_parts
-                else:
-                    try:
-                        p = cache.get(k)
-                    except TypeError:  # an unhashable buffer (bytearray): hash its bytes
-                        k = bytes(k)
-                        p = cache.get(k)
-                    if p is None:
-                        p = (murmur2(k) & 0x7FFFFFFF) % n_parts
-                        if len(cache) >= _PARTITION_CACHE_LIMIT:
-                            cache.clear()
-                        # A right-sized copy: keys from orjson.dumps pin ~4 KiB buffers each.
-                        cache[bytes(memoryview(k))] = p
-            elif not 0 <= p < n_parts:
-                raise ValueError(f"Invalid partition given with record: {p} is not in the "
-                                 f"range [0...{n_parts}).")
-            ap(p)
-        return out
-
     async def produce(self, topic: str, records: Sequence[ProducerRecord]
                       ) -> list[tuple[int, int]]:
         self._check_open()
@@ -482,7 +447,7 @@ class EmbeddedLog(Log):
                 part.sync()
             result = list(zip(itertools.repeat(0, n), range(base, base + n)))
         else:
-            assigned = self._assign(t, records)
+            assigned = t.partitioner.assign(records, len(t.partitions))
             groups: list[list[ProducerRecord]] = [[] for _ in parts]
             for r, p in zip(records, assigned):
                 groups[p].append(r)

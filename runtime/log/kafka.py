@@ -1,8 +1,11 @@
-"""The Log seam on Apache Kafka, through aiokafka: the only module that imports it.
+"""The Log seam on Apache Kafka, through aiokafka: the only module that imports it (with
+``kafka_protocol``, the requests aiokafka lacks).
 
 One ``KafkaLog`` per node holds:
 
-* an admin client (create/delete/describe topics, group offsets);
+* an admin client (create/delete/describe topics, group offsets: ``stable_committed`` asks
+  for them with KIP-447's ``require_stable``, so that a partition's new owner never reads
+  offsets from before its previous owner's last transaction);
 * one idempotent producer (acks=all, batching, lz4) for ordinary produce calls. Records are
   put into aiokafka ``BatchBuilder``s per partition by this module (one produce call of N
   records is a few batches, not N ``send`` coroutines); a record without a partition goes
@@ -12,11 +15,12 @@ One ``KafkaLog`` per node holds:
   and seeks otherwise;
 * group consumers (``consumer``): subscribed with a rebalance listener, Range assignment (a
   stage reading co-partitioned topics gets partition p of each on one node), manual commits;
+  newly assigned partitions stay paused until the listener has taken them up;
 * transactional producers (``transactional``) for ``processing.guarantee=exactly_once_v2``.
 
 Every reader uses ``read_committed``: records of aborted transactions are never seen, and
-the end offsets it reports are the last stable offsets. Kafka's own topics (``__...``) are
-not listed.
+the end offsets it reports are the last stable offsets (``settle`` waits until they are the
+high watermarks: no transaction open). Kafka's own topics (``__...``) are not listed.
 
 A node that cannot reach Kafka waits: calls retry with backoff (logged) instead of failing.
 """
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import os
 import socket
@@ -36,23 +39,32 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import (CommitFailedError, KafkaConnectionError, KafkaError,
-                             NodeNotReadyError, RequestTimedOutError)
+from aiokafka.errors import (CommitFailedError, GroupCoordinatorNotAvailableError,
+                             GroupLoadInProgressError, KafkaConnectionError, KafkaError,
+                             NodeNotReadyError, NotCoordinatorForGroupError, RequestTimedOutError)
 
-from .base import (Consumer, Log, ProducerRecord, RebalanceListener, RecordBatch, TopicExistsError,
-                   TopicInfo, UnknownTopicError, murmur2)
+from .base import (Consumer, Log, LogView, Partitioner, ProducerRecord, RebalanceListener,
+                   RecordBatch, TopicExistsError, TopicInfo, UnknownTopicError)
+from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, StableOffsetFetch
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Errors worth waiting out: the cluster (or a broker of it) is not reachable right now.
+# Errors worth waiting out: the cluster (or a broker of it) is not reachable right now, or a
+# group's coordinator is moving or starting (a new cluster's offsets topic is made on demand).
 _TRANSIENT = (KafkaConnectionError, NodeNotReadyError, RequestTimedOutError, ConnectionError,
-              asyncio.TimeoutError)
+              asyncio.TimeoutError, GroupCoordinatorNotAvailableError, GroupLoadInProgressError,
+              NotCoordinatorForGroupError)
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 _MAX_READERS = 64
 _BATCH_BYTES = 1024 * 1024
+# Group coordinator moving or loading: ask again.
+_COORDINATOR_MOVING = (14, 15, 16)
+# How long a task's opening waits for a pending transaction (a killed node's is aborted
+# after ``transaction_timeout_ms``, then the coordinator's next check: up to ~20 s).
+_STABLE_WAIT = 60.0
 
 
 class KafkaLog(Log):
@@ -77,14 +89,12 @@ class KafkaLog(Log):
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None
+        self._watermarks: AIOKafkaConsumer | None = None
         self._readers: collections.OrderedDict[tuple[str, int], _Reader] = collections.OrderedDict()
         self._partitions: dict[str, int] = {}
         self._start_lock = asyncio.Lock()
         self._reader_lock = asyncio.Lock()
-        self._rr = itertools.count()
-        # Key -> murmur2 bits: keys repeat (a GROUP BY key, a table's key), the hash is
-        # pure Python (~2 us). Bounded: cleared when full.
-        self._hashes: dict[bytes, int] = {}
+        self._partitioners: dict[str, Partitioner] = {}
         self._closed = False
 
     # -- connections ------------------------------------------------------------------
@@ -122,7 +132,13 @@ class KafkaLog(Log):
                                        enable_auto_commit=False,
                                        isolation_level="read_committed")
             await self._retry("offsets reader", offsets.start)
-            self._producer, self._offsets = producer, offsets
+            # The high watermarks (ends counting open transactions): ``settle`` compares them.
+            watermarks = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers,
+                                          client_id=f"{self.service_id}-watermarks",
+                                          enable_auto_commit=False,
+                                          isolation_level="read_uncommitted")
+            await self._retry("watermarks reader", watermarks.start)
+            self._producer, self._offsets, self._watermarks = producer, offsets, watermarks
             self._admin = admin
 
     def new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
@@ -143,13 +159,13 @@ class KafkaLog(Log):
         for reader in self._readers.values():
             await reader.close()
         self._readers.clear()
-        for client in (self._producer, self._offsets, self._admin):
+        for client in (self._producer, self._offsets, self._watermarks, self._admin):
             if client is not None:
                 try:
                     await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
                 except Exception:  # closing: nothing left to do about it
                     log.debug("closing a Kafka client failed", exc_info=True)
-        self._producer = self._offsets = self._admin = None
+        self._producer = self._offsets = self._watermarks = self._admin = None
 
     # -- topics -----------------------------------------------------------------------
 
@@ -190,13 +206,13 @@ class KafkaLog(Log):
         return await self._retry("metadata", lambda: self._admin.describe_topics(names))
 
     @staticmethod
-    def _info(t: dict, config: tuple[tuple[str, str], ...] = ()) -> TopicInfo | None:
+    def _info(t: dict) -> TopicInfo | None:
         """A topic's info from metadata (a partition without a leader, its broker down, is
         still a partition of the topic)."""
         if t["error_code"] or not t["partitions"]:
             return None
         parts = t["partitions"]
-        return TopicInfo(t["topic"], len(parts), max(len(p["replicas"]) for p in parts), config)
+        return TopicInfo(t["topic"], len(parts), max(len(p["replicas"]) for p in parts))
 
     async def _wait_for_leaders(self, name: str, partitions: int) -> None:
         """Until every partition of a new topic has a leader: produce and fetch need one."""
@@ -248,6 +264,13 @@ class KafkaLog(Log):
                         out.append((key, value))
         return tuple(sorted(out))
 
+    async def _assign(self, topic: str, records: Sequence[ProducerRecord]) -> list[int]:
+        """Each record's partition, placed as Kafka's Java client places it."""
+        partitioner = self._partitioners.get(topic)
+        if partitioner is None:
+            partitioner = self._partitioners[topic] = Partitioner()
+        return partitioner.assign(records, await self._partition_count(topic))
+
     async def _partition_count(self, topic: str) -> int:
         n = self._partitions.get(topic)
         if n is None:
@@ -263,7 +286,7 @@ class KafkaLog(Log):
         await self._start()
         assert self._producer is not None
         return await produce_records(self._producer, topic, records,
-                                     await self._partition_count(topic), self._rr, self._hashes)
+                                     await self._assign(topic, records))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -309,6 +332,78 @@ class KafkaLog(Log):
         return {tp.partition: meta.offset for tp, meta in got.items()
                 if tp.topic == topic and meta.offset >= 0}
 
+    async def stable_committed(self, group: str, topic: str,
+                               partitions: Iterable[int]) -> dict[int, int]:
+        """OffsetFetch with ``require_stable`` (see ``kafka_protocol``), asked again while
+        a transaction committing one of the offsets is pending: a killed node's is aborted
+        when it times out, so this waits up to about twice ``transaction_timeout_ms``; past
+        ``_STABLE_WAIT`` it gives up (the stage restarts and asks again)."""
+        await self._start()
+        admin = self._admin
+        assert admin is not None
+        request = StableOffsetFetch(group, [(topic, sorted(partitions))])
+        started = time.monotonic()
+        warned = started
+        while True:
+            coordinator = await self._retry("group coordinator",
+                                            lambda: admin.find_coordinator(group))
+            # (``_send_request``: aiokafka's own way to send a request to one broker.)
+            resp = await self._retry("group offsets",
+                                     lambda: admin._send_request(request, coordinator))
+            found: dict[int, int] = {}
+            pending: list[int] = []
+            retry = resp.error_code in _COORDINATOR_MOVING
+            if resp.error_code and not retry:
+                raise KafkaError(f"group {group}: offset fetch failed: error {resp.error_code}")
+            for _name, parts, _tags in resp.topics:
+                for p, offset, _epoch, _meta, error, _ in parts:
+                    if error == UNSTABLE_OFFSET_COMMIT:
+                        pending.append(p)
+                    elif error in _COORDINATOR_MOVING:
+                        retry = True
+                    elif error:
+                        raise KafkaError(f"group {group}: offset of {topic}-{p}: error {error}")
+                    elif offset >= 0:
+                        found[p] = offset
+            if not pending and not retry:
+                return found
+            now = time.monotonic()
+            if now - started > _STABLE_WAIT:
+                raise KafkaError(f"group {group}: offsets of {topic} {sorted(pending)} still "
+                                 f"wait for a transaction after {_STABLE_WAIT:.0f}s")
+            if now - warned > 5.0:
+                warned = now
+                log.info("group %s: waiting for the transaction pending on %s %s", group,
+                         topic, sorted(pending))
+            await asyncio.sleep(0.05)
+
+    async def settle(self, topic: str, partitions: Iterable[int]) -> None:
+        """Until no transaction is open on these partitions: their last stable offset is
+        their high watermark. (Right after a transaction commits, its markers reach the
+        partitions one by one: a restore reading to the stable end before the marker
+        arrived would leave out what the transaction wrote.)"""
+        await self._start()
+        committed, uncommitted = self._offsets, self._watermarks
+        assert committed is not None and uncommitted is not None
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return
+        try:
+            await self._partition_count(topic)
+        except UnknownTopicError:
+            return  # not created yet: nothing written, nothing open
+        started = time.monotonic()
+        while True:
+            stable = await self._retry("list offsets", lambda: committed.end_offsets(tps))
+            ends = await self._retry("list offsets", lambda: uncommitted.end_offsets(tps))
+            open_ = [tp.partition for tp in tps if stable[tp] < ends[tp]]
+            if not open_:
+                return
+            if time.monotonic() - started > _STABLE_WAIT:
+                raise KafkaError(f"{topic} {open_}: a transaction is still open after "
+                                 f"{_STABLE_WAIT:.0f}s")
+            await asyncio.sleep(0.05)
+
     def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
                  reset: str = "earliest") -> "KafkaConsumer":
         return KafkaConsumer(self, group, list(dict.fromkeys(topics)), listener, reset)
@@ -339,31 +434,16 @@ class KafkaLog(Log):
         return KafkaTransaction(self, transactional_id)
 
 
-_HASH_CACHE_SIZE = 100_000
-
-
 async def produce_records(producer: AIOKafkaProducer, topic: str,
-                          records: Sequence[ProducerRecord], partitions: int,
-                          rr: "itertools.count[int]", hashes: dict[bytes, int]) -> list[tuple[int, int]]:
-    """Produce ``records`` through aiokafka batches built here, one open batch per partition;
-    returns (partition, offset) per record once acknowledged. ``hashes`` caches murmur2."""
-    if len(hashes) > _HASH_CACHE_SIZE:
-        hashes.clear()
+                          records: Sequence[ProducerRecord], partitions: list[int]
+                          ) -> list[tuple[int, int]]:
+    """Produce ``records`` to their ``partitions`` through aiokafka batches built here, one
+    open batch per partition; returns (partition, offset) per record once acknowledged."""
     builders: dict[int, Any] = {}
     # Per record: (partition, index of its batch among that partition's sends, relative offset).
     where: list[tuple[int, int, int]] = []
     sent: dict[int, list[Awaitable]] = {}
-    for rec in records:
-        p = rec.partition
-        if p is None:
-            key = rec.key
-            if key is None:
-                p = next(rr) % partitions
-            else:
-                h = hashes.get(key)
-                if h is None:
-                    h = hashes[key] = murmur2(key) & 0x7FFFFFFF
-                p = h % partitions
+    for rec, p in zip(records, partitions):
         b = builders.get(p)
         if b is None:
             b = builders[p] = producer.create_batch()
@@ -464,8 +544,18 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         parts = {(tp.topic, tp.partition) for tp in assigned}
-        if self.owner.listener is not None:
+        consumer = self.owner._consumer
+        if self.owner.listener is None or consumer is None:
+            return
+        # aiokafka runs this in the background, concurrently with ``getmany``, and would
+        # hand out records of the new partitions as soon as their positions are known:
+        # they wait until the listener has restored their tasks and sought.
+        consumer.pause(*assigned)
+        try:
             await self.owner.listener.assigned(parts)
+        finally:
+            mine = consumer.assignment()
+            consumer.resume(*(tp for tp in assigned if tp in mine))
 
 
 class KafkaConsumer(Consumer):
@@ -532,22 +622,6 @@ class KafkaConsumer(Consumer):
             return set()
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
-    async def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the end, per assigned partition."""
-        c = self._consumer
-        if c is None:
-            return {}
-        out = {}
-        for tp in c.assignment():
-            hw = c.highwater(tp)
-            try:
-                pos = await c.position(tp)
-            except KafkaError:
-                continue
-            if hw is not None:
-                out[(tp.topic, tp.partition)] = max(hw - pos, 0)
-        return out
-
     async def close(self) -> None:
         c, self._consumer = self._consumer, None
         if c is not None:
@@ -583,8 +657,7 @@ class KafkaTransaction:
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         p = await self._ensure()
-        return await produce_records(p, topic, records, await self.base._partition_count(topic),
-                                     self.base._rr, self.base._hashes)
+        return await produce_records(p, topic, records, await self.base._assign(topic, records))
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         p = await self._ensure()
@@ -609,44 +682,15 @@ class KafkaTransaction:
                 log.debug("closing transactional producer failed", exc_info=True)
 
 
-class _TransactionalLog(Log):
+class _TransactionalLog(LogView):
     """The node's KafkaLog, except that ``produce`` writes into a transaction."""
 
-    distributed = True
-
     def __init__(self, txn: KafkaTransaction) -> None:
+        super().__init__(txn.base)
         self._txn = txn
-        self._base = txn.base
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         return await self._txn.produce(topic, records)
 
-    async def create_topic(self, name: str, partitions: int = 1, replicas: int = 1,
-                           config: dict[str, str] | None = None) -> TopicInfo:
-        return await self._base.create_topic(name, partitions, replicas, config)
-
-    async def delete_topic(self, name: str) -> None:
-        await self._base.delete_topic(name)
-
-    async def list_topics(self) -> dict[str, TopicInfo]:
-        return await self._base.list_topics()
-
-    async def describe_topic(self, name: str) -> TopicInfo | None:
-        return await self._base.describe_topic(name)
-
-    async def fetch(self, topic: str, partition: int, offset: int,
-                    max_records: int = 10000) -> RecordBatch:
-        return await self._base.fetch(topic, partition, offset, max_records)
-
-    async def end_offsets(self, topic: str) -> list[int]:
-        return await self._base.end_offsets(topic)
-
-    async def begin_offsets(self, topic: str) -> list[int]:
-        return await self._base.begin_offsets(topic)
-
-    async def committed(self, group: str, topic: str) -> dict[int, int]:
-        return await self._base.committed(group, topic)
-
-    def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
-                 reset: str = "earliest") -> Consumer:
-        return self._base.consumer(group, topics, listener, reset)
+    async def close(self) -> None:
+        """Nothing: the view does not own the node's log."""

@@ -113,6 +113,13 @@ class PrefixedLog(Log):
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         return await self.inner.committed(self.wrap(group), self.wrap(topic))
 
+    async def stable_committed(self, group: str, topic: str,
+                               partitions: Iterable[int]) -> dict[int, int]:
+        return await self.inner.stable_committed(self.wrap(group), self.wrap(topic), partitions)
+
+    async def settle(self, topic: str, partitions: Iterable[int]) -> None:
+        await self.inner.settle(self.wrap(topic), partitions)
+
     def consumer(self, group: str, topics: Iterable[str], listener: RebalanceListener | None = None,
                  reset: str = "earliest") -> Consumer:
         inner_listener = None if listener is None else _PrefixedListener(self, listener)
@@ -166,13 +173,6 @@ class _PrefixedConsumer(Consumer):
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.inner.seek(self.owner.wrap(topic), partition, offset)
-
-    async def lag(self) -> dict[tuple[str, int], int]:
-        """The inner consumer's lag per partition (empty where it does not tell)."""
-        lag = getattr(self.inner, "lag", None)
-        if lag is None:
-            return {}
-        return {(self.owner.unwrap(t), p): n for (t, p), n in (await lag()).items()}
 
     async def close(self) -> None:
         await self.inner.close()
