@@ -240,11 +240,28 @@ def _advertised(url: str) -> str:
 
 
 def _signal_event() -> asyncio.Event:
+    """Set on SIGINT or SIGTERM. (SIGUSR1 logs what every task of the node is waiting for:
+    for a node that seems stuck.)"""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, handler in ((signal.SIGINT, event.set), (signal.SIGTERM, event.set),
+                         (signal.SIGUSR1, _log_tasks)):
         try:
-            loop.add_signal_handler(sig, event.set)
+            loop.add_signal_handler(sig, handler)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     return event
+
+
+def _log_tasks() -> None:
+    for task in asyncio.all_tasks():
+        # The chain of awaits, outermost first (a suspended task's own stack is one frame).
+        where = []
+        coro: Any = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                where.append(f"{frame.f_code.co_name} "
+                             f"({frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno})")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        log.warning("task %s: %s", task.get_name(), " -> ".join(where) or "(done)")

@@ -62,6 +62,8 @@ _MAX_READERS = 64
 _BATCH_BYTES = 1024 * 1024
 # Group coordinator moving or loading: ask again.
 _COORDINATOR_MOVING = (14, 15, 16)
+# How long a topic this node knows may be missing from a broker's metadata.
+_METADATA_LAG = 10.0
 # How long a task's opening waits for a pending transaction (a killed node's is aborted
 # after ``transaction_timeout_ms``, then the coordinator's next check: up to ~20 s).
 _STABLE_WAIT = 60.0
@@ -237,8 +239,19 @@ class KafkaLog(Log):
         return out
 
     async def _describe(self, name: str) -> TopicInfo | None:
-        found = await self._metadata([name])
-        return self._info(found[0]) if found else None
+        deadline = time.monotonic() + _METADATA_LAG
+        while True:
+            found = await self._metadata([name])
+            info = self._info(found[0]) if found else None
+            if info is not None or name not in self._partitions:
+                return info
+            if time.monotonic() > deadline:
+                self._partitions.pop(name, None)  # deleted (by another node, say)
+                return None
+            # A topic this node created or has seen: a broker whose metadata lags behind the
+            # one that answered before says it does not exist yet (a CREATE ... AS SELECT
+            # would then size its sink with defaults, not the source's partitions).
+            await asyncio.sleep(0.1)
 
     async def describe_topic(self, name: str) -> TopicInfo | None:
         await self._start()
