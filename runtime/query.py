@@ -277,11 +277,11 @@ class StageRunner:
             group = {}
             for topic, parts in by_topic.items():
                 offsets = group[topic] = await self.log.stable_committed(self.group, topic, parts)
-                if any(p not in offsets for p in parts):
+                positions.update(((topic, p), off) for p, off in offsets.items())
+                if any(p not in offsets for p in parts):  # none committed: the reset policy
                     fresh = await (self.log.end_offsets(topic) if self.reset == "latest"
                                    else self.log.begin_offsets(topic))
-                for p in parts:
-                    positions[(topic, p)] = offsets[p] if p in offsets else fresh[p]
+                    positions.update(((topic, p), fresh[p]) for p in parts if p not in offsets)
         if self.tasks is not None:
             positions.update(await self.tasks.open({p for _, p in partitions}, self.reset, group))
         return positions
@@ -328,6 +328,7 @@ class StageRunner:
         tasks = self.tasks
         fences = self.fences
         txn = self.transaction
+        self._assign_failure = None  # (one from before a restart is dealt with)
         consumer = self._consumer = self.log.consumer(self.group, list(self.topics),
                                                       listener=self, reset=self.reset)
         try:
