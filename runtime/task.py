@@ -454,7 +454,7 @@ class StageTasks:
         """Open (restore) the tasks of ``partitions`` not open yet, cut the outputs back to
         the latest commit, and return where to read each of their input partitions from.
         With ``group_positions``, ``group`` holds the group's stable offsets of them (by
-        topic, by partition; fetched here when not given): reading resumes there unless a
+        topic, by partition: ``Log.stable_committed``): reading resumes there unless a
         task's own state is further."""
         # A stage may read several co-partitioned topics (a join): task p reads partition p
         # of each.
@@ -470,12 +470,8 @@ class StageTasks:
         groups: dict[str, dict[int, int]] = dict(group or {})
         if self.group_positions and opening:
             # Another node may have had these partitions until now: its last transaction
-            # (offsets and changelog records together) must have landed everywhere before
-            # the offsets are read and the changelogs restored, or they could disagree.
-            for source in sources:
-                if source not in groups:
-                    groups[source] = await self.log.stable_committed(
-                        self.group, source, [p for p in opening if p < counts[source]])
+            # must have landed in the changelogs, as in the (stable) offsets, before they
+            # are restored, or state and offsets could disagree.
             for spec in specs:
                 await self.log.settle(spec.changelog, opening)
         try:
@@ -528,7 +524,7 @@ class StageTasks:
                     # exactly_once_v2 the local commit follows the transaction: never ahead.
                     # At least once the group's commit follows the local one, and a crash
                     # between leaves it behind: reading from it would count records twice.
-                    mine, theirs = committed.get((source, p)), groups[source].get(p)
+                    mine, theirs = committed.get((source, p)), groups.get(source, {}).get(p)
                     if mine is not None and (theirs is None or mine > theirs):
                         log.warning("%s: task %d resumes %s at its own committed offset %d "
                                     "(the group's: %s)", self.stage.name, p, source, mine, theirs)

@@ -61,8 +61,8 @@ class _Filler:
     ``only`` (ids of template nodes that hold placeholders) limits the walk to those."""
 
     def __init__(self, strings: dict[str, str], ints: dict[int, int], only: set[int] | None = None) -> None:
-        self.strings = strings
-        self.ints = ints
+        # Placeholder -> the request's value, by the literal class that holds it.
+        self.values: dict[type, dict[Any, Any]] = {ex.StringLiteral: strings, ex.IntegerLiteral: ints}
         self.only = only
         self.replaced = 0
         self.holders: set[int] = set()
@@ -70,18 +70,13 @@ class _Filler:
     def fill(self, node: Any) -> Any:
         if self.only is not None and id(node) not in self.only:
             return node
-        if isinstance(node, ex.StringLiteral):
-            value = self.strings.get(node.value)
+        values = self.values.get(type(node))
+        if values is not None:
+            value = values.get(node.value)
             if value is None:
                 return node
             self.replaced += 1
-            return ex.StringLiteral(value)
-        if isinstance(node, ex.IntegerLiteral):
-            number = self.ints.get(node.value)
-            if number is None:
-                return node
-            self.replaced += 1
-            return ex.IntegerLiteral(number)
+            return type(node)(value)
         if isinstance(node, tuple):
             items = tuple(self.fill(x) for x in node)
             changed = [id(b) for a, b in zip(items, node) if a is not b]

@@ -9,6 +9,7 @@ import socket
 import uuid
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from streamsql.engine import Engine
 from streamsql.runtime.log.kafka import KafkaLog
@@ -141,5 +142,45 @@ def test_node_waits_for_kafka_to_come_up(kafka_lib, tmp_path):
             await _closing(engine)
         finally:
             cluster.kill()
+
+    asyncio.run(main())
+
+
+class _OffsetsFailOnce(KafkaLog):
+    """A KafkaLog whose first stable offset fetch fails (a broker gone at that moment)."""
+
+    failures = 1
+
+    async def stable_committed(self, group, topic, partitions):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise KafkaError("the group coordinator went away")
+        return await super().stable_committed(group, topic, partitions)
+
+
+def test_a_stage_that_cannot_take_up_its_partitions_starts_over(kafka, kcat, unique_topic, tmp_path, caplog):
+    """aiokafka only logs what the rebalance listener raises: the stage must not then read
+    its partitions from unchecked positions, but start over (and get them again)."""
+    source, sink = unique_topic("in"), unique_topic("out")
+
+    async def main() -> None:
+        cfg = {"ksql.service.id": "svc_" + uuid.uuid4().hex[:8], "linger.ms": 1}
+        log_ = _OffsetsFailOnce(kafka.bootstrap_servers, cfg)
+        engine = Engine(log_, cfg, state_dir=tmp_path / "state")
+        await engine.start()
+        try:
+            await engine.execute(f"CREATE STREAM s (id STRING KEY, n INT) WITH (kafka_topic='{source}', "
+                                 f"partitions=2, value_format='JSON');"
+                                 f"CREATE STREAM t WITH (kafka_topic='{sink}') AS SELECT id, n * 2 AS n2 FROM s;")
+            await asyncio.to_thread(kcat_produce, kafka.bootstrap_servers, source,
+                                    [(f"k{i}", f'{{"N": {i}}}') for i in range(6)])
+            got = await asyncio.to_thread(kcat_consume, kafka.bootstrap_servers, sink, 6)
+            assert sorted((r.key, json.loads(r.value)["N2"]) for r in got) == \
+                [(f"k{i}", 2 * i) for i in range(6)]
+            assert log_.failures == 0
+        finally:
+            await _closing(engine)
+        assert any("restarting from its last commit" in r.getMessage() for r in caplog.records
+                   if r.name == "streamsql.runtime.query")
 
     asyncio.run(main())

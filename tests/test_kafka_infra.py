@@ -113,7 +113,9 @@ def _wait(what: str, check, timeout: float = 30.0):
 def test_replicated_topic_survives_a_broker_down(kafka3, kcat, unique_topic, how):
     topic = unique_topic()
     create_topic(kafka3.bootstrap_servers, topic, partitions=3, replicas=3)
-    _wait("every replica in sync", lambda: _isr_sizes(kafka3.bootstrap_servers, topic) == [3, 3, 3])
+    # Asked of each broker: one whose metadata lags tells a producer the topic does not exist.
+    _wait("every replica in sync", lambda: all(_isr_sizes(f"127.0.0.1:{port}", topic) == [3, 3, 3]
+                                               for port in kafka3.ports))
     first = [(f"k{i}", f"a{i}") for i in range(30)]
     kcat_produce(kafka3.bootstrap_servers, topic, first)
 
