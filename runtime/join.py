@@ -52,7 +52,7 @@ from streamsql.codegen import ExpressionCompiler
 from streamsql.join_analyzer import JoinPlan, joined_scope
 from streamsql.runtime.aggregate import DEFAULT_GRACE_MS, internal_codec
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
-from streamsql.runtime.pipeline import build_pipeline
+from streamsql.runtime.pipeline import Outputs, Pipeline, build_pipeline
 from streamsql.runtime.projection import filter_lines, projection_lines
 from streamsql.runtime.query import PipelineStage, Stage
 from streamsql.runtime.task import PICKLE, PartitionedStore
@@ -260,7 +260,8 @@ class JoinStage:
 
     def __init__(self, name: str, left_topic: str, right_topic: str, sink_topic: str, plan: JoinPlan,
                  codecs: tuple[Any, Any, Any, Any], sink_key_codec: Any, sink_value_codec: Any,
-                 project: Callable[..., Any], stores: dict[str, Any], per_task: bool) -> None:
+                 project: Callable[..., Any], stores: dict[str, Any], per_task: bool,
+                 rekey: dict[str, Pipeline] | None = None) -> None:
         self.name = name
         self.source_topic = left_topic
         self.right_topic = right_topic
@@ -288,6 +289,9 @@ class JoinStage:
         self._contexts: dict[int, _TaskContext] = {}
         # What records go through: this stage, or the MaterializingStage wrapping it.
         self.entry: Any = self
+        # Inputs read from a source as it is (no repartition topic): topic -> the side's
+        # re-key pipeline, run here (see ``_co_partitioned``).
+        self._rekey = {t: (p, Outputs()) for t, p in (rekey or {}).items()}
         kind = plan.kind
         if kind == "STREAM_STREAM":
             self._on_left = partial(self._stream_stream, "L")
@@ -329,6 +333,15 @@ class JoinStage:
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out: list[ProducerRecord] = []
         ctx = self._context(batch.partition)
+        if self._rekey:
+            rekey = self._rekey.get(batch.topic)
+            if rekey is not None:
+                pipeline, keyed = rekey
+                keyed.clear()
+                pipeline.process(batch, keyed)
+                # (The join reads keys, values and timestamps only.)
+                batch = RecordBatch(batch.topic, batch.partition, [], keyed.timestamps,
+                                    keyed.keys, keyed.values)
         if batch.topic == self.right_topic:
             self._on_right(batch, ctx, out)
         else:
@@ -681,6 +694,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
                                     internal_codec(prev_src.schema.key), internal_codec(prev_src.schema.value),
                                     None)
     fk = plan.kind == "FOREIGN_KEY"
+    direct = await _co_partitioned(engine, plan, left_input)
     final = bool(plan.key)
     project = build_projection(engine, plan, query_id) if final else _combined(len(plan.left.row), len(plan.right.row))
     # Both re-keyed topics get one partition count, so that a key's records from either side
@@ -692,11 +706,13 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         partitions = max(await _partitions(engine, left_src), await _partitions(engine, plan.right.source))
     topics: list[str] = []
     codecs: list[Any] = []
+    rekey: dict[str, Pipeline] = {}
     for side_name, side in (("L", plan.left), ("R", plan.right)):
         src = side.source
         synthetic = side_name == "L" and left_input is not None
         topic = f"{engine.internal_name(query_id)}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
-        await engine.ensure_repartition_topic(topic, partitions)
+        if not direct:
+            await engine.ensure_repartition_topic(topic, partitions)
         value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.
         row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)
@@ -731,12 +747,18 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
             ts_parser, in_topic = engine._timestamp_parser(src), src.topic
         pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec,
                                   engine._processing_logger(query_id), timestamp_parser=ts_parser)
-        stages.append(PipelineStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic, pipeline))
+        if direct:
+            # Keyed by the join key already: the join reads the source and re-keys in place.
+            rekey[in_topic] = pipeline
+            topic = in_topic
+        else:
+            stages.append(PipelineStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic, pipeline))
         topics.append(topic)
         codecs += [key_codec, value_codec]
     join = JoinStage(f"{query_id}-join-{plan.index}", topics[0], topics[1], out_topic, plan,
                      (codecs[0], codecs[1], codecs[2], codecs[3]), out_key, out_value, project,
-                     _step_stores(engine, query_id, plan), per_task=engine.state_dir is not None)
+                     _step_stores(engine, query_id, plan), per_task=engine.state_dir is not None,
+                     rekey=rekey)
     if final and sink_ts_column is not None:
         names = [c.name for c in plan.value]
         if sink_ts_column in names:
@@ -747,6 +769,31 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         # It comes first so that the join stage stays last (a table sink wraps the last one).
         stages.insert(len(stages) - 1, JoinInput(join))  # type: ignore[arg-type]
     return stages
+
+
+# Key formats whose bytes depend on the key's value alone: equal keys of two sources in one
+# of them are equal bytes, and so land in the same partition number.
+_PLAIN_KEY_FORMATS = frozenset({"KAFKA", "JSON", "DELIMITED"})
+
+
+async def _co_partitioned(engine: "Engine", plan: JoinPlan, left_input: str | None) -> bool:
+    """Whether both sources of a join step are partitioned alike by the join key already
+    (each joins on its key, of the join's type, in the same plain key format, over as many
+    partitions): then, as ksqlDB does, the step reads them as they are, with no repartition
+    topic. Besides a hop saved, the step then sees the records' own order: a join reads its
+    inputs in timestamp order (``streamsql.runtime.ordering``), and records still on their
+    way through a re-key stage could not be waited for."""
+    left, right = plan.left.source, plan.right.source
+    if left_input is not None or plan.kind == "FOREIGN_KEY" or left.topic == right.topic:
+        return False
+    for side in (plan.left, plan.right):
+        key = side.source.schema.key
+        if (side.source.window is not None or len(key) != 1 or key[0].type != plan.key_type
+                or not isinstance(side.key_expr, e.ColumnRef) or side.key_expr.name != key[0].name):
+            return False
+    if left.key_format != right.key_format or left.key_format.name not in _PLAIN_KEY_FORMATS:
+        return False
+    return await _partitions(engine, left) == await _partitions(engine, right)
 
 
 async def _partitions(engine: "Engine", source: DataSource) -> int:

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 from streamsql.catalog import DataSource
 from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch
+from streamsql.runtime.ordering import OrderedInputs
 from streamsql.runtime.pipeline import Outputs, Pipeline
 
 log = logging.getLogger(__name__)
@@ -155,13 +156,18 @@ class StageRunner:
     With ``fences``, records of a topic written by an exactly-once stage are read only up to
     that stage's last commit (read_committed on the embedded log).
 
+    A stage reading several topics (a join) gets their records in timestamp order per task,
+    waiting for an input that has records on their way, or for ``idle_ms``
+    (``max.task.idle.ms``) for one that is caught up: see ``streamsql.runtime.ordering``.
+
     A failure (a lost broker, say) is logged and the stage starts over, from its last commit,
     after a backoff: it never silently stops.
     """
 
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None,
-                 tasks: Any = None, fences: Any = None, transaction: Any = None) -> None:
+                 tasks: Any = None, fences: Any = None, transaction: Any = None,
+                 idle_ms: int = 0) -> None:
         self.stage = stage
         self.group = group
         self.log = log_
@@ -171,6 +177,9 @@ class StageRunner:
         self.tasks = tasks
         self.fences = fences
         self.transaction = transaction
+        # Records of a multi-input stage wait here for their turn in timestamp order.
+        self.inputs = OrderedInputs(self.topics, idle_ms) if len(self.topics) > 1 else None
+        self._paused: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -246,6 +255,9 @@ class StageRunner:
         if partitions:
             try:
                 async with self._lock:
+                    if self.inputs is not None:
+                        self.inputs.drop(partitions)
+                        self._paused -= partitions
                     positions = await self._resume_positions(partitions)
             except Exception as exc:
                 # (Raised here it would only be logged by the consumer.) The stage starts
@@ -291,10 +303,17 @@ class StageRunner:
         # committed during the rebalance, it could be read again by the partition's next
         # owner, which may already have fetched the offsets. (If this node gets the
         # partition back, ``assigned`` seeks it to the committed offset: nothing is lost.)
+        # The batch in flight (every kind of stage) is finished and committed before the
+        # partitions are given up: committed after, its offsets would come too late for
+        # the next owner, which reads from the offsets committed when it is assigned, and
+        # its output would be written twice.
         self._generation += 1
         log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
-        if self.tasks is not None:
-            async with self._lock:  # after the batch in flight
+        async with self._lock:
+            if self.inputs is not None:
+                self.inputs.drop(partitions)
+                self._paused -= partitions
+            if self.tasks is not None:
                 self.tasks.close({p for _, p in partitions})
 
     # -- the loop -----------------------------------------------------------------------
@@ -328,14 +347,20 @@ class StageRunner:
         tasks = self.tasks
         fences = self.fences
         txn = self.transaction
+        inputs = self.inputs
         self._assign_failure = None  # (one from before a restart is dealt with)
+        if inputs is not None:
+            inputs.drop()
+            self._paused.clear()
         consumer = self._consumer = self.log.consumer(self.group, list(self.topics),
                                                       listener=self, reset=self.reset)
+        loop = asyncio.get_running_loop()
+        timeout = 0.5
         try:
             # (On Kafka no topic is fenced: the broker's read_committed does it.)
             fenced = fences is not None
             while not self._stopping.is_set():
-                batches = await consumer.poll(max_records=5000, timeout=0.5)
+                batches = await consumer.poll(max_records=5000, timeout=timeout)
                 if self._assign_failure is not None:
                     failure, self._assign_failure = self._assign_failure, None
                     raise failure
@@ -349,7 +374,7 @@ class StageRunner:
                         # Everything available is past the writer's last commit.
                         await _wait_any(waits, 0.5)
                         continue
-                if not batches:
+                if not batches and inputs is None:
                     continue
                 async with self._lock:
                     if generation != self._generation:
@@ -357,12 +382,16 @@ class StageRunner:
                         continue
                     owned = consumer.assignment()
                     batches = [b for b in batches if (b.topic, b.partition) in owned]
-                    if not batches:
+                    if inputs is None:
+                        work = [[b] for b in batches]
+                    else:
+                        work, timeout = self._ordered(inputs, batches, owned, loop.time())
+                    if not work:
                         continue
                     if txn is not None:
-                        await self._transaction(batches)
+                        await self._transaction(work)
                     else:
-                        await self._batches(batches)
+                        await self._batches(work)
                 self._measure()
                 if self.after_batch is not None:
                     await self.after_batch()
@@ -372,45 +401,100 @@ class StageRunner:
                 tasks.close()
             await consumer.close()
 
-    async def _batches(self, batches: list[RecordBatch]) -> None:
+    def _ordered(self, inputs: OrderedInputs, batches: list[RecordBatch],
+                 owned: set[tuple[str, int]], now: float) -> tuple[list[list[RecordBatch]], float]:
+        """A multi-input stage's work: ``batches`` buffered, and the runs its tasks can
+        process now in timestamp order; also how long the next poll may wait (until a task
+        waiting for a caught-up input stops waiting). Partitions with too much buffered
+        are paused until their task has caught up with them."""
+        for b in batches:
+            inputs.add(b)
+        work, wake = inputs.take(owned, self._lag, now)
+        consumer = self._consumer
+        full = inputs.full()
+        if full != self._paused:
+            consumer.resume(self._paused - full)
+            consumer.pause(full - self._paused)
+            self._paused = full
+        return work, 0.5 if wake is None else min(0.5, max(wake - now, 0.0))
+
+    def _lag(self, topic: str, partition: int) -> int | None:
+        """Records of an input partition on the log not polled yet (None: not known yet);
+        on the embedded log only up to the writer's last commit (read_committed)."""
+        got = self._consumer.progress(topic, partition)
+        if got is None:
+            return None
+        position, end = got
+        if self.fences is not None:
+            limit = self.fences.limit(topic, partition)
+            if limit is not None:
+                if limit < 0:
+                    return None  # its writer has not opened yet
+                end = min(end, limit)
+        return max(end - position, 0)
+
+    async def _batches(self, work: list[list[RecordBatch]]) -> None:
+        """Process, write and commit (at least once, or exactly once on the embedded log)
+        ``work``: per task, its input records as one or more runs, in order."""
         stage, tasks = self.stage, self.tasks
-        commits = {}
-        for batch in batches:
+        commits: dict[tuple[str, int], int] = {}
+        for runs in work:
+            p = runs[0].partition
             if tasks is not None:
-                tasks.bind(batch.partition)
-            records = stage.process(batch)
+                tasks.bind(p)
+            records, offsets = _process(stage, runs)
             if records:
                 await self.log.produce(stage.sink_topic, records)
-            self.processed += len(batch)
+            self.processed += sum(len(r) for r in runs)
             if tasks is not None:
-                await tasks.commit(batch)
-            commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
+                await tasks.commit(p, offsets)
+            commits.update(offsets)
         await self._consumer.commit(commits)
 
-    async def _transaction(self, batches: list[RecordBatch]) -> None:
+    async def _transaction(self, work: list[list[RecordBatch]]) -> None:
+        """``_batches`` in one Kafka transaction, input offsets committed in it as this
+        group member (fenced once a rebalance has made the member stale)."""
         stage, tasks, txn = self.stage, self.tasks, self.transaction
-        commits = {}
+        commits: dict[tuple[str, int], int] = {}
+        done: list[tuple[int, dict[tuple[str, int], int]]] = []
         await txn.begin()
         try:
-            for batch in batches:
+            for runs in work:
+                p = runs[0].partition
                 if tasks is not None:
-                    tasks.bind(batch.partition)
-                records = stage.process(batch)
+                    tasks.bind(p)
+                records, offsets = _process(stage, runs)
                 if records:
                     await txn.produce(stage.sink_topic, records)
                 if tasks is not None:
-                    await tasks.prepare(batch)
-                commits[(batch.topic, batch.partition)] = batch.offsets[-1] + 1
-            await txn.commit(self.group, commits)
+                    await tasks.prepare(p)
+                commits.update(offsets)
+                done.append((p, offsets))
+            await txn.commit(self.group, commits, member=self._consumer.group_metadata())
         except BaseException:
             # The stores hold the aborted batch's writes: the stage restarts from the last
             # commit (tasks reopened, restored from the committed changelog).
             await txn.abort()
             raise
-        self.processed += sum(len(b) for b in batches)
+        self.processed += sum(len(r) for runs in work for r in runs)
         if tasks is not None:
-            for batch in batches:
-                await tasks.commit(batch)
+            for p, offsets in done:
+                await tasks.commit(p, offsets)
+
+
+def _process(stage: Stage, runs: list[RecordBatch]
+             ) -> tuple[list[ProducerRecord], dict[tuple[str, int], int]]:
+    """One task's runs through ``stage``: the records to write and the next input offset
+    of each topic read."""
+    if len(runs) == 1:
+        run = runs[0]
+        return stage.process(run), {(run.topic, run.partition): run.offsets[-1] + 1}
+    records: list[ProducerRecord] = []
+    offsets: dict[tuple[str, int], int] = {}
+    for run in runs:
+        records += stage.process(run)
+        offsets[(run.topic, run.partition)] = run.offsets[-1] + 1
+    return records, offsets
 
 
 def _partitions(partitions: set[tuple[str, int]]) -> str:

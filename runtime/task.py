@@ -574,21 +574,21 @@ class StageTasks:
         for s in self.stores:
             s.bind(state)
 
-    async def prepare(self, batch: RecordBatch) -> None:
-        """Send the batch's changelog records (inside the transaction, under
+    async def prepare(self, partition: int) -> None:
+        """Send the changelog records of the task's batch (inside the transaction, under
         exactly_once_v2: ``commit`` follows once the transaction committed)."""
-        await self.tasks[batch.partition].prepare_commit()
+        await self.tasks[partition].prepare_commit()
 
-    async def commit(self, batch: RecordBatch) -> None:
-        """Commit the batch just processed (its output already produced): state, changelog
-        positions, the input offset and the outputs' end offsets, atomically."""
+    async def commit(self, partition: int, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the task's batch just processed (its output already produced): state,
+        changelog positions, the next ``offsets`` of its inputs and the outputs' end
+        offsets, atomically."""
         self.seq += 1
         ends = {t: await self.log.end_offsets(t) for t in self.outputs}
         extra: dict[str, Any] = {"seq": self.seq, "ends": ends}
         if self._task_extra is not None:
-            extra["stage"] = self._task_extra(batch.partition)
-        p = batch.partition
-        await self.tasks[p].commit({(batch.topic, p): batch.offsets[-1] + 1}, extra)
+            extra["stage"] = self._task_extra(partition)
+        await self.tasks[partition].commit(offsets, extra)
         for t, e in ends.items():
             self.fences.advance(t, e)
 

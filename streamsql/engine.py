@@ -531,6 +531,8 @@ class Engine:
             from streamsql.state import RocksDBConfig
             # One block cache for every task of the engine.
             self._rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
+        # Kafka Streams' max.task.idle.ms: how long a join task waits for a caught-up input.
+        idle_ms = int(props.get("max.task.idle.ms", 0))
         runners = []
         base = self.internal_name(query.query_id)
         for i, stage in enumerate(stages):
@@ -548,7 +550,7 @@ class Engine:
             reset = str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest"
             runners.append(StageRunner(stage, group, self.log, reset,
                                        after_batch=self.flush_processing_log, tasks=tasks,
-                                       fences=self.fences, transaction=txn))
+                                       fences=self.fences, transaction=txn, idle_ms=idle_ms))
         return runners
 
     def stable_node_id(self) -> str:

@@ -69,6 +69,19 @@ class ProducerRecord:
     partition: int | None = None
 
 
+@dataclass(frozen=True)
+class GroupMetadata:
+    """Who a consumer is in its group right now: the group's generation it joined and the
+    member id the coordinator gave it (and its static ``group_instance_id``, if any). A
+    transaction commits its input offsets as this member (``Transaction.commit``'s
+    ``member``), so that the group coordinator refuses them once a rebalance made the
+    member stale: a node that lost its partitions cannot commit their offsets (KIP-447)."""
+
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None = None
+
+
 class RebalanceListener(Protocol):
     """Told when a consumer's share of its group's partitions changes. ``assigned`` runs
     before records of the new partitions are polled (a stateful stage opens and restores
@@ -100,6 +113,23 @@ class Consumer(ABC):
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read an assigned partition from ``offset`` at the next poll."""
         raise NotImplementedError
+
+    def progress(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """An assigned partition's (next offset a poll returns, end offset as last heard
+        from the log: the last stable offset on Kafka); None while not known yet. Their
+        difference is the partition's lag: records on the log not polled yet."""
+        return None
+
+    def pause(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Polls return no records of ``partitions`` until they are resumed (or reassigned)."""
+
+    def resume(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Undo ``pause``."""
+
+    def group_metadata(self) -> GroupMetadata | None:
+        """This member's current generation and member id, for ``Transaction.commit``; None
+        before it joined the group, or where the backend has no generations (embedded)."""
+        return None
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -154,6 +184,13 @@ class Log(ABC):
         ``committed``.)"""
         wanted = set(partitions)
         return {p: o for p, o in (await self.committed(group, topic)).items() if p in wanted}
+
+    async def stable_committed_metadata(self, group: str, topic: str, partitions: Iterable[int]
+                                        ) -> dict[int, tuple[int, str]]:
+        """``stable_committed`` with each offset's metadata string (what
+        ``Transaction.commit`` stored with it; "" where none). (Backends that keep no
+        metadata: "" for all.)"""
+        return {p: (o, "") for p, o in (await self.stable_committed(group, topic, partitions)).items()}
 
     async def settle(self, topic: str, partitions: Iterable[int]) -> None:
         """Return once no transaction is open on these partitions, so reading them to their
@@ -223,6 +260,10 @@ class LogView(Log):
                                partitions: Iterable[int]) -> dict[int, int]:
         return await self.inner.stable_committed(group, topic, partitions)
 
+    async def stable_committed_metadata(self, group: str, topic: str, partitions: Iterable[int]
+                                        ) -> dict[int, tuple[int, str]]:
+        return await self.inner.stable_committed_metadata(group, topic, partitions)
+
     async def settle(self, topic: str, partitions: Iterable[int]) -> None:
         await self.inner.settle(topic, partitions)
 
@@ -242,7 +283,14 @@ class LogView(Log):
 
 class Transaction(Protocol):
     """Atomic writes across topics with the input offsets (Kafka transactions). ``log`` is a
-    view of the Log whose ``produce`` writes into the open transaction."""
+    view of the Log whose ``produce`` writes into the open transaction.
+
+    ``commit`` commits ``offsets`` (the next offsets to read, per input partition) to the
+    consumer group ``group`` inside the transaction, then the transaction. With ``member``
+    (the group consumer's ``group_metadata()``) the group refuses the offsets if that
+    member is no longer current (a rebalance gave its partitions to another): ``commit``
+    raises and the caller aborts. ``metadata``: a string per partition stored with its
+    offset (``Log.stable_committed_metadata`` reads it back)."""
 
     log: Log
 
@@ -250,7 +298,9 @@ class Transaction(Protocol):
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]: ...
 
-    async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None: ...
+    async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
+                     member: GroupMetadata | None = None,
+                     metadata: dict[tuple[str, int], str] | None = None) -> None: ...
 
     async def abort(self) -> None: ...
 

@@ -634,6 +634,7 @@ class EmbeddedConsumer(Consumer):
         self._version = -1
         self._rr = 0
         self._closed = False
+        self._paused: set[tuple[str, int]] = set()
         for t in self._topics:
             log._waiters.setdefault(t, set()).add(self._event)
 
@@ -652,6 +653,7 @@ class EmbeddedConsumer(Consumer):
         live = {tp for tp, _ in assigned}
         for tp in [tp for tp in self._positions if tp not in live]:
             del self._positions[tp]
+        self._paused &= live
 
     def assignment(self) -> set[tuple[str, int]]:
         self._refresh()
@@ -665,6 +667,20 @@ class EmbeddedConsumer(Consumer):
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read a partition from ``offset`` on at the next poll."""
         self._positions[(topic, partition)] = offset
+
+    def progress(self, topic: str, partition: int) -> tuple[int, int] | None:
+        part = self._log._topics.get(topic)
+        if part is None or partition >= len(part.partitions):
+            return None
+        p = part.partitions[partition]
+        return self._position((topic, partition), p), p.end
+
+    def pause(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self._paused.difference_update(partitions)
+        self._event.set()  # a poll waiting now may have records to return
 
     def _position(self, tp: tuple[str, int], part: _Partition) -> int:
         pos = self._positions.get(tp)
@@ -682,8 +698,11 @@ class EmbeddedConsumer(Consumer):
         batches: list[RecordBatch] = []
         remaining = max_records
         positions = self._positions
+        paused = self._paused
         for i in range(n):
             tp, part = assigned[(self._rr + i) % n]
+            if paused and tp in paused:
+                continue
             pos = positions.get(tp)
             if pos is None:
                 pos = self._position(tp, part)

@@ -17,6 +17,10 @@ One ``KafkaLog`` per node holds:
   stage reading co-partitioned topics gets partition p of each on one node), manual commits;
   newly assigned partitions stay paused until the listener has taken them up;
 * transactional producers (``transactional``) for ``processing.guarantee=exactly_once_v2``.
+  A transaction commits its input offsets as the group member that read them (KIP-447:
+  TxnOffsetCommit v3 with the member's generation, ``kafka_protocol``): after a rebalance
+  the group coordinator refuses a stale member's offsets (``FencedMemberError``), so a node
+  that lost its partitions cannot also commit them.
 
 Every reader uses ``read_committed``: records of aborted transactions are never seen, and
 the end offsets it reports are the last stable offsets (``settle`` waits until they are the
@@ -37,15 +41,20 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.client import ConnectionGroup, CoordinationType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (CommitFailedError, GroupCoordinatorNotAvailableError,
                              GroupLoadInProgressError, KafkaConnectionError, KafkaError,
-                             NodeNotReadyError, NotCoordinatorForGroupError, RequestTimedOutError)
+                             NodeNotReadyError, NotCoordinatorForGroupError, ProducerFenced,
+                             RequestTimedOutError)
+from aiokafka.producer.sender import AddOffsetsToTxnHandler
+from aiokafka.producer.transaction_manager import TransactionState
 
-from .base import (Consumer, Log, LogView, Partitioner, ProducerRecord, RebalanceListener,
-                   RecordBatch, TopicExistsError, TopicInfo, UnknownTopicError)
-from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, StableOffsetFetch
+from .base import (Consumer, GroupMetadata, Log, LogView, Partitioner, ProducerRecord,
+                   RebalanceListener, RecordBatch, TopicExistsError, TopicInfo,
+                   UnknownTopicError)
+from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, MemberTxnOffsetCommit, StableOffsetFetch
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,32 @@ _METADATA_LAG = 10.0
 # How long a task's opening waits for a pending transaction (a killed node's is aborted
 # after ``transaction_timeout_ms``, then the coordinator's next check: up to ~20 s).
 _STABLE_WAIT = 60.0
+# TxnOffsetCommit answers. The member is not the group's current one (KIP-447): the
+# transaction can only be aborted.
+_ILLEGAL_GENERATION, _UNKNOWN_MEMBER_ID, _FENCED_INSTANCE_ID = 22, 25, 82
+_STALE_MEMBER = {_ILLEGAL_GENERATION: "ILLEGAL_GENERATION", _UNKNOWN_MEMBER_ID: "UNKNOWN_MEMBER_ID",
+                 _FENCED_INSTANCE_ID: "FENCED_INSTANCE_ID"}
+# Worth asking again: the group's coordinator moved or is not ready (the ones marked "look
+# up" are asked where it is now first), the offsets partition is loading, the transaction
+# coordinator is busy, or the broker's metadata lags behind a new topic.
+_REQUEST_TIMED_OUT, _COORDINATOR_LOAD_IN_PROGRESS, _COORDINATOR_NOT_AVAILABLE = 7, 14, 15
+_NOT_COORDINATOR, _CONCURRENT_TRANSACTIONS = 16, 51
+_LOOK_UP_COORDINATOR = {_REQUEST_TIMED_OUT, _COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR}
+_TXN_COMMIT_RETRIABLE = _LOOK_UP_COORDINATOR | {_COORDINATOR_LOAD_IN_PROGRESS,
+                                               _CONCURRENT_TRANSACTIONS, _UNKNOWN_TOPIC}
+# The producer's epoch is stale: another producer with its transactional id took over (or
+# the transaction timed out).
+_PRODUCER_FENCED = {47, 90}
+# How long a transaction's offset commit retries before giving up (the transaction itself
+# times out after ``transaction_timeout_ms`` anyway).
+_TXN_COMMIT_WAIT = 30.0
+
+
+class FencedMemberError(KafkaError):
+    """The group coordinator refused a transaction's offsets: the consumer that read them
+    is no longer a current member of its group (a rebalance since gave its partitions to
+    another, or it was removed; KIP-447). The transaction must be aborted; the partitions'
+    new owner processes those records."""
 
 
 class KafkaLog(Log):
@@ -351,6 +386,12 @@ class KafkaLog(Log):
         a transaction committing one of the offsets is pending: a killed node's is aborted
         when it times out, so this waits up to about twice ``transaction_timeout_ms``; past
         ``_STABLE_WAIT`` it gives up (the stage restarts and asks again)."""
+        found = await self.stable_committed_metadata(group, topic, partitions)
+        return {p: offset for p, (offset, _meta) in found.items()}
+
+    async def stable_committed_metadata(self, group: str, topic: str, partitions: Iterable[int]
+                                        ) -> dict[int, tuple[int, str]]:
+        """``stable_committed`` with the metadata committed with each offset."""
         await self._start()
         admin = self._admin
         assert admin is not None
@@ -363,13 +404,13 @@ class KafkaLog(Log):
             # (``_send_request``: aiokafka's own way to send a request to one broker.)
             resp = await self._retry("group offsets",
                                      lambda: admin._send_request(request, coordinator))
-            found: dict[int, int] = {}
+            found: dict[int, tuple[int, str]] = {}
             pending: list[int] = []
             retry = resp.error_code in _COORDINATOR_MOVING
             if resp.error_code and not retry:
                 raise KafkaError(f"group {group}: offset fetch failed: error {resp.error_code}")
             for _name, parts, _tags in resp.topics:
-                for p, offset, _epoch, _meta, error, _ in parts:
+                for p, offset, _epoch, meta, error, _ in parts:
                     if error == UNSTABLE_OFFSET_COMMIT:
                         pending.append(p)
                     elif error in _COORDINATOR_MOVING:
@@ -377,7 +418,7 @@ class KafkaLog(Log):
                     elif error:
                         raise KafkaError(f"group {group}: offset of {topic}-{p}: error {error}")
                     elif offset >= 0:
-                        found[p] = offset
+                        found[p] = (offset, meta or "")
             if not pending and not retry:
                 return found
             now = time.monotonic()
@@ -593,7 +634,10 @@ class KafkaConsumer(Consumer):
                 partition_assignment_strategy=(RangePartitionAssignor,),
                 max_partition_fetch_bytes=4 * _BATCH_BYTES, fetch_max_wait_ms=100,
                 session_timeout_ms=10000, heartbeat_interval_ms=1000,
-                max_poll_interval_ms=300000,
+                # The members of a rebalance get as long to rejoin as Java clients give
+                # them (max.poll.interval.ms, not aiokafka's session timeout): a member
+                # finishes and commits its batch in flight before it gives partitions up.
+                max_poll_interval_ms=300000, rebalance_timeout_ms=300000,
                 # Partitions added to (or topics created for) the subscription are noticed soon.
                 metadata_max_age_ms=5000)
             await self.log._retry("group consumer", c.start)
@@ -635,6 +679,42 @@ class KafkaConsumer(Consumer):
             return set()
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def progress(self, topic: str, partition: int) -> tuple[int, int] | None:
+        c = self._consumer
+        if c is None:
+            return None
+        # aiokafka's own state: the position moves as poll returns records (and past the
+        # transaction markers after them), the last stable offset with each fetch response.
+        assignment = c._subscription.subscription and c._subscription.subscription.assignment
+        if assignment is None:
+            return None
+        state = assignment.state_value(TopicPartition(topic, partition))
+        if state is None or not state.has_valid_position or state.lso is None or state.lso < 0:
+            return None
+        return state.position, state.lso
+
+    def pause(self, partitions: Iterable[tuple[str, int]]) -> None:
+        if self._consumer is not None:
+            mine = self._consumer.assignment()
+            self._consumer.pause(*(tp for tp in (TopicPartition(t, p) for t, p in partitions)
+                                   if tp in mine))
+
+    def resume(self, partitions: Iterable[tuple[str, int]]) -> None:
+        if self._consumer is not None:
+            mine = self._consumer.assignment()
+            self._consumer.resume(*(tp for tp in (TopicPartition(t, p) for t, p in partitions)
+                                    if tp in mine))
+
+    def group_metadata(self) -> GroupMetadata | None:
+        """The generation and member id aiokafka's group coordinator client holds now (set
+        when the JoinGroup answer arrives, before the listener hears of the assignment)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        generation = getattr(coordinator, "generation", -1)
+        member_id = getattr(coordinator, "member_id", "")
+        if generation < 0 or not member_id:
+            return None  # not joined (yet, or again after the coordinator forgot it)
+        return GroupMetadata(generation, member_id, getattr(coordinator, "_group_instance_id", None))
+
     async def close(self) -> None:
         c, self._consumer = self._consumer, None
         if c is not None:
@@ -646,15 +726,23 @@ class KafkaConsumer(Consumer):
 
 class KafkaTransaction:
     """A transactional producer for one stage on one node: ``begin``; ``produce`` (outputs
-    and changelogs); ``commit(group, offsets)`` sends the input offsets inside the
-    transaction and commits it; ``abort``. ``log`` is a Log whose ``produce`` goes into the
-    open transaction (what the stage's state writes its changelogs through)."""
+    and changelogs); ``commit(group, offsets, member=..., metadata=...)`` sends the input
+    offsets inside the transaction and commits it; ``abort``. ``log`` is a Log whose
+    ``produce`` goes into the open transaction (what the stage's state writes its
+    changelogs through).
+
+    ``commit`` does what aiokafka's ``send_offsets_to_transaction`` does, except that the
+    offsets go in a TxnOffsetCommit v3 carrying the group member (aiokafka sends v0): the
+    group is added to the transaction by aiokafka's own request handler, then this module
+    sends the offsets to the group's coordinator, then aiokafka commits the transaction."""
 
     def __init__(self, log_: KafkaLog, transactional_id: str) -> None:
         self.base = log_
         self.transactional_id = transactional_id
         self._producer: AIOKafkaProducer | None = None
         self.log = _TransactionalLog(self)
+        # The coordinator (broker id) of each group this transaction committed offsets to.
+        self._group_coordinators: dict[str, int] = {}
 
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -672,12 +760,96 @@ class KafkaTransaction:
         p = await self._ensure()
         return await produce_records(p, topic, records, await self.base._assign(topic, records))
 
-    async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
+                     member: GroupMetadata | None = None,
+                     metadata: dict[tuple[str, int], str] | None = None) -> None:
+        """Commit ``offsets`` (with ``metadata``) to ``group`` as ``member``, then the
+        transaction. Raises ``FencedMemberError`` when the group has moved past ``member``
+        (and ProducerFenced when another producer took over the transactional id); the
+        transaction is then left open for the caller to ``abort``. Without ``member`` the
+        group checks no member (as before KIP-447)."""
         p = await self._ensure()
         if offsets:
-            await p.send_offsets_to_transaction(
-                {TopicPartition(t, n): o for (t, n), o in offsets.items()}, group)
+            await self._add_group(p, group)
+            await self._commit_offsets(p, group, offsets, member, metadata or {})
         await p.commit_transaction()
+
+    async def _add_group(self, p: AIOKafkaProducer, group: str) -> None:
+        """AddOffsetsToTxn: the transaction coordinator will write the transaction's end to
+        the group's offsets partition too. aiokafka's handler sends it (retrying where it
+        can) and records in its transaction manager that the transaction is not empty, so
+        ``commit_transaction`` and ``abort_transaction`` end it at the coordinator even when
+        it produced nothing."""
+        sender, txn = p._sender, p._txn_manager
+        if not txn.is_in_transaction():
+            raise KafkaError(f"transaction {self.transactional_id}: commit outside a transaction")
+        started = time.monotonic()
+        while True:
+            node = await sender._find_coordinator(CoordinationType.TRANSACTION, self.transactional_id)
+            if await AddOffsetsToTxnHandler(sender, group).do(node):
+                break  # (a failed attempt has waited its backoff)
+            if time.monotonic() - started > _TXN_COMMIT_WAIT:
+                raise KafkaError(f"transaction {self.transactional_id}: cannot add group "
+                                 f"{group} after {_TXN_COMMIT_WAIT:.0f}s")
+        if txn.state == TransactionState.ABORTABLE_ERROR:
+            # The handler reports some refusals (not authorized for the group) this way.
+            txn.wait_for_transaction_end().result()
+
+    async def _commit_offsets(self, p: AIOKafkaProducer, group: str,
+                              offsets: dict[tuple[str, int], int], member: GroupMetadata | None,
+                              metadata: dict[tuple[str, int], str]) -> None:
+        """TxnOffsetCommit v3 to the group's coordinator, asked again (for
+        ``_TXN_COMMIT_WAIT`` at most) while the coordinator moves or loads."""
+        txn, client = p._txn_manager, p.client
+        by_topic: dict[str, list[tuple[int, int, str]]] = {}
+        for (topic, partition), offset in sorted(offsets.items()):
+            by_topic.setdefault(topic, []).append(
+                (partition, offset, metadata.get((topic, partition), "")))
+        if member is None:  # generation -1, no member id: the coordinator checks no member
+            member = GroupMetadata(-1, "")
+        request = MemberTxnOffsetCommit(
+            self.transactional_id, group, txn.producer_id, txn.producer_epoch,
+            member.generation_id, member.member_id, member.group_instance_id, by_topic)
+        started = time.monotonic()
+        delay = 0.05
+        while True:
+            try:
+                node = self._group_coordinators.get(group)
+                if node is None:
+                    node = await client.coordinator_lookup(CoordinationType.GROUP, group)
+                    self._group_coordinators[group] = node
+                resp = await client.send(node, request, group=ConnectionGroup.COORDINATION)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                self._group_coordinators.pop(group, None)
+                problem = repr(exc)
+            else:
+                errors = {code for _name, parts, _ in resp.topics
+                          for _p, code, _ in parts if code}
+                if not errors:
+                    return
+                stale = errors & _STALE_MEMBER.keys()
+                if stale:
+                    code = min(stale)
+                    raise FencedMemberError(
+                        f"group {group}: offsets of transaction {self.transactional_id} "
+                        f"refused ({_STALE_MEMBER[code]}): member {member.member_id!r} of "
+                        f"generation {member.generation_id} is no longer current")
+                if errors & _PRODUCER_FENCED:
+                    raise ProducerFenced()
+                if not errors <= _TXN_COMMIT_RETRIABLE:
+                    raise KafkaError(f"group {group}: transactional offset commit failed: "
+                                     f"error {sorted(errors)}")
+                if errors & _LOOK_UP_COORDINATOR:
+                    self._group_coordinators.pop(group, None)
+                problem = f"error {sorted(errors)}"
+            if time.monotonic() - started > _TXN_COMMIT_WAIT:
+                raise KafkaError(f"group {group}: transactional offset commit still failing "
+                                 f"after {_TXN_COMMIT_WAIT:.0f}s ({problem})")
+            log.info("group %s: transactional offset commit: %s; retrying", group, problem)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def abort(self) -> None:
         if self._producer is not None:

@@ -8,6 +8,15 @@ from before it while the same transaction's changelog records are already readab
 that restored the new state and read on from the old offset would count that transaction's
 input twice. With ``require_stable`` the broker answers UNSTABLE_OFFSET_COMMIT for a
 partition while a transaction that commits its offset is pending, and the caller asks again.
+
+``MemberTxnOffsetCommit``: TxnOffsetCommit v3 (KIP-447). aiokafka commits a transaction's
+offsets with v0, which does not say which group member commits them: the group coordinator
+cannot tell a node that lost its partitions in a rebalance (a "zombie") from their new
+owner, and takes its offsets. v3 carries the member's generation and member id (and group
+instance id); the coordinator answers ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID or
+FENCED_INSTANCE_ID to a member that is no longer the current one, and the zombie's
+transaction can only be aborted. Field order as in Apache Kafka's
+``TxnOffsetCommitRequest.json`` / ``TxnOffsetCommitResponse.json``.
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (Boolean, CompactArray, CompactString, Int16, Int32, Int64,
                                      Schema, TaggedFields)
 
-__all__ = ["StableOffsetFetch", "UNSTABLE_OFFSET_COMMIT"]
+__all__ = ["MemberTxnOffsetCommit", "StableOffsetFetch", "UNSTABLE_OFFSET_COMMIT"]
 
 UNSTABLE_OFFSET_COMMIT = 88
 
@@ -75,3 +84,69 @@ class StableOffsetFetch(Request[_Struct]):
     def build(self, request_struct_class: type[_Struct]) -> _Struct:
         return request_struct_class(
             self._group, [(topic, parts, {}) for topic, parts in self._partitions], True, {})
+
+
+class TxnOffsetCommitResponse_v3(Response):
+    API_KEY = 28
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("topics", CompactArray(
+            ("name", CompactString("utf-8")),
+            ("partitions", CompactArray(
+                ("partition_index", Int32),
+                ("error_code", Int16),
+                ("tags", TaggedFields))),
+            ("tags", TaggedFields))),
+        ("tags", TaggedFields),
+    )
+
+
+class TxnOffsetCommitRequest_v3(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 28
+    API_VERSION = 3
+    RESPONSE_TYPE = TxnOffsetCommitResponse_v3
+    SCHEMA = Schema(
+        ("transactional_id", CompactString("utf-8")),
+        ("group_id", CompactString("utf-8")),
+        ("producer_id", Int64),
+        ("producer_epoch", Int16),
+        ("generation_id", Int32),
+        ("member_id", CompactString("utf-8")),
+        ("group_instance_id", CompactString("utf-8")),  # nullable
+        ("topics", CompactArray(
+            ("name", CompactString("utf-8")),
+            ("partitions", CompactArray(
+                ("partition_index", Int32),
+                ("committed_offset", Int64),
+                ("committed_leader_epoch", Int32),
+                ("committed_metadata", CompactString("utf-8")),  # nullable
+                ("tags", TaggedFields))),
+            ("tags", TaggedFields))),
+        ("tags", TaggedFields),
+    )
+
+
+class MemberTxnOffsetCommit(Request[TxnOffsetCommitRequest_v3]):
+    """TxnOffsetCommit v3 of ``offsets`` ({topic: [(partition, offset, metadata), ...]}) for
+    ``group`` inside the transaction of (``transactional_id``, ``producer_id``,
+    ``producer_epoch``), as group member ``member_id`` of ``generation_id`` (-1 and "": no
+    member, the coordinator checks nothing, as with v0-v2). Sent to the group's coordinator.
+    The response's ``topics`` hold (name, [(partition, error_code, tags)], tags)."""
+
+    API_KEY = 28
+
+    def __init__(self, transactional_id: str, group: str, producer_id: int, producer_epoch: int,
+                 generation_id: int, member_id: str, group_instance_id: str | None,
+                 offsets: dict[str, list[tuple[int, int, str]]]) -> None:
+        self._args = (transactional_id, group, producer_id, producer_epoch, generation_id,
+                      member_id, group_instance_id)
+        self._offsets = offsets
+
+    def build(self, request_struct_class: type[TxnOffsetCommitRequest_v3]
+              ) -> TxnOffsetCommitRequest_v3:
+        # Leader epoch -1: unknown (the broker then skips its fencing by leader epoch).
+        topics = [(topic, [(p, offset, -1, meta, {}) for p, offset, meta in parts], {})
+                  for topic, parts in self._offsets.items()]
+        return request_struct_class(*self._args, topics, {})

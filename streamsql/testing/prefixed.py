@@ -13,12 +13,14 @@ the inner log's.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
-from streamsql.runtime.log.base import (Consumer, Log, ProducerRecord, RebalanceListener,
-                                        RecordBatch, TopicInfo)
+from streamsql.runtime.log.base import (Consumer, GroupMetadata, Log, ProducerRecord,
+                                        RebalanceListener, RecordBatch, TopicInfo)
 
 __all__ = ["PrefixedLog"]
+
+T = TypeVar("T")
 
 # Inner-log extras forwarded with their first argument (a topic name) prefixed.
 _TOPIC_METHODS = ("truncate", "compact")
@@ -60,7 +62,8 @@ class PrefixedLog(Log):
     def _parts_out(self, parts: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         return {(self.unwrap(t), p) for t, p in parts}
 
-    def _offsets_in(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    def _offsets_in(self, offsets: dict[tuple[str, int], T]) -> dict[tuple[str, int], T]:
+        """Per-partition values (offsets, offset metadata) keyed by the inner topic names."""
         return {(self.wrap(t), p): o for (t, p), o in offsets.items()}
 
     def __getattr__(self, name: str) -> Any:
@@ -116,6 +119,11 @@ class PrefixedLog(Log):
     async def stable_committed(self, group: str, topic: str,
                                partitions: Iterable[int]) -> dict[int, int]:
         return await self.inner.stable_committed(self.wrap(group), self.wrap(topic), partitions)
+
+    async def stable_committed_metadata(self, group: str, topic: str, partitions: Iterable[int]
+                                        ) -> dict[int, tuple[int, str]]:
+        return await self.inner.stable_committed_metadata(self.wrap(group), self.wrap(topic),
+                                                          partitions)
 
     async def settle(self, topic: str, partitions: Iterable[int]) -> None:
         await self.inner.settle(self.wrap(topic), partitions)
@@ -174,6 +182,18 @@ class _PrefixedConsumer(Consumer):
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.inner.seek(self.owner.wrap(topic), partition, offset)
 
+    def progress(self, topic: str, partition: int) -> tuple[int, int] | None:
+        return self.inner.progress(self.owner.wrap(topic), partition)
+
+    def pause(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self.inner.pause((self.owner.wrap(t), p) for t, p in partitions)
+
+    def resume(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self.inner.resume((self.owner.wrap(t), p) for t, p in partitions)
+
+    def group_metadata(self) -> GroupMetadata | None:
+        return self.inner.group_metadata()
+
     async def close(self) -> None:
         await self.inner.close()
 
@@ -192,8 +212,12 @@ class _PrefixedTransaction:
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         return await self.inner.produce(self.owner.wrap(topic), records)
 
-    async def commit(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
-        await self.inner.commit(self.owner.wrap(group), self.owner._offsets_in(offsets))
+    async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
+                     member: GroupMetadata | None = None,
+                     metadata: dict[tuple[str, int], str] | None = None) -> None:
+        await self.inner.commit(
+            self.owner.wrap(group), self.owner._offsets_in(offsets), member=member,
+            metadata=None if metadata is None else self.owner._offsets_in(metadata))
 
     async def abort(self) -> None:
         await self.inner.abort()
