@@ -63,7 +63,7 @@ async def run(log: Log, config: dict, state: Path, records: int, partitions: int
             n = await _sink_count(log, sink)
             if n != last:
                 last, still = n, time.perf_counter()
-            elif n and time.perf_counter() - still > 10:  # nothing new for 10 s: done
+            elif n and time.perf_counter() - still > 30:  # nothing new for 30 s: done
                 break
             elif time.perf_counter() - t0 > 300:
                 break  # nothing at all
