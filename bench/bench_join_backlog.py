@@ -36,12 +36,15 @@ QUERY = ("CREATE STREAM enriched AS SELECT c.id AS id, c.n AS n, u.name AS name 
 
 
 async def _fill(log: Log, ns: str, records: int) -> None:
+    # Event times end about now: a broker deletes records older than its retention (7 days
+    # by default) from the topics while the query reads them.
+    base = int(time.time() * 1000) - 2 * records - 60_000
     for start in range(0, records, 10_000):
         end = min(records, start + 10_000)
         await log.produce(f"{ns}users", [ProducerRecord(f"u{i}".encode(), orjson.dumps({"NAME": f"n{i}"}),
-                                                        1_000 + 2 * i) for i in range(start, end)])
+                                                        base + 2 * i) for i in range(start, end)])
         await log.produce(f"{ns}clicks", [ProducerRecord(f"u{i}".encode(), orjson.dumps({"N": i}),
-                                                         1_001 + 2 * i) for i in range(start, end)])
+                                                         base + 1 + 2 * i) for i in range(start, end)])
 
 
 async def _sink_count(log: Log, topic: str) -> int:

@@ -33,6 +33,11 @@ state. (Two stages, one per side, writing one topic could not be cut back exactl
 commit would cover the other side's uncommitted output.) A foreign-key step re-joins across
 keys of both sides, so its two re-keyed topics have one partition (one task).
 
+When both sources are keyed by the join key already and co-partitioned (``_co_partitioned``),
+as ksqlDB the step reads the sources themselves, with no repartition topics: each side's re-key
+pipeline runs inside the join stage. Either way the stage's runner hands it each task's
+records in timestamp order across both inputs (``streamsql.runtime.ordering``).
+
 In test mode the test driver delivers records by topic to ``stage.source_topic``, so the
 right-hand input is also given as a small ``JoinInput`` stage forwarding to the join stage
 (through its ``MaterializingStage`` wrapper when the sink is a table).

@@ -56,7 +56,9 @@ class _Buffer:
         i, n = self.start, len(ts)
         limit, other = bound
         # (t, -rank) < (limit, other): t < limit, or t == limit and -rank < other.
-        if -rank < other:
+        if limit == _NO_BOUND[0] or max(ts[i:] if i else ts) < limit:
+            i = n  # the whole rest, without a loop in Python (the common case)
+        elif -rank < other:
             while i < n and ts[i] <= limit:
                 i += 1
         else:

@@ -20,6 +20,7 @@ is in its stores and those hooks.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -177,6 +178,9 @@ class StageRunner:
         self.tasks = tasks
         self.fences = fences
         self.transaction = transaction
+        # What a task commits beside its state (its stream time...): on Kafka it also goes
+        # with the task's offsets, as their metadata, to the partitions' next owner.
+        self._task_extra = getattr(stage, "task_extra", None) if log_.distributed else None
         # Records of a multi-input stage wait here for their turn in timestamp order.
         self.inputs = OrderedInputs(self.topics, idle_ms) if len(self.topics) > 1 else None
         self._paused: set[tuple[str, int]] = set()
@@ -255,9 +259,7 @@ class StageRunner:
         if partitions:
             try:
                 async with self._lock:
-                    if self.inputs is not None:
-                        self.inputs.drop(partitions)
-                        self._paused -= partitions
+                    self._drop_buffered(partitions)
                     positions = await self._resume_positions(partitions)
             except Exception as exc:
                 # (Raised here it would only be logged by the consumer.) The stage starts
@@ -280,6 +282,7 @@ class StageRunner:
         group's offsets are always current.)"""
         positions: dict[tuple[str, int], int] = {}
         group: dict[str, dict[int, int]] | None = None
+        metadata: dict[tuple[str, int], str] = {}
         if self.log.distributed:
             # The group's offsets once the previous owner's last transaction has landed: the
             # consumer's own fetch of them may predate it (and so read its input again).
@@ -288,14 +291,17 @@ class StageRunner:
                 by_topic.setdefault(topic, []).append(p)
             group = {}
             for topic, parts in by_topic.items():
-                offsets = group[topic] = await self.log.stable_committed(self.group, topic, parts)
+                found = await self.log.stable_committed_metadata(self.group, topic, parts)
+                offsets = group[topic] = {p: off for p, (off, _) in found.items()}
+                metadata.update(((topic, p), meta) for p, (_, meta) in found.items() if meta)
                 positions.update(((topic, p), off) for p, off in offsets.items())
                 if any(p not in offsets for p in parts):  # none committed: the reset policy
                     fresh = await (self.log.end_offsets(topic) if self.reset == "latest"
                                    else self.log.begin_offsets(topic))
                     positions.update(((topic, p), fresh[p]) for p in parts if p not in offsets)
         if self.tasks is not None:
-            positions.update(await self.tasks.open({p for _, p in partitions}, self.reset, group))
+            positions.update(await self.tasks.open({p for _, p in partitions}, self.reset, group,
+                                                   metadata))
         return positions
 
     async def revoked(self, partitions: set[tuple[str, int]]) -> None:
@@ -303,18 +309,22 @@ class StageRunner:
         # committed during the rebalance, it could be read again by the partition's next
         # owner, which may already have fetched the offsets. (If this node gets the
         # partition back, ``assigned`` seeks it to the committed offset: nothing is lost.)
-        # The batch in flight (every kind of stage) is finished and committed before the
-        # partitions are given up: committed after, its offsets would come too late for
-        # the next owner, which reads from the offsets committed when it is assigned, and
-        # its output would be written twice.
+        # The batch in flight, though, in every kind of stage, is finished and committed
+        # first (the lock): committed after the next owner fetched the offsets, it would
+        # be written twice.
         self._generation += 1
         log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
         async with self._lock:
-            if self.inputs is not None:
-                self.inputs.drop(partitions)
-                self._paused -= partitions
+            self._drop_buffered(partitions)
             if self.tasks is not None:
                 self.tasks.close({p for _, p in partitions})
+
+    def _drop_buffered(self, partitions: set[tuple[str, int]] | None = None) -> None:
+        """Forget the records a multi-input stage holds of ``partitions`` (all when None):
+        the consumer reads them again from the committed offsets."""
+        if self.inputs is not None:
+            self.inputs.drop(partitions)
+            self._paused = set() if partitions is None else self._paused - partitions
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -349,9 +359,7 @@ class StageRunner:
         txn = self.transaction
         inputs = self.inputs
         self._assign_failure = None  # (one from before a restart is dealt with)
-        if inputs is not None:
-            inputs.drop()
-            self._paused.clear()
+        self._drop_buffered()
         consumer = self._consumer = self.log.consumer(self.group, list(self.topics),
                                                       listener=self, reset=self.reset)
         loop = asyncio.get_running_loop()
@@ -433,11 +441,26 @@ class StageRunner:
                 end = min(end, limit)
         return max(end - position, 0)
 
+    def _offset_metadata(self, done: list[tuple[int, dict[tuple[str, int], int]]]
+                         ) -> dict[tuple[str, int], str] | None:
+        """The metadata of the offsets of ``done`` tasks (their extra as JSON, as Kafka
+        Streams commits a task's stream time with its offsets), on Kafka."""
+        extra = self._task_extra
+        if extra is None:
+            return None
+        meta: dict[tuple[str, int], str] = {}
+        for p, offsets in done:
+            text = json.dumps(extra(p), separators=(",", ":"))
+            for tp in offsets:
+                meta[tp] = text
+        return meta
+
     async def _batches(self, work: list[list[RecordBatch]]) -> None:
         """Process, write and commit (at least once, or exactly once on the embedded log)
         ``work``: per task, its input records as one or more runs, in order."""
         stage, tasks = self.stage, self.tasks
         commits: dict[tuple[str, int], int] = {}
+        done: list[tuple[int, dict[tuple[str, int], int]]] = []
         for runs in work:
             p = runs[0].partition
             if tasks is not None:
@@ -449,7 +472,8 @@ class StageRunner:
             if tasks is not None:
                 await tasks.commit(p, offsets)
             commits.update(offsets)
-        await self._consumer.commit(commits)
+            done.append((p, offsets))
+        await self._consumer.commit(commits, self._offset_metadata(done))
 
     async def _transaction(self, work: list[list[RecordBatch]]) -> None:
         """``_batches`` in one Kafka transaction, input offsets committed in it as this
@@ -470,7 +494,8 @@ class StageRunner:
                     await tasks.prepare(p)
                 commits.update(offsets)
                 done.append((p, offsets))
-            await txn.commit(self.group, commits, member=self._consumer.group_metadata())
+            await txn.commit(self.group, commits, member=self._consumer.group_metadata(),
+                             metadata=self._offset_metadata(done))
         except BaseException:
             # The stores hold the aborted batch's writes: the stage restarts from the last
             # commit (tasks reopened, restored from the committed changelog).

@@ -42,6 +42,7 @@ its own topic (the committed offsets of a task are merged).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import pickle
 import struct
@@ -92,6 +93,17 @@ def _acc_loads(data: bytes) -> Any:
 # Accumulator states: JSON (what Aggregator.to_state promises), pickle for the states that
 # are not JSON data after all.
 ACCUMULATORS = ValueSerde("json-accumulators", _acc_dumps, _acc_loads)
+
+
+def _stage_extra(metadata: str | None) -> Any:
+    """A stage's task extra from an offset's metadata (None when there is none)."""
+    if not metadata:
+        return None
+    try:
+        return json.loads(metadata)
+    except ValueError:
+        log.warning("offset metadata that is not a task's extra: %.80r", metadata)
+        return None
 
 
 def changelog_topic(query_base: str, store: str) -> str:
@@ -450,12 +462,17 @@ class StageTasks:
             self.fences.claim(topic)
 
     async def open(self, partitions: set[int], reset: str,
-                   group: dict[str, dict[int, int]] | None = None) -> dict[tuple[str, int], int]:
+                   group: dict[str, dict[int, int]] | None = None,
+                   metadata: dict[tuple[str, int], str] | None = None
+                   ) -> dict[tuple[str, int], int]:
         """Open (restore) the tasks of ``partitions`` not open yet, cut the outputs back to
         the latest commit, and return where to read each of their input partitions from.
         With ``group_positions``, ``group`` holds the group's stable offsets of them (by
         topic, by partition: ``Log.stable_committed``): reading resumes there unless a
-        task's own state is further."""
+        task's own state is further; ``metadata`` the metadata committed with them (the
+        stage's extra of the task, as JSON, from the node that had it last), which the
+        stage then resumes with (its stream time: a window closed before the task moved
+        stays closed)."""
         # A stage may read several co-partitioned topics (a join): task p reads partition p
         # of each.
         sources = tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
@@ -515,6 +532,7 @@ class StageTasks:
                 continue  # closed meanwhile (the stage stopped)
             committed = state.committed_offsets()
             extra = state.committed_extra()
+            stage_extra = extra.get("stage") if isinstance(extra, dict) else None
             new: dict[tuple[str, int], int] = {}
             for source in sources:
                 if p >= counts[source]:
@@ -531,6 +549,9 @@ class StageTasks:
                         positions[(source, p)] = mine
                     elif theirs is not None:
                         positions[(source, p)] = theirs
+                        carried = _stage_extra((metadata or {}).get((source, p)))
+                        if carried is not None:
+                            stage_extra = carried
                     continue
                 off = committed.get((source, p))
                 if off is None:
@@ -543,7 +564,7 @@ class StageTasks:
                 await state.commit(new, extra)
             if opened is not None:
                 self.bind(p)
-                opened(p, extra.get("stage") if isinstance(extra, dict) else None)
+                opened(p, stage_extra)
         return positions
 
     async def _cut_outputs(self, committed: dict[str, list[int]]) -> None:

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from streamsql.engine import Engine
+from streamsql.runtime.log.base import ProducerRecord
 from streamsql.runtime.log.kafka import KafkaLog
 from streamsql.testing.kafka import KafkaCluster, kcat_consume, kcat_produce
 
@@ -151,11 +152,11 @@ class _OffsetsFailOnce(KafkaLog):
 
     failures = 1
 
-    async def stable_committed(self, group, topic, partitions):  # type: ignore[no-untyped-def]
+    async def stable_committed_metadata(self, group, topic, partitions):  # type: ignore[no-untyped-def]
         if self.failures:
             self.failures -= 1
             raise KafkaError("the group coordinator went away")
-        return await super().stable_committed(group, topic, partitions)
+        return await super().stable_committed_metadata(group, topic, partitions)
 
 
 def test_a_stage_that_cannot_take_up_its_partitions_starts_over(kafka, kcat, unique_topic, tmp_path, caplog):
@@ -182,5 +183,75 @@ def test_a_stage_that_cannot_take_up_its_partitions_starts_over(kafka, kcat, uni
             await _closing(engine)
         assert any("restarting from its last commit" in r.getMessage() for r in caplog.records
                    if r.name == "streamsql.runtime.query")
+
+    asyncio.run(main())
+
+
+def test_closed_windows_stay_closed_when_a_task_moves(kafka, unique_topic, tmp_path):
+    """GRACE PERIOD 0: once stream time has passed a window, a late record is dropped. A
+    node taking the task over with none of the old node's state (another machine) resumes
+    with the stream time the old node committed with its offsets (Kafka Streams keeps it in
+    the offsets' metadata), and drops the late record too."""
+    topic = unique_topic("clicks")
+    minute = 60_000
+
+    async def main() -> None:
+        first = _engine(kafka.bootstrap_servers, tmp_path / "a", **{"processing.guarantee": "exactly_once_v2"})
+        service = first.service_id
+        await first.start()
+        await first.execute(f"CREATE STREAM clicks (user STRING KEY, n INT) WITH "
+                            f"(kafka_topic='{topic}', partitions=2, value_format='JSON');"
+                            "CREATE TABLE per_minute AS SELECT user, AS_VALUE(user) AS u, "
+                            "WINDOWSTART AS ws, COUNT(*) AS c FROM clicks "
+                            "WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 0 SECONDS) "
+                            "GROUP BY user EMIT CHANGES;")
+        sink = first.catalog.source("PER_MINUTE").topic
+        log = first.log
+        # u0 and u1 (one partition each, likely) in minutes 0..5: stream time reaches 5 min.
+        await log.produce(topic, [ProducerRecord(f"u{i % 2}".encode(), b'{"N": 1}', m * minute + i)
+                                  for m in range(6) for i in range(4)])
+
+        async def windows() -> dict[tuple[str, int], int]:
+            rows: dict[tuple[str, int], int] = {}
+            for p, end in enumerate(await log.end_offsets(sink)):
+                off = 0
+                while off < end:
+                    b = await log.fetch(sink, p, off, 1000)
+                    if not b.offsets:
+                        break
+                    for v in b.values:
+                        if v is not None:
+                            row = json.loads(v)
+                            rows[(row["U"], row["WS"])] = row["C"]
+                    off = b.offsets[-1] + 1
+            return rows
+
+        async def until(check) -> dict:
+            for _ in range(200):
+                got = await windows()
+                if check(got):
+                    return got
+                await asyncio.sleep(0.2)
+            return got
+
+        before = await until(lambda w: len(w) == 12)
+        assert before == {(f"u{i}", m * minute): 2 for i in range(2) for m in range(6)}
+        await _closing(first)
+
+        second = _engine(kafka.bootstrap_servers, tmp_path / "b",
+                         **{"ksql.service.id": service, "processing.guarantee": "exactly_once_v2"})
+        await second.start()
+        log = second.log
+        try:
+            # Late for minute 0 (stream time is past it), then on time for minute 6.
+            await log.produce(topic, [ProducerRecord(b"u0", b'{"N": 1}', 30_000),
+                                      ProducerRecord(b"u1", b'{"N": 1}', 30_000),
+                                      ProducerRecord(b"u0", b'{"N": 1}', 6 * minute),
+                                      ProducerRecord(b"u1", b'{"N": 1}', 6 * minute)])
+            after = await until(lambda w: len(w) == 14)
+            assert after[("u0", 6 * minute)] == after[("u1", 6 * minute)] == 1
+            assert after[("u0", 0)] == after[("u1", 0)] == 2, "a closed window was updated after the task moved"
+        finally:
+            await _closing(second)
 
     asyncio.run(main())

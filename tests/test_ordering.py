@@ -93,3 +93,13 @@ def test_full_partitions_and_dropping():
     assert inputs.full() == {("s", 0)}
     inputs.drop({("s", 0)})
     assert inputs.full() == set() and inputs.buffered() == 0
+
+
+def test_out_of_order_times_within_an_input_switch_at_the_first_later_record():
+    """Records of one partition stay in offset order; the task switches inputs at the first
+    record stamped after the other input's head (as Kafka Streams picks by head record)."""
+    inputs = OrderedInputs(("s", "t"))
+    inputs.add(_batch("s", 0, 0, [1, 100, 5]))
+    inputs.add(_batch("t", 0, 0, [50]))
+    work, _ = inputs.take(BOTH, caught_up, 0.0)
+    assert _order(work) == [["s0", "t0", "s1", "s2"]]

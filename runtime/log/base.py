@@ -104,8 +104,11 @@ class Consumer(ABC):
         """Batches available now, waiting up to ``timeout`` seconds for the first record."""
 
     @abstractmethod
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit the next offsets to read, per (topic, partition)."""
+    async def commit(self, offsets: dict[tuple[str, int], int],
+                     metadata: dict[tuple[str, int], str] | None = None) -> None:
+        """Commit the next offsets to read, per (topic, partition), each with its
+        ``metadata`` string where given (``Log.stable_committed_metadata`` reads it back;
+        backends that keep none ignore it)."""
 
     @abstractmethod
     def assignment(self) -> set[tuple[str, int]]: ...

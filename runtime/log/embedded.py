@@ -768,7 +768,9 @@ class EmbeddedConsumer(Consumer):
         self._woken = True
         self._event.set()
 
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    async def commit(self, offsets: dict[tuple[str, int], int],
+                     metadata: dict[tuple[str, int], str] | None = None) -> None:
+        # (No metadata: on one process a task's own state carries what it would say.)
         self._log.commit_offsets(self._group, offsets)
 
     async def close(self) -> None:

@@ -662,10 +662,13 @@ class KafkaConsumer(Consumer):
         got = await c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         return [to_batch(tp.topic, tp.partition, recs) for tp, recs in got.items() if recs]
 
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    async def commit(self, offsets: dict[tuple[str, int], int],
+                     metadata: dict[tuple[str, int], str] | None = None) -> None:
         c = await self._ensure()
+        meta = metadata or {}
         try:
-            await c.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            await c.commit({TopicPartition(t, p): (o, meta.get((t, p), ""))
+                            for (t, p), o in offsets.items()})
         except CommitFailedError as exc:
             # The group rebalanced: the partitions' new owner reads them again (at least once).
             log.warning("group %s: commit failed after a rebalance: %s", self.group, exc)

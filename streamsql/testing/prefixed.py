@@ -173,8 +173,10 @@ class _PrefixedConsumer(Consumer):
     async def poll(self, max_records: int = 10000, timeout: float = 0.5) -> list[RecordBatch]:
         return [self.owner._batch(b) for b in await self.inner.poll(max_records, timeout)]
 
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        await self.inner.commit(self.owner._offsets_in(offsets))
+    async def commit(self, offsets: dict[tuple[str, int], int],
+                     metadata: dict[tuple[str, int], str] | None = None) -> None:
+        await self.inner.commit(self.owner._offsets_in(offsets),
+                                None if metadata is None else self.owner._offsets_in(metadata))
 
     def assignment(self) -> set[tuple[str, int]]:
         return self.owner._parts_out(self.inner.assignment())
