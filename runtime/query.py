@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Protocol
 
@@ -162,7 +163,9 @@ class StageRunner:
     (``max.task.idle.ms``) for one that is caught up: see ``streamsql.runtime.ordering``.
 
     A failure (a lost broker, say) is logged and the stage starts over, from its last commit,
-    after a backoff: it never silently stops.
+    after a backoff: it never silently stops. ``state`` says so meanwhile (ksqlDB's query
+    states: ERROR from a failure until a batch goes through again, REBALANCING while Kafka
+    moves partitions, else RUNNING), ``errors`` the last failures.
     """
 
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
@@ -184,6 +187,10 @@ class StageRunner:
         # Records of a multi-input stage wait here for their turn in timestamp order.
         self.inputs = OrderedInputs(self.topics, idle_ms) if len(self.topics) > 1 else None
         self._paused: set[tuple[str, int]] = set()
+        self._failed = False
+        self._rebalancing = False
+        # The last failures: (epoch ms, what).
+        self.errors: deque[tuple[int, str]] = deque(maxlen=10)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -245,6 +252,13 @@ class StageRunner:
             self._rate = (self.processed - n0) / (now - t0)
             self._rate_mark = (now, self.processed)
 
+    @property
+    def state(self) -> str:
+        """ERROR, REBALANCING or RUNNING (see the class docstring)."""
+        if self._failed:
+            return "ERROR"
+        return "REBALANCING" if self._rebalancing else "RUNNING"
+
     def messages_per_sec(self) -> float:
         """Records processed per second over the last interval of a second or more (0 when
         idle since)."""
@@ -256,6 +270,12 @@ class StageRunner:
     # -- RebalanceListener --------------------------------------------------------------
 
     async def assigned(self, partitions: set[tuple[str, int]]) -> None:
+        try:
+            await self._assigned(partitions)
+        finally:
+            self._rebalancing = False
+
+    async def _assigned(self, partitions: set[tuple[str, int]]) -> None:
         if partitions:
             try:
                 async with self._lock:
@@ -313,6 +333,7 @@ class StageRunner:
         # first (the lock): committed after the next owner fetched the offsets, it would
         # be written twice.
         self._generation += 1
+        self._rebalancing = self.log.distributed  # (until the group's next assignment)
         log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
         async with self._lock:
             self._drop_buffered(partitions)
@@ -337,9 +358,11 @@ class StageRunner:
                     return
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     log.exception("stage %s failed; restarting from its last commit in %.1fs",
                                   self.stage.name, backoff)
+                    self._failed = True
+                    self.errors.append((int(time.time() * 1000), f"{type(exc).__name__}: {exc}"))
                     if self.transaction is not None:
                         # A transactional producer in a fatal state cannot begin again: the
                         # restart makes a new one (which fences the old).
@@ -400,6 +423,7 @@ class StageRunner:
                         await self._transaction(work)
                     else:
                         await self._batches(work)
+                self._failed = False
                 self._measure()
                 if self.after_batch is not None:
                     await self.after_batch()
@@ -535,20 +559,22 @@ async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
             w.cancel()
 
 
-def table_row(store: Any, key: bytes) -> tuple[bytes, int] | None:
-    """A materialized table's (value, timestamp) for ``key`` (RocksDB or in-memory store)."""
+def table_row(store: Any, key: bytes, partitions: set[int] | None = None) -> tuple[bytes, int] | None:
+    """A materialized table's (value, timestamp) for ``key`` (RocksDB or in-memory store;
+    of the tasks of ``partitions`` only, where the store has tasks)."""
     row = getattr(store, "row", None)
     if row is not None:
-        return row(key)
+        return row(key, partitions)
     return store.get(key)
 
 
-def table_rows(store: Any, prefix: bytes | None = None) -> Iterator[tuple[bytes, bytes, int]]:
+def table_rows(store: Any, prefix: bytes | None = None, partitions: set[int] | None = None
+               ) -> Iterator[tuple[bytes, bytes, int]]:
     """A materialized table's (key, value, timestamp) rows, lazily (keys starting with
-    ``prefix`` when given)."""
+    ``prefix`` when given; of the tasks of ``partitions`` only, where the store has tasks)."""
     rows = getattr(store, "rows", None)
     if rows is not None:
-        yield from rows(prefix)
+        yield from rows(prefix, partitions)
         return
     for k, (v, ts) in list(store.items()):
         if prefix is None or k.startswith(prefix):

@@ -176,18 +176,23 @@ class TableStore(KeyValueStore):
     def __init__(self, name: str) -> None:
         super().__init__(name, TABLE_ROW)
 
-    def row(self, key: bytes) -> tuple[bytes, int] | None:
-        """The (value, timestamp) of ``key``, from whichever task holds it."""
-        for state in self.tasks.values():
+    def row(self, key: bytes, partitions: set[int] | None = None) -> tuple[bytes, int] | None:
+        """The (value, timestamp) of ``key``, from whichever task (of ``partitions``) holds it."""
+        for p, state in self.tasks.items():
+            if partitions is not None and p not in partitions:
+                continue
             got = state.kv(self.name).get(key)
             if got is not None:
                 return got
         return None
 
-    def rows(self, prefix: bytes | None = None) -> Iterator[tuple[bytes, bytes, int]]:
-        """(key, value, timestamp) of every row (whose key starts with ``prefix``), read
-        lazily from RocksDB, task by task."""
+    def rows(self, prefix: bytes | None = None, partitions: set[int] | None = None
+             ) -> Iterator[tuple[bytes, bytes, int]]:
+        """(key, value, timestamp) of every row (whose key starts with ``prefix``) of the
+        tasks (of ``partitions``), read lazily from RocksDB, task by task."""
         for p in sorted(self.tasks):
+            if partitions is not None and p not in partitions:
+                continue
             store = self.tasks[p].kv(self.name)
             it = store.prefix(prefix) if prefix else store.all()
             for k, (v, ts) in it:

@@ -36,7 +36,8 @@ import orjson
 from streamsql import __version__, ast
 from streamsql.errors import ParseError, StreamSqlError
 from streamsql.server.auth import BasicAuth
-from streamsql.server.cluster import FORWARDED_HEADER
+from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, ClusterAnswer,
+                                      PullUnavailable, partitions_asked)
 from streamsql.server.entities import command_id, statement_entity
 from streamsql.server.errors import (
     METHOD_NOT_ALLOWED,
@@ -278,7 +279,10 @@ class KsqlApp:
             return PreparedQuery(stmt, result, new_query_id(None, True), ("PRINT",), (), 0, is_print=True)
         if not isinstance(stmt, ast.QueryStatement):
             raise bad_statement(f"Statement type `{type(stmt).__name__}' not supported for this resource", shown)
-        result = await self._execute_query(stmt, shown, session)
+        clustered = None
+        if self.router is not None and stmt.query.emit is None:
+            clustered = await self._cluster_pull(stmt, shown, session, ex)
+        result = clustered.result if clustered is not None else await self._execute_query(stmt, shown, session)
         try:
             types, keys = self._query_types(stmt, session)
         except Exception:
@@ -288,13 +292,32 @@ class KsqlApp:
         source = _source_name(stmt.query)
         query = PreparedQuery(stmt, result, new_query_id(source, result.kind == "stream"),
                               tuple(result.columns), types, keys)
-        if self.router is not None and result.kind == "rows" and FORWARDED_HEADER.encode() not in ex.headers:
-            answer = await self.router.remote(stmt, stmt.text, session.properties, session.variables,
-                                              len(result.rows), ex.headers.get(b"authorization"))
-            query.remote_rows = answer.rows
-            if answer.missing:
-                query.missing = "This answer lacks " + "; ".join(answer.missing)
+        if clustered is not None:
+            query.remote_rows = clustered.remote_rows
+            query.missing = clustered.missing
         return query
+
+    async def _cluster_pull(self, stmt: ast.QueryStatement, shown: str, session: Any,
+                            ex: Exchange) -> ClusterAnswer | None:
+        """A pull query in a cluster: from every partition of the table (``PullRouter``), or,
+        forwarded by another node, from the partitions it asks this node for (an error line
+        names those not open here). None: answered locally as usual."""
+        try:
+            if FORWARDED_HEADER.encode() not in ex.headers:
+                return await self.router.answer(stmt, session, ex.headers.get(b"authorization"))
+            asked = partitions_asked(ex.headers.get(PARTITIONS_HEADER.encode()))
+            if asked is None:
+                return None
+            result, not_open = await self.engine.pull(stmt, session, asked)
+        except StreamSqlError as exc:
+            raise bad_statement(str(exc), shown) from None
+        except PullUnavailable as exc:
+            raise HttpError(503, statement_error(str(exc), shown, error_code=SERVER_ERROR)) from None
+        missing = None
+        if not_open:
+            missing = (f"partitions {', '.join(map(str, sorted(not_open)))} are not open on node "
+                       f"{self.engine.node_name}")
+        return ClusterAnswer(result, [], missing)
 
     async def _execute_query(self, stmt: ast.Statement, shown: str, session: Any) -> Any:
         try:
@@ -428,6 +451,9 @@ class KsqlApp:
         await ex.json(200 if log_ok else 503, body)
 
     async def _cluster_status(self, ex: Exchange) -> None:
+        if self.router is not None:
+            await ex.json(200, await self.router.cluster_status())
+            return
         now = int(time.time() * 1000)
         host = self.settings.advertised_url.split("://", 1)[-1]
         await ex.json(200, {"clusterStatus": {host: {

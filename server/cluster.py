@@ -1,22 +1,21 @@
 """Pull queries across the nodes of a cluster (nodes on one Kafka cluster with one service id).
 
 A table's state is spread over the nodes: each holds the partitions its consumer group
-assigned it (``Log.group_members``: node name -> partitions). A pull query sent to any node
-is answered from all of it:
-
-* a key lookup (``WHERE <key column> = <literal>``) answered here is complete: a key lives in
-  one partition. Otherwise, and for any other pull query, the query is sent to every other
-  node holding partitions of the table, and the rows are gathered.
-
-Routing a key lookup straight to its owner needs the partition of the key in the topic the
-table's last stage reads, and that topic's key bytes are the engine's business (a GROUP BY's
-repartition topic has a key encoding of its own): until the engine can say where a key is,
-a lookup not answered here asks every other node (one request each, in parallel).
+assigned it (``Log.group_members``: node name -> partitions). A pull query sent to any node is
+answered from every partition of the table, each by the node the group gives it to now
+(``PullRouter.owners``): this node reads its own partitions, and asks every other holder for
+exactly its partitions (``/query-stream`` with ``X-Streamsql-Partitions``). A node reads only
+the partitions it is asked for, and says which of them it has no open task for (moved away,
+or still being restored). So an answer is never silently partial, nor has a row twice (the
+old and the new owner of a moving partition are not both read): while some partition is not
+open on the node that should hold it, or held by no node (a rebalance under way), or a node
+does not answer, the query is asked again for a few seconds, and then answered with an error
+after the rows naming what it lacks. A key lookup found here is complete: a key lives in one
+partition. Kafka not saying in time which node holds what is an error (HTTP 503), not a wait
+without end.
 
 Forwarded requests are ordinary ``/query-stream`` requests carrying ``X-Streamsql-Forwarded``
-(answered from local state only, never forwarded again) and the client's credentials. A node
-that does not answer is skipped; there are no standby replicas, so its partitions are then
-missing, and the answer says which (a ``generic_error`` after the rows).
+(answered from local state only, never forwarded again) and the client's credentials.
 
 Where nodes are: ``NodeDirectory`` keeps node name -> URL in a compacted topic that every node
 writes its own entry to when it starts (the node name is the consumer groups' client id).
@@ -39,6 +38,9 @@ from streamsql.runtime.log.base import ProducerRecord, TopicExistsError
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "x-streamsql-forwarded"
+# The partitions a forwarded pull query is to be answered from (the node's own, as the
+# consumer group said to the node that forwarded it).
+PARTITIONS_HEADER = "x-streamsql-partitions"
 _MEMBERS_TTL = 2.0  # seconds a group's membership is reused between pull queries
 
 
@@ -92,22 +94,42 @@ class NodeDirectory:
 
 
 @dataclass
-class RemoteAnswer:
-    """Rows other nodes sent (JSON array lines, as they came) and what could not be had."""
+class Owners:
+    """Which node holds which partition of a table, as its consumer group says now
+    (partition numbers of the topic(s) the table's last stage reads)."""
 
-    rows: list[bytes] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    mine: set[int]
+    others: dict[str, set[int]]
+    unowned: set[int]
+
+
+@dataclass
+class ClusterAnswer:
+    """A pull query's answer in a cluster: the rows found here (a Result), the rows other
+    nodes sent (JSON array lines, as they came), and what is missing (None: nothing)."""
+
+    result: Any
+    remote_rows: list[bytes] = field(default_factory=list)
+    missing: str | None = None
+
+
+class PullUnavailable(Exception):
+    """Kafka could not say in time which node holds which partition."""
 
 
 class PullRouter:
-    """Answers the parts of a pull query that other nodes hold (see the module docstring)."""
+    """Answers pull queries from every partition of a table (see the module docstring)."""
 
     def __init__(self, engine: Any, directory: NodeDirectory, ca_file: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, settle: float = 5.0) -> None:
         import ssl
 
         self.engine = engine
         self.directory = directory
+        self.timeout = timeout
+        # How long an answer with partitions missing is asked again (a rebalance settling)
+        # before it goes out with an error naming them.
+        self.settle = settle
         verify: Any = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._http = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(timeout, connect=2.0))
         self._members: dict[str, tuple[float, dict[str, set[tuple[str, int]]]]] = {}
@@ -115,22 +137,123 @@ class PullRouter:
     async def close(self) -> None:
         await self._http.aclose()
 
-    def _table_group(self, source_name: str) -> str | None:
-        """The consumer group of the stage that materializes table ``source_name``."""
+    def _table_runner(self, source_name: str) -> Any:
+        """The runner of the stage that materializes table ``source_name`` (None: not here)."""
         for query_id, query in self.engine.queries.items():
             if query.sink.name == source_name and getattr(query, "materialized", None) is not None:
                 runners = self.engine.runners.get(query_id)
-                return runners[-1].group if runners else None
+                return runners[-1] if runners else None
         return None
 
-    async def _members_of(self, group: str) -> dict[str, set[tuple[str, int]]] | None:
+    async def _members_of(self, group: str, fresh: bool) -> dict[str, set[tuple[str, int]]] | None:
         cached = self._members.get(group)
-        if cached is not None and time.monotonic() - cached[0] < _MEMBERS_TTL:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < _MEMBERS_TTL:
             return cached[1]
-        members = await self.engine.log.group_members(group)
+        try:
+            members = await asyncio.wait_for(self.engine.log.group_members(group), self.timeout)
+        except asyncio.TimeoutError:
+            raise PullUnavailable(f"Kafka did not say within {self.timeout:.0f}s which node holds "
+                                  "which partition of the table (is it reachable?)") from None
         if members is not None:
             self._members[group] = (time.monotonic(), members)
         return members
+
+    async def owners(self, runner: Any, fresh: bool = False) -> Owners:
+        """Which node holds which partition of the table ``runner`` materializes."""
+        members = await self._members_of(runner.group, fresh)
+        if members is None:
+            raise PullUnavailable("Kafka could not describe the table's consumer group")
+        topics = set(runner.topics)
+        count = 0
+        for topic in topics:
+            info = await self.engine.log.describe_topic(topic)
+            count = max(count, info.partitions if info is not None else 0)
+        held: dict[str, set[int]] = {}
+        for node, parts in members.items():
+            ps = {p for t, p in parts if t in topics}
+            if ps:
+                held[node] = ps
+        owned = set().union(*held.values()) if held else set()
+        mine = held.pop(self.engine.node_name, set())
+        return Owners(mine, held, set(range(count)) - owned)
+
+    async def answer(self, stmt: ast.QueryStatement, session: Any, authorization: bytes | None
+                     ) -> ClusterAnswer | None:
+        """Pull query ``stmt`` answered from every partition of its table: this node's own,
+        the others' asked of their nodes. While a partition is not open anywhere (a node
+        joined or left and the group is moving it), the query is asked again, for up to
+        ``settle`` seconds; then it goes out with an error saying what it lacks. None: not a
+        table materialized in this cluster (answer it locally)."""
+        rel = stmt.query.from_
+        source = self.engine.catalog.source(rel.name) if isinstance(rel, ast.AliasedRelation) else None
+        runner = self._table_runner(source.name) if source is not None else None
+        if runner is None:
+            return None
+        deadline = time.monotonic() + self.settle
+        fresh = False
+        while True:
+            owners = await self.owners(runner, fresh)
+            result, not_open = await self.engine.pull(stmt, session, owners.mine)
+            if result.rows and not not_open and self._is_key_lookup(source, stmt.query.where):
+                return ClusterAnswer(result)  # a key lives in one partition: found
+            answer = RemoteAnswer()
+            await asyncio.gather(*(self._ask(node, parts, stmt.text, session, authorization, answer)
+                                   for node, parts in owners.others.items()))
+            lacks = list(answer.missing)
+            if not_open:
+                lacks.append(f"partitions {_numbers(not_open)} of node {self.engine.node_name} "
+                             "(not open there: being moved or restored)")
+            if owners.unowned:
+                lacks.append(f"partitions {_numbers(owners.unowned)} (no node holds them: "
+                             "the cluster is rebalancing)")
+            if not lacks:
+                return ClusterAnswer(result, answer.rows)
+            if time.monotonic() >= deadline:
+                return ClusterAnswer(result, answer.rows, "This answer lacks " + "; ".join(lacks))
+            self._members.clear()
+            fresh = True
+            await asyncio.sleep(0.25)
+
+    async def cluster_status(self, timeout: float = 2.0) -> dict[str, Any]:
+        """ksqlDB's ``/clusterStatus`` body for the whole cluster: every node the directory knows
+        (by ``host:port``), whether it answers ``/healthcheck`` now, and per persistent query the
+        partitions and stores its consumer groups give it (no standbys yet)."""
+        now = int(time.time() * 1000)
+        per_node: dict[str, dict[str, Any]] = {}
+        for query_id, runners in self.engine.runners.items():
+            for runner in runners:
+                try:
+                    members = await asyncio.wait_for(self.engine.log.group_members(runner.group), timeout)
+                except asyncio.TimeoutError:
+                    members = None
+                stores = [s.name for s in getattr(runner.tasks, "stores", ())]
+                for node, parts in (members or {}).items():
+                    entry = per_node.setdefault(node, {}).setdefault(query_id, {
+                        "activeStores": [], "activePartitions": [], "standByStores": [], "standByPartitions": []})
+                    entry["activePartitions"] += [{"topic": t, "partition": p} for t, p in sorted(parts)]
+                    if parts:
+                        entry["activeStores"] = sorted(set(entry["activeStores"]) | set(stores))
+
+        async def alive(node: str, url: str | None) -> bool:
+            if node == self.engine.node_name:
+                return True
+            if url is None:
+                return False
+            try:
+                response = await self._http.get(f"{url}/healthcheck", timeout=timeout)
+            except httpx.HTTPError:
+                return False
+            return response.status_code < 500  # (401: alive, asking for credentials)
+
+        urls = dict(self.directory.urls)
+        nodes = sorted(set(urls) | set(per_node))
+        states = await asyncio.gather(*(alive(n, urls.get(n)) for n in nodes))
+        return {"clusterStatus": {
+            (urls[n].split("://", 1)[-1] if n in urls else n): {
+                "hostAlive": up, "lastStatusUpdateMs": now,
+                "activeStandbyPerQuery": per_node.get(n, {}),
+                "hostStoreLags": {"stateStoreLags": {}, "updateTimeMs": now}}
+            for n, up in zip(nodes, states)}}
 
     @staticmethod
     def _is_key_lookup(source: Any, where: ex.Expression | None) -> bool:
@@ -149,41 +272,21 @@ class PullRouter:
                         return True
         return False
 
-    async def remote(self, stmt: ast.QueryStatement, text: str, properties: dict[str, Any],
-                     variables: dict[str, str], local_rows: int, authorization: bytes | None) -> RemoteAnswer:
-        """What the other nodes hold of pull query ``stmt`` (``local_rows`` rows were found here)."""
-        answer = RemoteAnswer()
-        rel = stmt.query.from_
-        source = self.engine.catalog.source(rel.name) if isinstance(rel, ast.AliasedRelation) else None
-        group = self._table_group(source.name) if source is not None else None
-        if group is None or (local_rows and self._is_key_lookup(source, stmt.query.where)):
-            return answer
-        members = await self._members_of(group)
-        if not members:
-            return answer
-        me = self.engine.node_name
-        others = {name: parts for name, parts in members.items() if name != me and parts}
-        if not others:
-            return answer
-        await asyncio.gather(*(self._ask(name, parts, text, properties, variables, authorization, answer)
-                               for name, parts in others.items()))
-        return answer
-
-    async def _ask(self, node: str, parts: set[tuple[str, int]], text: str, properties: dict[str, Any],
-                   variables: dict[str, str], authorization: bytes | None, answer: RemoteAnswer) -> None:
+    async def _ask(self, node: str, parts: set[int], text: str, session: Any,
+                   authorization: bytes | None, answer: RemoteAnswer) -> None:
         url = self.directory.urls.get(node)
-        held = ", ".join(f"{t}-{p}" for t, p in sorted(parts))
+        held = _numbers(parts)
         if url is None:
             answer.missing.append(f"partitions {held} of node {node} (its address is unknown)")
             return
-        headers = {FORWARDED_HEADER: "1", "Accept": "application/vnd.ksqlapi.delimited.v1"}
+        headers = {FORWARDED_HEADER: "1", PARTITIONS_HEADER: ",".join(map(str, sorted(parts))),
+                   "Accept": "application/vnd.ksqlapi.delimited.v1"}
         if authorization:
             headers["Authorization"] = authorization.decode("latin-1")
         try:
             response = await self._http.post(f"{url}/query-stream", headers=headers, content=orjson.dumps(
-                {"sql": text, "properties": properties, "sessionVariables": variables}))
+                {"sql": text, "properties": session.properties, "sessionVariables": session.variables}))
         except httpx.HTTPError as exc:
-            self._members.clear()  # membership is probably changing: ask again next time
             answer.missing.append(f"partitions {held} of node {node} at {url} ({type(exc).__name__}: "
                                   f"{exc or 'no answer'})")
             return
@@ -198,3 +301,22 @@ class PullRouter:
                                       f"({orjson.loads(line).get('message')})")
             else:
                 answer.rows.append(line)
+
+
+@dataclass
+class RemoteAnswer:
+    """Rows other nodes sent (JSON array lines, as they came) and what could not be had."""
+
+    rows: list[bytes] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def partitions_asked(header: bytes | None) -> set[int] | None:
+    """The partitions a forwarded pull query is to be answered from (``PARTITIONS_HEADER``)."""
+    if header is None:
+        return None
+    return {int(p) for p in header.decode().split(",") if p.strip()}
+
+
+def _numbers(partitions: set[int]) -> str:
+    return ", ".join(map(str, sorted(partitions)))

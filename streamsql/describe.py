@@ -130,9 +130,10 @@ def _list_sources(engine: "Engine", text: str, kind: str) -> Result:
 
 def _query_json(engine: "Engine", q: QueryInfo) -> dict[str, Any]:
     sink = engine.catalog.source(q.sink) if q.sink else None
+    state, _ = engine.query_state(q.query_id)
     return {"queryString": q.sql, "sinks": [q.sink] if q.sink else [],
             "sinkKafkaTopics": [sink.topic] if sink else [], "id": q.query_id,
-            "statusCount": {q.state: 1}, "queryType": "PERSISTENT", "state": q.state}
+            "statusCount": {state: 1}, "queryType": "PERSISTENT", "state": state}
 
 
 def _list_queries(engine: "Engine", text: str, extended: bool) -> Result:
@@ -140,7 +141,8 @@ def _list_queries(engine: "Engine", text: str, extended: bool) -> Result:
     rows = []
     for q in queries:
         sink = engine.catalog.source(q.sink) if q.sink else None
-        rows.append((q.query_id, "PERSISTENT", f"{q.state}:1", q.sink or "", sink.topic if sink else "",
+        rows.append((q.query_id, "PERSISTENT", f"{engine.query_state(q.query_id)[0]}:1", q.sink or "",
+                     sink.topic if sink else "",
                      " ".join(q.sql.split()) + ";"))
     return Result(text, "queries",
                   columns=("Query ID", "Query Type", "Status", "Sink Name", "Sink Kafka Topic", "Query String"),
@@ -436,7 +438,11 @@ def explain(engine: "Engine", stmt: ast.Explain, props: dict[str, Any]) -> Resul
         plan = _reanalyze(engine, info.sql, props)
         stages = list(getattr(running, "stages", None) or [])
         topology = _stages_text(stages) if stages else getattr(getattr(running, "pipeline", None), "source", "")
-        desc = _query_description(qid, info.sql, plan, running.sink, topology, "PERSISTENT", info.state)
+        state, errors = engine.query_state(qid)
+        desc = _query_description(qid, info.sql, plan, running.sink, topology, "PERSISTENT", state)
+        # ksqlDB's QueryError entities.
+        desc["queryErrors"] = [{"timestamp": ts, "errorMessage": message, "type": "UNKNOWN"}
+                               for ts, message in errors]
     else:
         desc = _explain_statement(engine, stmt.statement, props)
     return Result(stmt.text, "queryDescription", columns=("Field", "Type"), rows=list(desc["fieldRows"]),

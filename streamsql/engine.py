@@ -753,6 +753,19 @@ class Engine:
                 runtime = [r for r in [await self.query_runtime(q) for q in ids] if r]
         return describe.describe_source(self, stmt, runtime)
 
+    def query_state(self, query_id: str) -> tuple[str, list[tuple[int, str]]]:
+        """A persistent query's state on this node as ksqlDB names them (ERROR while one of
+        its stages is failing and restarting, REBALANCING while partitions move, else the
+        catalog's RUNNING) and its stages' last errors ((epoch ms, message), oldest first)."""
+        runners = self.runners.get(query_id) or []
+        states = {r.state for r in runners}
+        errors = sorted(e for r in runners for e in r.errors)
+        for state in ("ERROR", "REBALANCING"):
+            if state in states:
+                return state, errors
+        info = self.catalog.queries.get(query_id)
+        return (info.state if info is not None else "RUNNING"), errors
+
     async def query_runtime(self, query_id: str) -> dict[str, Any] | None:
         """Where a persistent query runs, read from the cluster: the partitions of its source
         each node is assigned (the consumer group's members), its lag (records of the source
@@ -798,7 +811,8 @@ class Engine:
         plan = self._analyzer(props).analyze(query, None, persistent=False)
         columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
         if query.emit is None:
-            return Result(stmt.text, "rows", columns=columns, rows=self._pull_query(plan, query.limit))
+            rows, _ = self._pull_query(plan, query.limit)
+            return Result(stmt.text, "rows", columns=columns, rows=rows)
         if isinstance(plan, JoinPlan):
             raise KsqlStatementException(
                 "Push queries with JOIN are not supported yet: create the join with "
@@ -812,8 +826,26 @@ class Engine:
         return Result(stmt.text, "stream", columns=columns,
                       stream=self._push_query(plan, reset, query.limit))
 
-    def _pull_query(self, plan: QueryPlan, limit: int | None) -> list[tuple]:
-        """Rows of a materialized table, filtered and projected by ``plan``."""
+    async def pull(self, stmt: ast.QueryStatement, session: Session, partitions: set[int]
+                   ) -> tuple[Result, set[int]]:
+        """A pull query answered from this node's tasks of ``partitions`` only (in a cluster,
+        the partitions the consumer group gives this node: see ``streamsql.server.cluster``),
+        and which of them have no task open here (moved, or not restored yet)."""
+        props = {**self.config, **session.properties}
+        try:
+            plan = self._analyzer(props).analyze(stmt.query, None, persistent=False)
+            columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
+            rows, missing = self._pull_query(plan, stmt.query.limit, partitions)
+        except KsqlStatementException as exc:
+            if not exc.statement:
+                exc.statement = stmt.text
+            raise
+        return Result(stmt.text, "rows", columns=columns, rows=rows), missing
+
+    def _pull_query(self, plan: QueryPlan, limit: int | None, partitions: set[int] | None = None
+                    ) -> tuple[list[tuple], set[int]]:
+        """Rows of a materialized table, filtered and projected by ``plan`` (from the tasks
+        of ``partitions`` only, when given), and the partitions of those with no open task."""
         source = plan.source
         if isinstance(plan, AggregatePlan):
             raise KsqlStatementException(
@@ -832,6 +864,9 @@ class Engine:
                 "tables built by CREATE TABLE ... AS SELECT. Query it with a push query "
                 f"(SELECT ... FROM {source.name} EMIT CHANGES;), or make a queryable copy: "
                 f"CREATE TABLE {source.name}_QUERYABLE AS SELECT * FROM {source.name};")
+        missing: set[int] = set()
+        if partitions is not None:
+            missing = partitions - set(getattr(store, "tasks", partitions))
         # The pipeline applies the WHERE; a key lookup only narrows what it reads.
         key, rest = self._pull_key(source, plan.where)
         if key is not None and source.window is None:
@@ -840,11 +875,11 @@ class Engine:
             plan = replace(plan, where=rest)
         pipeline = self._pull_pipeline(plan)
         if key is None:
-            rows: Any = table_rows(store)
+            rows: Any = table_rows(store, None, partitions)
         elif source.window is not None:
-            rows = table_rows(store, key)  # the key's windows: key bytes || window
+            rows = table_rows(store, key, partitions)  # the key's windows: key bytes || window
         else:
-            found = table_row(store, key)
+            found = table_row(store, key, partitions)
             rows = [(key, found[0], found[1])] if found is not None else []
         out = Outputs()
         batch = RecordBatch(source.topic, 0)
@@ -862,7 +897,7 @@ class Engine:
         else:
             if batch.offsets:
                 pipeline.process(batch, out)
-        return out.rows[:limit] if limit is not None else out.rows
+        return (out.rows[:limit] if limit is not None else out.rows), missing
 
     def _pull_pipeline(self, plan: QueryPlan) -> Any:
         """The row pipeline of a pull query's plan, generated once per distinct plan."""

@@ -111,6 +111,39 @@ def test_bad_record_goes_to_processing_log_and_query_keeps_running(tmp_path: Pat
     asyncio.run(main())
 
 
+def test_a_query_that_keeps_failing_is_in_error_state_until_it_recovers(tmp_path: Path) -> None:
+    """Its sink topic deleted under it, a query fails at every batch and starts over: SHOW
+    QUERIES says ERROR (not RUNNING) and EXPLAIN gives the error; once the topic is back,
+    the query goes on where it stopped and is RUNNING again."""
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS + SLOW)
+        qid = next(iter(engine.catalog.queries))
+
+        async def status() -> str:
+            shown = (await engine.execute("SHOW QUERIES;"))[0]
+            return shown.rows[0][2]
+        assert await status() == "RUNNING:1"
+        await log.delete_topic("SLOW")
+        await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u1', '/a', 120);")
+
+        async def failing() -> bool:
+            return await status() == "ERROR:1"
+        await _wait_for(failing)
+        explained = (await engine.execute(f"EXPLAIN {qid};"))[0].entity["queryDescription"]
+        assert explained["state"] == "ERROR"
+        assert any("SLOW" in e["errorMessage"] for e in explained["queryErrors"])
+
+        await log.create_topic("SLOW", 2)
+
+        async def recovered() -> bool:
+            return await status() == "RUNNING:1" and len(await _records(log, "SLOW")) == 1
+        await _wait_for(recovered, timeout=20.0)
+        assert await _records(log, "SLOW") == [(b"u1", {"PAGE": "/A", "MS": 120})]
+        await _close(log, engine)
+    asyncio.run(main())
+
+
 def test_failing_expression_yields_null_and_is_logged(tmp_path: Path) -> None:
     async def main() -> None:
         log, engine = await _open(tmp_path)

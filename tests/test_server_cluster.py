@@ -60,8 +60,20 @@ def test_pull_queries_gather_from_every_node(kafka, tmp_path):
         assert query_stream(a, f"SELECT * FROM {table} WHERE user = 'nobody';")[1:] == []
         assert len(query_stream(b, f"SELECT * FROM {table} LIMIT 5;")) == 1 + 5
 
+        # /clusterStatus on either node: both nodes, alive, each with its share of the query.
+        status = json.loads(urllib.request.urlopen(b.url + "/clusterStatus", timeout=30).read())["clusterStatus"]
+        hosts = {a.url.split("://")[1]: "node-a", b.url.split("://")[1]: "node-b"}
+        assert set(status) == set(hosts) and all(s["hostAlive"] for s in status.values())
+        held = {hosts[h]: {(p["topic"], p["partition"]) for q, share in s["activeStandbyPerQuery"].items()
+                           if q.startswith(f"CTAS_{table.upper()}") for p in share["activePartitions"]}
+                for h, s in status.items()}
+        orders = [{p for t, p in parts if t == f"orders_{service}"} for parts in held.values()]
+        assert sorted(map(len, orders)) == [2, 2] and orders[0] | orders[1] == {0, 1, 2, 3}
+
         # node-b dies: node-a answers with what it has and says what is missing.
         b.kill()
+        status = json.loads(urllib.request.urlopen(a.url + "/clusterStatus", timeout=30).read())["clusterStatus"]
+        assert {hosts[h]: s["hostAlive"] for h, s in status.items()} == {"node-a": True, "node-b": False}
         header, *rest = query_stream(a, f"SELECT * FROM {table};")
         assert isinstance(rest[-1], dict) and rest[-1]["@type"] == "generic_error"
         assert "node-b" in rest[-1]["message"] and "This answer lacks partitions" in rest[-1]["message"]

@@ -78,3 +78,36 @@ def test_pull_query_errors_say_what_can_be_queried(tmp_path: Path) -> None:
         await engine.close()
         await log.close()
     asyncio.run(main())
+
+
+def test_pull_query_of_some_partitions_says_which_are_not_here(tmp_path: Path) -> None:
+    """What a node answers for the partitions another node asks it for (a cluster's pull
+    query): rows of those partitions only, and the ones it holds no task of named."""
+    from streamsql.parser import parse
+
+    async def main() -> None:
+        log = EmbeddedLog(tmp_path)
+        engine = Engine(log)
+        await engine.start()
+        try:
+            await engine.execute(SETUP)
+            users = [f"u{i}" for i in range(20)]
+            for u in users:
+                await engine.execute(f"INSERT INTO pageviews (user_id, page, ms) VALUES ('{u}', '/a', 1);"
+                                     f"INSERT INTO pageviews (user_id, page, ms) VALUES ('{u}', '/b', 2);")
+            for _ in range(250):
+                if len(await _pull(engine, "SELECT * FROM views;")) == 20:
+                    break
+                await asyncio.sleep(0.02)
+            [stmt] = parse("SELECT user_id FROM views;")
+            whole, none_missing = await engine.pull(stmt, engine.session, {0, 1})
+            assert sorted(whole.rows) == sorted((u,) for u in users) and none_missing == set()
+            first, _ = await engine.pull(stmt, engine.session, {0})
+            second, _ = await engine.pull(stmt, engine.session, {1})
+            assert 0 < len(first.rows) < 20 and sorted(first.rows + second.rows) == sorted(whole.rows)
+            _, missing = await engine.pull(stmt, engine.session, {1, 5})
+            assert missing == {5}
+        finally:
+            await engine.close()
+            await log.close()
+    asyncio.run(main())
