@@ -505,6 +505,14 @@ class StageRunner:
         stage, tasks, txn = self.stage, self.tasks, self.transaction
         commits: dict[tuple[str, int], int] = {}
         done: list[tuple[int, dict[tuple[str, int], int]]] = []
+        # Who read the batch: its offsets are committed as that member, so that the group
+        # refuses them once a rebalance has given the partitions to another. (Asked at
+        # commit time instead, a member the coordinator has just dropped would have no
+        # generation yet, and a commit without one is not checked at all.)
+        member = self._consumer.group_metadata()
+        if member is None and self.log.distributed:
+            raise NotAMember(f"{stage.name}: not a current member of group {self.group} "
+                             "(dropped by its coordinator): reading again from the last commit")
         await txn.begin()
         try:
             for runs in work:
@@ -518,7 +526,7 @@ class StageRunner:
                     await tasks.prepare(p)
                 commits.update(offsets)
                 done.append((p, offsets))
-            await txn.commit(self.group, commits, member=self._consumer.group_metadata(),
+            await txn.commit(self.group, commits, member=member,
                              metadata=self._offset_metadata(done))
         except BaseException:
             # The stores hold the aborted batch's writes: the stage restarts from the last
@@ -529,6 +537,11 @@ class StageRunner:
         if tasks is not None:
             for p, offsets in done:
                 await tasks.commit(p, offsets)
+
+
+class NotAMember(Exception):
+    """A stage's consumer is not a member of its group right now (the coordinator dropped
+    it): what it polled may belong to another member already."""
 
 
 def _process(stage: Stage, runs: list[RecordBatch]
