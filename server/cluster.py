@@ -133,6 +133,8 @@ class PullRouter:
         verify: Any = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._http = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(timeout, connect=2.0))
         self._members: dict[str, tuple[float, dict[str, set[tuple[str, int]]]]] = {}
+        # Partition counts of the tables' input topics (asked again with fresh membership).
+        self._counts: dict[str, int] = {}
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -166,8 +168,10 @@ class PullRouter:
         topics = set(runner.topics)
         count = 0
         for topic in topics:
-            info = await self.engine.log.describe_topic(topic)
-            count = max(count, info.partitions if info is not None else 0)
+            if fresh or topic not in self._counts:
+                info = await self.engine.log.describe_topic(topic)
+                self._counts[topic] = info.partitions if info is not None else 0
+            count = max(count, self._counts[topic])
         held: dict[str, set[int]] = {}
         for node, parts in members.items():
             ps = {p for t, p in parts if t in topics}
