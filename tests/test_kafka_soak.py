@@ -50,7 +50,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -64,7 +63,8 @@ from typing import Any, Callable
 
 import pytest
 
-from streamsql.testing.kafka import KafkaCluster, kcat_executable, kcat_metadata, kcat_produce
+from streamsql.testing.kafka import (KafkaCluster, KcatRecord, kcat_consume, kcat_metadata,
+                                     kcat_produce)
 from tests.kafka_nodes import Node, wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -82,45 +82,16 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
-# -- kcat with timestamps -------------------------------------------------------------------
+# -- kcat ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Rec:
-    partition: int
-    offset: int
-    timestamp: int  # ms
-    key: str | None
-    value: str | None
+Rec = KcatRecord  # (partition, offset, key, value, timestamp)
 
 
 def read_topic(bootstrap: str, topic: str, isolation: str = "read_committed",
                timeout: float = 120.0) -> list[Rec]:
     """Every record of ``topic`` up to the end of each partition, with its timestamp."""
-    cmd = [kcat_executable() or "kcat", "-b", bootstrap, "-t", topic, "-C", "-q", "-e", "-o", "beginning",
-           "-f", "%p:%o:%T:%K:%S:%k%s", "-X", f"isolation.level={isolation}"]
-    done = subprocess.run(cmd, capture_output=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"kcat could not read {topic}: {done.stderr.decode(errors='replace').strip()}")
-    out, pos, recs = done.stdout, 0, []
-    while pos < len(out):
-        fields = []
-        for _ in range(5):
-            end = out.index(b":", pos)
-            fields.append(int(out[pos:end]))
-            pos = end + 1
-        part, off, ts, klen, vlen = fields
-        key = value = None
-        if klen >= 0:
-            key = out[pos:pos + klen].decode("utf-8", "replace")
-            pos += klen
-        if vlen >= 0:
-            value = out[pos:pos + vlen].decode("utf-8", "replace")
-            pos += vlen
-        recs.append(Rec(part, off, ts, key, value))
-    return recs
+    return kcat_consume(bootstrap, topic, None, timeout=timeout, isolation=isolation)
 
-
-# -- the run's clock and its events ---------------------------------------------------------
 
 class Timeline:
     """Times relative to the start of feeding (t=0), and the chaos events as they happened."""

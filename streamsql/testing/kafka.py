@@ -609,6 +609,7 @@ class KcatRecord:
     offset: int
     key: str | None
     value: str | None
+    timestamp: int = -1  # ms (as the record has it)
 
 
 def kcat_executable() -> str | None:
@@ -675,10 +676,10 @@ def kcat_consume(bootstrap: str, topic: str, count: int | None = None, timeout: 
     default: records of open or aborted transactions are not read) or ``read_uncommitted``.
     Raises TimeoutError (holding what was read in its ``records`` attribute) when ``count``
     records do not come within ``timeout`` s."""
-    # Each record: "partition:offset:keylen:valuelen:" then the raw key and value (length -1 for
-    # null), so any bytes come back intact.
+    # Each record: "partition:offset:timestamp:keylen:valuelen:" then the raw key and value
+    # (length -1 for null), so any bytes come back intact.
     # -u: unbuffered, so what was read before a timeout is not lost with the killed process
-    cmd = [_kcat(), "-b", bootstrap, "-t", topic, "-C", "-q", "-u", "-o", offset, "-f", "%p:%o:%K:%S:%k%s"]
+    cmd = [_kcat(), "-b", bootstrap, "-t", topic, "-C", "-q", "-u", "-o", offset, "-f", "%p:%o:%T:%K:%S:%k%s"]
     if count is not None:
         cmd += ["-c", str(count)]
     else:
@@ -718,13 +719,13 @@ def _parse_kcat(out: bytes) -> list[KcatRecord]:
     records, pos = [], 0
     while pos < len(out):
         fields = []
-        for _ in range(4):
+        for _ in range(5):
             end = out.find(b":", pos)
             if end < 0:  # a record cut short by a timeout
                 return records
             fields.append(int(out[pos:end]))
             pos = end + 1
-        part, off, key_len, value_len = fields
+        part, off, ts, key_len, value_len = fields
         if pos + max(key_len, 0) + max(value_len, 0) > len(out):
             return records
         key = value = None
@@ -734,7 +735,7 @@ def _parse_kcat(out: bytes) -> list[KcatRecord]:
         if value_len >= 0:
             value = out[pos:pos + value_len].decode("utf-8", "surrogateescape")
             pos += value_len
-        records.append(KcatRecord(part, off, key, value))
+        records.append(KcatRecord(part, off, key, value, ts))
     return records
 
 
