@@ -177,6 +177,11 @@ class AggregateStage:
         # EMIT FINAL: windows whose results wait for the window to close.
         self.pending: dict[bytes, tuple[tuple, int, int, bytes]] = {}
 
+    def input_key(self, key: tuple) -> bytes | None:
+        """The key bytes the records of the table's row ``key`` have in the topic this stage
+        reads (so its partition there; None for windowed tables, keyed by window too)."""
+        return None if self.window is not None else self.key_codec.encode(key)
+
     # ------------------------------------------------------------------------ task state
     def _context(self, partition: int) -> _TaskContext:
         ctx = self._contexts.get(partition)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 from streamsql.catalog import DataSource
-from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch
+from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TaskPlacement
 from streamsql.runtime.ordering import OrderedInputs
 from streamsql.runtime.pipeline import Outputs, Pipeline
 
@@ -97,6 +97,12 @@ class MaterializingStage:
     def task_extra(self, partition: int) -> Any:
         extra = getattr(self.inner, "task_extra", None)
         return extra(partition) if extra is not None else None
+
+    def input_key(self, key: tuple) -> bytes | None:
+        """The key bytes of the table row ``key``'s input records, where the stage knows
+        them (their partition is where the row is kept); else None."""
+        find = getattr(self.inner, "input_key", None)
+        return find(key) if find is not None else None
 
     def task_opened(self, partition: int, extra: Any) -> None:
         opened = getattr(self.inner, "task_opened", None)
@@ -171,8 +177,11 @@ class StageRunner:
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None,
                  tasks: Any = None, fences: Any = None, transaction: Any = None,
-                 idle_ms: int = 0) -> None:
+                 idle_ms: int = 0, placement: TaskPlacement | None = None) -> None:
         self.stage = stage
+        # How a cluster's group places the stage's tasks (standbys, warm-ups): read by the
+        # consumer (see ``RebalanceListener``).
+        self.placement = placement
         self.group = group
         self.log = log_
         self.reset = reset
@@ -220,6 +229,8 @@ class StageRunner:
         after ``grace`` seconds: an exactly-once stage takes it up again at its next start,
         an at-least-once one may write its output again)."""
         self._stopping.set()
+        if self.tasks is not None and self.tasks.standby is not None:
+            await self.tasks.standby.close()
         wakeup = getattr(self._consumer, "wakeup", None)
         if wakeup is not None:
             wakeup()  # a poll waiting for records returns now
@@ -276,6 +287,24 @@ class StageRunner:
             self._rebalancing = False
 
     async def _assigned(self, partitions: set[tuple[str, int]]) -> None:
+        await self._assigned_active(partitions)
+        standby = self.tasks.standby if self.tasks is not None else None
+        consumer = self._consumer
+        if standby is not None and consumer is not None:
+            # After the active tasks opened: one that was a standby here has been released.
+            active = {p for _, p in partitions}
+            warm, warmup = consumer.standbys()
+            standby.on_warm = self._rejoin
+            await standby.assign(warm - active, warmup - active)
+            if warm or warmup:
+                log.info("%s: standby tasks %s, warm-up tasks %s", self.stage.name,
+                         sorted(warm - active) or "none", sorted(warmup - active) or "none")
+
+    def _rejoin(self) -> None:
+        if self._consumer is not None:
+            self._consumer.rejoin()
+
+    async def _assigned_active(self, partitions: set[tuple[str, int]]) -> None:
         if partitions:
             try:
                 async with self._lock:

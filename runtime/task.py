@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator
 
 from streamsql.functions.registry import Aggregator
 from streamsql.runtime.log.base import Log, RecordBatch
+from streamsql.runtime.standby import StandbyTasks
 from streamsql.state import (BYTES, JSON, MAX_TS, KeyValueStoreSpec, RocksDBConfig,
                              SessionStoreSpec, StoreSpec, TaskState, ValueSerde,
                              WindowStoreSpec, destroy_state_dir)
@@ -456,8 +457,11 @@ class StageTasks:
         self.config = config
         self.group_positions = group_positions
         self.stores = stage_stores(stage)
+        self.specs = [s.spec(changelog_topic(query_id, s.name)) for s in self.stores]
         self.outputs: tuple[str, ...] = (stage.sink_topic,) if exactly_once else ()
         self.tasks: dict[int, TaskState] = {}
+        # Warm copies of tasks that run on other nodes (a cluster on Kafka): set by the engine.
+        self.standby: StandbyTasks | None = None
         self.seq = 0
         self._task_extra = getattr(stage, "task_extra", None)
 
@@ -478,17 +482,15 @@ class StageTasks:
         stage's extra of the task, as JSON, from the node that had it last), which the
         stage then resumes with (its stream time: a window closed before the task moved
         stays closed)."""
-        # A stage may read several co-partitioned topics (a join): task p reads partition p
-        # of each.
-        sources = tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
-        counts: dict[str, int] = {}
-        for source in sources:
-            info = await self.log.describe_topic(source)
-            counts[source] = info.partitions if info is not None else 1
+        sources = self.sources
+        counts = await self._partition_counts()
         total = max(counts.values())
-        specs = [s.spec(changelog_topic(self.query_id, s.name)) for s in self.stores]
+        specs = self.specs
         tail = "replay" if self.group_positions else "revert"
         opening = sorted(p for p in partitions if p not in self.tasks and p < total)
+        if self.standby is not None:
+            # A task kept warm here becomes active: the standby gives its directory up.
+            await self.standby.release(set(opening))
         groups: dict[str, dict[int, int]] = dict(group or {})
         if self.group_positions and opening:
             # Another node may have had these partitions until now: its last transaction
@@ -505,8 +507,8 @@ class StageTasks:
                 for s in self.stores:
                     s.attach(p, state)
                 log.info("%s: task %d opened: %s", self.stage.name, p, ", ".join(
-                    f"{st.store} {st.from_offset}->{st.to_offset} ({st.replayed} replayed)"
-                    for st in state.restore_stats.values()) or "no changelog")
+                    f"{st.store} {st.from_offset}->{st.to_offset} ({st.replayed} replayed) "
+                    f"in {st.seconds:.3f}s" for st in state.restore_stats.values()) or "no changelog")
         except BaseException:
             self.close(set(opening))
             raise
@@ -572,6 +574,23 @@ class StageTasks:
                 opened(p, stage_extra)
         return positions
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The topics the stage reads. A stage may read several co-partitioned topics (a
+        join): task p reads partition p of each."""
+        return tuple(getattr(self.stage, "source_topics", None) or (self.stage.source_topic,))
+
+    async def _partition_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for source in self.sources:
+            info = await self.log.describe_topic(source)
+            counts[source] = info.partitions if info is not None else 1
+        return counts
+
+    async def task_count(self) -> int:
+        """How many tasks the stage has (partitions of its widest input)."""
+        return max((await self._partition_counts()).values())
+
     async def _cut_outputs(self, committed: dict[str, list[int]]) -> None:
         for topic in self.outputs:
             ends = committed.get(topic)
@@ -625,7 +644,10 @@ class StageTasks:
         for p in closing:
             for s in self.stores:
                 s.detach(p)
-            self.tasks.pop(p).close()
+            state = self.tasks.pop(p)
+            if self.standby is not None:
+                self.standby.remember(p, state)  # (reported to the group's next assignment)
+            state.close()
 
     def release(self) -> None:
         """Stop fencing the outputs (the stage no longer runs)."""

@@ -101,6 +101,13 @@ class Owners:
     mine: set[int]
     others: dict[str, set[int]]
     unowned: set[int]
+    count: int = 0  # partitions in all
+
+    def holder(self, partition: int) -> str | None:
+        """The node holding ``partition`` ("" for this node; None: no node now)."""
+        if partition in self.mine:
+            return ""
+        return next((node for node, parts in self.others.items() if partition in parts), None)
 
 
 @dataclass
@@ -179,7 +186,7 @@ class PullRouter:
                 held[node] = ps
         owned = set().union(*held.values()) if held else set()
         mine = held.pop(self.engine.node_name, set())
-        return Owners(mine, held, set(range(count)) - owned)
+        return Owners(mine, held, set(range(count)) - owned, count)
 
     async def answer(self, stmt: ast.QueryStatement, session: Any, authorization: bytes | None
                      ) -> ClusterAnswer | None:
@@ -197,6 +204,11 @@ class PullRouter:
         fresh = False
         while True:
             owners = await self.owners(runner, fresh)
+            partition = self.engine.pull_partition(source, stmt.query.where, owners.count)
+            if partition is not None:
+                found = await self._key_owner(stmt, session, authorization, owners, partition)
+                if found is not None:
+                    return found
             result, not_open = await self.engine.pull(stmt, session, owners.mine)
             if result.rows and not not_open and self._is_key_lookup(source, stmt.query.where):
                 return ClusterAnswer(result)  # a key lives in one partition: found
@@ -218,25 +230,50 @@ class PullRouter:
             fresh = True
             await asyncio.sleep(0.25)
 
+    async def _key_owner(self, stmt: ast.QueryStatement, session: Any,
+                         authorization: bytes | None, owners: Owners, partition: int
+                         ) -> ClusterAnswer | None:
+        """A key lookup asked of the node holding the key's partition only, if the key is
+        found there; None: not found (no such key, or records not partitioned by Kafka's
+        default partitioner), and every node is asked."""
+        node = owners.holder(partition)
+        if node is None:
+            return None
+        result, not_open = await self.engine.pull(stmt, session, {partition} if node == "" else set())
+        if node == "":
+            return ClusterAnswer(result) if result.rows and not not_open else None
+        answer = RemoteAnswer()
+        await self._ask(node, {partition}, stmt.text, session, authorization, answer)
+        if answer.rows and not answer.missing:
+            return ClusterAnswer(result, answer.rows)
+        return None
+
     async def cluster_status(self, timeout: float = 2.0) -> dict[str, Any]:
         """ksqlDB's ``/clusterStatus`` body for the whole cluster: every node the directory knows
         (by ``host:port``), whether it answers ``/healthcheck`` now, and per persistent query the
-        partitions and stores its consumer groups give it (no standbys yet)."""
+        partitions and stores its consumer groups give it, active and standby (a task kept
+        warm is shown as its partitions of the stage's input topics; warm-ups count as
+        standbys)."""
         now = int(time.time() * 1000)
         per_node: dict[str, dict[str, Any]] = {}
         for query_id, runners in self.engine.runners.items():
             for runner in runners:
                 try:
-                    members = await asyncio.wait_for(self.engine.log.group_members(runner.group), timeout)
+                    members = await asyncio.wait_for(self.engine.log.group_tasks(runner.group), timeout)
                 except asyncio.TimeoutError:
                     members = None
                 stores = [s.name for s in getattr(runner.tasks, "stores", ())]
-                for node, parts in (members or {}).items():
+                for node, tasks in (members or {}).items():
                     entry = per_node.setdefault(node, {}).setdefault(query_id, {
                         "activeStores": [], "activePartitions": [], "standByStores": [], "standByPartitions": []})
-                    entry["activePartitions"] += [{"topic": t, "partition": p} for t, p in sorted(parts)]
-                    if parts:
+                    entry["activePartitions"] += [{"topic": t, "partition": p} for t, p in sorted(tasks.active)]
+                    if tasks.active:
                         entry["activeStores"] = sorted(set(entry["activeStores"]) | set(stores))
+                    warm = sorted(tasks.standby | tasks.warmup)
+                    entry["standByPartitions"] += [{"topic": t, "partition": p}
+                                                   for p in warm for t in runner.topics]
+                    if warm:
+                        entry["standByStores"] = sorted(set(entry["standByStores"]) | set(stores))
 
         async def alive(node: str, url: str | None) -> bool:
             if node == self.engine.node_name:

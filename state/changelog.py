@@ -11,6 +11,7 @@ These are the Log-facing helpers; when to flush, restore or revert is decided by
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -37,9 +38,16 @@ async def ensure_changelog_topic(log: Log, topic: str, partitions: int,
         try:
             info = await log.create_topic(topic, partitions,
                                           config={"cleanup.policy": "compact"})
-        except TopicExistsError:  # created concurrently
-            info = await log.describe_topic(topic)
-            assert info is not None
+        except TopicExistsError:
+            # Created concurrently (another node opening the same task): its metadata may
+            # take a moment to reach the broker answering.
+            for _ in range(100):
+                info = await log.describe_topic(topic)
+                if info is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise
     if "compact" not in dict(info.config).get("cleanup.policy", ""):
         logger.warning("changelog topic %s does not have cleanup.policy=compact", topic)
     if not 0 <= partition < info.partitions:

@@ -33,7 +33,7 @@ import rocksdict
 from .keys import MIN_TS, decode_ts
 
 __all__ = ["META_CF", "TaskCheckpoint", "decode_offsets", "encode_offsets", "position_key",
-           "read_checkpoint", "restoring_key", "snapshot", "stream_time_key"]
+           "read_checkpoint", "read_positions", "restoring_key", "snapshot", "stream_time_key"]
 
 META_CF = "__streamsql_meta"
 COMMIT_KEY = b"commit"
@@ -109,3 +109,28 @@ def snapshot(db: rocksdict.Rdict, path: str | Path) -> None:
         ck.create_checkpoint(str(path))
     finally:
         del ck
+
+
+def read_positions(path: str | Path) -> dict[str, int] | None:
+    """The changelog positions (store name -> offset) a closed task directory's last commit
+    covers, read without opening it for writing (None: no RocksDB instance there). What a
+    node reports of its local state when its consumer group assigns tasks."""
+    path = Path(path)
+    if not (path / "CURRENT").exists():
+        return None
+    if META_CF not in rocksdict.Rdict.list_cf(str(path)):
+        return {}
+    options = rocksdict.Options(raw_mode=True)
+    db = rocksdict.Rdict(str(path), options, column_families={META_CF: options},
+                         access_type=rocksdict.AccessType.read_only())
+    try:
+        meta = db.get_column_family(META_CF)
+        found: dict[str, int] = {}
+        for key, value in meta.items(from_key=b"pos/"):
+            if not key.startswith(b"pos/"):
+                break
+            found[key[4:].decode()] = decode_u64(value)
+        del meta
+        return found
+    finally:
+        db.close()

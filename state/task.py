@@ -175,8 +175,10 @@ class TaskState:
             cfs.update(n for n in rocksdict.Rdict.list_cf(str(path)) if n != "default")
         db = rocksdict.Rdict(str(path), config.options(cache),
                              column_families={n: config.options(cache) for n in sorted(cfs)})
+        objs: dict[str, _Store] = {}
         try:
-            objs = {spec.name: make_store(spec, db) for spec in stores}
+            for spec in stores:
+                objs[spec.name] = make_store(spec, db)
             changelogs: dict[str, ChangelogPartition] = {}
             if log is not None:
                 for spec in stores:
@@ -186,8 +188,14 @@ class TaskState:
                         changelogs[spec.name] = ChangelogPartition(log, spec.changelog,
                                                                    partition)
             state = cls(path, db, cache, objs, changelogs, log, partition, config)
-        except BaseException:
+        except BaseException as e:
+            # Every column family handle must go before RocksDB (and its LOCK) is released,
+            # including those the traceback's frames hold: the directory is reopened later.
+            for obj in objs.values():
+                obj.close()
+            objs.clear()
             db.close()
+            traceback.clear_frames(e.__traceback__)
             raise
         try:
             await state._recover(uncommitted_tail)
@@ -408,6 +416,29 @@ class TaskState:
                 store.position = self._checkpointed.get(name, store.position)
         for s in self._stores.values():
             s.reset_batch()
+
+    async def catch_up(self) -> int:
+        """Apply what the changelogs gained since this state's position (a standby task
+        following its active owner, which writes them: this state writes nothing); returns
+        how many records were applied. A changelog that ends before the position (recreated)
+        is restored afresh. Kafka's changelog end is its last stable offset: records of an
+        open transaction wait for its commit."""
+        self._check_open()
+        applied = 0
+        for name, cl in self._changelogs.items():
+            store = self._stores[name]
+            end = await cl.end()
+            pos = self._checkpointed.get(name, 0)
+            if pos == end:
+                continue
+            if pos > end:
+                logger.warning("changelog %s partition %d ends at %d, before the standby's "
+                               "position %d: wiping store %s and restoring it", cl.topic,
+                               cl.partition, end, pos, name)
+                store.wipe()
+                pos = await cl.begin()
+            applied += (await self._replay(store, cl, pos, end)).replayed
+        return applied
 
     # -- committed data ---------------------------------------------------------------
 

@@ -43,7 +43,8 @@ from streamsql.schemaregistry.ksql import register_source_schemas
 from streamsql.functions import default_registry
 from streamsql.functions.registry import FunctionRegistry
 from streamsql.results import Result
-from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TopicExistsError
+from streamsql.runtime.log.base import (Log, ProducerRecord, RecordBatch, TaskPlacement,
+                                        TopicExistsError, murmur2)
 from streamsql.runtime.pipeline import Outputs, build_pipeline
 from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage, Stage,
                                      StageRunner, table_row, table_rows)
@@ -62,6 +63,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "processing.guarantee": "at_least_once",
     "ksql.persistence.default.format.key": "KAFKA",
 }
+
+
+def _streams_prop(props: dict[str, Any], name: str, default: Any) -> Any:
+    """A Kafka Streams setting, given as ``name`` or as ksqlDB's ``ksql.streams.<name>``."""
+    return props.get(name, props.get(f"ksql.streams.{name}", default))
 
 
 class Session:
@@ -532,7 +538,7 @@ class Engine:
             # One block cache for every task of the engine.
             self._rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
         # Kafka Streams' max.task.idle.ms: how long a join task waits for a caught-up input.
-        idle_ms = int(props.get("max.task.idle.ms", 0))
+        idle_ms = int(_streams_prop(props, "max.task.idle.ms", 0))
         runners = []
         base = self.internal_name(query.query_id)
         for i, stage in enumerate(stages):
@@ -547,11 +553,30 @@ class Engine:
                                    exactly_once=local_exactly_once,
                                    group_positions=self.distributed,
                                    state_log=txn.log if txn is not None else None)
+            placement = self._placement(props, stage, tasks) if self.distributed else None
             reset = str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest"
             runners.append(StageRunner(stage, group, self.log, reset,
                                        after_batch=self.flush_processing_log, tasks=tasks,
-                                       fences=self.fences, transaction=txn, idle_ms=idle_ms))
+                                       fences=self.fences, transaction=txn, idle_ms=idle_ms,
+                                       placement=placement))
         return runners
+
+    def _placement(self, props: dict[str, Any], stage: Stage, tasks: Any) -> TaskPlacement:
+        """Kafka Streams' high-availability settings for a stage's group on a cluster, and
+        the standby tasks that keep warm copies of its state here
+        (``streamsql.runtime.standby``)."""
+        from streamsql.runtime.standby import StandbyTasks
+
+        acceptable_lag = int(_streams_prop(props, "acceptable.recovery.lag", 10_000))
+        offsets = None
+        if tasks is not None and tasks.specs:
+            tasks.standby = StandbyTasks(self.log, tasks.path, tasks.specs, stage.name,
+                                         tasks.task_count, self._rocksdb_config,
+                                         acceptable_lag=acceptable_lag)
+            offsets = tasks.standby.offsets
+        return TaskPlacement(int(_streams_prop(props, "num.standby.replicas", 0)),
+                             int(_streams_prop(props, "max.warmup.replicas", 2)),
+                             acceptable_lag, offsets)
 
     def stable_node_id(self) -> str:
         """This node's id across restarts (kept in the state directory, as Kafka Streams keeps
@@ -915,6 +940,21 @@ class Engine:
                 cache.pop(next(iter(cache)))
             cache[plan] = pipeline
         return pipeline
+
+    def pull_partition(self, source: DataSource, where: e.Expression | None,
+                       partitions: int) -> int | None:
+        """The partition of its table's state that holds the row a pull query's WHERE pins
+        (``key = literal``; Kafka's default partitioner over the key of the table's input
+        records), when the query and the stage keeping the table say; else None."""
+        key = self._pull_key(source, where)[0]
+        if key is None or partitions <= 0:
+            return None
+        for q in self.queries.values():
+            if q.sink.name == source.name and isinstance(q.stages[-1], MaterializingStage):
+                decoded = self.codec(source, "key").decode(key)
+                raw = q.stages[-1].input_key(decoded) if decoded is not None else None
+                return None if raw is None else (murmur2(raw) & 0x7FFFFFFF) % partitions
+        return None
 
     def _pull_key(self, source: DataSource, where: e.Expression | None
                   ) -> tuple[bytes | None, e.Expression | None]:

@@ -1,7 +1,7 @@
 """A cluster of streamsql nodes on real Apache Kafka brokers: the scaling story users are
 promised, a node killed mid-aggregation, a broker stopped under load.
 
-Nodes are ``streamsql server`` processes (``tests/kafka_nodes.py``); records go in with kcat
+Nodes are ``streamsql server`` processes (``streamsql/testing/nodes.py``); records go in with kcat
 and the tables are read back with kcat; the only thing asked of the nodes is what a user
 would ask: statements and DESCRIBE EXTENDED over the REST API.
 """
@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from streamsql.testing.kafka import kcat_produce
-from tests.kafka_nodes import Node, spread, table_rows, wait_for
+from streamsql.testing.nodes import Node, spread, table_rows, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

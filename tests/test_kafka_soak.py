@@ -65,7 +65,7 @@ import pytest
 
 from streamsql.testing.kafka import (KafkaCluster, KcatRecord, kcat_consume, kcat_metadata,
                                      kcat_produce)
-from tests.kafka_nodes import Node, wait_for
+from streamsql.testing.nodes import Node, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.kafka_nodes import Node, spread, wait_for
+from streamsql.testing.nodes import Node, spread, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -19,10 +19,7 @@ USERS = [f"user{i}" for i in range(24)]
 
 
 def query_stream(node: Node, sql: str) -> list:
-    req = urllib.request.Request(node.url + "/query-stream", json.dumps({"sql": sql}).encode(),
-                                 {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+    return node.query_stream(sql)
 
 
 def scan(node: Node, table: str) -> dict[str, list] | None:

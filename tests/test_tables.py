@@ -107,6 +107,17 @@ def test_pull_query_of_some_partitions_says_which_are_not_here(tmp_path: Path) -
             assert 0 < len(first.rows) < 20 and sorted(first.rows + second.rows) == sorted(whole.rows)
             _, missing = await engine.pull(stmt, engine.session, {1, 5})
             assert missing == {5}
+            # A key lookup goes to the partition that holds the key (a cluster asks only
+            # that partition's node): there it is found, elsewhere not.
+            views = engine.catalog.source("VIEWS")
+            for u in users:
+                [lookup] = parse(f"SELECT user_id FROM views WHERE user_id = '{u}';")
+                p = engine.pull_partition(views, lookup.query.where, 2)
+                assert p in (0, 1)
+                assert (await engine.pull(lookup, engine.session, {p}))[0].rows == [(u,)]
+                assert (await engine.pull(lookup, engine.session, {1 - p}))[0].rows == []
+            [scan] = parse("SELECT user_id FROM views WHERE n > 1;")
+            assert engine.pull_partition(views, scan.query.where, 2) is None
         finally:
             await engine.close()
             await log.close()

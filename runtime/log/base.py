@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -82,13 +82,41 @@ class GroupMetadata:
     group_instance_id: str | None = None
 
 
+@dataclass(frozen=True)
+class TaskPlacement:
+    """How a group of several nodes places a stage's tasks (task p: partition p of each
+    input topic) on its members, Kafka Streams' high-availability settings, and what this
+    member has of them locally (``local_offsets``: task -> changelog positions its state
+    covers, summed over the stage's stores; None for a stage without state). See
+    ``streamsql.runtime.assignment``."""
+
+    standby_replicas: int = 0
+    max_warmup_replicas: int = 2
+    acceptable_recovery_lag: int = 10_000
+    local_offsets: Callable[[], Mapping[int, int]] | None = None
+
+
+@dataclass(frozen=True)
+class MemberTasks:
+    """One group member's share, as its assignment says: active partitions (topic,
+    partition), and the tasks it keeps warm (standby and warm-up tasks)."""
+
+    active: frozenset[tuple[str, int]] = frozenset()
+    standby: frozenset[int] = frozenset()
+    warmup: frozenset[int] = frozenset()
+
+
 class RebalanceListener(Protocol):
     """Told when a consumer's share of its group's partitions changes. ``assigned`` runs
     before records of the new partitions are polled (a stateful stage opens and restores
     their tasks there, and may ``seek``); ``revoked`` before they go to another member (it
     finishes and commits what it holds, and closes their tasks). The calls come during a
     poll or, on Kafka, concurrently with one: records polled before ``revoked`` may still
-    be on their way to being processed (the stage runner drops them)."""
+    be on their way to being processed (the stage runner drops them).
+
+    A listener with a ``placement`` (``TaskPlacement``) has its group place tasks by it,
+    where the backend has groups of several nodes (Kafka); ``Consumer.standbys`` then says
+    which tasks this member is to keep warm."""
 
     async def assigned(self, partitions: set[tuple[str, int]]) -> None: ...
 
@@ -133,6 +161,14 @@ class Consumer(ABC):
         """This member's current generation and member id, for ``Transaction.commit``; None
         before it joined the group, or where the backend has no generations (embedded)."""
         return None
+
+    def standbys(self) -> tuple[set[int], set[int]]:
+        """The tasks the group's latest assignment gives this member to keep warm: its
+        standby tasks and its warm-up tasks (see ``TaskPlacement``); none by default."""
+        return set(), set()
+
+    def rejoin(self) -> None:
+        """Ask the group for a new assignment (a member whose warm-up tasks caught up)."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -210,6 +246,13 @@ class Log(ABC):
         does not know (the embedded log: one process is the only member)."""
         return None
 
+    async def group_tasks(self, group: str) -> dict[str, MemberTasks] | None:
+        """``group_members`` with each member's standby and warm-up tasks."""
+        members = await self.group_members(group)
+        if members is None:
+            return None
+        return {name: MemberTasks(frozenset(parts)) for name, parts in members.items()}
+
     def transactional(self, transactional_id: str) -> "Transaction | None":
         """A producer of atomic transactions (exactly_once_v2), None where the backend has
         none (the embedded log commits exactly-once its own way, ``streamsql.runtime.task``)."""
@@ -276,6 +319,9 @@ class LogView(Log):
 
     async def group_members(self, group: str) -> dict[str, set[tuple[str, int]]] | None:
         return await self.inner.group_members(group)
+
+    async def group_tasks(self, group: str) -> dict[str, MemberTasks] | None:
+        return await self.inner.group_tasks(group)
 
     def transactional(self, transactional_id: str) -> "Transaction | None":
         return self.inner.transactional(transactional_id)

@@ -43,7 +43,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import ConnectionGroup, CoordinationType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (CommitFailedError, GroupCoordinatorNotAvailableError,
                              GroupLoadInProgressError, KafkaConnectionError, KafkaError,
                              NodeNotReadyError, NotCoordinatorForGroupError, ProducerFenced,
@@ -51,9 +50,10 @@ from aiokafka.errors import (CommitFailedError, GroupCoordinatorNotAvailableErro
 from aiokafka.producer.sender import AddOffsetsToTxnHandler
 from aiokafka.producer.transaction_manager import TransactionState
 
-from .base import (Consumer, GroupMetadata, Log, LogView, Partitioner, ProducerRecord,
+from .base import (Consumer, GroupMetadata, Log, LogView, MemberTasks, Partitioner, ProducerRecord,
                    RebalanceListener, RecordBatch, TopicExistsError, TopicInfo,
                    UnknownTopicError)
+from .kafka_assignor import TaskAssignor, decode_assignment
 from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, MemberTxnOffsetCommit, StableOffsetFetch
 
 log = logging.getLogger(__name__)
@@ -465,6 +465,10 @@ class KafkaLog(Log):
     async def group_members(self, group: str) -> dict[str, set[tuple[str, int]]] | None:
         """The group's members (their client ids: ``<service>-<node>``) and the partitions
         each is assigned, as the group coordinator knows them."""
+        tasks = await self.group_tasks(group)
+        return None if tasks is None else {name: set(t.active) for name, t in tasks.items()}
+
+    async def group_tasks(self, group: str) -> dict[str, MemberTasks] | None:
         await self._start()
         assert self._admin is not None
         try:
@@ -472,16 +476,17 @@ class KafkaLog(Log):
                                       lambda: self._admin.describe_consumer_groups([group]))
         except KafkaError:
             return None
-        out: dict[str, set[tuple[str, int]]] = {}
+        out: dict[str, MemberTasks] = {}
         for resp in resps:
             for g in resp.groups:
                 for member in g[5]:
                     client_id, raw = member[1], member[4]
-                    parts = out.setdefault(client_id, set())
-                    if raw:
-                        decoded = ConsumerProtocolMemberAssignment.decode(raw)
-                        for topic, ps in decoded.assignment:
-                            parts.update((topic, p) for p in ps)
+                    got = decode_assignment(raw) if raw else MemberTasks()
+                    had = out.get(client_id)
+                    if had is not None:  # (a node's stale and new member, briefly)
+                        got = MemberTasks(had.active | got.active, had.standby | got.standby,
+                                          had.warmup | got.warmup)
+                    out[client_id] = got
         return out
 
     def transactional(self, transactional_id: str) -> "KafkaTransaction":
@@ -624,6 +629,9 @@ class KafkaConsumer(Consumer):
         self.listener = listener
         self.reset = "latest" if reset == "latest" else "earliest"
         self._consumer: AIOKafkaConsumer | None = None
+        placement = getattr(listener, "placement", None)
+        # Tasks placed by their state (Kafka Streams' assignor), else by ranges of partitions.
+        self.assignor = TaskAssignor(log_.node_name, placement) if placement is not None else None
 
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -631,7 +639,11 @@ class KafkaConsumer(Consumer):
                 bootstrap_servers=self.log.bootstrap_servers, group_id=self.group,
                 client_id=self.log.node_name, enable_auto_commit=False,
                 auto_offset_reset=self.reset, isolation_level="read_committed",
-                partition_assignment_strategy=(RangePartitionAssignor,),
+                # One strategy only: aiokafka (0.14) sends a JoinGroup per strategy listed,
+                # the second in the middle of the rebalance the first started, and the
+                # coordinator then rebalances again (and again, with several members).
+                partition_assignment_strategy=(
+                    (self.assignor,) if self.assignor is not None else (RangePartitionAssignor,)),
                 max_partition_fetch_bytes=4 * _BATCH_BYTES, fetch_max_wait_ms=100,
                 session_timeout_ms=10000, heartbeat_interval_ms=1000,
                 # The members of a rebalance get as long to rejoin as Java clients give
@@ -717,6 +729,17 @@ class KafkaConsumer(Consumer):
         if generation < 0 or not member_id:
             return None  # not joined (yet, or again after the coordinator forgot it)
         return GroupMetadata(generation, member_id, getattr(coordinator, "_group_instance_id", None))
+
+    def standbys(self) -> tuple[set[int], set[int]]:
+        a = self.assignor
+        if a is None or self._consumer is None:
+            return set(), set()
+        return set(a.standby), set(a.warmup)
+
+    def rejoin(self) -> None:
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
 
     async def close(self) -> None:
         c, self._consumer = self._consumer, None

@@ -1,4 +1,4 @@
-"""streamsql nodes as real processes for the Kafka cluster tests.
+"""streamsql nodes as real processes, for the Kafka cluster tests and benchmarks.
 
 A ``Node`` is ``streamsql server --bootstrap-servers ... --service-id ...`` in its own process
 (so it can be stopped with SIGTERM or killed with SIGKILL); tests talk to it over its REST API
@@ -83,6 +83,13 @@ class Node:
                                      {"Content-Type": "application/vnd.ksql.v1+json"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
+
+    def query_stream(self, sql: str) -> list:
+        """``/query-stream``'s answer: the header, then rows (arrays), then maybe an error."""
+        req = urllib.request.Request(self.url + "/query-stream", json.dumps({"sql": sql}).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
 
     def partitions_by_node(self, source: str, query_prefix: str) -> dict[str, list[str]]:
         """What DESCRIBE EXTENDED says of the source's query (the first whose id starts with
