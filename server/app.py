@@ -36,8 +36,8 @@ import orjson
 from streamsql import __version__, ast
 from streamsql.errors import ParseError, StreamSqlError
 from streamsql.server.auth import BasicAuth
-from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, ClusterAnswer,
-                                      PullUnavailable, partitions_asked)
+from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
+                                      ClusterAnswer, PullUnavailable, partitions_asked)
 from streamsql.server.entities import command_id, statement_entity
 from streamsql.server.errors import (
     METHOD_NOT_ALLOWED,
@@ -308,7 +308,9 @@ class KsqlApp:
             asked = partitions_asked(ex.headers.get(PARTITIONS_HEADER.encode()))
             if asked is None:
                 return None
-            result, not_open = await self.engine.pull(stmt, session, asked)
+            lag = ex.headers.get(STANDBY_HEADER.encode())
+            result, not_open = await self.engine.pull(stmt, session, asked,
+                                                      standby_lag=int(lag) if lag else None)
         except StreamSqlError as exc:
             raise bad_statement(str(exc), shown) from None
         except PullUnavailable as exc:
@@ -316,7 +318,9 @@ class KsqlApp:
         missing = None
         if not_open:
             missing = (f"partitions {', '.join(map(str, sorted(not_open)))} are not open on node "
-                       f"{self.engine.node_name}")
+                       f"{self.engine.node_name}" if not lag else
+                       f"partitions {', '.join(map(str, sorted(not_open)))} have no standby copy "
+                       f"within {int(lag)} records of their active on node {self.engine.node_name}")
         return ClusterAnswer(result, [], missing)
 
     async def _execute_query(self, stmt: ast.Statement, shown: str, session: Any) -> Any:

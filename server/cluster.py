@@ -33,11 +33,14 @@ import orjson
 
 from streamsql import ast
 from streamsql import expressions as ex
-from streamsql.runtime.log.base import ProducerRecord, TopicExistsError
+from streamsql.runtime.log.base import MemberTasks, ProducerRecord, TopicExistsError
 
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "x-streamsql-forwarded"
+# A forwarded pull query to be answered from the node's standby copies of the partitions
+# asked, those at most this many changelog records behind.
+STANDBY_HEADER = "x-streamsql-standby-lag"
 # The partitions a forwarded pull query is to be answered from (the node's own, as the
 # consumer group said to the node that forwarded it).
 PARTITIONS_HEADER = "x-streamsql-partitions"
@@ -102,6 +105,8 @@ class Owners:
     others: dict[str, set[int]]
     unowned: set[int]
     count: int = 0  # partitions in all
+    # Node -> partitions it keeps standby copies of ("" for this node).
+    standbys: dict[str, set[int]] = field(default_factory=dict)
 
     def holder(self, partition: int) -> str | None:
         """The node holding ``partition`` ("" for this node; None: no node now)."""
@@ -139,7 +144,7 @@ class PullRouter:
         self.settle = settle
         verify: Any = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._http = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(timeout, connect=2.0))
-        self._members: dict[str, tuple[float, dict[str, set[tuple[str, int]]]]] = {}
+        self._members: dict[str, tuple[float, dict[str, MemberTasks]]] = {}
         # Partition counts of the tables' input topics (asked again with fresh membership).
         self._counts: dict[str, int] = {}
 
@@ -154,12 +159,12 @@ class PullRouter:
                 return runners[-1] if runners else None
         return None
 
-    async def _members_of(self, group: str, fresh: bool) -> dict[str, set[tuple[str, int]]] | None:
+    async def _members_of(self, group: str, fresh: bool) -> dict[str, MemberTasks] | None:
         cached = self._members.get(group)
         if not fresh and cached is not None and time.monotonic() - cached[0] < _MEMBERS_TTL:
             return cached[1]
         try:
-            members = await asyncio.wait_for(self.engine.log.group_members(group), self.timeout)
+            members = await asyncio.wait_for(self.engine.log.group_tasks(group), self.timeout)
         except asyncio.TimeoutError:
             raise PullUnavailable(f"Kafka did not say within {self.timeout:.0f}s which node holds "
                                   "which partition of the table (is it reachable?)") from None
@@ -180,13 +185,16 @@ class PullRouter:
                 self._counts[topic] = info.partitions if info is not None else 0
             count = max(count, self._counts[topic])
         held: dict[str, set[int]] = {}
-        for node, parts in members.items():
-            ps = {p for t, p in parts if t in topics}
+        standbys: dict[str, set[int]] = {}
+        for node, tasks in members.items():
+            ps = {p for t, p in tasks.active if t in topics}
             if ps:
                 held[node] = ps
+            if tasks.standby or tasks.warmup:
+                standbys["" if node == self.engine.node_name else node] = set(tasks.standby | tasks.warmup)
         owned = set().union(*held.values()) if held else set()
         mine = held.pop(self.engine.node_name, set())
-        return Owners(mine, held, set(range(count)) - owned, count)
+        return Owners(mine, held, set(range(count)) - owned, count, standbys)
 
     async def answer(self, stmt: ast.QueryStatement, session: Any, authorization: bytes | None
                      ) -> ClusterAnswer | None:
@@ -215,12 +223,21 @@ class PullRouter:
             answer = RemoteAnswer()
             await asyncio.gather(*(self._ask(node, parts, stmt.text, session, authorization, answer)
                                    for node, parts in owners.others.items()))
-            lacks = list(answer.missing)
+            unowned = set(owners.unowned)
+            lag = _standby_lag(self.engine.config, session.properties)
+            if lag is not None and (unowned or answer.failed):
+                # ksqlDB's standby reads: what no active task could give, a standby may.
+                served = await self._from_standbys(stmt, session, authorization, owners,
+                                                   unowned | set(answer.failed), lag, result, answer)
+                unowned -= served
+                for p in served:
+                    answer.failed.pop(p, None)
+            lacks = list(answer.missing) + answer.failures()
             if not_open:
                 lacks.append(f"partitions {_numbers(not_open)} of node {self.engine.node_name} "
                              "(not open there: being moved or restored)")
-            if owners.unowned:
-                lacks.append(f"partitions {_numbers(owners.unowned)} (no node holds them: "
+            if unowned:
+                lacks.append(f"partitions {_numbers(unowned)} (no node holds them: "
                              "the cluster is rebalancing)")
             if not lacks:
                 return ClusterAnswer(result, answer.rows)
@@ -229,6 +246,29 @@ class PullRouter:
             self._members.clear()
             fresh = True
             await asyncio.sleep(0.25)
+
+    async def _from_standbys(self, stmt: ast.QueryStatement, session: Any,
+                             authorization: bytes | None, owners: Owners, wanted: set[int],
+                             lag: int, result: Any, answer: RemoteAnswer) -> set[int]:
+        """Rows of ``wanted`` partitions read from standby copies within ``lag`` records of
+        their active's (this node's into ``result``, other nodes' into ``answer``); returns
+        the partitions served."""
+        served: set[int] = set()
+        for node, parts in sorted(owners.standbys.items()):
+            ask = (parts & wanted) - served
+            if not ask:
+                continue
+            if node == "":
+                local, not_there = await self.engine.pull(stmt, session, ask, standby_lag=lag)
+                result.rows.extend(local.rows)
+                served |= ask - not_there
+                continue
+            extra = RemoteAnswer()
+            await self._ask(node, ask, stmt.text, session, authorization, extra, standby_lag=lag)
+            if not extra.failed and not extra.missing:
+                answer.rows += extra.rows
+                served |= ask
+        return served
 
     async def _key_owner(self, stmt: ast.QueryStatement, session: Any,
                          authorization: bytes | None, owners: Owners, partition: int
@@ -314,27 +354,33 @@ class PullRouter:
         return False
 
     async def _ask(self, node: str, parts: set[int], text: str, session: Any,
-                   authorization: bytes | None, answer: RemoteAnswer) -> None:
+                   authorization: bytes | None, answer: RemoteAnswer,
+                   standby_lag: int | None = None) -> None:
+        """``text`` asked of ``node`` for ``parts`` (of its standby copies, with
+        ``standby_lag``). A node that gives nothing goes to ``answer.failed`` (another node's
+        standby may serve those partitions); one that sends rows then an error, to
+        ``answer.missing``."""
         url = self.directory.urls.get(node)
         held = _numbers(parts)
         if url is None:
-            answer.missing.append(f"partitions {held} of node {node} (its address is unknown)")
+            answer.fail(parts, f"of node {node} (its address is unknown)")
             return
         headers = {FORWARDED_HEADER: "1", PARTITIONS_HEADER: ",".join(map(str, sorted(parts))),
                    "Accept": "application/vnd.ksqlapi.delimited.v1"}
+        if standby_lag is not None:
+            headers[STANDBY_HEADER] = str(standby_lag)
         if authorization:
             headers["Authorization"] = authorization.decode("latin-1")
         try:
             response = await self._http.post(f"{url}/query-stream", headers=headers, content=orjson.dumps(
                 {"sql": text, "properties": session.properties, "sessionVariables": session.variables}))
         except httpx.HTTPError as exc:
-            answer.missing.append(f"partitions {held} of node {node} at {url} ({type(exc).__name__}: "
-                                  f"{exc or 'no answer'})")
+            answer.fail(parts, f"of node {node} at {url} ({type(exc).__name__}: {exc or 'no answer'})")
             return
         lines = [line for line in response.content.split(b"\n") if line.strip()]
         if response.status_code != 200 or not lines:
-            answer.missing.append(f"partitions {held} of node {node} at {url} (HTTP {response.status_code}: "
-                                  f"{response.text[:200]})")
+            answer.fail(parts, f"of node {node} at {url} (HTTP {response.status_code}: "
+                               f"{response.text[:200]})")
             return
         for line in lines[1:]:
             if line.startswith(b"{"):  # an error the node sent after its rows
@@ -346,10 +392,34 @@ class PullRouter:
 
 @dataclass
 class RemoteAnswer:
-    """Rows other nodes sent (JSON array lines, as they came) and what could not be had."""
+    """Rows other nodes sent (JSON array lines, as they came) and what could not be had:
+    partitions of nodes that sent nothing (``failed``: partition -> whose and why), and the
+    errors of nodes that sent some of their rows (``missing``)."""
 
     rows: list[bytes] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def fail(self, partitions: set[int], why: str) -> None:
+        for p in partitions:
+            self.failed[p] = why
+
+    def failures(self) -> list[str]:
+        """``failed`` as messages, one per node and reason."""
+        by_why: dict[str, set[int]] = {}
+        for p, why in self.failed.items():
+            by_why.setdefault(why, set()).add(p)
+        return [f"partitions {_numbers(ps)} {why}" for why, ps in sorted(by_why.items())]
+
+
+def _standby_lag(config: dict[str, Any], properties: dict[str, Any]) -> int | None:
+    """How far behind (changelog records) a standby copy may be to answer a pull query, when
+    ``ksql.query.pull.enable.standby.reads`` is on (ksqlDB's default: off); None: standbys
+    are not read."""
+    props = {**config, **properties}
+    if str(props.get("ksql.query.pull.enable.standby.reads", "false")).lower() != "true":
+        return None
+    return int(props.get("ksql.query.pull.max.allowed.offset.lag", 2**63 - 1))
 
 
 def partitions_asked(header: bytes | None) -> set[int] | None:

@@ -851,26 +851,53 @@ class Engine:
         return Result(stmt.text, "stream", columns=columns,
                       stream=self._push_query(plan, reset, query.limit))
 
-    async def pull(self, stmt: ast.QueryStatement, session: Session, partitions: set[int]
-                   ) -> tuple[Result, set[int]]:
+    async def pull(self, stmt: ast.QueryStatement, session: Session, partitions: set[int],
+                   standby_lag: int | None = None) -> tuple[Result, set[int]]:
         """A pull query answered from this node's tasks of ``partitions`` only (in a cluster,
         the partitions the consumer group gives this node: see ``streamsql.server.cluster``),
-        and which of them have no task open here (moved, or not restored yet)."""
+        and which of them have no task open here (moved, or not restored yet). With
+        ``standby_lag``, from this node's standby copies of those partitions instead, those
+        within ``standby_lag`` changelog records of their active task's."""
         props = {**self.config, **session.properties}
         try:
             plan = self._analyzer(props).analyze(stmt.query, None, persistent=False)
             columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
-            rows, missing = self._pull_query(plan, stmt.query.limit, partitions)
+            store = None
+            if standby_lag is not None:
+                store = await self._standby_view(plan.source, partitions, standby_lag)
+            rows, missing = self._pull_query(plan, stmt.query.limit, partitions, store)
         except KsqlStatementException as exc:
             if not exc.statement:
                 exc.statement = stmt.text
             raise
         return Result(stmt.text, "rows", columns=columns, rows=rows), missing
 
-    def _pull_query(self, plan: QueryPlan, limit: int | None, partitions: set[int] | None = None
-                    ) -> tuple[list[tuple], set[int]]:
+    async def _standby_view(self, source: DataSource, partitions: set[int], max_lag: int) -> Any:
+        """The rows of table ``source`` that this node's standby tasks of ``partitions`` keep,
+        of those within ``max_lag`` records of their changelogs' ends (ksqlDB's
+        ``ksql.query.pull.max.allowed.offset.lag``), as a store pull queries read."""
+        from streamsql.runtime.task import TableStore
+
+        for query_id, q in self.queries.items():
+            if q.sink.name != source.name or q.materialized is None:
+                continue
+            runners = self.runners.get(query_id) or []
+            standby = getattr(runners[-1].tasks, "standby", None) if runners else None
+            view = TableStore(q.materialized.name)
+            if standby is not None:
+                ends = {spec.changelog: await self.log.end_offsets(spec.changelog)
+                        for spec in standby.specs if spec.changelog is not None}
+                lags = standby.lags(ends)
+                view.tasks = {p: standby.open[p] for p in partitions
+                              if p in standby.open and lags.get(p, max_lag + 1) <= max_lag}
+            return view
+        return None
+
+    def _pull_query(self, plan: QueryPlan, limit: int | None, partitions: set[int] | None = None,
+                    store: Any = None) -> tuple[list[tuple], set[int]]:
         """Rows of a materialized table, filtered and projected by ``plan`` (from the tasks
-        of ``partitions`` only, when given), and the partitions of those with no open task."""
+        of ``partitions`` only, when given; of ``store`` instead of the table's own when
+        given), and the partitions of those with no open task."""
         source = plan.source
         if isinstance(plan, AggregatePlan):
             raise KsqlStatementException(
@@ -879,10 +906,10 @@ class Engine:
             raise KsqlStatementException(
                 f"Pull queries are not supported on streams: {source.name} is a stream. Use a push "
                 f"query instead: SELECT ... FROM {source.name} EMIT CHANGES;")
-        store = None
-        for q in self.queries.values():
-            if q.sink.name == source.name and q.materialized is not None:
-                store = q.materialized
+        if store is None:
+            for q in self.queries.values():
+                if q.sink.name == source.name and q.materialized is not None:
+                    store = q.materialized
         if store is None:
             raise KsqlStatementException(
                 f"The {source.name} table isn't queryable: it is not materialized. Pull queries read "

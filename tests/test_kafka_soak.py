@@ -456,14 +456,15 @@ class Cluster:
 
 def run_soak(kafka: KafkaCluster, base: Path, seed: int, duration: float = 50.0, rate: float = 200.0,
              max_nodes: int = 5, broker_chaos: bool = False, settle: float = 150.0,
-             variant: str = "") -> SoakResult:
+             variant: str = "", standbys: int = 0) -> SoakResult:
     """One soak run against ``kafka`` (its own service id and topics, so runs can share a
     cluster); node directories and the report under ``base``."""
     began = time.monotonic()
     base.mkdir(parents=True, exist_ok=True)
     replicas = 3 if len(kafka.ports) >= 3 else 1
     service = f"soak{seed}_{uuid.uuid4().hex[:6]}"
-    config = {"processing.guarantee": "exactly_once_v2", "ksql.internal.topic.replicas": str(replicas)}
+    config = {"processing.guarantee": "exactly_once_v2", "ksql.internal.topic.replicas": str(replicas),
+              "num.standby.replicas": str(standbys)}
     events_topic, users_topic = f"events_{service}", f"users_{service}"
     totals_topic, doubled_topic, enriched_topic = (f"{x}_{service}" for x in ("totals", "doubled", "enriched"))
     plan = plan_chaos(seed, duration, max_nodes, broker_chaos)
@@ -472,7 +473,7 @@ def run_soak(kafka: KafkaCluster, base: Path, seed: int, duration: float = 50.0,
     variant = variant or f"{len(kafka.ports)} broker(s){', broker chaos' if broker_chaos else ''}"
     header = (f"soak seed={seed} ({variant}; duration {duration:.0f}s at {rate:.0f} records/s, up to "
               f"{max_nodes} nodes; replay: SOAK_SEED={seed} or `python -m tests.test_kafka_soak --seed {seed}"
-              f" --duration {duration:.0f} --rate {rate:.0f} --brokers {len(kafka.ports)}"
+              f" --duration {duration:.0f} --rate {rate:.0f} --brokers {len(kafka.ports)} --standbys {standbys}"
               f"{' --broker-chaos' if broker_chaos else ''}`)\nrun directory: {base}")
     feeder: Feeder | None = None
     prober: Prober | None = None
@@ -1082,10 +1083,12 @@ def _assert(result: SoakResult) -> None:
 
 @pytest.mark.parametrize("run", range(_RUNS))
 def test_soak_exactly_once_nodes_join_leave_die(kafka, kcat, tmp_path, run):
-    """2 nodes, then joins, leaves, kill -9 and restarts up to 5 nodes on one broker: the
-    GROUP BY table, the CSAS, the join and every node's pull answer are exactly the truth."""
+    """2 nodes, then joins, leaves, kill -9 and restarts up to 5 nodes on one broker, with a
+    standby replica of every task: the GROUP BY table, the CSAS, the join and every node's
+    pull answer are exactly the truth."""
     seed = _seed(120001, run)
-    result = run_soak(kafka, _run_dir(tmp_path, "1broker", seed), seed, max_nodes=5, variant="1 broker", **_params())
+    result = run_soak(kafka, _run_dir(tmp_path, "1broker", seed), seed, max_nodes=5,
+                      variant="1 broker, 1 standby replica", standbys=1, **_params())
     print(result.line())
     _assert(result)
 
@@ -1112,6 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", type=int, choices=(1, 3), default=1)
     parser.add_argument("--broker-chaos", action="store_true", help="stop or kill one broker (needs --brokers 3)")
     parser.add_argument("--max-nodes", type=int, default=None)
+    parser.add_argument("--standbys", type=int, default=0, help="num.standby.replicas of the nodes")
     parser.add_argument("--dir", default=None, help="where runs and brokers live (default: a new temp dir)")
     args = parser.parse_args(argv)
     if args.broker_chaos and args.brokers != 3:
@@ -1127,7 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
             seed = args.seed + i if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
             max_nodes = args.max_nodes or (4 if args.broker_chaos else 5)
             result = run_soak(kafka, base / f"run-{i + 1}-seed-{seed}", seed, duration=args.duration,
-                              rate=args.rate, max_nodes=max_nodes, broker_chaos=args.broker_chaos)
+                              rate=args.rate, max_nodes=max_nodes, broker_chaos=args.broker_chaos,
+                              standbys=args.standbys)
             results.append(result)
             print(f"[{i + 1}/{args.runs}] {result.line()}", flush=True)
             if not result.ok:

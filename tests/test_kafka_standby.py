@@ -77,11 +77,15 @@ def _replayed(node: Node, query: str) -> dict[int, int]:
     return found
 
 
-def _count_rows(node: Node, table: str) -> dict[str, int] | None:
-    header, *rest = node.query_stream(f"SELECT * FROM {table};")
+def _count_rows(node: Node, table: str, properties: dict[str, str] | None = None
+                ) -> dict[str, int] | None:
+    header, *rest = node.query_stream(f"SELECT * FROM {table};", properties)
     if rest and isinstance(rest[-1], dict):
         return None
     return {row[0]: row[1] for row in rest}
+
+
+STANDBY_READS = {"ksql.query.pull.enable.standby.reads": "true"}
 
 
 def test_a_killed_nodes_tasks_restore_from_their_standbys(kafka, cluster):
@@ -124,6 +128,11 @@ def test_a_killed_nodes_tasks_restore_from_their_standbys(kafka, cluster):
     a_tasks = {t for h, (act, _) in _tasks(b, query).items() if hosts[h] == "node-a" for t in act}
     assert len(a_tasks) == 2
     a.kill()
+    # Until the group notices, node-a's partitions have no active anywhere: a pull query
+    # says so, unless it may read standbys (ksqlDB's standby reads), which answer whole.
+    assert _count_rows(b, table) is None
+    assert _count_rows(b, table, STANDBY_READS) == expected
+    assert _count_rows(b, table, {**STANDBY_READS, "ksql.query.pull.max.allowed.offset.lag": "-1"}) is None
 
     # ... which take over: node-b has every task, having replayed only the tail.
     spread([b], "ORDERS", query, {"node-b": 4}, timeout=120)
@@ -137,8 +146,9 @@ def test_a_killed_nodes_tasks_restore_from_their_standbys(kafka, cluster):
 
 def test_pull_answers_stay_whole_while_nodes_join_one_by_one(kafka, cluster):
     """1 -> 5 nodes with num.standby.replicas=1 while clients ask pull queries of every
-    node: each answer has every row or says which partitions it lacks; at the end the tasks
-    are spread 2/2/2/2/2 with one standby each, on another node."""
+    node (half of them allowed to read standbys): each answer has every row or says which
+    partitions it lacks; at the end the tasks are spread 2/2/2/2/2 with one standby each, on
+    another node."""
     ha = {"num.standby.replicas": "1"}
     first = cluster("node-1", **ha)
     svc = cluster.service
@@ -159,8 +169,10 @@ def test_pull_answers_stay_whole_while_nodes_join_one_by_one(kafka, cluster):
         rnd = random.Random(7)
         while not stop.is_set():
             node = rnd.choice(list(nodes))
+            # Every other query may read standbys (for partitions with no active just now).
+            props = STANDBY_READS if len(answers) % 2 else None
             try:
-                header, *rest = node.query_stream(f"SELECT * FROM {table};")
+                header, *rest = node.query_stream(f"SELECT * FROM {table};", props)
             except (urllib.error.URLError, OSError) as exc:
                 answers.append(f"unreachable: {exc}")
                 continue

@@ -84,9 +84,10 @@ class Node:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
 
-    def query_stream(self, sql: str) -> list:
+    def query_stream(self, sql: str, properties: dict[str, str] | None = None) -> list:
         """``/query-stream``'s answer: the header, then rows (arrays), then maybe an error."""
-        req = urllib.request.Request(self.url + "/query-stream", json.dumps({"sql": sql}).encode(),
+        body = {"sql": sql, "properties": properties or {}}
+        req = urllib.request.Request(self.url + "/query-stream", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
