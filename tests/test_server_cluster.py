@@ -81,3 +81,38 @@ def test_pull_queries_gather_from_every_node(kafka, tmp_path):
     finally:
         b.stop()
         a.stop()
+
+
+def test_pull_query_with_kafka_unreachable_is_an_error_not_a_wait(kafka_lib, tmp_path):
+    """Which node holds which partition is Kafka's to say: with the (only) broker stopped, a
+    pull query is answered within seconds with HTTP 503 naming the cause, not left waiting."""
+    import time
+    import urllib.error
+
+    from streamsql.testing.kafka import KafkaCluster
+
+    broker = KafkaCluster(tmp_path / "kafka", brokers=1, die_with_parent=True).start()
+    service = "svc_" + uuid.uuid4().hex[:8]
+    node = Node("node-a", broker.bootstrap_servers, service, tmp_path).start()
+    try:
+        table = f"totals_{service}"
+        node.ksql(f"CREATE STREAM orders (user STRING KEY, amount BIGINT) WITH (kafka_topic='orders_{service}', "
+                  f"partitions=2, value_format='JSON');"
+                  f"CREATE TABLE {table} AS SELECT user, COUNT(*) AS n FROM orders GROUP BY user;")
+        req = urllib.request.Request(node.url + "/inserts-stream",
+                                     ('{"target":"ORDERS"}\n' + '{"USER": "u1", "AMOUNT": 1}\n').encode())
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert b'"ok"' in resp.read()
+        wait_for("the row", lambda: node.query_stream(f"SELECT * FROM {table};")[1:] == [["u1", 1]])
+
+        broker.kill()
+        time.sleep(3)  # (what the node knows of the group is reused for 2 s)
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            node.query_stream(f"SELECT * FROM {table};")
+        assert failed.value.code == 503
+        assert "which node holds" in json.loads(failed.value.read())["message"]
+        assert time.monotonic() - started < 25
+    finally:
+        node.kill()
+        broker.kill()
