@@ -47,10 +47,14 @@ class Assignment:
     active: dict[str, frozenset[int]]    # member -> tasks it runs
     standby: dict[str, frozenset[int]]   # member -> standby tasks (num_standbys copies per task)
     warmup: dict[str, frozenset[int]]    # member -> warm-up tasks (on top of standbys)
-    # Balance was held back because an under-loaded member is not caught up yet on the tasks
-    # it is to take, and it is warming some of them (as warm-ups, or through standbys it
-    # already has): a follow-up rebalance once it caught up will move them.
-    pending_moves: bool = False
+    # member -> tasks it is to take once caught up on them (balance was held back because
+    # it is not yet): its warm-ups, and standbys it has of tasks that are to move to it. A
+    # follow-up rebalance once it caught up moves them.
+    incoming: dict[str, frozenset[int]] = field(default_factory=dict)
+
+    @property
+    def pending_moves(self) -> bool:
+        return any(self.incoming.values())
 
     def probing(self) -> bool:
         """Whether a follow-up rebalance will move tasks (any warm-up was assigned, or a
@@ -83,14 +87,14 @@ def assign(clients: Sequence[Client], tasks: int, *, standbys: int = 0, max_warm
     group = _Group.of(clients, tasks, acceptable_lag)
     if not group.members or tasks == 0:
         empty: dict[str, frozenset[int]] = {m: frozenset() for m in group.members}
-        return Assignment(dict(empty), dict(empty), dict(empty))
+        return Assignment(dict(empty), dict(empty), dict(empty), dict(empty))
     owner = _place_actives(group)
     _balance(group, owner)
     active = _by_member(group, owner.items())
     standby = _assign_standbys(group, owner, min(standbys, len(group.members) - 1))
-    warmup, pending = _assign_warmups(group, owner, standby, max_warmups)
+    warmup, incoming = _assign_warmups(group, owner, standby, max_warmups)
     return Assignment(_frozen(group, active), _frozen(group, standby), _frozen(group, warmup),
-                      pending)
+                      _frozen(group, incoming))
 
 
 # -- the group's reports -------------------------------------------------------------------
@@ -321,9 +325,9 @@ def _even_out_standbys(group: _Group, owner: Mapping[int, str],
 # -- warm-up tasks -------------------------------------------------------------------------
 
 def _assign_warmups(group: _Group, owner: Mapping[int, str], standby: Mapping[str, set[int]],
-                    budget: int) -> tuple[dict[str, set[int]], bool]:
-    """Warm-ups for the members balance left under-loaded, and whether any task is now
-    warming towards a move (through a warm-up or a standby the member has anyway).
+                    budget: int) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
+    """Warm-ups for the members balance left under-loaded, and per member the tasks now
+    warming towards a move to it (through a warm-up or a standby it has anyway).
 
     The balanced targets give ceil to the most loaded members, so that as few tasks as
     possible move; an under-loaded member warms up as many tasks of over-loaded members as
@@ -339,6 +343,7 @@ def _assign_warmups(group: _Group, owner: Mapping[int, str], standby: Mapping[st
     needy = [m for m in reversed(by_load) if len(held[m]) < target[m]]
     need = {m: target[m] - len(held[m]) for m in needy}
     warmup: dict[str, set[int]] = {m: set() for m in group.members}
+    incoming: dict[str, set[int]] = {m: set() for m in group.members}
     claimed: set[int] = set()
 
     def candidates(m: str, pool: Iterable[int]) -> list[int]:
@@ -349,6 +354,7 @@ def _assign_warmups(group: _Group, owner: Mapping[int, str], standby: Mapping[st
 
     def claim(m: str, t: int) -> None:
         claimed.add(t)
+        incoming[m].add(t)
         surplus[owner[t]] -= 1
         need[m] -= 1
 
@@ -373,4 +379,4 @@ def _assign_warmups(group: _Group, owner: Mapping[int, str], standby: Mapping[st
                 claim(m, found[0])
                 budget -= 1
                 progress = True
-    return warmup, bool(claimed)
+    return warmup, incoming

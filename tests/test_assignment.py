@@ -93,13 +93,15 @@ def test_a_member_within_the_acceptable_lag_is_caught_up():
     behind = assign(clients, 2, acceptable_lag=10)
     assert behind.active == {"m0": {0, 1}, "m1": frozenset()}
     assert behind.warmup == {"m0": frozenset(), "m1": {1}}
+    assert behind.incoming == {"m0": frozenset(), "m1": {1}}
     assert behind.probing()
     # With a standby per task, m1's standby of task 1 is already warming it: no warm-up,
-    # but a follow-up rebalance is still due.
+    # but a follow-up rebalance is still due, and m1 knows which of its standbys is to come.
     behind = assign(clients, 2, standbys=1, acceptable_lag=10)
     assert behind.active == {"m0": {0, 1}, "m1": frozenset()}
     assert behind.standby == {"m0": frozenset(), "m1": {0, 1}}
     assert behind.warmup == {"m0": frozenset(), "m1": frozenset()}
+    assert behind.incoming == {"m0": frozenset(), "m1": {1}}
     assert behind.probing()
 
 
@@ -321,7 +323,7 @@ def test_the_order_of_the_reports_does_not_matter():
 
 
 def test_empty_groups_and_no_tasks():
-    assert assign([], 4) == Assignment({}, {}, {})
+    assert assign([], 4) == Assignment({}, {}, {}, {})
     result = assign(_stateless(2), 0, standbys=1)
     assert result.active == result.standby == result.warmup == {"m0": frozenset(),
                                                                   "m1": frozenset()}
@@ -332,7 +334,7 @@ def test_empty_groups_and_no_tasks():
 def test_one_member_takes_everything():
     result = assign([_client(0)], 5, standbys=2, max_warmups=3)
     assert result == Assignment({"m0": frozenset(range(5))}, {"m0": frozenset()},
-                                {"m0": frozenset()})
+                                {"m0": frozenset()}, {"m0": frozenset()})
 
 
 def test_reports_of_tasks_that_no_longer_exist_are_ignored():

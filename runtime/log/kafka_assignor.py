@@ -99,18 +99,15 @@ class TaskAssignor(AbstractPartitionAssignor):
                         max_warmups=placement.max_warmup_replicas if stateful else 0,
                         acceptable_lag=placement.acceptable_recovery_lag)
         out: dict[str, ConsumerProtocolMemberAssignment] = {}
-        probing = result.probing()
-        most = -(-tasks // len(clients)) if clients else 0
         for client in clients:
             mine = result.active.get(client.member, frozenset())
             parts = [(t, sorted(p for p in mine if p < counts[t])) for t in topics]
             standby = result.standby.get(client.member, frozenset())
-            warmup = result.warmup.get(client.member, frozenset())
-            if probing and len(mine) < most:
-                # Short of tasks until its standbys catch up too: the member asks for the
-                # follow-up assignment once all of these have (Kafka Streams' leader asks
-                # on a timer instead, probing.rebalance.interval.ms).
-                warmup = warmup | standby
+            # What the member warms up to take: its warm-ups, and standbys of tasks that are
+            # to move to it. It asks for the follow-up assignment once all have caught up
+            # (Kafka Streams' leader asks on a timer instead, probing.rebalance.interval.ms).
+            warmup = (result.warmup.get(client.member, frozenset())
+                      | result.incoming.get(client.member, frozenset()))
             data = {"v": _VERSION, "standby": sorted(standby), "warmup": sorted(warmup)}
             out[client.member] = ConsumerProtocolMemberAssignment(
                 0, [(t, ps) for t, ps in parts if ps], orjson.dumps(data))
