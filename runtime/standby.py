@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable
 
 from streamsql.runtime.log.base import Log
 from streamsql.state import RocksDBConfig, StoreSpec, TaskState, read_positions
@@ -96,10 +96,6 @@ class StandbyTasks:
     def remember(self, partition: int, state: TaskState) -> None:
         """Note the positions of a task's state as it is closed (it stays on disk)."""
         self._offsets[partition] = sum(state.changelog_positions().values())
-
-    def forget(self, partition: int) -> None:
-        """The task's directory is gone."""
-        self._offsets.pop(partition, None)
 
     def _lock(self, partition: int) -> asyncio.Lock:
         lock = self._locks.get(partition)
@@ -174,38 +170,21 @@ class StandbyTasks:
 
     async def _warm(self) -> bool:
         """Whether every warm-up is open and within ``acceptable_lag`` of its changelogs."""
-        ends: dict[str, list[int]] = {}
-        for p in self.warmups:
-            state = self.open.get(p)
-            if state is None:
-                return False
-            behind = 0
-            for name, pos in state.changelog_positions().items():
-                spec = next((s for s in self.specs if s.name == name), None)
-                if spec is None or spec.changelog is None:
-                    continue
-                if spec.changelog not in ends:
-                    ends[spec.changelog] = await self.log.end_offsets(spec.changelog)
-                behind += max(0, ends[spec.changelog][p] - pos)
-            if behind > self.acceptable_lag:
-                return False
-        return True
+        if any(p not in self.open for p in self.warmups):
+            return False
+        lags = await self.lags()
+        return all(lags[p] <= self.acceptable_lag for p in self.warmups)
 
-    def lags(self, ends: Mapping[str, list[int]]) -> dict[int, int]:
-        """Open standby -> changelog records it lacks, given the changelogs' ``ends``."""
+    async def lags(self) -> dict[int, int]:
+        """Open standby -> changelog records (summed over its stores) it lacks now."""
+        ends = {spec.changelog: await self.log.end_offsets(spec.changelog)
+                for spec in self.specs if spec.changelog is not None}
         out: dict[int, int] = {}
         for p, state in self.open.items():
-            behind = 0
-            for spec in self.specs:
-                if spec.changelog is None or spec.changelog not in ends:
-                    continue
-                behind += max(0, ends[spec.changelog][p] - state.changelog_positions().get(spec.name, 0))
-            out[p] = behind
+            positions = state.changelog_positions()
+            out[p] = sum(max(0, ends[spec.changelog][p] - positions.get(spec.name, 0))
+                         for spec in self.specs if spec.changelog is not None)
         return out
-
-    def reader(self, partition: int) -> TaskState | None:
-        """The open standby state of ``partition`` (pull queries may read it)."""
-        return self.open.get(partition)
 
     async def close(self) -> None:
         """Stop following and close every standby (their directories stay)."""

@@ -329,12 +329,46 @@ class PullRouter:
         urls = dict(self.directory.urls)
         nodes = sorted(set(urls) | set(per_node))
         states = await asyncio.gather(*(alive(n, urls.get(n)) for n in nodes))
+        try:
+            mine = await asyncio.wait_for(self._store_lags(), timeout)
+        except asyncio.TimeoutError:
+            mine = {}
         return {"clusterStatus": {
             (urls[n].split("://", 1)[-1] if n in urls else n): {
                 "hostAlive": up, "lastStatusUpdateMs": now,
                 "activeStandbyPerQuery": per_node.get(n, {}),
-                "hostStoreLags": {"stateStoreLags": {}, "updateTimeMs": now}}
+                # (Each node knows its own stores' lags: the node asked reports its own.)
+                "hostStoreLags": {"stateStoreLags": mine if n == self.engine.node_name else {},
+                                  "updateTimeMs": now}}
             for n, up in zip(nodes, states)}}
+
+    async def _store_lags(self) -> dict[str, Any]:
+        """ksqlDB's ``stateStoreLags`` of this node: per query and store (``<query
+        application id>#<store>``), per partition of its active and standby tasks here, the
+        changelog offset its state covers, the changelog's end and the difference."""
+        out: dict[str, Any] = {}
+        for query_id, runners in self.engine.runners.items():
+            for runner in runners:
+                tasks = runner.tasks
+                if tasks is None:
+                    continue
+                states = dict(tasks.tasks)
+                if tasks.standby is not None:
+                    states.update((p, st) for p, st in tasks.standby.open.items() if p not in states)
+                for spec in tasks.specs:
+                    if spec.changelog is None or not states:
+                        continue
+                    ends = await self.engine.log.end_offsets(spec.changelog)
+                    by_partition: dict[str, Any] = {}
+                    for p, state in sorted(states.items()):
+                        position = state.changelog_positions().get(spec.name, 0)
+                        end = ends[p] if p < len(ends) else position
+                        by_partition[str(p)] = {"currentOffsetPosition": position,
+                                                "endOffsetPosition": end,
+                                                "offsetLag": max(0, end - position)}
+                    out[f"{self.engine.internal_name(query_id)}#{spec.name}"] = {
+                        "lagByPartition": by_partition}
+        return out
 
     @staticmethod
     def _is_key_lookup(source: Any, where: ex.Expression | None) -> bool:

@@ -885,9 +885,7 @@ class Engine:
             standby = getattr(runners[-1].tasks, "standby", None) if runners else None
             view = TableStore(q.materialized.name)
             if standby is not None:
-                ends = {spec.changelog: await self.log.end_offsets(spec.changelog)
-                        for spec in standby.specs if spec.changelog is not None}
-                lags = standby.lags(ends)
+                lags = await standby.lags()
                 view.tasks = {p: standby.open[p] for p in partitions
                               if p in standby.open and lags.get(p, max_lag + 1) <= max_lag}
             return view

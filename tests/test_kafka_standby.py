@@ -128,6 +128,11 @@ def test_a_killed_nodes_tasks_restore_from_their_standbys(kafka, cluster):
     time.sleep(2)  # (a standby pass or two)
     a_tasks = {t for h, (act, _) in _tasks(b, query).items() if hosts[h] == "node-a" for t in act}
     assert len(a_tasks) == 2
+    # node-b reports its stores' lags, active and standby alike: every partition, caught up.
+    b_lags = _cluster_status(b)[b.url.split("://")[1]]["hostStoreLags"]["stateStoreLags"]
+    assert b_lags and all(set(store["lagByPartition"]) == {"0", "1", "2", "3"} and all(
+        p["offsetLag"] <= 100 and p["endOffsetPosition"] > 0 for p in store["lagByPartition"].values())
+        for store in b_lags.values()), b_lags
     a.kill()
     # Until the group notices (its session timeout, 10 s), node-a's partitions have no
     # active anywhere: a pull query says so (after trying for 5 s), unless it may read
