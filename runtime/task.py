@@ -172,7 +172,9 @@ class KeyValueStore(PartitionedStore):
 
 
 class TableStore(KeyValueStore):
-    """A materialized table: key bytes -> (value bytes, timestamp), what pull queries read."""
+    """A materialized table: key bytes -> (value bytes, timestamp), what pull queries read:
+    its committed rows (read committed: not those of a batch in flight, which may yet be
+    rolled back)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name, TABLE_ROW)
@@ -182,7 +184,7 @@ class TableStore(KeyValueStore):
         for p, state in self.tasks.items():
             if partitions is not None and p not in partitions:
                 continue
-            got = state.kv(self.name).get(key)
+            got = state.kv(self.name).committed_get(key)
             if got is not None:
                 return got
         return None
@@ -194,9 +196,7 @@ class TableStore(KeyValueStore):
         for p in sorted(self.tasks):
             if partitions is not None and p not in partitions:
                 continue
-            store = self.tasks[p].kv(self.name)
-            it = store.prefix(prefix) if prefix else store.all()
-            for k, (v, ts) in it:
+            for k, (v, ts) in self.tasks[p].kv(self.name).committed_prefix(prefix):
                 yield k, v, ts
 
 

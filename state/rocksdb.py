@@ -316,6 +316,22 @@ class RocksDBKeyValueStore(_Store, KeyValueStore):
     def prefix(self, prefix: bytes) -> Iterator[tuple[bytes, Any]]:
         return self.range(prefix or None, _next_prefix(prefix))
 
+    # Readers outside the task (pull queries) see committed state only: a batch's writes
+    # may still be rolled back (its transaction aborted, its node killed mid-commit).
+
+    def committed_get(self, key: bytes) -> Any | None:
+        """The committed value of ``key`` (the current batch's writes not included)."""
+        v = self._cf_get(key)
+        return None if v is None else self._loads(v)
+
+    def committed_prefix(self, prefix: bytes | None) -> Iterator[tuple[bytes, Any]]:
+        """Committed (key, value) of the keys starting with ``prefix`` (all when None), in
+        key order."""
+        loads = self._loads
+        for k, v in _db_items(self._cf, prefix or None, _next_prefix(prefix) if prefix else None,
+                              False):
+            yield k, loads(v)
+
 
 class _TimedStore(_Store):
     """Common to window and session stores: primary keys ``key || suffix`` whose suffix

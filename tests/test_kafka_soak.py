@@ -278,9 +278,11 @@ class Feeder(threading.Thread):
 
 # -- pull queries ---------------------------------------------------------------------------
 
-def pull(node_url: str, sql: str, timeout: float = 15.0) -> tuple[dict[str, list] | None, str | None]:
+def pull(node_url: str, sql: str, timeout: float = 15.0, keys: list[str] | None = None
+         ) -> tuple[dict[str, list] | None, str | None]:
     """A pull query's rows by key, and the error the answer ends with (or why there is no
-    answer: HTTP error, timeout)."""
+    answer: HTTP error, timeout). ``keys`` gets every row's key, as they came (a key twice
+    is a row read from two places)."""
     req = urllib.request.Request(node_url + "/query-stream", json.dumps({"sql": sql}).encode(),
                                  {"Content-Type": "application/json"})
     try:
@@ -299,6 +301,8 @@ def pull(node_url: str, sql: str, timeout: float = 15.0) -> tuple[dict[str, list
             error = line.get("message") or json.dumps(line)
         else:
             rows[line[0]] = line[1:]
+            if keys is not None:
+                keys.append(line[0])
     return rows, error
 
 
@@ -316,7 +320,8 @@ class Prober(threading.Thread):
         self.every = every
         self.stopping = threading.Event()
         self.answers: Counter[str] = Counter()
-        self.partial: list[tuple[float, str, int]] = []  # t, node, rows
+        # t asked, seconds to answer, node, distinct rows, rows, users missing
+        self.partial: list[tuple[float, float, str, int, int, list[str]]] = []
         self.errors: list[tuple[float, str, str]] = []
         self.seen_whole = False
 
@@ -327,7 +332,9 @@ class Prober(threading.Thread):
                 continue
             name, url = self.rnd.choice(nodes)
             t = self.timeline.now()
-            rows, error = pull(url, f"SELECT * FROM {self.table};")
+            keys: list[str] = []
+            rows, error = pull(url, f"SELECT * FROM {self.table};", keys=keys)
+            took = self.timeline.now() - t
             if rows is None or error:
                 self.answers["error"] += 1
                 self.errors.append((t, name, (error or "")[:200]))
@@ -336,7 +343,8 @@ class Prober(threading.Thread):
                 self.seen_whole = True
             elif self.seen_whole:
                 self.answers["silently partial"] += 1
-                self.partial.append((t, name, len(rows)))
+                missing = sorted({user_name(i) for i in range(USERS)} - set(rows))
+                self.partial.append((t, took, name, len(rows), len(keys), missing[:5]))
             else:
                 self.answers["before the table was whole"] += 1
 
@@ -595,9 +603,11 @@ def run_soak(kafka: KafkaCluster, base: Path, seed: int, duration: float = 50.0,
         checks[LIVE_PULLS] = "ok" if not prober.partial else (
             f"{len(prober.partial)} silently partial answer(s) of {sum(prober.answers.values())}")
         if prober.partial:
-            sections.append("silently partial pull answers during the run (t, node, rows of "
-                            f"{USERS}):\n" + "\n".join(f"  t={t:.1f}s {n}: {r} rows  <- {timeline.around(t, 10, 1)}"
-                                                    for t, n, r in prober.partial[:15]))
+            sections.append("silently partial pull answers during the run (t asked, node, users of "
+                            f"{USERS}):\n" + "\n".join(
+                                f"  t={t:.1f}s (answered in {took:.1f}s) {n}: {r} users in {raw} rows, "
+                                f"missing {', '.join(missing)}  <- {timeline.around(t, 10, 1)}"
+                                for t, took, n, r, raw, missing in prober.partial[:15]))
         ok = all(v == "ok" for v in checks.values())
         if not ok:
             sections.append(repartition_report(bs, service, truth, timeline, feeder.fed, handovers, events_topic))

@@ -122,3 +122,30 @@ def test_pull_query_of_some_partitions_says_which_are_not_here(tmp_path: Path) -
             await engine.close()
             await log.close()
     asyncio.run(main())
+
+
+def test_pull_queries_read_committed_rows_only(tmp_path: Path) -> None:
+    """A table's rows written by the batch in flight are not what pull queries see until
+    that batch commits: under exactly_once_v2 its transaction may yet abort (its node killed
+    mid-commit), and an answer that had them would be contradicted by the next."""
+    from streamsql.runtime.task import TableStore
+    from streamsql.state import TaskState
+
+    async def main() -> None:
+        table = TableStore("materialized")
+        state = await TaskState.open(tmp_path / "task", [table.spec(None)])
+        table.attach(0, state)
+        table.bind(state)
+        table.put(b"k1", (b"v1", 1))
+        await state.commit({})
+        table.put(b"k1", (b"v1-new", 2))  # the batch in flight
+        table.put(b"k2", (b"v2", 2))
+        assert table.get(b"k2") == (b"v2", 2)  # (the stage reads its own writes)
+        assert table.row(b"k1") == (b"v1", 1) and table.row(b"k2") is None
+        assert list(table.rows()) == [(b"k1", b"v1", 1)]
+        await state.commit({})
+        assert table.row(b"k2") == (b"v2", 2)
+        assert list(table.rows()) == [(b"k1", b"v1-new", 2), (b"k2", b"v2", 2)]
+        assert list(table.rows(b"k2")) == [(b"k2", b"v2", 2)]
+        state.close()
+    asyncio.run(main())
