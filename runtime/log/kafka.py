@@ -50,8 +50,8 @@ from aiokafka.errors import (CommitFailedError, GroupCoordinatorNotAvailableErro
 from aiokafka.producer.sender import AddOffsetsToTxnHandler
 from aiokafka.producer.transaction_manager import TransactionState
 
-from .base import (Consumer, GroupMetadata, Log, LogView, MemberTasks, Partitioner, ProducerRecord,
-                   RebalanceListener, RecordBatch, TopicExistsError, TopicInfo,
+from .base import (Consumer, GroupMetadata, Log, LogView, MemberTasks, Partitioner,
+                   ProducerRecord, RebalanceListener, RecordBatch, TopicExistsError, TopicInfo,
                    UnknownTopicError)
 from .kafka_assignor import TaskAssignor, decode_assignment
 from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, MemberTxnOffsetCommit, StableOffsetFetch
