@@ -1,5 +1,6 @@
 """Shared pytest configuration: prints the QTT pass rates at the end of a run; fixtures for
-tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``, ``kcat``, ``unique_topic``)."""
+tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``, ``kcat``, ``unique_topic``)
+and clusters of streamsql nodes on them (``cluster``)."""
 from __future__ import annotations
 
 import os
@@ -106,3 +107,23 @@ def unique_topic(request: pytest.FixtureRequest) -> Callable[..., str]:
         return f"{base}{'-' + suffix if suffix else ''}-{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+@pytest.fixture
+def cluster(kafka, tmp_path):
+    """``streamsql server`` nodes on the session's broker, one service id per test: start
+    them with ``cluster(name, **config)``; all are stopped at the end."""
+    from streamsql.testing.nodes import Node
+
+    service = "svc_" + uuid.uuid4().hex[:8]
+    nodes: list[Node] = []
+
+    def start(name: str, **config: str) -> Node:
+        node = Node(name, kafka.bootstrap_servers, service, tmp_path, config).start()
+        nodes.append(node)
+        return node
+
+    start.service = service  # type: ignore[attr-defined]
+    yield start
+    for node in nodes:
+        node.stop()

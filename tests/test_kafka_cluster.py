@@ -44,23 +44,6 @@ def _totals(records: list[tuple[str, dict]]) -> dict[str, tuple[int, int]]:
     return {u: (count[u], total[u]) for u in count}
 
 
-@pytest.fixture
-def cluster(kafka, tmp_path):
-    """Start nodes with ``start(name, **config)``; all are stopped at the end."""
-    service = "svc_" + uuid.uuid4().hex[:8]
-    nodes: list[Node] = []
-
-    def start(name: str, **config: str) -> Node:
-        node = Node(name, kafka.bootstrap_servers, service, tmp_path, config).start()
-        nodes.append(node)
-        return node
-
-    start.service = service  # type: ignore[attr-defined]
-    yield start
-    for node in nodes:
-        node.stop()
-
-
 def test_scaling_2_1_5_nodes_exactly_once(kafka, cluster):
     """10 partitions on 2 nodes: 5 each; one stops: the survivor takes 10; 4 join: 2 each.
     Records keep coming throughout; under exactly_once_v2 the final table is exactly the

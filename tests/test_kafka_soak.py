@@ -15,7 +15,8 @@ One run (``run_soak(seed, duration, ...)``):
 * a chaos schedule drawn from the seed: 2 nodes at first, then nodes join (up to
   ``max_nodes``), leave (SIGTERM), are killed (-9) and are restarted on their own data and
   state directories; with ``broker_chaos`` one of three brokers is stopped or killed for a
-  while too. At least one node is alive at the end;
+  while too. At least one node is alive at the end. With ``standbys`` the nodes keep that
+  many standby replicas of every task (the 1-broker variant in pytest keeps one);
 * at the end the feeding stops, the truth is read back from the source topic, and once the
   outputs are complete (bounded wait) they are compared with it: the table topic
   (read_committed, last value per key) has exactly the count, sum and last SEQ of each user
@@ -39,7 +40,7 @@ rather than skip under CI): the seeds are fixed under ``CI=true`` and random oth
 (node logs) there instead of in pytest's temp dir. A run takes 1-1.5 minutes on two cores
 (45 s of feeding). From a shell, a loop with its own brokers::
 
-    python -m tests.test_kafka_soak --runs 10 --brokers 1          # random seeds
+    python -m tests.test_kafka_soak --runs 10 --brokers 1 --standbys 1   # random seeds
     python -m tests.test_kafka_soak --runs 5 --brokers 3 --broker-chaos
     python -m tests.test_kafka_soak --seed 1234 --duration 60      # replay one seed
 """

@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,23 +23,6 @@ from streamsql.testing.kafka import kcat_produce
 from streamsql.testing.nodes import Node, spread, wait_for
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def cluster(kafka, tmp_path):
-    """Start nodes with ``start(name, **config)``; all are stopped at the end."""
-    service = "svc_" + uuid.uuid4().hex[:8]
-    nodes: list[Node] = []
-
-    def start(name: str, **config: str) -> Node:
-        node = Node(name, kafka.bootstrap_servers, service, tmp_path, config).start()
-        nodes.append(node)
-        return node
-
-    start.service = service  # type: ignore[attr-defined]
-    yield start
-    for node in nodes:
-        node.stop()
 
 
 def _cluster_status(node: Node) -> dict[str, Any]:
@@ -89,6 +71,21 @@ def _count_rows(node: Node, table: str, properties: dict[str, str] | None = None
 STANDBY_READS = {"ksql.query.pull.enable.standby.reads": "true"}
 
 
+def _counts_table(kafka: Any, node: Node, service: str, stream: str, partitions: int,
+                  count: int) -> tuple[str, str, list[str]]:
+    """A stream ``stream`` of ``partitions`` partitions, a table ``counts_<service>`` counting
+    its records per user, and one record for each of ``count`` users, counted: (the
+    stream's topic, the table, the users)."""
+    topic, table = f"{stream}_{service}", f"counts_{service}"
+    node.ksql(f"CREATE STREAM {stream} (user STRING KEY, amount BIGINT) WITH (kafka_topic='{topic}', "
+              f"partitions={partitions}, value_format='JSON');"
+              f"CREATE TABLE {table} AS SELECT user, COUNT(*) AS n FROM {stream} GROUP BY user;")
+    users = [f"user{i}" for i in range(count)]
+    kcat_produce(kafka.bootstrap_servers, topic, [(u, '{"AMOUNT": 1}') for u in users])
+    wait_for("the table", lambda: _count_rows(node, table) == dict.fromkeys(users, 1), timeout=120)
+    return topic, table, users
+
+
 def test_a_killed_nodes_tasks_restore_from_their_standbys(kafka, cluster):
     """Two nodes with one standby replica each: node-b joins with no state and gets the
     table's tasks only once it has caught up (warm-ups), keeps the others warm; node-a is
@@ -96,15 +93,7 @@ def test_a_killed_nodes_tasks_restore_from_their_standbys(kafka, cluster):
     standbys last caught up, and answers with the whole table."""
     ha = {"num.standby.replicas": "1", "acceptable.recovery.lag": "100"}
     a = cluster("node-a", **ha)
-    svc = cluster.service
-    topic, table = f"orders_{svc}", f"totals_{svc}"
-    a.ksql(f"CREATE STREAM orders (user STRING KEY, amount BIGINT) WITH (kafka_topic='{topic}', "
-           f"partitions=4, value_format='JSON');"
-           f"CREATE TABLE {table} AS SELECT user, COUNT(*) AS n FROM orders GROUP BY user;")
-    users = [f"user{i}" for i in range(8000)]
-    kcat_produce(kafka.bootstrap_servers, topic, [(u, '{"AMOUNT": 1}') for u in users])
-    wait_for("node-a's table", lambda: (_count_rows(a, table) or {}) == dict.fromkeys(users, 1),
-             timeout=120)
+    topic, table, users = _counts_table(kafka, a, cluster.service, "orders", 4, 8000)
 
     b = cluster("node-b", **ha)
     query = f"CTAS_{table.upper()}"
@@ -161,15 +150,8 @@ def test_pull_answers_stay_whole_while_nodes_join_one_by_one(kafka, cluster):
     another node."""
     ha = {"num.standby.replicas": "1"}
     first = cluster("node-1", **ha)
-    svc = cluster.service
-    topic, table = f"clicks_{svc}", f"counts_{svc}"
-    first.ksql(f"CREATE STREAM clicks (user STRING KEY, amount BIGINT) WITH (kafka_topic='{topic}', "
-               f"partitions=10, value_format='JSON');"
-               f"CREATE TABLE {table} AS SELECT user, COUNT(*) AS n FROM clicks GROUP BY user;")
-    users = [f"user{i}" for i in range(3000)]
-    kcat_produce(kafka.bootstrap_servers, topic, [(u, '{"AMOUNT": 1}') for u in users])
+    topic, table, users = _counts_table(kafka, first, cluster.service, "clicks", 10, 3000)
     expected = dict.fromkeys(users, 1)
-    wait_for("the table", lambda: _count_rows(first, table) == expected, timeout=120)
 
     nodes = [first]
     answers: list[str] = []
