@@ -21,6 +21,6 @@ __all__ = [
     "RocksDBConfig", "RocksDBKeyValueStore", "RocksDBSessionStore", "RocksDBWindowStore",
     "SessionStore", "SessionStoreSpec", "StateStore", "StoreSpec", "TaskCheckpoint",
     "TaskState", "UncommittedTail", "ValueSerde", "WindowStore", "WindowStoreSpec",
-    "decode_ts", "destroy_state_dir", "encode_ts", "read_positions", "session_key", "split_session_key",
-    "split_window_key", "window_key",
+    "decode_ts", "destroy_state_dir", "encode_ts", "read_positions", "session_key",
+    "split_session_key", "split_window_key", "window_key",
 ]
