@@ -216,6 +216,9 @@ class StageRunner:
         self.ready = asyncio.Event()
         if tasks is not None:
             tasks.claim_outputs()
+            if tasks.standby is not None:
+                # Warm-ups caught up: ask the group for the follow-up assignment.
+                tasks.standby.on_warm = self._rejoin
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"stage-{self.stage.name}")
@@ -294,7 +297,6 @@ class StageRunner:
             # After the active tasks opened: one that was a standby here has been released.
             active = {p for _, p in partitions}
             warm, warmup = consumer.standbys()
-            standby.on_warm = self._rejoin
             await standby.assign(warm - active, warmup - active)
             if warm or warmup:
                 log.info("%s: standby tasks %s, warm-up tasks %s", self.stage.name,

@@ -68,7 +68,6 @@ class StandbyTasks:
         # group rebalance in a loop).
         self._probed = -1e9
         self.probe_interval = probe_interval
-        self.replayed = 0  # changelog records applied by standbys (all time)
 
     def _scan(self) -> dict[int, int]:
         found: dict[int, int] = {}
@@ -157,7 +156,6 @@ class StandbyTasks:
                 else:
                     n = await state.catch_up()
                 applied += n
-        self.replayed += applied
         if (self.warmups and not self._warm_reported and self.on_warm is not None
                 and time.monotonic() - self._probed >= self.probe_interval):
             if await self._warm():

@@ -1,18 +1,21 @@
 """Pull queries across the nodes of a cluster (nodes on one Kafka cluster with one service id).
 
 A table's state is spread over the nodes: each holds the partitions its consumer group
-assigned it (``Log.group_members``: node name -> partitions). A pull query sent to any node is
-answered from every partition of the table, each by the node the group gives it to now
-(``PullRouter.owners``): this node reads its own partitions, and asks every other holder for
-exactly its partitions (``/query-stream`` with ``X-Streamsql-Partitions``). A node reads only
-the partitions it is asked for, and says which of them it has no open task for (moved away,
-or still being restored). So an answer is never silently partial, nor has a row twice (the
-old and the new owner of a moving partition are not both read): while some partition is not
-open on the node that should hold it, or held by no node (a rebalance under way), or a node
-does not answer, the query is asked again for a few seconds, and then answered with an error
-after the rows naming what it lacks. A key lookup found here is complete: a key lives in one
-partition. Kafka not saying in time which node holds what is an error (HTTP 503), not a wait
-without end.
+assigned it, and may keep standby copies of others (``Log.group_tasks``). A pull query sent
+to any node is answered from every partition of the table, each by the node the group gives
+it to now (``PullRouter.owners``): this node reads its own partitions, and asks every other
+holder for exactly its partitions (``/query-stream`` with ``X-Streamsql-Partitions``). A
+node reads only the partitions it is asked for, and says which of them it has no open task
+for (moved away, or still being restored). So an answer is never silently partial, nor has a
+row twice (the old and the new owner of a moving partition are not both read): while some
+partition is not open on the node that should hold it, or held by no node (a rebalance under
+way), or a node does not answer, the query is asked again for a few seconds, and then
+answered with an error after the rows naming what it lacks. With ksqlDB's standby reads
+(``ksql.query.pull.enable.standby.reads``) such partitions are read from a standby copy close
+enough to its active (``X-Streamsql-Standby-Lag``). A key lookup is asked of the node holding
+the key's partition first (where the engine knows it: ``Engine.pull_partition``), and one
+found anywhere is complete: a key lives in one partition. Kafka not saying in time which
+node holds what is an error (HTTP 503), not a wait without end.
 
 Forwarded requests are ordinary ``/query-stream`` requests carrying ``X-Streamsql-Forwarded``
 (answered from local state only, never forwarded again) and the client's credentials.
@@ -32,7 +35,6 @@ import httpx
 import orjson
 
 from streamsql import ast
-from streamsql import expressions as ex
 from streamsql.runtime.log.base import MemberTasks, ProducerRecord, TopicExistsError
 
 log = logging.getLogger(__name__)
@@ -153,11 +155,9 @@ class PullRouter:
 
     def _table_runner(self, source_name: str) -> Any:
         """The runner of the stage that materializes table ``source_name`` (None: not here)."""
-        for query_id, query in self.engine.queries.items():
-            if query.sink.name == source_name and getattr(query, "materialized", None) is not None:
-                runners = self.engine.runners.get(query_id)
-                return runners[-1] if runners else None
-        return None
+        query_id = self.engine.materializing(source_name)
+        runners = self.engine.runners.get(query_id) if query_id is not None else None
+        return runners[-1] if runners else None
 
     async def _members_of(self, group: str, fresh: bool) -> dict[str, MemberTasks] | None:
         cached = self._members.get(group)
@@ -210,6 +210,7 @@ class PullRouter:
             return None
         deadline = time.monotonic() + self.settle
         fresh = False
+        key_lookup = self.engine.pull_key(source, stmt.query.where) is not None
         while True:
             owners = await self.owners(runner, fresh)
             partition = self.engine.pull_partition(source, stmt.query.where, owners.count)
@@ -218,7 +219,7 @@ class PullRouter:
                 if found is not None:
                     return found
             result, not_open = await self.engine.pull(stmt, session, owners.mine)
-            if result.rows and not not_open and self._is_key_lookup(source, stmt.query.where):
+            if result.rows and not not_open and key_lookup:
                 return ClusterAnswer(result)  # a key lives in one partition: found
             answer = RemoteAnswer()
             await asyncio.gather(*(self._ask(node, parts, stmt.text, session, authorization, answer)
@@ -369,23 +370,6 @@ class PullRouter:
                     out[f"{self.engine.internal_name(query_id)}#{spec.name}"] = {
                         "lagByPartition": by_partition}
         return out
-
-    @staticmethod
-    def _is_key_lookup(source: Any, where: ex.Expression | None) -> bool:
-        """Whether WHERE pins the table's single key column to a literal."""
-        if where is None or len(source.schema.key) != 1:
-            return False
-        column = source.schema.key[0].name
-        todo = [where]
-        while todo:
-            x = todo.pop()
-            if isinstance(x, ex.And):
-                todo += [x.left, x.right]
-            elif isinstance(x, ex.Comparison) and x.op == "=":
-                for ref, lit in ((x.left, x.right), (x.right, x.left)):
-                    if isinstance(ref, ex.ColumnRef) and ref.name == column and isinstance(lit, ex.Literal):
-                        return True
-        return False
 
     async def _ask(self, node: str, parts: set[int], text: str, session: Any,
                    authorization: bytes | None, answer: RemoteAnswer,

@@ -878,17 +878,24 @@ class Engine:
         ``ksql.query.pull.max.allowed.offset.lag``), as a store pull queries read."""
         from streamsql.runtime.task import TableStore
 
+        query_id = self.materializing(source.name)
+        if query_id is None:
+            return None
+        runners = self.runners.get(query_id) or []
+        standby = getattr(runners[-1].tasks, "standby", None) if runners else None
+        view = TableStore(self.queries[query_id].materialized.name)
+        if standby is not None:
+            lags = await standby.lags()
+            view.tasks = {p: standby.open[p] for p in partitions
+                          if p in standby.open and lags.get(p, max_lag + 1) <= max_lag}
+        return view
+
+    def materializing(self, table: str) -> str | None:
+        """The id of the query that materializes ``table`` (keeps the rows pull queries
+        read); None when no query does."""
         for query_id, q in self.queries.items():
-            if q.sink.name != source.name or q.materialized is None:
-                continue
-            runners = self.runners.get(query_id) or []
-            standby = getattr(runners[-1].tasks, "standby", None) if runners else None
-            view = TableStore(q.materialized.name)
-            if standby is not None:
-                lags = await standby.lags()
-                view.tasks = {p: standby.open[p] for p in partitions
-                              if p in standby.open and lags.get(p, max_lag + 1) <= max_lag}
-            return view
+            if q.sink.name == table and q.materialized is not None:
+                return query_id
         return None
 
     def _pull_query(self, plan: QueryPlan, limit: int | None, partitions: set[int] | None = None,
@@ -905,9 +912,8 @@ class Engine:
                 f"Pull queries are not supported on streams: {source.name} is a stream. Use a push "
                 f"query instead: SELECT ... FROM {source.name} EMIT CHANGES;")
         if store is None:
-            for q in self.queries.values():
-                if q.sink.name == source.name and q.materialized is not None:
-                    store = q.materialized
+            query_id = self.materializing(source.name)
+            store = self.queries[query_id].materialized if query_id is not None else None
         if store is None:
             raise KsqlStatementException(
                 f"The {source.name} table isn't queryable: it is not materialized. Pull queries read "
@@ -971,15 +977,18 @@ class Engine:
         """The partition of its table's state that holds the row a pull query's WHERE pins
         (``key = literal``; Kafka's default partitioner over the key of the table's input
         records), when the query and the stage keeping the table say; else None."""
-        key = self._pull_key(source, where)[0]
-        if key is None or partitions <= 0:
+        key = self.pull_key(source, where)
+        query_id = self.materializing(source.name)
+        if key is None or query_id is None or partitions <= 0:
             return None
-        for q in self.queries.values():
-            if q.sink.name == source.name and isinstance(q.stages[-1], MaterializingStage):
-                decoded = self.codec(source, "key").decode(key)
-                raw = q.stages[-1].input_key(decoded) if decoded is not None else None
-                return None if raw is None else (murmur2(raw) & 0x7FFFFFFF) % partitions
-        return None
+        decoded = self.codec(source, "key").decode(key)
+        raw = self.queries[query_id].stages[-1].input_key(decoded) if decoded is not None else None
+        return None if raw is None else (murmur2(raw) & 0x7FFFFFFF) % partitions
+
+    def pull_key(self, source: DataSource, where: e.Expression | None) -> bytes | None:
+        """The key bytes a pull query's WHERE pins (a key lookup: the rows it asks for are
+        in one partition), or None (see ``_pull_key``)."""
+        return self._pull_key(source, where)[0]
 
     def _pull_key(self, source: DataSource, where: e.Expression | None
                   ) -> tuple[bytes | None, e.Expression | None]:

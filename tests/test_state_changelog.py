@@ -375,3 +375,33 @@ def test_kill_9_at_a_random_point(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
     assert check_consistent(tmp_path) >= 1
+
+
+def test_a_task_whose_changelog_cannot_be_made_can_be_opened_again(tmp_path):
+    """Creating the changelog topic fails (another node made it a moment ago and the broker
+    asked does not know it yet, say): the open fails, and the task's directory is not left
+    locked: the stage's next attempt opens it."""
+    from streamsql.runtime.log.base import LogView
+
+    class Failing(LogView):
+        failures = 1
+
+        async def create_topic(self, name, partitions=1, replicas=1, config=None):
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("broker not available")
+            return await self.inner.create_topic(name, partitions, replicas, config)
+
+    async def go():
+        log = Failing(EmbeddedLog(tmp_path / "log"))
+        with pytest.raises(RuntimeError, match="broker not available") as failed:
+            await TaskState.open(tmp_path / "task", [KV], log=log)
+        # (The error is still held, as the stage runner holds it until it starts over.)
+        st = await TaskState.open(tmp_path / "task", [KV], log=log)
+        assert failed.value is not None
+        st.kv("agg").put(b"k", 1)
+        await st.commit({})
+        assert list(st.kv("agg").all()) == [(b"k", 1)]
+        st.close()
+        await log.inner.close()
+    run(go())
