@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from streamsql import __version__, ast
-from streamsql.errors import ParseError, StreamSqlError
+from streamsql.errors import ParseError, StreamSqlError, WriteFailedError
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
                                       ClusterAnswer, PullUnavailable, partitions_asked)
@@ -250,6 +250,8 @@ class KsqlApp:
             else:
                 async with self._ddl_lock:
                     result = await self.engine.execute_statement(stmt, None, session)
+        except WriteFailedError as exc:  # nothing written: the server's trouble, not the statement's
+            raise HttpError(503, statement_error(str(exc), shown, entities, SERVER_ERROR)) from None
         except StreamSqlError as exc:
             raise bad_statement(str(exc), shown, entities) from None
         except Exception as exc:  # an engine bug: still say which statement and keep the rest
@@ -419,21 +421,36 @@ class KsqlApp:
                 try:
                     records.append(target.record_of(line))
                 except (ValueError, StreamSqlError) as exc:
-                    await self._produce(target, records)
+                    failed = await self._produce(target, records)
+                    if failed is not None:
+                        await ex.end(row_error(seq, failed, SERVER_ERROR))
+                        return
                     acks = b"".join(ack(s) for s in range(seq, seq + len(records)))
                     await ex.end(acks + row_error(seq + len(records), str(exc)))
                     return
             if records:
-                await self._produce(target, records)
+                failed = await self._produce(target, records)
+                if failed is not None:
+                    await ex.end(row_error(seq, failed, SERVER_ERROR))
+                    return
                 await ex.chunk(b"".join(ack(s) for s in range(seq, seq + len(records))))
                 seq += len(records)
         if target is None:
             raise bad_request("No target in arguments")
         await ex.end()
 
-    async def _produce(self, target: Any, records: list[Any]) -> None:
+    async def _produce(self, target: Any, records: list[Any]) -> str | None:
+        """Produce rows; returns why the write failed (then none of them was written), to be
+        answered as an error for the first of them: never an ack for a row that is not in
+        the log, and never a silently ended response."""
         if records:
-            await self.engine.log.produce(target.topic, records)
+            try:
+                await self.engine.log.produce(target.topic, records)
+            except OSError as exc:
+                log.warning("inserts-stream into %s: write failed: %s", target.source.name, exc)
+                return (f"Failed to insert values into '{target.source.name}'. "
+                        f"{exc.strerror or exc}")
+        return None
 
     # ---------------------------------------------------------------------- server info
     async def _info(self, ex: Exchange) -> None:

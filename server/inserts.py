@@ -125,5 +125,5 @@ def ack(seq: int) -> bytes:
     return b'{"status":"ok","seq":%d}\n' % seq
 
 
-def row_error(seq: int, message: str) -> bytes:
-    return orjson.dumps({"status": "error", "seq": seq, "error_code": BAD_REQUEST, "message": message}) + b"\n"
+def row_error(seq: int, message: str, error_code: int = BAD_REQUEST) -> bytes:
+    return orjson.dumps({"status": "error", "seq": seq, "error_code": error_code, "message": message}) + b"\n"

@@ -36,7 +36,8 @@ from streamsql.analyzer import (AggregatePlan, QueryAnalyzer, QueryPlan, analyze
                                 resolve_type, sink_source)
 from streamsql.catalog import Catalog, DataSource, QueryInfo, WindowInfo
 from streamsql.codegen import ExpressionCompiler, Scope
-from streamsql.errors import KsqlException, KsqlStatementException, StreamSqlError
+from streamsql.errors import (KsqlException, KsqlStatementException, StreamSqlError,
+                             WriteFailedError)
 from streamsql.join_analyzer import JoinPlan
 from streamsql.formats.base import Codec, CodecContext
 from streamsql.schemaregistry.ksql import register_source_schemas
@@ -688,7 +689,11 @@ class Engine:
         if target.timestamp_column and values.get(target.timestamp_column) is not None \
                 and target.timestamp_format is None:
             ts = values[target.timestamp_column]
-        await self.log.produce(target.topic, [ProducerRecord(kb, vb, ts)])
+        try:
+            await self.log.produce(target.topic, [ProducerRecord(kb, vb, ts)])
+        except OSError as exc:  # the embedded log took nothing of the failed write
+            raise WriteFailedError(f"Failed to insert values into '{target.name}'. "
+                                   f"{exc.strerror or exc}") from exc
         return Result(stmt.text, "currentStatus", None)
 
     # -------------------------------------------------------------------------- DROP

@@ -33,6 +33,11 @@ class KsqlStatementException(KsqlException):
         self.statement = statement
 
 
+class WriteFailedError(StreamSqlError):
+    """The log did not take a write (a full disk, an I/O error): none of its records were
+    written, so the client may retry. Servers answer it with a 5xx, not as a bad statement."""
+
+
 class FunctionError(StreamSqlError):
     """A scalar function failed on a record: the record's column becomes NULL and the reason
     goes to the processing log."""

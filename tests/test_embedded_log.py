@@ -601,3 +601,104 @@ def test_consumer_position_and_seek(make_log):
         await c.close()
         await log.close()
     run(go())
+
+
+# --- a failing disk -------------------------------------------------------------------
+
+class FullDisk:
+    """A write fault at the write call, as a full disk gives it: the first ``short`` bytes of
+    the next write land in the file, then ENOSPC (what ``os.write`` does on a filesystem that
+    fills up part way). Further writes fail outright while ``full`` is set."""
+
+    def __init__(self, monkeypatch, short: int = 100) -> None:
+        import errno
+        import os
+
+        from streamsql.runtime.log import segment
+
+        self.full = False
+        real_write = os.write
+
+        def write(fd, data):
+            if not self.full:
+                return real_write(fd, data)
+            if self.short:
+                n = real_write(fd, bytes(data[:self.short]))
+                self.short = 0
+                return n
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.short = short
+        monkeypatch.setattr(segment.os, "write", write)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_a_write_that_fails_part_way_leaves_nothing_behind(tmp_path, monkeypatch, caplog,
+                                                            partitions):
+    """A full disk in the middle of a produce: the produce fails, nothing of it stays (not
+    even in the partitions whose write succeeded), and everything acknowledged before and
+    after the failure is there after a restart, with no tail cut."""
+    disk = FullDisk(monkeypatch)
+
+    async def go():
+        log = EmbeddedLog(tmp_path / "log", segment_bytes=4096)
+        await log.create_topic("t", partitions)
+        acked = []
+
+        async def produce(i):
+            batch = [rec(b"k%d-%d" % (i, j), b"v" * 200, 10) for j in range(5)]
+            await log.produce("t", batch)
+            acked.extend(r.key for r in batch)
+
+        for i in range(20):
+            await produce(i)
+        for i in range(20, 25):
+            disk.full = True
+            disk.short = 100
+            with pytest.raises(OSError):
+                await produce(i)
+        disk.full = False
+        for i in range(25, 45):  # space is back: writing resumes without a restart
+            await produce(i)
+        live = sorted([k for p in range(partitions) for k in (await fetch_all(log, "t", p))[1]])
+        await log.close()
+        return acked, live
+
+    acked, live = run(go())
+    assert len(acked) == 200 and live == sorted(acked)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        async def reopen():
+            log = EmbeddedLog(tmp_path / "log")
+            keys = sorted([k for p in range(partitions) for k in (await fetch_all(log, "t", p))[1]])
+            await log.close()
+            return keys
+        assert run(reopen()) == sorted(acked)
+    assert "truncated" not in caplog.text
+
+
+def test_a_failed_fsync_takes_the_write_back(tmp_path, monkeypatch):
+    """With fsync on, a produce is acknowledged only once it is on disk: a failed fsync fails
+    the produce and the records are not in the log (Linux may drop pages it could not write,
+    so they must not be read either)."""
+    import errno
+
+    from streamsql.runtime.log import segment
+
+    async def go():
+        log = EmbeddedLog(tmp_path / "log", fsync=True)
+        await log.create_topic("t")
+        await log.produce("t", [rec(b"a", b"1")])
+        real = segment.os.fsync
+
+        def failing(fd):
+            raise OSError(errno.EIO, "Input/output error")
+        monkeypatch.setattr(segment.os, "fsync", failing)
+        with pytest.raises(OSError):
+            await log.produce("t", [rec(b"b", b"2")])
+        monkeypatch.setattr(segment.os, "fsync", real)
+        await log.produce("t", [rec(b"c", b"3")])
+        offs, keys, _ = await fetch_all(log, "t")
+        await log.close()
+        return offs, keys
+
+    assert run(go()) == ([0, 1], [b"a", b"c"])

@@ -18,4 +18,14 @@ def open_log(bootstrap_servers: str | None = None, data_dir: str | Path | None =
         return KafkaLog(bootstrap_servers, config or {})
     from .embedded import EmbeddedLog
 
-    return EmbeddedLog(Path(data_dir) if data_dir is not None else None)
+    return EmbeddedLog(Path(data_dir) if data_dir is not None else None,
+                       fsync=fsync_every_write(config or {}))
+
+
+def fsync_every_write(config: dict[str, Any]) -> bool:
+    """Kafka's broker setting ``log.flush.interval.messages``: 1 makes the embedded log fsync
+    every write before acknowledging it (survives a power loss); by default (as Kafka's
+    default, never) a write is acknowledged once the OS has it (survives a crash of the
+    process, not of the machine). Other intervals are not offered: only 1 is a promise."""
+    value = str(config.get("log.flush.interval.messages", "")).strip()
+    return value == "1"

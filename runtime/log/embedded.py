@@ -167,6 +167,29 @@ class _Partition:
         self.end = base + n
         return base
 
+    def mark(self) -> tuple[int, int, tuple[int, int, int, int, int] | None]:
+        """Where the partition ends now, for ``rollback``."""
+        return len(self.segments), self.end, self.segments[-1].mark() if self.segments else None
+
+    def rollback(self, mark: tuple[int, int, tuple[int, int, int, int, int] | None]) -> None:
+        """Undo every append since ``mark``: segments rolled since are removed, the segment
+        that was active is cut back. Used when a produce fails part way (a full disk, a
+        failed fsync), so nothing of it stays behind and later records follow the last good
+        one."""
+        count, end, last = mark
+        while len(self.segments) > count:
+            seg = self.segments.pop()
+            self.bases.pop()
+            seg.storage.close()
+            if seg.path is not None:
+                seg.path.unlink(missing_ok=True)
+        if last is not None:
+            seg = self.segments[-1]
+            seg.rollback(last)
+            if seg.path is not None:  # written when the next segment was rolled
+                seg.path.with_suffix(".index").unlink(missing_ok=True)
+        self.end = end
+
     def sync(self) -> None:
         if self.segments:
             self.segments[-1].storage.sync()
@@ -292,6 +315,7 @@ class EmbeddedLog(Log):
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._version = 0  # bumped when topics appear or vanish (consumers re-assign)
         self._closed = False
+        self._broken: str | None = None  # why the log refuses writes until reopened
         self._lock_fd = -1
         if self._path is not None:
             self._open_dir(self._path)
@@ -430,6 +454,8 @@ class EmbeddedLog(Log):
     async def produce(self, topic: str, records: Sequence[ProducerRecord]
                       ) -> list[tuple[int, int]]:
         self._check_open()
+        if self._broken is not None:
+            raise OSError(f"embedded log refuses writes: {self._broken}; restart the server")
         t = self._topic(topic)
         n = len(records)
         if not n:
@@ -442,9 +468,14 @@ class EmbeddedLog(Log):
                     raise ValueError(f"Invalid partition given with record: {r.partition} "
                                      "is not in the range [0...1).")
             part = parts[0]
-            base = part.append(records, now_ms)
-            if self._fsync:
-                part.sync()
+            mark = part.mark()
+            try:
+                base = part.append(records, now_ms)
+                if self._fsync:
+                    part.sync()
+            except BaseException:
+                self._undo(t, [(part, mark)])
+                raise
             result = list(zip(itertools.repeat(0, n), range(base, base + n)))
         else:
             assigned = t.partitioner.assign(records, len(t.partitions))
@@ -452,13 +483,18 @@ class EmbeddedLog(Log):
             for r, p in zip(records, assigned):
                 groups[p].append(r)
             nexts = [0] * len(parts)
-            for p, g in enumerate(groups):
-                if g:
-                    nexts[p] = parts[p].append(g, now_ms)
-            if self._fsync:
+            marks = [(parts[p], parts[p].mark()) for p, g in enumerate(groups) if g]
+            try:
                 for p, g in enumerate(groups):
                     if g:
-                        parts[p].sync()
+                        nexts[p] = parts[p].append(g, now_ms)
+                if self._fsync:
+                    for p, g in enumerate(groups):
+                        if g:
+                            parts[p].sync()
+            except BaseException:
+                self._undo(t, marks)
+                raise
             result = []
             ap = result.append
             for p in assigned:
@@ -466,6 +502,22 @@ class EmbeddedLog(Log):
                 nexts[p] += 1
         self._wake(topic)
         return result
+
+    def _undo(self, topic: _Topic, marks: list[tuple[_Partition, tuple]]) -> None:
+        """A produce failed: take back what it wrote to every partition, so a produce is
+        all or nothing (no consumer ran in between: produce does not yield) and the client's
+        error means the records are not in the log. With fsync on, a failed fsync counts as
+        a failed write: Linux may have dropped the dirty pages it could not write."""
+        for part, mark in marks:
+            try:
+                part.rollback(mark)
+            except OSError:
+                # The segment cannot even be cut back: close the log rather than append
+                # after a torn record (the scan at the next open cuts the tail off again).
+                logger.exception("embedded log: cannot roll back a failed write to %s-%d; "
+                                 "refusing further writes", topic.info.name, part.index)
+                self._broken = f"a failed write to {topic.info.name}-{part.index} could not be rolled back"
+                raise
 
     def _wake(self, topic: str) -> None:
         waiters = self._waiters.get(topic)

@@ -305,6 +305,8 @@ class Storage(Protocol):
 
     def append(self, data: bytes) -> None: ...
 
+    def truncate(self, size: int) -> None: ...
+
     def read(self, pos: int, n: int) -> bytes: ...
 
     def sync(self) -> None: ...
@@ -322,6 +324,9 @@ class MemoryStorage:
 
     def append(self, data: bytes) -> None:
         self.data += data
+
+    def truncate(self, size: int) -> None:
+        del self.data[size:]
 
     def read(self, pos: int, n: int) -> bytes:
         return bytes(self.data[pos:pos + n])
@@ -356,6 +361,10 @@ class FileStorage:
             view = memoryview(data)
             while n < len(data):
                 n += os.write(fd, view[n:])
+
+    def truncate(self, size: int) -> None:
+        # Shrinking never needs space, so this works on a full disk too.
+        os.ftruncate(self._open(), size)
 
     def read(self, pos: int, n: int) -> bytes:
         fd = self._open()
@@ -411,15 +420,40 @@ class Segment:
 
     def append(self, records: Sequence[ProducerRecord], offset: int, now_ms: int,
                interval: int) -> int:
-        """Append records with offsets from ``offset`` in one write; returns the count."""
+        """Append records with offsets from ``offset`` in one write; returns the count.
+
+        A write that fails (a full disk, an I/O error) leaves nothing behind: the bytes that
+        made it to the file are cut off again and the index is as before, so the next append
+        lands where this one should have (no torn record in the middle of the segment, which
+        the scan at open would take for the end of the log) and the error propagates."""
+        mark = self.mark()
         data, n, self.countdown = encode_records(records, offset, now_ms, self.size,
                                                  self.countdown, interval,
                                                  self.idx_off, self.idx_pos)
-        self.storage.append(data)
+        try:
+            self.storage.append(data)
+        except BaseException:
+            self.rollback(mark)
+            raise
         self.size += len(data)
         self.count += n
         self.next_offset = offset + n
         return n
+
+    def mark(self) -> tuple[int, int, int, int, int]:
+        """Where the segment ends now, for ``rollback``."""
+        return self.size, self.count, self.next_offset, len(self.idx_off), self.countdown
+
+    def rollback(self, mark: tuple[int, int, int, int, int]) -> None:
+        """Cut the segment back to a ``mark`` (undoing appends that are not to stay)."""
+        size, self.count, self.next_offset, entries, self.countdown = mark
+        self.storage.truncate(size)
+        self.size = size
+        del self.idx_off[entries:]
+        del self.idx_pos[entries:]
+        if self.cur_pos > size:
+            self.cur_off = -1
+            self.cur_pos = 0
 
     def locate(self, offset: int) -> int:
         """Position of the first record with an offset >= ``offset`` (``size`` if none)."""
