@@ -134,6 +134,11 @@ class _StoredPending(dict):
         return dict.pop(self, skey, *default)
 
 
+class AggregationError(Exception):
+    """One record could not be aggregated or its result not written; the message says why
+    (for the processing log)."""
+
+
 class AggregateStage:
     """Folds re-keyed records into accumulators and writes the aggregated table."""
 
@@ -247,20 +252,25 @@ class AggregateStage:
                 continue
             if ts > self.stream_time:
                 self.stream_time = ts
-            if self.window is None:
-                self._update(kb, key, args, ts, undo, None, out, old_args)
-            elif self.window.kind == "SESSION":
-                self._update_session(kb, key, args, ts, out, batch, off)
-            else:
-                for start, end in self.window.windows_for(ts):
-                    if end + self.window.grace <= self.stream_time:
-                        self.late_dropped += 1
-                        self.plog(batch.topic, batch.partition, off,
-                                  f"Record dropped: window [{start}, {end}) closed (late record)")
-                        continue
-                    self._update(kb + _LONG.pack(start), key, args, ts, undo, (start, end), out)
-            if self.emit_final:
-                self._emit_closed(out)
+            try:
+                if self.window is None:
+                    self._update(kb, key, args, ts, undo, None, out, old_args)
+                elif self.window.kind == "SESSION":
+                    self._update_session(kb, key, args, ts, out, batch, off)
+                else:
+                    for start, end in self.window.windows_for(ts):
+                        if end + self.window.grace <= self.stream_time:
+                            self.late_dropped += 1
+                            self.plog(batch.topic, batch.partition, off,
+                                      f"Record dropped: window [{start}, {end}) closed (late record)")
+                            continue
+                        self._update(kb + _LONG.pack(start), key, args, ts, undo, (start, end), out)
+                if self.emit_final:
+                    self._emit_closed(out)
+            except Exception as exc:  # noqa: BLE001 - one record's failure is that record's
+                # (an aggregate that cannot take the value, a result the sink's format
+                # cannot write): it goes to the processing log and the stage goes on.
+                self.plog(batch.topic, batch.partition, off, str(exc) or repr(exc))
         return out
 
     def _fold(self, accs: list, args: tuple, undo: bool) -> list:
@@ -284,30 +294,34 @@ class AggregateStage:
                 accs = self._fold(accs, old_args, True)
             accs = self._fold(accs, args, undo)
         except Exception as exc:
-            self.plog(self.source_topic, 0, 0, f"Aggregation failed: {exc!r}")
-            return
+            raise AggregationError(f"Aggregation failed: {exc!r}") from exc
         if self.emit_final:
             assert window is not None
             self.store.put(skey, (accs, max_ts, shown))
             self.pending[skey] = (key, window[0], window[1], skey)
             return
         record = self._result_record(key, accs, max_ts, window, "time")
+        # Stored before it is emitted: a state that cannot be stored emits nothing.
+        self.store.put(skey, (accs, max_ts, record.value is not None))
         # HAVING's tombstone only retracts a row the table showed (Kafka Streams' KTable filter).
         if record.value is not None or shown:
             out.append(record)
-        self.store.put(skey, (accs, max_ts, record.value is not None))
 
     def _result_record(self, key: tuple, accs: list, ts: int, window: tuple[int, int] | None,
                        kind: str) -> ProducerRecord:
         results = tuple(a.result(x) for a, x in zip(self.aggregators, accs))
         wstart, wend = window if window is not None else (None, None)
         projected = self.project(key, results, wstart, wend)
-        if projected is None:
-            out_key, value = key, None
-        else:
-            out_key, row = projected
-            value = self.sink_value_codec.encode(row)
-        return ProducerRecord(self._sink_key(out_key, window, kind), value, ts)
+        try:
+            if projected is None:
+                out_key, value = key, None
+            else:
+                out_key, row = projected
+                value = self.sink_value_codec.encode(row)
+            return ProducerRecord(self._sink_key(out_key, window, kind), value, ts)
+        except Exception as exc:
+            raise AggregationError(
+                f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
 
     def _sink_key(self, key: tuple, window: tuple[int, int] | None, kind: str) -> bytes | None:
         kb = self.sink_key_codec.encode(key)
@@ -371,8 +385,7 @@ class AggregateStage:
         try:
             accs = self._fold(accs, args, False)
         except Exception as exc:
-            self.plog(batch.topic, batch.partition, off, f"Aggregation failed: {exc!r}")
-            return
+            raise AggregationError(f"Aggregation failed: {exc!r}") from exc
         new = [start, end, accs, max_ts]
         keep.append(new)
         keep.sort(key=lambda s: s[0])
@@ -427,8 +440,14 @@ class TableGroupByStage:
             old_vb = self.store.get(kb)
             old = self._grouped(self._map(batch.topic, batch.partition, off, kb, old_vb, ts)) \
                 if old_vb is not None else None
-            new = self._grouped(self._map(batch.topic, batch.partition, off, kb, vb, ts)) \
-                if vb is not None else None
+            try:
+                new = self._grouped(self._map(batch.topic, batch.partition, off, kb, vb, ts)) \
+                    if vb is not None else None
+            except Exception as exc:  # noqa: BLE001 - the row cannot be written to the repartition
+                # topic: it goes to the processing log and leaves the table, as a delete would
+                # (so the row kept here is always one that can be grouped again).
+                self.plog(batch.topic, batch.partition, off, f"Error serializing record: {exc}")
+                new = vb = None
             if vb is None:
                 self.store.delete(kb)
             else:

@@ -256,6 +256,10 @@ class _TaskContext:
 
 
 # ---------------------------------------------------------------------------- the stage
+class JoinError(Exception):
+    """A join result could not be written; the message says why (for the processing log)."""
+
+
 class JoinStage:
     """One join step: reads both re-keyed topics (``source_topics``), writes ``sink_topic``.
     See the module docstring."""
@@ -266,8 +270,10 @@ class JoinStage:
     def __init__(self, name: str, left_topic: str, right_topic: str, sink_topic: str, plan: JoinPlan,
                  codecs: tuple[Any, Any, Any, Any], sink_key_codec: Any, sink_value_codec: Any,
                  project: Callable[..., Any], stores: dict[str, Any], per_task: bool,
-                 rekey: dict[str, Pipeline] | None = None) -> None:
+                 rekey: dict[str, Pipeline] | None = None,
+                 plog: Callable[[str, int, int, str], None] | None = None) -> None:
         self.name = name
+        self.plog = plog
         self.source_topic = left_topic
         self.right_topic = right_topic
         self.source_topics = (left_topic, right_topic)
@@ -344,27 +350,43 @@ class JoinStage:
                 pipeline, keyed = rekey
                 keyed.clear()
                 pipeline.process(batch, keyed)
-                # (The join reads keys, values and timestamps only.)
-                batch = RecordBatch(batch.topic, batch.partition, [], keyed.timestamps,
-                                    keyed.keys, keyed.values)
+                # (The join reads keys, values, timestamps and offsets only.)
+                batch = RecordBatch(batch.topic, batch.partition, keyed.offsets,
+                                    keyed.timestamps, keyed.keys, keyed.values)
         if batch.topic == self.right_topic:
             self._on_right(batch, ctx, out)
         else:
             self._on_left(batch, ctx, out)
         return out
 
+    def _failed(self, batch: RecordBatch, offset: int, exc: Exception) -> None:
+        """One record could not be joined or its result not written (a value the sink's
+        format cannot hold): it goes to the processing log, and the stage goes on. (The
+        state it changed before failing stays: the join is as if the result was filtered.)"""
+        if self.plog is None:
+            raise exc
+        self.plog(batch.topic, batch.partition, offset, str(exc) or repr(exc))
+
     def _emit(self, out: list[ProducerRecord], jk: Any, left: tuple | None, right: tuple | None, ts: int) -> None:
         projected = self.project(jk, left, right)
         if projected is None:
             return
         key, row = projected
-        kb = None if key[0] is None else self.sink_key_codec.encode(key)
+        try:
+            kb = None if key[0] is None else self.sink_key_codec.encode(key)
+            vb = self.sink_value_codec.encode(row)
+        except Exception as exc:
+            raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
         if self.sink_ts_index is not None and row[self.sink_ts_index] is not None:
             ts = row[self.sink_ts_index]  # the sink's TIMESTAMP column
-        out.append(ProducerRecord(kb, self.sink_value_codec.encode(row), ts))
+        out.append(ProducerRecord(kb, vb, ts))
 
     def _tombstone(self, out: list[ProducerRecord], jk: Any, ts: int) -> None:
-        out.append(ProducerRecord(self.sink_key_codec.encode((jk,)), None, ts))
+        try:
+            kb = self.sink_key_codec.encode((jk,))
+        except Exception as exc:
+            raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
+        out.append(ProducerRecord(kb, None, ts))
 
     # ---------------------------------------------------------------------- stream-table
     def _stream_table_table(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
@@ -383,15 +405,18 @@ class JoinStage:
         kdec, ldec, rdec = self.left_key.decode, self.left_value.decode, self.right_value.decode
         left_join = self.plan.join_type == "LEFT"
         emit = self._emit
-        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
             if vb is None:
                 continue
-            jk = kdec(kb)[0] if kb is not None else None
-            rvb = get(kb) if jk is not None else None
-            if rvb is not None:
-                emit(out, jk, ldec(vb), rdec(rvb), ts)
-            elif left_join:
-                emit(out, jk, ldec(vb), None, ts)
+            try:
+                jk = kdec(kb)[0] if kb is not None else None
+                rvb = get(kb) if jk is not None else None
+                if rvb is not None:
+                    emit(out, jk, ldec(vb), rdec(rvb), ts)
+                elif left_join:
+                    emit(out, jk, ldec(vb), None, ts)
+            except Exception as exc:  # noqa: BLE001 - see _failed
+                self._failed(batch, off, exc)
 
     # ----------------------------------------------------------------------- table-table
     def _table_table(self, side: str, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
@@ -403,34 +428,37 @@ class JoinStage:
         kdec = (self.left_key if side == "L" else self.right_key).decode
         ldec, rdec = self.left_value.decode, self.right_value.decode
         jt = self.plan.join_type
-        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
             if kb is None:
                 continue
-            jk = kdec(kb)[0]
-            if jk is None:
-                continue
-            if vb is None:
-                mdel(kb)
-            else:
-                mput(kb, (vb, ts))
-            left = lget(kb)
-            right = rget(kb)
-            if jt == "INNER":
-                present = left is not None and right is not None
-            elif jt == "LEFT":
-                present = left is not None
-            elif jt == "RIGHT":
-                present = right is not None
-            else:
-                present = left is not None or right is not None
-            if present:
-                out_ts = max(x[1] for x in (left, right) if x is not None)
-                self._emit(out, jk, ldec(left[0]) if left else None, rdec(right[0]) if right else None, out_ts)
-                if not sget(kb):
-                    sput(kb, True)
-            elif sget(kb):
-                sdel(kb)
-                self._tombstone(out, jk, ts)
+            try:
+                jk = kdec(kb)[0]
+                if jk is None:
+                    continue
+                if vb is None:
+                    mdel(kb)
+                else:
+                    mput(kb, (vb, ts))
+                left = lget(kb)
+                right = rget(kb)
+                if jt == "INNER":
+                    present = left is not None and right is not None
+                elif jt == "LEFT":
+                    present = left is not None
+                elif jt == "RIGHT":
+                    present = right is not None
+                else:
+                    present = left is not None or right is not None
+                if present:
+                    out_ts = max(x[1] for x in (left, right) if x is not None)
+                    self._emit(out, jk, ldec(left[0]) if left else None, rdec(right[0]) if right else None, out_ts)
+                    if not sget(kb):
+                        sput(kb, True)
+                elif sget(kb):
+                    sdel(kb)
+                    self._tombstone(out, jk, ts)
+            except Exception as exc:  # noqa: BLE001 - see _failed
+                self._failed(batch, off, exc)
 
     # ----------------------------------------------------------------------- foreign key
     def _fk_left(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
@@ -441,35 +469,38 @@ class JoinStage:
         kdec, ldec = self.left_key.decode, self.left_value.decode
         fkenc, rdec = self.right_key.encode, self.right_value.decode
         inner = self.plan.join_type == "INNER"
-        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
             if kb is None:
                 continue
-            jk = kdec(kb)[0]
-            if jk is None:
-                continue
-            old = lget(kb)
-            old_fk = ldec(old)[-1] if old is not None else None
-            if vb is None:
-                if old is not None:
-                    ldel(kb)
-                    if old_fk is not None:
-                        index.remove(fkenc((old_fk,)), kb)
-                self._tombstone(out, jk, ts)
-                self.shown_store.delete(kb)
-                continue
-            row = ldec(vb)
-            fk, left = row[-1], row[:-1]
-            lput(kb, vb)
-            if old_fk is not None and old_fk != fk:
-                index.remove(fkenc((old_fk,)), kb)
-            right = None
-            if fk is not None:
-                fkb = fkenc((fk,))
-                if old_fk != fk:
-                    index.add(fkb, kb)
-                rvb = rget(fkb)
-                right = rdec(rvb) if rvb is not None else None
-            self._fk_emit(out, jk, kb, left, right, ts, inner)
+            try:
+                jk = kdec(kb)[0]
+                if jk is None:
+                    continue
+                old = lget(kb)
+                old_fk = ldec(old)[-1] if old is not None else None
+                if vb is None:
+                    if old is not None:
+                        ldel(kb)
+                        if old_fk is not None:
+                            index.remove(fkenc((old_fk,)), kb)
+                    self._tombstone(out, jk, ts)
+                    self.shown_store.delete(kb)
+                    continue
+                row = ldec(vb)
+                fk, left = row[-1], row[:-1]
+                lput(kb, vb)
+                if old_fk is not None and old_fk != fk:
+                    index.remove(fkenc((old_fk,)), kb)
+                right = None
+                if fk is not None:
+                    fkb = fkenc((fk,))
+                    if old_fk != fk:
+                        index.add(fkb, kb)
+                    rvb = rget(fkb)
+                    right = rdec(rvb) if rvb is not None else None
+                self._fk_emit(out, jk, kb, left, right, ts, inner)
+            except Exception as exc:  # noqa: BLE001 - see _failed
+                self._failed(batch, off, exc)
 
     def _fk_right(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
         """Right rows arrive keyed by their key; the index gives the left rows to re-join."""
@@ -479,24 +510,27 @@ class JoinStage:
         lkdec, ldec = self.left_key.decode, self.left_value.decode
         rkdec, rdec = self.right_key.decode, self.right_value.decode
         inner = self.plan.join_type == "INNER"
-        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
             if kb is None or rkdec(kb)[0] is None:
                 continue
-            if vb is None:
-                rdel(kb)
-                right = None
-            else:
-                rput(kb, vb)
-                right = rdec(vb)
-            members = index.members(kb)
-            if not members:
-                continue
-            pks = sorted(((lkdec(pkb)[0], pkb) for pkb in members), key=lambda x: (str(type(x[0])), x[0]))
-            for pk, pkb in pks:
-                lvb = lget(pkb)
-                if lvb is None:
+            try:
+                if vb is None:
+                    rdel(kb)
+                    right = None
+                else:
+                    rput(kb, vb)
+                    right = rdec(vb)
+                members = index.members(kb)
+                if not members:
                     continue
-                self._fk_emit(out, pk, pkb, ldec(lvb)[:-1], right, ts, inner)
+                pks = sorted(((lkdec(pkb)[0], pkb) for pkb in members), key=lambda x: (str(type(x[0])), x[0]))
+                for pk, pkb in pks:
+                    lvb = lget(pkb)
+                    if lvb is None:
+                        continue
+                    self._fk_emit(out, pk, pkb, ldec(lvb)[:-1], right, ts, inner)
+            except Exception as exc:  # noqa: BLE001 - see _failed
+                self._failed(batch, off, exc)
 
     def _fk_emit(self, out: list[ProducerRecord], pk: Any, pkb: bytes, left: tuple, right: tuple | None,
                  ts: int, inner: bool) -> None:
@@ -529,47 +563,50 @@ class JoinStage:
         # Unmatched records wait for their window to close only with a grace period.
         waiting = self.grace is not None and (self.left_outer is not None or self.right_outer is not None)
         emit_side = self._emit_left if side == "L" else self._emit_right
-        for kb, vb, ts in zip(batch.keys, batch.values, batch.timestamps):
+        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
             if vb is None:
                 continue
-            if ts > ctx.stream_time:
-                ctx.stream_time = ts
-                ctx.scan = True
-            if waiting and ctx.scan:
-                self._emit_closed(ctx, out)
-            jk = kdec(kb)[0] if kb is not None else None
-            if jk is None:
-                if outer_mine:
-                    emit_side(out, jk, mdec(vb), None, ts)
-                continue
-            row = None  # decoded when first needed: most records of an inner join match nothing
-            matched = False
-            for o_ts, entries in ofetch(kb, ts - before, ts + after):
-                changed = False
-                if row is None:
-                    row = mdec(vb)
-                for entry in entries:
-                    matched = True
-                    emit_side(out, jk, row, odec(entry[0]), max(ts, o_ts))
-                    if entry[1] is not None:
-                        # Matched at last: no longer waiting to be emitted unmatched.
-                        other_outer.delete(entry[1])
-                        entry[1] = None
-                        changed = True
-                if changed:
-                    oput(kb, o_ts, entries)
-            okey = None
-            if not matched and outer_mine:
-                if my_outer is None:
-                    emit_side(out, jk, mdec(vb), None, ts)
-                else:
-                    okey = encode_ts(ts) + _SEQ.pack(ctx.seq)
-                    ctx.seq += 1
-                    my_outer.put(okey, (kb, vb))
-                    ctx.scan = True  # a late record's window may be closed already
-            entries = mget(kb, ts)
-            entry = [vb, okey]
-            mput(kb, ts, [entry] if entries is None else entries + [entry])
+            try:
+                if ts > ctx.stream_time:
+                    ctx.stream_time = ts
+                    ctx.scan = True
+                if waiting and ctx.scan:
+                    self._emit_closed(ctx, out)
+                jk = kdec(kb)[0] if kb is not None else None
+                if jk is None:
+                    if outer_mine:
+                        emit_side(out, jk, mdec(vb), None, ts)
+                    continue
+                row = None  # decoded when first needed: most records of an inner join match nothing
+                matched = False
+                for o_ts, entries in ofetch(kb, ts - before, ts + after):
+                    changed = False
+                    if row is None:
+                        row = mdec(vb)
+                    for entry in entries:
+                        matched = True
+                        emit_side(out, jk, row, odec(entry[0]), max(ts, o_ts))
+                        if entry[1] is not None:
+                            # Matched at last: no longer waiting to be emitted unmatched.
+                            other_outer.delete(entry[1])
+                            entry[1] = None
+                            changed = True
+                    if changed:
+                        oput(kb, o_ts, entries)
+                okey = None
+                if not matched and outer_mine:
+                    if my_outer is None:
+                        emit_side(out, jk, mdec(vb), None, ts)
+                    else:
+                        okey = encode_ts(ts) + _SEQ.pack(ctx.seq)
+                        ctx.seq += 1
+                        my_outer.put(okey, (kb, vb))
+                        ctx.scan = True  # a late record's window may be closed already
+                entries = mget(kb, ts)
+                entry = [vb, okey]
+                mput(kb, ts, [entry] if entries is None else entries + [entry])
+            except Exception as exc:  # noqa: BLE001 - see _failed
+                self._failed(batch, off, exc)
 
     def _emit_left(self, out: list[ProducerRecord], jk: Any, mine: tuple | None, other: tuple | None,
                    ts: int) -> None:
@@ -751,7 +788,8 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
             in_key, in_value = engine.codec(src, "key"), engine.codec(src, "value")
             ts_parser, in_topic = engine._timestamp_parser(src), src.topic
         pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec,
-                                  engine._processing_logger(query_id), timestamp_parser=ts_parser)
+                                  engine._processing_logger(query_id), timestamp_parser=ts_parser,
+                                  offsets=direct)
         if direct:
             # Keyed by the join key already: the join reads the source and re-keys in place.
             rekey[in_topic] = pipeline
@@ -763,7 +801,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
     join = JoinStage(f"{query_id}-join-{plan.index}", topics[0], topics[1], out_topic, plan,
                      (codecs[0], codecs[1], codecs[2], codecs[3]), out_key, out_value, project,
                      _step_stores(engine, query_id, plan), per_task=engine.state_dir is not None,
-                     rekey=rekey)
+                     rekey=rekey, plog=engine._processing_logger(query_id))
     if final and sink_ts_column is not None:
         names = [c.name for c in plan.value]
         if sink_ts_column in names:

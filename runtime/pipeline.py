@@ -41,6 +41,9 @@ class Outputs:
     timestamps: list[int] = field(default_factory=list)
     headers: list[Any] = field(default_factory=list)
     rows: list[tuple] = field(default_factory=list)
+    # The input offset of each output record, kept only by pipelines built with
+    # ``offsets=True`` (a join re-keying its input in place logs failures by offset).
+    offsets: list[int] = field(default_factory=list)
 
     def clear(self) -> None:
         self.keys.clear()
@@ -48,6 +51,7 @@ class Outputs:
         self.timestamps.clear()
         self.headers.clear()
         self.rows.clear()
+        self.offsets.clear()
 
 
 ProcessingLogger = Callable[[str, int, int, str], None]
@@ -70,10 +74,12 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
                    sink_key_codec: Codec | None, sink_value_codec: Codec | None,
                    plog: ProcessingLogger, sink: DataSource | None = None,
                    rows: bool = False, timestamp_parser: Callable[[Any], int] | None = None,
-                   sink_timestamp_parser: Callable[[Any], int] | None = None) -> Pipeline:
+                   sink_timestamp_parser: Callable[[Any], int] | None = None,
+                   offsets: bool = False) -> Pipeline:
     """Generate and compile the pipeline for ``plan`` (see module docstring).
 
-    ``rows=True`` produces result tuples (push queries) instead of encoded records.
+    ``rows=True`` produces result tuples (push queries) instead of encoded records;
+    ``offsets=True`` also keeps each output record's input offset (``Outputs.offsets``).
     """
     src = plan.source
     scope, names = source_scope(src, plan.alias)
@@ -100,6 +106,8 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         w("    _rows = out.rows")
     else:
         w("    _ok, _ov, _ot, _oh = out.keys, out.values, out.timestamps, out.headers")
+        if offsets:
+            w("    _oo = out.offsets")
     w("    _hdrs = batch.headers")
     w("    _i = -1")
     w(f"    for _kb, _vb, _ts, {rowoff} in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):")
@@ -238,28 +246,43 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         else:
             out_ts = f"({col_vars[idx]} if {col_vars[idx]} is not None else {rowtime})"
 
+    serialize_error = (f"Error serializing message to topic: {sink.topic}. " if sink is not None
+                       else "Error serializing record: ")
+
     def emit(ind: str) -> None:
         if rows:
             # Result rows: a deleted or filtered-out row is simply not there.
             w(f"{ind}if not _nv:")
             w(f"{ind}    _rows.append({key_tuple[:-1] + value_tuple[1:]})")
             return
+        # Encoding can fail on a value the source's format read but the sink's cannot write
+        # (a lone surrogate in JSON, an INT beyond 32 bits in AVRO): that record goes to the
+        # processing log, the others go on (the key and value are encoded before either is
+        # appended, so a failed record leaves no half behind).
+        w(f"{ind}try:")
         if windowed and not plan.rekeyed:
-            w(f"{ind}_ok.append((_kenc({key_tuple}) or b'') + _wb if _wb is not None else None)")
+            w(f"{ind}    _ekb = (_kenc({key_tuple}) or b'') + _wb if _wb is not None else None")
         elif nk == 0:
-            w(f"{ind}_ok.append(None)")
+            w(f"{ind}    _ekb = None")
         else:
             # A key whose columns are all NULL is a null key (some NULL: written as they are).
             if nk == 1:
-                w(f"{ind}_ok.append(None if {col_vars[0]} is None else _kenc({key_tuple}))")
+                w(f"{ind}    _ekb = None if {col_vars[0]} is None else _kenc({key_tuple})")
             elif plan.rekeyed or plan.drop_null_key:
                 # PARTITION BY several expressions writes the key even when all are NULL.
-                w(f"{ind}_ok.append(_kenc({key_tuple}))")
+                w(f"{ind}    _ekb = _kenc({key_tuple})")
             else:
-                w(f"{ind}_ok.append(None if {key_tuple} == {(None,) * nk!r} else _kenc({key_tuple}))")
-        w(f"{ind}_ov.append(None if _nv else _venc({value_tuple}))")
+                w(f"{ind}    _ekb = None if {key_tuple} == {(None,) * nk!r} else _kenc({key_tuple})")
+        w(f"{ind}    _evb = None if _nv else _venc({value_tuple})")
+        w(f"{ind}except Exception as _exc:")
+        w(f"{ind}    _plog(_topic, {rowpart}, {rowoff}, {serialize_error!r} + str(_exc))")
+        w(f"{ind}    continue")
+        w(f"{ind}_ok.append(_ekb)")
+        w(f"{ind}_ov.append(_evb)")
         w(f"{ind}_ot.append({out_ts})")
         w(f"{ind}_oh.append(_h)")
+        if offsets:
+            w(f"{ind}_oo.append({rowoff})")
 
     if plan.drop_null_key:
         w(f"{indent}if _nv:")
