@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -163,9 +164,6 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
                 stop: asyncio.Event | None = None) -> None:
     """Run a node until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None).
     ``on_ready(urls, app)`` is called once the listeners are bound (``app`` is the KsqlApp)."""
-    from hypercorn.asyncio.run import worker_serve
-    from hypercorn.utils import wrap_app
-
     from streamsql.engine import Engine
     from streamsql.runtime.log import open_log
     from streamsql.server.app import KsqlApp, ServerSettings
@@ -210,12 +208,7 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
             if on_ready is not None:
                 on_ready(urls, app)
 
-            async def shutdown_trigger() -> None:
-                await stop.wait()
-                app.push_queries.close_all()  # open streams would hold the graceful shutdown
-
-            await worker_serve(wrap_app(app, hconfig.wsgi_max_body_size, "asgi"), hconfig, sockets=sockets,
-                               shutdown_trigger=shutdown_trigger)
+            await _serve_http(app, hconfig, sockets, stop)
         finally:
             if app is not None:
                 app.push_queries.close_all()
@@ -228,6 +221,56 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
     finally:
         for sock in all_sockets:
             sock.close()
+
+
+async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event) -> None:
+    """Serve ``app`` with hypercorn on a thread and event loop of its own (see ``bridge``)
+    until ``stop`` is set; returns once the HTTP server has shut down."""
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    from streamsql.server.bridge import LoopBridge
+
+    engine_loop = asyncio.get_running_loop()
+    bridge = LoopBridge(app, engine_loop, frozenset({"/info"}), app.push_queries.close_all)
+    http_loop = asyncio.new_event_loop()
+    http_stop = asyncio.Event()
+
+    async def shutdown_trigger() -> None:
+        await http_stop.wait()
+
+    served: asyncio.Future[None] = engine_loop.create_future()
+
+    def done(error: BaseException | None) -> None:
+        if served.done():
+            return
+        if error is None:
+            served.set_result(None)
+        else:
+            served.set_exception(error)
+
+    def http_main() -> None:
+        asyncio.set_event_loop(http_loop)
+        error: BaseException | None = None
+        try:
+            http_loop.run_until_complete(worker_serve(
+                wrap_app(bridge, hconfig.wsgi_max_body_size, "asgi"), hconfig, sockets=sockets,
+                shutdown_trigger=shutdown_trigger))
+        except BaseException as exc:  # noqa: BLE001 - handed to the engine's loop
+            error = exc
+        finally:
+            http_loop.close()
+            engine_loop.call_soon_threadsafe(done, error)
+
+    threading.Thread(target=http_main, name="streamsql-http", daemon=True).start()
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([served, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not served.done():
+        app.push_queries.close_all()  # open streams would hold the graceful shutdown
+        http_loop.call_soon_threadsafe(http_stop.set)
+    else:
+        stopping.cancel()
+    await served
 
 
 def _advertised(url: str) -> str:
