@@ -702,3 +702,154 @@ def test_a_failed_fsync_takes_the_write_back(tmp_path, monkeypatch):
         return offs, keys
 
     assert run(go()) == ([0, 1], [b"a", b"c"])
+
+
+# --- retention ------------------------------------------------------------------------
+
+async def _fill(log, topic, n, ts, size=100, key=b"k"):
+    """``n`` records stamped ``ts``, five a write (a write goes to one segment)."""
+    for i in range(0, n, 5):
+        await log.produce(topic, [rec(key, b"v" * size, ts) for _ in range(min(5, n - i))])
+
+
+def test_time_retention_deletes_closed_segments_past_retention_ms(tmp_path, caplog):
+    """retention.ms by the records' timestamps: closed segments whose newest record is older
+    go; the active segment and newer segments stay; the log start offset moves; a restart
+    keeps it so."""
+    now = 10_000_000
+
+    async def go():
+        log = EmbeddedLog(tmp_path, segment_bytes=1000)
+        await log.create_topic("t", config={"retention.ms": "60000"})
+        await _fill(log, "t", 30, now - 120_000)   # old
+        await _fill(log, "t", 30, now - 1_000)     # recent
+        segs_before = len(segment_files(tmp_path, "t"))
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            deleted = await log.apply_retention(now)
+        offs, _, _ = await fetch_all(log, "t")
+        begin = (await log.begin_offsets("t"))[0]
+        await log.close()
+        return segs_before, deleted, offs, begin
+
+    segs_before, deleted, offs, begin = run(go())
+    assert deleted == 3 and len(segment_files(tmp_path, "t")) == segs_before - 3
+    # Exactly the old segments went: every recent record is still there, from the new start.
+    assert begin == 30 and offs == list(range(30, 60))
+    assert "log start offset" in caplog.text
+
+    async def reopen():
+        log = EmbeddedLog(tmp_path)
+        b = (await log.begin_offsets("t"))[0]
+        await log.close()
+        return b
+    assert run(reopen()) == begin
+
+
+def test_size_retention_keeps_the_partition_under_retention_bytes(make_log):
+    async def go():
+        log = make_log(segment_bytes=1000)
+        await log.create_topic("t", config={"retention.bytes": "3000"})
+        for _ in range(10):
+            await _fill(log, "t", 10, 1)
+        await log.apply_retention()
+        part = log.partitions_of("t")[0]
+        size = sum(s.size for s in part.segments)
+        oldest = part.segments[0].size
+        offs, _, _ = await fetch_all(log, "t")
+        await log.close()
+        return size, oldest, offs
+
+    size, oldest, offs = run(go())
+    # Kafka's rule: the oldest segments go while the rest would still hold retention.bytes.
+    assert size >= 3000 > size - oldest
+    assert offs[-1] == 99 and offs[0] > 0
+
+
+def test_compact_only_and_unlimited_topics_are_never_deleted(make_log):
+    async def go():
+        log = make_log(segment_bytes=500)
+        await log.create_topic("c", config={"cleanup.policy": "compact", "retention.ms": "1"})
+        await log.create_topic("d")  # no retention set: kept forever (the log's default)
+        for topic in ("c", "d"):
+            await _fill(log, topic, 30, 1)
+        deleted = await log.apply_retention(10**12)
+        ends = [(await log.begin_offsets(t))[0] for t in ("c", "d")]
+        await log.close()
+        return deleted, ends
+
+    assert run(go()) == (0, [0, 0])
+
+
+def test_broker_defaults_apply_to_topics_without_their_own(make_log):
+    async def go():
+        log = make_log(segment_bytes=500, defaults={"log.retention.ms": "1000"})
+        await log.create_topic("t")
+        await log.create_topic("kept", config={"retention.ms": "-1"})
+        for topic in ("t", "kept"):
+            await _fill(log, topic, 30, 1)
+        await log.apply_retention(10**12)
+        begins = [(await log.begin_offsets(t))[0] for t in ("t", "kept")]
+        await log.close()
+        return begins
+
+    t_begin, kept_begin = run(go())
+    assert t_begin > 0 and kept_begin == 0
+
+
+@pytest.mark.parametrize("reset", ["earliest", "latest"])
+def test_a_consumer_whose_position_was_deleted_resumes_per_auto_offset_reset(make_log, reset):
+    async def go():
+        log = make_log(segment_bytes=500)
+        await log.create_topic("t", config={"retention.ms": "1000"})
+        await _fill(log, "t", 5, 1)
+        log.commit_offsets("g", {("t", 0): 2})  # the group stopped at offset 2
+        await _fill(log, "t", 40, 1)
+        await _fill(log, "t", 5, 10**12)
+        await log.apply_retention(10**12)
+        begin = (await log.begin_offsets("t"))[0]
+        consumer = log.consumer("g", ["t"], reset=reset)
+        got = []
+        for _ in range(5):
+            for b in await consumer.poll(timeout=0.05):
+                got += b.offsets
+        await consumer.close()
+        await log.close()
+        return begin, got
+
+    begin, got = run(go())
+    assert begin > 2
+    if reset == "earliest":
+        assert got == list(range(begin, 50))
+    else:
+        assert got == []
+
+
+def test_segment_ms_rolls_a_slowly_written_segment_so_retention_reaches_it(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path, retention_check_ms=None)
+        await log.create_topic("t", config={"segment.ms": "0", "retention.ms": "1000"})
+        await _fill(log, "t", 1, 1)
+        await _fill(log, "t", 1, 1)  # segment.ms 0: each write after the first rolls
+        await _fill(log, "t", 1, 10**12)
+        n = await log.apply_retention(10**12)
+        offs, _, _ = await fetch_all(log, "t")
+        await log.close()
+        return n, offs
+
+    assert run(go()) == (2, [2])
+
+
+def test_the_cleaner_runs_in_the_background(tmp_path):
+    async def go():
+        log = EmbeddedLog(tmp_path, segment_bytes=500, retention_check_ms=50)
+        await log.create_topic("t", config={"retention.ms": "1000"})
+        await _fill(log, "t", 30, 1)
+        for _ in range(100):
+            if (await log.begin_offsets("t"))[0] > 0:
+                break
+            await asyncio.sleep(0.05)
+        begin = (await log.begin_offsets("t"))[0]
+        await log.close()
+        return begin
+
+    assert run(go()) > 0

@@ -18,8 +18,11 @@ def open_log(bootstrap_servers: str | None = None, data_dir: str | Path | None =
         return KafkaLog(bootstrap_servers, config or {})
     from .embedded import EmbeddedLog
 
+    config = config or {}
+    # Kafka's broker-level topic defaults (log.retention.ms, log.cleanup.policy, ...).
+    defaults = {str(k): str(v) for k, v in config.items() if str(k).startswith("log.")}
     return EmbeddedLog(Path(data_dir) if data_dir is not None else None,
-                       fsync=fsync_every_write(config or {}))
+                       fsync=fsync_every_write(config), defaults=defaults)
 
 
 def fsync_every_write(config: dict[str, Any]) -> bool:

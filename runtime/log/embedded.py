@@ -37,11 +37,12 @@ import uuid
 from array import array
 from bisect import bisect_right
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 from .base import (Consumer, Headers, Log, Partitioner, ProducerRecord, RebalanceListener,
                    RecordBatch, TopicExistsError, TopicInfo, UnknownTopicError)
+from .cleaner import DEFAULT_CHECK_INTERVAL_MS, LogCleaner, TopicPolicy
 from .segment import (DEFAULT_INDEX_INTERVAL, DEFAULT_MAX_FETCH_BYTES, FileStorage,
                       MemoryStorage, Segment, atomic_write, encode_columns, fsync_dir, read_file,
                       scan)
@@ -78,10 +79,10 @@ def _segment_name(base: int) -> str:
 class _Partition:
     """One partition: its segments (the last one is active) and its end offset."""
 
-    __slots__ = ("topic", "index", "dir", "segments", "bases", "end", "log")
+    __slots__ = ("topic", "index", "dir", "segments", "bases", "end", "log", "policy")
 
-    def __init__(self, log: "EmbeddedLog", topic: str, index: int, directory: Path | None
-                 ) -> None:
+    def __init__(self, log: "EmbeddedLog", topic: str, index: int, directory: Path | None,
+                 policy: TopicPolicy = TopicPolicy()) -> None:
         self.log = log
         self.topic = topic
         self.index = index
@@ -89,6 +90,7 @@ class _Partition:
         self.segments: list[Segment] = []
         self.bases: list[int] = []
         self.end = 0
+        self.policy = policy
 
     # -- opening ----------------------------------------------------------------------
 
@@ -104,9 +106,10 @@ class _Partition:
             except ValueError:
                 logger.warning("ignoring stray file %s", f)
                 continue
-            seg = Segment(base, FileStorage(f), f)
+            stat = f.stat()
+            seg = Segment(base, FileStorage(f), f, int(stat.st_mtime * 1000))
             last = i == len(files) - 1
-            size = f.stat().st_size
+            size = stat.st_size
             if last or not seg.load_index(f.with_suffix(".index"), size):
                 self._scan(seg, f, size, last)
             self.segments.append(seg)
@@ -138,12 +141,12 @@ class _Partition:
 
     # -- writing ----------------------------------------------------------------------
 
-    def _new_segment(self, base: int) -> Segment:
+    def _new_segment(self, base: int, now_ms: int) -> Segment:
         if self.dir is None:
-            seg = Segment(base, MemoryStorage(), None)
+            seg = Segment(base, MemoryStorage(), None, now_ms)
         else:
             f = self.dir / (_segment_name(base) + ".log")
-            seg = Segment(base, FileStorage(f), f)
+            seg = Segment(base, FileStorage(f), f, now_ms)
             seg.storage._open()  # the file exists from now on, even while empty
             if self.log._fsync:
                 fsync_dir(self.dir)
@@ -155,17 +158,39 @@ class _Partition:
         """Append records in one write; returns the offset of the first."""
         log = self.log
         if not self.segments:
-            seg = self._new_segment(self.end)
+            seg = self._new_segment(self.end, now_ms)
         else:
             seg = self.segments[-1]
-            if seg.size >= log._segment_bytes:
+            policy = self.policy
+            if seg.size >= (policy.segment_bytes or log._segment_bytes) or (
+                    policy.segment_ms >= 0 and seg.count
+                    and now_ms - seg.created_ms >= policy.segment_ms):
                 if seg.path is not None:
                     seg.write_index(seg.path.with_suffix(".index"), log._fsync)
-                seg = self._new_segment(self.end)
+                seg = self._new_segment(self.end, now_ms)
         base = self.end
         n = seg.append(records, base, now_ms, log._index_interval)
         self.end = base + n
         return base
+
+    def delete_oldest(self, segments: list[Segment]) -> int:
+        """Delete ``segments`` if they are still the partition's oldest and closed (retention);
+        the log start moves to the next segment's base. Returns how many were deleted."""
+        n = len(segments)
+        if n >= len(self.segments) or any(a is not b for a, b in zip(segments, self.segments)):
+            return 0
+        for seg in segments:
+            seg.storage.close()
+            if seg.path is not None:
+                seg.path.unlink(missing_ok=True)
+                seg.path.with_suffix(".index").unlink(missing_ok=True)
+        del self.segments[:n]
+        del self.bases[:n]
+        if self.log._fsync and self.dir is not None:
+            fsync_dir(self.dir)
+        logger.info("embedded log: retention deleted %d segment(s) of %s-%d; log start offset %d",
+                    n, self.topic, self.index, self.begin)
+        return n
 
     def mark(self) -> tuple[int, int, tuple[int, int, int, int, int] | None]:
         """Where the partition ends now, for ``rollback``."""
@@ -279,14 +304,15 @@ class _Partition:
 class _Topic:
     """A topic's metadata, partitions and partitioner state."""
 
-    __slots__ = ("info", "partitions", "dir", "partitioner")
+    __slots__ = ("info", "partitions", "dir", "partitioner", "policy")
 
-    def __init__(self, info: TopicInfo, partitions: list[_Partition], directory: Path | None
-                 ) -> None:
+    def __init__(self, info: TopicInfo, partitions: list[_Partition], directory: Path | None,
+                 policy: TopicPolicy) -> None:
         self.info = info
         self.partitions = partitions
         self.dir = directory
         self.partitioner = Partitioner()
+        self.policy = policy
 
 
 class EmbeddedLog(Log):
@@ -303,8 +329,14 @@ class EmbeddedLog(Log):
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  index_interval: int = DEFAULT_INDEX_INTERVAL,
                  check_crcs: bool = False,
-                 max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES) -> None:
+                 max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES,
+                 defaults: Mapping[str, str] | None = None,
+                 retention_check_ms: int | None = DEFAULT_CHECK_INTERVAL_MS) -> None:
         self._path = Path(path) if path is not None else None
+        # Broker-level topic defaults (log.retention.ms, log.cleanup.policy, ...).
+        self._defaults = dict(defaults or {})
+        self._cleaner = LogCleaner(self, retention_check_ms) if retention_check_ms else None
+        self._cleaning: asyncio.Task | None = None
         self._fsync = fsync
         self._segment_bytes = segment_bytes
         self._index_interval = index_interval
@@ -353,13 +385,14 @@ class EmbeddedLog(Log):
                 self._trash(tdir)
                 continue
             parts = []
+            policy = self._policy(info)
             for p in range(info.partitions):
                 pdir = tdir / str(p)
                 pdir.mkdir(exist_ok=True)
-                part = _Partition(self, info.name, p, pdir)
+                part = _Partition(self, info.name, p, pdir, policy)
                 part.load()
                 parts.append(part)
-            self._topics[info.name] = _Topic(info, parts, tdir)
+            self._topics[info.name] = _Topic(info, parts, tdir, policy)
         for gfile in (path / "groups").glob("*.json"):
             try:
                 g = json.loads(read_file(gfile))
@@ -379,6 +412,23 @@ class EmbeddedLog(Log):
         shutil.rmtree(target, ignore_errors=True)
 
     # -- topics -----------------------------------------------------------------------
+
+    def _policy(self, info: TopicInfo) -> TopicPolicy:
+        return TopicPolicy.of(dict(info.config), self._defaults)
+
+    def topic_policies(self) -> dict[str, TopicPolicy]:
+        """Each topic's retention and cleanup settings (for the cleaner)."""
+        return {name: t.policy for name, t in self._topics.items()}
+
+    def partitions_of(self, topic: str) -> list[_Partition]:
+        t = self._topics.get(topic)
+        return list(t.partitions) if t is not None else []
+
+    async def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete the segments past their topic's retention now (the cleaner does it every
+        ``retention_check_ms``); returns how many were deleted."""
+        self._check_open()
+        return await LogCleaner(self).clean(now_ms)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -420,9 +470,10 @@ class EmbeddedLog(Log):
             atomic_write(tdir / "meta.json", json.dumps(meta).encode(), self._fsync)
             if self._fsync:
                 fsync_dir(tdir.parent)
-        parts = [_Partition(self, name, p, tdir / str(p) if tdir is not None else None)
+        policy = self._policy(info)
+        parts = [_Partition(self, name, p, tdir / str(p) if tdir is not None else None, policy)
                  for p in range(partitions)]
-        self._topics[name] = _Topic(info, parts, tdir)
+        self._topics[name] = _Topic(info, parts, tdir, policy)
         self._version += 1
         self._wake(name)
         return info
@@ -456,6 +507,10 @@ class EmbeddedLog(Log):
         self._check_open()
         if self._broken is not None:
             raise OSError(f"embedded log refuses writes: {self._broken}; restart the server")
+        if self._cleaner is not None and (self._cleaning is None or self._cleaning.done()):
+            # Started with the first write (again in a new event loop: asyncio.run cancels
+            # what was left of the last one): the log has no start of its own.
+            self._cleaning = asyncio.get_running_loop().create_task(self._cleaner.run())
         t = self._topic(topic)
         n = len(records)
         if not n:
@@ -654,6 +709,9 @@ class EmbeddedLog(Log):
         if self._closed:
             return
         self._closed = True
+        cleaning = self._cleaning
+        if cleaning is not None and not cleaning.done() and not cleaning.get_loop().is_closed():
+            cleaning.cancel()
         for t in self._topics.values():
             for part in t.partitions:
                 part.close()
@@ -758,6 +816,12 @@ class EmbeddedConsumer(Consumer):
             pos = positions.get(tp)
             if pos is None:
                 pos = self._position(tp, part)
+            if pos < part.begin:
+                # Retention deleted the records at the position: auto.offset.reset says
+                # where to go on, as after Kafka's out-of-range fetch.
+                pos = positions[tp] = part.end if self._latest else part.begin
+                logger.info("group %s: offset of %s-%d deleted by retention; resetting to %d",
+                            self._group, tp[0], tp[1], pos)
             if pos >= part.end:
                 continue
             b = part.read(pos, remaining)

@@ -41,6 +41,7 @@ PREFIX_SIZE = PREFIX.size  # 8
 BODY_FIXED = struct.Struct("<qqiiI")
 BODY_FIXED_SIZE = BODY_FIXED.size  # 28
 LEN_OFFSET = struct.Struct("<I4xq")  # body length and offset: all a position walk needs
+LEN_TS = struct.Struct("<I4x8xq")  # body length and timestamp: all a retention check needs
 HEADER = struct.Struct("<Hi")
 INDEX_HEADER = struct.Struct("<8sqqqqq")  # magic, segment size, base, next offset, count, entries
 INDEX_MAGIC = b"SSQIDX01"
@@ -403,9 +404,11 @@ class Segment:
     (the position after the last read), so sequential fetches start without a lookup."""
 
     __slots__ = ("base", "next_offset", "count", "size", "storage", "idx_off", "idx_pos",
-                 "countdown", "cur_off", "cur_pos", "path")
+                 "countdown", "cur_off", "cur_pos", "path", "created_ms", "max_timestamp",
+                 "timestamps_known")
 
-    def __init__(self, base: int, storage: Storage, path: Path | None) -> None:
+    def __init__(self, base: int, storage: Storage, path: Path | None,
+                 created_ms: int = 0) -> None:
         self.base = base
         self.next_offset = base  # offset after the last record (base when empty)
         self.count = 0
@@ -417,6 +420,10 @@ class Segment:
         self.cur_off = -1
         self.cur_pos = 0
         self.path = path
+        self.created_ms = created_ms  # when it was rolled (segment.ms rolls it again)
+        # The largest record timestamp (retention.ms), known once a closed segment is read.
+        self.max_timestamp: int | None = None
+        self.timestamps_known = False
 
     def append(self, records: Sequence[ProducerRecord], offset: int, now_ms: int,
                interval: int) -> int:
@@ -439,6 +446,21 @@ class Segment:
         self.count += n
         self.next_offset = offset + n
         return n
+
+    def scan_max_timestamp(self) -> int | None:
+        """Read the segment once for its largest record timestamp (None when empty). For
+        closed segments only (they no longer change); safe on a worker thread."""
+        buf = self.storage.read(0, self.size)
+        unpack = LEN_TS.unpack_from
+        pos, end, largest = 0, len(buf), None
+        while pos + 24 <= end:
+            ln, ts = unpack(buf, pos)
+            if largest is None or ts > largest:
+                largest = ts
+            pos += 8 + ln
+        self.max_timestamp = largest
+        self.timestamps_known = True
+        return largest
 
     def mark(self) -> tuple[int, int, int, int, int]:
         """Where the segment ends now, for ``rollback``."""
