@@ -4,11 +4,21 @@ JSON responses, streamed bodies) so the endpoints read like the protocol they im
 Streaming responses rely on the ASGI server's flow control: ``chunk`` returns only once the
 server has taken the bytes, and hypercorn blocks there while the socket (HTTP/1.1) or the
 stream's flow-control window (HTTP/2) is full, so a slow reader stops the producer instead of
-growing a buffer.
+growing a buffer (over HTTP/2 only with ``fix_hypercorn_h2_flow_control``, which ``serve``
+applies).
+
+But hypercorn's send does not suspend while the socket takes the bytes, nor once the
+connection is lost (it drops them, and never raises): so ``chunk`` yields to the event loop
+every few milliseconds, for other requests to run and for the task watching for the client's
+disconnect (``wait_disconnect``) to see it, and raises ``Disconnected`` once it has. Without
+that, a push query whose client closed its socket streamed the rest of its topic into the
+dead socket, holding the event loop all the while (issue 13).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -16,23 +26,32 @@ import orjson
 from streamsql.server.entities import dumps
 from streamsql.server.errors import HttpError, bad_request, too_large
 
+log = logging.getLogger(__name__)
+
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
 # An oversized body still being sent is read and dropped up to this much before answering 413.
 _DRAIN_LIMIT = 64 * 1024 * 1024
+# An error answered before the body was read (401, 404, 405) waits for the rest of the body,
+# up to this much and this long (see Exchange.error).
+_ERROR_DRAIN_LIMIT = 16 * 1024 * 1024
+_ERROR_DRAIN_SECONDS = 5.0
+# The longest a streamed response runs without letting the event loop run other tasks.
+_YIELD_EVERY_SECONDS = 0.005
 
 
 class Disconnected(Exception):
-    """The client went away before the request body was read."""
+    """The client went away (before its request body was read, or during a streamed
+    response)."""
 
 
 class Exchange:
     """One HTTP request and its response."""
 
     __slots__ = ("scope", "_receive", "_send", "method", "path", "headers", "started", "finished",
-                 "_disconnected")
+                 "_disconnected", "_yielded_at", "_body_taken")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -44,6 +63,9 @@ class Exchange:
         self.started = False
         self.finished = False
         self._disconnected = False
+        self._yielded_at = 0.0  # when chunk() last let the event loop run
+        # The handler read the request body, or began to (then it answers as it sees fit).
+        self._body_taken = False
 
     @property
     def http2(self) -> bool:
@@ -55,6 +77,7 @@ class Exchange:
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large(limit)
+        self._body_taken = True
         parts: list[bytes] = []
         size = 0
         while True:
@@ -91,6 +114,7 @@ class Exchange:
         """The next ASGI message (body chunks, then ``http.disconnect``)."""
         if self._disconnected:
             return {"type": "http.disconnect"}
+        self._body_taken = True
         message = await self._receive()
         if message["type"] == "http.disconnect":
             self._disconnected = True
@@ -111,8 +135,15 @@ class Exchange:
         await self._send({"type": "http.response.start", "status": status, "headers": out})
 
     async def chunk(self, data: bytes) -> None:
-        """Send part of a streamed body (waits while the client is not reading)."""
+        """Send part of a streamed body (waits while the client is not reading); raises
+        ``Disconnected`` once the client is known to be gone (see the module docstring)."""
+        if self._disconnected:
+            raise Disconnected()
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        now = time.monotonic()
+        if now - self._yielded_at >= _YIELD_EVERY_SECONDS:
+            await asyncio.sleep(0)
+            self._yielded_at = time.monotonic()
 
     async def end(self, data: bytes = b"") -> None:
         self.finished = True
@@ -127,7 +158,35 @@ class Exchange:
         await self.respond(status, dumps(obj), self.json_type(), headers)
 
     async def error(self, exc: HttpError) -> None:
+        """Answer ``exc`` (before anything else was sent), once the request body is in."""
+        await self._drain_body()
         await self.respond(exc.status, dumps(exc.body), self.json_type(), exc.headers)
+
+    async def _drain_body(self) -> None:
+        """Read and drop a request body the handler did not touch (bounded in bytes and time).
+
+        An answer sent before the body was read (a 401 is decided on the headers) often did
+        not reach the client: over HTTP/2 hypercorn drops the whole connection when body data
+        arrives for a stream already answered (a KeyError in its event handler), and an
+        HTTP/1.1 client still sending gets a reset. A request without a body costs one
+        receive, which returns at once.
+        """
+        if self._body_taken or self._disconnected:
+            return
+        budget = _ERROR_DRAIN_LIMIT
+
+        async def drain() -> None:
+            nonlocal budget
+            while budget > 0:
+                message = await self.receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+                budget -= len(message.get("body", b""))
+
+        try:
+            await asyncio.wait_for(drain(), _ERROR_DRAIN_SECONDS)
+        except asyncio.TimeoutError:
+            pass  # a client this slow gets the answer now, whatever becomes of its body
 
     def json_type(self) -> bytes:
         """ksqlDB answers in the media type the client asked for (v1 or plain JSON)."""
@@ -156,3 +215,38 @@ async def first_done(*tasks: asyncio.Task[Any]) -> set[asyncio.Task[Any]]:
         except BaseException:  # noqa: BLE001 - a cancelled helper's outcome does not matter
             pass
     return done
+
+
+def fix_hypercorn_h2_flow_control() -> None:
+    """Make hypercorn's HTTP/2 responses wait for a client that does not read.
+
+    hypercorn (0.17, 0.18) parks an HTTP/2 response's producer while the stream's send buffer
+    is above a high-water mark, and resumes it whenever its sender pops less than the
+    low-water mark *from* the buffer -- which includes popping nothing at all because the
+    client's flow-control window is closed. So a client that stops reading made the server
+    buffer everything the app sent: a push query stalled over HTTP/2 pulled its whole topic
+    into memory (issue 13). Fixed here by resuming only once the buffer itself is below the
+    low-water mark. Idempotent; leaves hypercorn alone if its buffer is not the one expected.
+    """
+    from hypercorn.protocol import h2 as hypercorn_h2
+
+    buffer_class = getattr(hypercorn_h2, "StreamBuffer", None)
+    low_water = getattr(hypercorn_h2, "BUFFER_LOW_WATER", None)
+    if buffer_class is None or low_water is None or not hasattr(buffer_class, "pop"):
+        log.warning("hypercorn's HTTP/2 StreamBuffer changed: its flow control is not patched")
+        return
+    if getattr(buffer_class, "_streamsql_flow_control", False):
+        return
+
+    async def pop(self: Any, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < low_water:  # hypercorn tests len(data) here
+            await self._paused.set()
+        if not self.buffer:
+            await self._is_empty.set()
+        return data
+
+    buffer_class.pop = pop
+    buffer_class._streamsql_flow_control = True

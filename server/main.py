@@ -103,6 +103,10 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
                        advertised_listener=args.advertised_listener, ssl_ca_file=args.ssl_ca_file)
 
 
+class StartupError(Exception):
+    """The node cannot start, for a reason its message tells in one line (no traceback)."""
+
+
 def run(args: argparse.Namespace) -> int:
     """``streamsql server``: returns the exit code."""
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
@@ -114,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(serve(options))
+    except StartupError as exc:
+        print(f"streamsql server: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"streamsql server: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -181,7 +188,10 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
     app = None
     try:
         options.data_dir.mkdir(parents=True, exist_ok=True)
-        log_ = open_log(options.bootstrap_servers, options.data_dir, config)
+        try:
+            log_ = open_log(options.bootstrap_servers, options.data_dir, config)
+        except RuntimeError as exc:  # the embedded log's lock: another node or shell has it
+            raise StartupError(f"Cannot open the data directory {options.data_dir}: {exc}") from None
         state_dir = options.state_dir or options.data_dir / "state"
         engine = Engine(log_, config, state_dir=state_dir)
         directory = router = None
@@ -230,7 +240,9 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
     from hypercorn.utils import wrap_app
 
     from streamsql.server.bridge import LoopBridge
+    from streamsql.server.http import fix_hypercorn_h2_flow_control
 
+    fix_hypercorn_h2_flow_control()  # (a stalled HTTP/2 client would be buffered for)
     engine_loop = asyncio.get_running_loop()
     bridge = LoopBridge(app, engine_loop, frozenset({"/info"}), app.push_queries.close_all)
     http_loop = asyncio.new_event_loop()

@@ -33,7 +33,7 @@ from streamsql import ast
 from streamsql.results import Result
 from streamsql.server.entities import RowEncoder, schema_text
 from streamsql.server.errors import SERVER_ERROR, generic_error
-from streamsql.server.http import Exchange, first_done
+from streamsql.server.http import Disconnected, Exchange, first_done
 from streamsql.types import SqlType
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ async def stream_push(ex: Exchange, query: PreparedQuery, writer: Writer, regist
             return
         if pumping in done and not pumping.cancelled() and pumping.exception() is not None:
             exc = pumping.exception()
-            if not isinstance(exc, Exception) or ex.finished:
+            if not isinstance(exc, Exception) or isinstance(exc, Disconnected) or ex.finished:
                 raise exc  # type: ignore[misc]
             log.info("push query %s failed: %s", query.query_id, exc)
             outcome.append(writer.failure(str(exc)))

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from streamsql.errors import FunctionError
 from streamsql.functions.registry import udf
+from streamsql.functions.safe_regex import SafePattern
 
 # ===================================================================================== zones
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -674,8 +675,9 @@ class DateTimePattern:
     date_emitters: tuple[Emitter, ...] | str  # str: why a DATE cannot be printed
     time_emitters: tuple[Emitter, ...] | str
     zoned_emitters: tuple[Emitter, ...] | str
-    regex: re.Pattern[str]
-    regex_ci: re.Pattern[str]
+    # RE2-backed: adjacent variable-width fields ('yDyDyDyD') backtrack exponentially in re.
+    regex: SafePattern
+    regex_ci: SafePattern
     handlers: tuple[tuple[int, Callable[[str], tuple[str, Any]]], ...]
     unparseable: str | None  # letters this pattern can print but not parse
 
@@ -734,7 +736,8 @@ def _compile_or_error(pattern: str) -> DateTimePattern | Exception:
             pattern,
             _emitters(items, _CAPS["date"]), _emitters(items, _CAPS["time"]),
             _emitters(items, _CAPS["zoned"]),
-            re.compile(rx, re.DOTALL), re.compile(rx, re.DOTALL | re.IGNORECASE),
+            SafePattern(rx, re.DOTALL, source=pattern),
+            SafePattern(rx, re.DOTALL | re.IGNORECASE, source=pattern),
             tuple(handlers), ", ".join(unsupported) or None)
     except FunctionError as exc:
         return exc

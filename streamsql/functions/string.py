@@ -2,9 +2,11 @@
 LCASE, TRIM, LEN, SUBSTRING, REPLACE, the REGEXP_* family, SPLIT, SPLIT_TO_MAP, LPAD, RPAD,
 INSTR, INITCAP, the MASK family, CHR, UUID, ELT, FIELD and ENCODE.
 
-Semantics follow ksqlDB's UDFs, which are Java: regular expressions are Java patterns (translated
-to Python ``re`` by ``java_regex``), REGEXP_REPLACE takes Java replacement strings (``$1``),
-TRIM strips Java's whitespace (every char <= U+0020), LEN counts UTF-16 code units.
+Semantics follow ksqlDB's UDFs, which are Java: regular expressions are Java patterns
+(translated by ``java_regex`` to RE2, which cannot backtrack catastrophically, and to Python
+``re`` syntax for the few that need a backtracking engine: see ``safe_regex``), REGEXP_REPLACE
+takes Java replacement strings (``$1``), TRIM strips Java's whitespace (every char <= U+0020),
+LEN counts UTF-16 code units.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import AnyStr, Callable
 
 from streamsql.functions.bytes import BYTES_ENCODERS, STRING_DECODERS
 from streamsql.functions.registry import udf
+from streamsql.functions.safe_regex import SafePattern
 
 # ----------------------------------------------------------------------------- Java regexes
 _POSIX_CLASSES = {
@@ -27,9 +30,10 @@ _POSIX_CLASSES = {
 _JAVA_ESCAPES = {
     "z": "\\Z",
     "Z": "(?=\\n?\\Z)",
-    "h": "[ \\t\\xa0\\u1680\\u180e\\u2000-\\u200a\\u202f\\u205f\\u3000]",
-    "v": "[\\n\\x0b\\f\\r\\x85\\u2028\\u2029]",
-    "R": "(?:\\r\\n|[\\n\\x0b\\f\\r\\x85\\u2028\\u2029])",
+    # Non-ASCII characters literally: RE2 has no \u escape.
+    "h": "[ \\t\\xa0\u1680\u180e\u2000-\u200a\u202f\u205f\u3000]",
+    "v": "[\\n\\x0b\\f\\r\\x85\u2028\u2029]",
+    "R": "(?:\\r\\n|[\\n\\x0b\\f\\r\\x85\u2028\u2029])",
     "e": "\\x1b",
 }
 _INLINE_FLAGS = re.compile(r"\(\?([a-zA-Z]*(?:-[a-zA-Z]*)?)([:)])")
@@ -43,8 +47,16 @@ def _property_class(name: str) -> str:
     raise re.error(f"unsupported character property \\p{{{name}}}")
 
 
-def _translate_java_regex(pattern: str) -> str:
-    """Rewrite the Java-only parts of a regex into Python ``re`` syntax."""
+# RE2's \s lacks \x0b (VT), which Java's has; its POSIX class has it.
+_RE2_SPACE = {"s": ("[[:space:]]", "[:space:]"), "S": ("[^[:space:]]", "[:^space:]")}
+
+
+def _translate_java_regex(pattern: str, re2: bool = False) -> str:
+    """Rewrite the Java-only parts of a regex into Python ``re`` syntax, or RE2's (``re2``).
+
+    Constructs RE2 lacks (lookaround, backreferences) are left for RE2 to reject: the pattern
+    then runs on the budgeted fallback engine (see ``safe_regex``).
+    """
     out: list[str] = []
     i, n = 0, len(pattern)
     in_class = False
@@ -89,7 +101,11 @@ def _translate_java_regex(pattern: str) -> str:
                 end = pattern.find("}", i + 3)
                 if end < 0:
                     raise re.error("unclosed \\x{")
-                out.append(f"\\U{int(pattern[i + 3:end], 16):08x}")
+                try:
+                    code = int(pattern[i + 3:end], 16)
+                except ValueError:
+                    raise re.error("illegal hexadecimal escape sequence") from None
+                out.append(f"\\x{{{code:x}}}" if re2 else f"\\U{code:08x}")
                 i = end + 1
                 continue
             if d == "0":
@@ -109,7 +125,13 @@ def _translate_java_regex(pattern: str) -> str:
                 out.append(re.escape(chr(ord(pattern[i + 2]) ^ 64)))
                 i += 3
                 continue
-            if not in_class and d in _JAVA_ESCAPES:
+            if d == "C":  # Java has no \C; RE2's would match half a UTF-8 character
+                raise re.error("bad escape \\C")
+            if re2 and d == "z":
+                out.append("\\z")  # Python calls the end of the text \Z, RE2 \z
+            elif re2 and d in _RE2_SPACE:
+                out.append(_RE2_SPACE[d][in_class])
+            elif not in_class and d in _JAVA_ESCAPES:
                 out.append(_JAVA_ESCAPES[d])
             else:
                 out.append(c + d)
@@ -118,7 +140,8 @@ def _translate_java_regex(pattern: str) -> str:
         if in_class:
             if c == "]":
                 in_class = False
-            out.append(c)
+            # re reads '[' in a class as a literal, RE2 maybe as a POSIX class ([:alpha:]).
+            out.append("\\[" if re2 and c == "[" else c)
             i += 1
             continue
         if c == "[":
@@ -143,7 +166,7 @@ def _translate_java_regex(pattern: str) -> str:
                 # Java-only flags: d (UNIX_LINES), u (UNICODE_CASE), U (UNICODE_CHARACTER_CLASS).
                 flags = "".join(f for f in m.group(1) if f not in "duU")
                 if flags.strip("-"):
-                    out.append(f"(?{flags}{m.group(2)})" if m.group(2) == ")" else f"(?{flags}:")
+                    out.append(f"(?{flags}{m.group(2)}")
                 elif m.group(2) == ":":
                     out.append("(?:")
                 i = m.end()
@@ -154,21 +177,26 @@ def _translate_java_regex(pattern: str) -> str:
 
 
 @lru_cache(maxsize=512)
-def java_regex(pattern: str) -> re.Pattern[str]:
+def java_regex(pattern: str) -> SafePattern:
     """Compile a Java regular expression (cached: patterns are usually constants).
 
-    Compiled with re.ASCII because Java's \\w, \\d, \\s, \\b and (?i) are ASCII-only by default.
+    Compiled with re.ASCII because Java's \\w, \\d, \\s, \\b and (?i) are ASCII-only by default
+    (RE2's \\w, \\d, \\s and \\b are ASCII-only too).
     """
-    return re.compile(_translate_java_regex(pattern), re.ASCII)
+    python = _translate_java_regex(pattern)  # raises re.error for what neither can read
+    return SafePattern(python, re.ASCII, re2_pattern=_translate_java_regex(pattern, re2=True),
+                       source=pattern)
 
 
 @lru_cache(maxsize=512)
-def _java_replacement(pattern: str, replacement: str) -> str:
-    """Translate a Java Matcher.replaceAll replacement ($n, ${name}, \\x) to a Python template."""
+def _java_replacement(pattern: str, replacement: str) -> tuple[str | int, ...]:
+    """Parse a Java Matcher.replaceAll replacement ($n, ${name}, \\x) into literal text (str)
+    and group numbers (int)."""
     if "$" not in replacement and "\\" not in replacement:
-        return replacement
-    groups = java_regex(pattern).groups
-    out: list[str] = []
+        return (replacement,)
+    compiled = java_regex(pattern)
+    groups = compiled.groups
+    out: list[str | int] = []
     i, n = 0, len(replacement)
     while i < n:
         c = replacement[i]
@@ -176,7 +204,7 @@ def _java_replacement(pattern: str, replacement: str) -> str:
             i += 1
             if i >= n:
                 raise ValueError("character to be escaped is missing")
-            out.append("\\\\" if replacement[i] == "\\" else replacement[i])
+            out.append(replacement[i])
             i += 1
         elif c == "$":
             i += 1
@@ -186,7 +214,10 @@ def _java_replacement(pattern: str, replacement: str) -> str:
                 end = replacement.find("}", i)
                 if end < 0:
                     raise ValueError("named capturing group is missing trailing '}'")
-                out.append(f"\\g<{replacement[i + 1:end]}>")
+                name = replacement[i + 1:end]
+                if name not in compiled.groupindex:
+                    raise IndexError(f"No group with name {{{name}}}")
+                out.append(compiled.groupindex[name])
                 i = end + 1
                 continue
             if not replacement[i].isdigit():
@@ -199,14 +230,29 @@ def _java_replacement(pattern: str, replacement: str) -> str:
                 i += 1
             if ref > groups:
                 raise IndexError(f"No group {ref}")
-            out.append(f"\\g<{ref}>")
+            out.append(ref)
         else:
             out.append(c)
             i += 1
+    return tuple(out)
+
+
+def _java_replace_all(regex: SafePattern, template: tuple[str | int, ...], text: str) -> str:
+    """java.util.regex.Matcher.replaceAll: each match replaced by the template's text, its
+    group numbers standing for what they captured (nothing for a group that did not take
+    part)."""
+    out: list[str] = []
+    index = 0
+    for m in regex.finditer(text):
+        out.append(text[index:m.start()])
+        for piece in template:
+            out.append(piece if isinstance(piece, str) else (m.group(piece) or ""))
+        index = m.end()
+    out.append(text[index:])
     return "".join(out)
 
 
-def _java_split(regex: re.Pattern[str], text: str) -> list[str]:
+def _java_split(regex: SafePattern, text: str) -> list[str]:
     """java.util.regex.Pattern.split(text) with limit 0."""
     parts: list[str] = []
     index = 0
@@ -372,7 +418,7 @@ def regexp_replace(value: str | None, regex: str | None, replacement: str | None
     groups as $1 or ${name}."""
     if value is None or regex is None or replacement is None:
         return None
-    return java_regex(regex).sub(_java_replacement(regex, replacement), value)
+    return _java_replace_all(java_regex(regex), _java_replacement(regex, replacement), value)
 
 
 @udf("REGEXP_SPLIT_TO_ARRAY", "ARRAY<STRING>", [("input", "STRING"), ("regex", "STRING")])
