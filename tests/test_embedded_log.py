@@ -853,3 +853,153 @@ def test_the_cleaner_runs_in_the_background(tmp_path):
         return begin
 
     assert run(go()) > 0
+
+
+# --- compaction in the background -----------------------------------------------------
+
+def _latest(offs, keys, vals):
+    out = {}
+    for o, k, v in zip(offs, keys, vals):
+        out[k] = (o, v)
+    return out
+
+
+async def _updates(log, topic, rounds, keys=5, ts=1):
+    for r in range(rounds):
+        await log.produce(topic, [rec(b"k%d" % i, b"r%d" % r, ts) for i in range(keys)])
+
+
+def test_the_cleaner_compacts_closed_segments_keeping_the_latest_per_key(make_log):
+    async def go():
+        log = make_log(segment_bytes=300)
+        await log.create_topic("c", config={"cleanup.policy": "compact"})
+        await _updates(log, "c", 40)
+        before = await fetch_all(log, "c")
+        removed = await log.apply_retention(10**12) or 0
+        part = log.partitions_of("c")[0]
+        after = await fetch_all(log, "c")
+        again = await LogCleaner(log).compact(part, part.policy, 10**12)
+        await log.close()
+        return before, after, again
+
+    from streamsql.runtime.log.cleaner import LogCleaner
+    before, after, again = run(go())
+    assert len(after[0]) < len(before[0]) / 3
+    # What a reader of the whole log ends with is unchanged, offsets included.
+    assert _latest(*after) == _latest(*before)
+    assert after[0] == sorted(after[0])
+    assert again == 0  # nothing new since: below min.cleanable.dirty.ratio
+
+
+def test_tombstones_stay_for_delete_retention_ms_then_go(make_log):
+    async def go():
+        log = make_log(segment_bytes=300)
+        await log.create_topic("c", config={"cleanup.policy": "compact",
+                                            "delete.retention.ms": "3600000"})
+        await _updates(log, "c", 5)
+        await log.produce("c", [rec(b"k0", None, 1)])  # k0 deleted
+        for r in range(20):  # the others go on, so the tombstone's segment closes
+            await log.produce("c", [rec(b"k%d" % i, b"s%d" % r, 1) for i in range(1, 5)])
+        part = log.partitions_of("c")[0]
+        cleaner = LogCleaner(log)
+        now = part.segments[0].created_ms + 1000  # the segments are young
+        await cleaner.compact(part, part.policy, now, force=True)
+        young = _latest(*(await fetch_all(log, "c")))
+        await cleaner.compact(part, part.policy, now + 3_600_000 + 1, force=True)
+        old = await fetch_all(log, "c")
+        await log.close()
+        return young, old
+
+    from streamsql.runtime.log.cleaner import LogCleaner
+    young, old = run(go())
+    assert young[b"k0"][1] is None  # the delete is still there to be read
+    assert b"k0" not in old[1]  # and gone, with every earlier k0, after delete.retention.ms
+    assert {k: v for k, (_, v) in _latest(*old).items()} == {b"k%d" % i: b"s19" for i in range(1, 5)}
+
+
+def test_a_cut_back_during_compaction_discards_it(make_log, monkeypatch):
+    """An exactly-once restart cuts a changelog back while the cleaner works on it: the
+    cleaner's idea of each key's latest record may be gone, so nothing is swapped in."""
+    from streamsql.runtime.log import cleaner as cleaner_module
+
+    async def go():
+        log = make_log(segment_bytes=300)
+        await log.create_topic("c", config={"cleanup.policy": "compact"})
+        await _updates(log, "c", 10)
+        part = log.partitions_of("c")[0]
+        real = asyncio.to_thread
+
+        async def then_truncate(fn, *args):
+            result = await real(fn, *args)
+            if fn is cleaner_module._rewrite:
+                await log.truncate("c", 0, part.end - 5)  # the newest round is gone
+            return result
+        monkeypatch.setattr(cleaner_module.asyncio, "to_thread", then_truncate)
+        removed = await cleaner_module.LogCleaner(log).compact(part, part.policy, 10**12,
+                                                                force=True)
+        offs, keys, vals = await fetch_all(log, "c")
+        await log.close()
+        return removed, _latest(offs, keys, vals)
+
+    removed, latest = run(go())
+    assert removed == 0
+    assert {k: v for k, (_, v) in latest.items()} == {b"k%d" % i: b"r8" for i in range(5)}
+
+
+_COMPACTING_CHILD = r"""
+import asyncio, sys
+from streamsql.runtime.log.base import ProducerRecord
+from streamsql.runtime.log.cleaner import LogCleaner
+from streamsql.runtime.log.embedded import EmbeddedLog
+
+async def main(path):
+    log = EmbeddedLog(path, segment_bytes=2000, retention_check_ms=None)
+    if "c" not in await log.list_topics():
+        await log.create_topic("c", config={"cleanup.policy": "compact", "delete.retention.ms": "0"})
+    part = log.partitions_of("c")[0]
+    cleaner = LogCleaner(log)
+    r = int(sys.argv[2])
+    while True:
+        await log.produce("c", [ProducerRecord(b"k%d" % i, b"r%d" % r, 1) for i in range(20)])
+        print(r, flush=True)  # acknowledged
+        r += 1
+        await cleaner.compact(part, part.policy, 10**12, force=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_kill_9_during_compaction_loses_nothing_acknowledged(tmp_path):
+    """A process compacting in a loop is killed at random moments: reopened, the log
+    reads to its end, and every key's latest value is at least the last acknowledged one."""
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    rnd = random.Random(13)
+    next_round = 0
+    for _ in range(6):
+        child = subprocess.Popen([sys.executable, "-c", _COMPACTING_CHILD, str(tmp_path),
+                                  str(next_round)], stdout=subprocess.PIPE, text=True)
+        acked = []
+        deadline = time.monotonic() + rnd.uniform(0.3, 1.2)
+        while time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            acked.append(int(line))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert acked, "the child acknowledged nothing"
+
+        async def latest():
+            log = EmbeddedLog(tmp_path, retention_check_ms=None)
+            offs, keys, vals = await fetch_all(log, "c")
+            await log.close()
+            return offs, _latest(offs, keys, vals)
+        offs, state = run(latest())
+        assert offs == sorted(offs)
+        rounds = {int(v[1:]) for _, v in state.values()}
+        assert len(state) == 20 and min(rounds) >= acked[-1], (acked[-1], rounds)
+        next_round = max(rounds) + 1

@@ -26,11 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
+from array import array
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from .segment import Segment, decode, encode_columns
+
 if TYPE_CHECKING:
-    from .embedded import EmbeddedLog
+    from .embedded import EmbeddedLog, _Partition
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,9 @@ class TopicPolicy:
     retention_bytes: int = NO_LIMIT
     segment_bytes: int | None = None  # None: the log's own default
     segment_ms: int = NO_LIMIT
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    delete_retention_ms: int = 86_400_000
 
     @classmethod
     def of(cls, config: Mapping[str, str], defaults: Mapping[str, str] | None = None
@@ -71,6 +80,10 @@ class TopicPolicy:
                 logger.warning("ignoring %s=%r: not a number", name, value)
                 return None
 
+        def duration(name: str, default_name: str, default: int) -> int:
+            value = number(name, default_name)
+            return default if value is None or value < 0 else value
+
         def limit(name: str, default_name: str) -> int:
             value = number(name, default_name)
             return NO_LIMIT if value is None or value < 0 else value
@@ -78,11 +91,21 @@ class TopicPolicy:
         policy = {p.strip() for p in (setting("cleanup.policy", "log.cleanup.policy")
                                       or "delete").split(",")}
         segment_bytes = number("segment.bytes", "log.segment.bytes")
+        ratio = setting("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio")
+        try:
+            dirty_ratio = min(max(float(ratio), 0.0), 1.0) if ratio is not None else 0.5
+        except ValueError:
+            dirty_ratio = 0.5
         return cls(delete="delete" in policy, compact="compact" in policy,
                    retention_ms=limit("retention.ms", "log.retention.ms"),
                    retention_bytes=limit("retention.bytes", "log.retention.bytes"),
                    segment_bytes=segment_bytes if segment_bytes and segment_bytes > 0 else None,
-                   segment_ms=limit("segment.ms", "log.roll.ms"))
+                   segment_ms=limit("segment.ms", "log.roll.ms"),
+                   min_cleanable_dirty_ratio=dirty_ratio,
+                   min_compaction_lag_ms=duration("min.compaction.lag.ms",
+                                                  "log.cleaner.min.compaction.lag.ms", 0),
+                   delete_retention_ms=duration("delete.retention.ms",
+                                                "log.cleaner.delete.retention.ms", 86_400_000))
 
     @property
     def retains(self) -> bool:
@@ -127,11 +150,14 @@ class LogCleaner:
                 logger.exception("embedded log: retention check failed")
 
     async def clean(self, now_ms: int | None = None) -> int:
-        """Delete every segment past its topic's retention; returns how many were."""
-        import time
-
+        """Compact the compacted topics whose dirty share is high enough, then delete every
+        segment past its topic's retention; returns how many segments were deleted."""
         log = self.log
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        for name, policy in log.topic_policies().items():
+            if policy.compact:
+                for part in log.partitions_of(name):
+                    await self.compact(part, policy, now)
         deleted = 0
         for name, policy in log.topic_policies().items():
             if not policy.retains:
@@ -151,3 +177,132 @@ class LogCleaner:
                 if n:
                     deleted += part.delete_oldest(closed[:n])
         return deleted
+
+    # -- compaction -------------------------------------------------------------------
+
+    async def compact(self, part: "_Partition", policy: TopicPolicy, now: int,
+                      force: bool = False) -> int:
+        """Compact ``part``'s closed segments, keeping the latest record of each key (as of
+        everything written so far, the active segment included), when the share of bytes
+        written since its last compaction is at least ``min.cleanable.dirty.ratio`` (always
+        with ``force``). Tombstones go once their segment is ``delete.retention.ms`` old;
+        segments with records younger than ``min.compaction.lag.ms`` wait. Returns the
+        number of records removed.
+
+        The reading and rewriting happen on a worker thread, each rewritten segment into a
+        file beside it; the swap (a rename per segment) happens here on the loop, and only
+        if nothing cut the partition back meanwhile (an exactly-once restart truncating a
+        changelog would make "latest" wrong). A crash leaves every segment either as it
+        was or compacted, both correct: a dropped record has a newer version after it, and
+        a leftover temporary file is removed at open."""
+        closed = part.segments[:-1]
+        if not closed:
+            return 0
+        total = sum(s.size for s in part.segments)
+        dirty = sum(s.size for s in part.segments if s.base >= part.cleaned_upto)
+        if not force and (total == 0 or dirty / total < policy.min_cleanable_dirty_ratio):
+            return 0
+        unknown = [s for s in closed if not s.timestamps_known]
+        if unknown:
+            await asyncio.to_thread(lambda: [s.scan_max_timestamp() for s in unknown])
+        closed = part.segments[:-1]
+        # Only a prefix of the log is cleaned: from the first segment too young, none are.
+        lag_cutoff = now - policy.min_compaction_lag_ms
+        cleanable: list[Segment] = []
+        for seg in closed:
+            if seg.max_timestamp is not None and seg.max_timestamp > lag_cutoff:
+                break
+            cleanable.append(seg)
+        if not cleanable:
+            return 0
+        generation = part.generation
+        everything = list(part.segments)
+        active_size = everything[-1].size  # what the thread may read of the active segment
+        interval = self.log._index_interval
+        tombstone_cutoff = now - policy.delete_retention_ms
+        fsync = self.log._fsync
+        rewritten = await asyncio.to_thread(_rewrite, everything, active_size, cleanable,
+                                            tombstone_cutoff, interval, fsync)
+        removed = 0
+        if part.generation != generation:
+            _discard(rewritten)
+            logger.info("embedded log: %s-%d was cut back during compaction; will retry",
+                        part.topic, part.index)
+            return 0
+        for seg, result in zip(cleanable, rewritten):
+            if result is None:
+                continue
+            if not part.replace_segment(seg, result):
+                _discard([result])
+                continue
+            removed += seg.count - result.count
+        part.cleaned_upto = max(part.cleaned_upto, cleanable[-1].next_offset)
+        if removed:
+            logger.info("embedded log: compacted %s-%d: %d records removed", part.topic,
+                        part.index, removed)
+        return removed
+
+
+@dataclass
+class Rewritten:
+    """A segment's compacted bytes (in ``path``, or in ``data`` for in-memory logs), with
+    their index; what ``_Partition.replace_segment`` swaps in."""
+
+    count: int
+    size: int
+    idx_off: array
+    idx_pos: array
+    countdown: int
+    path: Path | None
+    data: bytes | None
+
+
+def _rewrite(segments: list[Segment], active_size: int, cleanable: list[Segment],
+             tombstone_cutoff: int, interval: int, fsync: bool) -> list[Rewritten | None]:
+    """On a worker thread: the latest offset of every key, then each cleanable segment
+    without its superseded records (None where nothing goes)."""
+    latest: dict[bytes, int] = {}
+    last = len(segments) - 1
+    for i, seg in enumerate(segments):
+        offs: list[int] = []
+        keys: list[bytes | None] = []
+        buf = seg.storage.read(0, active_size if i == last else seg.size)
+        decode(buf, 0, len(buf), offs, [], keys, [], None)
+        for k, off in zip(keys, offs):
+            if k is not None:
+                latest[k] = off
+    out: list[Rewritten | None] = []
+    for seg in cleanable:
+        offs, tss, keys, vals = [], [], [], []
+        buf = seg.storage.read(0, seg.size)
+        _, hdrs = decode(buf, 0, len(buf), offs, tss, keys, vals, None)
+        # A tombstone is kept delete.retention.ms from its segment's creation, so that a
+        # reader part way through the log still sees the delete.
+        drop_tombstones = seg.created_ms <= tombstone_cutoff
+        keep = [j for j, (k, off) in enumerate(zip(keys, offs))
+                if k is None or (latest[k] == off and not (drop_tombstones and vals[j] is None))]
+        if len(keep) == len(offs):
+            out.append(None)
+            continue
+        idx_off, idx_pos = array("q"), array("q")
+        data = encode_columns([offs[j] for j in keep], [tss[j] for j in keep],
+                              [keys[j] for j in keep], [vals[j] for j in keep],
+                              [hdrs[j] for j in keep] if hdrs is not None else None,
+                              interval, idx_off, idx_pos)
+        path = None
+        if seg.path is not None:
+            path = seg.path.with_name(seg.path.name + ".cleaned.tmp")
+            with open(path, "wb") as f:
+                f.write(data)
+                if fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+        out.append(Rewritten(len(keep), len(data), idx_off, idx_pos, (-len(keep)) % interval,
+                             path, None if path is not None else data))
+    return out
+
+
+def _discard(results: list[Rewritten | None]) -> None:
+    for r in results:
+        if r is not None and r.path is not None:
+            r.path.unlink(missing_ok=True)

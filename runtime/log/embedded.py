@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 from .base import (Consumer, Headers, Log, Partitioner, ProducerRecord, RebalanceListener,
                    RecordBatch, TopicExistsError, TopicInfo, UnknownTopicError)
-from .cleaner import DEFAULT_CHECK_INTERVAL_MS, LogCleaner, TopicPolicy
+from .cleaner import DEFAULT_CHECK_INTERVAL_MS, LogCleaner, Rewritten, TopicPolicy
 from .segment import (DEFAULT_INDEX_INTERVAL, DEFAULT_MAX_FETCH_BYTES, FileStorage,
                       MemoryStorage, Segment, atomic_write, encode_columns, fsync_dir, read_file,
                       scan)
@@ -79,7 +79,8 @@ def _segment_name(base: int) -> str:
 class _Partition:
     """One partition: its segments (the last one is active) and its end offset."""
 
-    __slots__ = ("topic", "index", "dir", "segments", "bases", "end", "log", "policy")
+    __slots__ = ("topic", "index", "dir", "segments", "bases", "end", "log", "policy",
+                 "generation", "cleaned_upto")
 
     def __init__(self, log: "EmbeddedLog", topic: str, index: int, directory: Path | None,
                  policy: TopicPolicy = TopicPolicy()) -> None:
@@ -91,6 +92,8 @@ class _Partition:
         self.bases: list[int] = []
         self.end = 0
         self.policy = policy
+        self.generation = 0  # bumped when records are cut off the end (see compaction)
+        self.cleaned_upto = 0  # offsets below this were compacted (the cleaner's dirty ratio)
 
     # -- opening ----------------------------------------------------------------------
 
@@ -192,6 +195,32 @@ class _Partition:
                     n, self.topic, self.index, self.begin)
         return n
 
+    def replace_segment(self, old: Segment, new: "Rewritten") -> bool:
+        """Swap a closed segment for its compacted bytes (a rename: atomic on disk); False
+        if ``old`` is no longer a closed segment of the partition."""
+        try:
+            i = next(i for i, s in enumerate(self.segments) if s is old)
+        except StopIteration:
+            return False
+        if i == len(self.segments) - 1:
+            return False
+        seg = Segment(old.base, MemoryStorage(new.data or b""), None, old.created_ms)
+        if old.path is not None:
+            assert new.path is not None
+            os.replace(new.path, old.path)
+            if self.log._fsync:
+                fsync_dir(old.path.parent)
+            old.storage.close()
+            seg = Segment(old.base, FileStorage(old.path), old.path, old.created_ms)
+        seg.idx_off, seg.idx_pos = new.idx_off, new.idx_pos
+        seg.size, seg.count, seg.countdown = new.size, new.count, new.countdown
+        seg.next_offset = old.next_offset  # the segment still covers its offset range
+        seg.max_timestamp, seg.timestamps_known = old.max_timestamp, old.timestamps_known
+        if seg.path is not None:
+            seg.write_index(seg.path.with_suffix(".index"), self.log._fsync)
+        self.segments[i] = seg
+        return True
+
     def mark(self) -> tuple[int, int, tuple[int, int, int, int, int] | None]:
         """Where the partition ends now, for ``rollback``."""
         return len(self.segments), self.end, self.segments[-1].mark() if self.segments else None
@@ -223,6 +252,7 @@ class _Partition:
         """Remove every record at or after ``offset`` (the end becomes ``offset``); returns
         how many records were removed."""
         log = self.log
+        self.generation += 1
         removed = 0
         while self.segments and self.bases[-1] >= offset and len(self.segments) > 1:
             seg = self.segments.pop()
