@@ -213,7 +213,7 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
             w(f"{indent}try:")
             w(f"{indent}    {lv} = {fn_src}")
             w(f"{indent}except Exception as _exc:")
-            w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Error in table function {oc.name}: ' + str(_exc))")
+            w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, {'Error in table function ' + oc.name + ': '!r} + str(_exc))")
             w(f"{indent}    {lv} = None")
             w(f"{indent}if {lv} is None:")
             w(f"{indent}    {lv} = ()")
@@ -227,7 +227,7 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         w(f"{indent}    {var} = {expr_src}")
         w(f"{indent}except Exception as _exc:")
         w(f"{indent}    {var} = None")
-        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Error computing {oc.name}: ' + repr(_exc))")
+        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, {'Error computing ' + oc.name + ': '!r} + repr(_exc))")
     # Functions that failed on this record returned NULL; log them with the record's position.
     w(f"{indent}if _errs:")
     w(f"{indent}    for _what, _exc in _errs:")

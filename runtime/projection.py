@@ -33,7 +33,7 @@ def projection_lines(comp: ExpressionCompiler, columns: Sequence[Any], n_key: in
         lines.append(f"{indent}    {var} = {comp.compile(oc.expression).src}")
         lines.append(f"{indent}except Exception as _exc:")
         lines.append(f"{indent}    {var} = None")
-        lines.append(f"{indent}    _plog(_topic, 0, 0, 'Error computing {oc.name}: ' + repr(_exc))")
+        lines.append(f"{indent}    _plog(_topic, 0, 0, {'Error computing ' + oc.name + ': '!r} + repr(_exc))")
     # Functions that failed returned NULL; log why.
     lines.append(f"{indent}if _errs:")
     lines.append(f"{indent}    for _what, _exc in _errs:")

@@ -35,6 +35,7 @@ import orjson
 
 from streamsql import __version__, ast
 from streamsql.errors import ParseError, StreamSqlError, WriteFailedError
+from streamsql.parser import StatementLimits
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
                                       ClusterAnswer, PullUnavailable, partitions_asked)
@@ -227,7 +228,7 @@ class KsqlApp:
         for piece in split_text(text):
             shown = piece + ";"
             try:
-                stmt = _parse(substitute(piece, session.variables))
+                stmt = _parse(substitute(piece, session.variables), self.engine.config)
             except ParseError as exc:
                 raise bad_statement(str(exc), shown, entities) from None
             if isinstance(stmt, (ast.QueryStatement, ast.PrintTopic)):
@@ -273,7 +274,8 @@ class KsqlApp:
             raise bad_statement(f"Expected exactly one KSQL statement; found {len(pieces)} instead", text)
         shown = pieces[0] + ";"
         try:
-            stmt = self._statements.parse(substitute(pieces[0], session.variables))
+            stmt = self._statements.parse(substitute(pieces[0], session.variables),
+                                          StatementLimits.from_config(self.engine.config))
         except ParseError as exc:
             raise bad_statement(str(exc), shown) from None
         if isinstance(stmt, ast.PrintTopic) and allow_print:
@@ -510,10 +512,10 @@ class KsqlApp:
         await ex.respond(status, orjson.dumps(out), rest.CONTENT_TYPE.encode())
 
 
-def _parse(text: str) -> ast.Statement:
+def _parse(text: str, config: dict[str, Any]) -> ast.Statement:
     from streamsql.parser import parse_statement
 
-    return parse_statement(text)
+    return parse_statement(text, StatementLimits.from_config(config))
 
 
 def _source_name(query: ast.Query) -> str | None:

@@ -19,10 +19,11 @@ from typing import Any
 from streamsql import ast
 from streamsql import expressions as ex
 from streamsql.errors import ParseError
+from streamsql.parser import DEFAULT_LIMITS, StatementLimits
 
 # Strings, quoted identifiers and comments (kept whole), and integers outside identifiers
 # and decimals.
-_TOKENS = re.compile(r"""'(?:[^']|'')*'|"[^"]*"|`[^`]*`|--[^\n]*|/\*.*?\*/|(?<![\w.$])(\d{1,18})(?![\w.])""",
+_TOKENS = re.compile(r"""'[^']*(?:''[^']*)*'|"[^"]*"|`[^`]*`|--[^\n]*|/\*.*?\*/|(?<![\w.$])(\d{1,18})(?![\w.])""",
                      re.DOTALL)
 _STRING_MARK = "__streamsql_param_{}__"
 _INT_BASE = 7_355_608_000_000_000_000  # placeholders: _INT_BASE + i (BIGINT, never typed by users)
@@ -117,13 +118,16 @@ class StatementCache:
         self.size = size
         self._templates: OrderedDict[str, Any] = OrderedDict()
 
-    def parse(self, text: str) -> ast.Statement:
-        from streamsql.parser import parse_statement
+    def parse(self, text: str, limits: StatementLimits = DEFAULT_LIMITS) -> ast.Statement:
+        """The statement of ``text``; text over ``limits`` is refused (past the length,
+        before the template is cut out of it)."""
+        from streamsql.parser import check_text, parse_statement
 
+        check_text(text, limits.length)
         template, strings, ints, tokens = _template(text)
         count = len(strings) + len(ints)
         if not count:
-            return parse_statement(text)
+            return parse_statement(text, limits)
         entry = self._templates.get(template)
         if entry is None:
             try:
@@ -141,11 +145,11 @@ class StatementCache:
         else:
             self._templates.move_to_end(template)
         if entry is _UNUSABLE:
-            return parse_statement(text)
+            return parse_statement(text, limits)
         filler = _Filler(strings, ints, set(entry.holders))
         stmt = filler.fill(entry.stmt)
         if filler.replaced != count:  # pragma: no cover - the probe above said otherwise
-            return parse_statement(text)
+            return parse_statement(text, limits)
         # The statement's own text, as the parser cut it, with the request's literals.
         own = _PLACEHOLDER.sub(lambda m: tokens.get(m.group(0), m.group(0)), entry.stmt.text)
         return dataclasses.replace(stmt, text=own)

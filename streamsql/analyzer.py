@@ -10,7 +10,9 @@ Messages follow ksqlDB's wording; the QTT ``expectedException`` cases check them
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from streamsql import ast
@@ -33,6 +35,86 @@ SOURCE_PROPERTIES = {
     "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS", "SOURCE_CONNECTOR",
     "KEY_PROTOBUF_NULLABLE_REPRESENTATION", "VALUE_PROTOBUF_NULLABLE_REPRESENTATION",
 }
+
+
+# Topics may have at most this many partitions (the engine's property MAX_PARTITIONS_PROPERTY
+# changes it). Kafka sets no limit, but each partition is a directory of the embedded log and a
+# task of every stateful query reading it; ksqlDB's users rarely go past a few thousand.
+DEFAULT_MAX_PARTITIONS = 10_000
+MAX_PARTITIONS_PROPERTY = "streamsql.topic.max.partitions"
+
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+def int_property(props: Any, name: str, value: Any = None) -> int | None:
+    """An INT-typed WITH property (or setting) of ``props`` as an int, None when absent. A
+    value that is not a 32-bit integer is ksqlDB's error: Kafka's ConfigDef message, with
+    "configuration" said "property" (ksqlDB's CreateSourceProperties)."""
+    if value is None:
+        value = props.get(name)
+    if value is None:
+        return None
+    number: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        number = int(text) if re.fullmatch(r"[+-]?\d{1,10}", text) else None
+    elif isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        number = None
+    elif isinstance(value, Decimal) and not (value.is_finite() and abs(value) <= _INT_MAX
+                                             and value == value.to_integral_value()):
+        number = None
+    if number is None or not _INT_MIN <= number <= _INT_MAX:
+        raise KsqlException(f"Invalid value {value} for property {name}: Not a number of type INT")
+    return int(number)
+
+
+def partitions_property(props: Any, name: str, config: dict[str, Any], value: Any = None) -> int | None:
+    """A partition count (``PARTITIONS``, ``ksql.sink.partitions``), refused past the
+    configured maximum before any topic is created."""
+    count = int_property(props, name, value)
+    limit = int_property(config, MAX_PARTITIONS_PROPERTY)
+    limit = DEFAULT_MAX_PARTITIONS if limit is None else limit
+    if count is not None and count > limit:
+        raise KsqlException(
+            f"Invalid value {count} for property {name}: a topic may have at most {limit} "
+            f"partitions (the '{MAX_PARTITIONS_PROPERTY}' setting)")
+    return count
+
+
+def check_topic_name(name: str, hint: str = "") -> None:
+    """Kafka's rules for a topic name (its Topic.validate), checked before anything is created:
+    a name Kafka would refuse is a statement error with Kafka's message."""
+    from streamsql.runtime.log.embedded import InvalidTopicError, validate_topic_name
+
+    try:
+        validate_topic_name(name)
+    except InvalidTopicError as exc:
+        raise KsqlStatementException(f"{exc}{hint}") from None
+
+
+# A hopping window's record falls in size / advance windows, each updated for it: past this
+# many, one record would keep a query busy for minutes (Kafka Streams sets no bound).
+MAX_WINDOWS_PER_RECORD = 10_000
+
+
+def check_window(window: ast.WindowExpression) -> None:
+    """Kafka Streams' checks of a window's size and advance (its messages), before anything
+    is built: a zero size or advance would divide by zero on the first record."""
+    if window.kind == "SESSION":
+        if window.size <= 0:
+            raise KsqlStatementException("Gap time (inactivityGapMs) cannot be zero or negative.")
+        return
+    if window.size <= 0:
+        raise KsqlStatementException("Window size (sizeMs) must be larger than zero.")
+    advance = window.advance if window.kind == "HOPPING" else window.size
+    if advance is None or advance <= 0 or advance > window.size:
+        raise KsqlStatementException(
+            "Window advancement interval should be more than zero and less than window duration "
+            f"which is {window.size} ms, but given advancement interval is: {advance} ms")
+    if window.size // advance > MAX_WINDOWS_PER_RECORD:
+        raise KsqlStatementException(
+            f"A HOPPING window of {window.size} ms advancing by {advance} ms puts each record in "
+            f"{window.size // advance} windows; at most {MAX_WINDOWS_PER_RECORD} are supported.")
 
 
 # ======================================================================== CREATE STREAM/TABLE
@@ -61,14 +143,17 @@ def _format_options(props: ast.Properties, which: str, fmt: str, single_column: 
     delimiter = ","
     if delim is not None:
         delimiter = _delimiter(str(delim), which)
-    schema_id = props.get(f"{which}_SCHEMA_ID")
+    schema_id = int_property(props, f"{which}_SCHEMA_ID")
     full_name = props.get(f"{which}_SCHEMA_FULL_NAME")
     if which == "VALUE" and full_name is None:
         full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME")
+    if full_name is not None and not isinstance(full_name, str):
+        raise KsqlException(f"Invalid value {full_name} for property {which}_SCHEMA_FULL_NAME: "
+                            "Expected value to be a string")
     nullable = props.get(f"{which}_PROTOBUF_NULLABLE_REPRESENTATION")
     extra = (("NULLABLE_REPRESENTATION", str(nullable).upper()),) if nullable is not None else ()
     return FormatOptions(wrap_single_value=wrap, delimiter=delimiter,
-                         schema_name=full_name, schema_id=int(schema_id) if schema_id is not None else None,
+                         schema_name=full_name, schema_id=schema_id,
                          extra=extra)
 
 
@@ -159,6 +244,9 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
         raise KsqlStatementException("Windowed sources require a key column.")
     if "KAFKA_TOPIC" not in props:
         raise KsqlException("Missing required property \"KAFKA_TOPIC\" which has no default value.")
+    check_topic_name(str(props.get("KAFKA_TOPIC")))
+    partitions = partitions_property(props, "PARTITIONS", config)
+    replicas = int_property(props, "REPLICAS")
     for which in ("KEY", "VALUE"):
         if f"{which}_SCHEMA_ID" in props and (key_cols if which == "KEY" else value_cols):
             raise KsqlStatementException(
@@ -185,14 +273,12 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
         kind = str(props.get("WINDOW_TYPE")).upper()
         size = props.get("WINDOW_SIZE")
         window = WindowInfo(kind, _parse_window_size(str(size)) if size is not None else None)
-    partitions = props.get("PARTITIONS")
-    replicas = props.get("REPLICAS")
     return DataSource(
         name=stmt.name, kind=stmt.kind, schema=schema, topic=str(props.get("KAFKA_TOPIC")),
         key_format=key_info, value_format=value_info, sql=stmt.text, timestamp_column=ts_col,
         timestamp_format=str(ts_fmt) if ts_fmt is not None else None, window=window,
-        is_source=stmt.is_source, partitions=int(partitions) if partitions is not None else 0,
-        replicas=int(replicas) if replicas is not None else 1)
+        is_source=stmt.is_source, partitions=partitions if partitions is not None else 0,
+        replicas=replicas if replicas is not None else 1)
 
 
 _UNIT_MS = {"MILLISECOND": 1, "SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
@@ -211,7 +297,7 @@ def _infers_key(props: ast.Properties, config: dict[str, Any]) -> bool:
 def _parse_window_size(text: str) -> int:
     """WINDOW_SIZE='10 SECONDS' to milliseconds."""
     parts = text.strip().split()
-    if len(parts) != 2 or not parts[0].isdigit():
+    if len(parts) != 2 or not re.fullmatch("[0-9]{1,15}", parts[0]):
         raise KsqlException(f"Invalid WINDOW_SIZE property : {text}")
     unit = parts[1].upper().rstrip("S")
     if unit not in _UNIT_MS:
@@ -478,6 +564,7 @@ class QueryAnalyzer:
         for i, a in enumerate(aggregates):
             agg_scope.columns[f"KSQL_AGG_VARIABLE_{i}"] = ScopeColumn(f"a{i}", a.return_type)
         if query.window is not None:
+            check_window(query.window)
             for name in ("WINDOWSTART", "WINDOWEND"):
                 agg_scope.columns[name] = ScopeColumn(name.lower(), t.BIGINT)
 
@@ -811,15 +898,20 @@ def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any
     key_info, value_info = _validated_formats(key_fmt, value_fmt, plan.schema, sink_props)
     prefix = config.get("ksql.output.topic.name.prefix", "")
     topic = str(props.get("KAFKA_TOPIC") or f"{prefix}{stmt.name}")
+    check_topic_name(topic, "" if props.get("KAFKA_TOPIC") else (
+        f"\nThe topic of {stmt.kind.lower()} {stmt.name} is named after it: "
+        "give it a valid name with WITH (KAFKA_TOPIC='...')"))
     ts_col = props.get("TIMESTAMP")
     ts_fmt = props.get("TIMESTAMP_FORMAT")
     if ts_col is not None:
         ts_col = _timestamp_column(str(ts_col), plan.schema, ts_fmt)
-    partitions = props.get("PARTITIONS") or config.get("ksql.sink.partitions") or source_partitions
+    partitions = (partitions_property(props, "PARTITIONS", config)
+                  or partitions_property(config, "ksql.sink.partitions", config) or source_partitions)
     # As ksqlDB: the sink is replicated like the source unless told otherwise.
-    replicas = props.get("REPLICAS") or config.get("ksql.sink.replicas") or source_replicas
+    replicas = (int_property(props, "REPLICAS") or int_property(config, "ksql.sink.replicas")
+                or source_replicas)
     return DataSource(
         name=stmt.name, kind=stmt.kind, schema=plan.schema, topic=topic, key_format=key_info,
         value_format=value_info, sql=stmt.text, timestamp_column=ts_col,
         timestamp_format=str(ts_fmt) if ts_fmt is not None else None, window=plan.source.window,
-        partitions=int(partitions), replicas=int(replicas))
+        partitions=partitions, replicas=replicas)

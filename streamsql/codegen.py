@@ -28,6 +28,7 @@ from streamsql import expressions as e
 from streamsql import types as t
 from streamsql.errors import KsqlStatementException
 from streamsql.functions.registry import INTERVAL_UNIT, FunctionRegistry
+from streamsql.functions.safe_regex import SafePattern, like_pattern
 from streamsql.types import ArrayType, BaseType, DecimalType, MapType, SqlType, StructType
 
 # Source text of a literal that cannot be NULL: a number, a quoted string, True/False.
@@ -38,6 +39,9 @@ _COMPARISON_NAMES = {
     ">": "GREATER_THAN", ">=": "GREATER_THAN_OR_EQUAL",
     "IS_DISTINCT_FROM": "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM": "IS_NOT_DISTINCT_FROM",
 }
+# A plain Python name (a column's local, a temporary, a constant in env): read without a
+# temporary.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PY_COMPARE = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 # Decimal arithmetic runs in a context wide enough for DECIMAL(38) intermediates.
@@ -102,13 +106,22 @@ class ExpressionCompiler:
         self._counter[0] += 1
         return f"_t{self._counter[0]}"
 
+    def _bound(self, src: str) -> tuple[str, str]:
+        """(name to read a value by, expression that evaluates it once and binds the name):
+        a plain name is read as it is, anything else goes through a walrus temporary (so
+        generated code over names is the same text wherever it is made)."""
+        if _NAME.fullmatch(src):
+            return src, src
+        tmp = self._tmp()
+        return tmp, f"({tmp} := {src})"
+
     def operand(self, c: Compiled) -> tuple[str, str | None]:
         """(expression to bind the operand, null test) for a null-propagating operator; a
         non-NULL literal needs neither a temporary nor a test."""
         if _NON_NULL_LITERAL.fullmatch(c.src):
             return c.src, None
-        tmp = self._tmp()
-        return tmp, f"({tmp} := {c.src}) is None"
+        name, binding = self._bound(c.src)
+        return name, f"{binding} is None"
 
     def null_guarded(self, operands: list[Compiled], body: Callable[[list[str]], str]) -> str:
         """``None if any operand is NULL else body(operand names)``, each evaluated once."""
@@ -188,7 +201,11 @@ class ExpressionCompiler:
         raise KsqlStatementException(f"Invalid numeric literal: {v}")
 
     def _DecimalLiteral(self, expr: e.DecimalLiteral) -> Compiled:
-        return Compiled(self.const(expr.value, "d"), decimal_type_of(expr.value))
+        decimal_type = decimal_type_of(expr.value)
+        problem = t.decimal_parameters_problem(decimal_type.precision, decimal_type.scale)
+        if problem is not None:  # more digits than any DECIMAL holds
+            raise KsqlStatementException(problem)
+        return Compiled(self.const(expr.value, "d"), decimal_type)
 
     def _DoubleLiteral(self, expr: e.DoubleLiteral) -> Compiled:
         if math.isinf(expr.value):
@@ -245,12 +262,49 @@ class ExpressionCompiler:
         return Compiled(f"(None if ({tmp} := {inner.src}) is None else -{tmp})", inner.type)
 
     def _ArithmeticBinary(self, expr: e.ArithmeticBinary) -> Compiled:
-        left, right = self.compile(expr.left), self.compile(expr.right)
+        return self._arithmetic(expr, expr.op, self.compile(expr.left), self.compile(expr.right))
+
+    def _ArithmeticChain(self, expr: e.ArithmeticChain) -> Compiled:
+        """A long chain, typed step by step from the left as the nested binary tree would be.
+        The code folds the tuple of operand values with one small function per step (nesting
+        each step's code in the next would be too deep for Python to compile); so every
+        operand is evaluated, where the nested form skips the rest after a NULL (the result
+        is the same)."""
+        operands = [self.compile(expr.first)] + [self.compile(x) for _, x in expr.rest]
+        # Each step is the binary operator's code over two names: the running result, _a,
+        # and the next operand, _b, as a small function; a long chain has few distinct ones.
+        acc = Compiled("_a", operands[0].type)
+        steps: list[Callable[[Any, Any], Any]] = []
+        head, first = operands[0].src, 1  # the fold's start, the operand of its first step
+        for i, (op, _) in enumerate(expr.rest, start=1):
+            step = self._arithmetic(_ChainPrefix(expr, i), op, acc, Compiled("_b", operands[i].type))
+            if step.src == "None":
+                # NULL whatever came before (a NULL literal operand): as in the nested form,
+                # the operands so far are not evaluated at all.
+                steps, head, first = [], "None", i + 1
+            else:
+                steps.append(self._step(step.src))
+            acc = Compiled("_a", step.type)
+        if not steps:
+            return Compiled("None", acc.type)
+        values = "".join(c.src + ", " for c in operands[first:])
+        return Compiled(f"_fold({self.const(tuple(steps), 'steps')}, ({head}, {values}))", acc.type)
+
+    def _step(self, src: str) -> Callable[[Any, Any], Any]:
+        """``lambda _a, _b: <src>`` over this compiler's env, one per distinct source."""
+        cache = self.env.setdefault("_step_functions", {})
+        fn = cache.get(src)
+        if fn is None:
+            fn = cache[src] = eval(f"lambda _a, _b: {src}", self.env)  # noqa: S307 - generated from a typed tree
+        return fn
+
+    def _arithmetic(self, expr: object, op: str, left: Compiled, right: Compiled) -> Compiled:
+        """Code for ``left op right``; errors quote ``expr`` (its text is the operation's)."""
         lt, rt = left.type, right.type
-        if lt.base is BaseType.STRING and rt.base is BaseType.STRING and expr.op == "+":
+        if lt.base is BaseType.STRING and rt.base is BaseType.STRING and op == "+":
             a, b = self._tmp(), self._tmp()
             return Compiled(f"(None if ({a} := {left.src}) is None or ({b} := {right.src}) is None else {a} + {b})", t.STRING)
-        for side, ty in ((expr.left, lt), (expr.right, rt)):
+        for ty in (lt, rt):
             if not (ty.is_numeric or ty.is_null):
                 raise KsqlStatementException(
                     f"Error processing expression: {expr}. Unsupported arithmetic types. {lt} {rt}")
@@ -258,10 +312,9 @@ class ExpressionCompiler:
             return Compiled("None", t.NULL)
         if lt.is_null or rt.is_null:
             return Compiled("None", rt if lt.is_null else lt)
-        result = arithmetic_result_type(expr.op, lt, rt)
+        result = arithmetic_result_type(op, lt, rt)
         operands = [Compiled(self.coerce(left, result, loose=True), lt),
                     Compiled(self.coerce(right, result, loose=True), rt)]
-        op = expr.op
         if result.base is BaseType.DECIMAL:
             assert isinstance(result, DecimalType)
             fn = {"+": "_dec_add", "-": "_dec_sub", "*": "_dec_mul", "/": "_dec_div", "%": "_dec_mod"}[op]
@@ -632,16 +685,28 @@ class ExpressionCompiler:
         if src_t == target or src_t.is_null or target.is_null or target.base is BaseType.LAMBDA:
             return c.src
         if target.base is BaseType.DOUBLE and src_t.is_numeric:
-            tmp = self._tmp()
-            return f"(None if ({tmp} := {c.src}) is None else float({tmp}))"
+            name, binding = self._bound(c.src)
+            return f"(None if {binding} is None else float({name}))"
         if target.base is BaseType.DECIMAL and src_t.is_integral:
-            tmp = self._tmp()
-            return f"(None if ({tmp} := {c.src}) is None else _Decimal({tmp}))"
+            name, binding = self._bound(c.src)
+            return f"(None if {binding} is None else _Decimal({name}))"
         if isinstance(target, ArrayType) and isinstance(src_t, ArrayType) and target.item != src_t.item \
                 and target.item.base is BaseType.DOUBLE and src_t.item.is_numeric:
             tmp = self._tmp()
             return f"(None if ({tmp} := {c.src}) is None else [None if _x is None else float(_x) for _x in {tmp}])"
         return c.src
+
+
+class _ChainPrefix:
+    """Prints as the first ``steps`` operations of an ArithmeticChain: the sub-expression an
+    error at that step quotes, as the nested binary tree would. Formatted only if printed."""
+
+    def __init__(self, chain: e.ArithmeticChain, steps: int) -> None:
+        self.chain = chain
+        self.steps = steps
+
+    def __str__(self) -> str:
+        return str(e.ArithmeticChain(self.chain.first, self.chain.rest[:self.steps]))
 
 
 # ==================================================================================== typing
@@ -733,24 +798,11 @@ def _is_constant(expr: e.Expression) -> bool:
         isinstance(expr, e.ArithmeticUnary) and _is_constant(expr.operand))
 
 
-def like_regex(pattern: str, escape: str | None) -> "re.Pattern[str]":
-    """SQL LIKE pattern to a compiled regex (``%`` any run, ``_`` one character)."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if escape is not None and ch == escape and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
+def like_regex(pattern: str, escape: str | None) -> SafePattern:
+    """SQL LIKE pattern (``%`` any run, ``_`` one character) compiled for ``fullmatch`` in
+    linear time: with Python's re, ``'%a%a%a%a%b'`` took 103 s on 400 characters, the whole
+    server blocked (see functions/safe_regex.py)."""
+    return like_pattern(pattern, escape)
 
 
 # ============================================================================ literal parsing
@@ -806,6 +858,7 @@ def install_runtime_helpers(env: dict[str, Any]) -> None:
         _like_regex=_like_regex_cached,
         _in_list=_in_list,
         _not_in_list=_not_in_list,
+        _fold=_fold,
         _parse_temporal=casts.parse_temporal,
         _date_to_ts=casts.date_to_timestamp,
     )
@@ -901,8 +954,16 @@ def _dec_mod(a: Any, b: Any, scale: int) -> Decimal:
 
 
 @functools.lru_cache(maxsize=1024)
-def _like_regex_cached(pattern: str, escape: str | None) -> "re.Pattern[str]":
+def _like_regex_cached(pattern: str, escape: str | None) -> SafePattern:
     return like_regex(pattern, escape)
+
+
+def _fold(steps: tuple, values: tuple) -> Any:
+    """An ArithmeticChain's value: ``steps[i](result so far, values[i + 1])`` from the left."""
+    result = values[0]
+    for step, value in zip(steps, values[1:]):
+        result = step(result, value)
+    return result
 
 
 def _in_list(value: Any, items: tuple) -> bool | None:

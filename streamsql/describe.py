@@ -480,7 +480,7 @@ def _reanalyze(engine: "Engine", sql: str, props: dict[str, Any]) -> Any:
 
 def _explain_statement(engine: "Engine", statement: ast.Statement | None,
                        props: dict[str, Any]) -> dict[str, Any]:
-    from streamsql.analyzer import sink_source
+    from streamsql.analyzer import QueryPlan, sink_source
     from streamsql.runtime.pipeline import build_pipeline
 
     found = _query_of(statement)
@@ -496,9 +496,9 @@ def _explain_statement(engine: "Engine", statement: ast.Statement | None,
         sink = engine.catalog.source(statement.target)
     query_type = "PERSISTENT" if persistent else "PUSH"
     topology = ""
-    if not getattr(plan, "aggregates", None) and not getattr(plan, "groups", None):
+    if type(plan) is QueryPlan:
         # Stateless: the fused pipeline is cheap to generate and shows what would run.
-        # (Aggregations build state stores and internal topics, so they are not built here.)
+        # (Aggregations and joins build state stores and internal topics: not built here.)
         noop = lambda *_: None  # noqa: E731 - nothing runs, nothing to log
         if sink is not None:
             pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),

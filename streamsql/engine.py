@@ -56,6 +56,13 @@ log = logging.getLogger(__name__)
 PROCESSING_LOG_TOPIC = "streamsql_processing_log"
 PROCESSING_LOG_STREAM = "KSQL_PROCESSING_LOG"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A query's id names its internal topics, consumer groups and state directory: characters a
+# topic name may not have (spaces, '/', any non-ASCII) become '_' in the sink's name there.
+_QUERY_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Kafka's longest topic name, and room for the longest suffix the runtime gives a query's
+# internal topics ("-Aggregate-GroupBy-repartition", "-Join-<n>-Right-table-changelog").
+_MAX_TOPIC_NAME = 249
+_INTERNAL_SUFFIX_ROOM = 40
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "auto.offset.reset": "earliest",
@@ -174,6 +181,8 @@ class Engine:
                                              Session(), seq=cmd.get("seq"))
                 except StreamSqlError as exc:
                     log.warning("command %r failed to apply: %s", cmd["sql"], exc)
+                except Exception:  # noqa: BLE001 - last resort: one command must not stop the start
+                    log.exception("internal error applying command %r; skipped", cmd["sql"])
             self._command_offset = batch.offsets[-1] + 1
 
     async def _follow_commands(self) -> None:
@@ -212,11 +221,14 @@ class Engine:
 
     async def _execute_text(self, text: str, properties: dict[str, Any], session: Session,
                             seq: int | None = None) -> list[Result]:
-        from streamsql.parser import parse
+        from streamsql.parser import NO_LIMITS, StatementLimits, parse
 
         text = self._substitute(text, session)
+        # A command replayed from the log was accepted once: a lower limit since must not
+        # lose it.
+        limits = StatementLimits.from_config(self.config) if seq is None else NO_LIMITS
         results = []
-        for stmt in parse(text):
+        for stmt in parse(text, limits):
             if self._follower is not None and seq is None \
                     and not isinstance(stmt, ast.QueryStatement):
                 # A cluster node: apply what the others appended first, then this statement,
@@ -281,8 +293,20 @@ class Engine:
     async def ensure_repartition_topic(self, name: str, partitions: int) -> int:
         """A query's internal repartition topic: kept without a time limit (as Kafka Streams
         does), so records of old event times are not deleted before they are processed."""
+        _check_internal_topic(name)
         return await self._ensure_topic(name, partitions,
                                         config={"cleanup.policy": "delete", "retention.ms": "-1"})
+
+    def _check_internal_names(self, query_id: str, sink: str) -> None:
+        """Refuse a stateful query whose internal topics' names (its id, from the sink's
+        name, and a suffix such as ``-Aggregate-GroupBy-repartition``) would be longer than
+        Kafka allows; each topic is checked again when it is named (``_check_internal_topic``)."""
+        longest = len(self.internal_name(query_id)) + _INTERNAL_SUFFIX_ROOM
+        if longest > _MAX_TOPIC_NAME:
+            raise KsqlStatementException(
+                f"The name {sink} is too long for a stateful query: its internal topics "
+                f"({self.internal_name(query_id)}-...) would be longer than Kafka's limit of "
+                f"{_MAX_TOPIC_NAME} characters. Give the stream or table a shorter name.")
 
     def internal_name(self, query_id: str) -> str:
         """The prefix of a query's internal topics and consumer groups, named as ksqlDB's
@@ -297,6 +321,10 @@ class Engine:
         changelog topic (``streamsql.runtime.task.make_store`` lists the kinds: ``kv`` holds
         any picklable value; ``bytes``, ``json``, ``table`` and the aggregate kinds are
         typed); the query's runner opens and binds it. Otherwise a ``MemoryStore``."""
+        from streamsql.runtime.task import changelog_topic
+
+        # Checked in memory too, so a query is refused alike wherever it runs.
+        _check_internal_topic(changelog_topic(self.internal_name(query_id), name))
         if self.state_dir is None:
             from streamsql.runtime.aggregate import MemoryStore
 
@@ -379,8 +407,8 @@ class Engine:
         now = _now_ms()
         records = [ProducerRecord(None, orjson.dumps({
             "LOGGER": f"processing.{q}", "LEVEL": "ERROR", "TIME": now,
-            "MESSAGE": {"TYPE": 0, "QUERY_ID": q, "TOPIC": t, "PARTITION": p, "OFFSET": o,
-                        "ERRORMESSAGE": r}}), now) for q, t, p, o, r in errs]
+            "MESSAGE": {"TYPE": 0, "QUERY_ID": q, "TOPIC": _text(t), "PARTITION": p, "OFFSET": o,
+                        "ERRORMESSAGE": _text(r)}}), now) for q, t, p, o, r in errs]
         errs.clear()
         await self._ensure_topic(PROCESSING_LOG_TOPIC, 1)
         await self.log.produce(PROCESSING_LOG_TOPIC, records)
@@ -448,11 +476,13 @@ class Engine:
             w = plan.window
             sink = replace(sink, window=WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
                            if w is not None else None)
+        prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
+        query_id = f"{prefix}_{_QUERY_ID_UNSAFE.sub('_', stmt.name)}_{self._next_seq(seq)}"
+        if sink.is_table or isinstance(plan, (AggregatePlan, JoinPlan)):
+            self._check_internal_names(query_id, stmt.name)  # before the sink topic is made
         partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas)
         sink = replace(sink, partitions=partitions)
         register_source_schemas(sink, self.schema_registry, is_sink=True)
-        prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
-        query_id = f"{prefix}_{stmt.name}_{self._next_seq(seq)}"
         # Build before recording: a query that cannot run must not enter the command log.
         stages = await self._build_stages(query_id, plan, sink, props)
         await self._record_command(stmt, props, seq)
@@ -675,16 +705,17 @@ class Engine:
         rowtime = None
         for name, expr in zip(columns, stmt.values):
             if name == "ROWTIME":
-                rowtime = _eval_constant(compiler, expr)
+                rowtime = _insert_step(target, _eval_constant, compiler, expr)
                 continue
             col = target.schema.find(name)
             if col is None:
                 raise KsqlStatementException(f"Column name {name} does not exist.")
-            values[name] = _coerce_value(compiler, expr, col.type, name)
+            values[name] = _insert_step(target, _coerce_value, compiler, expr, col.type, name)
         key = tuple(values.get(c.name) for c in target.schema.key)
         value = tuple(values.get(c.name) for c in target.schema.value_format_columns)
-        kb = self.codec(target, "key").encode(key) if target.schema.key and any(v is not None for v in key) else None
-        vb = self.codec(target, "value").encode(value)
+        kb = _insert_step(target, self.codec(target, "key").encode, key) \
+            if target.schema.key and any(v is not None for v in key) else None
+        vb = _insert_step(target, self.codec(target, "value").encode, value)
         ts = rowtime if rowtime is not None else _now_ms()
         if target.timestamp_column and values.get(target.timestamp_column) is not None \
                 and target.timestamp_format is None:
@@ -1072,13 +1103,64 @@ class Engine:
         raise KsqlStatementException(f"{stmt.action} is not supported yet.")
 
 
+def _text(s: str) -> str:
+    """``s`` as valid UTF-8: a reason may quote the bad value itself (a lone surrogate), which
+    would make the processing log's own record unwritable."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_internal_topic(name: str) -> None:
+    """An internal topic's name is made of the query's id (from the sink's name): one that
+    Kafka would refuse (too long) fails the statement while it is built, before it is run."""
+    from streamsql.analyzer import check_topic_name
+
+    check_topic_name(name, "\nThe query's internal topics are named after its sink: give the "
+                           "stream or table a shorter name.")
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _eval_constant(compiler: ExpressionCompiler, expr: e.Expression) -> Any:
-    c = compiler.compile(expr)
-    return eval(c.src, compiler.env)  # noqa: S307 - generated from a constant expression
+def _insert_step(target: DataSource, step: Any, *args: Any) -> Any:
+    """``step(*args)`` of INSERT VALUES: evaluating a value, converting it to its column's
+    type, serializing the row. A value that cannot be computed (``1/0``), does not fit its
+    column (a DECIMAL's precision) or its format fails the statement as ksqlDB's
+    InsertValuesExecutor reports it: "Failed to insert values into 'S'. <why>"."""
+    try:
+        return step(*args)
+    except StreamSqlError:
+        raise
+    except (ArithmeticError, ValueError) as exc:  # decimal.InvalidOperation, OverflowError too
+        raise KsqlStatementException(f"Failed to insert values into '{target.name}'. {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An evaluation error as ksqlDB words it (Java's ArithmeticException for a division)."""
+    if isinstance(exc, ZeroDivisionError):
+        return "/ by zero"
+    return str(exc) or type(exc).__name__
+
+
+def _eval_constant(compiler: ExpressionCompiler, expr: e.Expression, c: Any = None) -> Any:
+    """A constant expression's value (``c``: its code, if compiled already); a function that
+    fails on it fails the statement (in a query it would give NULL and a processing-log entry;
+    here there is no record to skip)."""
+    c = c if c is not None else compiler.compile(expr)
+    errors = compiler.env["_errs"]
+    try:
+        value = eval(c.src, compiler.env)  # noqa: S307 - generated from a constant expression
+    except (ArithmeticError, ValueError) as exc:
+        raise ValueError(f"Error evaluating expression {expr}: {_reason(exc)}") from None
+    if errors:
+        what, exc = errors[0]
+        errors.clear()
+        raise ValueError(f"Error evaluating expression {expr}: {what}: {_reason(exc)}")
+    return value
 
 
 def _coerce_value(compiler: ExpressionCompiler, expr: e.Expression, type_, name: str) -> Any:
@@ -1088,7 +1170,7 @@ def _coerce_value(compiler: ExpressionCompiler, expr: e.Expression, type_, name:
     from streamsql.types import can_implicitly_cast
 
     c = compiler.compile(expr)
-    value = eval(c.src, compiler.env)  # noqa: S307 - generated from a constant expression
+    value = _eval_constant(compiler, expr, c)
     if value is None or c.type == type_:
         return value
     if can_implicitly_cast(c.type, type_) or (

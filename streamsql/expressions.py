@@ -44,10 +44,13 @@ class Expression:
                                 yield sub
 
     def walk(self) -> Iterator["Expression"]:
-        """This node and every node below it, depth first, pre-order."""
-        yield self
-        for child in self.children():
-            yield from child.walk()
+        """This node and every node below it, depth first, pre-order (without recursion:
+        a wide chain of terms costs no stack)."""
+        stack: list[Expression] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(list(node.children())))
 
     def transform(self, fn: "Callable[[Expression], Expression | None]") -> "Expression":
         """A copy with ``fn`` applied top-down: where ``fn`` returns a node, that node replaces
@@ -167,6 +170,22 @@ class ArithmeticBinary(Expression):
     op: str
     left: Expression
     right: Expression
+
+
+@dataclass(frozen=True)
+class ArithmeticChain(Expression):
+    """``first op1 x1 op2 x2 ...`` folded from the left: the same as the nested
+    ``ArithmeticBinary`` tree ``((first op1 x1) op2 x2) ...`` (it prints, types and evaluates
+    the same), kept flat.
+
+    The parser builds it for long chains only (``a + b + ... + z`` over many terms): a nested
+    tree one level per term would be deeper than Python can recurse through (typing, code
+    generation, formatting, hashing all walk the tree), while a chain of a thousand terms is
+    ordinary SQL. Short chains stay ``ArithmeticBinary``.
+    """
+
+    first: Expression
+    rest: tuple[tuple[str, Expression], ...]  # (op, operand), op one of + - * / %
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,13 @@ def _binary(op: str, left: ex.Expression, right: ex.Expression) -> str:
     return f"({_fmt(left)} {op} {_fmt(right)})"
 
 
+def _chain(expr: ex.ArithmeticChain) -> str:
+    """``((A + B) - C)``: as the nested binary tree it stands for prints."""
+    parts = ["(" * len(expr.rest), _fmt(expr.first)]
+    parts += [f" {op} {_fmt(operand)})" for op, operand in expr.rest]
+    return "".join(parts)
+
+
 def _unary(expr: ex.ArithmeticUnary) -> str:
     value = _fmt(expr.operand)
     if expr.op == "-":
@@ -165,6 +172,7 @@ _FORMATTERS: dict[type, Callable[..., str]] = {
     ex.Subscript: lambda e: f"{_fmt(e.base)}[{_fmt(e.index)}]",
     ex.ArithmeticUnary: _unary,
     ex.ArithmeticBinary: lambda e: _binary(e.op, e.left, e.right),
+    ex.ArithmeticChain: _chain,
     ex.Comparison: lambda e: _binary(_COMPARISON_TEXT.get(e.op, e.op), e.left, e.right),
     ex.And: lambda e: _binary("AND", e.left, e.right),
     ex.Or: lambda e: _binary("OR", e.left, e.right),

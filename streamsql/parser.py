@@ -8,13 +8,23 @@ does while building (numeric literal ranges, KEY vs PRIMARY KEY, type parameters
 Errors are :class:`streamsql.errors.ParseError` with ksqlDB-like messages, always starting
 ``line L:C: Syntax Error`` for syntax errors (1-based line and column, relative to the whole
 script), e.g. ``line 1:33: Syntax Error\\nExpecting {'STRING', INTEGER_VALUE}``.
+
+Limits, so that no text makes a later pass fail with something other than a ParseError or
+take unbounded time: text over ``StatementLimits`` (1 MiB, 25,000 tokens by default; the
+engine's and server's properties change them) is refused, past the length before lark reads
+it; a lone surrogate is refused; expressions and types nest at most ``MAX_NESTING_DEPTH`` levels (every
+later pass walks trees recursively, and Python's recursion is bounded); chains of one
+operator (``a + b + ... + z``, ``a OR b OR ...``) are not nesting and may be as long as the
+text allows: long ones are built flat (``ArithmeticChain``) or balanced (AND, OR).
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import importlib.resources
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -26,9 +36,10 @@ from lark.lexer import PatternStr
 from streamsql import ast
 from streamsql import expressions as ex
 from streamsql import types as t
-from streamsql.errors import ParseError, StreamSqlError
+from streamsql.errors import KsqlException, ParseError, StreamSqlError
 
-__all__ = ["parse", "parse_statement", "parse_expression", "parse_type", "duration_millis"]
+__all__ = ["parse", "parse_statement", "parse_expression", "parse_type", "duration_millis", "check_text",
+           "StatementLimits", "DEFAULT_LIMITS", "NO_LIMITS"]
 
 _START_RULES = ["script", "expression_only", "type_only"]
 
@@ -45,6 +56,83 @@ _UNIT_MILLIS = {
 # say "Syntax error at or near 'X'" instead, as a list of 40 keywords helps nobody.
 _MAX_LISTED_EXPECTED = 8
 
+# Statement text longer than this many characters is refused before parsing (the engine's
+# and the server's property MAX_LENGTH_PROPERTY changes it): parsing costs time and memory
+# in proportion to the text, and no sensible statement comes near 1 MiB.
+DEFAULT_MAX_STATEMENT_LENGTH = 1 << 20
+MAX_LENGTH_PROPERTY = "streamsql.statement.max.length"
+# Nor more tokens than this: parsing costs 10-20 us a token (lark's LALR parser, then the
+# AST), and typing and code generation (and EXPLAIN, again) more, so a megabyte of `1+1+...`
+# would take a minute; 25,000 tokens (a 6,000-term OR, 10,000 INSERT values) take a second
+# or two.
+DEFAULT_MAX_STATEMENT_TOKENS = 25_000
+MAX_TOKENS_PROPERTY = "streamsql.statement.max.tokens"
+
+# How deep expressions and types may nest (a function call's argument, a CASE branch, a CAST
+# operand, a STRUCT<...> field type each go one level down). Every pass after the parser
+# (typing, code generation, formatting, equality and hashing of the frozen nodes) recurses
+# through the tree, so depth costs Python stack; 64 levels is far more than a query needs
+# and well within Python's recursion limit for all of them.
+MAX_NESTING_DEPTH = 64
+
+# Rules of lark's tree that build an expression or a type nested in its parent's: each adds a
+# level of nesting. Wrappers (function_arg, when_clause, struct_field, ...) add none.
+_NESTING_RULES = frozenset({
+    "or_", "and_", "not_", "comparison", "between", "not_between", "in_list", "not_in_list",
+    "like", "not_like", "is_null", "is_not_null", "is_distinct_from", "is_not_distinct_from",
+    "arithmetic_binary", "arithmetic_unary", "subscript", "dereference", "function_call",
+    "simple_case", "searched_case", "cast", "create_array", "create_map", "create_struct",
+    "tuple", "lambda_arg", "array_type", "map_type", "struct_type", "explain_statement",
+})
+
+# Left-deep chains of these rules (``a OR b OR c``, ``a + b - c * d``) are folded into one
+# node of lark's tree before the AST is built: lark's Transformer recurses once per level.
+_CHAIN_RULES = {"arithmetic_binary": "arithmetic_chain", "or_": "or_chain", "and_": "and_chain"}
+
+# Chains of up to this many operators become the usual nested binary nodes (so that common
+# statements have the AST, text and messages they always had); longer ones an ArithmeticChain
+# (one level) or a balanced tree of AND / OR (log2 levels: AND and OR are associative).
+_FLAT_CHAIN_OPERATORS = 8
+
+# An integer token with more digits than this (leading zeros aside) is out of any range
+# ksqlDB accepts; converting it is not even possible past 4300 digits (Python's limit).
+_MAX_INTEGER_DIGITS = 19
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class StatementLimits:
+    """How long a statement's text may be, in characters and in tokens (None: no limit)."""
+
+    length: int | None = DEFAULT_MAX_STATEMENT_LENGTH
+    tokens: int | None = DEFAULT_MAX_STATEMENT_TOKENS
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "StatementLimits":
+        """The limits a configuration sets (MAX_LENGTH_PROPERTY, MAX_TOKENS_PROPERTY; 0 or
+        less: no limit), else the defaults."""
+        return cls(_limit(config, MAX_LENGTH_PROPERTY, DEFAULT_MAX_STATEMENT_LENGTH),
+                   _limit(config, MAX_TOKENS_PROPERTY, DEFAULT_MAX_STATEMENT_TOKENS))
+
+
+DEFAULT_LIMITS = StatementLimits()
+NO_LIMITS = StatementLimits(None, None)
+
+# The token limit of the parse running in this context, read by the post-lexer.
+_TOKEN_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("token_limit", default=None)
+
+
+def _limit(config: dict[str, Any], name: str, default: int) -> int | None:
+    value = config.get(name)
+    if value is None:
+        return default
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise KsqlException(f"Invalid value {value} for configuration {name}: Not a number of type INT") from None
+    return limit if limit > 0 else None
+
 
 class _WholeWords(PostLex):
     """Makes the contextual lexer consider IDENTIFIER in every parser state.
@@ -57,7 +145,19 @@ class _WholeWords(PostLex):
     always_accept = ("IDENTIFIER",)
 
     def process(self, stream: Any) -> Any:
-        return stream
+        limit = _TOKEN_LIMIT.get()
+        return stream if limit is None else _counted(stream, limit)
+
+
+def _counted(stream: Any, limit: int) -> Any:
+    """The tokens of ``stream``, failing at the first one past ``limit`` (counted as lark
+    reads them: a statement that is too long costs no more than the limit to refuse)."""
+    for count, token in enumerate(stream, 1):
+        if count > limit:
+            raise ParseError(
+                f"line {token.line}:{token.column}: Statement is too long: more than {limit} "
+                f"tokens (the '{MAX_TOKENS_PROPERTY}' property)", token.line, token.column, str(token))
+        yield token
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,18 +176,20 @@ def _lark() -> Lark:
 
 
 # ------------------------------------------------------------------------------------ API
-def parse(text: str) -> list[ast.Statement]:
+def parse(text: str, limits: StatementLimits = DEFAULT_LIMITS) -> list[ast.Statement]:
     """Parse a script of ``;``-separated statements (the last ``;`` is optional).
 
-    Each statement's ``text`` is its own source, stripped, without the ``;``.
+    Each statement's ``text`` is its own source, stripped, without the ``;``. Text over
+    ``limits`` is refused, past the length unread (``NO_LIMITS`` for text already accepted
+    once, such as the command log's).
     """
-    tree = _run(text, "script")
+    tree = _run(text, "script", limits)
     return _build(text, tree)
 
 
-def parse_statement(text: str) -> ast.Statement:
+def parse_statement(text: str, limits: StatementLimits = DEFAULT_LIMITS) -> ast.Statement:
     """Parse exactly one statement (a trailing ``;`` is allowed)."""
-    statements = parse(text)
+    statements = parse(text, limits)
     if len(statements) != 1:
         raise ParseError(f"Expected exactly one statement, got {len(statements)}", 1, 1)
     return statements[0]
@@ -111,12 +213,93 @@ def duration_millis(amount: int, unit: str) -> int:
 
 
 # ------------------------------------------------------------------------------ internals
-def _run(text: str, start: str) -> Tree:
+def _run(text: str, start: str, limits: StatementLimits = DEFAULT_LIMITS) -> Tree:
+    check_text(text, limits.length)
     parser = _lark()
+    reset = _TOKEN_LIMIT.set(limits.tokens)
     try:
-        return parser.parse(text, start=start)
+        tree = parser.parse(text, start=start)
     except UnexpectedInput as err:
         raise _with_statement(_syntax_error(parser, text, err), text) from None
+    finally:
+        _TOKEN_LIMIT.reset(reset)
+    _fold_and_measure(tree, text)
+    return tree
+
+
+def check_text(text: str, max_length: int | None = DEFAULT_MAX_STATEMENT_LENGTH) -> None:
+    """Refuse, before lark reads it, text that is too long or is not Unicode (a lone
+    surrogate, which a Python str can hold, cannot be encoded for the command log, a topic
+    or a JSON answer)."""
+    if max_length is not None and len(text) > max_length:
+        line, column = _offset_position(text, max_length)
+        raise ParseError(
+            f"line {line}:{column}: Statement is too long: {len(text)} characters, more than the "
+            f"limit of {max_length} (the '{MAX_LENGTH_PROPERTY}' property)", line, column)
+    surrogate = _LONE_SURROGATE.search(text)
+    if surrogate is not None:
+        line, column = _offset_position(text, surrogate.start())
+        # The message names the character by its code: it must itself be encodable.
+        raise ParseError(
+            f"line {line}:{column}: Invalid character U+{ord(surrogate.group()):04X} "
+            "(a lone surrogate): statement text must be valid Unicode", line, column)
+
+
+def _offset_position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of ``text[offset]``."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _fold_and_measure(tree: Tree, text: str) -> None:
+    """One pass over lark's tree, without recursion, before the AST is built from it.
+
+    Folds each left-deep chain of one operator into a single node (``arithmetic_chain``:
+    first, op, operand, op, operand...; ``or_chain`` / ``and_chain``: the operands), and
+    refuses expressions or types nested deeper than ``MAX_NESTING_DEPTH`` with a ParseError
+    at the first token of the level too many. The depth counted is that of the AST to come:
+    a short chain becomes nested binary nodes, one level per operator.
+    """
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        chain = _CHAIN_RULES.get(node.data)  # type: ignore[arg-type]
+        if chain is not None:
+            operators = _fold_chain(node, chain)
+            depth += operators if operators <= _FLAT_CHAIN_OPERATORS else (
+                1 if chain == "arithmetic_chain" else operators.bit_length())
+        elif node.data in _NESTING_RULES:
+            depth += 1
+        if depth > MAX_NESTING_DEPTH:
+            token = _first_token(node)
+            line, column = (token.line, token.column) if token is not None and token.line else (1, 1)
+            raise _with_statement(ParseError(
+                f"line {line}:{column}: Syntax Error\nExpression too deeply nested: more than "
+                f"{MAX_NESTING_DEPTH} levels", line, column, str(token) if token is not None else None), text)
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+
+
+def _fold_chain(node: Tree, chain: str) -> int:
+    """Turn the left-deep chain of ``node``'s rule below ``node`` into one ``chain`` node, in
+    place; the number of operators in it."""
+    rule = node.data
+    tails: list[list[Any]] = []
+    first: Any = node
+    while isinstance(first, Tree) and first.data == rule:
+        tails.append(first.children[1:])  # [op, operand] or [operand]
+        first = first.children[0]
+    tails.reverse()
+    node.data = chain  # type: ignore[assignment]
+    node.children = [first, *(item for tail in tails for item in tail)]
+    return len(tails)
+
+
+def _first_token(tree: Tree) -> Token | None:
+    """The first token under ``tree`` (for a position), found without recursion."""
+    node: Any = tree
+    while isinstance(node, Tree):
+        node = next((c for c in node.children if c is not None), None)
+    return node if isinstance(node, Token) else None
 
 
 def _build(text: str, tree: Tree) -> Any:
@@ -336,13 +519,16 @@ class _AstBuilder(Transformer):
         return ex.StringLiteral(_unquote_string(token))
 
     def integer(self, token: Token) -> ex.Expression:
-        value = int(token)
+        def error(sign: str) -> ParseError:
+            return _invalid_number(token, sign)
+
+        if _too_many_digits(token):
+            raise error("")
+        value = _digits_value(token)
         literal = ex.IntegerLiteral(value)
         if value > t.BIGINT_MAX:
-            self._pending[id(literal)] = (
-                literal,
-                lambda sign: ParseError(f"Invalid numeric literal: {sign}{token}", token.line, token.column, str(token)),
-            )
+            # valid only as the operand of a minus (-9223372036854775808)
+            self._pending[id(literal)] = (literal, error)
         return literal
 
     def decimal(self, token: Token) -> ex.Expression:
@@ -382,11 +568,11 @@ class _AstBuilder(Transformer):
         raise AssertionError(literal)
 
     # ------------------------------------------------------------------------ expressions
-    def or_(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
-        return ex.Or(left, right)
+    def or_chain(self, *operands: ex.Expression) -> ex.Expression:
+        return _logical_chain(ex.Or, operands)
 
-    def and_(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
-        return ex.And(left, right)
+    def and_chain(self, *operands: ex.Expression) -> ex.Expression:
+        return _logical_chain(ex.And, operands)
 
     def not_(self, operand: ex.Expression) -> ex.Expression:
         return ex.Not(operand)
@@ -428,8 +614,14 @@ class _AstBuilder(Transformer):
     def is_not_distinct_from(self, left: ex.Expression, right: ex.Expression) -> ex.Expression:
         return ex.Comparison("IS_NOT_DISTINCT_FROM", left, right)
 
-    def arithmetic_binary(self, left: ex.Expression, op: Token, right: ex.Expression) -> ex.Expression:
-        return ex.ArithmeticBinary(str(op), left, right)
+    def arithmetic_chain(self, first: ex.Expression, *rest: Any) -> ex.Expression:
+        pairs = tuple((str(rest[i]), rest[i + 1]) for i in range(0, len(rest), 2))
+        if len(pairs) > _FLAT_CHAIN_OPERATORS:
+            return ex.ArithmeticChain(first, pairs)
+        result = first
+        for op, operand in pairs:
+            result = ex.ArithmeticBinary(op, result, operand)
+        return result
 
     def arithmetic_unary(self, op: Token, operand: ex.Expression) -> ex.Expression:
         if str(op) == "-" and isinstance(operand, (ex.IntegerLiteral, ex.DecimalLiteral, ex.DoubleLiteral)):
@@ -531,7 +723,12 @@ class _AstBuilder(Transformer):
         if upper == "DECIMAL" and name.type == "IDENTIFIER":
             if len(given) != 2 or any(p.type != "INTEGER_VALUE" for p in given):
                 raise _syntax_error_at(given[0] if given else name, reason="DECIMAL requires a precision and a scale: DECIMAL(p, s)")
-            return t.DecimalType(int(given[0]), int(given[1]))
+            precision, scale = _int_value(given[0]), _int_value(given[1])
+            problem = t.decimal_parameters_problem(precision, scale)
+            if problem is not None:
+                raise ParseError(f"line {given[0].line}:{given[0].column}: {problem}",
+                                 given[0].line, given[0].column, str(given[0]))
+            return t.DecimalType(precision, scale)
         if upper in ("STRING", "VARCHAR") and name.type == "IDENTIFIER" and [str(p).upper() for p in given] == ["STRING"]:
             return t.STRING  # VARCHAR(STRING): ksqlDB's spelled-out form of STRING
         if given:
@@ -707,7 +904,7 @@ class _AstBuilder(Transformer):
         return True
 
     def print_interval(self, value: Token) -> int:
-        return int(value)
+        return _int_value(value)
 
     def run_script(self, path: Token) -> ast.Statement:
         return ast.RunScript(_unquote_string(path))
@@ -804,7 +1001,10 @@ class _AstBuilder(Transformer):
         return millis
 
     def duration(self, amount: Token, unit: str) -> int:
-        return duration_millis(int(amount), unit)
+        millis = duration_millis(_int_value(amount), unit)
+        if millis > t.BIGINT_MAX:
+            raise _invalid_number(amount, reason=f"Duration out of range: {amount} {unit}")
+        return millis
 
     def where_clause(self, expr: ex.Expression) -> ex.Expression:
         return expr
@@ -824,13 +1024,14 @@ class _AstBuilder(Transformer):
         return str(what).upper()
 
     def limit_clause(self, value: Token) -> int:
-        return int(value)
+        return _int_value(value)
 
 
 # ------------------------------------------------------------------------------- helpers
 # Pieces of SQL text, just fine enough to tell comments and blanks from everything else.
+# Quoted pieces are "unrolled" (see STRING in the grammar): no backtrack entry per character.
 _TEXT_PIECES = re.compile(
-    r"""'(?:[^']|'')*'?|`(?:[^`]|``)*`?|"(?:[^"]|"")*"?|--[^\n]*|/\*.*?(?:\*/|$)|\s+|[^'`"\s/;-]+|.""",
+    r"""'[^']*(?:''[^']*)*'?|`[^`]*(?:``[^`]*)*`?|"[^"]*(?:""[^"]*)*"?|--[^\n]*|/\*.*?(?:\*/|$)|\s+|[^'`"\s/;-]+|.""",
     re.S,
 )
 
@@ -846,6 +1047,48 @@ def _significant_text(text: str, start: int, end: int) -> str:
             first = match.start()
         last = match.end()
     return "" if first is None else text[first:last]
+
+
+def _too_many_digits(token: Token) -> bool:
+    return len(str(token).lstrip("0")) > _MAX_INTEGER_DIGITS
+
+
+def _invalid_number(token: Token, sign: str = "", reason: str | None = None) -> ParseError:
+    """ksqlDB's "Invalid numeric literal", where the literal is (a very long one cut short)."""
+    text = str(token)
+    shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+    message = reason or f"Invalid numeric literal: {sign}{shown}"
+    return ParseError(f"line {token.line}:{token.column}: {message}", token.line, token.column, shown)
+
+
+def _int_value(token: Token) -> int:
+    """An INTEGER_VALUE token that is not an expression (LIMIT, a window size, a type's
+    parameter) as an int; out of BIGINT's range is ksqlDB's "Invalid numeric literal"."""
+    if _too_many_digits(token) or _digits_value(token) > t.BIGINT_MAX:
+        raise _invalid_number(token)
+    return _digits_value(token)
+
+
+def _digits_value(token: Token) -> int:
+    """The value of a token of digits (leading zeros do not count towards Python's limit on
+    the digits of an int conversion)."""
+    return int(str(token).lstrip("0") or "0")
+
+
+def _logical_chain(kind: type, operands: tuple[ex.Expression, ...]) -> ex.Expression:
+    """AND / OR over ``operands``: nested from the left as ksqlDB builds them when few, else
+    a balanced tree (AND and OR are associative, in three-valued logic too), so that a long
+    chain is only log2(n) levels deep. Built without recursion."""
+    if len(operands) - 1 <= _FLAT_CHAIN_OPERATORS:
+        result = operands[0]
+        for operand in operands[1:]:
+            result = kind(result, operand)
+        return result
+    level = list(operands)
+    while len(level) > 1:
+        pairs = [kind(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = pairs + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
 
 
 def _unquote_string(token: Token) -> str:

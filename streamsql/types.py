@@ -82,6 +82,27 @@ class SqlType:
 _NUMERIC = frozenset({BaseType.INTEGER, BaseType.BIGINT, BaseType.DOUBLE, BaseType.DECIMAL})
 
 
+# The largest precision a DECIMAL type may be declared with. ksqlDB's own arithmetic stops at
+# 38 digits, but it accepts wider declared types (QTT: DECIMAL(50, 30) is a valid column);
+# past this bound there is no sensible use and the decimal machinery's contexts overflow.
+DECIMAL_MAX_PRECISION = 1000
+
+
+def decimal_parameters_problem(precision: int, scale: int) -> str | None:
+    """ksqlDB's message for DECIMAL(precision, scale) it refuses (DecimalUtil's checks), or
+    None for a valid pair."""
+    shown = f"DECIMAL({precision},{scale})"
+    if precision < 1:
+        return f"DECIMAL precision must be >= 1: {shown}"
+    if scale < 0:
+        return f"DECIMAL scale must be non-negative: {shown}"
+    if precision > DECIMAL_MAX_PRECISION:
+        return f"DECIMAL precision must be <= {DECIMAL_MAX_PRECISION}: {shown}"
+    if scale > precision:
+        return f"DECIMAL scale must be less than or equal to precision: {shown}"
+    return None
+
+
 @dataclass(frozen=True)
 class DecimalType(SqlType):
     """DECIMAL(precision, scale)."""

@@ -210,3 +210,24 @@ def test_push_query_streams_new_rows(tmp_path: Path) -> None:
         assert sorted(rows) == [("u0", "/p0"), ("u2", "/p2")]
         await _close(log, engine)
     asyncio.run(main())
+
+
+def test_a_column_name_is_text_in_generated_code_never_code(tmp_path: Path) -> None:
+    """Column names are written into the generated pipeline (its processing-log messages):
+    a crafted quoted name must stay a string there, not become code that runs."""
+    import ast as python_ast
+
+    alias = "x' + str(__import__('os').getpid()) + '"
+
+    async def main() -> str:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS + f'CREATE STREAM INJ AS SELECT user_id, ms / 0 AS "{alias}" '
+                                         "FROM pageviews;")
+        [runners] = [rs for qid, rs in engine.runners.items() if "INJ" in qid]
+        source = runners[0].stage.pipeline.source
+        await _close(log, engine)
+        return source
+
+    source = asyncio.run(main())
+    names = {n.id for n in python_ast.walk(python_ast.parse(source)) if isinstance(n, python_ast.Name)}
+    assert "__import__" not in names and alias in source.replace("\\'", "'")

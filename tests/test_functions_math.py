@@ -349,3 +349,11 @@ def test_generate_series():
     for step in (0, -1):
         with pytest.raises(Exception):
             fn("GENERATE_SERIES", I, I, I)(1, 5, step)
+
+
+def test_a_huge_series_fails_instead_of_taking_the_memory() -> None:
+    from streamsql.functions.math import generate_series
+
+    with pytest.raises(ValueError, match="over the limit"):
+        generate_series(0, 2**62)
+    assert generate_series(1, 3) == [1, 2, 3]

@@ -316,3 +316,12 @@ def test_encode_as_encode_json():
 def test_unknown_function_and_bad_arguments_are_rejected():
     with pytest.raises(KsqlStatementException, match="does not accept parameters"):
         default_registry().resolve("UCASE", [I])
+
+
+def test_padding_to_a_huge_length_fails_instead_of_taking_the_memory() -> None:
+    from streamsql.functions.string import lpad, rpad
+
+    for fn in (lpad, rpad):
+        with pytest.raises(ValueError, match="over the limit"):
+            fn("a", 2**31 - 1, "x")
+        assert fn("a", 3, "x") in ("xxa", "axx")

@@ -67,9 +67,16 @@ _CONNECT_TYPES = {
 
 
 # ============================================================================ schema -> SQL
+# Deeper than this, a JSON schema is taken for a recursive one (a $ref cycle). Above what the
+# deepest SQL type a statement may declare (streamsql.parser.MAX_NESTING_DEPTH, 64 levels)
+# takes in its own schema (two levels a type: a nullable type is a oneOf), so a type reads
+# back from its schema as it was declared.
+_MAX_SCHEMA_DEPTH = 4 * 64 + 8
+
+
 def json_schema_to_sql(node: Any, root: Any, depth: int = 0) -> SqlType:
     """The SQL type of a JSON schema node."""
-    if depth > 64:
+    if depth > _MAX_SCHEMA_DEPTH:
         raise KsqlException("Recursive JSON schema not supported")
     if node is True or node == {} or not isinstance(node, dict):
         return STRING

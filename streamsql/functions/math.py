@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from streamsql import types as t
 from streamsql.errors import KsqlStatementException
-from streamsql.functions.registry import udf
+from streamsql.functions.registry import MAX_RESULT_SIZE, udf
 from streamsql.types import BaseType, DecimalType, SqlType
 
 _INF = float("inf")
@@ -660,7 +660,11 @@ def _series(start: int, end: int, step: int) -> list[int]:
     diff = end - start
     if diff > 0 and step < 0 or diff < 0 and step > 0:
         raise ValueError("GENERATE_SERIES step has wrong sign")
-    return list(range(start, end + (1 if step > 0 else -1), step))
+    values = range(start, end + (1 if step > 0 else -1), step)
+    if len(values) > MAX_RESULT_SIZE:
+        raise ValueError(f"GENERATE_SERIES of {len(values)} values is over the limit of "
+                         f"{MAX_RESULT_SIZE}")
+    return list(values)
 
 
 @udf("GENERATE_SERIES", "ARRAY<INTEGER>", [("start", "INTEGER"), ("end", "INTEGER")])

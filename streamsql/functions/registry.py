@@ -69,6 +69,11 @@ class Spec:
         raise AssertionError(self.kind)
 
 
+# The most characters or elements a scalar function builds for one record (LPAD to 2^31,
+# GENERATE_SERIES over the whole BIGINT range): past it the call fails (NULL and a
+# processing-log entry) instead of taking the process's memory.
+MAX_RESULT_SIZE = 10_000_000
+
 _TOKEN = re.compile(r"\s*(->|[A-Za-z_][A-Za-z_0-9]*|\d+|[<>(),])")
 
 

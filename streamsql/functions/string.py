@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import AnyStr, Callable
 
 from streamsql.functions.bytes import BYTES_ENCODERS, STRING_DECODERS
-from streamsql.functions.registry import udf
+from streamsql.functions.registry import MAX_RESULT_SIZE, udf
 from streamsql.functions.safe_regex import SafePattern
 
 # ----------------------------------------------------------------------------- Java regexes
@@ -482,6 +482,8 @@ def split_to_map(value: str | None, entry_delim: str | None,
 
 # ------------------------------------------------------------------------------- LPAD, RPAD
 def _pad_args_ok(value: AnyStr | None, size: int | None, padding: AnyStr | None) -> bool:
+    if size is not None and size > MAX_RESULT_SIZE:
+        raise ValueError(f"length {size} is over the limit of {MAX_RESULT_SIZE}")
     return value is not None and size is not None and size >= 0 and bool(padding)
 
 

@@ -13,6 +13,12 @@ def explode(array: list[Any] | None) -> list[Any]:
     return [] if array is None else array
 
 
+# CUBE_EXPLODE's rows double with each column: past this many columns one record would
+# emit millions of rows (and keep its query busy for ever): the record's call fails instead
+# (no rows, and the processing log says why).
+MAX_CUBE_COLUMNS = 16
+
+
 @udtf("CUBE_EXPLODE", "ARRAY<T>", [("columns", "ARRAY<T>")])
 def cube_explode(columns: list[Any] | None) -> list[list[Any]]:
     """Takes an array of columns and outputs all combinations of them, each column either
@@ -20,6 +26,9 @@ def cube_explode(columns: list[Any] | None) -> list[list[Any]]:
     if columns is None:
         return []
     n = len(columns)
+    if n > MAX_CUBE_COLUMNS:
+        raise ValueError(f"CUBE_EXPLODE takes at most {MAX_CUBE_COLUMNS} columns "
+                         f"({1 << MAX_CUBE_COLUMNS} combinations), got {n}")
     null_mask = 0
     for i, c in enumerate(columns):
         if c is None:
