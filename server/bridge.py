@@ -17,6 +17,7 @@ between; the GIL hands the HTTP thread the interpreter at least every switch int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
@@ -74,6 +75,7 @@ class LoopBridge:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.on_shutdown is not None:
-                    self.engine_loop.call_soon_threadsafe(self.on_shutdown)
+                    with contextlib.suppress(RuntimeError):  # the engine's loop has ended
+                        self.engine_loop.call_soon_threadsafe(self.on_shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

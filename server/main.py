@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -276,13 +277,19 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
 
     threading.Thread(target=http_main, name="streamsql-http", daemon=True).start()
     stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([served, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if not served.done():
-        app.push_queries.close_all()  # open streams would hold the graceful shutdown
-        http_loop.call_soon_threadsafe(http_stop.set)
-    else:
+    try:
+        await asyncio.wait([served, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not served.done():
+            app.push_queries.close_all()  # open streams would hold the graceful shutdown
+            http_loop.call_soon_threadsafe(http_stop.set)
+        await served
+    finally:
         stopping.cancel()
-    await served
+        if not served.done():
+            # Cancelled: the HTTP thread stops too (without waiting for it; its loop may
+            # have closed meanwhile).
+            with contextlib.suppress(RuntimeError):
+                http_loop.call_soon_threadsafe(http_stop.set)
 
 
 def _advertised(url: str) -> str:
