@@ -243,7 +243,10 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
     from streamsql.server.bridge import LoopBridge
     from streamsql.server.http import fix_hypercorn_h2_flow_control
 
-    fix_hypercorn_h2_flow_control()  # (a stalled HTTP/2 client would be buffered for)
+    fix_hypercorn_h2_flow_control()  # (else a stalled HTTP/2 client is buffered without bound)
+    # The HTTP thread waits for the GIL at most this long while queries compute (Python's
+    # default is 5 ms; each request needs it a few times).
+    sys.setswitchinterval(0.001)
     engine_loop = asyncio.get_running_loop()
     bridge = LoopBridge(app, engine_loop, frozenset({"/info"}), app.push_queries.close_all)
     http_loop = asyncio.new_event_loop()
