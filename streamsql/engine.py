@@ -437,7 +437,8 @@ class Engine:
                     f"Cannot add {stmt.kind.lower()} '{stmt.name}': CREATE OR REPLACE is not supported on "
                     f"source {existing.kind.lower()}s.")
         source = analyze_create_source(stmt, self.catalog, props, schema_registry=self.schema_registry)
-        partitions = await self._ensure_topic(source.topic, source.partitions, source.replicas, must_exist=True)
+        partitions = await self._ensure_topic(source.topic, source.partitions, source.replicas,
+                                              must_exist=True, config=_topic_config(stmt.properties))
         register_source_schemas(source, self.schema_registry, is_sink=False)
         source = replace(source, partitions=partitions)
         await self._record_command(stmt, props, seq)
@@ -480,7 +481,8 @@ class Engine:
         query_id = f"{prefix}_{_QUERY_ID_UNSAFE.sub('_', stmt.name)}_{self._next_seq(seq)}"
         if sink.is_table or isinstance(plan, (AggregatePlan, JoinPlan)):
             self._check_internal_names(query_id, stmt.name)  # before the sink topic is made
-        partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas)
+        partitions = await self._ensure_topic(sink.topic, sink.partitions, sink.replicas,
+                                              config=_topic_config(stmt.properties))
         sink = replace(sink, partitions=partitions)
         register_source_schemas(sink, self.schema_registry, is_sink=True)
         # Build before recording: a query that cannot run must not enter the command log.
@@ -1111,6 +1113,20 @@ def _text(s: str) -> str:
         return s
     except UnicodeEncodeError:
         return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _topic_config(properties: ast.Properties) -> dict[str, str] | None:
+    """The config of a topic a statement creates: ksqlDB's ``RETENTION_MS`` as the topic's
+    ``retention.ms`` (the log deletes older records), else the log's defaults."""
+    retention = properties.get("RETENTION_MS")
+    if retention is None:
+        return None
+    try:
+        millis = int(retention)
+    except (TypeError, ValueError):
+        raise KsqlException(f"Invalid value {retention} for property RETENTION_MS: "
+                            "Not a number of type BIGINT") from None
+    return {"retention.ms": str(millis)}
 
 
 def _check_internal_topic(name: str) -> None:

@@ -231,3 +231,25 @@ def test_a_column_name_is_text_in_generated_code_never_code(tmp_path: Path) -> N
     source = asyncio.run(main())
     names = {n.id for n in python_ast.walk(python_ast.parse(source)) if isinstance(n, python_ast.Name)}
     assert "__import__" not in names and alias in source.replace("\\'", "'")
+
+
+def test_retention_ms_in_the_with_clause_becomes_the_topics_retention(tmp_path: Path) -> None:
+    """ksqlDB's RETENTION_MS: the topic it creates keeps records that long; the log deletes
+    older ones (whole closed segments, by record timestamp)."""
+    async def main() -> tuple[dict, int]:
+        log = EmbeddedLog(tmp_path, segment_bytes=500)
+        engine = Engine(log)
+        await engine.start()
+        await engine.execute("CREATE STREAM R (A INT) WITH (KAFKA_TOPIC='r', PARTITIONS=1, "
+                             "VALUE_FORMAT='JSON', RETENTION_MS=60000);")
+        config = dict((await log.describe_topic("r")).config)
+        for i in range(40):
+            await log.produce("r", [ProducerRecord(None, b'{"A": 1}', 1000 + i)])
+        await log.produce("r", [ProducerRecord(None, b'{"A": 2}', 10**12)])
+        await log.apply_retention(10**12)
+        begin = (await log.begin_offsets("r"))[0]
+        await _close(log, engine)
+        return config, begin
+
+    config, begin = asyncio.run(main())
+    assert config["retention.ms"] == "60000" and begin > 0
