@@ -1003,3 +1003,28 @@ def test_kill_9_during_compaction_loses_nothing_acknowledged(tmp_path):
         rounds = {int(v[1:]) for _, v in state.values()}
         assert len(state) == 20 and min(rounds) >= acked[-1], (acked[-1], rounds)
         next_round = max(rounds) + 1
+
+
+def test_a_segment_closed_while_timestamps_are_read_waits_for_the_next_round(tmp_path, monkeypatch):
+    """Retention reads closed segments' timestamps on a thread; a segment that closes
+    meanwhile has none yet and must not pass for an empty one (and be deleted)."""
+    from streamsql.runtime.log import cleaner as cleaner_module
+
+    async def go():
+        log = EmbeddedLog(tmp_path, segment_bytes=500, retention_check_ms=None)
+        await log.create_topic("t", config={"retention.ms": "1000"})
+        await _fill(log, "t", 20, 1)  # old
+        real = asyncio.to_thread
+
+        async def then_write(fn, *args):
+            result = await real(fn, *args)
+            await _fill(log, "t", 20, 10**12)  # new records close the active segment
+            return result
+        monkeypatch.setattr(cleaner_module.asyncio, "to_thread", then_write)
+        await log.apply_retention(10**12)
+        offs, _, _ = await fetch_all(log, "t")
+        await log.close()
+        return offs
+
+    offs = run(go())
+    assert offs[-20:] == list(range(20, 40))  # every new record is still there

@@ -172,6 +172,8 @@ class LogCleaner:
                         # Reading a segment's timestamps is I/O: off the event loop.
                         await asyncio.to_thread(lambda: [s.scan_max_timestamp() for s in unknown])
                 closed = part.segments[:-1]  # (the loop ran meanwhile)
+                if policy.retention_ms >= 0:
+                    closed = _read(closed)
                 n = expired_prefix([s.size for s in closed], [s.max_timestamp for s in closed],
                                    sum(s.size for s in part.segments), now, policy)
                 if n:
@@ -205,7 +207,7 @@ class LogCleaner:
         unknown = [s for s in closed if not s.timestamps_known]
         if unknown:
             await asyncio.to_thread(lambda: [s.scan_max_timestamp() for s in unknown])
-        closed = part.segments[:-1]
+        closed = _read(part.segments[:-1])
         # Only a prefix of the log is cleaned: from the first segment too young, none are.
         lag_cutoff = now - policy.min_compaction_lag_ms
         cleanable: list[Segment] = []
@@ -241,6 +243,16 @@ class LogCleaner:
             logger.info("embedded log: compacted %s-%d: %d records removed", part.topic,
                         part.index, removed)
         return removed
+
+
+def _read(segments: list[Segment]) -> list[Segment]:
+    """The leading ``segments`` whose timestamps have been read: a segment closed while the
+    others were being read is left for the next round (its None timestamp would pass for an
+    empty segment's)."""
+    for i, seg in enumerate(segments):
+        if not seg.timestamps_known:
+            return segments[:i]
+    return segments
 
 
 @dataclass
