@@ -144,6 +144,9 @@ class AggregateStage:
 
     # All its state is in its stores and task contexts: it can run exactly-once.
     exactly_once = True
+    # Topics only this stage reads, purged as it commits (StageRunner._purge): its
+    # repartition topic.
+    purged_inputs: tuple[str, ...] = ()
 
     def __init__(self, name: str, source_topic: str, sink_topic: str, plan: AggregatePlan,
                  key_codec: Codec, value_codec: Codec, sink_key_codec: Codec, sink_value_codec: Codec,
@@ -550,4 +553,5 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
     second = AggregateStage(f"{query_id}-aggregate", repartition, sink.topic, plan, key_codec, value_codec,
                             engine.codec(sink, "key"), engine.codec(sink, "value"), project, plog,
                             store, window, props, pending_store=pending)
+    second.purged_inputs = (repartition,)
     return [first, second]

@@ -266,6 +266,9 @@ class JoinStage:
 
     # All its state is in its stores and task contexts: it can run exactly-once.
     exactly_once = True
+    # Topics only this stage reads, purged as it commits (StageRunner._purge): its
+    # repartition topics.
+    purged_inputs: tuple[str, ...] = ()
 
     def __init__(self, name: str, left_topic: str, right_topic: str, sink_topic: str, plan: JoinPlan,
                  codecs: tuple[Any, Any, Any, Any], sink_key_codec: Any, sink_value_codec: Any,
@@ -802,6 +805,8 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
                      (codecs[0], codecs[1], codecs[2], codecs[3]), out_key, out_value, project,
                      _step_stores(engine, query_id, plan), per_task=engine.state_dir is not None,
                      rekey=rekey, plog=engine._processing_logger(query_id))
+    if not direct:
+        join.purged_inputs = tuple(topics)
     if final and sink_ts_column is not None:
         names = [c.name for c in plan.value]
         if sink_ts_column in names:

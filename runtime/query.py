@@ -94,6 +94,10 @@ class MaterializingStage:
     def exactly_once(self) -> bool:
         return bool(getattr(self.inner, "exactly_once", False))
 
+    @property
+    def purged_inputs(self) -> tuple[str, ...]:
+        return tuple(getattr(self.inner, "purged_inputs", ()))
+
     def task_extra(self, partition: int) -> Any:
         extra = getattr(self.inner, "task_extra", None)
         return extra(partition) if extra is not None else None
@@ -529,6 +533,23 @@ class StageRunner:
             commits.update(offsets)
             done.append((p, offsets))
         await self._consumer.commit(commits, self._offset_metadata(done))
+        await self._purge(commits)
+
+    async def _purge(self, commits: dict[tuple[str, int], int]) -> None:
+        """Delete what this stage has read and committed of the repartition topics it alone
+        reads (Kafka Streams purges them so after each commit): nothing will read it again."""
+        purged = getattr(self.stage, "purged_inputs", ())
+        if not purged:
+            return
+        by_topic: dict[str, dict[int, int]] = {}
+        for (topic, p), offset in commits.items():
+            if topic in purged:
+                by_topic.setdefault(topic, {})[p] = offset
+        for topic, offsets in by_topic.items():
+            try:
+                await self.log.delete_records(topic, offsets)
+            except Exception:  # noqa: BLE001 - purging is housekeeping: the next commit retries
+                log.warning("%s: could not purge %s", self.stage.name, topic, exc_info=True)
 
     async def _transaction(self, work: list[list[RecordBatch]]) -> None:
         """``_batches`` in one Kafka transaction, input offsets committed in it as this
@@ -568,6 +589,7 @@ class StageRunner:
         if tasks is not None:
             for p, offsets in done:
                 await tasks.commit(p, offsets)
+        await self._purge(commits)
 
 
 class NotAMember(Exception):

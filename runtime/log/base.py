@@ -211,6 +211,12 @@ class Log(ABC):
     @abstractmethod
     async def begin_offsets(self, topic: str) -> list[int]: ...
 
+    async def delete_records(self, topic: str, offsets: dict[int, int]) -> None:
+        """Records before ``offsets[p]`` of each partition may go (Kafka's DeleteRecords):
+        a query's repartition topic once its reader has committed past them. Backends that
+        cannot keep them until retention does (the default)."""
+        return None
+
     @abstractmethod
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         """The group's committed next-offsets for a topic, by partition."""
@@ -298,6 +304,9 @@ class LogView(Log):
 
     async def begin_offsets(self, topic: str) -> list[int]:
         return await self.inner.begin_offsets(topic)
+
+    async def delete_records(self, topic: str, offsets: dict[int, int]) -> None:
+        await self.inner.delete_records(topic, offsets)
 
     async def committed(self, group: str, topic: str) -> dict[int, int]:
         return await self.inner.committed(group, topic)

@@ -191,7 +191,7 @@ class _Partition:
         del self.bases[:n]
         if self.log._fsync and self.dir is not None:
             fsync_dir(self.dir)
-        logger.info("embedded log: retention deleted %d segment(s) of %s-%d; log start offset %d",
+        logger.info("embedded log: deleted %d segment(s) of %s-%d; log start offset %d",
                     n, self.topic, self.index, self.begin)
         return n
 
@@ -453,6 +453,24 @@ class EmbeddedLog(Log):
     def partitions_of(self, topic: str) -> list[_Partition]:
         t = self._topics.get(topic)
         return list(t.partitions) if t is not None else []
+
+    async def delete_records(self, topic: str, offsets: dict[int, int]) -> None:
+        """Delete the closed segments wholly before ``offsets[p]`` (Kafka's DeleteRecords,
+        by whole segments: the log start moves to the first segment still needed)."""
+        self._check_open()
+        t = self._topics.get(topic)
+        if t is None:
+            return
+        for p, offset in offsets.items():
+            if not 0 <= p < len(t.partitions):
+                continue
+            part = t.partitions[p]
+            closed = part.segments[:-1]
+            n = 0
+            while n < len(closed) and closed[n].next_offset <= offset:
+                n += 1
+            if n:
+                part.delete_oldest(closed[:n])
 
     async def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete the segments past their topic's retention now (the cleaner does it every
