@@ -181,7 +181,8 @@ class StageRunner:
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None,
                  tasks: Any = None, fences: Any = None, transaction: Any = None,
-                 idle_ms: int = 0, placement: TaskPlacement | None = None) -> None:
+                 idle_ms: int = 0, placement: TaskPlacement | None = None,
+                 purge_interval_ms: int = 0) -> None:
         self.stage = stage
         # How a cluster's group places the stage's tasks (standbys, warm-ups): read by the
         # consumer (see ``RebalanceListener``).
@@ -213,6 +214,10 @@ class StageRunner:
         # An assignment that could not be taken up (see ``assigned``).
         self._assign_failure: Exception | None = None
         self.processed = 0
+        # Kafka Streams' repartition.purge.interval.ms: how often consumed repartition
+        # records are deleted (see ``_purge``).
+        self.purge_interval = purge_interval_ms / 1000
+        self._purged_at = -float("inf")
         # Throughput: processed count at the start of the current measuring interval.
         self._rate_mark = (time.monotonic(), 0)
         self._rate = 0.0
@@ -541,6 +546,10 @@ class StageRunner:
         purged = getattr(self.stage, "purged_inputs", ())
         if not purged:
             return
+        now = time.monotonic()
+        if now - self._purged_at < self.purge_interval:
+            return
+        self._purged_at = now
         by_topic: dict[str, dict[int, int]] = {}
         for (topic, p), offset in commits.items():
             if topic in purged:

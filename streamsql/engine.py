@@ -572,6 +572,10 @@ class Engine:
             self._rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
         # Kafka Streams' max.task.idle.ms: how long a join task waits for a caught-up input.
         idle_ms = int(_streams_prop(props, "max.task.idle.ms", 0))
+        # Kafka Streams' repartition.purge.interval.ms (30 s: each purge is a broker request);
+        # the embedded log's is a local check, so it purges at every commit.
+        purge_ms = int(_streams_prop(props, "repartition.purge.interval.ms",
+                                     30_000 if self.distributed else 0))
         runners = []
         base = self.internal_name(query.query_id)
         for i, stage in enumerate(stages):
@@ -591,7 +595,7 @@ class Engine:
             runners.append(StageRunner(stage, group, self.log, reset,
                                        after_batch=self.flush_processing_log, tasks=tasks,
                                        fences=self.fences, transaction=txn, idle_ms=idle_ms,
-                                       placement=placement))
+                                       placement=placement, purge_interval_ms=purge_ms))
         return runners
 
     def _placement(self, props: dict[str, Any], stage: Stage, tasks: Any) -> TaskPlacement:

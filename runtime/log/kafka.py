@@ -39,7 +39,7 @@ import time
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import ConnectionGroup, CoordinationType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -237,6 +237,14 @@ class KafkaLog(Log):
         self._partitions.pop(name, None)
         for tp in [tp for tp in self._readers if tp[0] == name]:
             await self._readers.pop(tp).close()
+
+    async def delete_records(self, topic: str, offsets: dict[int, int]) -> None:
+        """Kafka's DeleteRecords: the partitions' log start offsets move to ``offsets``."""
+        await self._start()
+        assert self._admin is not None
+        request = {TopicPartition(topic, p): RecordsToDelete(before_offset=offset)
+                   for p, offset in offsets.items()}
+        await self._admin.delete_records(request)
 
     async def _metadata(self, names: list[str] | None) -> list[dict]:
         assert self._admin is not None
