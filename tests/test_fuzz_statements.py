@@ -457,30 +457,27 @@ async def _new_engine(inner: Any = None) -> tuple[Any, Any, Any]:
     return engine, driving, inner
 
 
+@contextlib.asynccontextmanager
+async def _stream_s() -> Any:
+    """An engine (see ``_new_engine``) with the stream ``_S``, closed afterwards."""
+    engine, driving, inner = await _new_engine()
+    try:
+        await engine.execute(_S)
+        yield engine, driving, inner
+    finally:
+        await engine.close()
+
+
 def _encode(engine: Any, record: dict[str, Any]) -> Any:
     """A case's input record in the format of the (maybe mutated) source over its topic, as
     the QTT runner writes it; None when the test's own encoding cannot (the record does not
     fit the mutated schema): that is the harness, not the engine."""
-    import base64
+    from streamsql.testing.qtt import encode_input
 
-    from streamsql.runtime.log.base import ProducerRecord
-    from streamsql.testing.qtt import _join_window, _source_for_topic
-
-    source = _source_for_topic(engine, record["topic"])
-    key, value = record.get("key"), record.get("value")
     try:
-        if source is not None:
-            kb = engine.codec(source, "key").from_json_form(key) if key is not None else None
-            vb = engine.codec(source, "value").from_json_form(value) if value is not None else None
-        else:
-            kb = None if key is None else (key.encode() if isinstance(key, str) else json.dumps(key).encode())
-            vb = None if value is None else json.dumps(value).encode()
-        kb = _join_window(source, kb, record.get("window"))
-        headers = tuple((h.get("KEY"), None if h.get("VALUE") is None else base64.b64decode(h["VALUE"]))
-                        for h in record.get("headers") or ())
+        return encode_input(engine, record)
     except Exception:  # noqa: BLE001 - see the docstring
         return None
-    return ProducerRecord(kb, vb, int(record.get("timestamp", 0) or 0), headers)
 
 
 async def _feed(engine: Any, driving: Any, case: dict[str, Any], runner: "Runner") -> None:
@@ -748,62 +745,46 @@ def test_engine_statement_length_property() -> None:
 ])
 def test_rejections_carry_ksqldb_messages(text: str, message: str) -> None:
     async def main() -> None:
-        engine, driving, inner = await _new_engine()
-        try:
-            await engine.execute(_S)
+        async with _stream_s() as (engine, driving, inner):
             with pytest.raises(StreamSqlError) as failed:
                 await engine.execute(text)
             assert message in str(failed.value)
             # Refused before any topic was made for it.
             assert not {"t", "g", "W"} & set(await inner.list_topics())
-        finally:
-            await engine.close()
     asyncio.run(main())
 
 
 def test_query_ids_are_safe_names() -> None:
     """A sink's odd name (spaces, '/', '..') never reaches a path or a topic name."""
     async def main() -> None:
-        engine, driving, inner = await _new_engine()
-        try:
-            await engine.execute(_S)
+        async with _stream_s() as (engine, driving, inner):
             await engine.execute('CREATE TABLE "../../x y" WITH (KAFKA_TOPIC=\'x\') AS SELECT K, COUNT(*) AS N FROM S GROUP BY K;')
             assert list(engine.catalog.queries) == ["CTAS_.._.._x_y_2"]
-        finally:
-            await engine.close()
     asyncio.run(main())
 
 
 def test_long_chains_work_end_to_end() -> None:
     """A 600-term sum and a 1000-term OR are ordinary SQL: they run and compute."""
     async def main() -> None:
-        engine, driving, inner = await _new_engine()
-        try:
-            await engine.execute(_S)
+        async with _stream_s() as (engine, driving, inner):
             await engine.execute("CREATE STREAM SUMS AS SELECT K, " + " + ".join(["A"] * 600) + " AS Z, "
                                  + " - ".join(["D"] * 600) + " AS W FROM S WHERE "
                                  + " OR ".join(f"A = {i}" for i in range(1000)) + ";")
             await engine.execute("INSERT INTO S (K, A, D) VALUES ('k', 3, 0.5); INSERT INTO S (K, A, D) VALUES ('k', 5000, 0.5);")
             written = [w for w in driving.written if w.topic == "SUMS"]
             assert [json.loads(w.record.value) for w in written] == [{"Z": 1800, "W": -299.0}]
-        finally:
-            await engine.close()
     asyncio.run(main())
 
 
 def test_division_by_zero_in_a_query_is_null_and_logged() -> None:
     """As in ksqlDB: the record's column is NULL and the processing log says why."""
     async def main() -> None:
-        engine, driving, inner = await _new_engine()
-        try:
-            await engine.execute(_S)
+        async with _stream_s() as (engine, driving, inner):
             await engine.execute("CREATE STREAM DIV AS SELECT K, A / 0 AS Q, A % 0 AS R, D / 0 AS E, A / 2 AS H FROM S;")
             await engine.execute("INSERT INTO S (K, A, D) VALUES ('k', 7, 1.5);")
             written = [json.loads(w.record.value) for w in driving.written if w.topic == "DIV"]
             assert written == [{"Q": None, "R": None, "E": None, "H": 3}]
             assert len(engine._processing_errors) == 3
-        finally:
-            await engine.close()
     asyncio.run(main())
 
 

@@ -189,11 +189,12 @@ def _source_for_topic(engine, topic: str):
     return None
 
 
-async def _pipe(engine, driving, record: dict[str, Any]) -> None:
+def encode_input(engine, record: dict[str, Any]):
+    """A case's input record as the ProducerRecord written to its topic: in the format of the
+    stream or table over that topic (JSON where there is none)."""
     from streamsql.runtime.log.base import ProducerRecord
 
-    topic = record["topic"]
-    source = _source_for_topic(engine, topic)
+    source = _source_for_topic(engine, record["topic"])
     key = record.get("key")
     value = record.get("value")
     if source is not None:
@@ -205,10 +206,15 @@ async def _pipe(engine, driving, record: dict[str, Any]) -> None:
     kb = _join_window(source, kb, record.get("window"))
     headers = tuple((h.get("KEY"), None if h.get("VALUE") is None else base64.b64decode(h["VALUE"]))
                     for h in record.get("headers") or ())
-    ts = record.get("timestamp", 0)
+    return ProducerRecord(kb, vb, int(record.get("timestamp", 0) or 0), headers)
+
+
+async def _pipe(engine, driving, record: dict[str, Any]) -> None:
+    topic = record["topic"]
+    encoded = encode_input(engine, record)
     if (await driving.describe_topic(topic)) is None:
         await driving.create_topic(topic, 1)
-    await driving.produce(topic, [ProducerRecord(kb, vb, int(ts or 0), headers)])
+    await driving.produce(topic, [encoded])
 
 
 def _decode_outputs(engine, driving, sinks) -> list[dict[str, Any]]:
