@@ -88,7 +88,9 @@ def test_table_on_kafka_restores_on_a_new_node(kafka, unique_topic, tmp_path):
             return rows
         assert await table(first) == {"u0": 10, "u1": 10, "u2": 10}
         # The repartition topic is purged behind the aggregation's commits (DeleteRecords).
-        [repartition] = [t for t in await first.log.list_topics() if t.endswith("-repartition")]
+        [qid] = list(first.catalog.queries)
+        [repartition] = [t for t in await first.log.list_topics()
+                         if t.startswith(first.internal_name(qid)) and t.endswith("-repartition")]
         for _ in range(100):
             if sum(await first.log.begin_offsets(repartition)) == 30:
                 break
