@@ -376,7 +376,9 @@ class AggregateStage:
                 start, end = min(start, s_start), max(end, s_end)
             else:
                 keep.append(s)
-        if end + self.window.grace <= self.stream_time:
+        # A session's end is inclusive: it closes once stream time passes end + grace (Kafka
+        # Streams' ``mergedWindow.end() < closeTime``), a time window at end + grace.
+        if end + self.window.grace < self.stream_time:
             self.late_dropped += 1
             self.plog(batch.topic, batch.partition, off, "Record dropped: session closed (late record)")
             return
@@ -474,6 +476,26 @@ def _window_spec(plan: AggregatePlan) -> WindowSpec | None:
     return WindowSpec(w.kind, w.size, w.advance or w.size, grace)
 
 
+def window_retention(plan: AggregatePlan) -> int | None:
+    """How long the windowed table ``plan`` builds keeps each window (ms past the latest
+    window start, or session end, seen): the window's RETENTION, else size + grace (for
+    SESSION, gap + grace), as ksqlDB. None when ``plan`` is not windowed. A RETENTION shorter
+    than size + grace is refused, as Kafka Streams refuses such a window store."""
+    spec = _window_spec(plan)
+    if spec is None:
+        return None
+    least = spec.size + spec.grace
+    retention = plan.window.retention if plan.window is not None else None
+    if retention is None:
+        return least
+    if retention < least:
+        raise KsqlException(
+            "The retention period of the window store must be no smaller than its window size "
+            f"plus the grace period. Got size=[{spec.size}], grace=[{spec.grace}], "
+            f"retention=[{retention}]")
+    return retention
+
+
 def build_projection(engine: "Engine", plan: AggregatePlan, query_id: str,
                      plog: Callable[[str, int, int, str], None]) -> Callable[..., Any]:
     """Generate ``project(group_key, results, windowstart, windowend)``: the aggregated row's
@@ -544,7 +566,9 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
     if window is None:
         store = engine.new_store(query_id, "aggregate", "aggregate")
     elif window.kind == "SESSION":
-        store = engine.new_store(query_id, "aggregate", "session-aggregate")
+        # Sessions ending gap + grace before the latest end can no longer be merged into.
+        store = engine.new_store(query_id, "aggregate", "session-aggregate",
+                                 retention_ms=window.size + window.grace + 1)
     else:
         # Windows past size + grace are closed: no record can reach them any more.
         store = engine.new_store(query_id, "aggregate", "window-aggregate",

@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterator
 from streamsql.functions.registry import Aggregator
 from streamsql.runtime.log.base import Log, RecordBatch
 from streamsql.runtime.standby import StandbyTasks
-from streamsql.state import (BYTES, JSON, MAX_TS, KeyValueStoreSpec, RocksDBConfig,
+from streamsql.state import (BYTES, JSON, KeyValueStoreSpec, RocksDBConfig,
                              SessionStoreSpec, StoreSpec, TaskState, ValueSerde,
                              WindowStoreSpec, destroy_state_dir)
 
@@ -199,6 +199,105 @@ class TableStore(KeyValueStore):
             for k, (v, ts) in self.tasks[p].kv(self.name).committed_prefix(prefix):
                 yield k, v, ts
 
+    def detached(self) -> "TableStore":
+        """An empty store of the same kind and name, for a reader to attach other tasks to
+        (a pull query from standby copies)."""
+        return TableStore(self.name)
+
+
+def _flip_times(key: bytes, suffix: int) -> bytes:
+    """A windowed table key with its window times' sign bits flipped: the sink's windowed key
+    (``key || start`` or ``key || end || start``, signed big-endian, Kafka Streams' layout) to
+    the window or session store's primary key (biased times, ``streamsql.state.keys``), and
+    back. Flipping the top bit of a signed 64-bit number adds 2**63 modulo 2**64."""
+    n = len(key)
+    b = bytearray(key)
+    b[n - 8] ^= 0x80
+    if suffix == 16:
+        b[n - 16] ^= 0x80
+    return bytes(b)
+
+
+class WindowedTableStore(TableStore):
+    """A materialized windowed table (``key || window`` -> (value, timestamp)) kept in a
+    window store (TUMBLING, HOPPING) or session store (SESSION) that drops windows past
+    ``retention_ms`` (the window's RETENTION, else size + grace, as ksqlDB) with changelog
+    tombstones, so the table and its changelog stay bounded. Pull queries do not see expired
+    windows (as ksqlDB: a window past retention is simply not there)."""
+
+    def __init__(self, name: str, session: bool, retention_ms: int) -> None:
+        super().__init__(name)
+        self.session = session
+        self.retention_ms = retention_ms
+        self._suffix = 16 if session else 8
+
+    def spec(self, changelog: str | None) -> StoreSpec:
+        if self.session:
+            return SessionStoreSpec(self.name, self.retention_ms, changelog, TABLE_ROW)
+        return WindowStoreSpec(self.name, self.retention_ms, changelog, TABLE_ROW)
+
+    def _store(self, state: TaskState) -> Any:
+        return state.session(self.name) if self.session else state.window(self.name)
+
+    def bind(self, state: TaskState) -> None:
+        s = self._store(state)
+        if self.session:
+            def put(wk: bytes, row: Any) -> None:
+                n = len(wk)
+                s.put(wk[:-16], _LONG.unpack_from(wk, n - 8)[0], _LONG.unpack_from(wk, n - 16)[0], row)
+
+            def delete(wk: bytes) -> None:
+                n = len(wk)
+                s.remove(wk[:-16], _LONG.unpack_from(wk, n - 8)[0], _LONG.unpack_from(wk, n - 16)[0])
+
+            def get(wk: bytes) -> Any:
+                n = len(wk)
+                return s.get(wk[:-16], _LONG.unpack_from(wk, n - 8)[0], _LONG.unpack_from(wk, n - 16)[0])
+        else:
+            def put(wk: bytes, row: Any) -> None:
+                s.put(wk[:-8], _LONG.unpack_from(wk, len(wk) - 8)[0], row)
+
+            def delete(wk: bytes) -> None:
+                s.delete(wk[:-8], _LONG.unpack_from(wk, len(wk) - 8)[0])
+
+            def get(wk: bytes) -> Any:
+                return s.get(wk[:-8], _LONG.unpack_from(wk, len(wk) - 8)[0])
+        self.put = put  # type: ignore[method-assign]
+        self.delete = delete  # type: ignore[method-assign]
+        self.get = get  # type: ignore[method-assign]
+
+    def row(self, key: bytes, partitions: set[int] | None = None) -> tuple[bytes, int] | None:
+        if len(key) < self._suffix:
+            return None
+        pk = _flip_times(key, self._suffix)
+        for p, state in self.tasks.items():
+            if partitions is None or p in partitions:
+                got = self._store(state).committed_get_raw(pk)
+                if got is not None:
+                    return got
+        return None
+
+    def rows(self, prefix: bytes | None = None, partitions: set[int] | None = None
+             ) -> Iterator[tuple[bytes, bytes, int]]:
+        # ``prefix`` is the key without its window: a prefix of the primary keys too.
+        suffix = self._suffix
+        for p in sorted(self.tasks):
+            if partitions is not None and p not in partitions:
+                continue
+            for pk, (v, ts) in self._store(self.tasks[p]).committed_prefix_raw(prefix):
+                yield _flip_times(pk, suffix), v, ts
+
+    def items(self) -> Iterator[tuple[bytes, Any]]:
+        for k, v, ts in self.rows():
+            yield k, (v, ts)
+
+    def items_of(self, partition: int) -> Iterator[tuple[bytes, Any]]:
+        for k, v, ts in self.rows(None, {partition}):
+            yield k, (v, ts)
+
+    def detached(self) -> "TableStore":
+        return WindowedTableStore(self.name, self.session, self.retention_ms)
+
 
 class _AggregateCodec:
     """Accumulators to and from JSON through ``Aggregator.to_state``/``from_state``, skipped
@@ -289,15 +388,17 @@ class SessionAggregateStore(_AggregateCodec, PartitionedStore):
     """``AggregateStage``'s store for SESSION windows: a session store of (group key, start,
     end) -> ``(accumulators, max timestamp)``. ``get(key)`` gives the key's sessions as
     ``[start, end, accumulators, max timestamp]`` lists in start order, as the stage keeps them.
-    Sessions are not expired (a late record may still bridge into an old session)."""
+    Sessions that ended ``retention_ms`` (gap + grace) before the latest session end are
+    expired, as Kafka Streams' session stores: no record that is not late can reach them."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, retention_ms: int) -> None:
         _AggregateCodec.__init__(self)
         PartitionedStore.__init__(self, name)
+        self.retention_ms = retention_ms
         self._store: Any = None
 
     def spec(self, changelog: str | None) -> StoreSpec:
-        return SessionStoreSpec(self.name, MAX_TS, changelog, ACCUMULATORS)
+        return SessionStoreSpec(self.name, self.retention_ms, changelog, ACCUMULATORS)
 
     def bind(self, state: TaskState) -> None:
         self._store = state.session(self.name)
@@ -321,7 +422,8 @@ class SessionAggregateStore(_AggregateCodec, PartitionedStore):
 
 def make_store(name: str, kind: str, retention_ms: int | None = None) -> PartitionedStore:
     """A partitioned store of ``kind``: ``kv`` (any picklable values), ``bytes``, ``json``,
-    ``table`` (materialized rows), ``aggregate``, ``window-aggregate`` (needs
+    ``table`` (materialized rows), ``window-table`` and ``session-table`` (materialized
+    windowed rows, expired past ``retention_ms``), ``aggregate``, ``window-aggregate`` (needs
     ``retention_ms``), ``session-aggregate``."""
     if kind == "kv":
         return KeyValueStore(name, PICKLE)
@@ -331,6 +433,10 @@ def make_store(name: str, kind: str, retention_ms: int | None = None) -> Partiti
         return KeyValueStore(name, JSON)
     if kind == "table":
         return TableStore(name)
+    if kind in ("window-table", "session-table"):
+        if retention_ms is None:
+            raise ValueError(f"a {kind} store needs retention_ms")
+        return WindowedTableStore(name, kind == "session-table", retention_ms)
     if kind == "aggregate":
         return AggregateStore(name)
     if kind == "window-aggregate":
@@ -338,7 +444,9 @@ def make_store(name: str, kind: str, retention_ms: int | None = None) -> Partiti
             raise ValueError("a window-aggregate store needs retention_ms")
         return WindowAggregateStore(name, retention_ms)
     if kind == "session-aggregate":
-        return SessionAggregateStore(name)
+        if retention_ms is None:
+            raise ValueError("a session-aggregate store needs retention_ms")
+        return SessionAggregateStore(name, retention_ms)
     raise ValueError(f"unknown store kind {kind!r}")
 
 

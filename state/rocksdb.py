@@ -453,6 +453,28 @@ class _TimedStore(_Store):
     def _column_families(self) -> list[tuple[rocksdict.Rdict, Any]]:
         return [(self._cf, self._handle), (self._idx, self._idx_handle)]
 
+    # Readers outside the task (pull queries) see committed state only, and never an entry
+    # past retention (it is deleted at the next commit).
+
+    def committed_get_raw(self, pk: bytes) -> Any | None:
+        """The committed value of primary key ``pk`` (None when absent or expired)."""
+        if len(pk) < self.SUFFIX or self._time_of(pk) < self._cutoff:
+            return None
+        v = self._cf_get(pk)
+        return None if v is None else self._loads(v)
+
+    def committed_prefix_raw(self, prefix: bytes | None) -> Iterator[tuple[bytes, Any]]:
+        """Committed (primary key, value) of the primary keys starting with ``prefix`` (all
+        when None), in key order, expired entries left out."""
+        loads = self._loads
+        cutoff = self._cutoff
+        s = self.SUFFIX
+        time_of = self._time_of
+        for k, v in _db_items(self._cf, prefix or None, _next_prefix(prefix) if prefix else None,
+                              False):
+            if len(k) >= s and time_of(k) >= cutoff:
+                yield k, loads(v)
+
     def wipe(self) -> None:
         super().wipe()
         self._observed = MIN_TS

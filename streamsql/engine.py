@@ -631,10 +631,21 @@ class Engine:
 
     async def _build_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:
+        retention = None
+        if isinstance(plan, AggregatePlan):
+            from streamsql.runtime.aggregate import window_retention
+
+            retention = window_retention(plan)  # refuses a RETENTION shorter than size + grace
         stages = await self._build_plain_stages(query_id, plan, sink, props)
         if sink.is_table:
-            # Tables made by a query are materialized: pull queries read them.
-            stages[-1] = MaterializingStage(stages[-1], self.new_store(query_id, "materialized", "table"))
+            # Tables made by a query are materialized: pull queries read them. A windowed
+            # aggregation's table drops windows past their retention, as ksqlDB's window stores.
+            if retention is None:
+                store = self.new_store(query_id, "materialized", "table")
+            else:
+                kind = "session-table" if plan.window.kind == "SESSION" else "window-table"
+                store = self.new_store(query_id, "materialized", kind, retention_ms=retention)
+            stages[-1] = MaterializingStage(stages[-1], store)
         return stages
 
     async def _build_plain_stages(self, query_id: str, plan: QueryPlan, sink: DataSource,
@@ -918,14 +929,12 @@ class Engine:
         """The rows of table ``source`` that this node's standby tasks of ``partitions`` keep,
         of those within ``max_lag`` records of their changelogs' ends (ksqlDB's
         ``ksql.query.pull.max.allowed.offset.lag``), as a store pull queries read."""
-        from streamsql.runtime.task import TableStore
-
         query_id = self.materializing(source.name)
         if query_id is None:
             return None
         runners = self.runners.get(query_id) or []
         standby = getattr(runners[-1].tasks, "standby", None) if runners else None
-        view = TableStore(self.queries[query_id].materialized.name)
+        view = self.queries[query_id].materialized.detached()
         if standby is not None:
             lags = await standby.lags()
             view.tasks = {p: standby.open[p] for p in partitions

@@ -891,6 +891,36 @@ def test_the_cleaner_compacts_closed_segments_keeping_the_latest_per_key(make_lo
     assert again == 0  # nothing new since: below min.cleanable.dirty.ratio
 
 
+def test_compact_delete_topics_are_compacted_and_their_old_segments_deleted(make_log):
+    """``cleanup.policy=compact,delete``: the latest record of each key is kept while it is
+    within retention.ms; past it, even a key's latest record goes (with its segment)."""
+    now = 10_000_000
+
+    async def go():
+        log = make_log(segment_bytes=300)
+        await log.create_topic("cd", config={"cleanup.policy": "compact,delete",
+                                             "retention.ms": "60000",
+                                             "min.cleanable.dirty.ratio": "0"})
+        # Old: keys k0..k4, then k5..k9 keep being updated recently.
+        await _updates(log, "cd", 10, ts=now - 120_000)
+        for r in range(30):
+            await log.produce("cd", [rec(b"k%d" % i, b"n%d" % r, now - 1_000) for i in range(5, 10)])
+        before = await fetch_all(log, "cd")
+        await log.apply_retention(now)
+        after = await fetch_all(log, "cd")
+        begin = (await log.begin_offsets("cd"))[0]
+        await log.close()
+        return before, after, begin
+
+    before, after, begin = run(go())
+    latest = {k: v for k, (_, v) in _latest(*after).items()}
+    # Compacted: far fewer records than written, the live keys at their latest values...
+    assert len(after[0]) < len(before[0]) / 3
+    assert {k: v for k, v in latest.items() if k >= b"k5"} == {b"k%d" % i: b"n29" for i in range(5, 10)}
+    # ...and the old keys' segments deleted by retention: the log starts past them.
+    assert not any(k < b"k5" for k in latest) and begin > 0
+
+
 def test_tombstones_stay_for_delete_retention_ms_then_go(make_log):
     async def go():
         log = make_log(segment_bytes=300)

@@ -299,3 +299,66 @@ def test_repartition_records_are_deleted_once_the_aggregation_committed_them(tmp
         await engine.close()
         await log.close()
     asyncio.run(main())
+
+
+def test_windowed_tables_drop_windows_past_retention_with_their_changelog(tmp_path: Path) -> None:
+    """A windowed table keeps each window for its RETENTION (else size + grace): older
+    windows leave the table that pull queries read, the aggregation's store and both
+    changelogs (tombstones, then compaction), and stay gone after a restore."""
+    async def main() -> None:
+        run = Running(tmp_path)
+        engine = await run.open()
+        # One partition: with no grace, records must reach the aggregation in time order.
+        await engine.execute(STREAM.replace("partitions=2", "partitions=1") + """
+            CREATE TABLE per_minute AS SELECT user_id, COUNT(*) AS n FROM pv
+              WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 3 MINUTES, GRACE PERIOD 0 SECONDS)
+              GROUP BY user_id;
+            CREATE TABLE per_session AS SELECT user_id, COUNT(*) AS n FROM pv
+              WINDOW SESSION (10 SECONDS, GRACE PERIOD 0 SECONDS) GROUP BY user_id;""")
+        minute = 60_000
+        # An hour of event time: one record per key and minute.
+        for m in range(60):
+            await _produce(run.log, "pv", [(k, {}, m * minute) for k in ("a", "b", "c", "d")])
+
+        async def windows(key: str) -> list[tuple]:
+            return await _rows(engine, f"SELECT user_id, WINDOWSTART, n FROM per_minute WHERE user_id = '{key}';")
+        want = [("a", m * minute, 1) for m in (57, 58, 59)]
+        assert await _eventually(lambda: windows("a"), want) == want
+        # A scan and a session table alike: only what is within retention.
+
+        async def count_all() -> int:
+            return len(await _rows(engine, "SELECT * FROM per_minute;"))
+        assert await _eventually(count_all, 12) == 12
+        want_sessions = [("a", 59 * minute, 1)]
+        assert await _eventually(lambda: _rows(engine, "SELECT user_id, WINDOWSTART, n FROM per_session "
+                                                       "WHERE user_id = 'a';"), want_sessions) == want_sessions
+        # The aggregation's own store forgot the old windows too (what restores replay).
+        qids = sorted(engine.queries)
+        await run.close()
+        for qid in qids:
+            shutil.rmtree(tmp_path / "state" / qid)
+        engine = await run.open()
+        assert await _eventually(lambda: windows("a"), want) == want
+        assert await _eventually(count_all, 12) == 12
+        # Compacted, the table's changelog is its 12 live windows (and the expired ones'
+        # tombstones until delete.retention.ms), not the 240 windows ever opened.
+        [table_qid] = [q for q in qids if engine.queries[q].sink.name == "PER_MINUTE"]
+        changelog = f"_streamsql_default_query_{table_qid}-materialized-changelog"
+        await run.log.compact(changelog)
+        batch = await run.log.fetch(changelog, 0, 0, 100_000)
+        assert len([v for v in batch.values if v is not None]) == 12
+        await run.close()
+    asyncio.run(main())
+
+
+def test_a_retention_shorter_than_size_plus_grace_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        run = Running(tmp_path)
+        engine = await run.open()
+        await engine.execute(STREAM)
+        with pytest.raises(Exception, match=r"retention period of the window store must be no smaller "
+                                            r"than its window size plus the grace period"):
+            await engine.execute("CREATE TABLE t AS SELECT user_id, COUNT(*) AS n FROM pv WINDOW TUMBLING "
+                                 "(SIZE 1 MINUTE, RETENTION 30 SECONDS, GRACE PERIOD 0 SECONDS) GROUP BY user_id;")
+        await run.close()
+    asyncio.run(main())
