@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
 
 from streamsql import ast
 from streamsql.catalog import DataSource, QueryInfo
 from streamsql.errors import KsqlStatementException
 from streamsql.results import Result
+from streamsql.runtime.log.base import UnknownTopicError
 from streamsql.schema import Column
 from streamsql.types import ArrayType, BaseType, MapType, SqlType, StructType
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.engine import Engine, Session
     from streamsql.functions.registry import Signature
+
+logger = logging.getLogger(__name__)
 
 # Internal topics (the command log, changelogs of a later issue) start with this; SHOW TOPICS
 # hides them unless ALL is given, as ksqlDB hides its own.
@@ -87,7 +91,7 @@ async def show(engine: "Engine", stmt: ast.ShowStatement, props: dict[str, Any],
     if what in ("STREAMS", "TABLES"):
         kind = "STREAM" if what == "STREAMS" else "TABLE"
         if stmt.extended:
-            return _source_descriptions(engine, stmt.text, kind, extended=True)
+            return await _source_descriptions(engine, stmt.text, kind, extended=True)
         return _list_sources(engine, stmt.text, kind)
     if what == "QUERIES":
         return _list_queries(engine, stmt.text, stmt.extended)
@@ -233,10 +237,36 @@ def _consumed(engine: "Engine", query_id: str) -> int:
     return int(getattr(runners, "processed", 0))
 
 
+def offsets_text(offsets: Mapping[Any, int] | Sequence[int]) -> str:
+    """Per-partition offsets as one line, ``0:1200, 1:1180`` (partition:offset, by partition);
+    ``offsets`` is a list indexed by partition or a mapping from partition (int or its text,
+    as a JSON entity has it)."""
+    pairs = (sorted((int(p), o) for p, o in offsets.items()) if isinstance(offsets, Mapping)
+             else list(enumerate(offsets)))
+    return ", ".join(f"{p}:{o}" for p, o in pairs)
+
+
+async def log_start_offsets(engine: "Engine", topic: str) -> dict[str, int] | None:
+    """The first offset still in the log of each partition of ``topic`` (retention and
+    DeleteRecords move it; on Kafka the broker's log start offset), keyed by the partition
+    number as text so the embedded result and the REST entity's JSON are alike; None when
+    the topic does not exist (any more)."""
+    try:
+        begins = await engine.log.begin_offsets(topic)
+    except UnknownTopicError:
+        # A source outlives its topic when the topic was deleted behind its back; DESCRIBE
+        # still describes the source rather than failing.
+        logger.debug("log start offsets of %s: no such topic", topic)
+        return None
+    return {str(p): off for p, off in enumerate(begins)}
+
+
 def source_description(engine: "Engine", source: DataSource, extended: bool,
-                       runtime: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                       runtime: list[dict[str, Any]] | None = None,
+                       log_start: dict[str, int] | None = None) -> dict[str, Any]:
     """ksqlDB's ``sourceDescription`` for one stream or table; ``runtime``: its queries'
-    ``Engine.query_runtime`` (partitions per node, lag, throughput), for EXTENDED."""
+    ``Engine.query_runtime`` (partitions per node, lag, throughput), for EXTENDED;
+    ``log_start``: its topic's ``log_start_offsets``, for EXTENDED."""
     reads = [_query_json(engine, q) for q in engine.catalog.queries_reading(source.name)]
     writes = [_query_json(engine, q) for q in engine.catalog.queries_writing(source.name)]
     fields = [_field_json(c, source.is_table) for c in source.schema.columns]
@@ -282,31 +312,37 @@ def source_description(engine: "Engine", source: DataSource, extended: bool,
         "fieldRows": [_field_row(c, source.is_table) for c in source.schema.columns],
         # Not part of ksqlDB's entity either: where the source's queries run (EXTENDED).
         "queryRuntime": list(runtime or ()),
+        # Nor this: the first offset still in each partition's log (EXTENDED; null otherwise),
+        # so a user sees how much of the topic retention has already deleted.
+        "logStartOffsets": log_start if extended else None,
     }
 
 
-def describe_source(engine: "Engine", stmt: ast.DescribeSource,
-                    runtime: list[dict[str, Any]] | None = None) -> Result:
+async def describe_source(engine: "Engine", stmt: ast.DescribeSource,
+                          runtime: list[dict[str, Any]] | None = None) -> Result:
     """DESCRIBE name [EXTENDED]."""
     source = engine.catalog.source(stmt.name)
     if source is None:
         raise _not_found(stmt.name)
-    desc = source_description(engine, source, stmt.extended, runtime)
+    log_start = await log_start_offsets(engine, source.topic) if stmt.extended else None
+    desc = source_description(engine, source, stmt.extended, runtime, log_start)
     return Result(stmt.text, "sourceDescription", columns=("Field", "Type"), rows=list(desc["fieldRows"]),
                   entity={"@type": "sourceDescription", "statementText": stmt.text, "sourceDescription": desc})
 
 
-def _source_descriptions(engine: "Engine", text: str, kind: str, extended: bool) -> Result:
+async def _source_descriptions(engine: "Engine", text: str, kind: str, extended: bool) -> Result:
     sources = sorted((s for s in engine.catalog.sources.values() if s.kind == kind), key=lambda s: s.name)
-    descs = [source_description(engine, s, extended) for s in sources]
+    descs = [source_description(engine, s, extended, None,
+                                await log_start_offsets(engine, s.topic) if extended else None)
+             for s in sources]
     return Result(text, "sourceDescriptionList", columns=("Field", "Type"),
                   entity={"@type": "sourceDescriptionList", "statementText": text, "sourceDescriptions": descs})
 
 
-def describe_sources(engine: "Engine", stmt: ast.DescribeSources) -> Result:
+async def describe_sources(engine: "Engine", stmt: ast.DescribeSources) -> Result:
     """DESCRIBE STREAMS|TABLES [EXTENDED]: every stream (table) described."""
     kind = "STREAM" if stmt.what == "STREAMS" else "TABLE"
-    return _source_descriptions(engine, stmt.text, kind, stmt.extended)
+    return await _source_descriptions(engine, stmt.text, kind, stmt.extended)
 
 
 def _return_text(sig: "Signature") -> str:
@@ -581,7 +617,8 @@ def _detect_formats(source: DataSource | None, key: bytes | None, value: bytes |
 
 async def print_topic(engine: "Engine", stmt: ast.PrintTopic, props: dict[str, Any]) -> Result:
     """PRINT topic [FROM BEGINNING] [INTERVAL n] [LIMIT n]: a 'stream' result whose rows are
-    one-element tuples holding ksqlDB-style lines (the first is the detected formats)."""
+    one-element tuples holding ksqlDB-style lines: first the detected formats (and, FROM
+    BEGINNING, the log start offsets printing starts at), then one line per record."""
     topics = await engine.log.list_topics()
     name = _resolve_topic(topics, stmt.topic)
     if name is None:
@@ -599,6 +636,9 @@ async def _print_records(engine: "Engine", topic: str, source: DataSource | None
                          interval: int, limit: int | None) -> AsyncIterator[tuple[str]]:
     log_ = engine.log
     positions = await (log_.begin_offsets(topic) if from_beginning else log_.end_offsets(topic))
+    # FROM BEGINNING starts at each partition's log start, which retention moves forward:
+    # say where, so a user does not take the missing oldest records for lost ones.
+    start_line = f"Log start offsets: {offsets_text(positions)}" if from_beginning else None
     key_numeric = _numeric_kind(source.key_format.name, source.schema.key) if source else None
     value_numeric = (_numeric_kind(source.value_format.name, source.schema.value_format_columns)
                      if source else None)
@@ -623,6 +663,8 @@ async def _print_records(engine: "Engine", topic: str, source: DataSource | None
                     fmts = _detect_formats(source, key, value)
                     yield (f"Key format: {fmts.key}",)
                     yield (f"Value format: {fmts.value}",)
+                    if start_line is not None:
+                        yield (start_line,)
                     header_done = True
                 yield (f"rowtime: {format_rowtime(batch.timestamps[i])}, "
                        f"key: {_bytes_text(key, key_numeric)}, "

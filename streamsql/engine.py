@@ -697,7 +697,19 @@ class Engine:
         await self._record_command(stmt, props, seq)
         for qid in ids:
             await self._stop_query(qid)
+            await self._delete_internal_topics(qid)
         return Result(stmt.text, "currentStatus", "Query terminated.")
+
+    async def _delete_internal_topics(self, query_id: str) -> None:
+        """Delete a terminated query's changelog and repartition topics, as ksqlDB's query
+        cleanup does: nothing will read them again, and kept they would hold their disk
+        forever. Every node of a cluster runs the TERMINATE; the first to get there deletes."""
+        prefix = self.internal_name(query_id) + "-"
+        for topic in [t for t in await self.log.list_topics() if t.startswith(prefix)]:
+            try:
+                await self.log.delete_topic(topic)
+            except UnknownTopicError:
+                pass
 
     # ------------------------------------------------------------------------ INSERT VALUES
     async def _exec_InsertValues(self, stmt: ast.InsertValues, props, session, seq) -> Result:
@@ -829,7 +841,7 @@ class Engine:
                 ids += [q.query_id for q in self.catalog.queries_writing(source.name)
                         if q.query_id not in ids]
                 runtime = [r for r in [await self.query_runtime(q) for q in ids] if r]
-        return describe.describe_source(self, stmt, runtime)
+        return await describe.describe_source(self, stmt, runtime)
 
     def query_state(self, query_id: str) -> tuple[str, list[tuple[int, str]]]:
         """A persistent query's state on this node as ksqlDB names them (ERROR while one of
@@ -871,7 +883,7 @@ class Engine:
     async def _exec_DescribeSources(self, stmt: ast.DescribeSources, props, session, seq) -> Result:
         from streamsql import describe
 
-        return describe.describe_sources(self, stmt)
+        return await describe.describe_sources(self, stmt)
 
     async def _exec_DescribeFunction(self, stmt: ast.DescribeFunction, props, session, seq) -> Result:
         from streamsql import describe

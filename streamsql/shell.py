@@ -221,9 +221,14 @@ def _source_text(desc: dict[str, Any]) -> str:
             f"{'Value format':<21}: {desc['valueFormat']}",
             f"{'Kafka topic':<21}: {desc['topic']} (partitions: {desc['partitions']}, "
             f"replication: {desc['replication']})",
-            f"{'Statement':<21}: {desc.get('statement') or ''}",
-            "",
         ]
+        if desc.get("logStartOffsets") is not None:
+            from streamsql.describe import offsets_text
+
+            # Beside the topic: where each partition's log starts once retention deleted
+            # its oldest segments (0 everywhere until then).
+            out.append(f"{'Log start offsets':<21}: {offsets_text(desc['logStartOffsets'])}")
+        out += [f"{'Statement':<21}: {desc.get('statement') or ''}", ""]
         if desc.get("windowType"):
             out.insert(3, f"{'Window type':<21}: {desc['windowType']}")
     out.append(render_table(["Field", "Type"], desc.get("fieldRows", [])))

@@ -9,6 +9,7 @@ import pytest
 
 from streamsql.engine import Engine
 from streamsql.errors import KsqlStatementException
+from streamsql.runtime.log.base import ProducerRecord
 from streamsql.runtime.log.embedded import EmbeddedLog
 from streamsql.shell import render_result
 
@@ -234,10 +235,10 @@ def test_print_topic(tmp_path):
         result = await one(engine, "PRINT 'SLOW' FROM BEGINNING LIMIT 1;")
         assert result.kind == "stream"
         lines = [r[0] for r in await collect(result, 10)]
-        assert lines[:2] == ["Key format: KAFKA", "Value format: JSON"]
-        assert len(lines) == 3  # LIMIT 1 ends the stream after one record
-        assert lines[2].startswith("rowtime: ") and lines[2].endswith(" Z, key: u1, value: {\"PAGE\":\"/HOME\"}, partition: "
-                                                                      + lines[2].rsplit(" ", 1)[-1])
+        assert lines[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:0, 1:0, 2:0, 3:0"]
+        assert len(lines) == 4  # LIMIT 1 ends the stream after one record
+        assert lines[3].startswith("rowtime: ") and lines[3].endswith(" Z, key: u1, value: {\"PAGE\":\"/HOME\"}, partition: "
+                                                                      + lines[3].rsplit(" ", 1)[-1])
         # An unquoted name matches the topic regardless of case; INTERVAL skips records.
         every_other = await one(engine, "PRINT pageviews FROM BEGINNING INTERVAL 2 LIMIT 1;")
         assert len([r for r in await collect(every_other, 10) if r[0].startswith("rowtime")]) == 1
@@ -248,9 +249,89 @@ def test_print_topic(tmp_path):
         await asyncio.sleep(0.3)
         await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u9', '/new', 1);")
         lines = [r[0] for r in await got]
+        # Printing from the end: no log start offsets line, the record follows the formats.
         assert len(lines) == 3 and "key: u9" in lines[2] and '"/new"' in lines[2]
 
         with pytest.raises(KsqlStatementException, match="Could not find topic 'nope'"):
             await engine.execute("PRINT 'nope';")
+
+    run(tmp_path, body)
+
+
+# ======================================================================= log start offsets
+EVENTS = "CREATE STREAM events (k STRING KEY, n INT) WITH (kafka_topic='events', value_format='JSON');"
+
+
+async def fill_events(engine: Engine, per_partition: int, ts: int = 1000, **config: str) -> None:
+    """Topic 'events' (2 partitions) whose every write of five records is a segment of its own
+    (segment.bytes=1 rolls before each write), record ``i`` of a partition valued ``{"N":i}``;
+    and stream EVENTS over it."""
+    await engine.log.create_topic("events", 2, config={"segment.bytes": "1", **config})
+    for p in (0, 1):
+        for base in range(0, per_partition, 5):
+            await engine.log.produce("events", [
+                ProducerRecord(f"k{i}".encode(), b'{"N":%d}' % i, ts, partition=p)
+                for i in range(base, base + 5)])
+    await engine.execute(EVENTS)
+
+
+def test_describe_extended_and_print_show_the_log_start_offsets(tmp_path):
+    """Once the oldest segments of a partition are deleted its first offset moves: DESCRIBE
+    EXTENDED shows each partition's log start (text and entity), plain DESCRIBE does not, and
+    PRINT FROM BEGINNING says where it starts and prints from there."""
+    async def body(engine: Engine) -> None:
+        await fill_events(engine, 50)
+        fresh = await one(engine, "DESCRIBE events EXTENDED;")
+        assert fresh.entity["sourceDescription"]["logStartOffsets"] == {"0": 0, "1": 0}
+
+        await engine.log.delete_records("events", {0: 20})  # segments 0-4 .. 15-19 of partition 0
+        ext = await one(engine, "DESCRIBE events EXTENDED;")
+        entity = ext.entity["sourceDescription"]
+        assert entity["logStartOffsets"] == {"0": 20, "1": 0}
+        assert entity["partitions"] == 2 and entity["topic"] == "events"  # ksqlDB's fields as before
+        lines = render_result(ext).splitlines()
+        i = lines.index("Kafka topic          : events (partitions: 2, replication: 1)")
+        assert lines[i + 1] == "Log start offsets    : 0:20, 1:0"
+        assert lines[i + 2].startswith("Statement            : CREATE STREAM events")
+
+        # The listing of every stream, extended, shows it per stream too.
+        listing = await one(engine, "DESCRIBE STREAMS EXTENDED;")
+        by_name = {d["name"]: d for d in listing.entity["sourceDescriptions"]}
+        assert by_name["EVENTS"]["logStartOffsets"] == {"0": 20, "1": 0}
+        assert "Log start offsets    : 0:20, 1:0" in render_result(listing)
+
+        plain = await one(engine, "DESCRIBE events;")
+        assert plain.entity["sourceDescription"]["logStartOffsets"] is None
+        assert "Log start offsets" not in render_result(plain)
+
+        printed = await one(engine, "PRINT 'events' FROM BEGINNING LIMIT 80;")
+        lines = [r[0] for r in await collect(printed, 83)]
+        assert lines[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:20, 1:0"]
+        records = lines[3:]
+        assert len(records) == 80  # 30 left in partition 0, all 50 of partition 1
+        first = [r for r in records if r.endswith("partition: 0")]
+        assert len(first) == 30 and 'key: k20, value: {"N":20}' in first[0]
+        assert len([r for r in records if r.endswith("partition: 1")]) == 50
+
+    run(tmp_path, body)
+
+
+def test_retention_moves_the_log_start_describe_extended_shows(tmp_path):
+    """Time retention (retention.ms) deleting a partition's old segments shows in DESCRIBE
+    EXTENDED as it does for DeleteRecords, on every partition it touched."""
+    now = 10_000_000
+
+    async def body(engine: Engine) -> None:
+        await fill_events(engine, 15, ts=now - 120_000, **{"retention.ms": "60000"})
+        await engine.log.produce("events", [ProducerRecord(b"new", b'{"N":15}', now, partition=p)
+                                            for p in (0, 1)])
+        await engine.log.apply_retention(now)
+        ext = await one(engine, "DESCRIBE events EXTENDED;")
+        assert ext.entity["sourceDescription"]["logStartOffsets"] == {"0": 15, "1": 15}
+        assert "Log start offsets    : 0:15, 1:15" in render_result(ext)
+        printed = await one(engine, "PRINT events FROM BEGINNING LIMIT 2;")
+        lines = [r[0] for r in await collect(printed, 5)]
+        assert lines[2] == "Log start offsets: 0:15, 1:15"
+        assert all('key: new, value: {"N":15}' in line for line in lines[3:]) and len(lines) == 5
 
     run(tmp_path, body)

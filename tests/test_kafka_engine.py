@@ -29,6 +29,32 @@ async def _closing(engine: Engine):
     await engine.log.close()
 
 
+def test_describe_extended_and_print_show_the_brokers_log_start_offsets(kafka, unique_topic, tmp_path):
+    """On Kafka the log start offsets DESCRIBE EXTENDED and PRINT FROM BEGINNING show are the
+    broker's: DeleteRecords moves them to the exact offset asked for."""
+    topic = unique_topic("trimmed")
+
+    async def main() -> None:
+        engine = _engine(kafka.bootstrap_servers, tmp_path)
+        await engine.start()
+        try:
+            await engine.execute(f"CREATE STREAM trimmed (k STRING KEY, n INT) WITH "
+                                 f"(kafka_topic='{topic}', partitions=2, value_format='JSON');")
+            await engine.log.produce(topic, [ProducerRecord(f"k{i}".encode(), b'{"N":%d}' % i, 1000, partition=0)
+                                             for i in range(5)])
+            await engine.log.delete_records(topic, {0: 3})
+            ext = (await engine.execute("DESCRIBE trimmed EXTENDED;"))[0]
+            assert ext.entity["sourceDescription"]["logStartOffsets"] == {"0": 3, "1": 0}
+            printed = (await engine.execute(f"PRINT '{topic}' FROM BEGINNING LIMIT 2;"))[0]
+            lines = [line async for (line,) in printed.stream]
+            assert lines[2] == "Log start offsets: 0:3, 1:0"
+            assert 'key: k3, value: {"N":3}' in lines[3] and 'key: k4' in lines[4]
+        finally:
+            await _closing(engine)
+
+    asyncio.run(main())
+
+
 def test_show_topics_print_insert_and_push_query_on_kafka(kafka, kcat, unique_topic, tmp_path):
     topic = unique_topic("orders")
 

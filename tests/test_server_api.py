@@ -115,6 +115,38 @@ def test_ksql_entities(tmp_path):
     with_node(tmp_path, test)
 
 
+def test_log_start_offsets_in_describe_extended_and_print(tmp_path):
+    """After the oldest segments of a partition are deleted, /ksql's DESCRIBE EXTENDED entity
+    has each partition's log start offset and /query's PRINT FROM BEGINNING says where it
+    starts, then prints from there."""
+    async def test(url: str, app: Any) -> None:
+        log = app.engine.log
+        # segment.bytes=1: every write of five records is a segment of its own.
+        await log.create_topic("events", 2, config={"segment.bytes": "1"})
+        for base in range(0, 20, 5):
+            await log.produce("events", [ProducerRecord(f"k{i}".encode(), b'{"N":%d}' % i, 1000, partition=0)
+                                         for i in range(base, base + 5)])
+        await log.produce("events", [ProducerRecord(b"p1", b'{"N":0}', 1000, partition=1)])
+        await log.delete_records("events", {0: 10})
+        async with httpx.AsyncClient(base_url=url) as c:
+            r = await ksql(c, "CREATE STREAM events (k STRING KEY, n INT) "
+                              "WITH (kafka_topic='events', value_format='JSON');")
+            assert r.status_code == 200
+            (desc,) = (await ksql(c, "DESCRIBE events EXTENDED;")).json()
+            assert desc["sourceDescription"]["logStartOffsets"] == {"0": 10, "1": 0}
+            assert desc["sourceDescription"]["partitions"] == 2
+            (plain,) = (await ksql(c, "DESCRIBE events;")).json()
+            assert plain["sourceDescription"]["logStartOffsets"] is None
+
+            r = await c.post("/query", json={"ksql": "PRINT 'events' FROM BEGINNING LIMIT 11;"})
+            lines = r.text.splitlines()
+            assert lines[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:10, 1:0"]
+            assert 'key: k10, value: {"N":10}, partition: 0' in lines[3]
+            assert len([x for x in lines if x.startswith("rowtime: ")]) == 11
+
+    with_node(tmp_path, test)
+
+
 def test_failing_statement_half_way_keeps_earlier_ones(tmp_path):
     async def test(url: str, app: Any) -> None:
         async with httpx.AsyncClient(base_url=url) as c:
@@ -225,8 +257,8 @@ def test_query_formats_over_http1_and_http2(tmp_path):
             # PRINT goes to /query as text lines.
             r = await c.post("/query", json={"ksql": "PRINT 's' FROM BEGINNING LIMIT 1;"})
             assert r.headers["content-type"].startswith("text/plain")
-            assert r.text.splitlines()[:2] == ["Key format: KAFKA", "Value format: JSON"]
-            assert "key: a" in r.text.splitlines()[2]
+            assert r.text.splitlines()[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:0"]
+            assert "key: a" in r.text.splitlines()[3]
 
         async with httpx.AsyncClient(base_url=url, http1=False, http2=True) as h2:
             r = await h2.post("/query-stream", json={"sql": "SELECT id FROM s EMIT CHANGES LIMIT 2;"})
