@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 KSQLDB_API_VERSION = "0.29.0"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STREAMS_PREFIX = re.compile(r"^ksql\.streams\.")
+# Properties a request may not override (ksqlDB's server setting of the same name).
+_DENYLIST = "ksql.properties.overrides.denylist"
 _QUERY_ENDPOINT_MESSAGE = ("The following statement types should be issued to the websocket endpoint "
                            "'/query':\n\t* PRINT\n\t* SELECT")
 
@@ -124,6 +126,8 @@ class KsqlApp:
         self._statements = StatementCache()
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/ksql": ("POST", self._ksql),
+            "/ksql/terminate": ("POST", self._terminate_cluster),
+            "/is_valid_property": ("GET", self._is_valid_property),
             "/query": ("POST", self._query),
             "/query-stream": ("POST", self._query_stream),
             "/close-query": ("POST", self._close_query),
@@ -176,6 +180,8 @@ class KsqlApp:
         route = self._routes.get(path)
         if route is None and path.startswith("/status/"):
             route = self._routes["/status"]
+        if route is None and path.startswith("/is_valid_property/"):
+            route = self._routes["/is_valid_property"]
         if route is None:
             raise not_found(f"Unknown endpoint: {ex.method} {ex.path}")
         method, handler = route
@@ -197,11 +203,19 @@ class KsqlApp:
             raise bad_request("Invalid JSON in request: 'sessionVariables' must be an object")
         session = Session()
         session.properties = {}
+        denied = self._denied_overrides()
         for key, value in (props or {}).items():
+            if denied and (str(key) in denied or _STREAMS_PREFIX.sub("", str(key)) in denied):
+                raise bad_request(f"Cannot override property '{key}'")
             # ksqlDB passes 'ksql.streams.X' to Kafka Streams as X (auto.offset.reset, ...).
             session.properties[_STREAMS_PREFIX.sub("", str(key))] = value
         session.variables = {str(k): str(v) for k, v in (variables or {}).items()}
         return session
+
+    def _denied_overrides(self) -> set[str]:
+        """The properties no request may set (``ksql.properties.overrides.denylist``)."""
+        listed = self.engine.config.get(_DENYLIST) or ""
+        return {p.strip() for p in str(listed).split(",") if p.strip()}
 
     def _text(self, body: dict[str, Any], key: str) -> str:
         text = body.get(key)
@@ -492,6 +506,47 @@ class KsqlApp:
         if status is None:
             raise not_found(f"Command not found: {cmd}")
         await ex.json(200, status)
+
+    async def _is_valid_property(self, ex: Exchange) -> None:
+        """ksqlDB's CLI asks before each SET whether the server lets a request override the
+        property: any may, but those of ``ksql.properties.overrides.denylist``."""
+        name = unquote(ex.path.rstrip("/")[len("/is_valid_property/"):])
+        if not name:
+            raise not_found(f"Unknown endpoint: {ex.method} {ex.path}")
+        denied = self._denied_overrides()
+        if _STREAMS_PREFIX.sub("", name) in denied or name in denied:
+            raise bad_request(f"Cannot override property '{name}'")
+        await ex.json(200, True)
+
+    async def _terminate_cluster(self, ex: Exchange) -> None:
+        """``POST /ksql/terminate``: ksqlDB's cluster termination. Every persistent query is
+        terminated (its state and internal topics deleted), every stream and table dropped,
+        and the topics of those whose topic matches a regular expression of
+        ``deleteTopicList`` deleted. The server keeps running, empty."""
+        raw = await ex.body(self.settings.max_request_bytes)
+        patterns = parse_json_object(raw).get("deleteTopicList", []) if raw.strip() else []
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise bad_request("Invalid JSON in request: 'deleteTopicList' must be a list of strings")
+        try:
+            compiled = [re.compile(p) for p in patterns]
+        except re.error as exc:
+            raise bad_request(f"Invalid pattern in deleteTopicList: {exc}") from None
+        async with self._ddl_lock:
+            engine = self.engine
+            if engine.catalog.queries:
+                await engine.execute("TERMINATE ALL;")
+            for name, source in list(engine.catalog.sources.items()):
+                delete = not source.is_source and any(c.fullmatch(source.topic) for c in compiled)
+                kind = "TABLE" if source.is_table else "STREAM"
+                quoted = name.replace("`", "``")
+                await engine.execute(f"DROP {kind} `{quoted}`{' DELETE TOPIC' if delete else ''};")
+        seq = self._next_seq()
+        self._record_status("cluster/TERMINATE/CLUSTER", "Cluster terminated.")
+        await ex.json(200, [{"@type": "currentStatus", "statementText": "TERMINATE CLUSTER;",
+                             "commandId": "cluster/TERMINATE/CLUSTER",
+                             "commandStatus": {"status": "SUCCESS", "message": "Cluster terminated.",
+                                               "queryId": None},
+                             "commandSequenceNumber": seq, "warnings": []}])
 
     # -------------------------------------------------------------------- schema registry
     async def _schema_registry(self, ex: Exchange, path: str) -> None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from http import HTTPStatus
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -42,6 +44,17 @@ _ERROR_DRAIN_SECONDS = 5.0
 _YIELD_EVERY_SECONDS = 0.005
 
 
+def _origin_path(target: str) -> str:
+    """The path of a request target: an absolute-form target (``POST http://host:8088/query``,
+    which HTTP/1.1 servers must accept, RFC 9112 3.2.2) comes as the whole URL."""
+    if target.startswith("/"):
+        return target
+    if "://" in target:
+        path = urlsplit(target).path
+        return path if path.startswith("/") else "/" + path
+    return target
+
+
 class Disconnected(Exception):
     """The client went away (before its request body was read, or during a streamed
     response)."""
@@ -58,7 +71,7 @@ class Exchange:
         self._receive = receive
         self._send = send
         self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        self.path: str = _origin_path(scope["path"])
         self.headers: dict[bytes, bytes] = {k.lower(): v for k, v in scope["headers"]}
         self.started = False
         self.finished = False
@@ -250,3 +263,33 @@ def fix_hypercorn_h2_flow_control() -> None:
 
     buffer_class.pop = pop
     buffer_class._streamsql_flow_control = True
+
+
+def fix_hypercorn_h11_reason_phrase() -> None:
+    """Give HTTP/1.1 status lines their reason phrase (``HTTP/1.1 200 OK``, as ksqlDB's
+    server writes them): hypercorn sends ``HTTP/1.1 200 `` (ASGI has no reason field), which
+    some clients and proxies log as malformed. Idempotent."""
+    import h11
+    from hypercorn.protocol import h11 as hypercorn_h11
+
+    protocol = getattr(hypercorn_h11, "H11Protocol", None)
+    send_event = getattr(protocol, "_send_h11_event", None)
+    if send_event is None:
+        log.warning("hypercorn's H11Protocol changed: status lines keep an empty reason phrase")
+        return
+    if getattr(protocol, "_streamsql_reason_phrase", False):
+        return
+
+    async def _send_h11_event(self: Any, event: Any) -> None:
+        if isinstance(event, (h11.Response, h11.InformationalResponse)) and not event.reason:
+            try:
+                phrase = HTTPStatus(event.status_code).phrase.encode()
+            except ValueError:
+                phrase = b""
+            if phrase:
+                event = type(event)(status_code=event.status_code, headers=list(event.headers),
+                                    http_version=event.http_version, reason=phrase)
+        await send_event(self, event)
+
+    protocol._send_h11_event = _send_h11_event
+    protocol._streamsql_reason_phrase = True

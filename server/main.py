@@ -241,9 +241,10 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
     from hypercorn.utils import wrap_app
 
     from streamsql.server.bridge import LoopBridge
-    from streamsql.server.http import fix_hypercorn_h2_flow_control
+    from streamsql.server.http import fix_hypercorn_h11_reason_phrase, fix_hypercorn_h2_flow_control
 
     fix_hypercorn_h2_flow_control()  # (else a stalled HTTP/2 client is buffered without bound)
+    fix_hypercorn_h11_reason_phrase()
     # The HTTP thread waits for the GIL at most this long while queries compute (Python's
     # default is 5 ms; each request needs it a few times).
     sys.setswitchinterval(0.001)
