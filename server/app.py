@@ -55,6 +55,7 @@ from streamsql.server.errors import (
 from streamsql.server.http import Disconnected, Exchange, Receive, Send, parse_json_object
 from streamsql.server.inserts import ack, resolve_target, row_error
 from streamsql.server.statements import StatementCache
+from streamsql.variables import substitute
 from streamsql.server.queries import (
     DelimitedWriter,
     JsonArrayWriter,
@@ -71,7 +72,6 @@ from streamsql.server.queries import (
 log = logging.getLogger(__name__)
 
 KSQLDB_API_VERSION = "0.29.0"
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STREAMS_PREFIX = re.compile(r"^ksql\.streams\.")
 # Properties a request may not override (ksqlDB's server setting of the same name).
 _DENYLIST = "ksql.properties.overrides.denylist"
@@ -88,13 +88,6 @@ class ServerSettings:
     advertised_url: str = "http://localhost:8088"
     schema_registry_prefix: str | None = "/schema-registry"
     cluster_id: str = "streamsql-embedded"
-
-
-def substitute(text: str, variables: dict[str, str]) -> str:
-    """``${name}`` replaced by its value (unknown names stay as written, as in the engine)."""
-    if "${" not in text:
-        return text
-    return _VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
 def split_text(text: str) -> list[str]:

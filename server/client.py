@@ -376,7 +376,7 @@ class RemoteBackend:
         """SET/UNSET/DEFINE/UNDEFINE: kept here and sent with every request."""
         from streamsql import ast
         from streamsql.parser import parse_statement
-        from streamsql.server.app import substitute
+        from streamsql.variables import substitute
 
         stmt = parse_statement(substitute(piece, self.variables))
         if isinstance(stmt, ast.SetProperty):

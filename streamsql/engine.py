@@ -50,12 +50,12 @@ from streamsql.runtime.pipeline import Outputs, build_pipeline
 from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage, Stage,
                                      StageRunner, table_row, table_rows)
 from streamsql.types import BaseType
+from streamsql.variables import substitute
 
 log = logging.getLogger(__name__)
 
 PROCESSING_LOG_TOPIC = "streamsql_processing_log"
 PROCESSING_LOG_STREAM = "KSQL_PROCESSING_LOG"
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A query's id names its internal topics, consumer groups and state directory: characters a
 # topic name may not have (spaces, '/', any non-ASCII) become '_' in the sink's name there.
 _QUERY_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -241,9 +241,7 @@ class Engine:
         return results
 
     def _substitute(self, text: str, session: Session) -> str:
-        if "${" not in text:
-            return text
-        return _VARIABLE.sub(lambda m: session.variables.get(m.group(1), m.group(0)), text)
+        return substitute(text, session.variables)
 
     async def execute_statement(self, stmt: ast.Statement, properties: dict[str, Any] | None = None,
                                 session: Session | None = None, seq: int | None = None) -> Result:
@@ -1204,21 +1202,46 @@ def _eval_constant(compiler: ExpressionCompiler, expr: e.Expression, c: Any = No
     return value
 
 
+class _NotCoercible(Exception):
+    """An INSERT VALUES value that its column's type cannot take."""
+
+
 def _coerce_value(compiler: ExpressionCompiler, expr: e.Expression, type_, name: str) -> Any:
     """An INSERT VALUES expression converted to its column's type (numeric widening, string
     literals for temporal columns), or a ksqlDB-style error."""
     from streamsql.casts import cast_function
-    from streamsql.types import can_implicitly_cast
+    from streamsql.types import ArrayType, MapType, StructType, can_implicitly_cast
 
     c = compiler.compile(expr)
     value = _eval_constant(compiler, expr, c)
-    if value is None or c.type == type_:
-        return value
-    if can_implicitly_cast(c.type, type_) or (
-            c.type.base is BaseType.STRING and type_.base in (BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP)) or (
-            c.type.base is BaseType.DECIMAL and type_.base is BaseType.DECIMAL):
-        fn = cast_function(c.type, type_)
-        if fn is not None:
-            return fn(value)
-    raise KsqlStatementException(
-        f"Expected type {type_} for field {name} but got {value!r}({c.type})")
+
+    def coerce(v: Any, src: Any, dst: Any) -> Any:
+        # Literals are coerced inside collections too (STRUCT(c := 5) into STRUCT<c BIGINT>),
+        # as ksqlDB's value coercer does: field by field, item by item.
+        if v is None or src == dst:
+            return v
+        if isinstance(src, StructType) and isinstance(dst, StructType) and isinstance(v, dict):
+            fields = {f.name: f.type for f in src.fields}
+            out = {}
+            for f in dst.fields:
+                out[f.name] = coerce(v.get(f.name), fields[f.name], f.type) if f.name in fields else None
+            if any(n not in out for n in fields):
+                raise _NotCoercible
+            return out
+        if isinstance(src, ArrayType) and isinstance(dst, ArrayType) and isinstance(v, list):
+            return [coerce(x, src.item, dst.item) for x in v]
+        if isinstance(src, MapType) and isinstance(dst, MapType) and isinstance(v, dict):
+            return {coerce(k, src.key, dst.key): coerce(x, src.value, dst.value) for k, x in v.items()}
+        if can_implicitly_cast(src, dst) or (
+                src.base is BaseType.STRING and dst.base in (BaseType.DATE, BaseType.TIME, BaseType.TIMESTAMP)) or (
+                src.base is BaseType.DECIMAL and dst.base is BaseType.DECIMAL):
+            fn = cast_function(src, dst)
+            if fn is not None:
+                return fn(v)
+        raise _NotCoercible
+
+    try:
+        return coerce(value, c.type, type_)
+    except _NotCoercible:
+        raise KsqlStatementException(
+            f"Expected type {type_} for field {name} but got {value!r}({c.type})") from None

@@ -95,11 +95,11 @@ def decimal_parameters_problem(precision: int, scale: int) -> str | None:
     if precision < 1:
         return f"DECIMAL precision must be >= 1: {shown}"
     if scale < 0:
-        return f"DECIMAL scale must be non-negative: {shown}"
+        return f"DECIMAL scale must be >= 0: {shown}"
     if precision > DECIMAL_MAX_PRECISION:
         return f"DECIMAL precision must be <= {DECIMAL_MAX_PRECISION}: {shown}"
     if scale > precision:
-        return f"DECIMAL scale must be less than or equal to precision: {shown}"
+        return f"DECIMAL precision must be >= scale: {shown}"
     return None
 
 

@@ -253,3 +253,38 @@ def test_retention_ms_in_the_with_clause_becomes_the_topics_retention(tmp_path: 
 
     config, begin = asyncio.run(main())
     assert config["retention.ms"] == "60000" and begin > 0
+
+
+def test_insert_values_coerces_literals_inside_structs_arrays_and_maps(tmp_path: Path) -> None:
+    """ksqlDB coerces INSERT VALUES literals to the column's type all the way down:
+    ``STRUCT(c := 5)`` goes into ``STRUCT<c BIGINT>``, ``ARRAY[1, 2]`` into ``ARRAY<DOUBLE>``."""
+    async def main() -> list:
+        log, engine = await _open(tmp_path)
+        await engine.execute(
+            "CREATE STREAM n (id INT KEY, s STRUCT<c BIGINT, d DECIMAL(4, 2)>, a ARRAY<DOUBLE>, "
+            "m MAP<STRING, BIGINT>) WITH (kafka_topic='n', value_format='JSON', partitions=1);")
+        await engine.execute("INSERT INTO n (id, s, a, m) VALUES (1, STRUCT(c := 5), ARRAY[1, 2], MAP('k' := 3));")
+        with pytest.raises(KsqlStatementException, match=r"Expected type STRUCT<`C` BIGINT, `D` DECIMAL\(4, 2\)> "
+                                                         r"for field S"):
+            await engine.execute("INSERT INTO n (id, s) VALUES (2, STRUCT(c := 'x'));")
+        with pytest.raises(KsqlStatementException, match="for field S"):
+            await engine.execute("INSERT INTO n (id, s) VALUES (2, STRUCT(nope := 1));")
+        out = await _records(log, "n")
+        await _close(log, engine)
+        return out
+
+    [(_, value)] = asyncio.run(main())
+    assert value == {"S": {"C": 5, "D": None}, "A": [1.0, 2.0], "M": {"k": 3}}
+
+
+def test_variables_are_substituted_and_the_escape_is_kept_literal(tmp_path: Path) -> None:
+    async def main() -> list:
+        log, engine = await _open(tmp_path)
+        await engine.execute(PAGEVIEWS + "DEFINE page = '/home';")
+        [result] = await engine.execute("SELECT '${page}' AS a, '$${page}' AS b FROM pageviews EMIT CHANGES LIMIT 1;")
+        await engine.execute("INSERT INTO pageviews (user_id, page, ms) VALUES ('u', '${page}', 1);")
+        rows = [row async for row in result.stream]
+        await _close(log, engine)
+        return rows
+
+    assert asyncio.run(main()) == [("/home", "${page}")]

@@ -741,7 +741,7 @@ def test_engine_statement_length_property() -> None:
     ("CREATE TABLE W AS SELECT K, COUNT(*) AS N FROM S WINDOW HOPPING (SIZE 1 DAY, ADVANCE BY 1 MILLISECOND) GROUP BY K;",
      "puts each record in 86400000 windows; at most 10000 are supported"),
     ("CREATE STREAM T (A DECIMAL(5, 6)) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON', PARTITIONS=1);",
-     "line 1:28: DECIMAL scale must be less than or equal to precision: DECIMAL(5,6)"),
+     "line 1:28: DECIMAL precision must be >= scale: DECIMAL(5,6)"),
 ])
 def test_rejections_carry_ksqldb_messages(text: str, message: str) -> None:
     async def main() -> None:
