@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Sequence
 
 from streamsql import ast
@@ -548,14 +547,6 @@ def _explain_statement(engine: "Engine", statement: ast.Statement | None,
 
 
 # ================================================================================= PRINT
-@dataclass(frozen=True)
-class PrintFormats:
-    """The key and value formats PRINT shows before its first record."""
-
-    key: str
-    value: str
-
-
 def _resolve_topic(names: dict[str, Any], wanted: str) -> str | None:
     if wanted in names:
         return wanted
@@ -571,48 +562,11 @@ def format_rowtime(ms: int) -> str:
     return ts.strftime("%Y/%m/%d %H:%M:%S.") + f"{ms % 1000:03d} Z"
 
 
-def _bytes_text(data: bytes | None, numeric: str | None) -> str:
-    if data is None:
-        return "<null>"
-    if numeric is not None:
-        if numeric in ("INTEGER", "BIGINT") and len(data) in (4, 8):
-            return str(int.from_bytes(data, "big", signed=True))
-        if numeric == "DOUBLE" and len(data) == 8:
-            import struct
-
-            return repr(struct.unpack(">d", data)[0])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.hex()
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
-def _numeric_kind(fmt: str, columns: tuple[Column, ...]) -> str | None:
-    """For KAFKA-format single numeric columns: how to read the raw bytes."""
-    if fmt == "KAFKA" and len(columns) == 1 and columns[0].type.base in (
-            BaseType.INTEGER, BaseType.BIGINT, BaseType.DOUBLE):
-        return columns[0].type.base.value
+def _declared_kafka_type(fmt: str, columns: tuple[Column, ...]) -> BaseType | None:
+    """The type of a source's single KAFKA-format column (PRINT's hint for 8-byte records)."""
+    if fmt == "KAFKA" and len(columns) == 1:
+        return columns[0].type.base
     return None
-
-
-def _detect_formats(source: DataSource | None, key: bytes | None, value: bytes | None) -> PrintFormats:
-    if source is not None:
-        return PrintFormats(source.key_format.name, source.value_format.name)
-
-    def guess(data: bytes | None) -> str:
-        if data is None:
-            return "¯\\_(ツ)_/¯ - no data processed"
-        text = data.lstrip()[:1]
-        if text in (b"{", b"["):
-            return "JSON or KAFKA_STRING"
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            return "KAFKA_BYTES"
-        return "KAFKA_STRING"
-
-    return PrintFormats(guess(key), guess(value))
 
 
 async def print_topic(engine: "Engine", stmt: ast.PrintTopic, props: dict[str, Any]) -> Result:
@@ -639,9 +593,13 @@ async def _print_records(engine: "Engine", topic: str, source: DataSource | None
     # FROM BEGINNING starts at each partition's log start, which retention moves forward:
     # say where, so a user does not take the missing oldest records for lost ones.
     start_line = f"Log start offsets: {offsets_text(positions)}" if from_beginning else None
-    key_numeric = _numeric_kind(source.key_format.name, source.schema.key) if source else None
-    value_numeric = (_numeric_kind(source.value_format.name, source.schema.value_format_columns)
-                     if source else None)
+    from streamsql.record_formatter import RecordFormatter
+
+    formatter = RecordFormatter(
+        engine.schema_registry, topic,
+        _declared_kafka_type(source.key_format.name, source.schema.key) if source else None,
+        _declared_kafka_type(source.value_format.name, source.schema.value_format_columns) if source else None)
+    key_text = value_text = None
     seen = printed = 0
     header_done = False
     if limit is not None and limit <= 0:
@@ -660,15 +618,21 @@ async def _print_records(engine: "Engine", topic: str, source: DataSource | None
                     continue
                 key, value = batch.keys[i], batch.values[i]
                 if not header_done:
-                    fmts = _detect_formats(source, key, value)
-                    yield (f"Key format: {fmts.key}",)
-                    yield (f"Value format: {fmts.value}",)
+                    # ksqlDB's header: the formats the first record could be in.
+                    yield (f"Key format: {formatter.detect(key, True).formats}",)
+                    yield (f"Value format: {formatter.detect(value, False).formats}",)
                     if start_line is not None:
                         yield (start_line,)
                     header_done = True
+                # Each side is rendered as its first non-null record says.
+                if key_text is None and key is not None:
+                    key_text = formatter.detect(key, True).text
+                if value_text is None and value is not None:
+                    value_text = formatter.detect(value, False).text
+                shown_key = "<null>" if key is None else key_text(key)
+                shown_value = "<null>" if value is None else value_text(value)
                 yield (f"rowtime: {format_rowtime(batch.timestamps[i])}, "
-                       f"key: {_bytes_text(key, key_numeric)}, "
-                       f"value: {_bytes_text(value, value_numeric)}, partition: {p}",)
+                       f"key: {shown_key}, value: {shown_value}, partition: {p}",)
                 printed += 1
                 if limit is not None and printed >= limit:
                     return

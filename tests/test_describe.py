@@ -228,6 +228,22 @@ def test_explain_running_query_and_statement(tmp_path):
     run(tmp_path, body)
 
 
+@pytest.mark.parametrize("fmt", ["AVRO", "PROTOBUF", "JSON_SR"])
+def test_print_decodes_schema_registry_records_and_names_formats_as_ksqldb(tmp_path, fmt):
+    """PRINT finds the schema-registry frame in the bytes and shows the record decoded with
+    its registered schema; KAFKA keys are named by what their bytes can be."""
+    async def body(engine: Engine) -> None:
+        await engine.execute(f"CREATE STREAM sr (id INT KEY, name STRING, n BIGINT) WITH "
+                             f"(kafka_topic='sr', value_format='{fmt}', partitions=1);"
+                             "INSERT INTO sr (id, name, n) VALUES (7, 'a', 5);")
+        lines = [r[0] for r in await collect(await one(engine, "PRINT 'sr' FROM BEGINNING LIMIT 1;"), 4)]
+        assert lines[0] == "Key format: KAFKA_INT or KAFKA_STRING"
+        assert lines[1].split(" or ")[0] == f"Value format: {fmt}"
+        assert ", key: 7, value: {\"NAME\":\"a\",\"N\":5}, partition: 0" in lines[3]
+
+    run(tmp_path, body)
+
+
 def test_print_topic(tmp_path):
     async def body(engine: Engine) -> None:
         qid = await query_id(engine)
@@ -235,7 +251,7 @@ def test_print_topic(tmp_path):
         result = await one(engine, "PRINT 'SLOW' FROM BEGINNING LIMIT 1;")
         assert result.kind == "stream"
         lines = [r[0] for r in await collect(result, 10)]
-        assert lines[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:0, 1:0, 2:0, 3:0"]
+        assert lines[:3] == ["Key format: KAFKA_STRING", "Value format: JSON or KAFKA_STRING", "Log start offsets: 0:0, 1:0, 2:0, 3:0"]
         assert len(lines) == 4  # LIMIT 1 ends the stream after one record
         assert lines[3].startswith("rowtime: ") and lines[3].endswith(" Z, key: u1, value: {\"PAGE\":\"/HOME\"}, partition: "
                                                                       + lines[3].rsplit(" ", 1)[-1])
@@ -306,7 +322,7 @@ def test_describe_extended_and_print_show_the_log_start_offsets(tmp_path):
 
         printed = await one(engine, "PRINT 'events' FROM BEGINNING LIMIT 80;")
         lines = [r[0] for r in await collect(printed, 83)]
-        assert lines[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:20, 1:0"]
+        assert lines[:3] == ["Key format: KAFKA_STRING", "Value format: JSON or KAFKA_STRING", "Log start offsets: 0:20, 1:0"]
         records = lines[3:]
         assert len(records) == 80  # 30 left in partition 0, all 50 of partition 1
         first = [r for r in records if r.endswith("partition: 0")]

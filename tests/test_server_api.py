@@ -140,7 +140,7 @@ def test_log_start_offsets_in_describe_extended_and_print(tmp_path):
 
             r = await c.post("/query", json={"ksql": "PRINT 'events' FROM BEGINNING LIMIT 11;"})
             lines = r.text.splitlines()
-            assert lines[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:10, 1:0"]
+            assert lines[:3] == ["Key format: KAFKA_STRING", "Value format: JSON or KAFKA_STRING", "Log start offsets: 0:10, 1:0"]
             assert 'key: k10, value: {"N":10}, partition: 0' in lines[3]
             assert len([x for x in lines if x.startswith("rowtime: ")]) == 11
 
@@ -257,7 +257,7 @@ def test_query_formats_over_http1_and_http2(tmp_path):
             # PRINT goes to /query as text lines.
             r = await c.post("/query", json={"ksql": "PRINT 's' FROM BEGINNING LIMIT 1;"})
             assert r.headers["content-type"].startswith("text/plain")
-            assert r.text.splitlines()[:3] == ["Key format: KAFKA", "Value format: JSON", "Log start offsets: 0:0"]
+            assert r.text.splitlines()[:3] == ["Key format: KAFKA_STRING", "Value format: JSON or KAFKA_STRING", "Log start offsets: 0:0"]
             assert "key: a" in r.text.splitlines()[3]
 
         async with httpx.AsyncClient(base_url=url, http1=False, http2=True) as h2:
