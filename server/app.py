@@ -53,7 +53,7 @@ from streamsql.server.errors import (
     unauthorized,
 )
 from streamsql.server.http import Disconnected, Exchange, Receive, Send, parse_json_object
-from streamsql.server.inserts import ack, resolve_target, row_error
+from streamsql.server.inserts import AckStream, ack, resolve_target, row_error
 from streamsql.server.statements import StatementCache
 from streamsql.variables import substitute
 from streamsql.server.queries import (
@@ -275,7 +275,7 @@ class KsqlApp:
         return entity
 
     # --------------------------------------------------------------------------- queries
-    async def _prepare(self, text: str, session: Any, allow_print: bool, ex: Exchange) -> PreparedQuery:
+    async def _prepare(self, text: str, session: Any, ex: Exchange) -> PreparedQuery:
         pieces = split_text(text)
         if len(pieces) != 1:
             raise bad_statement(f"Expected exactly one KSQL statement; found {len(pieces)} instead", text)
@@ -285,7 +285,7 @@ class KsqlApp:
                                           StatementLimits.from_config(self.engine.config))
         except ParseError as exc:
             raise bad_statement(str(exc), shown) from None
-        if isinstance(stmt, ast.PrintTopic) and allow_print:
+        if isinstance(stmt, ast.PrintTopic):
             result = await self._execute_query(stmt, shown, session)
             return PreparedQuery(stmt, result, new_query_id(None, True), ("PRINT",), (), 0, is_print=True)
         if not isinstance(stmt, ast.QueryStatement):
@@ -377,14 +377,17 @@ class KsqlApp:
         body = await ex.json_body(self.settings.max_request_bytes)
         text = self._text(body, "ksql")
         session = self._session(body, "streamsProperties")
-        query = await self._prepare(text, session, allow_print=True, ex=ex)
+        query = await self._prepare(text, session, ex=ex)
         await self._answer_query(ex, query, PrintWriter() if query.is_print else LegacyWriter())
 
     async def _query_stream(self, ex: Exchange) -> None:
         body = await ex.json_body(self.settings.max_request_bytes)
         text = self._text(body, "sql")
         session = self._session(body, "properties")
-        query = await self._prepare(text, session, allow_print=False, ex=ex)
+        query = await self._prepare(text, session, ex=ex)
+        if query.is_print:  # PRINT's lines, as on /query
+            await self._answer_query(ex, query, PrintWriter())
+            return
         accept = ex.headers.get(b"accept", b"")
         json_array = b"application/json" in accept and b"delimited" not in accept
         await self._answer_query(ex, query, JsonArrayWriter() if json_array else DelimitedWriter())
@@ -401,6 +404,8 @@ class KsqlApp:
     # -------------------------------------------------------------------- inserts-stream
     async def _inserts_stream(self, ex: Exchange) -> None:
         limit = self.settings.max_request_bytes
+        accept = ex.headers.get(b"accept", b"")
+        acks = AckStream(ex, b"application/json" in accept and b"delimited" not in accept)
         buffer = b""
         target = None
         seq = 0
@@ -417,7 +422,7 @@ class KsqlApp:
                 raise_or_end = _too_large_line(limit)
                 if not ex.started:
                     raise raise_or_end
-                await ex.end(row_error(seq, raise_or_end.body["message"]))
+                await acks.end(row_error(seq, raise_or_end.body["message"]))
                 return
             records = []
             for line in lines:
@@ -425,28 +430,28 @@ class KsqlApp:
                     continue
                 if target is None:
                     target = resolve_target(self.engine, parse_json_object(line))
-                    await ex.start(200, b"application/vnd.ksqlapi.delimited.v1")
+                    await ex.start(200, acks.content_type)
                     continue
                 try:
                     records.append(target.record_of(line))
                 except (ValueError, StreamSqlError) as exc:
                     failed = await self._produce(target, records)
                     if failed is not None:
-                        await ex.end(row_error(seq, failed, SERVER_ERROR))
+                        await acks.end(row_error(seq, failed, SERVER_ERROR))
                         return
-                    acks = b"".join(ack(s) for s in range(seq, seq + len(records)))
-                    await ex.end(acks + row_error(seq + len(records), str(exc)))
+                    written = b"".join(ack(s) for s in range(seq, seq + len(records)))
+                    await acks.end(written + row_error(seq + len(records), str(exc)))
                     return
             if records:
                 failed = await self._produce(target, records)
                 if failed is not None:
-                    await ex.end(row_error(seq, failed, SERVER_ERROR))
+                    await acks.end(row_error(seq, failed, SERVER_ERROR))
                     return
-                await ex.chunk(b"".join(ack(s) for s in range(seq, seq + len(records))))
+                await acks.send(b"".join(ack(s) for s in range(seq, seq + len(records))))
                 seq += len(records)
         if target is None:
             raise bad_request("No target in arguments")
-        await ex.end()
+        await acks.end()
 
     async def _produce(self, target: Any, records: list[Any]) -> str | None:
         """Produce rows; returns why the write failed (then none of them was written), to be

@@ -127,3 +127,40 @@ def ack(seq: int) -> bytes:
 
 def row_error(seq: int, message: str, error_code: int = BAD_REQUEST) -> bytes:
     return orjson.dumps({"status": "error", "seq": seq, "error_code": error_code, "message": message}) + b"\n"
+
+
+class AckStream:
+    """The acks of an ``/inserts-stream`` response as they are written: newline-delimited
+    JSON objects, or, for a client that asked for ``Accept: application/json``, one JSON
+    array of them (``[{"status":"ok","seq":0},...]``, as ksqlDB answers such clients)."""
+
+    def __init__(self, ex: Any, json_array: bool) -> None:
+        self.ex = ex
+        self.json_array = json_array
+        self._first = True
+
+    @property
+    def content_type(self) -> bytes:
+        return b"application/json" if self.json_array else b"application/vnd.ksqlapi.delimited.v1"
+
+    def _framed(self, lines: bytes) -> bytes:
+        if not self.json_array or not lines:
+            return lines
+        out = []
+        for line in lines.splitlines():
+            out.append((b"[" if self._first else b",") + line)
+            self._first = False
+        return b"".join(out)
+
+    async def send(self, lines: bytes) -> None:
+        """Write newline-terminated ack (or error) objects."""
+        data = self._framed(lines)
+        if data:
+            await self.ex.chunk(data)
+
+    async def end(self, lines: bytes = b"") -> None:
+        """Write the last objects and end the response (closing the array)."""
+        data = self._framed(lines)
+        if self.json_array:
+            data += b"[]" if self._first else b"]"
+        await self.ex.end(data)

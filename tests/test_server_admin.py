@@ -89,3 +89,27 @@ def test_status_lines_have_reason_phrases_and_absolute_targets_are_served(tmp_pa
         assert line == b"HTTP/1.1 200 OK" and orjson.loads(body)[0]["@type"] == "streams"
 
     with_node(tmp_path, test)
+
+
+def test_inserts_stream_answers_one_json_array_to_json_clients_and_print_streams(tmp_path):
+    async def test(url: str, app: Any) -> None:
+        async with httpx.AsyncClient(base_url=url) as c:
+            await ksql(c, CREATE)
+            body = b'{"target": "s"}\n{"ID": "a", "V": 1}\n{"ID": "b", "V": 2}\n{"ID": "c", "V": "x"}\n'
+            r = await c.post("/inserts-stream", content=body, headers={"Accept": "application/json"})
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            acks = r.json()  # one JSON document, whatever chunks it came in
+            assert acks[:2] == [{"status": "ok", "seq": 0}, {"status": "ok", "seq": 1}]
+            assert acks[2]["status"] == "error" and len(acks) == 3
+            r = await c.post("/inserts-stream", content=b'{"target": "s"}\n',
+                             headers={"Accept": "application/json"})
+            assert r.json() == []
+            # PRINT over /query-stream: the lines PRINT shows on /query.
+            r = await c.post("/query-stream", json={"sql": "PRINT 's' FROM BEGINNING LIMIT 2;"})
+            lines = r.text.splitlines()
+            assert r.status_code == 200 and lines[0] == "Key format: KAFKA_STRING"
+            assert [line.split(", key: ")[1] for line in lines if line.startswith("rowtime")] == [
+                'a, value: {"V":1,"TS":null,"D":null}, partition: 0',
+                'b, value: {"V":2,"TS":null,"D":null}, partition: 0']
+
+    with_node(tmp_path, test)
