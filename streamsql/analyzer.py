@@ -446,7 +446,8 @@ class QueryAnalyzer:
         if query.partition_by and source.is_table:
             raise KsqlStatementException(
                 "Invalid Partition By clause: PARTITION BY is not supported on tables.")
-        items = self._expand_select(query.select, source, alias, query.partition_by)
+        items = self._expand_select(query.select, source, alias, query.partition_by,
+                                    window_bounds=not persistent)
         compiler = ExpressionCompiler(self.registry, scope, clause="SELECT")
         udtfs = tuple(x for _, x in items
                       for x in x.walk()
@@ -674,13 +675,19 @@ class QueryAnalyzer:
 
     # ------------------------------------------------------------------------- projection
     def _expand_select(self, select: tuple[ast.SelectItem, ...], source: DataSource, alias: str,
-                       partition_by: tuple[e.Expression, ...]) -> list[tuple[str | None, e.Expression]]:
+                       partition_by: tuple[e.Expression, ...], window_bounds: bool = False
+                       ) -> list[tuple[str | None, e.Expression]]:
         out: list[tuple[str | None, e.Expression]] = []
         for item in select:
             if isinstance(item, ast.AllColumns):
                 if item.source is not None and item.source not in (alias, source.name):
                     raise KsqlStatementException(f"Unknown source name or alias: {item.source}")
                 cols = list(source.schema.key) + list(source.schema.value)
+                if window_bounds and source.window is not None:
+                    # A transient query's * on a windowed source shows each row's window
+                    # after the key, as ksqlDB's: two windows of one key are two rows.
+                    bounds = [Column(n, t.BIGINT, "KEY") for n in ("WINDOWSTART", "WINDOWEND")]
+                    cols = list(source.schema.key) + bounds + list(source.schema.value)
                 if partition_by:
                     # PARTITION BY moves the old key after the value columns (ksqlDB's order).
                     cols = list(source.schema.value) + list(source.schema.key)
@@ -770,6 +777,9 @@ class QueryAnalyzer:
             key_exprs = [strip(p) for p in partition_by]
         else:
             key_exprs = [e.ColumnRef(c.name) for c in source.schema.key]
+            if not persistent and source.window is not None:
+                # In a transient query's result the window bounds are part of the key.
+                key_exprs += [e.ColumnRef("WINDOWSTART"), e.ColumnRef("WINDOWEND")]
         key_slots: list[OutputColumn | None] = [None] * len(key_exprs)
         values: list[OutputColumn] = []
         for name, expr, ty in named:

@@ -362,3 +362,22 @@ def test_a_retention_shorter_than_size_plus_grace_is_refused(tmp_path: Path) -> 
                                  "(SIZE 1 MINUTE, RETENTION 30 SECONDS, GRACE PERIOD 0 SECONDS) GROUP BY user_id;")
         await run.close()
     asyncio.run(main())
+
+
+def test_select_star_on_a_windowed_table_shows_the_window_as_ksqldb(tmp_path: Path) -> None:
+    """Pull and push queries: ``SELECT *`` over a windowed table gives the key, WINDOWSTART,
+    WINDOWEND, then the values, so two windows of one key are two distinct rows."""
+    async def main() -> None:
+        run = Running(tmp_path)
+        engine = await run.open()
+        await engine.execute(STREAM + "CREATE TABLE w AS SELECT user_id, COUNT(*) AS n FROM pv "
+                                      "WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY user_id;")
+        await _produce(run.log, "pv", [("u", {}, 1500), ("u", {}, 2500)])
+        want = [("u", 1000, 2000, 1), ("u", 2000, 3000, 1)]
+        assert await _eventually(lambda: _rows(engine, "SELECT * FROM w WHERE user_id = 'u';"), want) == want
+        [pull] = await engine.execute("SELECT * FROM w;")
+        assert pull.columns == ("USER_ID", "WINDOWSTART", "WINDOWEND", "N")
+        [push] = await engine.execute("SELECT * FROM w EMIT CHANGES LIMIT 2;")
+        assert push.columns == pull.columns and sorted([r async for r in push.stream]) == want
+        await run.close()
+    asyncio.run(main())
