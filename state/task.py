@@ -72,7 +72,8 @@ class RocksDBConfig:
     """RocksDB tuning for one task's instance. ``block_cache``: a ``rocksdict.Cache`` to share
     among tasks (else each task gets its own of ``block_cache_bytes``). ``sync``: fsync the
     WAL at every commit (survives power loss; kill -9 is survived either way, the WAL is
-    written before ``commit`` returns)."""
+    written before ``commit`` returns). ``max_total_wal_bytes``: the WAL size past which the
+    column families holding old WAL files are flushed, so the WAL stays bounded."""
 
     write_buffer_bytes: int = 16 * 1024 * 1024
     max_write_buffers: int = 3
@@ -80,6 +81,8 @@ class RocksDBConfig:
     block_cache: rocksdict.Cache | None = None
     bloom_bits_per_key: int = 10
     sync: bool = False
+    max_total_wal_bytes: int = 64 * 1024 * 1024
+
 
     def options(self, cache: rocksdict.Cache) -> rocksdict.Options:
         o = rocksdict.Options(raw_mode=True)
@@ -87,6 +90,12 @@ class RocksDBConfig:
         o.create_missing_column_families(True)
         o.set_write_buffer_size(self.write_buffer_bytes)
         o.set_max_write_buffer_number(self.max_write_buffers)
+        # A task's stores are column families of one instance sharing one WAL, and a WAL file
+        # goes only once every family has flushed what it holds: a family written rarely (the
+        # meta family, a small store) kept every WAL file alive, growing the state directory
+        # by the whole write volume (measured: 1.7 GB of WAL after 5M updates for 10 MB of
+        # data). Past this size RocksDB flushes the families holding the oldest WAL back.
+        o.set_max_total_wal_size(self.max_total_wal_bytes)
         # Expiry and tombstone-heavy stores: compact files that are mostly deletes.
         o.add_compact_on_deletion_collector_factory(1000, 500, 0.5)
         t = rocksdict.BlockBasedOptions()
