@@ -892,8 +892,8 @@ def test_the_cleaner_compacts_closed_segments_keeping_the_latest_per_key(make_lo
 
 
 def test_compact_delete_topics_are_compacted_and_their_old_segments_deleted(make_log):
-    """``cleanup.policy=compact,delete``: the latest record of each key is kept while it is
-    within retention.ms; past it, even a key's latest record goes (with its segment)."""
+    """``cleanup.policy=compact,delete``: compacted (the latest record of each key kept),
+    and whole segments past retention.ms deleted, latest records or not."""
     now = 10_000_000
 
     async def go():
@@ -901,24 +901,105 @@ def test_compact_delete_topics_are_compacted_and_their_old_segments_deleted(make
         await log.create_topic("cd", config={"cleanup.policy": "compact,delete",
                                              "retention.ms": "60000",
                                              "min.cleanable.dirty.ratio": "0"})
-        # Old: keys k0..k4, then k5..k9 keep being updated recently.
-        await _updates(log, "cd", 10, ts=now - 120_000)
-        for r in range(30):
-            await log.produce("cd", [rec(b"k%d" % i, b"n%d" % r, now - 1_000) for i in range(5, 10)])
+        await _updates(log, "cd", 40, ts=now - 1_000)
         before = await fetch_all(log, "cd")
         await log.apply_retention(now)
+        compacted = await fetch_all(log, "cd")
+        compacted_begin = (await log.begin_offsets("cd"))[0]
+        # An hour later every closed segment is past retention: only the active one stays.
+        await log.apply_retention(now + 3_600_000)
+        part = log.partitions_of("cd")[0]
         after = await fetch_all(log, "cd")
         begin = (await log.begin_offsets("cd"))[0]
+        active = part.segments[-1].base
         await log.close()
-        return before, after, begin
+        return before, compacted, compacted_begin, after, begin, active
 
-    before, after, begin = run(go())
-    latest = {k: v for k, (_, v) in _latest(*after).items()}
-    # Compacted: far fewer records than written, the live keys at their latest values...
-    assert len(after[0]) < len(before[0]) / 3
-    assert {k: v for k, v in latest.items() if k >= b"k5"} == {b"k%d" % i: b"n29" for i in range(5, 10)}
-    # ...and the old keys' segments deleted by retention: the log starts past them.
-    assert not any(k < b"k5" for k in latest) and begin > 0
+    before, compacted, compacted_begin, after, begin, active = run(go())
+    assert len(compacted[0]) < len(before[0]) / 3 and compacted_begin == 0
+    assert {k: v for k, (_, v) in _latest(*compacted).items()} == {b"k%d" % i: b"r39" for i in range(5)}
+    assert len(after[0]) > 0 and begin == active > 0 and after[0][0] >= active
+
+
+def test_compaction_merges_segments_so_a_long_lived_table_keeps_few_files(make_log):
+    """Compacted segments shrink; merged (up to segment.bytes) they stay few: a table of 5
+    keys updated 400 times keeps a handful of segment files, not one per segment rolled."""
+    async def go():
+        log = make_log(segment_bytes=400)
+        await log.create_topic("c", config={"cleanup.policy": "compact"})
+        part = log.partitions_of("c")[0]
+        cleaner = LogCleaner(log)
+        most = 0
+        for r in range(400):
+            await log.produce("c", [rec(b"k%d" % i, b"r%d" % r, 1) for i in range(5)])
+            if r % 20 == 19:
+                await cleaner.compact(part, part.policy, 10**12)
+                most = max(most, len(part.segments))
+        rolled = 400 * 5 * 40 // 400  # about as many segments as were ever rolled
+        latest = _latest(*(await fetch_all(log, "c")))
+        await log.close()
+        return most, rolled, latest
+
+    from streamsql.runtime.log.cleaner import LogCleaner
+    most, rolled, latest = run(go())
+    assert most <= 30 < rolled
+    assert {k: v for k, (_, v) in latest.items()} == {b"k%d" % i: b"r399" for i in range(5)}
+
+
+@pytest.mark.parametrize("crash_at", ["deleting the old segments", "renaming the swap"])
+def test_a_crash_during_a_compaction_swap_is_finished_at_open(tmp_path, monkeypatch, crash_at):
+    """The merged segment is renamed to ``.swap`` before the segments it replaces go: a
+    crash after that point leaves the swap, which the next open puts in place (deleting
+    whichever replaced segments are left), so no offset is read twice or lost."""
+    import os as os_module
+
+    from streamsql.runtime.log import embedded as embedded_module
+    from streamsql.runtime.log.cleaner import LogCleaner
+
+    class Crash(BaseException):
+        pass
+
+    async def crash_mid_swap():
+        log = EmbeddedLog(tmp_path, segment_bytes=300, retention_check_ms=None)
+        await log.create_topic("c", config={"cleanup.policy": "compact"})
+        await _updates(log, "c", 30)
+        before = _latest(*(await fetch_all(log, "c")))
+        part = log.partitions_of("c")[0]
+        real_replace = os_module.replace
+        if crash_at == "renaming the swap":
+            def replace(src, dst):
+                if str(src).endswith(".swap"):
+                    raise Crash()
+                return real_replace(src, dst)
+            monkeypatch.setattr(embedded_module.os, "replace", replace)
+        else:
+            real_unlink = Path.unlink
+
+            def unlink(self, missing_ok=False):
+                if self.suffix == ".log" and any(p.name.endswith(".swap") for p in self.parent.iterdir()):
+                    raise Crash()
+                return real_unlink(self, missing_ok=missing_ok)
+            monkeypatch.setattr(Path, "unlink", unlink)
+        with pytest.raises(Crash):
+            await LogCleaner(log).compact(part, part.policy, 10**12, force=True)
+        monkeypatch.undo()
+        swaps = list((tmp_path / "topics" / "c" / "0").glob("*.swap"))
+        await log.close()  # (releases the directory lock; the files stay as the crash left them)
+        return before, swaps
+
+    before, swaps = run(crash_mid_swap())
+    assert len(swaps) == 1
+
+    async def reopen():
+        log = EmbeddedLog(tmp_path, retention_check_ms=None)
+        offs, keys, vals = await fetch_all(log, "c")
+        await log.close()
+        return offs, keys, vals
+
+    offs, keys, vals = run(reopen())
+    assert offs == sorted(set(offs))  # no offset twice, in order
+    assert _latest(offs, keys, vals) == before
+    assert not list((tmp_path / "topics" / "c" / "0").glob("*.swap"))
 
 
 def test_tombstones_stay_for_delete_retention_ms_then_go(make_log):

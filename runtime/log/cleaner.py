@@ -223,21 +223,23 @@ class LogCleaner:
         interval = self.log._index_interval
         tombstone_cutoff = now - policy.delete_retention_ms
         fsync = self.log._fsync
-        rewritten = await asyncio.to_thread(_rewrite, everything, active_size, cleanable,
-                                            tombstone_cutoff, interval, fsync)
+        max_bytes = policy.segment_bytes or self.log._segment_bytes
+        groups = await asyncio.to_thread(_rewrite, everything, active_size, cleanable,
+                                         tombstone_cutoff, interval, fsync, max_bytes)
         removed = 0
         if part.generation != generation:
-            _discard(rewritten)
+            _discard([r for _, _, r in groups])
             logger.info("embedded log: %s-%d was cut back during compaction; will retry",
                         part.topic, part.index)
             return 0
-        for seg, result in zip(cleanable, rewritten):
+        for start, end, result in groups:
             if result is None:
                 continue
-            if not part.replace_segment(seg, result):
+            olds = cleanable[start:end]
+            if not part.replace_segments(olds, result):
                 _discard([result])
                 continue
-            removed += seg.count - result.count
+            removed += sum(seg.count for seg in olds) - result.count
         part.cleaned_upto = max(part.cleaned_upto, cleanable[-1].next_offset)
         if removed:
             logger.info("embedded log: compacted %s-%d: %d records removed", part.topic,
@@ -269,10 +271,19 @@ class Rewritten:
     data: bytes | None
 
 
+# Per-record bytes a segment spends besides the key and value (an estimate: for grouping).
+_RECORD_OVERHEAD = 40
+
+
 def _rewrite(segments: list[Segment], active_size: int, cleanable: list[Segment],
-             tombstone_cutoff: int, interval: int, fsync: bool) -> list[Rewritten | None]:
-    """On a worker thread: the latest offset of every key, then each cleanable segment
-    without its superseded records (None where nothing goes)."""
+             tombstone_cutoff: int, interval: int, fsync: bool, max_bytes: int
+             ) -> list[tuple[int, int, Rewritten | None]]:
+    """On a worker thread: the latest offset of every key, then the cleanable segments
+    without their superseded records, consecutive ones merged while the result stays under
+    ``max_bytes`` (Kafka's cleaner groups segments the same way: compacted segments shrink,
+    and without merging a long-lived table's changelog would keep one ever emptier file per
+    segment ever rolled). Returns ``(start, end, result)`` per group of ``cleanable[start:
+    end]``; result None where the group is one segment and nothing of it goes."""
     latest: dict[bytes, int] = {}
     last = len(segments) - 1
     for i, seg in enumerate(segments):
@@ -283,7 +294,7 @@ def _rewrite(segments: list[Segment], active_size: int, cleanable: list[Segment]
         for k, off in zip(keys, offs):
             if k is not None:
                 latest[k] = off
-    out: list[Rewritten | None] = []
+    kept: list[tuple[list, list, list, list, list | None, bool, int]] = []
     for seg in cleanable:
         offs, tss, keys, vals = [], [], [], []
         buf = seg.storage.read(0, seg.size)
@@ -293,24 +304,42 @@ def _rewrite(segments: list[Segment], active_size: int, cleanable: list[Segment]
         drop_tombstones = seg.created_ms <= tombstone_cutoff
         keep = [j for j, (k, off) in enumerate(zip(keys, offs))
                 if k is None or (latest[k] == off and not (drop_tombstones and vals[j] is None))]
-        if len(keep) == len(offs):
-            out.append(None)
+        estimate = sum(len(keys[j] or b"") + len(vals[j] or b"") + _RECORD_OVERHEAD for j in keep)
+        kept.append(([offs[j] for j in keep], [tss[j] for j in keep], [keys[j] for j in keep],
+                     [vals[j] for j in keep], [hdrs[j] for j in keep] if hdrs is not None else None,
+                     len(keep) != len(offs), estimate))
+    out: list[tuple[int, int, Rewritten | None]] = []
+    start = 0
+    while start < len(cleanable):
+        end, size = start + 1, kept[start][6]
+        while end < len(cleanable) and size + kept[end][6] <= max_bytes:
+            size += kept[end][6]
+            end += 1
+        group = kept[start:end]
+        if end - start == 1 and not group[0][5]:
+            out.append((start, end, None))
+            start = end
             continue
+        offs = [o for g in group for o in g[0]]
+        with_headers = any(g[4] is not None for g in group)
+        hdrs = [h for g in group for h in (g[4] if g[4] is not None else [()] * len(g[0]))] \
+            if with_headers else None
         idx_off, idx_pos = array("q"), array("q")
-        data = encode_columns([offs[j] for j in keep], [tss[j] for j in keep],
-                              [keys[j] for j in keep], [vals[j] for j in keep],
-                              [hdrs[j] for j in keep] if hdrs is not None else None,
-                              interval, idx_off, idx_pos)
+        data = encode_columns(offs, [t for g in group for t in g[1]], [k for g in group for k in g[2]],
+                              [v for g in group for v in g[3]], hdrs, interval, idx_off, idx_pos)
+        first = cleanable[start]
         path = None
-        if seg.path is not None:
-            path = seg.path.with_name(seg.path.name + ".cleaned.tmp")
+        if first.path is not None:
+            path = first.path.with_name(first.path.name + ".cleaned.tmp")
             with open(path, "wb") as f:
                 f.write(data)
                 if fsync:
                     f.flush()
                     os.fsync(f.fileno())
-        out.append(Rewritten(len(keep), len(data), idx_off, idx_pos, (-len(keep)) % interval,
-                             path, None if path is not None else data))
+        out.append((start, end, Rewritten(len(offs), len(data), idx_off, idx_pos,
+                                          (-len(offs)) % interval, path,
+                                          None if path is not None else data)))
+        start = end
     return out
 
 

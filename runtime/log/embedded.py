@@ -102,6 +102,8 @@ class _Partition:
         assert self.dir is not None
         for stray in self.dir.glob("*.tmp"):
             stray.unlink()
+        for swap in sorted(self.dir.glob("*.swap")):
+            self._finish_swap(swap)
         files = sorted(self.dir.glob("*.log"))
         for i, f in enumerate(files):
             try:
@@ -118,6 +120,29 @@ class _Partition:
             self.segments.append(seg)
             self.bases.append(base)
             self.end = max(self.end, seg.next_offset)
+
+    def _finish_swap(self, swap: Path) -> None:
+        """Complete a compaction swap a crash interrupted (see ``replace_segments``): the
+        swap file holds everything of offsets ``[base, end)`` that survived the cleaning,
+        so the segments in that range go, whichever of them were already deleted."""
+        assert self.dir is not None
+        try:
+            base_text, _, end_text, _ = swap.name.split(".")
+            base, end = int(base_text), int(end_text)
+        except ValueError:
+            logger.warning("ignoring stray file %s", swap)
+            return
+        for f in self.dir.glob("*.log"):
+            try:
+                b = int(f.stem)
+            except ValueError:
+                continue
+            if base <= b < end:
+                f.unlink()
+                f.with_suffix(".index").unlink(missing_ok=True)
+        os.replace(swap, self.dir / (base_text + ".log"))
+        logger.info("embedded log: %s-%d: finished the compaction swap %s after a restart",
+                    self.topic, self.index, swap.name)
 
     def _scan(self, seg: Segment, f: Path, size: int, last: bool) -> None:
         data = read_file(f)
@@ -195,30 +220,51 @@ class _Partition:
                     n, self.topic, self.index, self.begin)
         return n
 
-    def replace_segment(self, old: Segment, new: "Rewritten") -> bool:
-        """Swap a closed segment for its compacted bytes (a rename: atomic on disk); False
-        if ``old`` is no longer a closed segment of the partition."""
+    def replace_segments(self, olds: list[Segment], new: "Rewritten") -> bool:
+        """Swap consecutive closed segments for their compacted (and merged) bytes, named as
+        the first of them; False if they are no longer consecutive closed segments of the
+        partition.
+
+        On disk, as Kafka's cleaner: the new file is renamed to ``<first>.log.<end>.swap``
+        (complete, so a crash from here on is finished at the next open: ``load`` deletes the
+        segments the swap covers, offsets ``[first base, end)``, and renames it into place),
+        then the old segments are deleted and the swap is renamed to ``<first>.log``."""
         try:
-            i = next(i for i, s in enumerate(self.segments) if s is old)
+            i = next(i for i, s in enumerate(self.segments) if s is olds[0])
         except StopIteration:
             return False
-        if i == len(self.segments) - 1:
+        n = len(olds)
+        if i + n >= len(self.segments) or any(a is not b for a, b in zip(olds, self.segments[i:i + n])):
             return False
-        seg = Segment(old.base, MemoryStorage(new.data or b""), None, old.created_ms)
-        if old.path is not None:
-            assert new.path is not None
-            os.replace(new.path, old.path)
+        first, end = olds[0], olds[-1].next_offset
+        created = max(s.created_ms for s in olds)
+        seg = Segment(first.base, MemoryStorage(new.data or b""), None, created)
+        if first.path is not None:
+            assert new.path is not None and self.dir is not None
+            swap = first.path.with_name(f"{first.path.name}.{end}.swap")
+            os.replace(new.path, swap)
             if self.log._fsync:
-                fsync_dir(old.path.parent)
-            old.storage.close()
-            seg = Segment(old.base, FileStorage(old.path), old.path, old.created_ms)
+                fsync_dir(self.dir)
+            for old in olds:
+                old.storage.close()
+                assert old.path is not None
+                old.path.unlink(missing_ok=True)
+                old.path.with_suffix(".index").unlink(missing_ok=True)
+            os.replace(swap, first.path)
+            if self.log._fsync:
+                fsync_dir(self.dir)
+            seg = Segment(first.base, FileStorage(first.path), first.path, created)
         seg.idx_off, seg.idx_pos = new.idx_off, new.idx_pos
         seg.size, seg.count, seg.countdown = new.size, new.count, new.countdown
-        seg.next_offset = old.next_offset  # the segment still covers its offset range
-        seg.max_timestamp, seg.timestamps_known = old.max_timestamp, old.timestamps_known
+        seg.next_offset = end  # the segment still covers the offset range of all it replaced
+        known = all(s.timestamps_known for s in olds)
+        stamps = [s.max_timestamp for s in olds if s.max_timestamp is not None]
+        seg.max_timestamp = max(stamps) if known and stamps else None
+        seg.timestamps_known = known
         if seg.path is not None:
             seg.write_index(seg.path.with_suffix(".index"), self.log._fsync)
-        self.segments[i] = seg
+        self.segments[i:i + n] = [seg]
+        self.bases[i:i + n] = [seg.base]
         return True
 
     def mark(self) -> tuple[int, int, tuple[int, int, int, int, int] | None]:
