@@ -22,7 +22,21 @@ def open_log(bootstrap_servers: str | None = None, data_dir: str | Path | None =
     # Kafka's broker-level topic defaults (log.retention.ms, log.cleanup.policy, ...).
     defaults = {str(k): str(v) for k, v in config.items() if str(k).startswith("log.")}
     return EmbeddedLog(Path(data_dir) if data_dir is not None else None,
-                       fsync=fsync_every_write(config), defaults=defaults)
+                       fsync=fsync_every_write(config), defaults=defaults,
+                       retention_check_ms=retention_check_ms(config))
+
+
+def retention_check_ms(config: dict[str, Any]) -> int:
+    """Kafka's broker setting ``log.retention.check.interval.ms``: how often the embedded
+    log's cleaner applies retention and compaction (default one minute; Kafka's is five)."""
+    from .cleaner import DEFAULT_CHECK_INTERVAL_MS
+
+    value = config.get("log.retention.check.interval.ms")
+    try:
+        millis = int(str(value).strip()) if value is not None else DEFAULT_CHECK_INTERVAL_MS
+    except ValueError:
+        millis = DEFAULT_CHECK_INTERVAL_MS
+    return millis if millis > 0 else DEFAULT_CHECK_INTERVAL_MS
 
 
 def fsync_every_write(config: dict[str, Any]) -> bool:
