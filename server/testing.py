@@ -1,11 +1,22 @@
-"""A streamsql node in a child process, for tests and benchmarks: started on a free port,
-its URL read from the line it prints once listening, stopped with SIGTERM (then SIGKILL).
+"""A streamsql node for tests and benchmarks, on a free loopback port.
+
+``NodeProcess``: in a child process, its URL read from the line it prints once listening,
+stopped with SIGTERM (then SIGKILL)::
 
     with NodeProcess(tmp_path / "data") as node:
         ... node.url ...
+
+``node_in_process``: in the running event loop, as ``streamsql server`` runs it (the engine on
+this loop, the HTTP server on a thread of its own), for a test that also needs the engine::
+
+    async with node_in_process(tmp_path / "data", {"auto.offset.reset": "earliest"}) as (url, app):
+        ... url ... app.engine ...
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -13,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, AsyncIterator, Sequence
 
 _READY = "streamsql server listening on "
 
@@ -74,3 +85,38 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.asynccontextmanager
+async def node_in_process(data_dir: str | Path, config: dict[str, Any] | None = None,
+                          startup_timeout: float = 30.0) -> AsyncIterator[tuple[str, Any]]:
+    """A node listening on a free loopback port, served in the running event loop; yields its
+    URL and its ``KsqlApp`` (``app.engine`` is the engine) and stops it on exit. ``config``:
+    engine properties, as ``--config`` gives them. The "listening on" line ``serve`` prints
+    is kept off stdout (a runner of many nodes would print one per node)."""
+    from streamsql.server.main import NodeOptions, serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[tuple[str, Any]] = loop.create_future()
+    options = NodeOptions(listeners=("http://127.0.0.1:0",), data_dir=Path(data_dir),
+                          config=dict(config or {}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        node = asyncio.ensure_future(serve(
+            options, on_ready=lambda urls, app: ready.done() or ready.set_result((urls[0], app)),
+            stop=stop))
+        done, _ = await asyncio.wait({node, ready}, timeout=startup_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    if not done:
+        stop.set()
+        node.cancel()
+        raise RuntimeError(f"streamsql node did not start within {startup_timeout} s")
+    if not ready.done():
+        node.result()  # raises what stopped it
+        raise RuntimeError("streamsql node stopped before it was ready")
+    url, app = ready.result()
+    try:
+        yield url, app
+    finally:
+        stop.set()
+        await asyncio.wait_for(node, 30)

@@ -4,7 +4,9 @@
                                 ``$STREAMSQL_DATA_DIR`` or ``--data-dir``); ``-f FILE`` or piped
                                 stdin run statements non-interactively, ``-e SQL`` runs one string.
 ``streamsql test-runner ...``   ksqlDB's ``ksql-test-runner`` (``-s -i -o``) and QTT files
-                                (``--qtt CASES --results RESULTS``); see ``streamsql.testing.runner_cli``.
+                                (``--qtt CASES --results RESULTS``), REST query-validation files
+                                through the HTTP server (``--rest CASES --results RESULTS``);
+                                see ``streamsql.testing.runner_cli``.
 ``streamsql --server URL``      the same shell, on a running server (its REST API); ``--user``/
                                 ``--password`` for basic auth, ``--ca-file`` to trust a TLS server.
 ``streamsql server ...``        run a node: the engine and its ksqlDB-compatible REST API
@@ -51,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     runner.add_argument("-o", "--output-file", help="expected output records: {\"outputs\": [...]}")
     runner.add_argument("-e", "--extension-dir", help="accepted for compatibility; ignored")
     runner.add_argument("--qtt", metavar="CASES.json", help="run every case of a QTT file")
-    runner.add_argument("--results", metavar="RESULTS.json", help="where --qtt writes what happened")
+    runner.add_argument("--rest", metavar="CASES.json",
+                        help="run every case of a REST query-validation file through the HTTP server")
+    runner.add_argument("--results", metavar="RESULTS.json", help="where --qtt/--rest write what happened")
+    runner.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="--rest: run N cases at a time, each on a server of its own (default 1)")
 
     server = sub.add_parser("server", help="run a node: the engine and its ksqlDB-compatible REST API",
                             description="Run a streamsql node: the engine (embedded log in --data-dir, or "

@@ -1,6 +1,6 @@
-"""Shared pytest configuration: prints the QTT pass rates at the end of a run; fixtures for
-tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``, ``kcat``, ``unique_topic``)
-and clusters of streamsql nodes on them (``cluster``)."""
+"""Shared pytest configuration: prints the QTT and REST query-validation pass rates at the end
+of a run; fixtures for tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``,
+``kcat``, ``unique_topic``) and clusters of streamsql nodes on them (``cluster``)."""
 from __future__ import annotations
 
 import os
@@ -16,11 +16,13 @@ from streamsql.testing.kafka import KafkaCluster, KafkaError, kafka_lib_dir, kaf
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     from tests.test_qtt import SUMMARY
+    from tests.test_rqtt import SUMMARY as RQTT_SUMMARY
 
-    summary = config.stash.get(SUMMARY, None)
-    if summary:
-        terminalreporter.write_sep("=", "QTT cases passing")
-        terminalreporter.write_line(summary)
+    for key, title in ((SUMMARY, "QTT cases passing"), (RQTT_SUMMARY, "REST query-validation cases passing")):
+        summary = config.stash.get(key, None)
+        if summary:
+            terminalreporter.write_sep("=", title)
+            terminalreporter.write_line(summary)
 
 
 # -- Kafka: real brokers (streamsql.testing.kafka) ------------------------------------------

@@ -7,6 +7,11 @@ expected and actual records, and exit 1.
 
 QTT mode (``--qtt CASES.json --results RESULTS.json``): run every case of the file (expanded
 per format) and write ``{"results": [{"name", "error", "outputs"}]}`` without comparing.
+
+REST mode (``--rest CASES.json --results RESULTS.json [--processes N]``): run every case of a
+REST query-validation file through the HTTP server, each on a fresh server of its own, and
+write ``{"results": [{"name", "error", "responses", "outputs"}]}`` without comparing (see
+``streamsql.testing.rest``).
 """
 from __future__ import annotations
 
@@ -97,8 +102,30 @@ def run_qtt(cases_file: str, results_file: str, out: TextIO) -> int:
     return 0
 
 
+def run_rest(cases_file: str, results_file: str, out: TextIO, processes: int = 1) -> int:
+    """REST mode: run every case through the HTTP server, write the results file; returns
+    the exit code."""
+    from streamsql.testing.rest import load_cases, results_json, run_cases
+
+    try:
+        cases = load_cases(cases_file)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"Cannot read the REST test file {cases_file}: {exc}", file=out)
+        return 1
+    results = run_cases(cases, max(processes, 1))
+    Path(results_file).write_text(results_json(results), encoding="utf-8")
+    errors = sum(1 for r in results if r.error is not None)
+    print(f"{len(results)} cases run ({errors} with a failed request); results in {results_file}", file=out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch on the parsed ``test-runner`` arguments."""
+    if getattr(args, "rest", None):
+        if not args.results:
+            print("--rest needs --results RESULTS.json", file=sys.stderr)
+            return 2
+        return run_rest(args.rest, args.results, sys.stdout, getattr(args, "processes", 1) or 1)
     if args.qtt:
         if not args.results:
             print("--qtt needs --results RESULTS.json", file=sys.stderr)
@@ -106,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return run_qtt(args.qtt, args.results, sys.stdout)
     if not args.sql_file or not args.output_file:
         print("usage: streamsql test-runner -s statements.sql -i input.json -o output.json\n"
-              "       streamsql test-runner --qtt CASES.json --results RESULTS.json", file=sys.stderr)
+              "       streamsql test-runner --qtt CASES.json --results RESULTS.json\n"
+              "       streamsql test-runner --rest CASES.json --results RESULTS.json", file=sys.stderr)
         return 2
     return run_ksql_test(args.sql_file, args.input_file, args.output_file, sys.stdout)
