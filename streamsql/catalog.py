@@ -2,7 +2,8 @@
 
 The catalog is rebuilt by replaying the command log, so it holds only what statements
 declare; everything in it is immutable except the maps themselves, which only the engine's
-statement executor changes.
+statement handlers change (``streamsql.exec.ddl`` and ``streamsql.exec.persistent``; the
+engine itself declares the built-in processing-log stream).
 """
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ class RecordFormatter:
             as_json = get_format("JSON").codec(columns, FormatOptions(wrap_single_value=False), is_key)
             wrapped = len(columns) == 1 and columns[0].name in ("ROWKEY", "ROWVAL")
 
-            def decoder(data: bytes) -> str:
+            def decode_json(data: bytes) -> str:
                 row = codec.decode(data)
                 if row is None:
                     return "<null>"
@@ -154,6 +154,8 @@ class RecordFormatter:
                 if isinstance(row[0], str):
                     return row[0]  # a primitive string schema: the string, as ksqlDB shows it
                 return orjson.dumps(_plain(row[0]), default=str).decode("utf-8")
+
+            decoder = decode_json
         except Exception as exc:  # noqa: BLE001 - a schema we cannot read: records shown raw
             log.debug("PRINT: cannot decode with schema %s: %s", schema_id, exc)
             decoder = None

@@ -1,0 +1,112 @@
+"""DDL: CREATE STREAM/TABLE over a topic, DROP STREAM/TABLE, CREATE TYPE and DROP TYPE.
+
+Each handler validates the statement, appends it to the command log
+(``Engine.record_command``) and only then changes the catalog, so a statement that fails
+changes nothing and one that succeeds is replayed the same way at the next start (ksqlDB's
+``DdlCommandExec``). CREATE ... AS SELECT is in ``streamsql.exec.persistent``: it starts a query.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from streamsql import ast
+from streamsql.analyzer import analyze_create_source, resolve_type
+from streamsql.errors import KsqlException, KsqlStatementException
+from streamsql.results import Result
+from streamsql.schemaregistry.ksql import register_source_schemas
+
+if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
+    from streamsql.engine import Engine, Session
+
+
+async def create_source(engine: Engine, stmt: ast.CreateSource, props: dict[str, Any],
+                        session: Session, seq: int | None) -> Result:
+    existing = engine.catalog.source(stmt.name)
+    if existing is not None:
+        if stmt.if_not_exists:
+            return Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
+        if not stmt.or_replace:
+            kind = "table" if existing.is_table else "stream"
+            raise KsqlStatementException(
+                f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+        if existing.is_source:
+            raise KsqlStatementException(
+                f"Cannot add {stmt.kind.lower()} '{stmt.name}': CREATE OR REPLACE is not supported on "
+                f"source {existing.kind.lower()}s.")
+    source = analyze_create_source(stmt, engine.catalog, props, schema_registry=engine.schema_registry)
+    partitions = await engine.ensure_topic(source.topic, source.partitions, source.replicas,
+                                           must_exist=True, config=topic_config(stmt.properties))
+    register_source_schemas(source, engine.schema_registry, is_sink=False)
+    source = replace(source, partitions=partitions)
+    await engine.record_command(stmt, props, seq)
+    engine.catalog.sources[source.name] = source
+    return Result(stmt.text, "currentStatus",
+                  f"{'Stream' if stmt.kind == 'STREAM' else 'Table'} created")
+
+
+async def drop_source(engine: Engine, stmt: ast.DropSource, props: dict[str, Any],
+                      session: Session, seq: int | None) -> Result:
+    source = engine.catalog.source(stmt.name)
+    if source is None:
+        if stmt.if_exists:
+            return Result(stmt.text, "currentStatus", f"Source `{stmt.name}` does not exist.")
+        raise KsqlStatementException(f"Source {stmt.name} does not exist.")
+    if source.is_table != (stmt.kind == "TABLE"):
+        actual = "table" if source.is_table else "stream"
+        raise KsqlStatementException(
+            f"Incompatible data source type is {actual.upper()}, but statement was DROP {stmt.kind}")
+    if source.is_source and stmt.delete_topic:
+        raise KsqlStatementException(f"Cannot delete topic for read-only source: {stmt.name}")
+    readers = [q.query_id for q in engine.catalog.queries_reading(stmt.name)]
+    writers = [q.query_id for q in engine.catalog.queries_writing(stmt.name)]
+    if readers or writers:
+        raise KsqlStatementException(
+            f"Cannot drop {stmt.name}.\nThe following queries read from this source: "
+            f"[{', '.join(readers)}].\nThe following queries write into this source: "
+            f"[{', '.join(writers)}].\nYou need to terminate them before dropping {stmt.name}.")
+    await engine.record_command(stmt, props, seq)
+    del engine.catalog.sources[stmt.name]
+    if stmt.delete_topic and not any(s.topic == source.topic for s in engine.catalog.sources.values()):
+        await engine.log.delete_topic(source.topic)
+    return Result(stmt.text, "currentStatus", f"Source `{stmt.name}` (topic: {source.topic}) was dropped.")
+
+
+async def create_type(engine: Engine, stmt: ast.CreateType, props: dict[str, Any],
+                      session: Session, seq: int | None) -> Result:
+    if stmt.name in engine.catalog.types:
+        if stmt.if_not_exists:
+            return Result(stmt.text, "currentStatus", f"Type {stmt.name} already exists")
+        raise KsqlStatementException(
+            f"Cannot register custom type '{stmt.name}' since it is already registered with type: "
+            f"{engine.catalog.types[stmt.name]}")
+    resolved = resolve_type(stmt.type, engine.catalog)
+    await engine.record_command(stmt, props, seq)
+    engine.catalog.types[stmt.name] = resolved
+    return Result(stmt.text, "currentStatus", f"Registered custom type with name '{stmt.name}' and SQL type {resolved}")
+
+
+async def drop_type(engine: Engine, stmt: ast.DropType, props: dict[str, Any],
+                    session: Session, seq: int | None) -> Result:
+    if stmt.name not in engine.catalog.types:
+        if stmt.if_exists:
+            return Result(stmt.text, "currentStatus", f"Type {stmt.name} does not exist")
+        raise KsqlStatementException(f"Type {stmt.name} does not exist.")
+    await engine.record_command(stmt, props, seq)
+    del engine.catalog.types[stmt.name]
+    return Result(stmt.text, "currentStatus", f"Dropped type '{stmt.name}'")
+
+
+def topic_config(properties: ast.Properties) -> dict[str, str] | None:
+    """The config of a topic a statement creates: ksqlDB's ``RETENTION_MS`` as the topic's
+    ``retention.ms`` (the log deletes older records), else the log's defaults. Also the
+    config of a CREATE ... AS SELECT's sink topic (``streamsql.exec.persistent``)."""
+    retention = properties.get("RETENTION_MS")
+    if retention is None:
+        return None
+    try:
+        millis = int(retention)
+    except (TypeError, ValueError):
+        raise KsqlException(f"Invalid value {retention} for property RETENTION_MS: "
+                            "Not a number of type BIGINT") from None
+    return {"retention.ms": str(millis)}

@@ -1,0 +1,326 @@
+"""Persistent queries: CREATE STREAM/TABLE ... AS SELECT, INSERT INTO ... SELECT, TERMINATE
+and PAUSE/RESUME, and the machinery that builds, runs and stops them.
+
+A query is built before its statement enters the command log (a query that cannot run must
+not be replayed at every start), then run: its stages (``streamsql.runtime.query``) are
+subscribed to their input topics for the test driver and, in service mode, each gets a
+``StageRunner``, a member of the stage's consumer group, with tasks holding its state
+(RocksDB per input partition) and, on a cluster, the placement of those tasks and their
+standbys. TERMINATE stops the runners, destroys the query's local state and deletes its
+internal topics. The ``Engine`` owns what runs (``queries``, ``runners``, ``subscribers``);
+this module only changes it.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from streamsql import ast
+from streamsql.analyzer import AggregatePlan, QueryPlan, sink_source
+from streamsql.catalog import DataSource, QueryInfo, WindowInfo
+from streamsql.errors import KsqlStatementException
+from streamsql.exec.ddl import topic_config
+from streamsql.join_analyzer import JoinPlan
+from streamsql.results import Result
+from streamsql.runtime.log.base import TaskPlacement, UnknownTopicError
+from streamsql.runtime.pipeline import build_pipeline
+from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage, Stage,
+                                     StageRunner)
+from streamsql.schemaregistry.ksql import register_source_schemas
+
+if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
+    from streamsql.engine import Engine, Session
+
+# A query's id names its internal topics, consumer groups and state directory: characters a
+# topic name may not have (spaces, '/', any non-ASCII) become '_' in the sink's name there.
+_QUERY_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Kafka's longest topic name, and room for the longest suffix the runtime gives a query's
+# internal topics ("-Aggregate-GroupBy-repartition", "-Join-<n>-Right-table-changelog").
+_MAX_TOPIC_NAME = 249
+_INTERNAL_SUFFIX_ROOM = 40
+
+
+def _streams_prop(props: dict[str, Any], name: str, default: Any) -> Any:
+    """A Kafka Streams setting, given as ``name`` or as ksqlDB's ``ksql.streams.<name>``."""
+    return props.get(name, props.get(f"ksql.streams.{name}", default))
+
+
+# ------------------------------------------------------------------------- statements
+async def create_as_select(engine: Engine, stmt: ast.CreateAsSelect, props: dict[str, Any],
+                           session: Session, seq: int | None) -> Result:
+    existing = engine.catalog.source(stmt.name)
+    if existing is not None:
+        if stmt.if_not_exists:
+            return Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
+        if not stmt.or_replace:
+            kind = "table" if existing.is_table else "stream"
+            raise KsqlStatementException(
+                f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+    plan = engine.analyzer(props).analyze(stmt.query, stmt.name)
+    produces_table = isinstance(plan, AggregatePlan) or (
+        plan.produces_table if isinstance(plan, JoinPlan) else plan.source.is_table)
+    if stmt.kind == "TABLE" and not produces_table:
+        raise KsqlStatementException(
+            "Invalid result type. Your SELECT query produces a STREAM. "
+            "Please use CREATE STREAM AS SELECT statement instead.")
+    if stmt.kind == "STREAM" and produces_table:
+        raise KsqlStatementException(
+            "Invalid result type. Your SELECT query produces a TABLE. "
+            "Please use CREATE TABLE AS SELECT statement instead.")
+    src_info = await engine.log.describe_topic(plan.source.topic)
+    sink = sink_source(stmt, plan, props, src_info.partitions if src_info else 1,
+                       src_info.replicas if src_info else 1)
+    if isinstance(plan, AggregatePlan):
+        w = plan.window
+        sink = replace(sink, window=WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
+                       if w is not None else None)
+    prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
+    query_id = f"{prefix}_{_QUERY_ID_UNSAFE.sub('_', stmt.name)}_{engine.next_seq(seq)}"
+    if sink.is_table or isinstance(plan, (AggregatePlan, JoinPlan)):
+        _check_internal_names(engine, query_id, stmt.name)  # before the sink topic is made
+    partitions = await engine.ensure_topic(sink.topic, sink.partitions, sink.replicas,
+                                           config=topic_config(stmt.properties))
+    sink = replace(sink, partitions=partitions)
+    register_source_schemas(sink, engine.schema_registry, is_sink=True)
+    # Build before recording: a query that cannot run must not enter the command log.
+    stages = await _build_stages(engine, query_id, plan, sink, props)
+    await engine.record_command(stmt, props, seq)
+    if existing is not None:
+        for q in engine.catalog.queries_writing(stmt.name):
+            await _stop_query(engine, q.query_id)
+    engine.catalog.sources[sink.name] = sink
+    _run_query(engine, query_id, stmt.text, plan, sink, prefix, props, stages)
+    return Result(stmt.text, "currentStatus",
+                  f"Created query with ID {query_id}", query_id=query_id)
+
+
+async def insert_into(engine: Engine, stmt: ast.InsertInto, props: dict[str, Any],
+                      session: Session, seq: int | None) -> Result:
+    target = engine.catalog.source(stmt.target)
+    if target is None:
+        where = f"Line: {stmt.target_location[0]}, Col: {stmt.target_location[1]}: " \
+            if stmt.target_location else ""
+        raise KsqlStatementException(f"{where}Source `{stmt.target}` does not exist.")
+    if target.is_source:
+        raise KsqlStatementException(
+            f"Cannot insert into read-only {target.kind.lower()}: {target.name}")
+    if target.is_table:
+        raise KsqlStatementException(
+            f"INSERT INTO can only be used to insert into a stream. {target.name} is a table.")
+    plan = engine.analyzer(props).analyze(stmt.query, stmt.target)
+    if plan.source.is_table:
+        raise KsqlStatementException(
+            f"INSERT INTO can only be used to insert into a stream. {target.name} is a table.")
+    if [(c.name, c.type) for c in plan.schema.columns] != [(c.name, c.type) for c in target.schema.columns
+                                                          if c.namespace in ("KEY", "VALUE")]:
+        raise KsqlStatementException(
+            f"Incompatible schema between results and sink.\n"
+            f"Result schema is {plan.schema}\nSink schema is {target.schema}")
+    query_id = f"INSERTQUERY_{engine.next_seq(seq)}"
+    stages = await _build_stages(engine, query_id, plan, target, props)
+    await engine.record_command(stmt, props, seq)
+    _run_query(engine, query_id, stmt.text, plan, target, "INSERT", props, stages)
+    return Result(stmt.text, "currentStatus", f"Created query with ID {query_id}", query_id=query_id)
+
+
+async def terminate_query(engine: Engine, stmt: ast.TerminateQuery, props: dict[str, Any],
+                          session: Session, seq: int | None) -> Result:
+    if stmt.query_id is None:
+        ids = list(engine.catalog.queries)
+    else:
+        qid = stmt.query_id.upper()
+        if qid not in engine.catalog.queries:
+            raise KsqlStatementException(f"Unknown queryId: {stmt.query_id}")
+        ids = [qid]
+    await engine.record_command(stmt, props, seq)
+    for qid in ids:
+        await _stop_query(engine, qid)
+        await _delete_internal_topics(engine, qid)
+    return Result(stmt.text, "currentStatus", "Query terminated.")
+
+
+async def pause_resume_query(engine: Engine, stmt: ast.PauseResumeQuery, props: dict[str, Any],
+                             session: Session, seq: int | None) -> Result:
+    raise KsqlStatementException(f"{stmt.action} is not supported yet.")
+
+
+# ---------------------------------------------------------------------- internal names
+def _check_internal_names(engine: Engine, query_id: str, sink: str) -> None:
+    """Refuse a stateful query whose internal topics' names (its id, from the sink's
+    name, and a suffix such as ``-Aggregate-GroupBy-repartition``) would be longer than
+    Kafka allows; each topic is checked again when it is named
+    (``streamsql.engine._check_internal_topic``)."""
+    longest = len(engine.internal_name(query_id)) + _INTERNAL_SUFFIX_ROOM
+    if longest > _MAX_TOPIC_NAME:
+        raise KsqlStatementException(
+            f"The name {sink} is too long for a stateful query: its internal topics "
+            f"({engine.internal_name(query_id)}-...) would be longer than Kafka's limit of "
+            f"{_MAX_TOPIC_NAME} characters. Give the stream or table a shorter name.")
+
+
+# ------------------------------------------------------------------------------ running
+def _run_query(engine: Engine, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
+               props: dict[str, Any], stages: list[Stage]) -> None:
+    query = PersistentQuery(query_id, plan.source, sink, stages)
+    engine.queries[query_id] = query
+    sources = (plan.left.source.name, plan.right.source.name) if isinstance(plan, JoinPlan) \
+        else (plan.source.name,)
+    engine.catalog.queries[query_id] = QueryInfo(query_id, sql, sink.name, sources, kind)
+    for stage in stages:
+        engine.subscribers.setdefault(stage.source_topic, []).append(stage)
+    if engine.mode == "service":
+        engine.runners[query_id] = runners = _runners(engine, query, props)
+        for runner in runners:
+            if engine.replaying:
+                engine.deferred_runners.append(runner)
+            else:
+                runner.start()
+
+
+def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> list[StageRunner]:
+    """A runner per stage, each a member of the stage's consumer group. Stages with state
+    get tasks (RocksDB per input partition). Guarantees: on the embedded log, a query
+    whose every stage can, and whose stages each write a topic of their own, is
+    exactly-once (all its stages commit state, input offsets and output ends together,
+    see ``streamsql.runtime.task``); on Kafka, ``processing.guarantee=exactly_once_v2``
+    runs every stage in transactions; other queries are at-least-once."""
+    from streamsql.runtime.task import StageTasks, stage_stores
+
+    stages = query.stages
+    stateful = [bool(stage_stores(s)) for s in stages]
+    sinks = [s.sink_topic for s in stages]
+    local_exactly_once = (any(stateful) and engine.state_dir is not None
+                          and not engine.distributed
+                          and all(getattr(s, "exactly_once", False) for s in stages)
+                          and len(set(sinks)) == len(sinks)
+                          and hasattr(engine.log, "truncate"))
+    transactions = (engine.distributed
+                    and str(props.get("processing.guarantee", "")).lower()
+                    in ("exactly_once_v2", "exactly_once"))
+    if (any(stateful) or local_exactly_once) and engine.rocksdb_config is None:
+        import rocksdict
+
+        from streamsql.state import RocksDBConfig
+        # One block cache for every task of the engine.
+        engine.rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
+    # Kafka Streams' max.task.idle.ms: how long a join task waits for a caught-up input.
+    idle_ms = int(_streams_prop(props, "max.task.idle.ms", 0))
+    # Kafka Streams' repartition.purge.interval.ms (30 s: each purge is a broker request);
+    # the embedded log's is a local check, so it purges at every commit.
+    purge_ms = int(_streams_prop(props, "repartition.purge.interval.ms",
+                                 30_000 if engine.distributed else 0))
+    runners = []
+    base = engine.internal_name(query.query_id)
+    for i, stage in enumerate(stages):
+        group = base + (f"_{i}" if i else "")
+        txn = engine.log.transactional(f"{group}-{engine.stable_node_id()}") if transactions else None
+        tasks = None
+        if local_exactly_once or stateful[i]:
+            assert engine.state_dir is not None
+            name = stage.name.removeprefix(query.query_id).lstrip("-") or "main"
+            tasks = StageTasks(engine.log, engine.state_dir / query.query_id / name, base,
+                               stage, group, engine.fences, engine.rocksdb_config,
+                               exactly_once=local_exactly_once,
+                               group_positions=engine.distributed,
+                               state_log=txn.log if txn is not None else None)
+        placement = _placement(engine, props, stage, tasks) if engine.distributed else None
+        reset = str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest"
+        runners.append(StageRunner(stage, group, engine.log, reset,
+                                   after_batch=engine.flush_processing_log, tasks=tasks,
+                                   fences=engine.fences, transaction=txn, idle_ms=idle_ms,
+                                   placement=placement, purge_interval_ms=purge_ms))
+    return runners
+
+
+def _placement(engine: Engine, props: dict[str, Any], stage: Stage, tasks: Any) -> TaskPlacement:
+    """Kafka Streams' high-availability settings for a stage's group on a cluster, and
+    the standby tasks that keep warm copies of its state here
+    (``streamsql.runtime.standby``)."""
+    from streamsql.runtime.standby import StandbyTasks
+
+    acceptable_lag = int(_streams_prop(props, "acceptable.recovery.lag", 10_000))
+    offsets = None
+    if tasks is not None and tasks.specs:
+        tasks.standby = StandbyTasks(engine.log, tasks.path, tasks.specs, stage.name,
+                                     tasks.task_count, engine.rocksdb_config,
+                                     acceptable_lag=acceptable_lag)
+        offsets = tasks.standby.offsets
+    return TaskPlacement(int(_streams_prop(props, "num.standby.replicas", 0)),
+                         int(_streams_prop(props, "max.warmup.replicas", 2)),
+                         acceptable_lag, offsets)
+
+
+# ----------------------------------------------------------------------------- building
+async def _build_stages(engine: Engine, query_id: str, plan: QueryPlan, sink: DataSource,
+                        props: dict[str, Any]) -> list[Stage]:
+    retention = None
+    if isinstance(plan, AggregatePlan):
+        from streamsql.runtime.aggregate import window_retention
+
+        retention = window_retention(plan)  # refuses a RETENTION shorter than size + grace
+    stages = await _build_plain_stages(engine, query_id, plan, sink, props)
+    if sink.is_table:
+        # Tables made by a query are materialized: pull queries read them. A windowed
+        # aggregation's table drops windows past their retention, as ksqlDB's window stores.
+        if retention is None:
+            store = engine.new_store(query_id, "materialized", "table")
+        else:
+            kind = "session-table" if plan.window.kind == "SESSION" else "window-table"
+            store = engine.new_store(query_id, "materialized", kind, retention_ms=retention)
+        stages[-1] = MaterializingStage(stages[-1], store)
+    return stages
+
+
+async def _build_plain_stages(engine: Engine, query_id: str, plan: QueryPlan, sink: DataSource,
+                              props: dict[str, Any]) -> list[Stage]:
+    if isinstance(plan, AggregatePlan):
+        from streamsql.runtime.aggregate import build_aggregate_stages
+
+        return await build_aggregate_stages(engine, query_id, plan, sink, props)
+    if isinstance(plan, JoinPlan):
+        from streamsql.runtime.join import build_join_stages
+
+        return await build_join_stages(engine, query_id, plan, sink, props)
+    pipeline = build_pipeline(
+        plan, engine.registry, engine.codec(plan.source, "key"), engine.codec(plan.source, "value"),
+        engine.codec(sink, "key"), engine.codec(sink, "value"), engine._processing_logger(query_id),
+        sink=sink, timestamp_parser=engine._timestamp_parser(plan.source),
+        sink_timestamp_parser=engine._timestamp_parser(sink))
+    return [PipelineStage(query_id, plan.source.topic, sink.topic, pipeline)]
+
+
+# ----------------------------------------------------------------------------- stopping
+async def _stop_query(engine: Engine, query_id: str) -> None:
+    query = engine.queries.pop(query_id, None)
+    engine.catalog.queries.pop(query_id, None)
+    if query is not None:
+        for stage in query.stages:
+            subs = engine.subscribers.get(stage.source_topic, [])
+            if stage in subs:
+                subs.remove(stage)
+    for runner in engine.runners.pop(query_id, []):
+        await runner.stop()
+        if runner in engine.deferred_runners:
+            engine.deferred_runners.remove(runner)
+    if engine.state_dir is not None and (engine.state_dir / query_id).exists():
+        # A terminated query never runs again: its state goes (changelog topics stay).
+        from streamsql.state import destroy_state_dir
+
+        for stage_dir in (engine.state_dir / query_id).iterdir():
+            for task_dir in stage_dir.iterdir():
+                destroy_state_dir(task_dir)
+        shutil.rmtree(engine.state_dir / query_id, ignore_errors=True)
+
+
+async def _delete_internal_topics(engine: Engine, query_id: str) -> None:
+    """Delete a terminated query's changelog and repartition topics, as ksqlDB's query
+    cleanup does: nothing will read them again, and kept they would hold their disk
+    forever. Every node of a cluster runs the TERMINATE; the first to get there deletes."""
+    prefix = engine.internal_name(query_id) + "-"
+    for topic in [t for t in await engine.log.list_topics() if t.startswith(prefix)]:
+        try:
+            await engine.log.delete_topic(topic)
+        except UnknownTopicError:
+            pass
