@@ -22,6 +22,7 @@ from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler
 from streamsql.formats.base import Codec
 from streamsql.functions.registry import FunctionRegistry
+from streamsql.results import Tombstone
 from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,14 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
                    plog: ProcessingLogger, sink: DataSource | None = None,
                    rows: bool = False, timestamp_parser: Callable[[Any], int] | None = None,
                    sink_timestamp_parser: Callable[[Any], int] | None = None,
-                   offsets: bool = False) -> Pipeline:
+                   offsets: bool = False, push: bool = False) -> Pipeline:
     """Generate and compile the pipeline for ``plan`` (see module docstring).
 
     ``rows=True`` produces result tuples (push queries) instead of encoded records;
-    ``offsets=True`` also keeps each output record's input offset (``Outputs.offsets``).
+    ``offsets=True`` also keeps each output record's input offset (``Outputs.offsets``);
+    ``push=True`` (with ``rows``) gives a push query's rows: in SELECT order
+    (``plan.projection``), and, over a table, a deleted (or filtered-out) row as a
+    ``Tombstone`` of its key columns and NULLs, as ksqlDB's push queries show them.
     """
     src = plan.source
     scope, names = source_scope(src, plan.alias)
@@ -191,7 +195,12 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         w("        except Exception as _exc:")
         w(f"            _plog(_topic, {rowpart}, {rowoff}, 'Error evaluating WHERE: ' + str(_exc))")
         w("            _keep = None")
-        if is_table:
+        if is_table and rows and push:
+            # A push query over a table shows no row WHERE filters out (it keeps no state
+            # to tell a row it showed before); a delete unless WHERE rules its key out.
+            w("        if (_keep is False) if _nv else (_keep is not True):")
+            w("            continue")
+        elif is_table:
             w("        if _keep is not True and not _nv:")
             w("            _nv = True")
         else:
@@ -250,6 +259,18 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
                        else "Error serializing record: ")
 
     def emit(ind: str) -> None:
+        if rows and push:
+            order = plan.projection if plan.projection is not None else range(len(out_cols))
+            row = "(" + "".join(f"{col_vars[i]}, " for i in order) + ")"
+            if is_table:
+                env["_Tombstone"] = Tombstone
+                tomb = "_Tombstone((" + "".join(f"{col_vars[i]}, " if i < nk else "None, "
+                                                for i in order) + "))"
+                w(f"{ind}_rows.append({tomb} if _nv else {row})")
+            else:
+                w(f"{ind}if not _nv:")
+                w(f"{ind}    _rows.append({row})")
+            return
         if rows:
             # Result rows: a deleted or filtered-out row is simply not there.
             w(f"{ind}if not _nv:")

@@ -126,6 +126,66 @@ class MaterializingStage:
         return out
 
 
+class SourceTableStage(MaterializingStage):
+    """A source table's materialization (``CREATE SOURCE TABLE``, ksqlDB 0.22+'s ``CST_``
+    query): its topic's records are the table's rows, kept in ``store`` as they come (key
+    bytes -> (value bytes, timestamp), a null value deletes) for pull queries to read. It
+    writes no topic: ``process`` returns nothing to produce. Keys are stored as the table's
+    key codec writes them (what a key lookup encodes); a key it cannot read is skipped."""
+
+    exactly_once = False  # its sink is its source topic: nothing of it may be fenced
+
+    def __init__(self, name: str, topic: str, store: Any, key_codec: Any) -> None:
+        self.inner = self  # type: ignore[assignment]
+        self.store = store
+        self.name = name
+        self.source_topic = topic
+        self.source_topics = (topic,)
+        self.sink_topic = topic
+        self._key_codec = key_codec
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return None
+
+    @property
+    def purged_inputs(self) -> tuple[str, ...]:
+        return ()
+
+    def task_extra(self, partition: int) -> Any:
+        return None
+
+    def task_opened(self, partition: int, extra: Any) -> None:
+        return None
+
+    def input_key(self, key: tuple) -> bytes | None:
+        try:
+            return self._key_codec.encode(key)
+        except Exception:  # noqa: BLE001 - an unencodable key has no partition
+            return None
+
+    def _stored_key(self, raw: bytes) -> bytes | None:
+        try:
+            key = self._key_codec.decode(raw)
+            return None if key is None else self._key_codec.encode(key)
+        except Exception:  # noqa: BLE001 - a key the table cannot read is not a row
+            return None
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        store = self.store
+        for raw, value, ts in zip(batch.keys, batch.values, batch.timestamps):
+            if raw is None:
+                continue
+            key = self._stored_key(raw)
+            if key is None:
+                continue
+            if value is None:
+                store.delete(key)
+            else:
+                store.put(key, (value, ts))
+        return []
+
+
 @dataclass
 class PersistentQuery:
     """A query's runtime part: id, the source and sink it connects, and its stages in order."""

@@ -301,8 +301,10 @@ class KsqlApp:
                 await result.stream.aclose()  # type: ignore[attr-defined]
             raise
         source = _source_name(stmt.query)
-        query = PreparedQuery(stmt, result, new_query_id(source, result.kind == "stream"),
-                              tuple(result.columns), types, keys)
+        push = result.kind == "stream"
+        # (A push aggregation runs under the id the engine gave it: its groups and topics.)
+        query_id = result.query_id if push and result.query_id else new_query_id(source, push)
+        query = PreparedQuery(stmt, result, query_id, tuple(result.columns), types, keys)
         if clustered is not None:
             query.remote_rows = clustered.remote_rows
             query.missing = clustered.missing
@@ -345,7 +347,7 @@ class KsqlApp:
         on the projection and the sources (not on WHERE or LIMIT), so it is cached by those
         and by the identity of the sources' catalog entries (a replaced or re-created source,
         by any node, is a new entry): key lookups that differ only by key reuse it."""
-        from streamsql.analyzer import QueryAnalyzer
+        from streamsql.analyzer import QueryAnalyzer, select_columns
 
         q = stmt.query
         sources = tuple(self.engine.catalog.source(n) for n in _source_names(q.from_))
@@ -359,7 +361,11 @@ class KsqlApp:
             return found[0]
         props = {**self.engine.config, **session.properties}
         plan = QueryAnalyzer(self.engine.catalog, self.engine.registry, props).analyze(q, None, persistent=False)
-        types = (tuple(c.type for c in plan.key) + tuple(c.type for c in plan.value), len(plan.key))
+        # (a pull query over a stream shows its columns as a push query does)
+        if q.emit is None and getattr(getattr(plan, "source", None), "is_table", True):
+            types = (tuple(c.type for c in plan.key) + tuple(c.type for c in plan.value), len(plan.key))
+        else:  # a push query's columns, in SELECT order, none marked KEY (ksqlDB's header)
+            types = (tuple(c.type for c in select_columns(plan)), 0)
         if cache_key is not None:
             if len(self._schemas) >= 512:
                 self._schemas.clear()

@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator
 import orjson
 
 from streamsql import ast
-from streamsql.results import Result
+from streamsql.results import Result, Tombstone
 from streamsql.server.entities import RowEncoder, schema_text
 from streamsql.server.errors import SERVER_ERROR, generic_error
 from streamsql.server.http import Disconnected, Exchange, first_done
@@ -53,7 +53,15 @@ class Writer:
     def row(self, data: bytes) -> bytes:
         raise NotImplementedError
 
+    def tombstone(self, data: bytes) -> bytes:
+        """A push query's row saying a table's row was deleted (a plain row but on /query)."""
+        return self.row(data)
+
     def limit_reached(self) -> bytes:
+        return b""
+
+    def final_message(self, message: str) -> bytes:
+        """How a bounded query (a pull query over a stream) ended (only /query says)."""
         return b""
 
     def failure(self, message: str) -> bytes:
@@ -73,8 +81,14 @@ class LegacyWriter(Writer):
     def row(self, data: bytes) -> bytes:
         return b',\n{"row":{"columns":' + data + b"}}"
 
+    def tombstone(self, data: bytes) -> bytes:
+        return b',\n{"row":{"columns":' + data + b',"tombstone":true}}'
+
     def limit_reached(self) -> bytes:
         return b',\n{"finalMessage":"Limit Reached"}'
+
+    def final_message(self, message: str) -> bytes:
+        return b',\n{"finalMessage":' + orjson.dumps(message) + b"}"
 
     def failure(self, message: str) -> bytes:
         return b',\n{"errorMessage":' + orjson.dumps(generic_error(SERVER_ERROR, message)) + b"}"
@@ -226,6 +240,8 @@ async def send_pull(ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
     limit = getattr(getattr(query.stmt, "query", None), "limit", None)
     if limit is not None:
         del parts[1 + limit:]
+    if query.result.final_message:
+        parts.append(writer.final_message(query.result.final_message))
     if query.missing:
         parts.append(writer.failure(query.missing))
     parts.append(writer.end())
@@ -251,8 +267,10 @@ async def stream_push(ex: Exchange, query: PreparedQuery, writer: Writer, regist
 
     async def pump() -> None:
         async for row in stream:
-            data = row[0].encode() if is_print else encoder.encode(row)
-            await ex.chunk(writer.row(data))
+            if type(row) is Tombstone:  # (orjson writes only plain tuples as arrays)
+                await ex.chunk(writer.tombstone(encoder.encode(tuple(row))))
+            else:
+                await ex.chunk(writer.row(row[0].encode() if is_print else encoder.encode(row)))
             handle.rows_sent += 1
             if ex.http2:
                 await asyncio.sleep(0)  # one DATA frame per row (see send_pull)

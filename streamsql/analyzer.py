@@ -386,6 +386,12 @@ class QueryPlan:
     rekeyed: bool = False
     # Group-by: a row whose key is NULL (or a record with no value) is skipped and logged.
     drop_null_key: bool = False
+    # The result's columns in SELECT order, as indexes into ``key + value`` (a push query's
+    # rows come in this order); None: key columns, then value columns.
+    projection: tuple[int, ...] | None = None
+
+    def select_columns(self) -> "tuple[OutputColumn, ...]":
+        return select_columns(self)
 
 
 def source_scope(source: DataSource, alias: str, include_pseudo: bool = True,
@@ -475,7 +481,8 @@ class QueryAnalyzer:
         if persistent and not value_cols:
             raise KsqlStatementException("The projection contains no value columns.")
         return QueryPlan(source, alias, where, tuple(key_cols), tuple(value_cols), schema,
-                         tuple(query.partition_by), udtfs, query.limit, bool(query.partition_by))
+                         tuple(query.partition_by), udtfs, query.limit, bool(query.partition_by),
+                         projection=_projection(named, key_cols, value_cols))
 
     # ------------------------------------------------------------------------ aggregation
     def _has_aggregates(self, query: ast.Query) -> bool:
@@ -496,9 +503,13 @@ class QueryAnalyzer:
             if plain:
                 raise KsqlStatementException(
                     f"Non-aggregate SELECT expression(s) not part of GROUP BY: {', '.join(plain)}")
-            raise KsqlStatementException(
-                "Aggregate functions require a GROUP BY clause (streamsql does not support a "
-                "global aggregate yet).")
+            if persistent or query.emit is None:
+                raise KsqlStatementException(
+                    "Aggregate functions require a GROUP BY clause (streamsql does not support a "
+                    "global aggregate yet).")
+        # A push query's aggregates without GROUP BY fold every record into one row (grouped
+        # by a constant, as ksqlDB does).
+        group_by = query.group_by or (e.IntegerLiteral(1),)
         if source.value_format.name == "KAFKA":
             raise KsqlStatementException(
                 f"Source(s) {source.name} are using the 'KAFKA' value format. This format does not yet "
@@ -508,6 +519,11 @@ class QueryAnalyzer:
         scope, _ = source_scope(source, alias)
         compiler = ExpressionCompiler(self.registry, scope, clause="GROUP BY")
         where = None
+        if query.where is not None and source.window is None:
+            # The WINDOW clause's bounds exist only after the aggregation (ksqlDB's message).
+            for x in query.where.walk():
+                if isinstance(x, e.ColumnRef) and x.name in ("WINDOWSTART", "WINDOWEND"):
+                    raise KsqlStatementException(f"Error in WHERE expression: Unknown column {x.name}.")
         if query.where is not None:
             ExpressionCompiler(self.registry, scope, clause="WHERE").compile_predicate(query.where, "WHERE")
             where = query.where
@@ -517,7 +533,7 @@ class QueryAnalyzer:
                     if isinstance(x, e.FunctionCall) and self.registry.is_table_function(x.name):
                         raise KsqlStatementException("Table functions cannot be used with aggregations.")
         # The grouping expressions, typed against the source.
-        group_exprs = [_strip_qualifier(g, source, alias) for g in query.group_by]
+        group_exprs = [_strip_qualifier(g, source, alias) for g in group_by]
         group_types = []
         for g in group_exprs:
             for x in g.walk():
@@ -543,6 +559,12 @@ class QueryAnalyzer:
                                 if isinstance(y, e.FunctionCall) and self.registry.is_aggregate(y.name):
                                     raise KsqlStatementException(
                                         f"Aggregate functions can not be nested: {sub.name}({y.name}())")
+                                if isinstance(y, e.ColumnRef) and y.name in ("WINDOWSTART", "WINDOWEND") \
+                                        and source.window is None:
+                                    raise KsqlStatementException(
+                                        f"Window bounds column {y.name} can only be used in the SELECT "
+                                        "clause of windowed aggregations and can not be passed to "
+                                        "aggregate functions.")
                         calls.append(sub)
 
         items = self._expand_select(query.select, source, alias, ())
@@ -636,7 +658,12 @@ class QueryAnalyzer:
                 f"The query used to build `{sink_name}` must include the grouping expression"
                 f"{'s' if len(shown) > 1 else ''} {listed} in its projection (eg, SELECT "
                 f"{', '.join(shown)}...).")
-        keys = [k if k is not None else OutputColumn(f"KSQL_COL_{i}", e.ColumnRef(f"KSQL_GROUPBY_{i}"),
+        # A grouping key left out of the SELECT (a transient query's) is a hidden key column,
+        # named so as not to clash with a projected name.
+        used = {name for name, _, _ in named}
+        hidden = (f"KSQL_COL_{n}" for n in range(len(used) + len(key_cols) + 1)
+                  if f"KSQL_COL_{n}" not in used)
+        keys = [k if k is not None else OutputColumn(next(hidden), e.ColumnRef(f"KSQL_GROUPBY_{i}"),
                                                       group_types[i])
                 for i, k in enumerate(key_cols)]
         if persistent and not values:
@@ -646,7 +673,8 @@ class QueryAnalyzer:
         groups = tuple(OutputColumn(f"KSQL_GROUPBY_{i}", g, ty)
                        for i, (g, ty) in enumerate(zip(group_exprs, group_types)))
         return AggregatePlan(source, alias, where, tuple(keys), tuple(values), schema, groups,
-                             aggregates, having, query.window, query.emit == "FINAL", query.limit)
+                             aggregates, having, query.window, query.emit == "FINAL", query.limit,
+                             projection=_projection(named, keys, values))
 
     def _aggregate_call(self, call: e.FunctionCall, compiler: ExpressionCompiler) -> "AggregateCall":
         args = list(call.args)
@@ -865,6 +893,28 @@ class AggregatePlan:
     window: ast.WindowExpression | None
     emit_final: bool = False
     limit: int | None = None
+    # As QueryPlan.projection (a grouping key left out of the SELECT is not in it).
+    projection: tuple[int, ...] | None = None
+
+    def select_columns(self) -> tuple[OutputColumn, ...]:
+        return select_columns(self)
+
+
+def _projection(named: list[tuple[str, e.Expression, SqlType]], keys: "list[OutputColumn]",
+                values: "list[OutputColumn]") -> tuple[int, ...] | None:
+    """The SELECT order of a result's columns as indexes into ``keys + values`` (result
+    names are unique); None when some projected name is not a result column."""
+    index = {c.name: i for i, c in enumerate(list(keys) + list(values))}
+    order = tuple(index.get(name, -1) for name, _, _ in named)
+    return None if -1 in order else order
+
+
+def select_columns(plan: Any) -> tuple[OutputColumn, ...]:
+    """A plan's result columns in SELECT order (what a push query shows); key columns then
+    value columns where the plan keeps no projection order (joins)."""
+    columns = tuple(plan.key) + tuple(plan.value)
+    order = getattr(plan, "projection", None)
+    return columns if order is None else tuple(columns[i] for i in order)
 
 
 def _strip_qualifier(x: e.Expression, source: DataSource, alias: str) -> e.Expression:

@@ -177,8 +177,16 @@ class ExpressionCompiler:
         return method(expr)
 
     def compile_predicate(self, expr: e.Expression, clause: str = "WHERE") -> Compiled:
-        """Compile a WHERE/HAVING condition: it must be BOOLEAN."""
-        c = self.compile(expr)
+        """Compile a WHERE/HAVING condition: it must be BOOLEAN. A type error in a WHERE
+        quotes the condition as ksqlDB's (``...\nStatement: (ID = '10')``)."""
+        try:
+            c = self.compile(expr)
+        except KsqlStatementException as exc:
+            text = str(exc)
+            if clause == "WHERE" and text.startswith("Error in WHERE expression: ") \
+                    and "\nStatement: " not in text:
+                raise KsqlStatementException(f"{text}\nStatement: {expr}") from None
+            raise
         if c.type.base is not BaseType.BOOLEAN and not c.type.is_null:
             raise KsqlStatementException(
                 f"Type error in {clause} expression: Should evaluate to boolean but is "
@@ -339,8 +347,16 @@ class ExpressionCompiler:
     # ------------------------------------------------------------------------ comparison
     def _Comparison(self, expr: e.Comparison) -> Compiled:
         left, right = self.compile(expr.left), self.compile(expr.right)
-        if left.type.is_null and right.type.is_null:
-            raise KsqlStatementException(f"Comparison with NULL not supported: {expr}")
+        if (left.type.is_null or right.type.is_null) \
+                and expr.op not in ("IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM"):
+            # ksqlDB's ComparisonUtil: a bare NULL compares with nothing.
+            shown = " ".join((left.type.base.value, expr.op,
+                              right.type.base.value))
+            message = (f"Comparison with NULL not supported: {shown}\n"
+                       "Use 'IS NULL' or 'IS NOT NULL' instead.")
+            if self.clause in ("WHERE", "HAVING"):
+                message = f"Error in {self.clause} expression: {message}"
+            raise KsqlStatementException(message)
         left, right = self._time_column_vs_string(expr, left, right)
         try:
             left, right = self._comparable(expr, left, right)

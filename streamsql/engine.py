@@ -118,6 +118,9 @@ class Engine:
         self.rocksdb_config: Any = None
         # Runners of queries replayed at start: started once the whole catalog is known.
         self.deferred_runners: list[StageRunner] = []
+        # Running transient push aggregations by id (``streamsql.exec.push``): their state
+        # is in memory, their internal topics and groups go when they end.
+        self.transient_queries: dict[str, Any] = {}
         # Pull queries' generated pipelines by plan (a key lookup's plan without its key).
         self.pull_pipelines: dict[QueryPlan, Any] = {}
         # The command topic: the next offset to apply, and who applies (one at a time).
@@ -198,6 +201,8 @@ class Engine:
             except (asyncio.CancelledError, Exception):
                 pass
             self._follower = None
+        for transient in list(self.transient_queries.values()):
+            await transient.aclose()
         await asyncio.gather(*(runner.stop() for runners in self.runners.values()
                                for runner in runners))
         self.runners.clear()
@@ -311,7 +316,7 @@ class Engine:
 
         # Checked in memory too, so a query is refused alike wherever it runs.
         _check_internal_topic(changelog_topic(self.internal_name(query_id), name))
-        if self.state_dir is None:
+        if self.state_dir is None or query_id in self.transient_queries:
             from streamsql.runtime.aggregate import MemoryStore
 
             return MemoryStore()

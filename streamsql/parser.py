@@ -1023,8 +1023,13 @@ class _AstBuilder(Transformer):
     def emit_clause(self, _emit: Token, what: Token) -> str:
         return str(what).upper()
 
-    def limit_clause(self, value: Token) -> int:
-        return _int_value(value)
+    def limit_clause(self, minus: Token | None, value: Token) -> int:
+        # ksqlDB's grammar takes any number here; preparing the statement wants an integer
+        # (a negative one is for the query's validator to refuse).
+        if value.type != "INTEGER_VALUE":
+            raise ParseError("Failed to prepare statement: Value must be integer for command: LIMIT",
+                             value.line, value.column, str(value))
+        return -_int_value(value) if minus is not None else _int_value(value)
 
 
 # ------------------------------------------------------------------------------- helpers

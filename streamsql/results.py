@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 
+class Tombstone(tuple):
+    """A push query's row that says its key's row of a table was deleted (ksqlDB's
+    ``"tombstone": true`` rows): the key columns, NULL elsewhere."""
+
+    __slots__ = ()
+
+
 @dataclass
 class Result:
     """The outcome of one statement.
@@ -25,3 +32,6 @@ class Result:
     query_id: str | None = None
     stream: AsyncIterator[tuple[Any, ...]] | None = None
     warnings: list[str] = field(default_factory=list)
+    # How a pull query over a stream ended ('Limit Reached', 'Query Completed': the
+    # "finalMessage" of its /query response); None for other results.
+    final_message: str | None = None

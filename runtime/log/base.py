@@ -259,6 +259,11 @@ class Log(ABC):
             return None
         return {name: MemberTasks(frozenset(parts)) for name, parts in members.items()}
 
+    async def delete_group(self, group: str) -> None:
+        """Forget a consumer group and its committed offsets (a finished transient query's);
+        nothing where the backend cannot (Kafka expires an empty group's offsets itself)."""
+        return None
+
     def transactional(self, transactional_id: str) -> "Transaction | None":
         """A producer of atomic transactions (exactly_once_v2), None where the backend has
         none (the embedded log commits exactly-once its own way, ``streamsql.runtime.task``)."""
@@ -331,6 +336,9 @@ class LogView(Log):
 
     async def group_tasks(self, group: str) -> dict[str, MemberTasks] | None:
         return await self.inner.group_tasks(group)
+
+    async def delete_group(self, group: str) -> None:
+        await self.inner.delete_group(group)
 
     def transactional(self, transactional_id: str) -> "Transaction | None":
         return self.inner.transactional(transactional_id)

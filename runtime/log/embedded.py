@@ -786,6 +786,11 @@ class EmbeddedLog(Log):
                            for p, o in sorted(po.items())]}
         atomic_write(self._group_file(group), json.dumps(doc).encode(), self._fsync)
 
+    async def delete_group(self, group: str) -> None:
+        self._check_open()
+        if self._groups.pop(group, None) is not None and self._path is not None:
+            self._group_file(group).unlink(missing_ok=True)
+
     def commit_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         """Commit next-offsets for a group (what ``Consumer.commit`` does)."""
         self._check_open()

@@ -39,8 +39,18 @@ async def create_source(engine: Engine, stmt: ast.CreateSource, props: dict[str,
                                            must_exist=True, config=topic_config(stmt.properties))
     register_source_schemas(source, engine.schema_registry, is_sink=False)
     source = replace(source, partitions=partitions)
+    query_id = None
+    if source.is_table and source.is_source and source.window is None:
+        from streamsql.exec.persistent import source_table_query_id
+
+        query_id = source_table_query_id(source.name, engine.next_seq(seq))
     await engine.record_command(stmt, props, seq)
     engine.catalog.sources[source.name] = source
+    if query_id is not None:
+        # A source table is materialized, so pull queries can read it (ksqlDB 0.22+).
+        from streamsql.exec.persistent import materialize_source_table
+
+        materialize_source_table(engine, source, query_id, props)
     return Result(stmt.text, "currentStatus",
                   f"{'Stream' if stmt.kind == 'STREAM' else 'Table'} created")
 
@@ -67,6 +77,10 @@ async def drop_source(engine: Engine, stmt: ast.DropSource, props: dict[str, Any
             f"[{', '.join(writers)}].\nYou need to terminate them before dropping {stmt.name}.")
     await engine.record_command(stmt, props, seq)
     del engine.catalog.sources[stmt.name]
+    if source.is_source and source.is_table:
+        from streamsql.exec.persistent import stop_source_table
+
+        await stop_source_table(engine, source.name)
     if stmt.delete_topic and not any(s.topic == source.topic for s in engine.catalog.sources.values()):
         await engine.log.delete_topic(source.topic)
     return Result(stmt.text, "currentStatus", f"Source `{stmt.name}` (topic: {source.topic}) was dropped.")

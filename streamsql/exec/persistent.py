@@ -26,8 +26,8 @@ from streamsql.join_analyzer import JoinPlan
 from streamsql.results import Result
 from streamsql.runtime.log.base import TaskPlacement, UnknownTopicError
 from streamsql.runtime.pipeline import build_pipeline
-from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage, Stage,
-                                     StageRunner)
+from streamsql.runtime.query import (MaterializingStage, PersistentQuery, PipelineStage,
+                                     SourceTableStage, Stage, StageRunner)
 from streamsql.schemaregistry.ksql import register_source_schemas
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
@@ -58,6 +58,9 @@ async def create_as_select(engine: Engine, stmt: ast.CreateAsSelect, props: dict
             kind = "table" if existing.is_table else "stream"
             raise KsqlStatementException(
                 f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+    if stmt.query.limit is not None:  # a persistent query does not end (ksqlDB's rule)
+        raise KsqlStatementException(
+            f"CREATE {stmt.kind} AS SELECT statements don't support LIMIT clause.")
     plan = engine.analyzer(props).analyze(stmt.query, stmt.name)
     produces_table = isinstance(plan, AggregatePlan) or (
         plan.produces_table if isinstance(plan, JoinPlan) else plan.source.is_table)
@@ -144,6 +147,42 @@ async def terminate_query(engine: Engine, stmt: ast.TerminateQuery, props: dict[
 async def pause_resume_query(engine: Engine, stmt: ast.PauseResumeQuery, props: dict[str, Any],
                              session: Session, seq: int | None) -> Result:
     raise KsqlStatementException(f"{stmt.action} is not supported yet.")
+
+
+# ------------------------------------------------------------------------ source tables
+def source_table_query_id(name: str, seq: int) -> str:
+    """The id of the query materializing source table ``name`` (ksqlDB's ``CST_`` prefix)."""
+    return f"CST_{_QUERY_ID_UNSAFE.sub('_', name)}_{seq}"
+
+
+def materialize_source_table(engine: Engine, source: DataSource, query_id: str,
+                             props: dict[str, Any]) -> None:
+    """Start the query that materializes a source table (``CREATE SOURCE TABLE``, as ksqlDB
+    0.22+ does) so that pull queries can read it: one stage from the table's topic, from
+    its beginning, into a table store (``SourceTableStage``). It is internal: not in the
+    catalog's queries (SHOW QUERIES, TERMINATE), and dropped with its table
+    (``stop_source_table``)."""
+    store = engine.new_store(query_id, "materialized", "table")
+    stage = SourceTableStage(query_id, source.topic, store, engine.codec(source, "key"))
+    query = PersistentQuery(query_id, source, source, [stage])
+    engine.queries[query_id] = query
+    engine.subscribers.setdefault(stage.source_topic, []).append(stage)
+    if engine.mode == "service":
+        engine.runners[query_id] = runners = _runners(engine, query, {**props, "auto.offset.reset": "earliest"})
+        for runner in runners:
+            if engine.replaying:
+                engine.deferred_runners.append(runner)
+            else:
+                runner.start()
+
+
+async def stop_source_table(engine: Engine, name: str) -> None:
+    """Stop the query materializing source table ``name`` (it is being dropped), drop its
+    state and its changelog topic."""
+    for query_id, query in list(engine.queries.items()):
+        if query.sink.name == name and isinstance(query.stages[-1], SourceTableStage):
+            await _stop_query(engine, query_id)
+            await _delete_internal_topics(engine, query_id)
 
 
 # ---------------------------------------------------------------------- internal names

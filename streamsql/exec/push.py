@@ -2,21 +2,27 @@
 ``streamsql.exec.pull``) unless it says EMIT CHANGES, which makes it a push query: rows
 stream to the client as records arrive, from the start of the source's topic or its end
 (``auto.offset.reset``), until its LIMIT or until the client goes. Push queries keep no
-state: joins and aggregations are refused (create them with CREATE ... AS SELECT and query
-the result).
+state, but for an aggregation (GROUP BY, or aggregates alone): that one is a real topology
+with its own state, a ``TransientQuery`` (see there). Joins are refused (create them with
+CREATE ... AS SELECT and query the result).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from streamsql import ast
-from streamsql.analyzer import AggregatePlan, QueryPlan
+from streamsql.analyzer import AggregatePlan, QueryPlan, select_columns
 from streamsql.errors import KsqlStatementException
-from streamsql.exec.pull import pull_query
+from streamsql.exec.pull import pull_statement
 from streamsql.join_analyzer import JoinPlan
 from streamsql.results import Result
-from streamsql.runtime.pipeline import Outputs, build_pipeline
+from streamsql.runtime.log.base import RecordBatch, UnknownTopicError
+from streamsql.runtime.pipeline import Outputs, Pipeline, build_pipeline
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.engine import Engine, Session
@@ -25,21 +31,21 @@ if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
 async def query_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[str, Any],
                           session: Session, seq: int | None) -> Result:
     query = stmt.query
+    if query.emit is None:  # a pull query (streamsql.exec.pull checks and answers it)
+        return await pull_statement(engine, stmt, props)
     plan = engine.analyzer(props).analyze(query, None, persistent=False)
-    columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
-    if query.emit is None:
-        rows, _ = pull_query(engine, plan, query.limit)
-        return Result(stmt.text, "rows", columns=columns, rows=rows)
+    # A push query's columns come in SELECT order (ksqlDB's), its rows likewise.
+    columns = tuple(c.name for c in select_columns(plan))
     if isinstance(plan, JoinPlan):
         raise KsqlStatementException(
             "Push queries with JOIN are not supported yet: create the join with "
             "CREATE STREAM/TABLE ... AS SELECT and query it.")
-    if isinstance(plan, AggregatePlan):
-        raise KsqlStatementException(
-            "Push queries with GROUP BY are not supported yet: create the table with "
-            "CREATE TABLE ... AS SELECT and query it.")
     # The engine's default is 'earliest' (a session may SET 'auto.offset.reset'='latest').
     reset = str(props.get("auto.offset.reset", "earliest"))
+    if isinstance(plan, AggregatePlan):
+        transient = await start_transient_aggregate(engine, plan, stmt.text, props, reset, query.limit)
+        return Result(stmt.text, "stream", columns=columns, stream=transient,
+                      query_id=transient.query_id)
     return Result(stmt.text, "stream", columns=columns,
                   stream=_push_query(engine, plan, reset, query.limit))
 
@@ -47,7 +53,7 @@ async def query_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[
 async def _push_query(engine: Engine, plan: QueryPlan, reset: str, limit: int | None) -> AsyncIterator[tuple]:
     pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
                               engine.codec(plan.source, "value"), None, None,
-                              engine._processing_logger("transient"), rows=True,
+                              engine._processing_logger("transient"), rows=True, push=True,
                               timestamp_parser=engine._timestamp_parser(plan.source))
     topic = plan.source.topic
     if reset == "earliest":
@@ -73,3 +79,157 @@ async def _push_query(engine: Engine, plan: QueryPlan, reset: str, limit: int | 
                     return
         if not got:
             await asyncio.sleep(0.1)
+
+
+# ================================================================ transient aggregations
+log = logging.getLogger(__name__)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+async def start_transient_aggregate(engine: Engine, plan: AggregatePlan, sql: str,
+                                    props: dict[str, Any], reset: str,
+                                    limit: int | None) -> "TransientQuery":
+    """Build and start a push aggregation: the stages a CREATE TABLE AS SELECT of ``plan``
+    would run (``build_aggregate_stages``: group-by into a repartition topic, aggregate),
+    under a transient query id, with in-memory state (``Engine.new_store``); the table's
+    changes, instead of going to a sink topic, are decoded by a push pipeline into rows
+    (SELECT order, tombstones for HAVING's retractions) for the client. Whatever ends the
+    query (``TransientQuery.aclose``) stops its runners and deletes its internal topics and
+    consumer groups."""
+    from streamsql.catalog import DataSource, FormatInfo, WindowInfo
+    from streamsql.formats.base import FormatOptions
+    from streamsql.runtime.aggregate import build_aggregate_stages
+    from streamsql.runtime.query import StageRunner
+
+    query_id = f"transient_{_UNSAFE.sub('_', plan.source.name)[:60]}_{random.getrandbits(62)}"
+    base = engine.internal_name(query_id)
+    w = plan.window
+    # The table the aggregation writes, never created as a topic: its records are decoded
+    # where they are made (the JSON codecs of internal topics: any SQL type round-trips).
+    sink = DataSource(
+        name=query_id, kind="TABLE", schema=plan.schema, topic=f"{base}-transient-sink",
+        key_format=FormatInfo("JSON", FormatOptions()),
+        value_format=FormatInfo("JSON", FormatOptions(wrap_single_value=True)),
+        window=(WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
+                if w is not None else None))
+    transient = TransientQuery(engine, query_id, sql, sink.topic, limit)
+    engine.transient_queries[query_id] = transient  # (its stores are in memory from here)
+    try:
+        stages = await build_aggregate_stages(engine, query_id, plan, sink, props)
+        out_plan = QueryPlan(sink, sink.name, None, _columns(sink.schema.key),
+                             _columns(sink.schema.value), sink.schema, projection=plan.projection)
+        rows = build_pipeline(out_plan, engine.registry, engine.codec(sink, "key"),
+                              engine.codec(sink, "value"), None, None,
+                              engine._processing_logger(query_id), rows=True, push=True)
+        stages[-1] = _RowsStage(stages[-1], rows, transient.queue)
+        for i, stage in enumerate(stages):
+            group = base + (f"_{i}" if i else "")
+            transient.groups.append(group)
+            transient.runners.append(StageRunner(
+                stage, group, engine.log, reset if i == 0 else "earliest",
+                after_batch=engine.flush_processing_log))
+        for runner in transient.runners:
+            runner.start()
+        # The source's position is taken (its end, for 'latest') before the client hears
+        # of the query: records written after its header are seen.
+        try:
+            await asyncio.wait_for(transient.runners[0].ready.wait(), 10)
+        except asyncio.TimeoutError:
+            log.warning("transient query %s: no assignment of its source yet", query_id)
+    except BaseException:
+        await transient.aclose()
+        raise
+    return transient
+
+
+def _columns(columns: tuple[Any, ...]) -> tuple[Any, ...]:
+    from streamsql import expressions as e
+    from streamsql.analyzer import OutputColumn
+
+    return tuple(OutputColumn(c.name, e.ColumnRef(c.name), c.type) for c in columns)
+
+
+class _RowsStage:
+    """The aggregate stage of a transient query: its table's records become the client's
+    rows (queued) instead of a sink topic's records."""
+
+    def __init__(self, inner: Any, pipeline: Pipeline, queue: "asyncio.Queue[tuple]") -> None:
+        self.inner = inner
+        self.pipeline = pipeline
+        self.queue = queue
+        self.outputs = Outputs()
+        self.name = inner.name
+        self.source_topic = inner.source_topic
+        self.sink_topic = inner.sink_topic
+
+    def __getattr__(self, name: str) -> Any:  # purged_inputs, task_extra, ...
+        return getattr(self.inner, name)
+
+    def process(self, batch: RecordBatch) -> list:
+        records = self.inner.process(batch)
+        if records:
+            out = self.outputs
+            out.clear()
+            self.pipeline.process(RecordBatch(
+                self.sink_topic, batch.partition, list(range(len(records))),
+                [r.timestamp for r in records], [r.key for r in records],
+                [r.value for r in records]), out)
+            put = self.queue.put_nowait
+            for row in out.rows:
+                put(row)
+        return []
+
+
+@dataclass(eq=False)
+class TransientQuery:
+    """A running push aggregation: an async iterator of its rows (up to its LIMIT) whose
+    ``aclose`` (at the LIMIT, when the client goes, at engine close; safe to call more than
+    once, and before the first row) stops its runners and deletes its internal topics and
+    consumer groups."""
+
+    engine: Any
+    query_id: str
+    sql: str
+    sink_topic: str
+    limit: int | None
+    queue: "asyncio.Queue[tuple]" = field(default_factory=asyncio.Queue)
+    runners: list[Any] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    emitted: int = 0
+    closed: bool = False
+
+    def __aiter__(self) -> "TransientQuery":
+        return self
+
+    async def __anext__(self) -> tuple:
+        if self.closed or (self.limit is not None and self.emitted >= self.limit):
+            await self.aclose()
+            raise StopAsyncIteration
+        row = await self.queue.get()
+        self.emitted += 1
+        return row
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        engine = self.engine
+        try:
+            for runner in self.runners:
+                await runner.stop()
+            prefix = engine.internal_name(self.query_id) + "-"
+            for topic in [t for t in await engine.log.list_topics() if t.startswith(prefix)]:
+                try:
+                    await engine.log.delete_topic(topic)
+                except UnknownTopicError:
+                    pass
+            for group in self.groups:
+                await engine.log.delete_group(group)
+        finally:
+            engine.transient_queries.pop(self.query_id, None)
+            # The codecs made for its sink (cached by topic) would stay forever.
+            for key in [k for k in engine._codecs if k[3] == self.sink_topic]:
+                del engine._codecs[key]
+            self.runners.clear()
+            while not self.queue.empty():
+                self.queue.get_nowait()

@@ -1,0 +1,189 @@
+"""Push queries as ksqlDB shapes them: columns in SELECT order (the HTTP header marks none
+KEY), a table's deletes as tombstone rows, and transient aggregations (GROUP BY, windows,
+HAVING, aggregates alone), which run as real topologies with their own state and leave
+nothing behind when they end (topics, consumer groups, state, running stages)."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from streamsql.engine import Engine
+from streamsql.results import Tombstone
+from streamsql.runtime.log.base import ProducerRecord
+from streamsql.runtime.log.embedded import EmbeddedLog
+
+from tests.test_server_api import ksql, wait_until, with_node
+
+pytestmark = pytest.mark.timeout(120)
+
+STREAM = ("CREATE STREAM s (k INT KEY, id INT) "
+          "WITH (kafka_topic='s', value_format='JSON', partitions=4);")
+
+
+async def _open(path: Path) -> tuple[EmbeddedLog, Engine]:
+    log = EmbeddedLog(path)
+    engine = Engine(log, mode="service")
+    await engine.start()
+    return log, engine
+
+
+async def _close(log: EmbeddedLog, engine: Engine) -> None:
+    await engine.close()
+    await log.close()
+
+
+async def _rows(engine: Engine, sql: str) -> tuple[tuple[str, ...], list[tuple]]:
+    result = (await engine.execute(sql))[-1]
+    assert result.kind == "stream"
+    rows = [row async for row in result.stream]
+    return result.columns, rows
+
+
+def _stage_tasks() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("stage-transient")]
+
+
+async def _leftovers(log: EmbeddedLog, engine: Engine) -> dict[str, Any]:
+    topics = [t for t in await log.list_topics() if "transient" in t]
+    groups = [g for g in log._groups if "transient" in g]
+    state = [p for p in (engine.state_dir.rglob("*transient*") if engine.state_dir and
+                         engine.state_dir.exists() else [])]
+    return {"topics": topics, "groups": groups, "state": state,
+            "queries": list(engine.transient_queries), "tasks": _stage_tasks()}
+
+
+def test_push_columns_in_select_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        try:
+            await engine.execute("CREATE STREAM t (k STRING KEY, id INT) "
+                                 "WITH (kafka_topic='t', value_format='JSON', partitions=1);")
+            await engine.execute("INSERT INTO t (k, id, rowtime) VALUES ('a', 1, 5);")
+            columns, rows = await _rows(engine, "SELECT ROWTIME, k, id FROM t EMIT CHANGES LIMIT 1;")
+            assert columns == ("ROWTIME", "K", "ID")
+            assert rows == [(5, "a", 1)]
+            columns, rows = await _rows(engine, "SELECT id, k FROM t EMIT CHANGES LIMIT 1;")
+            assert (columns, rows) == (("ID", "K"), [(1, "a")])
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+def test_push_aggregations_give_ksqldb_rows(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (0, 2, 10345);"
+                                 "INSERT INTO s (k, id, rowtime) VALUES (1, 2, 13251);")
+            assert await _rows(engine, "SELECT id, COUNT(*) AS c FROM s GROUP BY id EMIT CHANGES LIMIT 2;") \
+                == (("ID", "C"), [(2, 1), (2, 2)])
+            # The grouping key left out of the SELECT, a window's bounds, aggregates alone.
+            assert await _rows(engine, "SELECT COUNT(1) AS c FROM s GROUP BY id EMIT CHANGES LIMIT 2;") \
+                == (("C",), [(1,), (2,)])
+            columns, rows = await _rows(
+                engine, "SELECT windowstart, windowend, COUNT(1) AS c FROM s "
+                        "WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY k EMIT CHANGES LIMIT 2;")
+            assert columns == ("WINDOWSTART", "WINDOWEND", "C")
+            assert sorted(rows) == [(10000, 11000, 1), (13000, 14000, 1)]
+            assert await _rows(engine, "SELECT COUNT(*) AS c FROM s EMIT CHANGES LIMIT 2;") \
+                == (("C",), [(1,), (2,)])
+            # HAVING: no row until it holds; a row it no longer holds for is a tombstone.
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (0, 2, 13253);")
+            assert await _rows(engine, "SELECT k FROM s GROUP BY k HAVING COUNT(k) > 1 "
+                                       "EMIT CHANGES LIMIT 1;") == (("K",), [(0,)])
+            await engine.execute("CREATE STREAM v (k INT KEY, val INT) "
+                                 "WITH (kafka_topic='v', value_format='JSON', partitions=1);")
+            await engine.execute("INSERT INTO v (k, val, rowtime) VALUES (11, 10, 1);"
+                                 "INSERT INTO v (k, val, rowtime) VALUES (11, -20, 2);"
+                                 "INSERT INTO v (k, val, rowtime) VALUES (11, 21, 3);")
+            columns, rows = await _rows(engine, "SELECT k, SUM(val) AS total FROM v GROUP BY k "
+                                                "HAVING SUM(val) > 0 EMIT CHANGES LIMIT 3;")
+            assert rows == [(11, 10), (11, None), (11, 11)]
+            assert type(rows[1]) is Tombstone and type(rows[0]) is tuple
+            assert (await _leftovers(log, engine)) == {"topics": [], "groups": [], "state": [],
+                                                       "queries": [], "tasks": []}
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+def test_fifty_push_aggregations_leave_nothing_behind(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("INSERT INTO s (k, id) VALUES (0, 2);")
+            before = set(await log.list_topics())
+            for i in range(50):
+                result = (await engine.execute(
+                    "SELECT id, COUNT(*) AS c FROM s WINDOW TUMBLING (SIZE 1 SECOND) "
+                    "GROUP BY id EMIT CHANGES" + (" LIMIT 1;" if i % 3 == 0 else ";")))[-1]
+                assert result.query_id in engine.transient_queries
+                assert any(t.startswith(engine.internal_name(result.query_id)) for t in await log.list_topics())
+                if i % 3 == 0:  # to its LIMIT
+                    assert [r async for r in result.stream] == [(2, 1)]
+                elif i % 3 == 1:  # closed after a row
+                    assert await result.stream.__anext__() == (2, 1)
+                    await result.stream.aclose()
+                else:  # closed before reading anything
+                    await result.stream.aclose()
+            assert set(await log.list_topics()) == before
+            assert (await _leftovers(log, engine)) == {"topics": [], "groups": [], "state": [],
+                                                       "queries": [], "tasks": []}
+            assert not any("transient" in str(k[3]) for k in engine._codecs)
+            # An open one is closed with the engine.
+            result = (await engine.execute("SELECT id, COUNT(*) FROM s GROUP BY id EMIT CHANGES;"))[-1]
+            assert await result.stream.__anext__() == (2, 1)
+        finally:
+            await _close(log, engine)
+        assert not engine.transient_queries and not _stage_tasks()
+
+    asyncio.run(main())
+
+
+def test_push_queries_over_http(tmp_path: Path) -> None:
+    async def test(url: str, app: Any) -> None:
+        props = {"streamsProperties": {"auto.offset.reset": "earliest"}}
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            await ksql(c, "CREATE TABLE t (k INT PRIMARY KEY, id INT) "
+                          "WITH (kafka_topic='t', value_format='JSON', partitions=1);")
+            await ksql(c, STREAM)
+            await ksql(c, "INSERT INTO t (k, id) VALUES (10, 110);")
+            # A delete of the table's row 10 (a KAFKA-format INT key).
+            await app.engine.log.produce("t", [ProducerRecord(b"\x00\x00\x00\x0a", None, 2)])
+            await ksql(c, "INSERT INTO s (k, id, rowtime) VALUES (0, 2, 10345);"
+                          "INSERT INTO s (k, id, rowtime) VALUES (1, 2, 13251);")
+            r = await c.post("/query", json={"ksql": "SELECT id, k FROM t EMIT CHANGES LIMIT 2;", **props})
+            body = orjson.loads(r.content)
+            assert body[0]["header"]["schema"] == "`ID` INTEGER, `K` INTEGER"
+            assert body[1:] == [{"row": {"columns": [110, 10]}},
+                                {"row": {"columns": [None, 10], "tombstone": True}},
+                                {"finalMessage": "Limit Reached"}]
+            r = await c.post("/query", json={"ksql": "SELECT id, COUNT(*) AS c FROM s "
+                                                     "GROUP BY id EMIT CHANGES LIMIT 2;", **props})
+            body = orjson.loads(r.content)
+            assert body[0]["header"]["schema"] == "`ID` INTEGER, `C` BIGINT"
+            assert body[0]["header"]["queryId"].startswith("transient_S_")
+            assert body[1:] == [{"row": {"columns": [2, 1]}}, {"row": {"columns": [2, 2]}},
+                                {"finalMessage": "Limit Reached"}]
+            # A client that goes away mid-stream ends the query and its topology.
+            async with c.stream("POST", "/query-stream", json={
+                    "sql": "SELECT id, COUNT(*) AS c FROM s GROUP BY id EMIT CHANGES;",
+                    "properties": {"auto.offset.reset": "earliest"}}) as stream:
+                lines = stream.aiter_lines()
+                header = orjson.loads(await lines.__anext__())
+                assert header["columnNames"] == ["ID", "C"]
+                assert orjson.loads(await lines.__anext__()) == [2, 1]
+                assert list(app.engine.transient_queries) == [header["queryId"]]
+        await wait_until(lambda: not app.engine.transient_queries and not app.push_queries.running)
+        assert not [t for t in await app.engine.log.list_topics() if "transient" in t]
+
+    with_node(tmp_path, test)
