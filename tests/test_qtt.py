@@ -14,27 +14,16 @@ from pathlib import Path
 import pytest
 
 from streamsql.testing.suite import Outcome, run_folder, summarize
+from tests.corpus import read_ratchet, run_corpus
 
 HERE = Path(__file__).parent
 QTT = Path(os.environ.get("STREAMSQL_QTT_DIR", HERE.parent.parent / "shared" / "qtt"))
 RATCHET = HERE / "qtt_ratchet.txt"
 
 
-def _ratchet() -> list[str]:
-    if not RATCHET.exists():
-        return []
-    return [line for line in RATCHET.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="session")
 def outcomes(request: pytest.FixtureRequest) -> dict[str, Outcome]:
-    if not QTT.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"QTT cases not found at {QTT}")
-        pytest.skip(f"QTT cases not found at {QTT}")
-    results = run_folder(QTT)
-    request.config.stash[SUMMARY] = summarize(results)
-    return {o.id: o for o in results}
+    return run_corpus(request, QTT, "QTT cases", run_folder, summarize, SUMMARY)
 
 
 SUMMARY = pytest.StashKey[str]()
@@ -45,7 +34,7 @@ def test_qtt_cases_run(outcomes: dict[str, Outcome]) -> None:
     assert outcomes, "no QTT case was run"
 
 
-@pytest.mark.parametrize("case_id", _ratchet())
+@pytest.mark.parametrize("case_id", read_ratchet(RATCHET))
 def test_ratchet_case_still_passes(outcomes: dict[str, Outcome], case_id: str) -> None:
     outcome = outcomes.get(case_id)
     assert outcome is not None, f"{case_id} is in the ratchet but no longer exists"

@@ -15,27 +15,16 @@ from pathlib import Path
 import pytest
 
 from streamsql.testing.rest_suite import Outcome, run_folder, summarize
+from tests.corpus import read_ratchet, run_corpus
 
 HERE = Path(__file__).parent
 RQTT = Path(os.environ.get("STREAMSQL_RQTT_DIR", HERE.parent.parent / "shared" / "rqtt"))
 RATCHET = HERE / "rqtt_ratchet.txt"
 
 
-def _ratchet() -> list[str]:
-    if not RATCHET.exists():
-        return []
-    return [line for line in RATCHET.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="session")
 def outcomes(request: pytest.FixtureRequest) -> dict[str, Outcome]:
-    if not RQTT.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"REST query-validation cases not found at {RQTT}")
-        pytest.skip(f"REST query-validation cases not found at {RQTT}")
-    results = run_folder(RQTT)
-    request.config.stash[SUMMARY] = summarize(results)
-    return {o.id: o for o in results}
+    return run_corpus(request, RQTT, "REST query-validation cases", run_folder, summarize, SUMMARY)
 
 
 SUMMARY = pytest.StashKey[str]()
@@ -50,7 +39,7 @@ def test_rqtt_cases_run(outcomes: dict[str, Outcome]) -> None:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("case_id", _ratchet())
+@pytest.mark.parametrize("case_id", read_ratchet(RATCHET))
 def test_ratchet_case_still_passes(outcomes: dict[str, Outcome], case_id: str) -> None:
     outcome = outcomes.get(case_id)
     assert outcome is not None, f"{case_id} is in the ratchet but no longer exists"

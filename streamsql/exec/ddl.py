@@ -17,19 +17,32 @@ from streamsql.results import Result
 from streamsql.schemaregistry.ksql import register_source_schemas
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
+    from streamsql.catalog import DataSource
     from streamsql.engine import Engine, Session
+
+
+def check_existing(engine: Engine, stmt: ast.CreateSource | ast.CreateAsSelect
+                   ) -> tuple[DataSource | None, Result | None]:
+    """The source a CREATE names if it exists, and the answer when that ends the statement
+    (IF NOT EXISTS); a name taken without OR REPLACE is refused, as ksqlDB does."""
+    existing = engine.catalog.source(stmt.name)
+    if existing is None:
+        return None, None
+    if stmt.if_not_exists:
+        return existing, Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
+    if not stmt.or_replace:
+        kind = "table" if existing.is_table else "stream"
+        raise KsqlStatementException(
+            f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+    return existing, None
 
 
 async def create_source(engine: Engine, stmt: ast.CreateSource, props: dict[str, Any],
                         session: Session, seq: int | None) -> Result:
-    existing = engine.catalog.source(stmt.name)
+    existing, answer = check_existing(engine, stmt)
+    if answer is not None:
+        return answer
     if existing is not None:
-        if stmt.if_not_exists:
-            return Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
-        if not stmt.or_replace:
-            kind = "table" if existing.is_table else "stream"
-            raise KsqlStatementException(
-                f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
         if existing.is_source:
             raise KsqlStatementException(
                 f"Cannot add {stmt.kind.lower()} '{stmt.name}': CREATE OR REPLACE is not supported on "

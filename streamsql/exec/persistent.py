@@ -21,7 +21,7 @@ from streamsql import ast
 from streamsql.analyzer import AggregatePlan, QueryPlan, sink_source
 from streamsql.catalog import DataSource, QueryInfo, WindowInfo
 from streamsql.errors import KsqlStatementException
-from streamsql.exec.ddl import topic_config
+from streamsql.exec.ddl import check_existing, topic_config
 from streamsql.join_analyzer import JoinPlan
 from streamsql.results import Result
 from streamsql.runtime.log.base import TaskPlacement, UnknownTopicError
@@ -50,14 +50,9 @@ def _streams_prop(props: dict[str, Any], name: str, default: Any) -> Any:
 # ------------------------------------------------------------------------- statements
 async def create_as_select(engine: Engine, stmt: ast.CreateAsSelect, props: dict[str, Any],
                            session: Session, seq: int | None) -> Result:
-    existing = engine.catalog.source(stmt.name)
-    if existing is not None:
-        if stmt.if_not_exists:
-            return Result(stmt.text, "currentStatus", f"{stmt.kind.title()} {stmt.name} already exists")
-        if not stmt.or_replace:
-            kind = "table" if existing.is_table else "stream"
-            raise KsqlStatementException(
-                f"Cannot add {stmt.kind.lower()} '{stmt.name}': A {kind} with the same name already exists")
+    existing, answer = check_existing(engine, stmt)
+    if answer is not None:
+        return answer
     if stmt.query.limit is not None:  # a persistent query does not end (ksqlDB's rule)
         raise KsqlStatementException(
             f"CREATE {stmt.kind} AS SELECT statements don't support LIMIT clause.")
