@@ -274,6 +274,10 @@ class StageRunner:
         # An assignment that could not be taken up (see ``assigned``).
         self._assign_failure: Exception | None = None
         self.processed = 0
+        # Scalable push queries reading this stage's output as it is produced (see
+        # ``streamsql.exec.push.ScalablePushQuery``): each has ``offer(partition, records)``,
+        # called once per committed task run. Empty (one check per run) when none listens.
+        self.subscribers: list[Any] = []
         # Kafka Streams' repartition.purge.interval.ms: how often consumed repartition
         # records are deleted (see ``_purge``).
         self.purge_interval = purge_interval_ms / 1000
@@ -301,6 +305,9 @@ class StageRunner:
         after ``grace`` seconds: an exactly-once stage takes it up again at its next start,
         an at-least-once one may write its output again)."""
         self._stopping.set()
+        for sub in list(self.subscribers):  # their rows end with the query
+            sub.source_stopped(f"The query {self.stage.name} was stopped.")
+        self.subscribers.clear()
         if self.tasks is not None and self.tasks.standby is not None:
             await self.tasks.standby.close()
         wakeup = getattr(self._consumer, "wakeup", None)
@@ -595,6 +602,8 @@ class StageRunner:
             self.processed += sum(len(r) for r in runs)
             if tasks is not None:
                 await tasks.commit(p, offsets)
+            if self.subscribers and records:
+                self._publish(p, records)
             commits.update(offsets)
             done.append((p, offsets))
         await self._consumer.commit(commits, self._offset_metadata(done))
@@ -634,6 +643,7 @@ class StageRunner:
         if member is None and self.log.distributed:
             raise NotAMember(f"{stage.name}: not a current member of group {self.group} "
                              "(dropped by its coordinator): reading again from the last commit")
+        published: list[tuple[int, list[ProducerRecord]]] | None = [] if self.subscribers else None
         await txn.begin()
         try:
             for runs in work:
@@ -643,6 +653,8 @@ class StageRunner:
                 records, offsets = _process(stage, runs)
                 if records:
                     await txn.produce(stage.sink_topic, records)
+                    if published is not None:
+                        published.append((p, records))
                 if tasks is not None:
                     await tasks.prepare(p)
                 commits.update(offsets)
@@ -658,7 +670,21 @@ class StageRunner:
         if tasks is not None:
             for p, offsets in done:
                 await tasks.commit(p, offsets)
+        if published:
+            for p, records in published:
+                self._publish(p, records)
         await self._purge(commits)
+
+    def _publish(self, partition: int, records: list[ProducerRecord]) -> None:
+        """Hand a committed task run's output records to the scalable push queries
+        subscribed (each only queues them: a slow one drops itself, see ``offer``)."""
+        for sub in list(self.subscribers):
+            try:
+                sub.offer(partition, records)
+            except Exception:  # noqa: BLE001 - a subscriber never fails the query
+                log.warning("%s: a push query subscriber failed", self.stage.name, exc_info=True)
+                if sub in self.subscribers:
+                    self.subscribers.remove(sub)
 
 
 class NotAMember(Exception):

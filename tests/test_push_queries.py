@@ -187,3 +187,191 @@ def test_push_queries_over_http(tmp_path: Path) -> None:
         assert not [t for t in await app.engine.log.list_topics() if "transient" in t]
 
     with_node(tmp_path, test)
+
+
+# ======================================================================= scalable push queries
+# ksqlDB's ``ksql.query.push.v2.enabled``: a plain projection/filter push query, 'latest', over
+# a stream or table a persistent query writes, is served from that query's output as it is
+# produced (a subscriber on its runner), not by a consumer of the topic.
+V2 = {"ksql.query.push.v2.enabled": "true"}
+LATEST = {"auto.offset.reset": "latest"}
+
+
+async def _open_v2(path: Path) -> tuple[EmbeddedLog, Engine]:
+    log = EmbeddedLog(path)
+    engine = Engine(log, config=V2, mode="service")
+    await engine.start()
+    return log, engine
+
+
+def _sink_runner(engine: Engine, name: str) -> Any:
+    (info,) = engine.catalog.queries_writing(name)
+    return engine.runners[info.query_id][-1]
+
+
+def test_scalable_push_query_is_a_subscriber_of_the_persistent_query(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open_v2(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (0, 1, 5);")  # before: not seen
+            runner = _sink_runner(engine, "OUT")
+            await wait_until(lambda: runner.processed == 1)
+            groups = set(log._groups)
+            result = (await engine.execute(
+                "SELECT ROWTIME, k, id FROM out WHERE id > 1 EMIT CHANGES LIMIT 2;", LATEST))[-1]
+            assert result.query_id.startswith("SCALABLE_PUSH_QUERY_")
+            assert runner.subscribers == [result.stream]
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (1, 1, 6);"
+                                 "INSERT INTO s (k, id, rowtime) VALUES (2, 2, 7);"
+                                 "INSERT INTO s (k, id, rowtime) VALUES (3, 3, 8);")
+            rows = await asyncio.wait_for(_collect(result.stream), 10)
+            assert sorted(rows) == [(7, 2, 2), (8, 3, 3)]
+            # Ended at its LIMIT: unsubscribed, and it never was a consumer of the topic.
+            assert runner.subscribers == []
+            assert set(log._groups) == groups
+            # LIMIT 0 ends at once.
+            result = (await engine.execute("SELECT * FROM out EMIT CHANGES LIMIT 0;", LATEST))[-1]
+            assert await _collect(result.stream) == [] and runner.subscribers == []
+            # Closed by the client (before any row): unsubscribed.
+            result = (await engine.execute("SELECT * FROM out EMIT CHANGES;", LATEST))[-1]
+            assert runner.subscribers == [result.stream]
+            await result.stream.aclose()
+            assert runner.subscribers == []
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+async def _collect(stream: Any) -> list[tuple]:
+    return [row async for row in stream]
+
+
+def test_scalable_push_query_over_a_windowed_table(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open_v2(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("CREATE TABLE agg AS SELECT k, COUNT(1) AS c FROM s "
+                                 "WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY k;")
+            result = (await engine.execute("SELECT * FROM agg EMIT CHANGES LIMIT 2;", LATEST))[-1]
+            assert result.query_id.startswith("SCALABLE_PUSH_QUERY_")
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (11, 1, 12345);"
+                                 "INSERT INTO s (k, id, rowtime) VALUES (11, 1, 12365);")
+            rows = await asyncio.wait_for(_collect(result.stream), 10)
+            assert rows == [(11, 12000, 13000, 1), (11, 12000, 13000, 2)]
+            assert _sink_runner(engine, "AGG").subscribers == []
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+def test_other_push_queries_keep_the_topic_path(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open_v2(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (0, 1, 5);")
+            runner = _sink_runner(engine, "OUT")
+            # 'earliest' (the engine's default) reads the topic from its start.
+            result = (await engine.execute("SELECT k, id FROM out EMIT CHANGES LIMIT 1;"))[-1]
+            assert not str(result.query_id or "").startswith("SCALABLE")
+            assert await asyncio.wait_for(_collect(result.stream), 10) == [(0, 1)]
+            # A source no persistent query writes, and an aggregation: not scalable.
+            result = (await engine.execute("SELECT k FROM s EMIT CHANGES LIMIT 1;", LATEST))[-1]
+            assert not str(result.query_id or "").startswith("SCALABLE")
+            await result.stream.aclose()
+            result = (await engine.execute("SELECT k, COUNT(*) FROM out GROUP BY k EMIT CHANGES;",
+                                           LATEST))[-1]
+            assert result.query_id.startswith("transient_")
+            await result.stream.aclose()
+            assert runner.subscribers == []
+        finally:
+            await _close(log, engine)
+        # Without ksql.query.push.v2.enabled: the topic path.
+        log = EmbeddedLog(tmp_path / "v1")
+        engine = Engine(log, mode="service")
+        await engine.start()
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
+            result = (await engine.execute("SELECT k FROM out EMIT CHANGES;", LATEST))[-1]
+            assert _sink_runner(engine, "OUT").subscribers == []
+            await result.stream.aclose()
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+def test_slow_scalable_push_query_is_dropped_not_buffered(tmp_path: Path, monkeypatch: Any) -> None:
+    from streamsql.exec import push
+
+    monkeypatch.setattr(push, "SCALABLE_QUEUE_LIMIT", 3)
+
+    async def main() -> None:
+        log, engine = await _open_v2(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
+            runner = _sink_runner(engine, "OUT")
+            result = (await engine.execute("SELECT * FROM out EMIT CHANGES;", LATEST))[-1]
+            sub = result.stream
+            for i in range(10):  # nobody reads: the subscriber overflows
+                await engine.execute(f"INSERT INTO s (k, id) VALUES ({i}, {i});")
+            await wait_until(lambda: runner.processed == 10)
+            # The persistent query went on; the subscriber was dropped, holding nothing.
+            assert runner.subscribers == [] and sub.pending_records == 0 and not sub.pending
+            got = []
+            with pytest.raises(Exception, match="fell behind"):
+                async for row in sub:
+                    got.append(row)
+            assert len(got) <= 3
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+def test_scalable_push_query_over_http_ends_on_disconnect(tmp_path: Path) -> None:
+    async def test(url: str, app: Any) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            await ksql(c, STREAM)
+            await ksql(c, "CREATE STREAM out AS SELECT * FROM s;")
+            runner = _sink_runner(app.engine, "OUT")
+            async with c.stream("POST", "/query-stream", json={
+                    "sql": "SELECT k, id FROM out EMIT CHANGES;", "properties": LATEST}) as stream:
+                lines = stream.aiter_lines()
+                header = orjson.loads(await lines.__anext__())
+                assert header["queryId"].startswith("SCALABLE_PUSH_QUERY_")
+                assert len(runner.subscribers) == 1
+                await ksql(c, "INSERT INTO s (k, id) VALUES (4, 40);")
+                assert orjson.loads(await lines.__anext__()) == [4, 40]
+        await wait_until(lambda: not runner.subscribers and not app.push_queries.running)
+
+    with_node(tmp_path, test, config=V2)
+
+
+def test_scalable_push_query_ends_with_its_persistent_query(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open_v2(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
+            (info,) = engine.catalog.queries_writing("OUT")
+            runner = _sink_runner(engine, "OUT")
+            result = (await engine.execute("SELECT k FROM out EMIT CHANGES;", LATEST))[-1]
+            await engine.execute("INSERT INTO s (k, id) VALUES (7, 1);")
+            assert await asyncio.wait_for(result.stream.__anext__(), 10) == (7,)
+            await engine.execute(f"TERMINATE {info.query_id};")
+            assert runner.subscribers == []
+            with pytest.raises(Exception, match="was stopped"):
+                await asyncio.wait_for(result.stream.__anext__(), 10)
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())

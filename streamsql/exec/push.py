@@ -4,7 +4,9 @@ stream to the client as records arrive, from the start of the source's topic or 
 (``auto.offset.reset``), until its LIMIT or until the client goes. Push queries keep no
 state, but for an aggregation (GROUP BY, or aggregates alone): that one is a real topology
 with its own state, a ``TransientQuery`` (see there). Joins are refused (create them with
-CREATE ... AS SELECT and query the result).
+CREATE ... AS SELECT and query the result). With ``ksql.query.push.v2.enabled``, a plain
+projection/filter from 'latest' over what a persistent query writes is a scalable push query
+(``ScalablePushQuery``): a subscriber on that query's runner, not a reader of the topic.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import random
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -42,6 +45,11 @@ async def query_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[
             "CREATE STREAM/TABLE ... AS SELECT and query it.")
     # The engine's default is 'earliest' (a session may SET 'auto.offset.reset'='latest').
     reset = str(props.get("auto.offset.reset", "earliest"))
+    runner = _scalable_runner(engine, plan, query, props, reset)
+    if runner is not None:
+        scalable = ScalablePushQuery(engine, plan, runner, query.limit)
+        return Result(stmt.text, "stream", columns=columns, stream=scalable,
+                      query_id=scalable.query_id)
     if isinstance(plan, AggregatePlan):
         transient = await start_transient_aggregate(engine, plan, stmt.text, props, reset, query.limit)
         return Result(stmt.text, "stream", columns=columns, stream=transient,
@@ -79,6 +87,149 @@ async def _push_query(engine: Engine, plan: QueryPlan, reset: str, limit: int | 
                     return
         if not got:
             await asyncio.sleep(0.1)
+
+
+# ================================================================ scalable push queries
+# A scalable push query's rows waiting for its client (records of the persistent query not
+# yet read, counted before its filter): past this the query is ended (it fell behind).
+SCALABLE_QUEUE_LIMIT = 10_000
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() == "true"
+
+
+def _scalable_runner(engine: Engine, plan: Any, query: ast.Query, props: dict[str, Any],
+                     reset: str) -> Any:
+    """The runner of the persistent query stage whose output a push query can be served
+    from as a scalable push query (ksqlDB's ``ksql.query.push.v2.enabled``), or None (the
+    query reads the topic, as push queries otherwise do). Like ksqlDB's
+    ``ScalablePushUtil``: a plain projection/filter (no GROUP BY, JOIN, WINDOW, PARTITION
+    BY, table functions) with ``auto.offset.reset`` latest, over a stream or table that one
+    persistent query writes, running here. (On a cluster each node sees only its own
+    partitions' output: there the topic path stays.)"""
+    if not _truthy(props.get("ksql.query.push.v2.enabled", "false")) or reset != "latest":
+        return None
+    if not isinstance(plan, QueryPlan) or isinstance(plan, (AggregatePlan, JoinPlan)):
+        return None
+    if query.window is not None or query.group_by or query.partition_by or query.having is not None \
+            or plan.table_functions or plan.partition_by:
+        return None
+    if engine.mode != "service" or engine.distributed:
+        return None
+    writers = engine.catalog.queries_writing(plan.source.name)
+    if len(writers) != 1:
+        return None
+    runners = engine.runners.get(writers[0].query_id) or []
+    last = runners[-1] if runners else None
+    if last is None or not last.started or last.stage.sink_topic != plan.source.topic:
+        return None
+    return last
+
+
+class ScalablePushQuery:
+    """A push query served from a persistent query's output as it is produced: a
+    subscriber on the runner of the query's last stage (``StageRunner.subscribers``), not a
+    consumer of the topic. The runner hands it each committed run's records (``offer``:
+    a queue append, nothing more); they are decoded, filtered and projected here, as the
+    client reads. More than ``SCALABLE_QUEUE_LIMIT`` records waiting ends the query with
+    an error (it fell behind) and unsubscribes it. Whatever ends it (its LIMIT, the client,
+    ``aclose``) unsubscribes it."""
+
+    def __init__(self, engine: Engine, plan: QueryPlan, runner: Any, limit: int | None,
+                 queue_limit: int | None = None) -> None:
+        self.query_id = f"SCALABLE_PUSH_QUERY_{_UNSAFE.sub('_', plan.source.name)[:60]}_{random.getrandbits(62)}"
+        self.pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
+                                       engine.codec(plan.source, "value"), None, None,
+                                       engine._processing_logger("transient"), rows=True,
+                                       push=True, timestamp_parser=engine._timestamp_parser(plan.source))
+        self.topic = plan.source.topic
+        self.runner = runner
+        self.limit = limit
+        self.queue_limit = SCALABLE_QUEUE_LIMIT if queue_limit is None else queue_limit
+        self.pending: deque[tuple[int, list[Any]]] = deque()
+        self.pending_records = 0
+        self.rows: deque[tuple] = deque()
+        self.outputs = Outputs()
+        self.wakeup = asyncio.Event()
+        self.emitted = 0
+        self.error: str | None = None
+        self.closed = False
+        self._offset = 0
+        runner.subscribers.append(self)
+
+    # -- the runner's side (in its task: must not block) --------------------------------
+    def offer(self, partition: int, records: list[Any]) -> None:
+        if self.closed or self.error is not None:
+            return
+        self.pending_records += len(records)
+        if self.pending_records > self.queue_limit:
+            self.error = (f"Scalable push query {self.query_id} fell behind: more than "
+                          f"{self.queue_limit} rows were waiting for the client. "
+                          "The query was ended.")
+            self.pending.clear()
+            self.pending_records = 0
+            self._unsubscribe()
+        else:
+            self.pending.append((partition, records))
+        self.wakeup.set()
+
+    def source_stopped(self, message: str) -> None:
+        """The persistent query stopped (TERMINATE, engine close): rows already given
+        are still read, then the query ends with ``message`` as its error."""
+        if self.error is None:
+            self.error = message
+        self._unsubscribe()
+        self.wakeup.set()
+
+    def _unsubscribe(self) -> None:
+        subs = self.runner.subscribers
+        if self in subs:
+            subs.remove(self)
+
+    # -- the client's side ----------------------------------------------------------------
+    def __aiter__(self) -> "ScalablePushQuery":
+        return self
+
+    async def __anext__(self) -> tuple:
+        while True:
+            if self.closed or (self.limit is not None and self.emitted >= self.limit):
+                await self.aclose()
+                raise StopAsyncIteration
+            if self.rows:
+                self.emitted += 1
+                return self.rows.popleft()
+            if self.pending:
+                self._decode(*self.pending.popleft())
+                continue
+            if self.error is not None:
+                await self.aclose()
+                raise KsqlStatementException(self.error)
+            self.wakeup.clear()
+            await self.wakeup.wait()
+
+    def _decode(self, partition: int, records: list[Any]) -> None:
+        self.pending_records -= len(records)
+        n = len(records)
+        headers = [r.headers for r in records]
+        start = self._offset
+        self._offset += n
+        out = self.outputs
+        out.clear()
+        self.pipeline.process(RecordBatch(
+            self.topic, partition, list(range(start, start + n)),
+            [r.timestamp for r in records], [r.key for r in records],
+            [r.value for r in records], headers if any(headers) else None), out)
+        self.rows.extend(out.rows)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._unsubscribe()
+        self.pending.clear()
+        self.rows.clear()
+        self.wakeup.set()
 
 
 # ================================================================ transient aggregations
