@@ -248,6 +248,8 @@ class KsqlApp:
     async def _run_statement(self, stmt: ast.Statement, shown: str, session: Any,
                              entities: list[dict[str, Any]]) -> dict[str, Any] | None:
         cmd = command_id(stmt)
+        if isinstance(stmt, ast.InsertValues):
+            shown = masked_insert(stmt)  # an error must not echo the values (ksqlDB's QueryMask)
         if isinstance(stmt, ast.TerminateQuery) and stmt.query_id is not None \
                 and self.push_queries.close(stmt.query_id):
             # ksqlDB's TERMINATE also stops a transient (push) query.
@@ -575,6 +577,17 @@ def _parse(text: str, config: dict[str, Any]) -> ast.Statement:
     from streamsql.parser import parse_statement
 
     return parse_statement(text, StatementLimits.from_config(config))
+
+
+def masked_insert(stmt: ast.InsertValues) -> str:
+    """An INSERT VALUES as ksqlDB shows it in an error: names quoted, every value masked
+    (values may be personal data; the statement text goes to clients and logs)."""
+    def quoted(name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    columns = f" ({', '.join(quoted(c) for c in stmt.columns)})" if stmt.columns else ""
+    values = ", ".join("'[value]'" for _ in stmt.values)
+    return f"INSERT INTO {quoted(stmt.target)}{columns} VALUES ({values});"
 
 
 def _source_name(query: ast.Query) -> str | None:

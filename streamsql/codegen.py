@@ -312,14 +312,16 @@ class ExpressionCompiler:
         if lt.base is BaseType.STRING and rt.base is BaseType.STRING and op == "+":
             a, b = self._tmp(), self._tmp()
             return Compiled(f"(None if ({a} := {left.src}) is None or ({b} := {right.src}) is None else {a} + {b})", t.STRING)
+        if lt.is_null or rt.is_null:
+            # ksqlDB types no arithmetic with a bare NULL operand (CAST it to give it a type).
+            shown = ["null" if ty.is_null else str(ty) for ty in (lt, rt)]
+            raise KsqlStatementException(
+                f"Error processing expression: {expr}. Arithmetic on types {shown[0]} and "
+                f"{shown[1]} are not supported.")
         for ty in (lt, rt):
-            if not (ty.is_numeric or ty.is_null):
+            if not ty.is_numeric:
                 raise KsqlStatementException(
                     f"Error processing expression: {expr}. Unsupported arithmetic types. {lt} {rt}")
-        if lt.is_null and rt.is_null:
-            return Compiled("None", t.NULL)
-        if lt.is_null or rt.is_null:
-            return Compiled("None", rt if lt.is_null else lt)
         result = arithmetic_result_type(op, lt, rt)
         operands = [Compiled(self.coerce(left, result, loose=True), lt),
                     Compiled(self.coerce(right, result, loose=True), rt)]

@@ -39,8 +39,8 @@ async def insert_values(engine: Engine, stmt: ast.InsertValues, props: dict[str,
             f"Expected a value for each column. Expected Columns: {[c.name for c in writable]}. "
             f"Got {list(stmt.values)}")
     if len(columns) != len(stmt.values):
-        raise KsqlStatementException("Expected number columns and values to match: "
-                                     f"{list(columns)}, {list(stmt.values)}")
+        raise KsqlStatementException("Failed to prepare statement: Expected number columns and "
+                                     f"values to match: {len(columns)}, {len(stmt.values)}")
     compiler = ExpressionCompiler(engine.registry, Scope())
     values: dict[str, Any] = {}
     rowtime = None
@@ -48,6 +48,8 @@ async def insert_values(engine: Engine, stmt: ast.InsertValues, props: dict[str,
         if name == "ROWTIME":
             rowtime = _insert_step(target, _eval_constant, compiler, expr)
             continue
+        if name in ("ROWPARTITION", "ROWOFFSET"):  # pseudo columns the log assigns
+            raise KsqlStatementException(f"Inserting into column `{name}` is not allowed.")
         col = target.schema.find(name)
         if col is None:
             raise KsqlStatementException(f"Column name {name} does not exist.")
@@ -141,12 +143,10 @@ def _coerce_value(compiler: ExpressionCompiler, expr: e.Expression, type_, name:
             return v
         if isinstance(src, StructType) and isinstance(dst, StructType) and isinstance(v, dict):
             fields = {f.name: f.type for f in src.fields}
-            out = {}
-            for f in dst.fields:
-                out[f.name] = coerce(v.get(f.name), fields[f.name], f.type) if f.name in fields else None
-            if any(n not in out for n in fields):
-                raise _NotCoercible
-            return out
+            # Fields the column's type lacks are dropped and missing ones are NULL, as
+            # ksqlDB's coercer (a registered schema's defaults then fill them in).
+            return {f.name: coerce(v.get(f.name), fields[f.name], f.type) if f.name in fields else None
+                    for f in dst.fields}
         if isinstance(src, ArrayType) and isinstance(dst, ArrayType) and isinstance(v, list):
             return [coerce(x, src.item, dst.item) for x in v]
         if isinstance(src, MapType) and isinstance(dst, MapType) and isinstance(v, dict):

@@ -443,9 +443,16 @@ def encoder(t: SqlType) -> Callable[[Any], Any]:
     return lambda v: {n: (None if v[n] is None else e(v[n])) for n, e in fields}
 
 
-def _object_encoder(columns: Sequence[Column]) -> Callable[[tuple], bytes]:
+def _dumps_null_keys(obj: Any, default: Callable[[Any], Any]) -> bytes:
+    """``orjson.dumps`` for a value with a NULL map key, written ``"null"`` as ksqlDB's
+    (Jackson's) JSON does; the plain one refuses non-string keys, and is kept for speed."""
+    return _dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _object_encoder(columns: Sequence[Column], dumps: Callable[..., bytes] = _dumps
+                    ) -> Callable[[tuple], bytes]:
     """Generated code: a row tuple to JSON object bytes, names bound as constants."""
-    ns: dict[str, Any] = {"_dumps": _dumps, "_default": _default}
+    ns: dict[str, Any] = {"_dumps": dumps, "_default": _default}
     n = len(columns)
     parts = []
     for i, c in enumerate(columns):
@@ -523,6 +530,13 @@ class JsonCodec(Codec):
                 return None
             return self._encode_object(values)
         except (_JSONEncodeError, TypeError, ValueError) as e:
+            if "Dict key must be str" in str(e):  # a NULL map key: the rare, slower way
+                try:
+                    if self.unwrapped:
+                        return _dumps_null_keys(self._encode_one(values[0]), _default)
+                    return _object_encoder(self.columns, _dumps_null_keys)(values)
+                except (_JSONEncodeError, TypeError, ValueError) as again:
+                    raise SerdeError(self._ser_prefix + str(again)) from again
             raise SerdeError(self._ser_prefix + str(e)) from e
 
     def to_json_form(self, data: bytes | None) -> Any:
