@@ -366,7 +366,6 @@ class ExpressionCompiler:
             if self.clause in ("WHERE", "HAVING") and str(exc).startswith("Cannot compare"):
                 raise KsqlStatementException(f"Error in {self.clause} expression: {exc}") from None
             raise
-        a, b = self._tmp(), self._tmp()
         if expr.op == "IS_DISTINCT_FROM":
             return Compiled(f"(({left.src}) != ({right.src}))", t.BOOLEAN)
         if expr.op == "IS_NOT_DISTINCT_FROM":
