@@ -15,6 +15,7 @@ from streamsql.errors import StreamSqlError
 from streamsql.exec.pull import LIMIT_REACHED, PULL_QUERY_SYNTAX_HELP, QUERY_COMPLETED
 from streamsql.runtime.log.base import ProducerRecord
 from streamsql.runtime.log.embedded import EmbeddedLog
+from tests.test_state_engine import _eventually as eventually
 
 
 def run(tmp_path: Path, body: Any) -> None:
@@ -33,15 +34,6 @@ def run(tmp_path: Path, body: Any) -> None:
 async def one(engine: Engine, sql: str, **props: Any) -> Any:
     [result] = await engine.execute(sql, props or None)
     return result
-
-
-async def eventually(fn: Any, expected: Any, timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await fn()
-        if got == expected or asyncio.get_running_loop().time() > deadline:
-            return got
-        await asyncio.sleep(0.02)
 
 
 async def refused(engine: Engine, sql: str, **props: Any) -> str:

@@ -56,6 +56,13 @@ def test_terminate_cluster_stops_queries_drops_sources_and_deletes_matching_topi
             before = {t["name"] for t in (await ksql(c, "SHOW ALL TOPICS;")).json()[0]["topics"]}
             assert any(t.endswith("-changelog") for t in before)
 
+            # Bad input changes nothing: a pattern that is no regular expression, a list of
+            # something else.
+            for bad in ({"deleteTopicList": ["("]}, {"deleteTopicList": "s"}):
+                r = await c.post("/ksql/terminate", json=bad)
+                assert r.status_code == 400 and r.json()["error_code"] == 40000
+            assert [q["id"] for q in (await ksql(c, "SHOW QUERIES;")).json()[0]["queries"]]
+
             r = await c.post("/ksql/terminate", json={"deleteTopicList": ["s", "COUNT.*"]})
             assert r.status_code == 200
             [status] = r.json()

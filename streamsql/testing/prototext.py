@@ -18,6 +18,8 @@ import struct
 from decimal import Decimal
 from typing import Any
 
+from streamsql.casts import java_double_str as java_double  # Java's Double.toString
+
 __all__ = ["proto_text", "message_class", "print_message", "java_double", "java_float"]
 
 
@@ -108,13 +110,6 @@ def escape_bytes(data: bytes) -> str:
     return "".join(out)
 
 
-def java_double(value: float) -> str:
-    """Java's ``Double.toString``: the shortest digits that read back as the value, in
-    plain notation from 10^-3 to 10^7, else ``d.dddE[-]n``; always a digit after the
-    point."""
-    return _java_format(value, repr(float(value)))
-
-
 def java_float(value: float) -> str:
     """Java's ``Float.toString`` (the shortest digits that read back as the 32-bit value)."""
     if math.isnan(value) or math.isinf(value):
@@ -128,6 +123,7 @@ def java_float(value: float) -> str:
 
 
 def _java_format(value: float, shortest: str) -> str:
+    """Java's Float.toString layout of ``shortest`` (the float's shortest digits)."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):

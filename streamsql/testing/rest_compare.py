@@ -187,16 +187,9 @@ def _is_row(item: Any) -> bool:
 def _compare_query(expected: list[Any], actual: Any, verify_order: bool, where: str) -> str | None:
     """Exactly as many elements; the header and messages where listed; the rows where the
     listed rows are, in any order unless ``verify_order``."""
-    if not isinstance(actual, list) or len(actual) != len(expected):
-        n = len(actual) if isinstance(actual, list) else "no"
-        return (f"{where}: expected {len(expected)} elements (header, rows, messages), got {n}:\n"
-                f"  expected: {_show(expected)}\n  actual:   {_show(actual)}")
-    row_positions = [i for i, item in enumerate(expected) if _is_row(item)]
-    for i, item in enumerate(expected):
-        if i not in row_positions:
-            reason = mismatch(item, actual[i], f"{where}[{i}]")
-            if reason:
-                return reason
+    row_positions, reason = _compare_frame(expected, actual, where)
+    if reason:
+        return reason
     exp_rows = [expected[i] for i in row_positions]
     act_rows = [actual[i] for i in row_positions]
     if verify_order:
@@ -206,6 +199,23 @@ def _compare_query(expected: list[Any], actual: Any, verify_order: bool, where: 
                 return reason
         return None
     return _match_any_order(exp_rows, act_rows, lambda e, a: mismatch(e, a, "") is None, where)
+
+
+def _compare_frame(expected: list[Any], actual: Any, where: str) -> tuple[list[int], str | None]:
+    """What a query response and its expectation must share whatever their rows: as many
+    elements, and the header and messages (every element that is not a row) matching. Returns
+    the rows' positions, and why the frame does not match (None when it does)."""
+    if not isinstance(actual, list) or len(actual) != len(expected):
+        n = len(actual) if isinstance(actual, list) else "no"
+        return [], (f"{where}: expected {len(expected)} elements (header, rows, messages), got {n}:\n"
+                    f"  expected: {_show(expected)}\n  actual:   {_show(actual)}")
+    row_positions = [i for i, item in enumerate(expected) if _is_row(item)]
+    for i, item in enumerate(expected):
+        if i not in row_positions:
+            reason = mismatch(item, actual[i], f"{where}[{i}]")
+            if reason:
+                return row_positions, reason
+    return row_positions, None
 
 
 def _match_any_order(expected: list[Any], actual: list[Any], match: Any, where: str) -> str | None:
@@ -224,22 +234,15 @@ def _match_any_order(expected: list[Any], actual: list[Any], match: Any, where: 
 def _compare_query_proto(expected: list[Any], actual: Any, where: str) -> str | None:
     """Like ``_compare_query``, but rows are text: the actual rows' ``protobufBytes``
     decoded with the listed ``protoSchema``, printed in protobuf-java's text format."""
-    if not isinstance(actual, list) or len(actual) != len(expected):
-        n = len(actual) if isinstance(actual, list) else "no"
-        return (f"{where}: expected {len(expected)} elements, got {n}:\n"
-                f"  expected: {_show(expected)}\n  actual:   {_show(actual)}")
+    row_positions, reason = _compare_frame(expected, actual, where)
+    if reason:
+        return reason
     schema = None
     for item in expected + actual:
         header = item.get("header") if isinstance(item, dict) else None
         if isinstance(header, dict) and isinstance(header.get("protoSchema"), str):
             schema = header["protoSchema"]
             break
-    row_positions = [i for i, item in enumerate(expected) if _is_row(item)]
-    for i, item in enumerate(expected):
-        if i not in row_positions:
-            reason = mismatch(item, actual[i], f"{where}[{i}]")
-            if reason:
-                return reason
     texts = []
     for i in row_positions:
         row = actual[i].get("row") if isinstance(actual[i], dict) else None

@@ -22,6 +22,7 @@ from typing import Any
 
 from streamsql.testing.rest import QUERY_TIMEOUT, load_cases, run_cases
 from streamsql.testing.rest_compare import compare
+from streamsql.testing.suite import pass_table
 
 # Cases mostly wait (for a query to stream, for a persistent query to catch up): several per
 # core keep the cores busy. Each worker holds one node at a time (~80 MB).
@@ -74,22 +75,8 @@ def run_folder(folder: Path, processes: int | None = None, only_file: str | None
 
 def summarize(outcomes: list[Outcome]) -> str:
     """Per file and in total: cases with outputs passing, cases expecting an error passing."""
-    rows: dict[str, list[int]] = {}
-    for o in outcomes:
-        for key in (o.file, "all"):
-            r = rows.setdefault(key, [0, 0, 0, 0])
-            if o.expects_error:
-                r[2] += 1
-                r[3] += o.passed
-            else:
-                r[0] += 1
-                r[1] += o.passed
-    lines = []
-    for key in sorted(rows, key=lambda k: (k == "all", k)):
-        out_total, out_pass, err_total, err_pass = rows[key]
-        lines.append(f"{key:58s} outputs {out_pass:4d}/{out_total:<4d} ({100 * out_pass / max(out_total, 1):5.1f}%)"
-                     f"   errors {err_pass:4d}/{err_total:<4d} ({100 * err_pass / max(err_total, 1):5.1f}%)")
-    return "\n".join(lines)
+    return pass_table((((o.file, "all"), o.expects_error, o.passed) for o in outcomes), 58,
+                      order=lambda k: (k == "all", k))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 from streamsql.testing.qtt import compare, expand_cases, run_case
 
@@ -101,27 +102,39 @@ def run_folder(folder: Path, processes: int | None = None, kafka: str | None = N
         return pool.map(_run_one, work, chunksize=8)
 
 
-def summarize(outcomes: list[Outcome]) -> str:
-    lines = []
+def pass_table(results: Iterable[tuple[Sequence[str], bool, bool]], width: int,
+               order: Callable[[str], Any] | None = None) -> str:
+    """One line per group: cases with outputs passing, cases expecting an error passing.
+    ``results``: (the groups a case counts in, whether it expects an error, whether it
+    passed); groups are listed in ``order`` (default: by name)."""
     rows: dict[str, list[int]] = {}
-    for o in outcomes:
+    for keys, expects_error, passed in results:
+        for k in keys:
+            r = rows.setdefault(k, [0, 0, 0, 0])
+            if expects_error:
+                r[2] += 1
+                r[3] += passed
+            else:
+                r[0] += 1
+                r[1] += passed
+    lines = []
+    for k in sorted(rows, key=order):
+        out_total, out_pass, err_total, err_pass = rows[k]
+        lines.append(f"{k:{width}s} outputs {out_pass:4d}/{out_total:<4d} ({100 * out_pass / max(out_total, 1):5.1f}%)"
+                     f"   errors {err_pass:4d}/{err_total:<4d} ({100 * err_pass / max(err_total, 1):5.1f}%)")
+    return "\n".join(lines)
+
+
+def summarize(outcomes: list[Outcome]) -> str:
+    """Per category (and stateless cases without a schema-registry format) and in total."""
+    def groups(o: Outcome) -> list[str]:
         cat = category(o.file)
         keys = [cat, "all"]
         if cat == "stateless" and not o.uses_registry_format:
             keys.append("stateless (no schema-registry format)")
-        for k in keys:
-            r = rows.setdefault(k, [0, 0, 0, 0])
-            if o.expects_error:
-                r[2] += 1
-                r[3] += o.passed
-            else:
-                r[0] += 1
-                r[1] += o.passed
-    for k in sorted(rows):
-        out_total, out_pass, err_total, err_pass = rows[k]
-        lines.append(f"{k:42s} outputs {out_pass:4d}/{out_total:<4d} ({100 * out_pass / max(out_total, 1):5.1f}%)"
-                     f"   errors {err_pass:4d}/{err_total:<4d} ({100 * err_pass / max(err_total, 1):5.1f}%)")
-    return "\n".join(lines)
+        return keys
+
+    return pass_table(((groups(o), o.expects_error, o.passed) for o in outcomes), 42)
 
 
 def main(argv: list[str] | None = None) -> int:
