@@ -6,7 +6,10 @@ Starts a node (child process, embedded log on disk, RocksDB state), loads
 HTTP/1.1 connection, sending ``POST /query-stream`` with
 ``SELECT * FROM views WHERE user_id = '<random key>';`` one after another for D seconds.
 Every answer is checked (one row, the key's count). Prints lookups per second and the p50,
-p90 and p99 latency of a request (send to last byte).
+p90 and p99 latency of a request (send to last byte), next to the same clients' rate on the
+node's most trivial endpoint (``GET /info``: the HTTP server's own cost per request, the
+limit a lookup can reach), and the rate of a pull table scan of every row
+(``SELECT * FROM views;``, rows per second, checked complete).
 
 The clients are a minimal asyncio HTTP/1.1 client in this process, so that the load
 generator costs little next to the server; ``--pin`` puts the server on CPU 0 and the
@@ -49,6 +52,13 @@ class Connection:
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body), body))
+        return await self._answer()
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), self.host))
+        return await self._answer()
+
+    async def _answer(self) -> tuple[int, bytes]:
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = None
@@ -130,6 +140,38 @@ async def client(url: str, keys: int, until: float, seed: int, latencies: list[f
         conn.close()
 
 
+async def trivial_client(url: str, until: float, latencies: list[float]) -> None:
+    conn = await Connection.open(url)
+    try:
+        while time.perf_counter() < until:
+            start = time.perf_counter()
+            status, answer = await conn.get("/info")
+            latencies.append(time.perf_counter() - start)
+            if status != 200 or b"KsqlServerInfo" not in answer:
+                raise RuntimeError(f"bad /info answer: {status} {answer[:300]!r}")
+    finally:
+        conn.close()
+
+
+async def scan(url: str, keys: int) -> float:
+    """Seconds for ``SELECT * FROM views;`` to answer every row (read to the last byte)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
+        start = time.perf_counter()
+        answer = await http.post("/query-stream", json={"sql": "SELECT * FROM views;"})
+        elapsed = time.perf_counter() - start
+    rows = answer.content.splitlines()[1:]
+    if answer.status_code != 200 or len(rows) != keys:
+        raise RuntimeError(f"scan answered {answer.status_code}, {len(rows)} rows of {keys}")
+    return elapsed
+
+
+def _figures(latencies: list[float], elapsed: float) -> tuple[float, list[float]]:
+    latencies.sort()
+    return len(latencies) / elapsed, statistics.quantiles(latencies, n=100)
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess(Path(tmp) / "data")
@@ -148,14 +190,25 @@ async def run(args: argparse.Namespace) -> None:
             until = started + args.seconds
             await asyncio.gather(*(client(node.url, args.keys, until, i, latencies) for i in range(args.clients)))
             elapsed = time.perf_counter() - started
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100)
+            trivial: list[float] = []
+            started = time.perf_counter()
+            until = started + args.seconds
+            await asyncio.gather(*(trivial_client(node.url, until, trivial) for _ in range(args.clients)))
+            trivial_elapsed = time.perf_counter() - started
+            scan_seconds = await scan(node.url, args.keys)
+    rate, q = _figures(latencies, elapsed)
+    trivial_rate, tq = _figures(trivial, trivial_elapsed)
     sys.stdout.write(
         f"pull queries over HTTP/1.1 (/query-stream), {args.clients} concurrent clients, one node, "
         f"table of {args.keys:,} keys (loaded in {loaded:.1f} s):\n"
-        f"  {len(latencies):,} lookups in {elapsed:.1f} s = {len(latencies) / elapsed:,.0f} lookups/s; "
+        f"  {len(latencies):,} lookups in {elapsed:.1f} s = {rate:,.0f} lookups/s; "
         f"latency p50 {q[49] * 1000:.2f} ms, p90 {q[89] * 1000:.2f} ms, p99 {q[98] * 1000:.2f} ms, "
-        f"max {latencies[-1] * 1000:.1f} ms\n")
+        f"max {latencies[-1] * 1000:.1f} ms\n"
+        f"  the trivial request (GET /info), same clients: {trivial_rate:,.0f} requests/s; "
+        f"p50 {tq[49] * 1000:.2f} ms, p99 {tq[98] * 1000:.2f} ms: a lookup costs "
+        f"{trivial_rate / rate:.2f}x the trivial request\n"
+        f"  table scan (SELECT * FROM views;): {args.keys:,} rows in {scan_seconds:.2f} s = "
+        f"{args.keys / scan_seconds:,.0f} rows/s\n")
 
 
 def main() -> None:

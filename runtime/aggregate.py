@@ -17,15 +17,17 @@ Windowed keys are written as Kafka Streams writes them: the key, then the window
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from streamsql.analyzer import AggregatePlan, OutputColumn, QueryPlan
 from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
-from streamsql.errors import KsqlException
+from streamsql.errors import KsqlException, QueryFailedError
+from streamsql.functions.aggregates import AggregateFunctionError
 from streamsql.formats.base import Codec, FormatOptions
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.projection import filter_lines, projection_lines
@@ -101,6 +103,39 @@ class MemoryStore:
     def replace_sessions(self, key: bytes, keep: list, merged: list, new: list) -> None:
         """Set a key's session list (``keep`` already lacks ``merged`` and has ``new``)."""
         self._data[key] = keep
+
+
+class MemoryWindowStore(MemoryStore):
+    """``MemoryStore`` for TUMBLING and HOPPING window aggregates (keys end in the window's
+    start, 8 bytes): windows starting more than ``retention_ms`` (size + grace) before the
+    latest start are dropped, as the RocksDB window store's segments are, so that a
+    transient push aggregation holds flat memory however long it runs."""
+
+    def __init__(self, retention_ms: int) -> None:
+        super().__init__()
+        self.retention_ms = retention_ms
+        self._by_start: dict[int, list[bytes]] = {}
+        self._starts: list[int] = []  # heap of the starts in _by_start
+        self._latest: int | None = None
+
+    def put(self, key: bytes, value: Any) -> None:
+        if key not in self._data:
+            start = _LONG.unpack_from(key, len(key) - 8)[0]
+            bucket = self._by_start.get(start)
+            if bucket is None:
+                bucket = self._by_start[start] = []
+                heapq.heappush(self._starts, start)
+            bucket.append(key)
+            if self._latest is None or start > self._latest:
+                self._latest = start
+                self._expire(start - self.retention_ms)
+        self._data[key] = value
+
+    def _expire(self, limit: int) -> None:
+        starts, data = self._starts, self._data
+        while starts and starts[0] < limit:
+            for key in self._by_start.pop(heapq.heappop(starts)):
+                data.pop(key, None)
 
 
 class _TaskContext:
@@ -270,6 +305,12 @@ class AggregateStage:
                         self._update(kb + _LONG.pack(start), key, args, ts, undo, (start, end), out)
                 if self.emit_final:
                     self._emit_closed(out)
+            except AggregateFunctionError as exc:
+                # A UDAF's own failure (a DECIMAL SUM outgrowing its precision) stops the
+                # query, as ksqlDB's KsqlFunctionException stops Kafka Streams.
+                raise QueryFailedError(
+                    f"Exception caught in process. topic={batch.topic}, partition={batch.partition}, "
+                    f"offset={off}: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - one record's failure is that record's
                 # (an aggregate that cannot take the value, a result the sink's format
                 # cannot write): it goes to the processing log and the stage goes on.
@@ -296,6 +337,8 @@ class AggregateStage:
             if old_args is not None:
                 accs = self._fold(accs, old_args, True)
             accs = self._fold(accs, args, undo)
+        except AggregateFunctionError:
+            raise  # fatal: see process()
         except Exception as exc:
             raise AggregationError(f"Aggregation failed: {exc!r}") from exc
         if self.emit_final:
@@ -389,6 +432,8 @@ class AggregateStage:
             max_ts = max(max_ts, s[3])
         try:
             accs = self._fold(accs, args, False)
+        except AggregateFunctionError:
+            raise  # fatal: see process()
         except Exception as exc:
             raise AggregationError(f"Aggregation failed: {exc!r}") from exc
         new = [start, end, accs, max_ts]
@@ -414,8 +459,12 @@ class TableGroupByStage:
     exactly_once = True
 
     def __init__(self, name: str, source_topic: str, sink_topic: str, mapper: Any,
-                 key_codec: Codec, value_codec: Codec, store: Any) -> None:
+                 key_codec: Codec, value_codec: Codec, store: Any,
+                 plog: Callable[[str, int, int, str], None] | None = None) -> None:
         self.name = name
+        # Where a row that cannot be grouped is reported (the query's processing log).
+        self.plog = plog or (lambda topic, partition, offset, message: log.warning(
+            "%s-%d@%d: %s", topic, partition, offset, message))
         self.source_topic = source_topic
         self.sink_topic = sink_topic
         self.mapper = mapper  # a rows-mode pipeline: record -> (group key..., args...)
@@ -524,9 +573,15 @@ def build_projection(engine: "Engine", plan: AggregatePlan, query_id: str,
 
 
 async def build_aggregate_stages(engine: "Engine", query_id: str, plan: AggregatePlan, sink: DataSource,
-                                 props: dict[str, Any]) -> list[Stage]:
-    """The group-by stage and the aggregate stage of ``plan`` (see the module docstring)."""
+                                 props: dict[str, Any], internal_source: bool = False) -> list[Stage]:
+    """The group-by stage and the aggregate stage of ``plan`` (see the module docstring).
+    ``internal_source``: ``plan.source`` is a query's internal topic (a join's rows, in the
+    internal format), not a source of the catalog."""
     source = plan.source
+    if internal_source:
+        in_key, in_value = internal_codec(source.schema.key), internal_codec(source.schema.value)
+    else:
+        in_key, in_value = engine.codec(source, "key"), engine.codec(source, "value")
     if "DELIMITED" in (sink.value_format.name, source.value_format.name):
         # ksqlDB keeps intermediate aggregates in the value format; DELIMITED has no structs.
         for a in plan.aggregates:
@@ -549,16 +604,14 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
     pre = QueryPlan(source, plan.alias, plan.where, plan.groups, tuple(arg_cols),
                     LogicalSchema(key_columns, value_columns), rekeyed=True, drop_null_key=True)
     if source.is_table:
-        mapper = build_pipeline(pre, engine.registry, engine.codec(source, "key"), engine.codec(source, "value"),
-                                None, None, plog, rows=True,
+        mapper = build_pipeline(pre, engine.registry, in_key, in_value, None, None, plog, rows=True,
                                 timestamp_parser=engine._timestamp_parser(source))
         first: Stage = TableGroupByStage(f"{query_id}-groupby", source.topic, repartition, mapper,
                                          key_codec, value_codec,
-                                         engine.new_store(query_id, "source", "bytes"))
+                                         engine.new_store(query_id, "source", "bytes"), plog)
         first.n_keys = len(plan.groups)
     else:
-        pipeline = build_pipeline(pre, engine.registry, engine.codec(source, "key"), engine.codec(source, "value"),
-                                  key_codec, value_codec, plog,
+        pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec, plog,
                                   timestamp_parser=engine._timestamp_parser(source))
         first = PipelineStage(f"{query_id}-groupby", source.topic, repartition, pipeline)
     project = build_projection(engine, plan, query_id, plog)

@@ -38,6 +38,11 @@ as ksqlDB the step reads the sources themselves, with no repartition topics: eac
 pipeline runs inside the join stage. Either way the stage's runner hands it each task's
 records in timestamp order across both inputs (``streamsql.runtime.ordering``).
 
+After the join (``streamsql.join_post``): PARTITION BY is the last step's projection (its key
+the PARTITION BY expressions); GROUP BY has the last step write the whole joined row to an
+internal topic ``<query>-Join-<n>``, the source of the usual group-by and aggregate stages
+(``streamsql.runtime.aggregate``).
+
 In test mode the test driver delivers records by topic to ``stage.source_topic``, so the
 right-hand input is also given as a small ``JoinInput`` stage forwarding to the join stage
 (through its ``MaterializingStage`` wrapper when the sink is a table).
@@ -47,6 +52,7 @@ from __future__ import annotations
 import heapq
 import logging
 import struct
+from dataclasses import replace
 from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -255,6 +261,20 @@ class _TaskContext:
         self.scan = True
 
 
+class _WindowedKeyCodec:
+    """Decodes a windowed side's re-keyed key: the join key's bytes, then the window's."""
+
+    def __init__(self, inner: Any, window_len: int) -> None:
+        self.inner = inner
+        self.window_len = window_len
+
+    def decode(self, data: bytes | None) -> Any:
+        return self.inner.decode(data[:-self.window_len] or None if data is not None else None)
+
+    def encode(self, key: Any) -> Any:
+        return self.inner.encode(key)
+
+
 # ---------------------------------------------------------------------------- the stage
 class JoinError(Exception):
     """A join result could not be written; the message says why (for the processing log)."""
@@ -291,6 +311,14 @@ class JoinStage:
         self.after = w.after if w else 0
         self.grace = w.grace if w and w.grace is not None else None
         self.sink_ts_index: int | None = None
+        # Windowed sources (a stream-stream join of windowed streams): the re-keyed keys end
+        # with the window's bytes (8: a time window's start, 16: a session's end and start),
+        # so records join only within the same window, and the result keeps that window.
+        self.window_len = 0
+        self._window_suffix = b""
+        # A foreign-key join's left table may have several key columns: its rows are keyed
+        # (and the result too) by all of them, the tuple of their values.
+        self.fk_key_width = 1
         # Stores as attributes (the runner finds and binds them); None when the kind has none.
         self.left_store = stores.get("left")
         self.right_store = stores.get("right")
@@ -376,7 +404,9 @@ class JoinStage:
             return
         key, row = projected
         try:
-            kb = None if key[0] is None else self.sink_key_codec.encode(key)
+            kb = None if not key or key[0] is None else self.sink_key_codec.encode(key)
+            if self.window_len and kb is not None:
+                kb += self._window_suffix
             vb = self.sink_value_codec.encode(row)
         except Exception as exc:
             raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
@@ -386,7 +416,7 @@ class JoinStage:
 
     def _tombstone(self, out: list[ProducerRecord], jk: Any, ts: int) -> None:
         try:
-            kb = self.sink_key_codec.encode((jk,))
+            kb = self.sink_key_codec.encode(jk if self.fk_key_width > 1 else (jk,))
         except Exception as exc:
             raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
         out.append(ProducerRecord(kb, None, ts))
@@ -476,7 +506,7 @@ class JoinStage:
             if kb is None:
                 continue
             try:
-                jk = kdec(kb)[0]
+                jk = self._left_pk(kdec(kb))
                 if jk is None:
                     continue
                 old = lget(kb)
@@ -526,7 +556,9 @@ class JoinStage:
                 members = index.members(kb)
                 if not members:
                     continue
-                pks = sorted(((lkdec(pkb)[0], pkb) for pkb in members), key=lambda x: (str(type(x[0])), x[0]))
+                pks = sorted(((self._left_pk(lkdec(pkb)), pkb) for pkb in members),
+                             key=lambda x: tuple((str(type(v)), v) for v in (
+                                 x[0] if self.fk_key_width > 1 else (x[0],))))
                 for pk, pkb in pks:
                     lvb = lget(pkb)
                     if lvb is None:
@@ -534,6 +566,13 @@ class JoinStage:
                     self._fk_emit(out, pk, pkb, ldec(lvb)[:-1], right, ts, inner)
             except Exception as exc:  # noqa: BLE001 - see _failed
                 self._failed(batch, off, exc)
+
+    def _left_pk(self, key: tuple) -> Any:
+        """A foreign-key join's left primary key from its decoded key: the value, or the tuple
+        of values of several key columns (None when all are NULL)."""
+        if self.fk_key_width == 1:
+            return key[0]
+        return None if all(v is None for v in key) else tuple(key)
 
     def _fk_emit(self, out: list[ProducerRecord], pk: Any, pkb: bytes, left: tuple, right: tuple | None,
                  ts: int, inner: bool) -> None:
@@ -575,6 +614,8 @@ class JoinStage:
                     ctx.scan = True
                 if waiting and ctx.scan:
                     self._emit_closed(ctx, out)
+                if self.window_len and kb is not None:
+                    self._window_suffix = kb[-self.window_len:]
                 jk = kdec(kb)[0] if kb is not None else None
                 if jk is None:
                     if outer_mine:
@@ -627,11 +668,13 @@ class JoinStage:
             bound = encode_ts(ctx.stream_time - self.after - grace)
             kdec, vdec = self.left_key.decode, self.left_value.decode
             for okey, (kb, vb) in self.left_outer.pop_below(bound):
+                self._window_suffix = kb[-self.window_len:] if self.window_len else b""
                 self._emit(out, kdec(kb)[0], vdec(vb), None, decode_ts(okey))
         if self.right_outer is not None:
             bound = encode_ts(ctx.stream_time - self.before - grace)
             kdec, vdec = self.right_key.decode, self.right_value.decode
             for okey, (kb, vb) in self.right_outer.pop_below(bound):
+                self._window_suffix = kb[-self.window_len:] if self.window_len else b""
                 self._emit(out, kdec(kb)[0], None, vdec(vb), decode_ts(okey))
 
 
@@ -685,14 +728,29 @@ def _combined(nl: int, nr: int) -> Callable[..., Any]:
 
 async def build_join_stages(engine: "Engine", query_id: str, plan: JoinPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:
-    """The stages of a join chain ending at ``sink`` (see the module docstring)."""
-    return await _build_step(engine, query_id, plan, sink.topic, engine.codec(sink, "key"),
-                             engine.codec(sink, "value"), sink.timestamp_column)
+    """The stages of a join chain ending at ``sink`` (see the module docstring). A GROUP BY
+    over the join (``plan.then``, see ``streamsql.join_post``): the last step writes the joined
+    rows to an internal topic, the source of the usual group-by and aggregate stages."""
+    if plan.then is None:
+        return await _build_step(engine, query_id, plan, sink.topic, engine.codec(sink, "key"),
+                                 engine.codec(sink, "value"), sink.timestamp_column)
+    from streamsql.runtime.aggregate import build_aggregate_stages
+
+    joined = plan.then.source
+    topic = f"{engine.internal_name(query_id)}-Join-{plan.index}"
+    await engine.ensure_repartition_topic(topic, await _partitions(engine, plan.source))
+    stages = await _build_step(engine, query_id, plan, topic, internal_codec(joined.schema.key),
+                               internal_codec(joined.schema.value), None)
+    aggregate = replace(plan.then, source=replace(joined, topic=topic))
+    grouping = await build_aggregate_stages(engine, query_id, aggregate, sink, props, internal_source=True)
+    # The group-by stage is the internal topic's only reader: it purges what it committed.
+    grouping[0].purged_inputs = (topic,)  # type: ignore[union-attr]
+    return stages + grouping
 
 
 def _step_stores(engine: "Engine", query_id: str, plan: JoinPlan) -> dict[str, Any]:
     """The stores of one join step, by role (see ``JoinStage``)."""
-    memory = engine.state_dir is None
+    memory = engine.state_in_memory(query_id)
     prefix = f"Join-{plan.index}"
     kind = plan.kind
     if kind == "STREAM_STREAM":
@@ -740,7 +798,9 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
                                     None)
     fk = plan.kind == "FOREIGN_KEY"
     direct = await _co_partitioned(engine, plan, left_input)
-    final = bool(plan.key)
+    # The last step projects the result (its key may be empty: PARTITION BY NULL), unless an
+    # aggregation over the join follows (it reads the whole joined row).
+    final = bool(plan.key or plan.value) and plan.then is None
     project = build_projection(engine, plan, query_id) if final else _combined(len(plan.left.row), len(plan.right.row))
     # Both re-keyed topics get one partition count, so that a key's records from either side
     # meet in the same task; a foreign-key join needs every key of both sides in one task.
@@ -752,6 +812,10 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
     topics: list[str] = []
     codecs: list[Any] = []
     rekey: dict[str, Pipeline] = {}
+    # Windowed sides (the analyzer allows them joined on their keys only) keep their window
+    # in the re-keyed key: see JoinStage.window_len.
+    window = plan.left.source.window if left_input is None and plan.kind == "STREAM_STREAM" else None
+    window_len = 0 if window is None else (16 if window.kind == "SESSION" else 8)
     for side_name, side in (("L", plan.left), ("R", plan.right)):
         src = side.source
         synthetic = side_name == "L" and left_input is not None
@@ -779,11 +843,16 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
             else:
                 rk = src.schema.key[0]
                 key_out = OutputColumn("JOINKEY", e.ColumnRef(rk.name), rk.type)
-        key_columns = (Column("JOINKEY", key_out.type, "KEY"),)
+        key_outs: tuple[OutputColumn, ...] = (key_out,)
+        if fk and side_name == "L" and len(src.schema.key) > 1:
+            key_outs = tuple(OutputColumn(f"JOINKEY{i}", e.ColumnRef(c.name), c.type)
+                             for i, c in enumerate(src.schema.key))
+        key_columns = tuple(Column(k.name, k.type, "KEY") for k in key_outs)
         key_codec = internal_codec(key_columns)
         value_codec = internal_codec(value_columns)
-        pre = QueryPlan(src, src.name, None, (key_out,), row_cols, LogicalSchema(key_columns, value_columns),
-                        rekeyed=True)
+        # (Not marked re-keyed, a windowed side's pipeline appends the window to the key.)
+        pre = QueryPlan(src, src.name, None, key_outs, row_cols, LogicalSchema(key_columns, value_columns),
+                        rekeyed=not window_len)
         if synthetic:
             in_key, in_value, ts_parser = internal_codec(src.schema.key), internal_codec(src.schema.value), None
             in_topic = left_input
@@ -800,11 +869,14 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
         else:
             stages.append(PipelineStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic, pipeline))
         topics.append(topic)
-        codecs += [key_codec, value_codec]
+        codecs += [_WindowedKeyCodec(key_codec, window_len) if window_len else key_codec, value_codec]
     join = JoinStage(f"{query_id}-join-{plan.index}", topics[0], topics[1], out_topic, plan,
                      (codecs[0], codecs[1], codecs[2], codecs[3]), out_key, out_value, project,
-                     _step_stores(engine, query_id, plan), per_task=engine.state_dir is not None,
+                     _step_stores(engine, query_id, plan), per_task=not engine.state_in_memory(query_id),
                      rekey=rekey, plog=engine._processing_logger(query_id))
+    join.window_len = window_len
+    if fk:
+        join.fk_key_width = len(plan.left.source.schema.key)
     if not direct:
         join.purged_inputs = tuple(topics)
     if final and sink_ts_column is not None:

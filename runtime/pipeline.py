@@ -17,12 +17,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from streamsql import expressions as e
 from streamsql.analyzer import QueryPlan, source_scope
 from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler
+from streamsql.errors import QueryFailedError
 from streamsql.formats.base import Codec
 from streamsql.functions.registry import FunctionRegistry
 from streamsql.results import Tombstone
+from streamsql.schema import WINDOW_BOUNDS
 from streamsql.types import BaseType
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,12 @@ class Pipeline:
     source: str
 
 
+def _reads_value(expr: e.Expression, source: DataSource) -> bool:
+    """Whether ``expr`` reads a column other than ``source``'s key columns."""
+    keys = {c.name for c in source.schema.key}
+    return any(isinstance(n, e.ColumnRef) and n.name not in keys for n in expr.walk())
+
+
 def _unpack_long(data: bytes, at: int) -> int:
     return _LONG.unpack_from(data, at)[0]
 
@@ -91,7 +100,7 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         "_kdec": key_codec.decode, "_vdec": value_codec.decode, "_plog": plog,
         "_kenc": sink_key_codec.encode if sink_key_codec else None,
         "_venc": sink_value_codec.encode if sink_value_codec else None,
-        "_tsparse": timestamp_parser,
+        "_tsparse": timestamp_parser, "_Fatal": QueryFailedError,
     }
     comp = ExpressionCompiler(registry, scope, env, clause="SELECT")
     nkey = len(src.schema.key)
@@ -161,7 +170,7 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
             w(f"        {var} = [{{'KEY': _hk, 'VALUE': _hv}} for _hk, _hv in _h]")
         else:
             w(f"        {var} = None")
-            w(f"        for _hk, _hv in _h:")
+            w("        for _hk, _hv in _h:")
             w(f"            if _hk == {col.header_key!r}:")
             w(f"                {var} = _hv")
     # ---- timestamp
@@ -171,6 +180,8 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
         if ts_type.base is BaseType.STRING:
             w("        try:")
             w(f"            {rowtime} = None if {ts_var} is None else _tsparse({ts_var})")
+            w("        except _Fatal:")  # ksql.timestamp.throw.on.invalid: the query stops
+            w("            raise")
             w("        except Exception as _exc:")
             w(f"            _plog(_topic, {rowpart}, {rowoff}, 'Failed to extract timestamp: ' + str(_exc))")
             w("            continue")
@@ -228,6 +239,11 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
             w(f"{indent}    {lv} = ()")
             continue
         expr_src = comp.compile(oc.expression).src
+        if j < len(plan.key) and plan.partition_by and not plan.drop_null_key \
+                and _reads_value(oc.expression, src):
+            # ksqlDB computes a PARTITION BY expression that reads more than the key from the
+            # record's value: with no value (a tombstone) it is NULL, ROWTIME included.
+            expr_src = f"(None if _nv else {expr_src})"
         if expr_src in names:
             # A plain column cannot fail.
             w(f"{indent}{var} = {expr_src}")
@@ -264,7 +280,10 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
             row = "(" + "".join(f"{col_vars[i]}, " for i in order) + ")"
             if is_table:
                 env["_Tombstone"] = Tombstone
-                tomb = "_Tombstone((" + "".join(f"{col_vars[i]}, " if i < nk else "None, "
+                # A deleted row keeps its key: key columns and its window's bounds.
+                kept = {i for i, c in enumerate(out_cols) if i < nk or (
+                    isinstance(c.expression, e.ColumnRef) and c.expression.name in WINDOW_BOUNDS)}
+                tomb = "_Tombstone((" + "".join(f"{col_vars[i]}, " if i in kept else "None, "
                                                 for i in order) + "))"
                 w(f"{ind}_rows.append({tomb} if _nv else {row})")
             else:

@@ -261,6 +261,8 @@ class StageRunner:
         # Records of a multi-input stage wait here for their turn in timestamp order.
         self.inputs = OrderedInputs(self.topics, idle_ms) if len(self.topics) > 1 else None
         self._paused: set[tuple[str, int]] = set()
+        # PAUSE (``halt``): nothing is processed, partitions, positions and state are kept.
+        self.halted = False
         self._failed = False
         self._rebalancing = False
         # The last failures: (epoch ms, what).
@@ -325,6 +327,13 @@ class StageRunner:
                 pass
         elif self.tasks is not None:
             self.tasks.release()
+
+    def halt(self, halted: bool) -> None:
+        """Stop processing (ksqlDB's PAUSE) or go on (RESUME) from where it stopped."""
+        self.halted = halted
+        consumer = self._consumer
+        if consumer is not None and not halted:
+            consumer.resume(consumer.assignment() - self._paused)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -499,6 +508,12 @@ class StageRunner:
             fenced = fences is not None
             while not self._stopping.is_set():
                 batches = await consumer.poll(max_records=5000, timeout=timeout)
+                if self.halted:
+                    # Paused: what the poll got is read again after RESUME.
+                    for b in batches:
+                        consumer.seek(b.topic, b.partition, b.offsets[0])
+                    consumer.pause(consumer.assignment())
+                    continue
                 if self._assign_failure is not None:
                     failure, self._assign_failure = self._assign_failure, None
                     raise failure
@@ -598,6 +613,8 @@ class StageRunner:
                 tasks.bind(p)
             records, offsets = _process(stage, runs)
             if records:
+                if tasks is not None:
+                    tasks.writing()
                 await self.log.produce(stage.sink_topic, records)
             self.processed += sum(len(r) for r in runs)
             if tasks is not None:

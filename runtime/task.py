@@ -470,19 +470,28 @@ def stage_stores(stage: Any) -> list[PartitionedStore]:
 
 
 class OutputFences:
-    """Committed end offsets of topics written by exactly-once stages: readers of such a
-    topic stop there (read_committed). A claimed topic whose writer has not opened yet is
-    read up to nothing."""
+    """Committed end offsets of topics written by exactly-once stages: while the writer has
+    a batch's records written and not committed, readers of such a topic stop there
+    (read_committed; Kafka's last stable offset). Between batches everything on the topic
+    is committed, records other writers put there too: nothing is held back. A claimed
+    topic whose writer has not opened yet is read up to nothing."""
 
     def __init__(self) -> None:
         self._ends: dict[str, list[int] | None] = {}
         self._events: dict[str, asyncio.Event] = {}
+        self._writing: set[str] = set()
+
+    def writing(self, topic: str) -> None:
+        """The writer is about to write records it has not committed (until ``advance``)."""
+        if topic in self._ends:
+            self._writing.add(topic)
 
     def claim(self, topic: str) -> None:
         self._ends[topic] = None
 
     def release(self, topic: str) -> None:
         self._ends.pop(topic, None)
+        self._writing.discard(topic)
         ev = self._events.pop(topic, None)
         if ev is not None:
             ev.set()
@@ -494,6 +503,7 @@ class OutputFences:
         if topic not in self._ends:
             return
         self._ends[topic] = ends
+        self._writing.discard(topic)
         ev = self._events.pop(topic, None)
         if ev is not None:
             ev.set()
@@ -505,6 +515,8 @@ class OutputFences:
         ends = self._ends[topic]
         if ends is None or partition >= len(ends):
             return -1
+        if topic not in self._writing:
+            return None  # (its writer is between batches)
         return ends[partition]
 
     def event(self, topic: str) -> asyncio.Event:
@@ -731,6 +743,12 @@ class StageTasks:
         """Send the changelog records of the task's batch (inside the transaction, under
         exactly_once_v2: ``commit`` follows once the transaction committed)."""
         await self.tasks[partition].prepare_commit()
+
+    def writing(self) -> None:
+        """The stage is about to write a batch's output (fenced from readers until
+        ``commit``)."""
+        for topic in self.outputs:
+            self.fences.writing(topic)
 
     async def commit(self, partition: int, offsets: dict[tuple[str, int], int]) -> None:
         """Commit the task's batch just processed (its output already produced): state,

@@ -34,13 +34,14 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 
 from streamsql import __version__, ast
-from streamsql.errors import ParseError, StreamSqlError, WriteFailedError
+from streamsql.errors import AssertionFailedException, ParseError, StreamSqlError, WriteFailedError
 from streamsql.parser import StatementLimits
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
                                       ClusterAnswer, PullUnavailable, partitions_asked)
 from streamsql.server.entities import command_id, statement_entity
 from streamsql.server.errors import (
+    ASSERTION_FAILED,
     METHOD_NOT_ALLOWED,
     QUERY_ENDPOINT,
     SERVER_ERROR,
@@ -262,6 +263,8 @@ class KsqlApp:
                     result = await self.engine.execute_statement(stmt, None, session)
         except WriteFailedError as exc:  # nothing written: the server's trouble, not the statement's
             raise HttpError(503, statement_error(str(exc), shown, entities, SERVER_ERROR)) from None
+        except AssertionFailedException as exc:  # ksqlDB's Errors.assertionFailedError
+            raise HttpError(417, statement_error(str(exc), shown, entities, ASSERTION_FAILED)) from None
         except StreamSqlError as exc:
             raise bad_statement(str(exc), shown, entities) from None
         except Exception as exc:  # an engine bug: still say which statement and keep the rest

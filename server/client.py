@@ -302,6 +302,13 @@ def result_of(entity: dict[str, Any]) -> Result:
         return Result(text, kind, entity={**entity, "queryDescription": desc}, warnings=warnings)
     if kind == "describe_function":
         return res()
+    if kind == "assert_topic":
+        state = "exists" if entity.get("exists") else "does not exist"
+        return res(message=f"Topic {entity.get('topicName')} {state}.")
+    if kind == "assert_schema":
+        what = "Schema with" + (f" subject {entity['subject']}" if entity.get("subject") is not None else "") \
+            + (f" id {entity['id']}" if entity.get("id") is not None else "")
+        return res(message=f"{what} {'exists' if entity.get('exists') else 'does not exist'}.")
     if kind == "warning_entity":
         return res(kind="currentStatus", message=entity.get("message"))
     # An entity this client does not know: show it as it came.

@@ -108,6 +108,10 @@ def command_id(stmt: ast.Statement) -> str | None:
         return f"{stmt.kind.lower()}/`{stmt.name}`/alter"
     if isinstance(stmt, ast.TerminateQuery):
         return f"terminate/{stmt.query_id.upper() if stmt.query_id else 'ALL'}/execute"
+    if isinstance(stmt, ast.PauseResumeQuery):
+        return f"{stmt.action.lower()}/{stmt.query_id.upper() if stmt.query_id else 'ALL'}/execute"
+    if isinstance(stmt, ast.AlterSystem):
+        return "cluster/AlterSystemProperty/execute"
     if isinstance(stmt, ast.CreateType):
         return f"type/{stmt.name}/create"
     if isinstance(stmt, ast.DropType):

@@ -11,7 +11,7 @@ Messages follow ksqlDB's wording; the QTT ``expectedException`` cases check them
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -23,10 +23,14 @@ from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlException, KsqlStatementException
 from streamsql.formats.base import FormatOptions
 from streamsql.formats.common import contains_map
+from streamsql.formatter import format_statement
 from streamsql.functions.registry import FunctionRegistry
 from streamsql.schema import (PSEUDO_COLUMNS, RESERVED_COLUMN_NAMES, WINDOW_BOUNDS, Column,
                               LogicalSchema)
 from streamsql.types import ArrayType, BaseType, MapType, SqlType, StructType
+
+# The type of a HEADERS column: every header of the record, in order.
+HEADERS_TYPE = ArrayType(StructType((t.Field("KEY", t.STRING), t.Field("VALUE", t.BYTES))))
 
 SOURCE_PROPERTIES = {
     "KAFKA_TOPIC", "PARTITIONS", "REPLICAS", "KEY_FORMAT", "VALUE_FORMAT", "FORMAT",
@@ -181,8 +185,10 @@ def formats_from_properties(props: ast.Properties, config: dict[str, Any],
     key_fmt = props.get("KEY_FORMAT")
     value_fmt = props.get("VALUE_FORMAT")
     if fmt is not None and (key_fmt is not None or value_fmt is not None):
+        # ksqlDB names the first conflicting property, checking KEY_FORMAT before VALUE_FORMAT.
+        clash = "KEY_FORMAT" if key_fmt is not None else "VALUE_FORMAT"
         raise KsqlException(
-            "Cannot supply both 'FORMAT' and 'KEY_FORMAT' or 'VALUE_FORMAT' properties, "
+            f"Cannot supply both '{clash}' and 'FORMAT' properties, "
             "as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use "
             "'KEY_FORMAT' and 'VALUE_FORMAT'.")
     if fmt is not None:
@@ -237,6 +243,13 @@ def analyze_create_source(stmt: ast.CreateSource, catalog: Catalog, config: dict
                     "Streams have KEYs, which have no uniqueness or NON NULL constraints.")
             key_cols.append(Column(el.name, ty, "KEY"))
         elif el.constraint in ("HEADERS", "HEADER"):
+            # A header's value is its raw bytes; all of them, an array of key/value structs.
+            if el.constraint == "HEADER" and ty != t.BYTES:
+                raise KsqlException(
+                    f"Invalid type for HEADER('{el.header_key}') column: expected BYTES, got {ty}")
+            if el.constraint == "HEADERS" and ty != HEADERS_TYPE:
+                raise KsqlException(
+                    f"Invalid type for HEADERS column: expected {HEADERS_TYPE}, got {ty}")
             value_cols.append(Column(el.name, ty, el.constraint, el.header_key))
         else:
             value_cols.append(Column(el.name, ty, "VALUE"))
@@ -468,7 +481,8 @@ class QueryAnalyzer:
             for (alias_name, _, _), (name, expr, _) in zip(typed, named):
                 if name not in RESERVED_COLUMN_NAMES or expr in key_exprs:
                     continue
-                if alias_name is not None:
+                # ``ROWTIME AS ROWTIME`` selects the system column under its own name.
+                if alias_name is not None and not _names_itself(expr, alias_name):
                     raise KsqlStatementException(
                         f"`{name}` is a reserved column name. You cannot use it as an alias for a column.")
                 raise KsqlStatementException(
@@ -532,6 +546,16 @@ class QueryAnalyzer:
                 for x in item.expression.walk():
                     if isinstance(x, e.FunctionCall) and self.registry.is_table_function(x.name):
                         raise KsqlStatementException("Table functions cannot be used with aggregations.")
+        if persistent:
+            # ksqlDB checks the projection's names before the GROUP BY: an unaliased system
+            # column is rejected even where the GROUP BY is itself invalid. Only a windowed
+            # aggregation may select its window bounds.
+            for item in query.select:
+                x = item.expression if isinstance(item, ast.SingleColumn) else None
+                if isinstance(x, e.ColumnRef) and item.alias is None and x.name in RESERVED_COLUMN_NAMES \
+                        and not (query.window is not None and x.name in ("WINDOWSTART", "WINDOWEND")):
+                    raise KsqlStatementException(
+                        f"Reserved column name in select: `{x.name}`. Please remove or alias the column.")
         # The grouping expressions, typed against the source.
         group_exprs = [_strip_qualifier(g, source, alias) for g in group_by]
         group_types = []
@@ -568,6 +592,14 @@ class QueryAnalyzer:
                         calls.append(sub)
 
         items = self._expand_select(query.select, source, alias, ())
+        # As ksqlDB: a SELECT column that does not exist is named before any GROUP BY rule.
+        select_refs = ExpressionCompiler(self.registry, compiler.scope, clause="SELECT")
+        for _, x in items:
+            params = {p for sub in x.walk() if isinstance(sub, e.Lambda) for p in sub.params}
+            for sub in x.walk():
+                if isinstance(sub, e.ColumnRef) and sub.name not in WINDOW_BOUNDS \
+                        and sub.name not in params and compiler.scope.resolve(sub) is None:
+                    select_refs.compile(sub)  # raises, with the column's line and column
         for _, x in items:
             collect(x)
         if query.having is not None:
@@ -625,14 +657,25 @@ class QueryAnalyzer:
             if leftovers:
                 raise KsqlStatementException(
                     f"Non-aggregate HAVING expression not part of GROUP BY: {leftovers[0]}")
-            ExpressionCompiler(self.registry, agg_scope, clause="HAVING").compile_predicate(rh, "HAVING")
+            # Type errors quote the HAVING as written (SUM(VALUE)), not its aggregated-row form.
+            def written(x: e.Expression) -> e.Expression:
+                def fn(node: e.Expression) -> e.Expression | None:
+                    if isinstance(node, e.ColumnRef) and node.source is None:
+                        if node.name.startswith("KSQL_AGG_VARIABLE_"):
+                            return calls[int(node.name[len("KSQL_AGG_VARIABLE_"):])]
+                        if node.name.startswith("KSQL_GROUPBY_"):
+                            return group_exprs[int(node.name[len("KSQL_GROUPBY_"):])]
+                    return None
+                return x.transform(fn)
+            ExpressionCompiler(self.registry, agg_scope, clause="HAVING",
+                               display=written).compile_predicate(rh, "HAVING")
             having = rh
         named = self._name_columns(typed, alias, {c.name for c in source.schema.columns})
         if persistent:
             for (alias_name, _, _), (name, x, _) in zip(typed, named):
                 if name in RESERVED_COLUMN_NAMES and not (query.window is not None and alias_name is None
                                                           and name in ("WINDOWSTART", "WINDOWEND")):
-                    if alias_name is not None:
+                    if alias_name is not None and not _names_itself(x, alias_name):
                         raise KsqlStatementException(
                             f"`{name}` is a reserved column name. You cannot use it as an alias for a column.")
                     raise KsqlStatementException(
@@ -721,7 +764,9 @@ class QueryAnalyzer:
                     cols = list(source.schema.value) + list(source.schema.key)
                     parts = {p.name for p in partition_by if isinstance(p, e.ColumnRef)}
                     keys = [e.ColumnRef(p.name) for p in partition_by if isinstance(p, e.ColumnRef)]
-                    others = [p for p in partition_by if not isinstance(p, e.ColumnRef)]
+                    # PARTITION BY NULL leaves the result keyless: no key column for *.
+                    others = [p for p in partition_by
+                              if not isinstance(p, (e.ColumnRef, e.NullLiteral))]
                     for k in keys:
                         out.append((None, k))
                     for p in others:
@@ -917,6 +962,11 @@ def select_columns(plan: Any) -> tuple[OutputColumn, ...]:
     return columns if order is None else tuple(columns[i] for i in order)
 
 
+def _names_itself(x: e.Expression, alias: str) -> bool:
+    """Whether ``x AS alias`` is a column selected under its own name."""
+    return isinstance(x, e.ColumnRef) and x.name == alias
+
+
 def _strip_qualifier(x: e.Expression, source: DataSource, alias: str) -> e.Expression:
     """``I.COL`` and ``COL`` are the same column of a single source."""
     def fn(node: e.Expression) -> e.Expression | None:
@@ -934,14 +984,48 @@ SINK_PROPERTIES = {"KAFKA_TOPIC", "PARTITIONS", "REPLICAS", "KEY_FORMAT", "VALUE
                    "KEY_PROTOBUF_NULLABLE_REPRESENTATION", "VALUE_PROTOBUF_NULLABLE_REPRESENTATION"}
 
 
+def sanitized_statement(stmt: ast.CreateAsSelect, plan: Any) -> ast.CreateAsSelect:
+    """``stmt`` as ksqlDB's AstSanitizer rewrites it before planning: the source aliased by its
+    name, every column qualified by it, each select item named as its result column, and
+    ``EMIT CHANGES``. Joins are left as written."""
+    query = stmt.query
+    if not isinstance(query.from_, ast.AliasedRelation):
+        return stmt
+    alias = query.from_.alias or query.from_.name
+
+    def qualify(x: e.Expression) -> e.Expression:
+        params = {p for node in x.walk() if isinstance(node, e.Lambda) for p in node.params}
+        return x.transform(lambda n: e.ColumnRef(n.name, alias)
+                           if isinstance(n, e.ColumnRef) and n.source is None and n.name not in params
+                           else None)
+
+    items = list(query.select)
+    names = [c.name for c in select_columns(plan)]
+    if all(isinstance(i, ast.SingleColumn) for i in items) and len(names) == len(items):
+        items = [ast.SingleColumn(qualify(i.expression), name) for i, name in zip(items, names)]
+    rewritten = replace(
+        query, select=tuple(items), from_=ast.AliasedRelation(query.from_.name, alias),
+        where=qualify(query.where) if query.where is not None else None,
+        group_by=tuple(qualify(g) for g in query.group_by),
+        partition_by=tuple(qualify(p) for p in query.partition_by),
+        having=qualify(query.having) if query.having is not None else None,
+        emit=query.emit or "CHANGES")
+    return replace(stmt, query=rewritten)
+
+
 def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any],
                 source_partitions: int, source_replicas: int = 1) -> DataSource:
     """The DataSource a CREATE ... AS SELECT creates."""
     props = stmt.properties
     check_properties(props, SINK_PROPERTIES)
     src = plan.source
+    inherited_key = src.key_format.name
+    if inherited_key == "NONE" and plan.schema.key:
+        # A keyless source's result that has a key (a join, PARTITION BY) takes the default
+        # key format, as ksqlDB's.
+        inherited_key = None
     key_fmt, value_fmt = formats_from_properties(
-        props, config, default_key=None if "KEY_FORMAT" in props or "FORMAT" in props else src.key_format.name,
+        props, config, default_key=None if "KEY_FORMAT" in props or "FORMAT" in props else inherited_key,
         default_value=None if "VALUE_FORMAT" in props or "FORMAT" in props else src.value_format.name)
     # A key format that cannot carry the new key (e.g. several columns in KAFKA after PARTITION
     # BY) is kept: ksqlDB only changes it when the user says so.
@@ -955,7 +1039,15 @@ def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any
     sink_props = ast.Properties(tuple(inherited_props))
     if len(plan.schema.value) != 1 and props.get("WRAP_SINGLE_VALUE") is not None:
         raise KsqlException("'WRAP_SINGLE_VALUE' is only valid for single-field value schemas")
-    key_info, value_info = _validated_formats(key_fmt, value_fmt, plan.schema, sink_props)
+    try:
+        key_info, value_info = _validated_formats(key_fmt, value_fmt, plan.schema, sink_props)
+    except KsqlException as exc:
+        # ksqlDB makes the sink's serdes while planning the query, and quotes the statement
+        # as it rewrote it when they refuse the schema.
+        if " format does not support schema." not in str(exc):
+            raise
+        raise KsqlStatementException(
+            f"{exc}\nStatement: {format_statement(sanitized_statement(stmt, plan))}") from None
     prefix = config.get("ksql.output.topic.name.prefix", "")
     topic = str(props.get("KAFKA_TOPIC") or f"{prefix}{stmt.name}")
     check_topic_name(topic, "" if props.get("KAFKA_TOPIC") else (
@@ -974,4 +1066,4 @@ def sink_source(stmt: ast.CreateAsSelect, plan: QueryPlan, config: dict[str, Any
         name=stmt.name, kind=stmt.kind, schema=plan.schema, topic=topic, key_format=key_info,
         value_format=value_info, sql=stmt.text, timestamp_column=ts_col,
         timestamp_format=str(ts_fmt) if ts_fmt is not None else None, window=plan.source.window,
-        partitions=partitions, replicas=replicas)
+        partitions=partitions, replicas=replicas, cas_target=True)

@@ -251,6 +251,36 @@ class AlterSource(Statement):
 
 
 @dataclass(frozen=True)
+class AlterSystem(Statement):
+    """ALTER SYSTEM 'name'='value': a property of the whole cluster."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class AssertTopic(Statement):
+    """ASSERT [NOT EXISTS] TOPIC name [WITH (...)] [TIMEOUT n unit]; ``timeout_ms`` None
+    takes ``ksql.assert.topic.default.timeout.ms``."""
+
+    topic: str
+    properties: Properties = field(default_factory=Properties)
+    timeout_ms: int | None = None
+    exists: bool = True
+
+
+@dataclass(frozen=True)
+class AssertSchema(Statement):
+    """ASSERT [NOT EXISTS] SCHEMA [SUBJECT name] [ID n] [TIMEOUT n unit]; at least one of
+    subject and id (checked by the parser)."""
+
+    subject: str | None
+    schema_id: int | None
+    timeout_ms: int | None = None
+    exists: bool = True
+
+
+@dataclass(frozen=True)
 class TerminateQuery(Statement):
     """TERMINATE query_id, or TERMINATE ALL (``query_id`` None)."""
 

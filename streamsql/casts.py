@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import math
+import re
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -72,8 +73,20 @@ def timestamp_str(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
 
 
+_END_OF_DAY = re.compile(r"T24(?=(?::00(?::00(?:\.0+)?)?)?(?:[+-]|$))")
+_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?")
+
+
+def _complete_date(text: str) -> str:
+    """ksqlDB parses dates partially: ``2017`` is 2017-01-01 and ``2017-11`` 2017-11-01."""
+    m = _PARTIAL_DATE.fullmatch(text)
+    if m is None:
+        return text
+    return f"{m.group(1)}-{m.group(2) or '01'}-01"
+
+
 def parse_date(s: str) -> int:
-    return (_dt.date.fromisoformat(s.strip()[:10]) - _EPOCH_DATE).days
+    return (_dt.date.fromisoformat(_complete_date(s.strip())[:10]) - _EPOCH_DATE).days
 
 
 def parse_time(s: str) -> int:
@@ -86,10 +99,18 @@ def parse_timestamp(s: str) -> int:
     text = s.strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
-    if len(text) == 10:
-        dt = _dt.datetime.fromisoformat(text)
+    if len(text) <= 10:
+        dt = _dt.datetime.fromisoformat(_complete_date(text))
     else:
-        dt = _dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+        text = text.replace(" ", "T", 1)
+        # Hour 24 (with nothing after it but zeros) is the next day's midnight, as Java's
+        # resolver reads it ('2020-02-24T24' is a day's end in ksqlDB's window bounds).
+        end_of_day = _END_OF_DAY.search(text)
+        if end_of_day is not None:
+            text = text[:end_of_day.start()] + "T00" + text[end_of_day.end():]
+        dt = _dt.datetime.fromisoformat(text)
+        if end_of_day is not None:
+            dt += _dt.timedelta(days=1)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_dt.timezone.utc)
     delta = dt - _EPOCH

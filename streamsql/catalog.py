@@ -48,6 +48,8 @@ class DataSource:
     is_source: bool = False
     partitions: int = 1
     replicas: int = 1
+    # Created by CREATE ... AS SELECT (ksqlDB's ``isCasTarget``): ALTER refuses it.
+    cas_target: bool = False
 
     @property
     def is_table(self) -> bool:

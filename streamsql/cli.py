@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     runner.add_argument("--qtt", metavar="CASES.json", help="run every case of a QTT file")
     runner.add_argument("--rest", metavar="CASES.json",
                         help="run every case of a REST query-validation file through the HTTP server")
+    runner.add_argument("--sql-tests", metavar="FILE.sql|DIR",
+                        help="run ksqlDB's SQL test files (--@test: blocks with ASSERT VALUES, ...)")
     runner.add_argument("--results", metavar="RESULTS.json", help="where --qtt/--rest write what happened")
     runner.add_argument("--processes", type=int, default=1, metavar="N",
                         help="--rest: run N cases at a time, each on a server of its own (default 1)")

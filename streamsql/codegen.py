@@ -6,8 +6,9 @@ expression's SQL type. Callers splice these sources into one generated function 
 sub-topology (see ``streamsql.runtime.pipeline``), so per record there is no tree walking, no
 dispatch on node kinds and no dict building: just the straight-line code below.
 
-SQL null semantics are in the generated code: an operator with a NULL operand yields NULL, AND
-and OR follow three-valued logic, comparisons with NULL are NULL. Operands are evaluated once
+SQL null semantics are in the generated code, as ksqlDB's: an operator with a NULL operand
+yields NULL (arithmetic inside a lambda body fails the function instead), AND and OR follow
+three-valued logic, and a comparison with a NULL operand is false. Operands are evaluated once
 (walrus temporaries). Values that the generated code needs (function implementations,
 constants, compiled regexes) are put into the ``env`` dict that becomes the generated
 function's globals.
@@ -93,11 +94,15 @@ class ExpressionCompiler:
     """Types expressions against a Scope and emits Python source (see module docstring)."""
 
     def __init__(self, registry: FunctionRegistry, scope: Scope, env: dict[str, Any] | None = None,
-                 clause: str = "Select") -> None:
+                 clause: str = "Select",
+                 display: Callable[[e.Expression], e.Expression] | None = None) -> None:
         self.registry = registry
         self.scope = scope
         self.env: dict[str, Any] = env if env is not None else {}
         self.clause = clause
+        # How operands are shown in type errors: ksqlDB checks some clauses on a rewritten row
+        # (a join's ``I1_BAR``, an aggregation's ``SUM(VALUE)``) and quotes that form.
+        self.display = display
         self._counter = [len(self.env)]
         install_runtime_helpers(self.env)
 
@@ -123,8 +128,10 @@ class ExpressionCompiler:
         name, binding = self._bound(c.src)
         return name, f"{binding} is None"
 
-    def null_guarded(self, operands: list[Compiled], body: Callable[[list[str]], str]) -> str:
-        """``None if any operand is NULL else body(operand names)``, each evaluated once."""
+    def null_guarded(self, operands: list[Compiled], body: Callable[[list[str]], str],
+                     when_null: str = "None") -> str:
+        """``None if any operand is NULL else body(operand names)``, each evaluated once
+        (``when_null`` replaces that ``None``)."""
         names, tests = [], []
         for c in operands:
             name, test = self.operand(c)
@@ -133,7 +140,7 @@ class ExpressionCompiler:
                 tests.append(test)
         if not tests:
             return f"({body(names)})"
-        return f"(None if {' or '.join(tests)} else {body(names)})"
+        return f"({when_null} if {' or '.join(tests)} else {body(names)})"
 
     def const(self, value: Any, hint: str = "c") -> str:
         """A name in env bound to ``value``."""
@@ -163,8 +170,13 @@ class ExpressionCompiler:
                       self.scope.source_names)
         child = ExpressionCompiler.__new__(ExpressionCompiler)
         child.registry, child.scope, child.env, child.clause = self.registry, scope, self.env, self.clause
+        child.display = self.display
         child._counter = self._counter
         return child
+
+    def shown(self, expr: e.Expression) -> e.Expression:
+        """``expr`` as error messages quote it (see ``display``)."""
+        return self.display(expr) if self.display is not None else expr
 
     def type_of(self, expr: e.Expression) -> SqlType:
         return self.compile(expr).type
@@ -185,7 +197,7 @@ class ExpressionCompiler:
             text = str(exc)
             if clause == "WHERE" and text.startswith("Error in WHERE expression: ") \
                     and "\nStatement: " not in text:
-                raise KsqlStatementException(f"{text}\nStatement: {expr}") from None
+                raise KsqlStatementException(f"{text}\nStatement: {self.shown(expr)}") from None
             raise
         if c.type.base is not BaseType.BOOLEAN and not c.type.is_null:
             raise KsqlStatementException(
@@ -267,7 +279,8 @@ class ExpressionCompiler:
         if expr.op == "+":
             return inner
         tmp = self._tmp()
-        return Compiled(f"(None if ({tmp} := {inner.src}) is None else -{tmp})", inner.type)
+        return Compiled(f"({self._null_arithmetic()} if ({tmp} := {inner.src}) is None else -{tmp})",
+                        inner.type)
 
     def _ArithmeticBinary(self, expr: e.ArithmeticBinary) -> Compiled:
         return self._arithmetic(expr, expr.op, self.compile(expr.left), self.compile(expr.right))
@@ -344,7 +357,13 @@ class ExpressionCompiler:
                 body = lambda n: f"_int_mod({n[0]}, {n[1]})"  # noqa: E731
             else:
                 body = lambda n: f"{wrap}({n[0]} {op} {n[1]})"  # noqa: E731
-        return Compiled(self.null_guarded(operands, body), result)
+        return Compiled(self.null_guarded(operands, body, when_null=self._null_arithmetic()), result)
+
+    def _null_arithmetic(self) -> str:
+        """What arithmetic on a NULL operand yields: NULL, except in a lambda body, where it
+        fails the function the lambda is given to (so that call is NULL): ksqlDB's generated
+        Java unboxes the operands there, and the function cannot skip the failing element."""
+        return "_null_operand()" if self.scope.lambdas else "None"
 
     # ------------------------------------------------------------------------ comparison
     def _Comparison(self, expr: e.Comparison) -> Compiled:
@@ -371,7 +390,10 @@ class ExpressionCompiler:
         if expr.op == "IS_NOT_DISTINCT_FROM":
             return Compiled(f"(({left.src}) == ({right.src}))", t.BOOLEAN)
         op = _PY_COMPARE[expr.op]
-        return Compiled(self.null_guarded([left, right], lambda n: f"{n[0]} {op} {n[1]}"), t.BOOLEAN)
+        # ksqlDB's SqlToJavaVisitor guards every comparison with ``a == null || b == null ?
+        # false : ...``: a NULL operand makes it false, not NULL, whatever the operand types.
+        return Compiled(self.null_guarded([left, right], lambda n: f"{n[0]} {op} {n[1]}",
+                                          when_null="False"), t.BOOLEAN)
 
     def _time_column_vs_string(self, expr: e.Comparison, left: Compiled,
                                right: Compiled) -> tuple[Compiled, Compiled]:
@@ -414,8 +436,8 @@ class ExpressionCompiler:
                 and op in ("=", "<>", "IS_DISTINCT_FROM", "IS_NOT_DISTINCT_FROM") \
                 and (lt == rt or _structurally_comparable(lt, rt)):
             return left, right
-        lhs = _operand_text(expr, "left")
-        rhs = _operand_text(expr, "right")
+        lhs = _operand_text(expr, "left", self.shown)
+        rhs = _operand_text(expr, "right", self.shown)
         raise KsqlStatementException(
             f"Cannot compare {lhs} ({lt}) to {rhs} ({rt}) with {_COMPARISON_NAMES.get(op, op)}.")
 
@@ -469,6 +491,9 @@ class ExpressionCompiler:
 
     def _Between(self, expr: e.Between) -> Compiled:
         value, low, high = self.compile(expr.value), self.compile(expr.low), self.compile(expr.high)
+        # The bounds are compared with the value, so ROWTIME BETWEEN '2018-...' AND ... parses them.
+        value, low = self._time_column_vs_string(e.Comparison(">=", expr.value, expr.low), value, low)
+        value, high = self._time_column_vs_string(e.Comparison("<=", expr.value, expr.high), value, high)
         value, low = self._comparable(e.Comparison(">=", expr.value, expr.low), value, low)
         value, high = self._comparable(e.Comparison("<=", expr.value, expr.high), value, high)
         a, b, c = self._tmp(), self._tmp(), self._tmp()
@@ -483,16 +508,26 @@ class ExpressionCompiler:
         if value.type.base is BaseType.DECIMAL and any(
                 self.compile(i).type.base is BaseType.DOUBLE for i in expr.items):
             value = Compiled(self.coerce(value, t.DOUBLE), t.DOUBLE)
+        compiled_items = [self.compile(i) for i in expr.items]
+        if isinstance(value.type, StructType):
+            unified = self._unify_structs([expr.value, *expr.items], [value, *compiled_items],
+                                          "Invalid Predicate: ")
+            value, compiled_items = unified[0], unified[1:]
         items = []
-        for item in expr.items:
-            ci = self.compile(item)
+        # ksqlDB types the value and the list as one list, in order: numbers widen the common
+        # type as they come (DECIMAL(4, 2) and 10 make DECIMAL(12, 2)), and a later member
+        # that does not fit is reported against that type.
+        common = value.type
+        for item, ci in zip(expr.items, compiled_items):
             ci = self._coerce_in_item(value.type, item, ci)
             try:
                 self._comparable(e.Comparison("=", expr.value, item), value, ci)
             except KsqlStatementException:
                 raise KsqlStatementException(
-                    f"Invalid Predicate: operator does not exist: {value.type} = {ci.type} ({item})\n"
+                    f"Invalid Predicate: operator does not exist: {common} = {ci.type} ({item})\n"
                     "Hint: You might need to add explicit type casts.") from None
+            if common.is_numeric and ci.type.is_numeric:
+                common = t.common_numeric(common, ci.type)
             items.append(ci)
         a = self._tmp()
         neg = expr.negated
@@ -526,6 +561,11 @@ class ExpressionCompiler:
                 parse_literal_as(item.value, target, prefix="Invalid Predicate: ")
                 raise
             return Compiled(self.const(value, "lit"), as_type)
+        if target.base is BaseType.STRING and isinstance(
+                item, (e.IntegerLiteral, e.DecimalLiteral, e.DoubleLiteral, e.BooleanLiteral)):
+            # A number or boolean literal in a list of strings stands for its text (ksqlDB
+            # coerces literals leniently); a column of another type does not.
+            return Compiled(self.const(str(item), "lit"), t.STRING)
         if target.base is BaseType.DOUBLE and c.type.is_numeric and c.type.base is not BaseType.DOUBLE:
             return Compiled(self.coerce(c, t.DOUBLE), t.DOUBLE)
         if c.type.base is BaseType.DOUBLE and target.base is BaseType.DECIMAL:
@@ -536,6 +576,91 @@ class ExpressionCompiler:
                 if f is not None and isinstance(fexpr, e.StringLiteral) and f.type.base is not BaseType.STRING:
                     parse_literal_as(fexpr.value, f.type, prefix="Invalid Predicate: ")
         return c
+
+    # ------------------------------------------------------------------- struct user lists
+    def _unify_structs(self, exprs: list[e.Expression], compiled: list[Compiled],
+                       prefix: str = "") -> list[Compiled]:
+        """ksqlDB's coercion of a list of values (IN list, ARRAY/MAP constructor) holding
+        structs: they take one common struct type, whose fields are all the fields met (a
+        STRUCT constructor adds its new ones; fields widen as other values do), and each
+        struct is converted to it, missing fields NULL. Non-struct members are left as they
+        are (the caller reports them)."""
+        common: StructType | None = None
+        for x, c in zip(exprs, compiled):
+            if isinstance(c.type, StructType):
+                common = c.type if common is None else self._struct_common(x, c, common, prefix)
+        if common is None:
+            return compiled
+        return [self._to_struct(x, c, common) if isinstance(c.type, StructType) else c
+                for x, c in zip(exprs, compiled)]
+
+    def _struct_common(self, expr: e.Expression, c: Compiled, target: StructType,
+                       prefix: str) -> StructType:
+        """The common type of struct ``target`` and the struct value ``expr``."""
+        assert isinstance(c.type, StructType)
+        if not isinstance(expr, e.CreateStruct):
+            if _struct_widens(c.type, target):
+                return target
+            if _struct_widens(target, c.type):
+                return c.type
+            return target  # not comparable: the caller's type check reports it
+        given = dict(expr.fields)
+        fields = []
+        for f in target.fields:
+            fx = given.get(f.name)
+            fields.append(f if fx is None else t.Field(f.name, self._field_common(fx, f.type, prefix)))
+        for name, fx in expr.fields:
+            if _exact_field(target, name) is None:
+                ft = _exact_field(c.type, name)
+                fields.append(t.Field(name, ft.type if ft is not None else t.STRING))
+        return StructType(tuple(fields))
+
+    def _field_common(self, fx: e.Expression, target: SqlType, prefix: str) -> SqlType:
+        """The common type of a STRUCT constructor's field ``fx`` and a field of ``target``
+        type: a string literal stands for the target's primitive type (it must parse)."""
+        if isinstance(fx, e.NullLiteral):
+            return target
+        if isinstance(fx, e.StringLiteral) and target.is_primitive and target.base is not BaseType.STRING:
+            parse_literal_as(fx.value, target, prefix=prefix)
+            return target
+        fc = self.compile(fx)
+        if isinstance(fc.type, StructType) and isinstance(target, StructType):
+            return self._struct_common(fx, fc, target, prefix)
+        ct = common_type([fc.type, target])
+        return target if ct is None else ct
+
+    def _to_struct(self, expr: e.Expression, c: Compiled, target: StructType) -> Compiled:
+        """``c`` (a struct) as a value of the wider struct type ``target``."""
+        if c.type == target:
+            return c
+        if isinstance(expr, e.CreateStruct):
+            given = dict(expr.fields)
+            parts = []
+            for f in target.fields:
+                fx = given.get(f.name)
+                if fx is None:
+                    src = "None"
+                elif isinstance(fx, e.StringLiteral) and f.type.is_primitive \
+                        and f.type.base is not BaseType.STRING:
+                    src = self.const(parse_literal_as(fx.value, f.type), "lit")
+                else:
+                    fc = self.compile(fx)
+                    if isinstance(f.type, StructType) and isinstance(fc.type, StructType):
+                        src = self._to_struct(fx, fc, f.type).src
+                    else:
+                        src = self.coerce(fc, f.type)
+                parts.append(f"{f.name!r}: {src}")
+            return Compiled("{" + ", ".join(parts) + "}", target)
+        # Any other struct value: pick the target's fields from it at run time.
+        plan = []
+        for f in target.fields:
+            widen = None
+            source_field = _exact_field(c.type, f.name) if isinstance(c.type, StructType) else None
+            if source_field is not None and source_field.type != f.type and source_field.type.is_numeric:
+                widen = float if f.type.base is BaseType.DOUBLE else (
+                    Decimal if f.type.base is BaseType.DECIMAL else None)
+            plan.append((f.name, widen))
+        return Compiled(f"_widen_struct({c.src}, {self.const(tuple(plan), 'fields')})", target)
 
     # ------------------------------------------------------------------------------ case
     def _Case(self, expr: e.Case) -> Compiled:
@@ -672,6 +797,13 @@ class ExpressionCompiler:
     def _common_or_literal(self, exprs: list[e.Expression], compiled: list[Compiled]) -> SqlType:
         """Element type of a constructor: the common type, where string literals may stand
         for other primitives (ksqlDB converts them, failing at statement time)."""
+        structs = [(x, c) for x, c in zip(exprs, compiled) if isinstance(c.type, StructType)]
+        if structs and len({c.type for _, c in structs}) > 1 \
+                and all(isinstance(c.type, StructType) or c.type.is_null for c in compiled):
+            common: StructType = structs[0][1].type  # type: ignore[assignment]
+            for x, c in structs[1:]:
+                common = self._struct_common(x, c, common, "")
+            return common
         non_literal = [c.type for x, c in zip(exprs, compiled) if not isinstance(x, e.StringLiteral)]
         ct = common_type(non_literal) if non_literal else None
         if ct is not None and not ct.is_null and ct.base is not BaseType.STRING:
@@ -690,6 +822,8 @@ class ExpressionCompiler:
         return all_types
 
     def _coerce_literal(self, expr: e.Expression, c: Compiled, target: SqlType) -> str:
+        if isinstance(target, StructType) and isinstance(c.type, StructType):
+            return self._to_struct(expr, c, target).src
         if isinstance(expr, e.StringLiteral) and target.base is not BaseType.STRING and target.is_primitive:
             return self.const(parse_literal_as(expr.value, target), "lit")
         return self.coerce(c, target)
@@ -789,6 +923,40 @@ def common_type(types: list[SqlType]) -> SqlType | None:
     return result
 
 
+def _exact_field(struct: StructType, name: str) -> t.Field | None:
+    """The field named exactly ``name``: struct constructors' field names are case-sensitive."""
+    for f in struct.fields:
+        if f.name == name:
+            return f
+    return None
+
+
+def _struct_widens(src: StructType, dst: StructType) -> bool:
+    """Whether every field of ``src`` is a field of ``dst`` whose type it widens to."""
+    for f in src.fields:
+        g = _exact_field(dst, f.name)
+        if g is None:
+            return False
+        if isinstance(f.type, StructType) and isinstance(g.type, StructType):
+            if not _struct_widens(f.type, g.type):
+                return False
+        elif not t.can_implicitly_cast(f.type, g.type):
+            return False
+    return True
+
+
+def _widen_struct(value: dict | None, plan: tuple) -> dict | None:
+    """A struct value with exactly the fields of ``plan`` ((name, widening function or None)
+    pairs), missing ones NULL."""
+    if value is None:
+        return None
+    out = {}
+    for name, widen in plan:
+        v = value.get(name)
+        out[name] = widen(v) if widen is not None and v is not None else v
+    return out
+
+
 def _structurally_comparable(a: SqlType, b: SqlType) -> bool:
     """Collections whose element types differ only by numeric widening may be compared."""
     if a.is_numeric and b.is_numeric:
@@ -804,9 +972,10 @@ def _structurally_comparable(a: SqlType, b: SqlType) -> bool:
     return a == b or a.is_null or b.is_null
 
 
-def _operand_text(expr: e.Expression, side: str) -> str:
+def _operand_text(expr: e.Expression, side: str,
+                  shown: Callable[[e.Expression], e.Expression]) -> str:
     node = getattr(expr, side, None)
-    return str(node) if node is not None else "?"
+    return str(shown(node)) if node is not None else "?"
 
 
 def _is_constant(expr: e.Expression) -> bool:
@@ -876,6 +1045,8 @@ def install_runtime_helpers(env: dict[str, Any]) -> None:
         _in_list=_in_list,
         _not_in_list=_not_in_list,
         _fold=_fold,
+        _null_operand=_null_operand,
+        _widen_struct=_widen_struct,
         _parse_temporal=casts.parse_temporal,
         _date_to_ts=casts.date_to_timestamp,
     )
@@ -973,6 +1144,10 @@ def _dec_mod(a: Any, b: Any, scale: int) -> Decimal:
 @functools.lru_cache(maxsize=1024)
 def _like_regex_cached(pattern: str, escape: str | None) -> SafePattern:
     return like_regex(pattern, escape)
+
+
+def _null_operand() -> Any:
+    raise TypeError("arithmetic on a NULL value")
 
 
 def _fold(steps: tuple, values: tuple) -> Any:

@@ -39,7 +39,7 @@ from streamsql import ast
 from streamsql import expressions as e
 from streamsql.analyzer import QueryAnalyzer, QueryPlan, analyze_create_source
 from streamsql.catalog import Catalog, DataSource
-from streamsql.errors import KsqlException, KsqlStatementException, StreamSqlError
+from streamsql.errors import KsqlException, KsqlStatementException, QueryFailedError, StreamSqlError
 from streamsql.exec import HANDLERS
 from streamsql.exec import pull as pull_exec
 from streamsql.formats.base import Codec, CodecContext
@@ -56,12 +56,23 @@ PROCESSING_LOG_TOPIC = "streamsql_processing_log"
 PROCESSING_LOG_STREAM = "KSQL_PROCESSING_LOG"
 
 DEFAULT_CONFIG: dict[str, Any] = {
-    "auto.offset.reset": "earliest",
+    # ksqlDB's default: queries read what arrives after they start (SET it to
+    # 'earliest' to read a topic from its start).
+    "auto.offset.reset": "latest",
     # ksqlDB's default; its internal names append to it without a separator.
     "ksql.service.id": "default_",
     "processing.guarantee": "at_least_once",
     "ksql.persistence.default.format.key": "KAFKA",
 }
+
+
+def _streams_names(props: dict[str, Any]) -> dict[str, Any]:
+    """``props`` with each ``ksql.streams.<name>`` also given as ``<name>`` (unless that is
+    set beside it): ksqlDB's name for a Kafka Streams property, as clients send it
+    (``ksql.streams.auto.offset.reset``), overrides the default of a layer below."""
+    extra = {k[13:]: v for k, v in props.items()
+             if k.startswith("ksql.streams.") and k[13:] not in props}
+    return {**props, **extra} if extra else props
 
 
 class Session:
@@ -242,7 +253,8 @@ class Engine:
                                 session: Session | None = None, seq: int | None = None) -> Result:
         """Run one statement through its family's handler (``streamsql.exec.HANDLERS``)."""
         session = session or self.session
-        props = {**self.config, **session.properties, **(properties or {})}
+        props = {**_streams_names(self.config), **_streams_names(session.properties),
+                 **_streams_names(properties or {})}
         handler = HANDLERS.get(type(stmt))
         if handler is None:
             raise KsqlStatementException(f"Unsupported statement: {stmt.text}", stmt.text)
@@ -305,6 +317,11 @@ class Engine:
         ``default_``, ``_streamsql_default_query_<query id>``."""
         return f"_streamsql_{self.service_id}query_{query_id}"
 
+    def state_in_memory(self, query_id: str) -> bool:
+        """Whether query ``query_id`` keeps its state in memory: with no state directory
+        (the test driver), and for transient queries (their state ends with them)."""
+        return self.state_dir is None or query_id in self.transient_queries
+
     def new_store(self, query_id: str, name: str, kind: str = "kv", *,
                   retention_ms: int | None = None) -> Any:
         """A state store ``name`` for a stage of query ``query_id``. In service mode with a
@@ -316,9 +333,11 @@ class Engine:
 
         # Checked in memory too, so a query is refused alike wherever it runs.
         _check_internal_topic(changelog_topic(self.internal_name(query_id), name))
-        if self.state_dir is None or query_id in self.transient_queries:
-            from streamsql.runtime.aggregate import MemoryStore
+        if self.state_in_memory(query_id):
+            from streamsql.runtime.aggregate import MemoryStore, MemoryWindowStore
 
+            if kind == "window-aggregate" and retention_ms is not None:
+                return MemoryWindowStore(retention_ms)
             return MemoryStore()
         from streamsql.runtime.task import make_store
 
@@ -404,7 +423,17 @@ class Engine:
         resolved = self.registry.resolve("STRINGTOTIMESTAMP", [STRING, STRING])
         fn = resolved.implementation()
         fmt = source.timestamp_format
-        return lambda value: fn(value, fmt)
+        if str(self.config.get("ksql.timestamp.throw.on.invalid", "false")).lower() != "true":
+            return lambda value: fn(value, fmt)
+
+        def fatal(value: Any) -> int:
+            # ksqlDB's extractor rethrows, and Kafka Streams stops the query.
+            try:
+                return fn(value, fmt)
+            except Exception as exc:
+                raise QueryFailedError(
+                    f"Fatal user code error in TimestampExtractor callback for record: {exc}") from exc
+        return fatal
 
     def stable_node_id(self) -> str:
         """This node's id across restarts (kept in the state directory, as Kafka Streams keeps

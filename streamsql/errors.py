@@ -33,6 +33,15 @@ class KsqlStatementException(KsqlException):
         self.statement = statement
 
 
+class AssertionFailedException(KsqlStatementException):
+    """An ASSERT TOPIC/SCHEMA that did not hold within its timeout; ``entity`` is the
+    assertion's entity (ksqlDB answers it with HTTP 417)."""
+
+    def __init__(self, message: str, entity: dict | None = None, statement: str = "") -> None:
+        super().__init__(message, statement)
+        self.entity = entity
+
+
 class WriteFailedError(StreamSqlError):
     """The log did not take a write (a full disk, an I/O error): none of its records were
     written, so the client may retry. Servers answer it with a 5xx, not as a bad statement."""
@@ -41,3 +50,9 @@ class WriteFailedError(StreamSqlError):
 class FunctionError(StreamSqlError):
     """A scalar function failed on a record: the record's column becomes NULL and the reason
     goes to the processing log."""
+
+
+class QueryFailedError(StreamSqlError):
+    """Processing a record failed in a way that stops the query, as Kafka Streams stops on a
+    StreamsException (a UDAF's KsqlFunctionException, a timestamp that cannot be extracted
+    with ``ksql.timestamp.throw.on.invalid``); the message follows Kafka Streams' wording."""

@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING
 
 from streamsql import ast
 from streamsql import expressions as e
-from streamsql.catalog import DataSource, FormatInfo
+from streamsql.catalog import DataSource, FormatInfo, WindowInfo
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlStatementException
 from streamsql.formats.base import FormatOptions
+from streamsql.formats.common import check_no_map_keys, contains_map
 from streamsql.schema import PSEUDO_COLUMNS, RESERVED_COLUMN_NAMES, Column, LogicalSchema
-from streamsql.types import SqlType
+from streamsql.types import BIGINT, SqlType
 
 if TYPE_CHECKING:
-    from streamsql.analyzer import OutputColumn, QueryAnalyzer
+    from streamsql.analyzer import AggregatePlan, OutputColumn, QueryAnalyzer
 
 SYNTHETIC_KEY = "ROWKEY"
 _INTERNAL = FormatInfo("JSON", FormatOptions(wrap_single_value=True))
@@ -59,6 +60,12 @@ class JoinSide:
     @classmethod
     def of_source(cls, source: DataSource, alias: str, key_expr: e.Expression) -> "JoinSide":
         cols = source.schema.columns + tuple(Column(n, t, "PSEUDO") for n, t in PSEUDO_COLUMNS.items())
+        if source.window is not None:
+            # A windowed source's rows carry their window's bounds, after the key columns
+            # (where ksqlDB's * puts them: ``S1_ID, S1_WINDOWSTART, S1_WINDOWEND, S1_V``).
+            nkey = len(source.schema.key)
+            bounds = tuple(Column(n, BIGINT, "WINDOW") for n in ("WINDOWSTART", "WINDOWEND"))
+            cols = cols[:nkey] + bounds + cols[nkey:]
         return cls(source, key_expr, tuple((alias, c) for c in cols), tuple(c.name for c in cols))
 
 
@@ -82,6 +89,18 @@ class JoinPlan:
     index: int = 0
     # The real sources' aliases and names, for qualifier lookups.
     source_names: tuple[tuple[str, str], ...] = ()
+    # SELECT order of the result's columns (indexes into key + value), as
+    # ``QueryPlan.projection``: a push query shows them so; a join key it did not select is
+    # left out.
+    projection: tuple[int, ...] | None = None
+    # GROUP BY over the join: the aggregation of the joined rows (its source is the joined
+    # row, see ``streamsql.join_post``); ``key``/``value``/``schema`` are then its result's.
+    then: "AggregatePlan | None" = None
+
+    @property
+    def window(self) -> "ast.WindowExpression | None":
+        """The WINDOW of an aggregation over the join."""
+        return self.then.window if self.then is not None else None
 
     @property
     def source(self) -> DataSource:
@@ -103,7 +122,7 @@ class JoinPlan:
 
     @property
     def produces_table(self) -> bool:
-        return self.kind in ("TABLE_TABLE", "FOREIGN_KEY")
+        return self.then is not None or self.kind in ("TABLE_TABLE", "FOREIGN_KEY")
 
 
 def joined_scope(left: JoinSide, right: JoinSide, key_type: SqlType | None,
@@ -126,10 +145,8 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
                  persistent: bool) -> JoinPlan:
     rel = query.from_
     assert isinstance(rel, ast.Join)
-    if query.group_by or query.window is not None:
-        raise KsqlStatementException("GROUP BY over a join is not supported yet.")
-    if query.partition_by:
-        raise KsqlStatementException("PARTITION BY over a join is not supported yet.")
+    # GROUP BY / PARTITION BY apply to the joined rows (``streamsql.join_post``).
+    grouped = bool(query.group_by) or query.window is not None
     first = analyzer._source(rel.left.name)
     aliases: dict[str, DataSource] = {rel.left.alias or rel.left.name: first}
     for clause in rel.joins:
@@ -184,6 +201,8 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             return e.ColumnRef(node.name, owners[0], location=node.location)
         return x.transform(fn)
 
+    for clause in rel.joins:
+        _join_criteria(clause, clause.right.alias or clause.right.name, qualify)
     source_names = tuple((a, s.name) for a, s in aliases.items())
     left = JoinSide.of_source(first, rel.left.alias or rel.left.name, e.NullLiteral())
     left_kind = first.kind
@@ -194,7 +213,7 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
         right_alias = clause.right.alias or clause.right.name
         right_src = aliases[right_alias]
         step = _analyze_step(analyzer, clause, index, left, left_kind, right_src, right_alias, qualify,
-                             source_names)
+                             source_names, first.window)
         crit_left, crit_right, kind, key_type, written = step
         # Which expressions stand for the join key (the key may be selected as any of them).
         columns = [x for x in (crit_left, crit_right) if isinstance(x, e.ColumnRef)]
@@ -217,9 +236,63 @@ def analyze_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | N
             left = _result_side(plan, sink_name or "QUERY")
             left_kind = "TABLE" if kind in ("TABLE_TABLE", "FOREIGN_KEY") else "STREAM"
             continue
+        if grouped or query.partition_by:
+            from streamsql.join_post import analyze_post_join
+
+            return analyze_post_join(analyzer, query, sink_name, persistent, clause, left, right, kind,
+                                     key_type, previous, index, source_names, qualify)
         return _final_step(analyzer, query, sink_name, persistent, clause, left, right, kind, key_type,
                            previous, index, source_names, qualify, key_forms_so_far, crit_left, crit_right)
     raise AssertionError("a join has at least one step")
+
+
+# Key formats whose bytes carry a schema id: ksqlDB always repartitions both sides of a join
+# over them (equal keys need not be equal bytes), re-keying the right side's windows as the left's.
+_REGISTRY_KEY_FORMATS = frozenset({"AVRO", "JSON_SR", "PROTOBUF"})
+
+
+def _check_windowing(left_name: str, left: WindowInfo | None, right_src: DataSource,
+                     left_key_format: str | None = None) -> None:
+    """ksqlDB joins windowed keys only to keys windowed the same way: both sides windowed or
+    neither, sessions only with sessions, and time windows only with the same window (else one
+    side's key would have to be re-serialized, i.e. repartitioned, which windowed sources can't)."""
+    right = right_src.window
+    if left is None and right is None:
+        return
+    if left is None or right is None:
+        def describe(w: WindowInfo | None) -> str:
+            return f"{w.kind} windowed" if w is not None else "not windowed"
+        raise KsqlStatementException(
+            f"Can not join windowed source to non-windowed source.\n`{left_name}` is {describe(left)}\n"
+            f"`{right_src.name}` is {describe(right)}")
+    if (left.kind == "SESSION") != (right.kind == "SESSION"):
+        raise KsqlStatementException(
+            f"Incompatible windowed sources.\nLeft source: {left.kind}\nRight source: {right.kind}\n"
+            "Session windowed sources can only be joined to other session windowed sources, and may still "
+            "not result in expected behaviour as session bounds must be an exact match for the join to "
+            "work\nHopping and tumbling windowed sources can only be joined to other hopping and tumbling "
+            "windowed sources")
+    if left != right and not (left_key_format in _REGISTRY_KEY_FORMATS
+                              and right_src.key_format.name in _REGISTRY_KEY_FORMATS):
+        raise KsqlStatementException(
+            "Implicit repartitioning of windowed sources is not supported. See "
+            "https://github.com/confluentinc/ksql/issues/4385.")
+
+
+def _system_column_exists(analyzer: "QueryAnalyzer", aliases: dict[str, str], ref: e.ColumnRef) -> bool:
+    """Whether the (qualified) system column ``ref`` exists: pseudo columns always do, window
+    bounds on windowed sources (an unqualified reference is checked by the compiler)."""
+    if ref.name in PSEUDO_COLUMNS or ref.source is None:
+        return True
+    name = aliases.get(ref.source, ref.source)
+    return analyzer._source(name).window is not None
+
+
+def _joined_names(x: e.Expression) -> e.Expression:
+    """``x`` over the joined row's column names: ksqlDB filters a join's result, whose columns
+    are named ``ALIAS_COL``, so its WHERE errors quote ``I1_BAR`` for ``I1.BAR``."""
+    return x.transform(lambda n: e.ColumnRef(f"{n.source}_{n.name}")
+                       if isinstance(n, e.ColumnRef) and n.source is not None else None)
 
 
 def _unqualified(x: e.Expression) -> e.Expression:
@@ -248,24 +321,10 @@ def _result_side(plan: JoinPlan, sink_name: str) -> JoinSide:
     return JoinSide(source, e.NullLiteral(), row, tuple(c.name for c in value))
 
 
-def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int, left: JoinSide,
-                  left_kind: str, right_src: DataSource, right_alias: str, qualify,
-                  source_names: tuple[tuple[str, str], ...]):
-    """Validate one join step; returns (left expression, right expression, kind, key type,
-    criteria as written), the expressions qualified."""
-    names = dict(source_names)
-    left_name = names.get(left.aliases[0], left.aliases[0]) if index == 0 else left.aliases[-1]
-    shown_type = "[INNER] JOIN" if clause.join_type == "INNER" else f"[{clause.join_type}] OUTER JOIN"
-    if left_kind == "TABLE" and right_src.kind == "STREAM":
-        raise KsqlStatementException(
-            "Invalid join order: table-stream joins are not supported; only stream-table joins. Got "
-            f"{left_name} {shown_type} {right_src.name}.")
-    kind = {("STREAM", "STREAM"): "STREAM_STREAM", ("STREAM", "TABLE"): "STREAM_TABLE",
-            ("TABLE", "TABLE"): "TABLE_TABLE"}[(left_kind, right_src.kind)]
-    if kind == "STREAM_TABLE" and clause.join_type not in ("INNER", "LEFT"):
-        raise KsqlStatementException(
-            f"Invalid join type: full-outer join not supported for stream-table join. Got "
-            f"{left_name} {shown_type} {right_src.name}.")
+def _join_criteria(clause: ast.JoinClause, right_alias: str,
+                   qualify) -> tuple[e.Comparison, e.Expression, e.Expression]:
+    """The criteria of a join clause, qualified, and its (left, right) expressions. ksqlDB's
+    analyzer checks every clause's criteria this way before planning any join step."""
     crit = qualify(clause.criteria)
     if not isinstance(crit, e.Comparison) or crit.op != "=":
         if isinstance(crit, e.And):
@@ -294,6 +353,31 @@ def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int,
             f"A join criteria is expected to reference the source (`{right_alias}`) in the FROM clause, "
             f"instead the right source references `{right_ref}` and the left source references `{left_ref}`")
     left_expr, right_expr = (a, b) if sb == right_alias else (b, a)
+    return crit, left_expr, right_expr
+
+
+def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int, left: JoinSide,
+                  left_kind: str, right_src: DataSource, right_alias: str, qualify,
+                  source_names: tuple[tuple[str, str], ...], left_window: WindowInfo | None):
+    """Validate one join step; returns (left expression, right expression, kind, key type,
+    criteria as written), the expressions qualified. ``left_window``: how the left side's
+    keys are windowed (a join result keeps its first source's windowing)."""
+    names = dict(source_names)
+    # A later step's left side is named by its leftmost source, as ksqlDB does.
+    left_name = names.get(left.aliases[0], left.aliases[0])
+    shown_type = "[INNER] JOIN" if clause.join_type == "INNER" else f"[{clause.join_type}] OUTER JOIN"
+    if left_kind == "TABLE" and right_src.kind == "STREAM":
+        raise KsqlStatementException(
+            "Invalid join order: table-stream joins are not supported; only stream-table joins. Got "
+            f"{left_name} {shown_type} {right_src.name}.")
+    kind = {("STREAM", "STREAM"): "STREAM_STREAM", ("STREAM", "TABLE"): "STREAM_TABLE",
+            ("TABLE", "TABLE"): "TABLE_TABLE"}[(left_kind, right_src.kind)]
+    if kind == "STREAM_TABLE" and clause.join_type not in ("INNER", "LEFT"):
+        raise KsqlStatementException(
+            f"Invalid join type: full-outer join not supported for stream-table join. Got "
+            f"{left_name} {shown_type} {right_src.name}.")
+    crit, left_expr, right_expr = _join_criteria(clause, right_alias, qualify)
+    a, b = crit.left, crit.right
     written = f"{a} = {b}"
 
     def is_key(x: e.Expression, src: DataSource | None) -> bool:
@@ -317,7 +401,12 @@ def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int,
                 f"{left_name} {shown_type} {right_src.name}.")
         # A left column (not the left key) joined to the right table's key: a foreign-key join.
         kind = "FOREIGN_KEY"
+        if first_left.window is not None or right_src.window is not None:
+            raise KsqlStatementException(
+                "Foreign-key table-table joins are not supported on windowed tables.")
     del left_src
+    _check_windowing(left_name, left_window, right_src,
+                     first_left.key_format.name if first_left is not None else None)
     for side_src, x in ((first_left, left_expr), (right_src, right_expr)):
         if side_src is not None and side_src.window is not None and not is_key(x, side_src):
             raise KsqlStatementException(
@@ -341,7 +430,46 @@ def _analyze_step(analyzer: "QueryAnalyzer", clause: ast.JoinClause, index: int,
     if lt != rt and kind != "FOREIGN_KEY":
         raise KsqlStatementException(
             f"Invalid join condition: types don't match. Got {left_expr}{{{lt}}} = {right_expr}{{{rt}}}.")
+    for x, ty in ((left_expr, lt), (right_expr, rt)):
+        if contains_map(ty):
+            # A side joined on a MAP is repartitioned by it, and a key may not hold a map; the
+            # repartition key is named as the joined row names the column (L_L0).
+            name = f"{x.source}_{x.name}" if isinstance(x, e.ColumnRef) and x.source else "KSQL_COL_0"
+            check_no_map_keys((Column(name, ty, "KEY"),))
     return left_expr, right_expr, kind, lt, written
+
+
+def _multi_key_fk_step(query: ast.Query, sink_name: str | None, persistent: bool,
+                       clause: ast.JoinClause, left: JoinSide, right: JoinSide, key_type: SqlType,
+                       where: e.Expression | None, named: list[tuple[str, e.Expression, SqlType]],
+                       previous: JoinPlan | None, index: int,
+                       source_names: tuple[tuple[str, str], ...]) -> JoinPlan:
+    """The last step of a foreign-key join whose left table has several key columns: the
+    result is keyed like the left table, by all of them, computed from the left row."""
+    from streamsql.analyzer import OutputColumn
+
+    pk_refs = [e.ColumnRef(c.name, left.aliases[0]) for c in left.source.schema.key]
+    keys: list[OutputColumn] = []
+    values: list[OutputColumn] = []
+    for name, x, ty in named:
+        (keys if x in pk_refs else values).append(OutputColumn(name, x, ty))
+    selected = [k.expression for k in keys]
+    if persistent and any(r not in selected for r in pk_refs):
+        listed = ", ".join(str(r) for r in pk_refs)
+        raise KsqlStatementException(
+            "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\n"
+            f"The query used to build `{sink_name}` must include the key columns {listed} in "
+            f"its projection (eg, SELECT {listed}...).")
+    if persistent and not values:
+        raise KsqlStatementException("The projection contains no value columns.")
+    keys.sort(key=lambda k: pk_refs.index(k.expression))
+    schema = LogicalSchema(tuple(Column(k.name, k.type, "KEY") for k in keys),
+                           tuple(Column(v.name, v.type, "VALUE") for v in values))
+    result = [k.name for k in keys] + [v.name for v in values]
+    projection = tuple(result.index(name) for name, _, _ in named)
+    return JoinPlan(left, right, clause.join_type, "FOREIGN_KEY", clause.within, key_type, where,
+                    tuple(keys), tuple(values), schema, query.limit, previous, index, source_names,
+                    projection)
 
 
 def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | None, persistent: bool,
@@ -384,21 +512,29 @@ def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | No
     where = None
     if query.where is not None:
         where = qualify(query.where)
-        ExpressionCompiler(analyzer.registry, scope, clause="WHERE").compile_predicate(where, "WHERE")
+        ExpressionCompiler(analyzer.registry, scope, clause="WHERE",
+                           display=_joined_names).compile_predicate(where, "WHERE")
     typed: list[tuple[str | None, e.Expression, SqlType]] = []
     used: set[str] = set()
     for alias_name, written, x in items:
-        if isinstance(written, e.ColumnRef) and written.source is None and written.name in RESERVED_COLUMN_NAMES \
-                and alias_name is None and persistent:
+        if persistent and isinstance(written, e.ColumnRef) and written.name in RESERVED_COLUMN_NAMES \
+                and (alias_name == written.name or (alias_name is None and written.source is None)) \
+                and _system_column_exists(analyzer, aliases, x):
+            # A system column selected under its own name.
             raise KsqlStatementException(
                 f"Reserved column name in select: `{x.name}`. Please remove or alias the column.")
+        if persistent and alias_name in RESERVED_COLUMN_NAMES:
+            raise KsqlStatementException(
+                f"`{alias_name}` is a reserved column name. You cannot use it as an alias for a column.")
         ty = compiler.compile(x).type
         name: str | None
         if alias_name is not None:
             name = alias_name
         elif isinstance(written, e.ColumnRef):
             # A column more than one source has is named ALIAS_COL; any other keeps its name.
-            owners = sum(1 for cols in cols_by_alias.values() if any(c.name == x.name for c in cols))
+            # Every source has the pseudo columns (S.ROWTIME is S_ROWTIME).
+            owners = len(cols_by_alias) if x.name in PSEUDO_COLUMNS else sum(
+                1 for cols in cols_by_alias.values() if any(c.name == x.name for c in cols))
             name = f"{x.source}_{x.name}" if owners > 1 and x.source else x.name
         elif isinstance(written, e.Dereference):
             name = written.field
@@ -422,6 +558,10 @@ def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | No
             raise KsqlStatementException(f"Duplicate value columns found in schema: `{name}` {ty}")
         seen.add(name)
 
+    if kind == "FOREIGN_KEY" and len(left.source.schema.key) > 1:
+        return _multi_key_fk_step(query, sink_name, persistent, clause, left, right, key_type, where,
+                                  named, previous, index, source_names)
+
     # ---- the key: the join expression as selected, or the synthetic ROWKEY
     synthetic = clause.join_type == "FULL" or not key_forms_so_far
     key_forms = [e.ColumnRef(SYNTHETIC_KEY)] if synthetic else list(key_forms_so_far)
@@ -440,6 +580,7 @@ def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | No
                                                for i in query.select):
         # SELECT * of an outer join carries the synthetic key implicitly.
         key_col = OutputColumn(SYNTHETIC_KEY, e.ColumnRef(SYNTHETIC_KEY), key_type)
+    implicit_key = key_col is not None
     for name, x, ty in named:
         if preferred is not None and x == preferred:
             if key_col is not None:
@@ -468,5 +609,9 @@ def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | No
         raise KsqlStatementException("The projection contains no value columns.")
     schema = LogicalSchema((Column(key_col.name, key_col.type, "KEY"),),
                            tuple(Column(v.name, v.type, "VALUE") for v in values))
+    result = [key_col.name] + [v.name for v in values]
+    projection = tuple(result.index(name) for name, _, _ in named)
+    if implicit_key:
+        projection = (0,) + projection
     return JoinPlan(left, right, clause.join_type, kind, clause.within, key_type, where, (key_col,),
-                    tuple(values), schema, query.limit, previous, index, source_names)
+                    tuple(values), schema, query.limit, previous, index, source_names, projection)

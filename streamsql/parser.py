@@ -56,6 +56,12 @@ _UNIT_MILLIS = {
 # say "Syntax error at or near 'X'" instead, as a list of 40 keywords helps nobody.
 _MAX_LISTED_EXPECTED = 8
 
+# Expected-token sets at which ANTLR is still choosing between statement alternatives that
+# share their first words (ASSERT [NOT EXISTS] TOPIC|SCHEMA): a token that fits none is
+# ksqlDB's "no viable alternative", "Syntax error at or near 'X'", not "Expecting {...}".
+_STATEMENT_CHOICES = frozenset({frozenset({"'NOT'", "'SCHEMA'", "'TOPIC'"}),
+                                frozenset({"'SCHEMA'", "'TOPIC'"})})
+
 # Statement text longer than this many characters is refused before parsing (the engine's
 # and the server's property MAX_LENGTH_PROPERTY changes it): parsing costs time and memory
 # in proportion to the text, and no sensible statement comes near 1 MiB.
@@ -366,7 +372,7 @@ def _syntax_error(parser: Lark, text: str, err: UnexpectedInput) -> ParseError:
         if "'SELECT'" in expected and "'CREATE'" in expected and "IDENTIFIER" not in expected:
             # The first word of a statement: no statement starts like this.
             return ParseError(f"{where}\nUnknown statement '{found}'", line, column, found, expected)
-        if len(expected) <= _MAX_LISTED_EXPECTED:
+        if len(expected) <= _MAX_LISTED_EXPECTED and frozenset(expected) not in _STATEMENT_CHOICES:
             reason = "Expecting {" + ", ".join(expected) + "}"
         else:
             reason = f"Syntax error at or near '{found}' at line {line}:{column}"
@@ -843,6 +849,45 @@ class _AstBuilder(Transformer):
 
     def alter_option(self, name: Token, sql_type: t.SqlType) -> ast.TableElement:
         return ast.TableElement(_name(name), sql_type)
+
+    def alter_system(self, name: Token, value: Token) -> ast.Statement:
+        return ast.AlterSystem(_unquote_string(name), _unquote_string(value))
+
+    def not_exists(self) -> bool:
+        return True
+
+    def resource_name(self, token: Token) -> str:
+        # Kafka topics and registry subjects are case-sensitive: kept as written.
+        if token.type == "STRING":
+            return _unquote_string(token)
+        if token.type == "QUOTED_IDENTIFIER":
+            return str(token)[1:-1].replace('""', '"')
+        if token.type == "BACKQUOTED_IDENTIFIER":
+            return str(token)[1:-1].replace("``", "`")
+        return str(token)
+
+    def assert_timeout(self, millis: int) -> int:
+        return millis
+
+    def assert_subject(self, name: str) -> str:
+        return name
+
+    def assert_id(self, value: ex.Expression) -> int:
+        if not isinstance(value, ex.IntegerLiteral):
+            raise KsqlException("ID must be an integer")
+        return int(value.value)
+
+    def assert_topic(self, not_exists: bool | None, topic: str, props: ast.Properties | None,
+                     timeout: int | None) -> ast.Statement:
+        return ast.AssertTopic(topic, props if props is not None else ast.Properties(), timeout,
+                               exists=not not_exists)
+
+    def assert_schema(self, not_exists: bool | None, subject: str | None, schema_id: int | None,
+                      timeout: int | None) -> ast.Statement:
+        if subject is None and schema_id is None:
+            # ksqlDB's AstBuilder wording, typo included.
+            raise KsqlException("ASSERT SCHEMA statements much include a subject name or an id")
+        return ast.AssertSchema(subject, schema_id, timeout, exists=not not_exists)
 
     def show(self, all_: Token | None, noun: str, extended: Token | None) -> ast.Statement:
         if all_ is not None and noun != "TOPICS":

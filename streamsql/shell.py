@@ -60,12 +60,14 @@ KEYWORDS = (
 HELP = """\
 Statements end with ';' and may span several lines. Some to try:
 
+  SET 'auto.offset.reset'='earliest';      -- queries read topics from the start (default: latest)
   CREATE STREAM s (id STRING KEY, v BIGINT) WITH (kafka_topic='s', value_format='JSON', partitions=1);
   INSERT INTO s (id, v) VALUES ('a', 1);
   CREATE STREAM big AS SELECT id, v * 10 AS v10 FROM s WHERE v > 0 EMIT CHANGES;
   SELECT * FROM big EMIT CHANGES;          -- streams rows; Ctrl-C stops the query
-  SET 'auto.offset.reset'='latest';        -- push queries then show only new rows
-  PRINT 'BIG' FROM BEGINNING LIMIT 5;
+  SELECT id, COUNT(*) FROM s WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY id EMIT CHANGES;
+  SELECT * FROM s;                         -- a pull query: the stream's rows so far
+  PRINT 'BIG' FROM BEGINNING LIMIT 1;
   SHOW STREAMS;  SHOW TABLES;  SHOW QUERIES;  SHOW TOPICS;  SHOW FUNCTIONS;  SHOW PROPERTIES;
   DESCRIBE big EXTENDED;  DESCRIBE FUNCTION ucase;  EXPLAIN <query id>;
   TERMINATE <query id>;  DROP STREAM big DELETE TOPIC;

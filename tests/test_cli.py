@@ -72,6 +72,78 @@ def test_test_runner_missing_file_is_an_error(tmp_path, capsys):
     assert "missing.json" in capsys.readouterr().out
 
 
+SQL_TESTS = """
+----------------------------------------------------------------------------------------------------
+--@test: filter and project
+----------------------------------------------------------------------------------------------------
+CREATE STREAM foo (id INT KEY, col1 INT, name STRING) WITH (kafka_topic='foo', value_format='JSON');
+CREATE STREAM bar AS SELECT id, col1 FROM foo WHERE col1 > 0;
+CREATE TABLE t (id INT PRIMARY KEY, col1 INT) WITH (kafka_topic='t', value_format='JSON');
+
+INSERT INTO foo (id, col1, name) VALUES (1, 0, 'x');
+INSERT INTO foo (id, col1, ROWTIME) VALUES (2, 5, 1000);
+ASSERT VALUES bar (id, col1) VALUES (2, 5);
+ASSERT VALUES foo (id, col1, name) VALUES (1, 0, 'x');
+ASSERT VALUES foo (id, col1, ROWTIME) VALUES (2, 5, 1000);
+ASSERT STREAM bar (id INT KEY, col1 INT) WITH (kafka_topic='BAR', value_format='JSON');
+INSERT INTO t (id, col1) VALUES (3, NULL);
+ASSERT VALUES t (id) VALUES (3);
+
+----------------------------------------------------------------------------------------------------
+--@test: tombstone
+----------------------------------------------------------------------------------------------------
+CREATE TABLE t (id INT PRIMARY KEY, col1 INT) WITH (kafka_topic='t', value_format='JSON');
+CREATE TABLE t2 AS SELECT * FROM t WHERE col1 > 0;
+INSERT INTO t (id, col1) VALUES (1, 5);
+INSERT INTO t (id, col1) VALUES (1, 0);
+ASSERT VALUES t2 (id, col1) VALUES (1, 5);
+ASSERT NULL VALUES t2 (id) KEY (1);
+ASSERT TABLE t2 (id INT PRIMARY KEY, col1 INT) WITH (kafka_topic='T2', value_format='JSON');
+
+----------------------------------------------------------------------------------------------------
+--@test: expects an error
+--@expected.error: io.confluent.ksql.util.KsqlException
+--@expected.message: does not exist
+----------------------------------------------------------------------------------------------------
+CREATE STREAM bar AS SELECT * FROM nowhere;
+
+----------------------------------------------------------------------------------------------------
+--@test: wrong values
+----------------------------------------------------------------------------------------------------
+CREATE STREAM foo (id INT KEY, col1 INT) WITH (kafka_topic='foo', value_format='JSON');
+INSERT INTO foo (id, col1) VALUES (1, 1);
+ASSERT VALUES foo (id, col1) VALUES (1, 2);
+
+----------------------------------------------------------------------------------------------------
+--@test: no more records
+----------------------------------------------------------------------------------------------------
+CREATE STREAM foo (id INT KEY, col1 INT) WITH (kafka_topic='foo', value_format='JSON');
+ASSERT VALUES foo (id, col1) VALUES (1, 2);
+
+----------------------------------------------------------------------------------------------------
+--@test: wrong schema
+----------------------------------------------------------------------------------------------------
+CREATE STREAM foo (id INT KEY, col1 INT) WITH (kafka_topic='foo', value_format='JSON');
+ASSERT STREAM foo (id INT KEY, col1 BIGINT) WITH (kafka_topic='foo');
+"""
+
+
+def test_test_runner_sql_tests_assert_values_and_sources(tmp_path, capsys):
+    (tmp_path / "tests.sql").write_text(SQL_TESTS)
+    assert main(["test-runner", "--sql-tests", str(tmp_path / "tests.sql")]) == 1
+    out = capsys.readouterr().out
+    assert "Test passed: tests.sql: filter and project" in out
+    assert "Test passed: tests.sql: expects an error" in out
+    assert "Test passed: tests.sql: tombstone" in out
+    assert ("Test failed: tests.sql: wrong values\nExpected record does not match actual. "
+            "Expected: KsqlGenericRecord{key=[1], value=[2]") in out
+    assert ("Test failed: tests.sql: no more records\nExpected another record "
+            "(KsqlGenericRecord{key=[1], value=[2], ts=None}) for FOO but already read all records: []") in out
+    assert ("Expected schema does not match actual for source FOO.\n"
+            "\tExpected: `ID` INTEGER KEY, `COL1` BIGINT\n\tActual: `ID` INTEGER KEY, `COL1` INTEGER") in out
+    assert out.rstrip().endswith("3 passed, 3 failed")
+
+
 def test_test_runner_qtt_writes_results(tmp_path):
     cases = {"tests": [
         {"name": "project", "format": ["JSON", "DELIMITED"],
@@ -115,6 +187,7 @@ def test_script_file_then_stdin_on_the_same_data(tmp_path):
     data = tmp_path / "data"
     script = tmp_path / "setup.sql"
     script.write_text(
+        "SET 'auto.offset.reset'='earliest';  -- the query below reads the row inserted before it\n"
         "CREATE STREAM s (id STRING KEY, v BIGINT) WITH (kafka_topic='s', value_format='JSON', partitions=2);\n"
         "INSERT INTO s (id, v) VALUES ('a', 1);  -- a comment; with a semicolon\n"
         "CREATE STREAM big AS SELECT id, v * 10 AS v10 FROM s EMIT CHANGES;\n")

@@ -92,7 +92,7 @@ async def _wait_for_records(log: EmbeddedLog, topic: str, count: int, timeout: f
 def test_confluent_avro_serializer_and_deserializer_interoperate(tmp_path: Path) -> None:
     async def main() -> None:
         log = EmbeddedLog(tmp_path)
-        engine = Engine(log)  # service mode, built-in registry on the log's _schemas topic
+        engine = Engine(log, {"auto.offset.reset": "earliest"})  # service mode, built-in registry on the log's _schemas topic
         await engine.start()
         # The registry is served on the engine's loop, so the (synchronous) Confluent client
         # is called from worker threads while the loop keeps serving.

@@ -28,7 +28,7 @@ def run(path: Path, body) -> None:
     """Open an engine on ``path``, run SETUP, then ``await body(engine)``; always close."""
     async def main() -> None:
         log = EmbeddedLog(path)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         try:
             await engine.start()
             await engine.execute(SETUP)

@@ -45,7 +45,7 @@ async def _drive(data_dir: Path, mode: str) -> None:
     from streamsql.runtime.log.embedded import EmbeddedLog
 
     log = EmbeddedLog(data_dir)
-    engine = Engine(log)
+    engine = Engine(log, {"auto.offset.reset": "earliest"})
     await engine.start()
     for sql in SETUP:
         await engine.execute(sql)

@@ -162,6 +162,13 @@ def test_json_map_values_and_array_items_are_coerced():
         {"other": "11", "status": "false"}, ["1", "2"])
 
 
+def test_json_map_iterates_as_the_java_hash_map_ksqldb_reads_it_into():
+    # new HashMap<>(3): a 4-slot table, iterated by bucket, so REDUCE/MAP_KEYS see this order.
+    c = codec("JSON", [val("M", MapType(STRING, DOUBLE))])
+    [m] = c.decode(b'{"M": {"yes, thanks": 3.5, "nope": 7.3, "sure, yeah": 2.1}}')
+    assert list(m) == ["yes, thanks", "sure, yeah", "nope"]
+
+
 def test_json_decimal_from_numbers_and_strings_fits_the_scale():
     c = codec("JSON", [key("K", DecimalType(6, 4))], is_key=True)
     assert c.decode(b"12.365") == (Decimal("12.3650"),)

@@ -218,7 +218,7 @@ async def _wait_for(predicate, timeout: float = 5.0) -> None:
 def test_engine_reads_foreign_avro_and_writes_avro_others_can_read(tmp_path: Path) -> None:
     async def main() -> None:
         log = EmbeddedLog(tmp_path)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         reg = engine.schema_registry
         writer = {"type": "record", "name": "Click", "namespace": "com.acme", "fields": [
@@ -249,7 +249,7 @@ def test_engine_reads_foreign_avro_and_writes_avro_others_can_read(tmp_path: Pat
 
         # After a restart the registry (and so the inferred stream) come back from the log.
         log = EmbeddedLog(tmp_path)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         assert "SLOW-value" in engine.schema_registry.subjects()
         assert [c.name for c in engine.catalog.sources["CLICKS"].schema.value] == ["USER", "MS"]
@@ -261,7 +261,7 @@ def test_engine_reads_foreign_avro_and_writes_avro_others_can_read(tmp_path: Pat
 def test_incompatible_sink_schema_is_rejected_with_the_registrys_reason() -> None:
     async def main() -> None:
         log = EmbeddedLog(None)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         engine.schema_registry.register("OUT-value", "AVRO", json.dumps({
             "type": "record", "name": "KsqlDataSourceSchema", "namespace": "io.confluent.ksql.avro_schemas",
@@ -277,7 +277,7 @@ def test_incompatible_sink_schema_is_rejected_with_the_registrys_reason() -> Non
 def test_create_contradicting_the_registered_schema_is_rejected() -> None:
     async def main() -> None:
         log = EmbeddedLog(None)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         engine.schema_registry.register("s-value", "AVRO", json.dumps({
             "type": "record", "name": "R", "fields": [{"name": "v", "type": "string"}]}))

@@ -76,7 +76,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], tupl
         return lambda: (EmbeddedLog(tmp_path / "data"), {})
     kafka = request.getfixturevalue("kafka")
     namespace = request.getfixturevalue("unique_topic")() + "-"
-    config = {"processing.guarantee": request.param.split("-", 1)[1], "linger.ms": 1}
+    config = {"auto.offset.reset": "earliest", "processing.guarantee": request.param.split("-", 1)[1], "linger.ms": 1}
     return lambda: (PrefixedLog(KafkaLog(kafka.bootstrap_servers, config), namespace), config)
 
 

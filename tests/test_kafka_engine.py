@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _engine(bootstrap: str, tmp_path, **config: str) -> Engine:
-    cfg = {"ksql.service.id": "svc_" + uuid.uuid4().hex[:8], "linger.ms": 1, **config}
+    cfg = {"auto.offset.reset": "earliest", "ksql.service.id": "svc_" + uuid.uuid4().hex[:8], "linger.ms": 1, **config}
     return Engine(KafkaLog(bootstrap, cfg), cfg, state_dir=tmp_path / "state")
 
 
@@ -201,7 +201,7 @@ def test_a_stage_that_cannot_take_up_its_partitions_starts_over(kafka, kcat, uni
     source, sink = unique_topic("in"), unique_topic("out")
 
     async def main() -> None:
-        cfg = {"ksql.service.id": "svc_" + uuid.uuid4().hex[:8], "linger.ms": 1}
+        cfg = {"auto.offset.reset": "earliest", "ksql.service.id": "svc_" + uuid.uuid4().hex[:8], "linger.ms": 1}
         log_ = _OffsetsFailOnce(kafka.bootstrap_servers, cfg)
         engine = Engine(log_, cfg, state_dir=tmp_path / "state")
         await engine.start()

@@ -21,7 +21,7 @@ from tests.test_state_engine import _eventually as eventually
 def run(tmp_path: Path, body: Any) -> None:
     async def main() -> None:
         log = EmbeddedLog(tmp_path)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         try:
             await body(engine)

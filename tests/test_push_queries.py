@@ -5,6 +5,8 @@ nothing behind when they end (topics, consumer groups, state, running stages).""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ STREAM = ("CREATE STREAM s (k INT KEY, id INT) "
 
 async def _open(path: Path) -> tuple[EmbeddedLog, Engine]:
     log = EmbeddedLog(path)
-    engine = Engine(log, mode="service")
+    engine = Engine(log, {"auto.offset.reset": "earliest"}, mode="service")
     await engine.start()
     return log, engine
 
@@ -55,6 +57,35 @@ async def _leftovers(log: EmbeddedLog, engine: Engine) -> dict[str, Any]:
                          engine.state_dir.exists() else [])]
     return {"topics": topics, "groups": groups, "state": state,
             "queries": list(engine.transient_queries), "tasks": _stage_tasks()}
+
+
+def test_queries_read_from_latest_by_default(tmp_path: Path) -> None:
+    """ksqlDB's default auto.offset.reset is 'latest': a push query, and a persistent query,
+    see the rows written after they start (a row written as soon as CREATE answers is the
+    query's); 'earliest', as a session or request property, under either of its names,
+    reads the topic from its start."""
+    async def main() -> None:
+        log = EmbeddedLog(tmp_path)
+        engine = Engine(log, mode="service")
+        await engine.start()
+        try:
+            await engine.execute(STREAM)
+            await engine.execute("INSERT INTO s (k, id) VALUES (1, 1);")
+            result = (await engine.execute("SELECT k, id FROM s EMIT CHANGES LIMIT 1;"))[-1]
+            await engine.execute("INSERT INTO s (k, id) VALUES (2, 2);")
+            assert await asyncio.wait_for(_collect(result.stream), 10) == [(2, 2)]
+            await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
+            await engine.execute("INSERT INTO s (k, id) VALUES (3, 3);")
+            result = (await engine.execute("SELECT k, id FROM out EMIT CHANGES LIMIT 1;",
+                                           {"auto.offset.reset": "earliest"}))[-1]
+            assert await asyncio.wait_for(_collect(result.stream), 10) == [(3, 3)]
+            result = (await engine.execute("SELECT k, id FROM s EMIT CHANGES LIMIT 3;",
+                                           {"ksql.streams.auto.offset.reset": "earliest"}))[-1]
+            assert sorted(await asyncio.wait_for(_collect(result.stream), 10)) == [(1, 1), (2, 2), (3, 3)]
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
 
 
 def test_push_columns_in_select_order(tmp_path: Path) -> None:
@@ -115,14 +146,19 @@ def test_push_aggregations_give_ksqldb_rows(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_fifty_push_aggregations_leave_nothing_behind(tmp_path: Path) -> None:
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_two_hundred_push_aggregations_leave_nothing_behind(tmp_path: Path) -> None:
     async def main() -> None:
         log, engine = await _open(tmp_path)
         try:
             await engine.execute(STREAM)
             await engine.execute("INSERT INTO s (k, id) VALUES (0, 2);")
             before = set(await log.list_topics())
-            for i in range(50):
+            threads, fds = threading.active_count(), _open_fds()
+            for i in range(200):
                 result = (await engine.execute(
                     "SELECT id, COUNT(*) AS c FROM s WINDOW TUMBLING (SIZE 1 SECOND) "
                     "GROUP BY id EMIT CHANGES" + (" LIMIT 1;" if i % 3 == 0 else ";")))[-1]
@@ -139,12 +175,82 @@ def test_fifty_push_aggregations_leave_nothing_behind(tmp_path: Path) -> None:
             assert (await _leftovers(log, engine)) == {"topics": [], "groups": [], "state": [],
                                                        "queries": [], "tasks": []}
             assert not any("transient" in str(k[3]) for k in engine._codecs)
+            assert threading.active_count() <= threads
+            assert _open_fds() <= fds + 2  # (a segment file the log opened meanwhile)
             # An open one is closed with the engine.
             result = (await engine.execute("SELECT id, COUNT(*) FROM s GROUP BY id EMIT CHANGES;"))[-1]
             assert await result.stream.__anext__() == (2, 1)
         finally:
             await _close(log, engine)
         assert not engine.transient_queries and not _stage_tasks()
+
+    asyncio.run(main())
+
+
+def test_push_joins_of_every_kind(tmp_path: Path) -> None:
+    """Push queries over stream-table, stream-stream (inner and outer) and table-table
+    joins, including one that re-keys a side: rows in SELECT order, and nothing left
+    behind once they end."""
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        try:
+            for sql in [
+                    STREAM,
+                    "CREATE TABLE t (k INT PRIMARY KEY, name STRING) "
+                    "WITH (kafka_topic='t', value_format='JSON', partitions=4);",
+                    "CREATE STREAM s2 (k INT KEY, v STRING) "
+                    "WITH (kafka_topic='s2', value_format='JSON', partitions=4);",
+                    "CREATE TABLE u (k INT PRIMARY KEY, score INT) "
+                    "WITH (kafka_topic='u', value_format='JSON', partitions=4);",
+                    # (A stream row joins the table as of its time: the tables come first.)
+                    "INSERT INTO t (k, name, rowtime) VALUES (1, 'one', 0);",
+                    "INSERT INTO t (k, name, rowtime) VALUES (2, 'two', 0);",
+                    "INSERT INTO u (k, score, rowtime) VALUES (2, 7, 10);",
+                    "INSERT INTO s (k, id, rowtime) VALUES (1, 2, 1000);",
+                    "INSERT INTO s (k, id, rowtime) VALUES (3, 1, 2000);",
+                    "INSERT INTO s2 (k, v, rowtime) VALUES (1, 'x', 1500);"]:
+                await engine.execute(sql)
+            before = set(await log.list_topics())
+
+            async def rows(sql: str, n: int) -> tuple[tuple[str, ...], list[tuple]]:
+                result = (await engine.execute(sql))[-1]
+                got = []
+                async for row in result.stream:
+                    got.append(row)
+                    if len(got) == n:
+                        await result.stream.aclose()
+                return result.columns, got
+
+            assert await rows("SELECT t.name, s.id, s.k FROM s JOIN t ON s.k = t.k EMIT CHANGES LIMIT 1;", 1) \
+                == (("NAME", "ID", "S_K"), [("one", 2, 1)])
+            # Left join: the unmatched row too; the join key of a re-keyed side.
+            cols, got = await rows("SELECT s.id, t.name FROM s LEFT JOIN t ON s.id = t.k EMIT CHANGES;", 2)
+            assert cols == ("ID", "NAME") and sorted(got) == [(1, "one"), (2, "two")]
+            assert await rows("SELECT * FROM s JOIN s2 WITHIN 1 SECOND ON s.k = s2.k EMIT CHANGES;", 1) \
+                == (("S_K", "S_ID", "S2_K", "S2_V"), [(1, 2, 1, "x")])
+            # Table-table: every update of either side (key 2 first without, then with u's row).
+            cols, got = await rows("SELECT t.k, name, score FROM t LEFT JOIN u ON t.k = u.k EMIT CHANGES;", 3)
+            assert cols == ("T_K", "NAME", "SCORE")
+            assert sorted(got, key=repr) == [(1, "one", None), (2, "two", 7), (2, "two", None)]
+            assert got.index((2, "two", None)) < got.index((2, "two", 7))
+            # GROUP BY over a join (a windowed one) and PARTITION BY over a join.
+            cols, got = await rows("SELECT name, COUNT(*) AS n FROM s JOIN t ON s.k = t.k "
+                                   "WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY name EMIT CHANGES;", 1)
+            assert (cols, got) == (("NAME", "N"), [("one", 1)])
+            cols, got = await rows("SELECT t.name AS name, s.id AS id FROM s JOIN t ON s.k = t.k "
+                                   "PARTITION BY t.name EMIT CHANGES;", 1)
+            assert (cols, got) == (("NAME", "ID"), [("one", 2)])
+            # A row arriving after the query started is joined too.
+            result = (await engine.execute("SELECT s.k AS k, name FROM s JOIN t ON s.k = t.k EMIT CHANGES;"))[-1]
+            assert await result.stream.__anext__() == (1, "one")
+            await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (2, 5, 3000);")
+            assert await asyncio.wait_for(result.stream.__anext__(), 10) == (2, "two")
+            await result.stream.aclose()
+            assert set(await log.list_topics()) == before
+            assert (await _leftovers(log, engine)) == {"topics": [], "groups": [], "state": [],
+                                                       "queries": [], "tasks": []}
+        finally:
+            await _close(log, engine)
 
     asyncio.run(main())
 
@@ -199,7 +305,7 @@ LATEST = {"auto.offset.reset": "latest"}
 
 async def _open_v2(path: Path) -> tuple[EmbeddedLog, Engine]:
     log = EmbeddedLog(path)
-    engine = Engine(log, config=V2, mode="service")
+    engine = Engine(log, config={**V2, "auto.offset.reset": "earliest"}, mode="service")
     await engine.start()
     return log, engine
 
@@ -277,7 +383,7 @@ def test_other_push_queries_keep_the_topic_path(tmp_path: Path) -> None:
             await engine.execute("CREATE STREAM out AS SELECT * FROM s;")
             await engine.execute("INSERT INTO s (k, id, rowtime) VALUES (0, 1, 5);")
             runner = _sink_runner(engine, "OUT")
-            # 'earliest' (the engine's default) reads the topic from its start.
+            # 'earliest' reads the topic from its start.
             result = (await engine.execute("SELECT k, id FROM out EMIT CHANGES LIMIT 1;"))[-1]
             assert not str(result.query_id or "").startswith("SCALABLE")
             assert await asyncio.wait_for(_collect(result.stream), 10) == [(0, 1)]
@@ -294,7 +400,7 @@ def test_other_push_queries_keep_the_topic_path(tmp_path: Path) -> None:
             await _close(log, engine)
         # Without ksql.query.push.v2.enabled: the topic path.
         log = EmbeddedLog(tmp_path / "v1")
-        engine = Engine(log, mode="service")
+        engine = Engine(log, {"auto.offset.reset": "earliest"}, mode="service")
         await engine.start()
         try:
             await engine.execute(STREAM)

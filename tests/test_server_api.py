@@ -30,7 +30,10 @@ CREATE = ("CREATE STREAM s (id STRING KEY, v BIGINT, ts TIMESTAMP, d DECIMAL(5, 
 
 
 def with_node(tmp_path: Path, test: Callable[[str, Any], Awaitable[None]], **options: Any) -> None:
-    """Run ``test(url, app)`` against a node listening on a free loopback port."""
+    """Run ``test(url, app)`` against a node listening on a free loopback port. Its queries
+    read topics from the start unless ``config`` says otherwise (as ksqlDB's REST test
+    server's: the tests insert rows before they query them)."""
+    options.setdefault("config", {"auto.offset.reset": "earliest"})
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -175,6 +178,27 @@ def test_failing_statement_half_way_keeps_earlier_ones(tmp_path):
             # Variables: sent along, and DEFINEd earlier in the same request.
             r = await ksql(c, "DEFINE topic = 's'; DESCRIBE ${src};", sessionVariables={"src": "S"})
             assert r.json()[0]["sourceDescription"]["topic"] == "s"
+
+    with_node(tmp_path, test)
+
+
+def test_alter_and_assert_entities(tmp_path):
+    async def test(url: str, app: Any) -> None:
+        async with httpx.AsyncClient(base_url=url) as c:
+            r = await ksql(c, CREATE + "ALTER STREAM s ADD COLUMN note STRING;"
+                                       "ASSERT TOPIC s WITH (PARTITIONS=1); ASSERT NOT EXISTS SCHEMA ID 77;")
+            assert r.status_code == 200, r.text
+            alter, topic, schema = r.json()[1:]
+            assert alter["commandId"] == "stream/`S`/alter"
+            assert alter["commandStatus"]["message"] == "Source S has been altered."
+            assert topic == {"@type": "assert_topic", "statementText": "ASSERT TOPIC s WITH (PARTITIONS=1);",
+                             "topicName": "s", "exists": True, "warnings": []}
+            assert schema == {"@type": "assert_schema", "statementText": "ASSERT NOT EXISTS SCHEMA ID 77;",
+                              "subject": None, "id": 77, "exists": False, "warnings": []}
+            # A failed assertion: HTTP 417, ksqlDB's 41700.
+            r = await ksql(c, "ASSERT TOPIC nope TIMEOUT 200 MILLISECONDS;")
+            assert r.status_code == 417
+            assert r.json()["error_code"] == 41700 and r.json()["message"] == "Topic nope does not exist"
 
     with_node(tmp_path, test)
 

@@ -95,7 +95,7 @@ def test_shell_with_credentials_and_ca(secure_node, tmp_path):
     ok = subprocess.run([*base, "--user", "fred", "--password", "letmein", "-e",
                          "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', value_format='JSON', "
                          "partitions=1); INSERT INTO s (id, v) VALUES (1, 'one'); "
-                         "SELECT * FROM s EMIT CHANGES LIMIT 1;"],
+                         "SET 'auto.offset.reset'='earliest'; SELECT * FROM s EMIT CHANGES LIMIT 1;"],
                         capture_output=True, text=True, timeout=60, env={"HOME": str(tmp_path), "PATH": ""})
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "Stream created" in ok.stdout and "|one" in ok.stdout and "Limit Reached" in ok.stdout

@@ -91,6 +91,9 @@ def test_session_survives_ctrl_c_and_restart(terminals, tmp_path):
     assert "streamsql 0." in screen and "help" in screen  # the banner
 
     # A statement over two lines: Enter on an unfinished statement continues it.
+    # Queries read from the start of their topics (ksqlDB's default is the end: 'latest').
+    term.line("SET 'auto.offset.reset'='earliest';")
+    term.wait_for("Successfully changed local property")
     term.line("CREATE STREAM pageviews (user_id STRING KEY, page STRING, ms BIGINT)")
     term.line("  WITH (kafka_topic='pageviews', value_format='JSON', partitions=4);")
     term.wait_for("Stream created")
@@ -101,8 +104,6 @@ def test_session_survives_ctrl_c_and_restart(terminals, tmp_path):
     term.wait_for("Created query with ID CSAS_SLOW_")
 
     # Push query with LIMIT: rows on screen, then it ends by itself.
-    term.line("SET 'auto.offset.reset'='earliest';")
-    term.wait_for("Successfully changed local property")
     term.line("SELECT * FROM slow EMIT CHANGES LIMIT 1;")
     screen = term.wait_for("Limit Reached")
     assert "|u1" in screen and "/HOME" in screen

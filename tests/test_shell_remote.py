@@ -22,6 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 SCRIPT = """\
 -- a script of statements, run with RUN SCRIPT
+SET 'auto.offset.reset'='earliest';  -- the table counts the rows inserted before it
 CREATE STREAM pageviews (user_id STRING KEY, page STRING, ms BIGINT)
   WITH (kafka_topic='pageviews', value_format='JSON', partitions=2);
 INSERT INTO pageviews (user_id, page, ms) VALUES ('u1', '/home', 120);

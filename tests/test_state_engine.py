@@ -49,7 +49,7 @@ class Running:
 
     async def open(self) -> Engine:
         self.log = EmbeddedLog(self.path)
-        self.engine = Engine(self.log)
+        self.engine = Engine(self.log, {"auto.offset.reset": "earliest"})
         await self.engine.start()
         return self.engine
 
@@ -235,8 +235,15 @@ def test_output_fences_hold_back_records_past_the_last_commit() -> None:
     assert out == [] and len(waits) == 1 and seeks == [("t", 0, 5)]
     fences.advance("t", [7])
     assert waits[0].is_set()
-    out, _ = fences.cut([batch], lambda *a: seeks.append(a))
+    # The writer between batches: all of it is committed (records of other writers too).
+    assert fences.cut([batch], lambda *a: seeks.append(a))[0] == [batch]
+    # While it writes a batch, what follows its last commit is held back until the next.
+    fences.writing("t")
+    out, waits = fences.cut([batch], lambda *a: seeks.append(a))
     assert [b.offsets for b in out] == [[5, 6]] and seeks[-1] == ("t", 0, 7)
+    fences.advance("t", [9])
+    assert waits[0].is_set()
+    assert fences.cut([batch], lambda *a: seeks.append(a))[0] == [batch]
     fences.release("t")
     assert fences.cut([batch], lambda *a: seeks.append(a))[0] == [batch]
 
@@ -276,7 +283,7 @@ def test_repartition_records_are_deleted_once_the_aggregation_committed_them(tmp
     restart."""
     async def main() -> None:
         log = EmbeddedLog(tmp_path, segment_bytes=2000)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         await engine.execute(STREAM + "CREATE TABLE views AS SELECT page, COUNT(*) AS n FROM pv GROUP BY page;")
         [topic] = [t for t in await log.list_topics() if t.endswith("-repartition")]
@@ -291,7 +298,7 @@ def test_repartition_records_are_deleted_once_the_aggregation_committed_them(tmp
         await log.close()
         # Restarted, the aggregation goes on from its commits: nothing it needs was deleted.
         log = EmbeddedLog(tmp_path, segment_bytes=2000)
-        engine = Engine(log)
+        engine = Engine(log, {"auto.offset.reset": "earliest"})
         await engine.start()
         await _produce(log, "pv", [("u1", {"PAGE": "p0"}, 5000)])
         want = [("p0", 101)] + [(f"p{k}", 100) for k in range(1, 4)]

@@ -362,7 +362,7 @@ class Node:
 
     def __init__(self, kafka: Any, namespace: str | None = None, **config: Any) -> None:
         self.bootstrap = kafka.bootstrap_servers
-        self.config = {"ksql.service.id": "svc_" + uuid.uuid4().hex[:10], "linger.ms": 0, **config}
+        self.config = {"auto.offset.reset": "earliest", "ksql.service.id": "svc_" + uuid.uuid4().hex[:10], "linger.ms": 0, **config}
         self.namespace = namespace
         self.engine: Engine | None = None
 

@@ -1,19 +1,21 @@
 """Statement execution, split by statement family as ksqlDB splits its engine (its DDL
 commands, ``DdlCommandExec``, apart from the ``CustomExecutors`` of the other statements):
 
-- ``ddl``: CREATE STREAM/TABLE over a topic, DROP STREAM/TABLE, CREATE/DROP TYPE;
+- ``ddl``: CREATE STREAM/TABLE over a topic, DROP STREAM/TABLE, ALTER STREAM/TABLE,
+  CREATE/DROP TYPE, ALTER SYSTEM;
 - ``persistent``: CREATE ... AS SELECT, INSERT INTO ... SELECT, TERMINATE, PAUSE/RESUME, and
   building, running and stopping persistent queries;
 - ``inserts``: INSERT INTO ... VALUES;
 - ``push``: transient SELECTs, pull or push (EMIT CHANGES); ``pull`` answers pull queries;
 - ``listings``: SHOW/LIST, DESCRIBE, EXPLAIN, PRINT (over ``streamsql.describe``);
-- ``session``: SET/UNSET, DEFINE/UNDEFINE, RUN SCRIPT.
+- ``session``: SET/UNSET, DEFINE/UNDEFINE, RUN SCRIPT;
+- ``asserts``: ASSERT [NOT EXISTS] TOPIC/SCHEMA.
 
 ``HANDLERS`` maps each statement type to its handler, ``async def handler(engine, stmt,
 props, session, seq) -> Result``: ``props`` are the engine's config under the session's and
 the request's properties, ``seq`` the statement's command-log sequence when it is replayed
 from the log (None when a client sent it). Adding a statement is one handler and one line
-here; a statement type with no line (ALTER STREAM/TABLE) is refused as unsupported.
+here; a statement type with no line is refused as unsupported.
 ``streamsql.engine.Engine`` dispatches through the table and owns the state the
 handlers change (catalog, running queries, command log); the handlers reach it through the
 engine passed to them, and the modules import the engine only for type hints, so nothing
@@ -24,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from streamsql import ast
-from streamsql.exec import ddl, inserts, listings, persistent, push, session
+from streamsql.exec import asserts, ddl, inserts, listings, persistent, push, session
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.engine import Engine, Session
@@ -37,6 +39,8 @@ HANDLERS: dict[type[ast.Statement], Handler] = {
     # DDL: recorded in the command log, change the catalog.
     ast.CreateSource: ddl.create_source,
     ast.DropSource: ddl.drop_source,
+    ast.AlterSource: ddl.alter_source,
+    ast.AlterSystem: ddl.alter_system,
     ast.CreateType: ddl.create_type,
     ast.DropType: ddl.drop_type,
     # Persistent queries: recorded in the command log, start or stop queries.
@@ -55,6 +59,9 @@ HANDLERS: dict[type[ast.Statement], Handler] = {
     ast.DescribeFunction: listings.describe_function,
     ast.Explain: listings.explain,
     ast.PrintTopic: listings.print_topic,
+    # Check the outside world, change nothing.
+    ast.AssertTopic: asserts.assert_topic,
+    ast.AssertSchema: asserts.assert_schema,
     # Per-client state.
     ast.SetProperty: session.set_property,
     ast.UnsetProperty: session.unset_property,

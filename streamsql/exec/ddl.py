@@ -1,4 +1,5 @@
-"""DDL: CREATE STREAM/TABLE over a topic, DROP STREAM/TABLE, CREATE TYPE and DROP TYPE.
+"""DDL: CREATE STREAM/TABLE over a topic, DROP STREAM/TABLE, ALTER STREAM/TABLE, CREATE TYPE,
+DROP TYPE and ALTER SYSTEM.
 
 Each handler validates the statement, appends it to the command log
 (``Engine.record_command``) and only then changes the catalog, so a statement that fails
@@ -14,7 +15,11 @@ from streamsql import ast
 from streamsql.analyzer import analyze_create_source, resolve_type
 from streamsql.errors import KsqlException, KsqlStatementException
 from streamsql.results import Result
+from streamsql.schema import RESERVED_COLUMN_NAMES, Column, LogicalSchema
 from streamsql.schemaregistry.ksql import register_source_schemas
+
+# The properties no client may set (ksqlDB's DenyListPropertyValidator), nor ALTER SYSTEM.
+OVERRIDES_DENYLIST = "ksql.properties.overrides.denylist"
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.catalog import DataSource
@@ -122,6 +127,53 @@ async def drop_type(engine: Engine, stmt: ast.DropType, props: dict[str, Any],
     await engine.record_command(stmt, props, seq)
     del engine.catalog.types[stmt.name]
     return Result(stmt.text, "currentStatus", f"Dropped type '{stmt.name}'")
+
+
+async def alter_source(engine: Engine, stmt: ast.AlterSource, props: dict[str, Any],
+                       session: Session, seq: int | None) -> Result:
+    """ALTER STREAM|TABLE ... ADD COLUMN: new value columns at the end of the value schema
+    (ksqlDB's ``AlterSourceFactory`` and ``DdlCommandExec.executeAlterSource``). Running
+    queries keep the schema they were built with; later statements see the new columns."""
+    kind = stmt.kind.lower()
+    source = engine.catalog.source(stmt.name)
+    if source is not None and source.is_source:
+        raise KsqlStatementException(
+            f"Cannot alter {kind} '{stmt.name}': ALTER operations are not supported on source {kind}s.")
+    if source is None:
+        raise KsqlStatementException(f"Source {stmt.name} does not exist.")
+    if source.kind != stmt.kind:
+        raise KsqlStatementException(
+            f"Incompatible data source type is {source.kind}, but statement was ALTER {stmt.kind}")
+    if source.cas_target:
+        raise KsqlStatementException("ALTER command is not supported for CREATE ... AS statements.")
+    added: list[Column] = []
+    for el in stmt.columns:
+        if source.schema.find(el.name) is not None or any(c.name == el.name for c in added):
+            raise KsqlStatementException(
+                f"Cannot add column `{el.name}` to schema. A column with the same name already exists.")
+        if el.name in RESERVED_COLUMN_NAMES:
+            raise KsqlStatementException(
+                f"'{el.name}' is a reserved column name. You cannot use it as a name for a column.")
+        added.append(Column(el.name, resolve_type(el.type, engine.catalog), "VALUE"))
+    schema = LogicalSchema(source.schema.key, source.schema.value + tuple(added))
+    await engine.record_command(stmt, props, seq)
+    # As ksqlDB's ``KsqlStream.with``: the source's statement text keeps the ALTER too.
+    engine.catalog.sources[source.name] = replace(source, schema=schema, sql=f"{source.sql}\n{stmt.text}")
+    return Result(stmt.text, "currentStatus", f"Source {stmt.name} has been altered.")
+
+
+async def alter_system(engine: Engine, stmt: ast.AlterSystem, props: dict[str, Any],
+                       session: Session, seq: int | None) -> Result:
+    """ALTER SYSTEM 'name'='value': set a property for the whole cluster (ksqlDB's
+    ``AlterSystemProperty``). It goes through the command log, so every node applies it and a
+    restart keeps it; statements after it see the value unless a session overrides it. The
+    properties no client may override (``ksql.properties.overrides.denylist``) are refused."""
+    denied = {p.strip() for p in str(engine.config.get(OVERRIDES_DENYLIST) or "").split(",") if p.strip()}
+    if stmt.name in denied or stmt.name == OVERRIDES_DENYLIST:
+        raise KsqlStatementException(f"Cannot override property '{stmt.name}'")
+    await engine.record_command(stmt, props, seq)
+    engine.config[stmt.name] = stmt.value
+    return Result(stmt.text, "currentStatus", f"System property {stmt.name} was set to {stmt.value}.")
 
 
 def topic_config(properties: ast.Properties) -> dict[str, str] | None:

@@ -32,28 +32,7 @@ async def insert_values(engine: Engine, stmt: ast.InsertValues, props: dict[str,
             + _name_hint(engine, stmt.target))
     if target.is_source:
         raise KsqlStatementException(f"Cannot insert values into read-only {target.kind.lower()}: {target.name}")
-    writable = [c for c in target.schema.columns if c.namespace in ("KEY", "VALUE")]
-    columns = list(stmt.columns) or [c.name for c in writable]
-    if not stmt.columns and len(stmt.values) != len(writable):
-        raise KsqlStatementException(
-            f"Expected a value for each column. Expected Columns: {[c.name for c in writable]}. "
-            f"Got {list(stmt.values)}")
-    if len(columns) != len(stmt.values):
-        raise KsqlStatementException("Failed to prepare statement: Expected number columns and "
-                                     f"values to match: {len(columns)}, {len(stmt.values)}")
-    compiler = ExpressionCompiler(engine.registry, Scope())
-    values: dict[str, Any] = {}
-    rowtime = None
-    for name, expr in zip(columns, stmt.values):
-        if name == "ROWTIME":
-            rowtime = _insert_step(target, _eval_constant, compiler, expr)
-            continue
-        if name in ("ROWPARTITION", "ROWOFFSET"):  # pseudo columns the log assigns
-            raise KsqlStatementException(f"Inserting into column `{name}` is not allowed.")
-        col = target.schema.find(name)
-        if col is None:
-            raise KsqlStatementException(f"Column name {name} does not exist.")
-        values[name] = _insert_step(target, _coerce_value, compiler, expr, col.type, name)
+    values, rowtime = row_values(engine, target, stmt)
     key = tuple(values.get(c.name) for c in target.schema.key)
     value = tuple(values.get(c.name) for c in target.schema.value_format_columns)
     kb = _insert_step(target, engine.codec(target, "key").encode, key) \
@@ -69,6 +48,39 @@ async def insert_values(engine: Engine, stmt: ast.InsertValues, props: dict[str,
         raise WriteFailedError(f"Failed to insert values into '{target.name}'. "
                                f"{exc.strerror or exc}") from exc
     return Result(stmt.text, "currentStatus", None)
+
+
+def row_values(engine: Engine, target: DataSource, stmt: ast.InsertValues) -> tuple[dict[str, Any], int | None]:
+    """The values of INSERT VALUES by column name, coerced to the columns' types, and the
+    ROWTIME it gives (None if none); also what the test runner's ASSERT VALUES expects."""
+    writable = [c for c in target.schema.columns if c.namespace in ("KEY", "VALUE")]
+    columns = list(stmt.columns) or [c.name for c in writable]
+    if not stmt.columns and len(stmt.values) != len(writable):
+        raise KsqlStatementException(
+            f"Expected a value for each column. Expected Columns: {[c.name for c in writable]}. "
+            f"Got {list(stmt.values)}")
+    if len(columns) != len(stmt.values):
+        raise KsqlStatementException("Failed to prepare statement: Expected number columns and "
+                                     f"values to match: {len(columns)}, {len(stmt.values)}")
+    # Header columns are read from the record's headers; INSERT VALUES writes none.
+    headers = [n for n in columns if (c := target.schema.find(n)) is not None
+               and c.namespace in ("HEADER", "HEADERS")]
+    if headers:
+        raise KsqlStatementException(f"Cannot insert into HEADER columns: {', '.join(headers)}")
+    compiler = ExpressionCompiler(engine.registry, Scope())
+    values: dict[str, Any] = {}
+    rowtime = None
+    for name, expr in zip(columns, stmt.values):
+        if name == "ROWTIME":
+            rowtime = _insert_step(target, _eval_constant, compiler, expr)
+            continue
+        if name in ("ROWPARTITION", "ROWOFFSET"):  # pseudo columns the log assigns
+            raise KsqlStatementException(f"Inserting into column `{name}` is not allowed.")
+        col = target.schema.find(name)
+        if col is None:
+            raise KsqlStatementException(f"Column name {name} does not exist.")
+        values[name] = _insert_step(target, _coerce_value, compiler, expr, col.type, name)
+    return values, rowtime
 
 
 def _name_hint(engine: Engine, name: str) -> str:

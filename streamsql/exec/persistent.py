@@ -12,6 +12,8 @@ this module only changes it.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import shutil
 from dataclasses import replace
@@ -32,6 +34,8 @@ from streamsql.schemaregistry.ksql import register_source_schemas
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.engine import Engine, Session
+
+log = logging.getLogger(__name__)
 
 # A query's id names its internal topics, consumer groups and state directory: characters a
 # topic name may not have (spaces, '/', any non-ASCII) become '_' in the sink's name there.
@@ -70,8 +74,9 @@ async def create_as_select(engine: Engine, stmt: ast.CreateAsSelect, props: dict
     src_info = await engine.log.describe_topic(plan.source.topic)
     sink = sink_source(stmt, plan, props, src_info.partitions if src_info else 1,
                        src_info.replicas if src_info else 1)
-    if isinstance(plan, AggregatePlan):
-        w = plan.window
+    aggregation = _aggregation(plan)
+    if aggregation is not None:
+        w = aggregation.window
         sink = replace(sink, window=WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
                        if w is not None else None)
     prefix = "CSAS" if stmt.kind == "STREAM" else "CTAS"
@@ -90,6 +95,7 @@ async def create_as_select(engine: Engine, stmt: ast.CreateAsSelect, props: dict
             await _stop_query(engine, q.query_id)
     engine.catalog.sources[sink.name] = sink
     _run_query(engine, query_id, stmt.text, plan, sink, prefix, props, stages)
+    await _positions_taken(engine, query_id)
     return Result(stmt.text, "currentStatus",
                   f"Created query with ID {query_id}", query_id=query_id)
 
@@ -111,6 +117,9 @@ async def insert_into(engine: Engine, stmt: ast.InsertInto, props: dict[str, Any
     if plan.source.is_table:
         raise KsqlStatementException(
             f"INSERT INTO can only be used to insert into a stream. {target.name} is a table.")
+    if any(c.namespace in ("HEADER", "HEADERS") for c in target.schema.columns):
+        # A query's rows carry no headers to write (ksqlDB's rule, checked with the sink).
+        raise KsqlStatementException(f"Cannot insert into {target.name} because it has header columns")
     if [(c.name, c.type) for c in plan.schema.columns] != [(c.name, c.type) for c in target.schema.columns
                                                           if c.namespace in ("KEY", "VALUE")]:
         raise KsqlStatementException(
@@ -120,18 +129,13 @@ async def insert_into(engine: Engine, stmt: ast.InsertInto, props: dict[str, Any
     stages = await _build_stages(engine, query_id, plan, target, props)
     await engine.record_command(stmt, props, seq)
     _run_query(engine, query_id, stmt.text, plan, target, "INSERT", props, stages)
+    await _positions_taken(engine, query_id)
     return Result(stmt.text, "currentStatus", f"Created query with ID {query_id}", query_id=query_id)
 
 
 async def terminate_query(engine: Engine, stmt: ast.TerminateQuery, props: dict[str, Any],
                           session: Session, seq: int | None) -> Result:
-    if stmt.query_id is None:
-        ids = list(engine.catalog.queries)
-    else:
-        qid = stmt.query_id.upper()
-        if qid not in engine.catalog.queries:
-            raise KsqlStatementException(f"Unknown queryId: {stmt.query_id}")
-        ids = [qid]
+    ids = _query_ids(engine, stmt.query_id)
     await engine.record_command(stmt, props, seq)
     for qid in ids:
         await _stop_query(engine, qid)
@@ -139,9 +143,39 @@ async def terminate_query(engine: Engine, stmt: ast.TerminateQuery, props: dict[
     return Result(stmt.text, "currentStatus", "Query terminated.")
 
 
+def _query_ids(engine: Engine, query_id: str | None) -> list[str]:
+    """The persistent queries a TERMINATE/PAUSE/RESUME names: one, or ALL (``None``)."""
+    if query_id is None:
+        return list(engine.catalog.queries)
+    if query_id.upper() not in engine.catalog.queries:
+        raise KsqlStatementException(f"Unknown queryId: {query_id}")
+    return [query_id.upper()]
+
+
 async def pause_resume_query(engine: Engine, stmt: ast.PauseResumeQuery, props: dict[str, Any],
                              session: Session, seq: int | None) -> Result:
-    raise KsqlStatementException(f"{stmt.action} is not supported yet.")
+    """PAUSE stops a query's processing and RESUME takes it up again where it stopped: its
+    runners keep their partitions, positions and state meanwhile (``StageRunner.halt``;
+    the test driver's subscriptions are dropped). SHOW QUERIES and DESCRIBE say PAUSED in
+    between. Through the command log, so every node and a restart see it."""
+    ids = _query_ids(engine, stmt.query_id)
+    await engine.record_command(stmt, props, seq)
+    pause = stmt.action == "PAUSE"
+    for qid in ids:
+        info = engine.catalog.queries[qid]
+        query = engine.queries.get(qid)
+        if query is None or (info.state == "PAUSED") == pause:
+            continue
+        info.state = "PAUSED" if pause else "RUNNING"
+        for runner in engine.runners.get(qid, []):
+            runner.halt(pause)
+        for stage in query.stages:
+            subs = engine.subscribers.setdefault(stage.source_topic, [])
+            if pause and stage in subs:
+                subs.remove(stage)
+            elif not pause and stage not in subs:
+                subs.append(stage)
+    return Result(stmt.text, "currentStatus", "Query paused." if pause else "Query resumed.")
 
 
 # ------------------------------------------------------------------------ source tables
@@ -195,6 +229,19 @@ def _check_internal_names(engine: Engine, query_id: str, sink: str) -> None:
 
 
 # ------------------------------------------------------------------------------ running
+async def _positions_taken(engine: Engine, query_id: str, timeout: float = 10.0) -> None:
+    """Wait until the new query's stages reading from 'latest' have taken their sources'
+    end offsets: records written once the statement has answered are the query's."""
+    runners = [r for r in engine.runners.get(query_id, [])
+               if r.reset == "latest" and r not in engine.deferred_runners]
+    if not runners:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in runners)), timeout)
+    except asyncio.TimeoutError:
+        log.warning("query %s: no assignment of its sources after %.0f s", query_id, timeout)
+
+
 def _run_query(engine: Engine, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
                props: dict[str, Any], stages: list[Stage]) -> None:
     query = PersistentQuery(query_id, plan.source, sink, stages)
@@ -260,7 +307,10 @@ def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> l
                                group_positions=engine.distributed,
                                state_log=txn.log if txn is not None else None)
         placement = _placement(engine, props, stage, tasks) if engine.distributed else None
-        reset = str(props.get("auto.offset.reset", "earliest")) if i == 0 else "earliest"
+        # Stages reading the query's sources start where auto.offset.reset says (both sides
+        # of a join); those reading its internal topics read all of them.
+        internal = stage.source_topic.startswith(base + "-")
+        reset = "earliest" if internal else str(props.get("auto.offset.reset", "latest"))
         runners.append(StageRunner(stage, group, engine.log, reset,
                                    after_batch=engine.flush_processing_log, tasks=tasks,
                                    fences=engine.fences, transaction=txn, idle_ms=idle_ms,
@@ -287,13 +337,23 @@ def _placement(engine: Engine, props: dict[str, Any], stage: Stage, tasks: Any) 
 
 
 # ----------------------------------------------------------------------------- building
+def _aggregation(plan: QueryPlan) -> AggregatePlan | None:
+    """The aggregation a query runs: its own, or the one over its join (GROUP BY over a join)."""
+    if isinstance(plan, AggregatePlan):
+        return plan
+    if isinstance(plan, JoinPlan):
+        return plan.then
+    return None
+
+
 async def _build_stages(engine: Engine, query_id: str, plan: QueryPlan, sink: DataSource,
                         props: dict[str, Any]) -> list[Stage]:
     retention = None
-    if isinstance(plan, AggregatePlan):
+    aggregation = _aggregation(plan)
+    if aggregation is not None:
         from streamsql.runtime.aggregate import window_retention
 
-        retention = window_retention(plan)  # refuses a RETENTION shorter than size + grace
+        retention = window_retention(aggregation)  # refuses a RETENTION shorter than size + grace
     stages = await _build_plain_stages(engine, query_id, plan, sink, props)
     if sink.is_table:
         # Tables made by a query are materialized: pull queries read them. A windowed
@@ -301,7 +361,7 @@ async def _build_stages(engine: Engine, query_id: str, plan: QueryPlan, sink: Da
         if retention is None:
             store = engine.new_store(query_id, "materialized", "table")
         else:
-            kind = "session-table" if plan.window.kind == "SESSION" else "window-table"
+            kind = "session-table" if aggregation.window.kind == "SESSION" else "window-table"
             store = engine.new_store(query_id, "materialized", kind, retention_ms=retention)
         stages[-1] = MaterializingStage(stages[-1], store)
     return stages

@@ -3,8 +3,7 @@
 stream to the client as records arrive, from the start of the source's topic or its end
 (``auto.offset.reset``), until its LIMIT or until the client goes. Push queries keep no
 state, but for an aggregation (GROUP BY, or aggregates alone): that one is a real topology
-with its own state, a ``TransientQuery`` (see there). Joins are refused (create them with
-CREATE ... AS SELECT and query the result). With ``ksql.query.push.v2.enabled``, a plain
+with its own state, a ``TransientQuery`` (see there); so is a join. With ``ksql.query.push.v2.enabled``, a plain
 projection/filter from 'latest' over what a persistent query writes is a scalable push query
 (``ScalablePushQuery``): a subscriber on that query's runner, not a reader of the topic.
 """
@@ -39,35 +38,33 @@ async def query_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[
     plan = engine.analyzer(props).analyze(query, None, persistent=False)
     # A push query's columns come in SELECT order (ksqlDB's), its rows likewise.
     columns = tuple(c.name for c in select_columns(plan))
-    if isinstance(plan, JoinPlan):
-        raise KsqlStatementException(
-            "Push queries with JOIN are not supported yet: create the join with "
-            "CREATE STREAM/TABLE ... AS SELECT and query it.")
-    # The engine's default is 'earliest' (a session may SET 'auto.offset.reset'='latest').
-    reset = str(props.get("auto.offset.reset", "earliest"))
+    # The engine's default is 'latest', as ksqlDB's (a session may SET it to 'earliest').
+    reset = str(props.get("auto.offset.reset", "latest"))
     runner = _scalable_runner(engine, plan, query, props, reset)
     if runner is not None:
         scalable = ScalablePushQuery(engine, plan, runner, query.limit)
         return Result(stmt.text, "stream", columns=columns, stream=scalable,
                       query_id=scalable.query_id)
-    if isinstance(plan, AggregatePlan):
-        transient = await start_transient_aggregate(engine, plan, stmt.text, props, reset, query.limit)
+    if isinstance(plan, (AggregatePlan, JoinPlan)):
+        transient = await start_transient_query(engine, plan, stmt.text, props, reset, query.limit)
         return Result(stmt.text, "stream", columns=columns, stream=transient,
                       query_id=transient.query_id)
+    # Its positions are taken now, before the client hears of the query: records written
+    # once it has answered are seen.
+    topic = plan.source.topic
+    positions = await (engine.log.begin_offsets(topic) if reset == "earliest"
+                       else engine.log.end_offsets(topic))
     return Result(stmt.text, "stream", columns=columns,
-                  stream=_push_query(engine, plan, reset, query.limit))
+                  stream=_push_query(engine, plan, positions, query.limit))
 
 
-async def _push_query(engine: Engine, plan: QueryPlan, reset: str, limit: int | None) -> AsyncIterator[tuple]:
+async def _push_query(engine: Engine, plan: QueryPlan, positions: list[int],
+                      limit: int | None) -> AsyncIterator[tuple]:
     pipeline = build_pipeline(plan, engine.registry, engine.codec(plan.source, "key"),
                               engine.codec(plan.source, "value"), None, None,
                               engine._processing_logger("transient"), rows=True, push=True,
                               timestamp_parser=engine._timestamp_parser(plan.source))
     topic = plan.source.topic
-    if reset == "earliest":
-        positions = await engine.log.begin_offsets(topic)
-    else:
-        positions = await engine.log.end_offsets(topic)
     out = Outputs()
     emitted = 0
     while True:
@@ -232,61 +229,78 @@ class ScalablePushQuery:
         self.wakeup.set()
 
 
-# ================================================================ transient aggregations
+# ================================================================ transient topologies
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-async def start_transient_aggregate(engine: Engine, plan: AggregatePlan, sql: str,
-                                    props: dict[str, Any], reset: str,
-                                    limit: int | None) -> "TransientQuery":
-    """Build and start a push aggregation: the stages a CREATE TABLE AS SELECT of ``plan``
-    would run (``build_aggregate_stages``: group-by into a repartition topic, aggregate),
-    under a transient query id, with in-memory state (``Engine.new_store``); the table's
-    changes, instead of going to a sink topic, are decoded by a push pipeline into rows
-    (SELECT order, tombstones for HAVING's retractions) for the client. Whatever ends the
-    query (``TransientQuery.aclose``) stops its runners and deletes its internal topics and
-    consumer groups."""
+async def start_transient_query(engine: Engine, plan: AggregatePlan | JoinPlan, sql: str,
+                                props: dict[str, Any], reset: str,
+                                limit: int | None) -> "TransientQuery":
+    """Build and start a push aggregation or join: the stages a CREATE ... AS SELECT of
+    ``plan`` would run (``build_aggregate_stages``: group-by into a repartition topic,
+    aggregate; ``build_join_stages``: re-keys, join), under a transient query id, with
+    in-memory state (``Engine.new_store``); the result's records, instead of going to a
+    sink topic, are decoded by a push pipeline into rows (SELECT order, tombstones for a
+    table's deletes) for the client. Whatever ends the query (``TransientQuery.aclose``)
+    stops its runners and deletes its internal topics and consumer groups."""
     from streamsql.catalog import DataSource, FormatInfo, WindowInfo
     from streamsql.formats.base import FormatOptions
-    from streamsql.runtime.aggregate import build_aggregate_stages
     from streamsql.runtime.query import StageRunner
 
     query_id = f"transient_{_UNSAFE.sub('_', plan.source.name)[:60]}_{random.getrandbits(62)}"
     base = engine.internal_name(query_id)
-    w = plan.window
-    # The table the aggregation writes, never created as a topic: its records are decoded
-    # where they are made (the JSON codecs of internal topics: any SQL type round-trips).
+    aggregation = plan if isinstance(plan, AggregatePlan) else plan.then  # (GROUP BY over a join)
+    if aggregation is not None:
+        w = aggregation.window
+        window = WindowInfo(w.kind, w.size if w.kind != "SESSION" else None) if w is not None else None
+        kind = "TABLE"
+    else:  # a join of windowed sources is keyed by its left side's window
+        window = plan.source.window
+        kind = "TABLE" if plan.produces_table else "STREAM"
+    # The result, never created as a topic: its records are decoded where they are made
+    # (the JSON codecs of internal topics: any SQL type round-trips).
     sink = DataSource(
-        name=query_id, kind="TABLE", schema=plan.schema, topic=f"{base}-transient-sink",
+        name=query_id, kind=kind, schema=plan.schema, topic=f"{base}-transient-sink",
         key_format=FormatInfo("JSON", FormatOptions()),
-        value_format=FormatInfo("JSON", FormatOptions(wrap_single_value=True)),
-        window=(WindowInfo(w.kind, w.size if w.kind != "SESSION" else None)
-                if w is not None else None))
+        value_format=FormatInfo("JSON", FormatOptions(wrap_single_value=True)), window=window)
     transient = TransientQuery(engine, query_id, sql, sink.topic, limit)
     engine.transient_queries[query_id] = transient  # (its stores are in memory from here)
     try:
-        stages = await build_aggregate_stages(engine, query_id, plan, sink, props)
+        if isinstance(plan, AggregatePlan):
+            from streamsql.runtime.aggregate import build_aggregate_stages
+
+            stages = await build_aggregate_stages(engine, query_id, plan, sink, props)
+        else:
+            from streamsql.runtime.join import build_join_stages
+
+            stages = await build_join_stages(engine, query_id, plan, sink, props)
         out_plan = QueryPlan(sink, sink.name, None, _columns(sink.schema.key),
                              _columns(sink.schema.value), sink.schema, projection=plan.projection)
         rows = build_pipeline(out_plan, engine.registry, engine.codec(sink, "key"),
                               engine.codec(sink, "value"), None, None,
                               engine._processing_logger(query_id), rows=True, push=True)
         stages[-1] = _RowsStage(stages[-1], rows, transient.queue)
+        internal = base + "-"
         for i, stage in enumerate(stages):
             group = base + (f"_{i}" if i else "")
             transient.groups.append(group)
+            # Stages reading the query's sources start where the client asked; those
+            # reading its internal topics read all of them.
+            own = stage.source_topic.startswith(internal)
             transient.runners.append(StageRunner(
-                stage, group, engine.log, reset if i == 0 else "earliest",
+                stage, group, engine.log, "earliest" if own else reset,
                 after_batch=engine.flush_processing_log))
         for runner in transient.runners:
             runner.start()
-        # The source's position is taken (its end, for 'latest') before the client hears
-        # of the query: records written after its header are seen.
+        # The sources' positions are taken (their ends, for 'latest') before the client
+        # hears of the query: records written after its header are seen.
         try:
-            await asyncio.wait_for(transient.runners[0].ready.wait(), 10)
+            await asyncio.wait_for(asyncio.gather(*(
+                r.ready.wait() for r in transient.runners
+                if not r.stage.source_topic.startswith(internal))), 10)
         except asyncio.TimeoutError:
-            log.warning("transient query %s: no assignment of its source yet", query_id)
+            log.warning("transient query %s: no assignment of its sources yet", query_id)
     except BaseException:
         await transient.aclose()
         raise
@@ -333,7 +347,7 @@ class _RowsStage:
 
 @dataclass(eq=False)
 class TransientQuery:
-    """A running push aggregation: an async iterator of its rows (up to its LIMIT) whose
+    """A running push aggregation or join: an async iterator of its rows (up to its LIMIT) whose
     ``aclose`` (at the LIMIT, when the client goes, at engine close; safe to call more than
     once, and before the first row) stops its runners and deletes its internal topics and
     consumer groups."""

@@ -297,13 +297,20 @@ def _array_coercer(t: ArrayType) -> Coercer:
 
 
 def _map_coercer(t: MapType) -> Coercer:
+    from streamsql.functions.collections import java_hash_order, java_string_hash, table_size_for
+
     value = coercer(t.value)
     required = str(t)
 
     def coerce(v: Any) -> dict:
         if v.__class__ is not dict:
             raise _cant_convert(v, required)
-        return {k: (None if x is None else value(x)) for k, x in v.items()}
+        out = {k: (None if x is None else value(x)) for k, x in v.items()}
+        if len(out) < 2:
+            return out
+        # ksqlDB reads a JSON object into ``new HashMap<>(size)``: functions that walk the
+        # map (REDUCE, MAP_KEYS...) see that map's iteration order, not the text's.
+        return java_hash_order(out, java_string_hash, table_size_for(len(out)))
     return coerce
 
 

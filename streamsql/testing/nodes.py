@@ -29,7 +29,10 @@ class Node:
         self.service_id = service_id
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = {"streamsql.node.name": name, **(config or {})}
+        # Queries read their topics from the start (ksqlDB's test harness does so too): a
+        # cluster test's records are not lost to a partition's first owner resetting to the
+        # end while another node had it.
+        self.config = {"streamsql.node.name": name, "auto.offset.reset": "earliest", **(config or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 

@@ -34,6 +34,9 @@ SERVER_CONFIG: dict[str, str] = {
     "ksql.query.pull.table.scan.enabled": "true",
     "ksql.query.push.v2.enabled": "true",
     "ksql.headers.columns.enabled": "true",
+    # Its cases' queries read their inputs from the start (those of scalable push queries
+    # ask for 'latest' themselves).
+    "auto.offset.reset": "earliest",
 }
 QUERY_TIMEOUT = 30.0          # a query still streaming after this long is closed
 CATCH_UP_TIMEOUT = 10.0       # how long to wait for persistent queries to process inputs

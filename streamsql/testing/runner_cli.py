@@ -8,6 +8,9 @@ expected and actual records, and exit 1.
 QTT mode (``--qtt CASES.json --results RESULTS.json``): run every case of the file (expanded
 per format) and write ``{"results": [{"name", "error", "outputs"}]}`` without comparing.
 
+SQL test mode (``--sql-tests FILE.sql|DIR``): ksqlDB's SQL test files, with their ASSERT
+VALUES / ASSERT NULL VALUES / ASSERT STREAM|TABLE statements (``streamsql.testing.sqltests``).
+
 REST mode (``--rest CASES.json --results RESULTS.json [--processes N]``): run every case of a
 REST query-validation file through the HTTP server, each on a fresh server of its own, and
 write ``{"results": [{"name", "error", "responses", "outputs"}]}`` without comparing (see
@@ -121,6 +124,10 @@ def run_rest(cases_file: str, results_file: str, out: TextIO, processes: int = 1
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch on the parsed ``test-runner`` arguments."""
+    if getattr(args, "sql_tests", None):
+        from streamsql.testing.sqltests import run_sql_tests
+
+        return run_sql_tests(args.sql_tests, sys.stdout)
     if getattr(args, "rest", None):
         if not args.results:
             print("--rest needs --results RESULTS.json", file=sys.stderr)
@@ -134,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.sql_file or not args.output_file:
         print("usage: streamsql test-runner -s statements.sql -i input.json -o output.json\n"
               "       streamsql test-runner --qtt CASES.json --results RESULTS.json\n"
-              "       streamsql test-runner --rest CASES.json --results RESULTS.json", file=sys.stderr)
+              "       streamsql test-runner --rest CASES.json --results RESULTS.json\n"
+              "       streamsql test-runner --sql-tests FILE.sql|DIR", file=sys.stderr)
         return 2
     return run_ksql_test(args.sql_file, args.input_file, args.output_file, sys.stdout)
