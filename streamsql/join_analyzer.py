@@ -125,6 +125,17 @@ class JoinPlan:
         return self.then is not None or self.kind in ("TABLE_TABLE", "FOREIGN_KEY")
 
 
+def star_targets(item: ast.AllColumns, aliases: dict, cols_by_alias: dict) -> list[str]:
+    """The aliases of the sources a ``*`` or ``X.*`` of a join's SELECT expands."""
+    if item.source is None:
+        return list(cols_by_alias)
+    found = item.source if item.source in aliases else next(
+        (a for a, n in aliases.items() if n == item.source), None)
+    if found is None:
+        raise KsqlStatementException(f"'{item.source}' is not a valid stream/table name or alias.")
+    return [found]
+
+
 def joined_scope(left: JoinSide, right: JoinSide, key_type: SqlType | None,
                  source_names: tuple[tuple[str, str], ...] = ()) -> Scope:
     """Qualified columns of both sides as locals ``l{i}`` / ``r{i}``, and ROWKEY as ``jk``."""
@@ -492,15 +503,7 @@ def _final_step(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: str | No
     items: list[tuple[str | None, e.Expression, e.Expression]] = []
     for item in query.select:
         if isinstance(item, ast.AllColumns):
-            if item.source is None:
-                targets = list(cols_by_alias)
-            else:
-                src = item.source if item.source in aliases else next(
-                    (a for a, n in aliases.items() if n == item.source), None)
-                if src is None:
-                    raise KsqlStatementException(f"'{item.source}' is not a valid stream/table name or alias.")
-                targets = [src]
-            for t in targets:
+            for t in star_targets(item, aliases, cols_by_alias):
                 for col in cols_by_alias.get(t, ()):
                     ref = e.ColumnRef(col.name, t)
                     # Columns expanded from a star are always named ALIAS_COL.

@@ -25,7 +25,7 @@ from streamsql import ast
 from streamsql import expressions as e
 from streamsql.catalog import DataSource
 from streamsql.errors import KsqlStatementException
-from streamsql.join_analyzer import _INTERNAL, SYNTHETIC_KEY, JoinPlan, JoinSide
+from streamsql.join_analyzer import _INTERNAL, SYNTHETIC_KEY, JoinPlan, JoinSide, star_targets
 from streamsql.schema import PSEUDO_COLUMNS, Column, LogicalSchema
 from streamsql.types import SqlType
 
@@ -93,14 +93,7 @@ def analyze_post_join(analyzer: "QueryAnalyzer", query: ast.Query, sink_name: st
     items: list[ast.SelectItem] = []
     for item in query.select:
         if isinstance(item, ast.AllColumns):
-            if item.source is None:
-                targets = list(cols_by_alias)
-            else:
-                found = item.source if item.source in aliases else next(
-                    (a for a, n in aliases.items() if n == item.source), None)
-                if found is None:
-                    raise KsqlStatementException(f"'{item.source}' is not a valid stream/table name or alias.")
-                targets = [found]
+            targets = star_targets(item, aliases, cols_by_alias)
             if partition_by:
                 # As for a single source, PARTITION BY expressions that are not columns join
                 # the star's columns.

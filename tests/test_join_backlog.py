@@ -71,12 +71,14 @@ async def _sink(log: Log, topic: str) -> list[tuple[str, dict | None, int]]:
 
 @pytest.fixture(params=["embedded", "kafka-at_least_once", "kafka-exactly_once_v2"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], tuple[Log, dict]]:
-    """Makes the log the engine runs on, with the engine's config."""
+    """Makes the log the engine runs on, with the engine's config (the queries join the
+    backlog written before them: from the topics' start)."""
     if request.param == "embedded":
-        return lambda: (EmbeddedLog(tmp_path / "data"), {})
+        return lambda: (EmbeddedLog(tmp_path / "data"), {"auto.offset.reset": "earliest"})
     kafka = request.getfixturevalue("kafka")
     namespace = request.getfixturevalue("unique_topic")() + "-"
-    config = {"auto.offset.reset": "earliest", "processing.guarantee": request.param.split("-", 1)[1], "linger.ms": 1}
+    config = {"auto.offset.reset": "earliest", "processing.guarantee": request.param.split("-", 1)[1],
+              "linger.ms": 1}
     return lambda: (PrefixedLog(KafkaLog(kafka.bootstrap_servers, config), namespace), config)
 
 
@@ -100,7 +102,7 @@ def _run(backend: Callable[[], tuple[Log, dict]], tmp_path: Path, setup: str,
 
 
 def _embedded(tmp_path: Path) -> Callable[[], tuple[Log, dict[str, Any]]]:
-    return lambda: (EmbeddedLog(tmp_path / "data"), {})
+    return lambda: (EmbeddedLog(tmp_path / "data"), {"auto.offset.reset": "earliest"})
 
 
 TABLE_AND_STREAM = (
