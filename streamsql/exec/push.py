@@ -1,11 +1,12 @@
 """Transient queries: a SELECT statement is a pull query (answered once from a table's state,
 ``streamsql.exec.pull``) unless it says EMIT CHANGES, which makes it a push query: rows
 stream to the client as records arrive, from the start of the source's topic or its end
-(``auto.offset.reset``), until its LIMIT or until the client goes. Push queries keep no
-state, but for an aggregation (GROUP BY, or aggregates alone): that one is a real topology
-with its own state, a ``TransientQuery`` (see there); so is a join. With ``ksql.query.push.v2.enabled``, a plain
-projection/filter from 'latest' over what a persistent query writes is a scalable push query
-(``ScalablePushQuery``): a subscriber on that query's runner, not a reader of the topic.
+(``auto.offset.reset``, 'latest' by default), until its LIMIT or until the client goes.
+Push queries keep no state, but for an aggregation (GROUP BY, or aggregates alone) and a
+join: those are real topologies with their own state, ``TransientQuery`` (see there). With
+``ksql.query.push.v2.enabled``, a plain projection/filter from 'latest' over what a
+persistent query writes is a scalable push query (``ScalablePushQuery``): a subscriber on
+that query's runner, not a reader of the topic.
 """
 from __future__ import annotations
 
