@@ -105,7 +105,7 @@ def parse_timestamp(s: str) -> int:
         text = text.replace(" ", "T", 1)
         # Hour 24 (with nothing after it but zeros) is the next day's midnight, as Java's
         # resolver reads it ('2020-02-24T24' is a day's end in ksqlDB's window bounds).
-        end_of_day = _END_OF_DAY.search(text)
+        end_of_day = _END_OF_DAY.search(text) if "T24" in text else None
         if end_of_day is not None:
             text = text[:end_of_day.start()] + "T00" + text[end_of_day.end():]
         dt = _dt.datetime.fromisoformat(text)

@@ -283,3 +283,17 @@ def test_epoch_conversions() -> None:
     assert call("FROM_UNIXTIME", [B], 100, returns=TS) == 100
     assert call("FROM_UNIXTIME", [B], None) is None
     assert call("FROM_DAYS", [I], 18993, returns=D) == 18993
+
+
+def test_timestamp_text_with_hour_24_and_partial_dates() -> None:
+    """Text compared with or cast to a TIMESTAMP, as ksqlDB completes it: hour 24 is the next
+    day's midnight (what a window bound like '2020-02-24T24' means), a year or a month alone
+    is its first day; anything else past 23 is still an error."""
+    from streamsql import casts
+
+    assert casts.parse_timestamp("2020-02-24T24") == casts.parse_timestamp("2020-02-25T00:00")
+    assert casts.parse_timestamp("2020-02-24T24:00:00+01:00") == casts.parse_timestamp("2020-02-24T23:00Z")
+    assert casts.parse_timestamp("2017") == casts.parse_timestamp("2017-01-01T00:00")
+    assert casts.parse_timestamp("2017-11") == casts.parse_timestamp("2017-11-01T00:00")
+    with pytest.raises(ValueError):
+        casts.parse_timestamp("2020-02-24T24:30")

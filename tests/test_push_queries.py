@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from streamsql.engine import Engine
+from streamsql.errors import KsqlStatementException
 from streamsql.results import Tombstone
 from streamsql.runtime.log.base import ProducerRecord
 from streamsql.runtime.log.embedded import EmbeddedLog
@@ -82,6 +83,20 @@ def test_queries_read_from_latest_by_default(tmp_path: Path) -> None:
             result = (await engine.execute("SELECT k, id FROM s EMIT CHANGES LIMIT 3;",
                                            {"ksql.streams.auto.offset.reset": "earliest"}))[-1]
             assert sorted(await asyncio.wait_for(_collect(result.stream), 10)) == [(1, 1), (2, 2), (3, 3)]
+        finally:
+            await _close(log, engine)
+
+    asyncio.run(main())
+
+
+def test_push_query_on_a_stream_whose_topic_is_gone_is_an_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        log, engine = await _open(tmp_path)
+        try:
+            await engine.execute(STREAM)
+            await log.delete_topic("s")
+            with pytest.raises(KsqlStatementException, match="Kafka topic does not exist: s"):
+                await engine.execute("SELECT * FROM s EMIT CHANGES;")
         finally:
             await _close(log, engine)
 

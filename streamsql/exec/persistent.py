@@ -229,17 +229,28 @@ def _check_internal_names(engine: Engine, query_id: str, sink: str) -> None:
 
 
 # ------------------------------------------------------------------------------ running
-async def _positions_taken(engine: Engine, query_id: str, timeout: float = 10.0) -> None:
-    """Wait until the new query's stages reading from 'latest' have taken their sources'
-    end offsets: records written once the statement has answered are the query's."""
-    runners = [r for r in engine.runners.get(query_id, [])
-               if r.reset == "latest" and r not in engine.deferred_runners]
-    if not runners:
+def start_reset(stage: Stage, base: str, reset: str) -> str:
+    """Where a stage of query ``base`` (its internal name) starts reading with no committed
+    offsets: the query's sources where ``reset`` (auto.offset.reset) says, both sides of a
+    join alike; its internal topics from their start."""
+    return "earliest" if stage.source_topic.startswith(base + "-") else reset
+
+
+async def positions_taken(runners: list[StageRunner], query_id: str, timeout: float = 10.0) -> None:
+    """Wait until those of a new query's ``runners`` reading from 'latest' have taken their
+    sources' end offsets: records written once the statement has answered are the query's."""
+    latest = [r for r in runners if r.reset == "latest"]
+    if not latest:
         return
     try:
-        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in runners)), timeout)
+        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in latest)), timeout)
     except asyncio.TimeoutError:
         log.warning("query %s: no assignment of its sources after %.0f s", query_id, timeout)
+
+
+async def _positions_taken(engine: Engine, query_id: str) -> None:
+    await positions_taken([r for r in engine.runners.get(query_id, [])
+                           if r not in engine.deferred_runners], query_id)
 
 
 def _run_query(engine: Engine, query_id: str, sql: str, plan: QueryPlan, sink: DataSource, kind: str,
@@ -307,10 +318,7 @@ def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> l
                                group_positions=engine.distributed,
                                state_log=txn.log if txn is not None else None)
         placement = _placement(engine, props, stage, tasks) if engine.distributed else None
-        # Stages reading the query's sources start where auto.offset.reset says (both sides
-        # of a join); those reading its internal topics read all of them.
-        internal = stage.source_topic.startswith(base + "-")
-        reset = "earliest" if internal else str(props.get("auto.offset.reset", "latest"))
+        reset = start_reset(stage, base, str(props.get("auto.offset.reset", "latest")))
         runners.append(StageRunner(stage, group, engine.log, reset,
                                    after_batch=engine.flush_processing_log, tasks=tasks,
                                    fences=engine.fences, transaction=txn, idle_ms=idle_ms,

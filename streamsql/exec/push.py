@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from streamsql import ast
 from streamsql.analyzer import AggregatePlan, QueryPlan, select_columns
 from streamsql.errors import KsqlStatementException
+from streamsql.exec.persistent import positions_taken, start_reset
 from streamsql.exec.pull import pull_statement
 from streamsql.join_analyzer import JoinPlan
 from streamsql.results import Result
@@ -53,8 +54,11 @@ async def query_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[
     # Its positions are taken now, before the client hears of the query: records written
     # once it has answered are seen.
     topic = plan.source.topic
-    positions = await (engine.log.begin_offsets(topic) if reset == "earliest"
-                       else engine.log.end_offsets(topic))
+    try:
+        positions = await (engine.log.begin_offsets(topic) if reset == "earliest"
+                           else engine.log.end_offsets(topic))
+    except UnknownTopicError:  # deleted under the stream (ksqlDB's text)
+        raise KsqlStatementException(f"Kafka topic does not exist: {topic}") from None
     return Result(stmt.text, "stream", columns=columns,
                   stream=_push_query(engine, plan, positions, query.limit))
 
@@ -282,26 +286,16 @@ async def start_transient_query(engine: Engine, plan: AggregatePlan | JoinPlan, 
                               engine.codec(sink, "value"), None, None,
                               engine._processing_logger(query_id), rows=True, push=True)
         stages[-1] = _RowsStage(stages[-1], rows, transient.queue)
-        internal = base + "-"
         for i, stage in enumerate(stages):
             group = base + (f"_{i}" if i else "")
             transient.groups.append(group)
-            # Stages reading the query's sources start where the client asked; those
-            # reading its internal topics read all of them.
-            own = stage.source_topic.startswith(internal)
             transient.runners.append(StageRunner(
-                stage, group, engine.log, "earliest" if own else reset,
+                stage, group, engine.log, start_reset(stage, base, reset),
                 after_batch=engine.flush_processing_log))
         for runner in transient.runners:
             runner.start()
-        # The sources' positions are taken (their ends, for 'latest') before the client
-        # hears of the query: records written after its header are seen.
-        try:
-            await asyncio.wait_for(asyncio.gather(*(
-                r.ready.wait() for r in transient.runners
-                if not r.stage.source_topic.startswith(internal))), 10)
-        except asyncio.TimeoutError:
-            log.warning("transient query %s: no assignment of its sources yet", query_id)
+        # (Before the client hears of the query: records written after its header are seen.)
+        await positions_taken(transient.runners, query_id)
     except BaseException:
         await transient.aclose()
         raise
