@@ -1,0 +1,1 @@
+"""streamsql.runtime.connect: connectors, as Kafka Connect runs them (``api``), on the Log."""
