@@ -17,7 +17,9 @@ between; the GIL hands the HTTP thread the interpreter at least every switch int
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import threading
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
@@ -26,6 +28,12 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Read ahead of the handler: a statement or query request fits; a larger body (an insert
+# stream) is read by the handler as it goes, so memory stays bounded.
+_PREREAD_BYTES = 64 * 1024
+# Answer bytes queued for the HTTP loop before the handler waits for the client to read.
+_OUTBOX_BYTES = 32 * 1024
 
 
 async def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
@@ -59,14 +67,30 @@ class LoopBridge:
             await self.app(scope, receive, send)
             return
         here = asyncio.get_running_loop()
+        early = await _preread(scope, receive)
 
         async def receive_here() -> dict[str, Any]:
+            if early:
+                return early.popleft()
             return await run_on(here, receive())
 
-        async def send_here(message: dict[str, Any]) -> None:
-            await run_on(here, send(message))
+        outbox = _Outbox(here, self.engine_loop, send)
 
-        await run_on(self.engine_loop, self.app(scope, receive_here, send_here))
+        async def handle() -> None:
+            error: BaseException | None = None
+            try:
+                await self.app(scope, receive_here, outbox.put)
+            except BaseException as exc:  # noqa: BLE001 - carried to the HTTP loop by close()
+                error = exc
+            outbox.close(error)
+
+        # The handler's end travels with its answer (close() above): no hop of its own.
+        future = asyncio.run_coroutine_threadsafe(handle(), self.engine_loop)
+        try:
+            await outbox.closed()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -79,3 +103,125 @@ class LoopBridge:
                         self.engine_loop.call_soon_threadsafe(self.on_shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _preread(scope: Scope, receive: Receive) -> collections.deque[dict[str, Any]]:
+    """The request's body messages, when it declares a length of at most ``_PREREAD_BYTES``
+    (so they are on their way now: a body of unknown length may be a stream the client
+    feeds slowly, such as an insert stream, and is left to the handler)."""
+    early: collections.deque[dict[str, Any]] = collections.deque()
+    if scope.get("type") != "http":
+        return early
+    length = next((value for name, value in scope.get("headers", ()) if name == b"content-length"), None)
+    if length is None or not length.isdigit() or int(length) > _PREREAD_BYTES:
+        return early
+    while True:
+        message = await receive()
+        early.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return early
+
+
+class _Outbox:
+    """A response's ASGI messages from the engine's loop (``put``, then ``close``) to the HTTP
+    loop, in order.
+
+    One flusher task on the HTTP loop sends what is queued; ``put`` wakes the HTTP loop only
+    when no flusher is running, so a burst of messages costs one wake-up. A send that fails
+    (the client went away) fails the next ``put``, as awaiting the send itself did. ``close``
+    marks the handler's end (with its exception, if it raised), which ``closed`` returns (or
+    raises) on the HTTP loop once everything before it was sent.
+    """
+
+    def __init__(self, here: asyncio.AbstractEventLoop, engine_loop: asyncio.AbstractEventLoop,
+                 send: Send) -> None:
+        self._here = here
+        self._engine_loop = engine_loop
+        self._send = send
+        self._lock = threading.Lock()
+        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+        self._queued_bytes = 0
+        self._flushing = False
+        self._space: asyncio.Future[None] | None = None  # the handler waiting for room
+        self._send_error: BaseException | None = None
+        self._closed = False
+        self._handler_error: BaseException | None = None
+        self._done: asyncio.Future[None] = here.create_future()
+
+    async def put(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` (on the engine's loop); waits while the client is not reading."""
+        if self._send_error is not None:
+            raise self._send_error
+        size = len(message.get("body", b""))
+        space: asyncio.Future[None] | None = None
+        with self._lock:
+            self._queue.append(message)
+            self._queued_bytes += size
+            wake = not self._flushing
+            self._flushing = True
+            if self._queued_bytes > _OUTBOX_BYTES:
+                space = self._space = self._engine_loop.create_future()
+        if wake:
+            self._here.call_soon_threadsafe(self._start_flusher)
+        if space is not None:
+            await space
+            if self._send_error is not None:
+                raise self._send_error
+
+    def close(self, error: BaseException | None) -> None:
+        """The handler has ended (on the engine's loop), raising ``error`` if not None."""
+        with self._lock:
+            self._closed = True
+            self._handler_error = error
+            wake = not self._flushing
+            self._flushing = True
+        if wake:
+            self._here.call_soon_threadsafe(self._start_flusher)
+
+    async def closed(self) -> None:
+        """Wait (on the HTTP loop) for the handler's end and its answer's last message."""
+        await self._done
+
+    def _start_flusher(self) -> None:
+        self._here.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._flushing = False
+                    if self._closed:
+                        self._finish()
+                    return
+                message = self._queue.popleft()
+                self._queued_bytes -= len(message.get("body", b""))
+                space = None
+                if self._space is not None and self._queued_bytes <= _OUTBOX_BYTES:
+                    space, self._space = self._space, None
+            if space is not None:
+                self._engine_loop.call_soon_threadsafe(_resolve, space)
+            try:
+                await self._send(message)
+            except Exception as exc:  # the client is gone: the handler learns it on its next put
+                with self._lock:
+                    self._send_error = exc
+                    self._queue.clear()
+                    self._queued_bytes = 0
+                    space, self._space = self._space, None
+                if space is not None:
+                    self._engine_loop.call_soon_threadsafe(_resolve, space)
+
+    def _finish(self) -> None:
+        if self._done.done():
+            return
+        if isinstance(self._handler_error, asyncio.CancelledError):
+            self._done.cancel()
+        elif self._handler_error is not None:
+            self._done.set_exception(self._handler_error)
+        else:
+            self._done.set_result(None)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
