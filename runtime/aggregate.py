@@ -364,19 +364,22 @@ class AggregateStage:
             else:
                 out_key, row = projected
                 value = self.sink_value_codec.encode(row)
-            return ProducerRecord(self._sink_key(out_key, window, kind), value, ts)
+            return self._sink_record(out_key, window, kind, value, ts)
         except Exception as exc:
             raise AggregationError(
                 f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
 
-    def _sink_key(self, key: tuple, window: tuple[int, int] | None, kind: str) -> bytes | None:
+    def _sink_record(self, key: tuple, window: tuple[int, int] | None, kind: str, value: bytes | None,
+                     ts: int) -> ProducerRecord:
+        """The sink's record; a windowed key is partitioned by the key without its window
+        (Kafka Streams' WindowedStreamPartitioner), so every window of a key shares a partition."""
         kb = self.sink_key_codec.encode(key)
         if window is None:
-            return kb
+            return ProducerRecord(kb, value, ts)
         kb = kb or b""
         if kind == "session":
-            return kb + _LONG.pack(window[1]) + _LONG.pack(window[0])
-        return kb + _LONG.pack(window[0])
+            return ProducerRecord(kb + _LONG.pack(window[1]) + _LONG.pack(window[0]), value, ts, (), None, kb)
+        return ProducerRecord(kb + _LONG.pack(window[0]), value, ts, (), None, kb)
 
     def _emit_closed(self, out: list[ProducerRecord]) -> None:
         assert self.window is not None
@@ -448,7 +451,7 @@ class AggregateStage:
             return
         for s in merged:
             # The merged-away session is deleted from the table.
-            out.append(ProducerRecord(self._sink_key(key, (s[0], s[1]), "session"), None, s[3]))
+            out.append(self._sink_record(key, (s[0], s[1]), "session", None, s[3]))
         out.append(self._result_record(key, accs, max_ts, (start, end), "session"))
 
 

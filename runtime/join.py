@@ -405,14 +405,16 @@ class JoinStage:
         key, row = projected
         try:
             kb = None if not key or key[0] is None else self.sink_key_codec.encode(key)
+            base = None
             if self.window_len and kb is not None:
-                kb += self._window_suffix
+                # (partitioned by the key without its window: WindowedStreamPartitioner)
+                base, kb = kb, kb + self._window_suffix
             vb = self.sink_value_codec.encode(row)
         except Exception as exc:
             raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
         if self.sink_ts_index is not None and row[self.sink_ts_index] is not None:
             ts = row[self.sink_ts_index]  # the sink's TIMESTAMP column
-        out.append(ProducerRecord(kb, vb, ts))
+        out.append(ProducerRecord(kb, vb, ts, (), None, base))
 
     def _tombstone(self, out: list[ProducerRecord], jk: Any, ts: int) -> None:
         try:

@@ -68,6 +68,9 @@ class Pipeline:
 
     process: Callable[[Any, Outputs], None]
     source: str
+    # Bytes of window at the end of each output key (a windowed source's keys written as
+    # they came): the sink partitions by the key before them (WindowedStreamPartitioner).
+    window_len: int = 0
 
 
 def _reads_value(expr: e.Expression, source: DataSource) -> bool:
@@ -356,4 +359,5 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
     source_text = "\n".join(L) + "\n"
     code = compile(source_text, f"<pipeline {src.name}>", "exec")
     exec(code, env)  # noqa: S102 - our own generated source
-    return Pipeline(env["process"], source_text)
+    window_len = (16 if src.window.kind == "SESSION" else 8) if windowed and not plan.rekeyed else 0
+    return Pipeline(env["process"], source_text, window_len)

@@ -63,6 +63,10 @@ class PipelineStage:
         out = self.outputs
         out.clear()
         self.pipeline.process(batch, out)
+        wlen = self.pipeline.window_len
+        if wlen:  # windowed keys: partitioned by the key without its window
+            return [ProducerRecord(k, v, ts, h or (), None, None if k is None else k[:-wlen])
+                    for k, v, ts, h in zip(out.keys, out.values, out.timestamps, out.headers)]
         return [ProducerRecord(k, v, ts, h or ()) for k, v, ts, h in
                 zip(out.keys, out.values, out.timestamps, out.headers)]
 

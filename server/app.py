@@ -34,7 +34,8 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 
 from streamsql import __version__, ast
-from streamsql.errors import AssertionFailedException, ParseError, StreamSqlError, WriteFailedError
+from streamsql.errors import (AssertionFailedException, ParseError, ServiceRestError, StreamSqlError,
+                              WriteFailedError)
 from streamsql.parser import StatementLimits
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
@@ -60,9 +61,11 @@ from streamsql.variables import substitute
 from streamsql.server.queries import (
     DelimitedWriter,
     JsonArrayWriter,
+    PROTOBUF,
     LegacyWriter,
     PreparedQuery,
     PrintWriter,
+    ProtobufWriter,
     PushQueries,
     Writer,
     new_query_id,
@@ -265,6 +268,8 @@ class KsqlApp:
             raise HttpError(503, statement_error(str(exc), shown, entities, SERVER_ERROR)) from None
         except AssertionFailedException as exc:  # ksqlDB's Errors.assertionFailedError
             raise HttpError(417, statement_error(str(exc), shown, entities, ASSERTION_FAILED)) from None
+        except ServiceRestError as exc:  # ksqlDB's KsqlRestException: the service's own status
+            raise HttpError(exc.status, generic_error(exc.status * 100, str(exc))) from None
         except StreamSqlError as exc:
             raise bad_statement(str(exc), shown, entities) from None
         except Exception as exc:  # an engine bug: still say which statement and keep the rest
@@ -389,7 +394,11 @@ class KsqlApp:
         text = self._text(body, "ksql")
         session = self._session(body, "streamsProperties")
         query = await self._prepare(text, session, ex=ex)
-        await self._answer_query(ex, query, PrintWriter() if query.is_print else LegacyWriter())
+        if query.is_print:
+            writer: Writer = PrintWriter()
+        else:
+            writer = _protobuf_writer(ex, query) or LegacyWriter()
+        await self._answer_query(ex, query, writer)
 
     async def _query_stream(self, ex: Exchange) -> None:
         body = await ex.json_body(self.settings.max_request_bytes)
@@ -401,7 +410,8 @@ class KsqlApp:
             return
         accept = ex.headers.get(b"accept", b"")
         json_array = b"application/json" in accept and b"delimited" not in accept
-        await self._answer_query(ex, query, JsonArrayWriter() if json_array else DelimitedWriter())
+        writer = _protobuf_writer(ex, query) or (JsonArrayWriter() if json_array else DelimitedWriter())
+        await self._answer_query(ex, query, writer)
 
     async def _close_query(self, ex: Exchange) -> None:
         body = await ex.json_body(self.settings.max_request_bytes)
@@ -574,6 +584,18 @@ class KsqlApp:
         if ex.method in ("POST", "PUT", "DELETE") and status < 300:
             await registry.flush()  # acknowledged only once it is in the registry's topic
         await ex.respond(status, orjson.dumps(out), rest.CONTENT_TYPE.encode())
+
+
+def _protobuf_writer(ex: Exchange, query: PreparedQuery) -> Writer | None:
+    """ksqlDB's protobuf answer (``Accept: application/vnd.ksql.v1+protobuf``, on ``/query``
+    and ``/query-stream`` alike: a JSON array of a header with the ``protoSchema`` and rows of
+    ``protobufBytes``), for a pull query; None when not asked for or not a pull query."""
+    if query.push or PROTOBUF not in ex.headers.get(b"accept", b""):
+        return None
+    try:
+        return ProtobufWriter(query)
+    except StreamSqlError as exc:  # a column protobuf cannot hold
+        raise bad_statement(str(exc), query.stmt.text + ";") from None
 
 
 def _parse(text: str, config: dict[str, Any]) -> ast.Statement:

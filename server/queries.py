@@ -16,29 +16,38 @@ Wire formats (ksqlDB's):
   ``{"queryId":..,"columnNames":[..],"columnTypes":[..]}`` then one JSON array per row, one
   per line; an error is a ``generic_error`` object line.
 * ``/query-stream`` JSON (``Accept: application/json``): ``[{header},[row],...]``.
+* ``/query`` with ``Accept: application/vnd.ksql.v1+protobuf``, for pull queries (ksqlDB
+  0.29): as ``/query`` but the header also has ``protoSchema`` and rows are
+  ``{"row":{"protobufBytes":"<base64>"}}`` (``streamsql.server.protobuf_rows``).
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from decimal import Decimal
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import orjson
 
 from streamsql import ast
+from streamsql.casts import parse_date, parse_time, parse_timestamp
 from streamsql.results import Result, Tombstone
 from streamsql.server.entities import RowEncoder, schema_text
 from streamsql.server.errors import SERVER_ERROR, generic_error
 from streamsql.server.http import Disconnected, Exchange, first_done
-from streamsql.types import SqlType
+from streamsql.server.protobuf_rows import RowMessages
+from streamsql.types import ArrayType, BaseType, MapType, SqlType, StructType
 
 log = logging.getLogger(__name__)
 
 DELIMITED = b"application/vnd.ksqlapi.delimited.v1"
+PROTOBUF = b"application/vnd.ksql.v1+protobuf"
 
 
 # =============================================================================== writers
@@ -70,6 +79,15 @@ class Writer:
     def end(self) -> bytes:
         return b""
 
+    def pull_rows(self, query: "PreparedQuery") -> Callable[[Sequence[Any]], bytes]:
+        """How a pull query's local rows (values) are written."""
+        encoder = RowEncoder(query.types)
+        return lambda row: self.row(encoder.encode(row))
+
+    def remote_row(self, query: "PreparedQuery", data: bytes) -> bytes:
+        """A row another node of the cluster sent (a JSON array)."""
+        return self.row(data)
+
 
 class LegacyWriter(Writer):
     """``/query``: ksqlDB's StreamedRow objects in one JSON array."""
@@ -95,6 +113,51 @@ class LegacyWriter(Writer):
 
     def end(self) -> bytes:
         return b"]\n"
+
+
+class ProtobufWriter(LegacyWriter):
+    """``/query`` answering a pull query as ``application/vnd.ksql.v1+protobuf``: ksqlDB's
+    StreamedRow array with the rows as protobuf messages of the header's ``protoSchema``."""
+
+    content_type = PROTOBUF
+
+    def __init__(self, query: "PreparedQuery") -> None:
+        self.messages = RowMessages(query.columns, query.types)
+
+    def header(self, query: "PreparedQuery") -> bytes:
+        return b'[{"header":' + orjson.dumps(
+            {"queryId": query.query_id, "schema": schema_text(query.columns, query.types, query.keys),
+             "protoSchema": self.messages.schema}) + b"}"
+
+    def pull_rows(self, query: "PreparedQuery") -> Callable[[Sequence[Any]], bytes]:
+        encode = self.messages.encode
+        return lambda row: (b',\n{"row":{"protobufBytes":"' + base64.b64encode(encode(row)) + b'"}}')
+
+    def remote_row(self, query: "PreparedQuery", data: bytes) -> bytes:
+        values = json.loads(data, parse_float=Decimal)
+        return self.pull_rows(query)(tuple(map(_from_json, query.types, values)))
+
+
+def _from_json(t: SqlType, v: Any) -> Any:
+    """A value of ``t`` as the JSON of a row has it (``RowEncoder``) back to the engine's form."""
+    if v is None:
+        return None
+    if t.base is BaseType.DOUBLE:
+        return float(v)
+    if t.base in _PARSE_TEMPORAL:
+        return _PARSE_TEMPORAL[t.base](v)
+    if t.base is BaseType.BYTES:
+        return base64.b64decode(v)
+    if isinstance(t, ArrayType):
+        return [_from_json(t.item, x) for x in v]
+    if isinstance(t, MapType):
+        return {k: _from_json(t.value, x) for k, x in v.items()}
+    if isinstance(t, StructType):
+        return {f.name: _from_json(f.type, v.get(f.name)) for f in t.fields}
+    return v
+
+
+_PARSE_TEMPORAL = {BaseType.TIMESTAMP: parse_timestamp, BaseType.DATE: parse_date, BaseType.TIME: parse_time}
 
 
 class DelimitedWriter(Writer):
@@ -233,10 +296,10 @@ async def send_pull(ex: Exchange, query: PreparedQuery, writer: Writer) -> None:
     then, if some node did not answer, an error saying what is missing. Over HTTP/2 the
     header and each row are separate DATA frames (clients that read one JSON value per frame,
     as ksqlDB sends them, keep working); over HTTP/1.1 it is one body."""
-    encoder = RowEncoder(query.types)
+    encode = writer.pull_rows(query)
     parts = [writer.header(query)]
-    parts += [writer.row(encoder.encode(row)) for row in query.result.rows]
-    parts += [writer.row(line) for line in query.remote_rows]
+    parts += [encode(row) for row in query.result.rows]
+    parts += [writer.remote_row(query, line) for line in query.remote_rows]
     limit = getattr(getattr(query.stmt, "query", None), "limit", None)
     if limit is not None:
         del parts[1 + limit:]

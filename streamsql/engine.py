@@ -134,6 +134,7 @@ class Engine:
         self.transient_queries: dict[str, Any] = {}
         # Pull queries' generated pipelines by plan (a key lookup's plan without its key).
         self.pull_pipelines: dict[QueryPlan, Any] = {}
+        self.pull_plans: dict[Any, Any] = {}  # (see streamsql.exec.pull._pull_plan)
         # The command topic: the next offset to apply, and who applies (one at a time).
         self._command_offset = 0
         self._command_lock = asyncio.Lock()

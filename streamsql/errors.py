@@ -42,6 +42,16 @@ class AssertionFailedException(KsqlStatementException):
         self.entity = entity
 
 
+class ServiceRestError(KsqlStatementException):
+    """A statement a service behind the engine refused (a connector statement the Connect
+    worker refused), with that service's HTTP ``status``: ksqlDB's KsqlRestException, which
+    its server answers with that status and a ``generic_error`` body."""
+
+    def __init__(self, status: int, message: str, statement: str = "") -> None:
+        super().__init__(message, statement)
+        self.status = status
+
+
 class WriteFailedError(StreamSqlError):
     """The log did not take a write (a full disk, an I/O error): none of its records were
     written, so the client may retry. Servers answer it with a 5xx, not as a bad statement."""

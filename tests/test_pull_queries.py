@@ -187,7 +187,9 @@ def test_plain_table_is_still_not_queryable(tmp_path: Path) -> None:
     async def body(engine: Engine) -> None:
         await engine.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT) "
                              "WITH (kafka_topic='t', value_format='JSON', partitions=1);")
-        assert "not materialized" in await refused(engine, "SELECT * FROM t WHERE id = 1;")
+        assert await refused(engine, "SELECT * FROM t WHERE id = 1;") == (
+            "The `T` table isn't queryable. To derive a queryable table, you can do "
+            "'CREATE TABLE QUERYABLE_T AS SELECT * FROM T'." + PULL_QUERY_SYNTAX_HELP)
     run(tmp_path, body)
 
 

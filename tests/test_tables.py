@@ -73,7 +73,7 @@ def test_pull_query_errors_say_what_can_be_queried(tmp_path: Path) -> None:
         # says so.
         with pytest.raises(KsqlStatementException, match="GROUP BY.*\n.*EMIT CHANGES"):
             await engine.execute("SELECT user_id, COUNT(*) FROM pageviews GROUP BY user_id;")
-        with pytest.raises(KsqlStatementException, match="not materialized.*CREATE TABLE USERS_QUERYABLE"):
+        with pytest.raises(KsqlStatementException, match="isn't queryable.*CREATE TABLE QUERYABLE_USERS"):
             await engine.execute("SELECT * FROM users WHERE id = 'x';")
         with pytest.raises(KsqlStatementException, match="(?s)does not accept parameters.*Valid alternatives.*SUM\\(BIGINT\\)"):
             await engine.execute("CREATE TABLE bad AS SELECT user_id, SUM(page) FROM pageviews GROUP BY user_id;")

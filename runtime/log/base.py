@@ -60,13 +60,16 @@ class RecordBatch:
 @dataclass(slots=True)
 class ProducerRecord:
     """A record to produce. ``partition`` None lets the partitioner choose (murmur2 of the key,
-    as Kafka's default partitioner does; round robin for a null key)."""
+    as Kafka's default partitioner does; round robin for a null key). ``partition_key``, when
+    set, is hashed instead of the key: a windowed key's key without its window, as Kafka
+    Streams' WindowedStreamPartitioner does, so all windows of a key share its partition."""
 
     key: bytes | None
     value: bytes | None
     timestamp: int
     headers: Headers = ()
     partition: int | None = None
+    partition_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -431,7 +434,7 @@ class Partitioner:
         for r in records:
             p = r.partition
             if p is None:
-                k = r.key
+                k = r.key if r.partition_key is None else r.partition_key
                 if k is None:
                     p = next(counter) % partitions
                 else:

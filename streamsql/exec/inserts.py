@@ -17,7 +17,7 @@ from streamsql.codegen import ExpressionCompiler, Scope
 from streamsql.errors import KsqlStatementException, StreamSqlError, WriteFailedError
 from streamsql.results import Result
 from streamsql.runtime.log.base import ProducerRecord
-from streamsql.types import BaseType
+from streamsql.types import BIGINT, BaseType
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.engine import Engine, Session
@@ -71,8 +71,8 @@ def row_values(engine: Engine, target: DataSource, stmt: ast.InsertValues) -> tu
     values: dict[str, Any] = {}
     rowtime = None
     for name, expr in zip(columns, stmt.values):
-        if name == "ROWTIME":
-            rowtime = _insert_step(target, _eval_constant, compiler, expr)
+        if name == "ROWTIME":  # a BIGINT like any column (ksqlDB's coercer checks it so)
+            rowtime = _insert_step(target, _coerce_value, compiler, expr, BIGINT, name)
             continue
         if name in ("ROWPARTITION", "ROWOFFSET"):  # pseudo columns the log assigns
             raise KsqlStatementException(f"Inserting into column `{name}` is not allowed.")

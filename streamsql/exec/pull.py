@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from streamsql import ast
 from streamsql import expressions as e
-from streamsql.analyzer import AggregatePlan, QueryPlan
+from streamsql.analyzer import AggregatePlan, QueryPlan, source_scope
 from streamsql.catalog import DataSource
+from streamsql.codegen import ExpressionCompiler
 from streamsql.errors import KsqlStatementException
 from streamsql.results import Result
 from streamsql.runtime.log.base import RecordBatch, murmur2
@@ -57,7 +58,7 @@ async def pull_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[s
     query = stmt.query
     check_pull_query(query, props)
     _check_like(engine, query)
-    plan = engine.analyzer(props).analyze(query, None, persistent=False)
+    plan = _pull_plan(engine, query, props)
     if not isinstance(plan, AggregatePlan) and not getattr(plan.source, "is_table", True):
         columns = tuple(c.name for c in plan.select_columns())
         rows, final = await stream_pull(engine, plan, query.limit)
@@ -67,6 +68,41 @@ async def pull_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[s
     columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
     rows, _ = pull_query(engine, plan, query.limit)
     return Result(stmt.text, "rows", columns=columns, rows=rows)
+
+
+def _pull_plan(engine: Engine, query: ast.Query, props: dict[str, Any]) -> Any:
+    """The analyzed plan of a pull query.
+
+    The analysis of a plain (not aggregating, not joining) query takes its WHERE and LIMIT as
+    they are, once the WHERE is checked (``QueryAnalyzer.analyze``): so its plan is kept per
+    projection, source entry, custom types and properties, and a query that differs only in
+    those (key lookups, one per key) has just its WHERE checked and put in. Errors are the
+    same as a full analysis's: the kept part passed it once.
+    """
+    rel = query.from_
+    source = engine.catalog.source(rel.name) if isinstance(rel, ast.AliasedRelation) else None
+    if source is None:
+        return engine.analyzer(props).analyze(query, None, persistent=False)
+    try:
+        key = (id(source), replace(query, where=None, limit=None),
+               tuple(engine.catalog.types.items()), tuple(sorted(props.items())))
+        found = engine.pull_plans.get(key)
+    except TypeError:  # something unhashable in the query or the properties: not kept
+        return engine.analyzer(props).analyze(query, None, persistent=False)
+    if found is None:
+        plan = engine.analyzer(props).analyze(query, None, persistent=False)
+        if type(plan) is not QueryPlan:
+            return plan
+        if len(engine.pull_plans) >= 256:
+            engine.pull_plans.pop(next(iter(engine.pull_plans)))
+        # The entry holds the source, so that its id stays its own while kept.
+        engine.pull_plans[key] = (replace(plan, where=None, limit=None), source)
+        return plan
+    plan = found[0]
+    if query.where is not None:
+        scope, _ = source_scope(source, plan.alias)
+        ExpressionCompiler(engine.registry, scope, clause="WHERE").compile_predicate(query.where, "WHERE")
+    return replace(plan, where=query.where, limit=query.limit)
 
 
 def check_pull_query(query: ast.Query, props: dict[str, Any]) -> None:
@@ -350,11 +386,11 @@ def pull_query(engine: Engine, plan: QueryPlan, limit: int | None, partitions: s
         query_id = engine.materializing(source.name)
         store = engine.queries[query_id].materialized if query_id is not None else None
     if store is None:
+        # (ksqlDB's EngineExecutor.notMaterializedException, word for word)
         raise KsqlStatementException(
-            f"The {source.name} table isn't queryable: it is not materialized. Pull queries read "
-            "tables built by CREATE TABLE ... AS SELECT. Query it with a push query "
-            f"(SELECT ... FROM {source.name} EMIT CHANGES;), or make a queryable copy: "
-            f"CREATE TABLE {source.name}_QUERYABLE AS SELECT * FROM {source.name};")
+            f"The `{source.name}` table isn't queryable. To derive a queryable table, you can do "
+            f"'CREATE TABLE QUERYABLE_{source.name} AS SELECT * FROM {source.name}'."
+            + PULL_QUERY_SYNTAX_HELP)
     missing: set[int] = set()
     if partitions is not None:
         missing = partitions - set(getattr(store, "tasks", partitions))

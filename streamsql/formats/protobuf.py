@@ -361,10 +361,13 @@ def _default_of(f: Any) -> Any:
 class _ProtoWriter:
     """Renders the .proto text ksqlDB registers for a list of columns."""
 
-    def __init__(self, representation: str | None) -> None:
+    def __init__(self, representation: str | None, map_entries: bool = False) -> None:
         self.counter = 1
         self.imports: set[str] = set()
         self.representation = (representation or "").upper()
+        # Maps as ``repeated <Name>Entry`` with the entry message spelt out, as Confluent's
+        # ProtobufData builds them (what ksqlDB's protobuf query answers show).
+        self.map_entries = map_entries
 
     def message(self, name: str, fields: Sequence[tuple[str, SqlType]], indent: str) -> list[str]:
         lines = [f"{indent}message {name} {{"]
@@ -392,6 +395,11 @@ class _ProtoWriter:
             tname, sub = self.type_name(t.item, indent, wrap=False)
             return f"repeated {tname} {name}", sub
         if isinstance(t, MapType):
+            if self.map_entries:  # (an entry is a message: its value may be a collection)
+                self.counter += 1
+                entry = f"{DEFAULT_MESSAGE}{self.counter}Entry"
+                return f"repeated {entry} {name}", [self.message(entry, [("key", t.key), ("value", t.value)],
+                                                                 indent)]
             if isinstance(t.value, (ArrayType, MapType)):
                 raise KsqlException(f"PROTOBUF cannot hold nested collections: {t}")
             tname, sub = self.type_name(t.value, indent, wrap=False)
@@ -428,9 +436,11 @@ class _ProtoWriter:
                 BaseType.DOUBLE: "double", BaseType.STRING: "string", BaseType.BYTES: "bytes"}[base], []
 
 
-def proto_schema_for(columns: Sequence[Column], full_name: str | None, representation: str | None) -> str:
-    """The .proto text ksqlDB writes for these columns."""
-    w = _ProtoWriter(representation)
+def proto_schema_for(columns: Sequence[Column], full_name: str | None, representation: str | None,
+                     map_entries: bool = False) -> str:
+    """The .proto text ksqlDB writes for these columns (``map_entries``: maps as repeated
+    entry messages, as in the ``protoSchema`` of ksqlDB's protobuf query answers)."""
+    w = _ProtoWriter(representation, map_entries)
     package, _, name = (full_name or "").rpartition(".")
     name = name or f"{DEFAULT_MESSAGE}1"
     body = w.message(name, [(c.name, c.type) for c in columns], "")
