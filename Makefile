@@ -12,14 +12,14 @@ PYTEST_ARGS ?=
 # the pom's checksum, so a changed pom fetches them again.
 KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)
 
-.PHONY: setup run test bench tmux clean kafka-jars kcat kafka-up kafka-down
+.PHONY: setup run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases
 
 setup: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): | $(PY)
+$(STAMP): | $(PY) mysqlclient-deps
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -27,7 +27,7 @@ $(STAMP): | $(PY)
 run: setup
 	$(PY) -m streamsql
 
-test: setup tmux kafka-jars kcat
+test: setup tmux kafka-jars kcat databases
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -83,3 +83,28 @@ kafka-up: kafka-jars
 
 kafka-down:
 	PYTHONPATH=. $(PYTHON) -m streamsql.testing.kafka down --dir .kafka
+
+# The JDBC connectors' MySQL driver (mysqlclient, a C extension) builds against MariaDB's
+# Connector/C: its headers and pkg-config come from apt before pip runs (root with apt-get).
+mysqlclient-deps:
+	@pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing libmariadb-dev and pkg-config (mysqlclient builds against them)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmariadb-dev pkg-config gcc >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmariadb-dev pkg-config gcc >/dev/null; }; \
+	  else \
+	    echo "libmariadb-dev/pkg-config not found and cannot be installed here: installing mysqlclient will fail"; \
+	  fi; }
+
+# The JDBC connector tests start private MariaDB and PostgreSQL servers of their own
+# (streamsql/testing/databases.py): Debian's servers, never started as services here.
+databases:
+	@{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mariadb-server and postgresql (the JDBC connector tests run against them)"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server postgresql >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server postgresql >/dev/null; }; } && \
+	    { service mariadb stop >/dev/null 2>&1; service postgresql stop >/dev/null 2>&1; true; }; \
+	  else \
+	    echo "mariadb-server/postgresql not found and cannot be installed here: the JDBC tests will be skipped (they fail under CI=true)"; \
+	  fi; }

@@ -309,6 +309,20 @@ def result_of(entity: dict[str, Any]) -> Result:
         what = "Schema with" + (f" subject {entity['subject']}" if entity.get("subject") is not None else "") \
             + (f" id {entity['id']}" if entity.get("id") is not None else "")
         return res(message=f"{what} {'exists' if entity.get('exists') else 'does not exist'}.")
+    if kind == "connector_info":
+        return res(message=f"Created connector {(entity.get('info') or {}).get('name', '')}")
+    if kind == "drop_connector":
+        return res(message=f'Dropped connector "{entity.get("connectorName", "")}"')
+    if kind == "connector_list":
+        return res(columns=("Connector Name", "Type", "Class", "Status"),
+                   rows=[(c["name"], str(c.get("type", "")).upper(), c.get("className", ""), c.get("state", ""))
+                         for c in entity.get("connectors", [])])
+    if kind == "connector_plugins_list":
+        return res(columns=("Class", "Type", "Version"),
+                   rows=[(p["className"], str(p.get("type", "")).upper(), p.get("version", ""))
+                         for p in entity.get("connectorPlugins", [])])
+    if kind == "connector_description":
+        return res()
     if kind == "warning_entity":
         return res(kind="currentStatus", message=entity.get("message"))
     # An entity this client does not know: show it as it came.

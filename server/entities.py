@@ -116,6 +116,8 @@ def command_id(stmt: ast.Statement) -> str | None:
         return f"type/{stmt.name}/create"
     if isinstance(stmt, ast.DropType):
         return f"type/{stmt.name}/drop"
+    if isinstance(stmt, (ast.CreateConnector, ast.DropConnector)):
+        return f"connector/`{stmt.name}`/{'create' if isinstance(stmt, ast.CreateConnector) else 'drop'}"
     return None
 
 

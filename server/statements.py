@@ -12,6 +12,7 @@ always reported from a parse of the real text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections import OrderedDict
 from typing import Any
@@ -88,19 +89,23 @@ class _Filler:
             return items
         if dataclasses.is_dataclass(node) and not isinstance(node, type):
             changes = {}
-            for f in dataclasses.fields(node):
-                if not f.init:
-                    continue
-                value = getattr(node, f.name)
+            for name in _init_fields(type(node)):
+                value = getattr(node, name)
                 filled = self.fill(value)
                 if filled is not value:
-                    changes[f.name] = filled
+                    changes[name] = filled
                     self.holders.add(id(value))
             if not changes:
                 return node
             self.holders.add(id(node))
-            return dataclasses.replace(node, **changes)
+            return ex.evolve(node, **changes)
         return node
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fields(cls: type) -> tuple[str, ...]:
+    """The names of a node class's constructor fields (the ones a copy carries over)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,4 +157,4 @@ class StatementCache:
             return parse_statement(text, limits)
         # The statement's own text, as the parser cut it, with the request's literals.
         own = _PLACEHOLDER.sub(lambda m: tokens.get(m.group(0), m.group(0)), entry.stmt.text)
-        return dataclasses.replace(stmt, text=own)
+        return ex.evolve(stmt, text=own)

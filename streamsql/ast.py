@@ -385,3 +385,42 @@ class PauseResumeQuery(Statement):
 
     action: str  # 'PAUSE' or 'RESUME'
     query_id: str | None
+
+
+# ------------------------------------------------------------------------------ connectors
+@dataclass(frozen=True)
+class CreateConnector(Statement):
+    """CREATE SOURCE|SINK CONNECTOR [IF NOT EXISTS] name WITH (...): ``config`` holds
+    Kafka Connect's keys as written and the values as text."""
+
+    name: str
+    kind: str  # 'SOURCE' or 'SINK'
+    config: tuple[tuple[str, str], ...]
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropConnector(Statement):
+    """DROP CONNECTOR [IF EXISTS] name."""
+
+    name: str
+    if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class ListConnectors(Statement):
+    """SHOW|LIST [SOURCE|SINK] CONNECTORS; ``kind`` None lists both."""
+
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class ListConnectorPlugins(Statement):
+    """SHOW|LIST CONNECTOR PLUGINS."""
+
+
+@dataclass(frozen=True)
+class DescribeConnector(Statement):
+    """DESCRIBE CONNECTOR name."""
+
+    name: str

@@ -46,6 +46,7 @@ from streamsql.formats.base import Codec, CodecContext
 from streamsql.functions import default_registry
 from streamsql.functions.registry import FunctionRegistry
 from streamsql.results import Result
+from streamsql.runtime.connect.worker import worker_for
 from streamsql.runtime.log.base import Log, ProducerRecord, TopicExistsError
 from streamsql.runtime.query import PersistentQuery, Stage, StageRunner
 from streamsql.variables import substitute
@@ -139,6 +140,8 @@ class Engine:
         self._command_offset = 0
         self._command_lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
+        # Runs the connectors (CREATE SOURCE|SINK CONNECTOR) once the command log is replayed.
+        self.connect_worker = worker_for(log_, self.config)
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -163,6 +166,8 @@ class Engine:
             deferred, self.deferred_runners = self.deferred_runners, []
             for runner in deferred:
                 runner.start()
+        if self.mode == "service":
+            await self.connect_worker.start()
         if self.distributed and self.mode == "service":
             self._follower = asyncio.create_task(self._follow_commands(), name="command-follower")
 
@@ -213,6 +218,7 @@ class Engine:
             except (asyncio.CancelledError, Exception):
                 pass
             self._follower = None
+        await self.connect_worker.close()
         for transient in list(self.transient_queries.values()):
             await transient.aclose()
         await asyncio.gather(*(runner.stop() for runners in self.runners.values()

@@ -20,6 +20,22 @@ from typing import Any, Callable, Iterator
 from streamsql.types import SqlType
 
 
+def evolve(node: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for the frozen trees (expressions, statements, plans), at a
+    tenth of its cost: a copy of the node's fields with ``changes``, without calling
+    ``__init__`` (which replace does for every field). Per-request code (a key lookup fills
+    its key into a cached statement and plan) replaces a handful of nodes each time. A class
+    with a ``__post_init__`` goes through ``replace``, which runs it."""
+    cls = type(node)
+    if hasattr(cls, "__post_init__") or not hasattr(node, "__dict__"):
+        return replace(node, **changes)
+    new = object.__new__(cls)
+    state = new.__dict__
+    state.update(node.__dict__)
+    state.update(changes)
+    return new
+
+
 @dataclass(frozen=True)
 class Expression:
     """Base of all expression nodes."""

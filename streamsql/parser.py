@@ -889,6 +889,37 @@ class _AstBuilder(Transformer):
             raise KsqlException("ASSERT SCHEMA statements much include a subject name or an id")
         return ast.AssertSchema(subject, schema_id, timeout, exists=not not_exists)
 
+    # -------------------------------------------------------------------------- connectors
+    def connector_kind(self, token: Token) -> str:
+        return str(token).upper()
+
+    @v_args(inline=False)
+    def connector_props(self, props: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        return tuple(props)
+
+    def connector_property(self, name: Token, value: Any) -> tuple[str, str]:
+        # Connect's keys are case-sensitive ('connector.class'); a bare word is a name as
+        # ksqlDB reads one (upper-cased unless quoted).
+        key = _unquote_string(name) if name.type == "STRING" else _name(name)
+        value = value if not isinstance(value, ex.Expression) else _property_value(value)
+        return key, ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    def create_connector(self, kind: str, if_not_exists: bool | None, name: Token,
+                         config: tuple[tuple[str, str], ...]) -> ast.Statement:
+        return ast.CreateConnector(_name(name), kind, config, if_not_exists=bool(if_not_exists))
+
+    def drop_connector(self, if_exists: bool | None, name: Token) -> ast.Statement:
+        return ast.DropConnector(_name(name), if_exists=bool(if_exists))
+
+    def show_connectors(self, kind: str | None) -> ast.Statement:
+        return ast.ListConnectors(kind)
+
+    def show_connector_plugins(self) -> ast.Statement:
+        return ast.ListConnectorPlugins()
+
+    def describe_connector(self, name: Token) -> ast.Statement:
+        return ast.DescribeConnector(_name(name))
+
     def show(self, all_: Token | None, noun: str, extended: Token | None) -> ast.Statement:
         if all_ is not None and noun != "TOPICS":
             raise _syntax_error_at(all_, reason="ALL is only valid with TOPICS")

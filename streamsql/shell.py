@@ -54,7 +54,8 @@ KEYWORDS = (
     "TRUE", "FALSE", "IF", "EXISTS", "REPLACE", "ALL", "STRING", "VARCHAR", "INT", "INTEGER",
     "BIGINT", "DOUBLE", "BOOLEAN", "DECIMAL", "BYTES", "DATE", "TIME", "TIMESTAMP", "ARRAY",
     "MAP", "STRUCT", "KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS",
-    "REPLICAS", "TIMESTAMP_FORMAT", "WRAP_SINGLE_VALUE", "EXIT", "QUIT", "HELP",
+    "REPLICAS", "TIMESTAMP_FORMAT", "WRAP_SINGLE_VALUE", "EXIT", "QUIT", "HELP", "CONNECTOR",
+    "CONNECTORS", "PLUGINS", "SOURCE", "SINK",
 )
 
 HELP = """\
@@ -72,6 +73,8 @@ Statements end with ';' and may span several lines. Some to try:
   DESCRIBE big EXTENDED;  DESCRIBE FUNCTION ucase;  EXPLAIN <query id>;
   TERMINATE <query id>;  DROP STREAM big DELETE TOPIC;
   RUN SCRIPT '/path/to/file.sql';          -- runs the statements of a file
+  CREATE SOURCE CONNECTOR f WITH ('connector.class'='FileStreamSource', 'file'='/tmp/in.txt', 'topic'='lines');
+  SHOW CONNECTORS;  DESCRIBE CONNECTOR f;  SHOW CONNECTOR PLUGINS;  DROP CONNECTOR f;
 
 Shell commands (no ';' needed): help, clear, exit, quit.  Ctrl-D also quits.
 Tab completes keywords and the names of streams, tables, queries and functions.
@@ -306,6 +309,10 @@ def render_result(result: Result) -> str:
         text = _function_text(entity)
     elif kind == "queryDescription" and entity:
         text = _query_text(entity["queryDescription"])
+    elif kind == "connector_description" and entity:
+        from streamsql.exec.connectors import description_text
+
+        text = description_text(entity)
     elif kind == "rows":
         text = RowPrinter(result.columns).whole(result.rows)
     elif result.columns:

@@ -1,6 +1,8 @@
 """Shared pytest configuration: prints the QTT and REST query-validation pass rates at the end
 of a run; fixtures for tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``,
-``kcat``, ``unique_topic``) and clusters of streamsql nodes on them (``cluster``)."""
+``kcat``, ``unique_topic``) and clusters of streamsql nodes on them (``cluster``); private
+MariaDB and PostgreSQL servers for the JDBC connectors (``mariadb_server``/``postgres_server``,
+and a fresh database on them per test: ``mariadb``, ``postgres``)."""
 from __future__ import annotations
 
 import os
@@ -129,3 +131,45 @@ def cluster(kafka, tmp_path):
     yield start
     for node in nodes:
         node.stop()
+
+
+# -- Databases: private MariaDB and PostgreSQL servers (streamsql.testing.databases) ----------
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory: pytest.TempPathFactory):
+    """A MariaDB server of the session's own on a free port; skipped without mariadb-server or
+    mysqlclient, a failure under CI (`make test` installs them)."""
+    from streamsql.testing.databases import MariaDBServer, mariadb_unavailable_reason
+
+    _require(mariadb_unavailable_reason())
+    server = MariaDBServer(tmp_path_factory.mktemp("mariadb-"), die_with_parent=True).start()
+    try:
+        yield server
+    finally:
+        server.kill()  # its data is thrown away
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL server of the session's own on a free port (run as ``postgres`` under
+    root); skipped without postgresql or psycopg, a failure under CI."""
+    from streamsql.testing.databases import PostgresServer, postgres_unavailable_reason
+
+    _require(postgres_unavailable_reason())
+    server = PostgresServer(tmp_path_factory.mktemp("postgres-"), die_with_parent=True).start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def mariadb(mariadb_server):
+    """A fresh database (and user) on the session's MariaDB server, for one test."""
+    return mariadb_server.new_database()
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """A fresh database (and user) on the session's PostgreSQL server, for one test."""
+    return postgres_server.new_database()

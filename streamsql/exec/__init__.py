@@ -9,7 +9,8 @@ commands, ``DdlCommandExec``, apart from the ``CustomExecutors`` of the other st
 - ``push``: transient SELECTs, pull or push (EMIT CHANGES); ``pull`` answers pull queries;
 - ``listings``: SHOW/LIST, DESCRIBE, EXPLAIN, PRINT (over ``streamsql.describe``);
 - ``session``: SET/UNSET, DEFINE/UNDEFINE, RUN SCRIPT;
-- ``asserts``: ASSERT [NOT EXISTS] TOPIC/SCHEMA.
+- ``asserts``: ASSERT [NOT EXISTS] TOPIC/SCHEMA;
+- ``connectors``: CREATE/DROP/DESCRIBE CONNECTOR, SHOW CONNECTORS, SHOW CONNECTOR PLUGINS.
 
 ``HANDLERS`` maps each statement type to its handler, ``async def handler(engine, stmt,
 props, session, seq) -> Result``: ``props`` are the engine's config under the session's and
@@ -26,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from streamsql import ast
-from streamsql.exec import asserts, ddl, inserts, listings, persistent, push, session
+from streamsql.exec import asserts, connectors, ddl, inserts, listings, persistent, push, session
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
     from streamsql.engine import Engine, Session
@@ -62,6 +63,12 @@ HANDLERS: dict[type[ast.Statement], Handler] = {
     # Check the outside world, change nothing.
     ast.AssertTopic: asserts.assert_topic,
     ast.AssertSchema: asserts.assert_schema,
+    # Connectors: CREATE/DROP recorded in the command log, run by the engine's Connect worker.
+    ast.CreateConnector: connectors.create_connector,
+    ast.DropConnector: connectors.drop_connector,
+    ast.ListConnectors: connectors.list_connectors,
+    ast.ListConnectorPlugins: connectors.list_connector_plugins,
+    ast.DescribeConnector: connectors.describe_connector,
     # Per-client state.
     ast.SetProperty: session.set_property,
     ast.UnsetProperty: session.unset_property,

@@ -18,7 +18,6 @@ it lacks; ``streamsql.server.cluster`` routes a key lookup to the node holding i
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from streamsql import ast
@@ -78,16 +77,20 @@ def _pull_plan(engine: Engine, query: ast.Query, props: dict[str, Any]) -> Any:
     projection, source entry, custom types and properties, and a query that differs only in
     those (key lookups, one per key) has just its WHERE checked and put in. Errors are the
     same as a full analysis's: the kept part passed it once.
+
+    The projection and relation are keyed by identity, not value (hashing them costs more
+    than the rest of a lookup): the server's statement cache hands every lookup of one
+    template the same objects. The entry holds them, so their ids stay theirs while kept.
     """
     rel = query.from_
     source = engine.catalog.source(rel.name) if isinstance(rel, ast.AliasedRelation) else None
-    if source is None:
+    if source is None or query.group_by or query.window is not None or query.having is not None:
         return engine.analyzer(props).analyze(query, None, persistent=False)
     try:
-        key = (id(source), replace(query, where=None, limit=None),
+        key = (id(source), id(query.select), id(rel), query.partition_by, query.emit,
                tuple(engine.catalog.types.items()), tuple(sorted(props.items())))
         found = engine.pull_plans.get(key)
-    except TypeError:  # something unhashable in the query or the properties: not kept
+    except TypeError:  # something unhashable in the properties: not kept
         return engine.analyzer(props).analyze(query, None, persistent=False)
     if found is None:
         plan = engine.analyzer(props).analyze(query, None, persistent=False)
@@ -95,14 +98,13 @@ def _pull_plan(engine: Engine, query: ast.Query, props: dict[str, Any]) -> Any:
             return plan
         if len(engine.pull_plans) >= 256:
             engine.pull_plans.pop(next(iter(engine.pull_plans)))
-        # The entry holds the source, so that its id stays its own while kept.
-        engine.pull_plans[key] = (replace(plan, where=None, limit=None), source)
+        engine.pull_plans[key] = (e.evolve(plan, where=None, limit=None), source, query.select, rel)
         return plan
     plan = found[0]
     if query.where is not None:
         scope, _ = source_scope(source, plan.alias)
         ExpressionCompiler(engine.registry, scope, clause="WHERE").compile_predicate(query.where, "WHERE")
-    return replace(plan, where=query.where, limit=query.limit)
+    return e.evolve(plan, where=query.where, limit=query.limit)
 
 
 def check_pull_query(query: ast.Query, props: dict[str, Any]) -> None:
@@ -399,7 +401,7 @@ def pull_query(engine: Engine, plan: QueryPlan, limit: int | None, partitions: s
     if key is not None and source.window is None:
         # An exact key read makes the key condition true: without it the plan (and its
         # generated pipeline, cached) is the same for every key.
-        plan = replace(plan, where=rest)
+        plan = e.evolve(plan, where=rest)
     pipeline = _pull_pipeline(engine, plan)
     if key is None:
         rows: Any = table_rows(store, None, partitions)

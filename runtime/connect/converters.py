@@ -1,0 +1,402 @@
+"""Converters: Connect data (``Schema`` + value) <-> record bytes, as Kafka Connect's.
+
+``JsonConverter`` writes what ``org.apache.kafka.connect.json.JsonConverter`` writes, byte for
+byte: with ``schemas.enable`` (the default) an envelope ``{"schema":...,"payload":...}`` whose
+schema object lists its keys in Connect's order (type, then items/keys/values/fields, optional,
+name, version, doc, parameters, default), compact, doubles as Java's ``Double.toString``.
+``StringConverter`` and ``ByteArrayConverter`` are Connect's too.
+
+A connector reads its converters from ``key.converter``/``value.converter`` (else the worker's)
+and configures each with the ``key.converter.*``/``value.converter.*`` keys, prefix removed, as
+Connect's ``Plugins.newConverter`` does.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import struct
+from abc import ABC, abstractmethod
+from decimal import Decimal
+from typing import Any, Mapping
+
+import orjson
+
+from streamsql.casts import java_double_str
+from streamsql.runtime.connect.api import (
+    ARRAY, BOOLEAN, BYTES, DATE, DECIMAL, FLOAT32, FLOAT64, INT8, INT16, INT32, INT64, MAP,
+    STRING, STRUCT, TIME, TIMESTAMP, ConnectException, Field, Schema, Struct)
+
+
+class DataException(ConnectException):
+    """Connect's DataException: a value that does not convert."""
+
+
+class Converter(ABC):
+    """Connect's Converter: configured once per key or value, then used per record."""
+
+    def configure(self, configs: Mapping[str, str], is_key: bool) -> None:
+        self.is_key = is_key
+
+    @abstractmethod
+    def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None: ...
+
+    @abstractmethod
+    def to_connect_data(self, topic: str, data: bytes | None) -> tuple[Schema | None, Any]: ...
+
+
+OPTIONAL_STRING = Schema(STRING, optional=True)
+OPTIONAL_BYTES = Schema(BYTES, optional=True)
+
+
+class StringConverter(Converter):
+    """``org.apache.kafka.connect.storage.StringConverter``: a value's text in UTF-8
+    (``converter.encoding``); reads back as an optional string."""
+
+    encoding = "utf-8"
+
+    def configure(self, configs: Mapping[str, str], is_key: bool) -> None:
+        super().configure(configs, is_key)
+        which = "key" if is_key else "value"
+        self.encoding = configs.get(f"converter.encoding.{which}") or configs.get("converter.encoding") or "UTF8"
+        self.encoding = self.encoding.replace("UTF8", "utf-8")
+
+    def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
+        return None if value is None else java_string(value).encode(self.encoding)
+
+    def to_connect_data(self, topic: str, data: bytes | None) -> tuple[Schema | None, Any]:
+        return OPTIONAL_STRING, None if data is None else bytes(data).decode(self.encoding)
+
+
+class ByteArrayConverter(Converter):
+    """``org.apache.kafka.connect.converters.ByteArrayConverter``: bytes as they are."""
+
+    def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
+        if schema is not None and schema.type != BYTES:
+            raise DataException(f"Invalid schema type for ByteArrayConverter: {schema.type.upper()}")
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            raise DataException(f"ByteArrayConverter is not compatible with objects of type {type(value).__name__}")
+        return None if value is None else bytes(value)
+
+    def to_connect_data(self, topic: str, data: bytes | None) -> tuple[Schema | None, Any]:
+        return OPTIONAL_BYTES, None if data is None else bytes(data)
+
+
+class JsonConverter(Converter):
+    """``org.apache.kafka.connect.json.JsonConverter`` (``schemas.enable``, default true;
+    ``decimal.format`` BASE64 or NUMERIC)."""
+
+    schemas_enabled = True
+    decimal_numeric = False
+
+    def configure(self, configs: Mapping[str, str], is_key: bool) -> None:
+        super().configure(configs, is_key)
+        self.schemas_enabled = str(configs.get("schemas.enable", "true")).strip().lower() == "true"
+        self.decimal_numeric = str(configs.get("decimal.format", "BASE64")).strip().upper() == "NUMERIC"
+
+    # -------------------------------------------------------------------------- writing
+    def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
+        if schema is None and value is None:
+            return None
+        try:
+            if schema is not None and schema.type == STRING and schema.name is None and type(value) is str:
+                payload = orjson.dumps(value)  # the common case (a file's lines), straight
+            else:
+                payload = self._to_json(schema, value)
+            if self.schemas_enabled:
+                return self._envelope(schema) + payload + b"}"
+            return payload
+        except DataException as exc:
+            raise DataException(f"Converting Kafka Connect data to byte[] failed due to serialization "
+                                f"error of topic {topic}: {exc}") from exc
+
+    def _envelope(self, schema: Schema | None) -> bytes:
+        """``{"schema":<schema>,"payload":`` for ``schema``, made once per schema."""
+        cache = self.__dict__.setdefault("_envelopes", {})
+        try:
+            return cache[schema]
+        except KeyError:
+            pass
+        except TypeError:  # a schema with an unhashable default: not cached
+            return b'{"schema":' + orjson.dumps(json_schema(schema)) + b',"payload":'  # type: ignore[arg-type]
+        head = b'{"schema":' + (orjson.dumps(json_schema(schema)) if schema is not None else b"null") + b',"payload":'
+        if len(cache) < 1000:
+            cache[schema] = head
+        return head
+
+    def _to_json(self, schema: Schema | None, value: Any) -> bytes:
+        return orjson.dumps(self._json_value(schema, value), default=_fragment_default)
+
+    def _json_value(self, schema: Schema | None, value: Any) -> Any:
+        if value is None:
+            if schema is None:
+                return None
+            if schema.default is not None:
+                return self._json_value(schema, schema.default)
+            if schema.optional:
+                return None
+            raise DataException("Conversion error: null value for field that is required and has no default value")
+        if schema is None:
+            return self._schemaless(value)
+        t = schema.type
+        if schema.name == DECIMAL:
+            if self.decimal_numeric:
+                return orjson.Fragment(format(Decimal(value), "f").encode())
+            return base64.b64encode(_decimal_bytes(Decimal(value), int(dict(schema.parameters).get("scale", 0)))).decode()
+        if schema.name == DATE and isinstance(value, datetime.date):
+            return (value - datetime.date(1970, 1, 1)).days
+        if schema.name == TIME and isinstance(value, datetime.time):
+            return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000 + value.microsecond // 1000
+        if schema.name == TIMESTAMP and isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            return int(value.timestamp() * 1000)
+        if t in (INT8, INT16, INT32, INT64):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DataException(f"Invalid Java object for schema type {t.upper()}: {type(value).__name__}")
+            return value
+        if t in (FLOAT32, FLOAT64):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DataException(f"Invalid Java object for schema type {t.upper()}: {type(value).__name__}")
+            return orjson.Fragment((java_float_str(value) if t == FLOAT32 else java_double_str(float(value))).encode())
+        if t == BOOLEAN:
+            if not isinstance(value, bool):
+                raise DataException(f"Invalid Java object for schema type BOOLEAN: {type(value).__name__}")
+            return value
+        if t == STRING:
+            if not isinstance(value, str):
+                raise DataException(f"Invalid Java object for schema type STRING: {type(value).__name__}")
+            return value
+        if t == BYTES:
+            return base64.b64encode(bytes(value)).decode()
+        if t == ARRAY:
+            return [self._json_value(schema.value_schema, v) for v in value]
+        if t == MAP:
+            key_schema = schema.key_schema
+            if key_schema is not None and key_schema.type == STRING:
+                return {k: self._json_value(schema.value_schema, v) for k, v in value.items()}
+            return [[self._json_value(key_schema, k), self._json_value(schema.value_schema, v)]
+                    for k, v in value.items()]
+        if t == STRUCT:
+            if not isinstance(value, Struct):
+                raise DataException(f"Invalid Java object for schema type STRUCT: {type(value).__name__}")
+            return {f.name: self._json_value(f.schema, value.values[f.index]) for f in schema.fields}
+        raise DataException(f"Couldn't convert {value!r} to JSON.")
+
+    def _schemaless(self, value: Any) -> Any:
+        if isinstance(value, Struct):
+            return self._json_value(value.schema, value)
+        if isinstance(value, float):
+            return orjson.Fragment(java_double_str(value).encode())
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return base64.b64encode(bytes(value)).decode()
+        if isinstance(value, Decimal):
+            return orjson.Fragment(format(value, "f").encode())
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value):
+                return {k: self._schemaless(v) for k, v in value.items()}
+            return [[self._schemaless(k), self._schemaless(v)] for k, v in value.items()]
+        if isinstance(value, (list, tuple)):
+            return [self._schemaless(v) for v in value]
+        return value
+
+    # -------------------------------------------------------------------------- reading
+    def to_connect_data(self, topic: str, data: bytes | None) -> tuple[Schema | None, Any]:
+        if data is None:
+            return None, None
+        try:
+            node = orjson.loads(data) if len(data) else None
+        except orjson.JSONDecodeError as exc:
+            raise DataException(f"Converting byte[] to Kafka Connect data failed due to serialization "
+                                f"error: {exc}") from exc
+        if not self.schemas_enabled:
+            # Schemaless: the JSON as it is (Connect infers the types the same way).
+            return None, node
+        if not isinstance(node, dict) or set(node) != {"schema", "payload"}:
+            raise DataException(
+                "JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may "
+                "not contain additional fields. If you are trying to deserialize plain JSON data, set "
+                "schemas.enable=false in your converter configuration.")
+        schema = self._schema(node["schema"]) if node["schema"] is not None else None
+        return schema, self._from_json(schema, node["payload"])
+
+    def _schema(self, node: Any) -> Schema:
+        """``schema_from_json``, remembered by the schema's JSON text (records of a topic
+        mostly share one schema)."""
+        cache = self.__dict__.setdefault("_schemas", {})
+        text = orjson.dumps(node)
+        schema = cache.get(text)
+        if schema is None:
+            schema = schema_from_json(node)
+            if len(cache) < 1000:
+                cache[text] = schema
+        return schema
+
+    def _from_json(self, schema: Schema | None, node: Any) -> Any:
+        if schema is None:
+            return node
+        if node is None:
+            if schema.default is not None:
+                return schema.default
+            if schema.optional:
+                return None
+            raise DataException(f"Invalid null value for required {schema.type.upper()} field")
+        if schema.name == DECIMAL:
+            scale = int(dict(schema.parameters).get("scale", 0))
+            if isinstance(node, str):
+                raw = base64.b64decode(node)
+                return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale)
+            return Decimal(str(node))
+        t = schema.type
+        if t == BYTES:
+            return base64.b64decode(node)
+        if t == ARRAY:
+            return [self._from_json(schema.value_schema, v) for v in node]
+        if t == MAP:
+            if isinstance(node, dict):
+                return {k: self._from_json(schema.value_schema, v) for k, v in node.items()}
+            return {self._from_json(schema.key_schema, k): self._from_json(schema.value_schema, v) for k, v in node}
+        if t == STRUCT:
+            return Struct(schema, tuple(self._from_json(f.schema, node.get(f.name)) for f in schema.fields))
+        if t in (FLOAT32, FLOAT64):
+            return float(node)
+        return node
+
+
+# ================================================================================= schemas
+_TYPE_NAMES = frozenset({INT8, INT16, INT32, INT64, FLOAT32, FLOAT64, BOOLEAN, STRING, BYTES, ARRAY, MAP, STRUCT})
+
+
+def json_schema(schema: Schema) -> dict[str, Any]:
+    """Connect's JSON form of a schema, keys in JsonConverter.asJsonSchema's order."""
+    out: dict[str, Any] = {"type": schema.type}
+    if schema.type == ARRAY:
+        out["items"] = json_schema(schema.value_schema) if schema.value_schema else None
+    elif schema.type == MAP:
+        out["keys"] = json_schema(schema.key_schema) if schema.key_schema else None
+        out["values"] = json_schema(schema.value_schema) if schema.value_schema else None
+    elif schema.type == STRUCT:
+        out["fields"] = [{**json_schema(f.schema), "field": f.name} for f in schema.fields]
+    out["optional"] = schema.optional
+    if schema.name is not None:
+        out["name"] = schema.name
+    if schema.version is not None:
+        out["version"] = schema.version
+    if schema.doc is not None:
+        out["doc"] = schema.doc
+    if schema.parameters:
+        out["parameters"] = dict(schema.parameters)
+    if schema.default is not None:
+        out["default"] = orjson.Fragment(JsonConverter()._to_json(Schema(schema.type, name=schema.name,
+                                                                         parameters=schema.parameters,
+                                                                         fields=schema.fields,
+                                                                         key_schema=schema.key_schema,
+                                                                         value_schema=schema.value_schema),
+                                                                  schema.default))
+    return out
+
+
+def schema_from_json(node: Any) -> Schema:
+    """A schema from its JSON form (JsonConverter.asConnectSchema)."""
+    if not isinstance(node, dict) or node.get("type") not in _TYPE_NAMES:
+        raise DataException(f"Unknown schema type: {node.get('type') if isinstance(node, dict) else node}")
+    t = node["type"]
+    fields: tuple[Field, ...] = ()
+    key_schema = value_schema = None
+    if t == STRUCT:
+        fields = tuple(Field(f["field"], i, schema_from_json(f)) for i, f in enumerate(node.get("fields") or []))
+    elif t == ARRAY:
+        value_schema = schema_from_json(node.get("items"))
+    elif t == MAP:
+        key_schema = schema_from_json(node.get("keys"))
+        value_schema = schema_from_json(node.get("values"))
+    params = node.get("parameters") or {}
+    return Schema(t, optional=bool(node.get("optional", False)), name=node.get("name"),
+                  version=node.get("version"), doc=node.get("doc"), default=node.get("default"),
+                  parameters=tuple(params.items()), fields=fields, key_schema=key_schema,
+                  value_schema=value_schema)
+
+
+# ================================================================================== helpers
+def _fragment_default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return orjson.Fragment(format(o, "f").encode())
+    raise TypeError
+
+
+def _decimal_bytes(value: Decimal, scale: int) -> bytes:
+    """A decimal's unscaled value as Java's BigInteger.toByteArray (big-endian two's
+    complement, shortest)."""
+    unscaled = int(value.scaleb(scale).to_integral_value())
+    length = max(1, (unscaled + (unscaled < 0)).bit_length() // 8 + 1)
+    return unscaled.to_bytes(length, "big", signed=True)
+
+
+def java_float_str(value: float) -> str:
+    """Java's Float.toString: the shortest digits that read back as the same 32-bit float."""
+    f32 = struct.unpack("f", struct.pack("f", value))[0]
+    for digits in range(1, 10):
+        text = f"{f32:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == f32:
+            return java_double_str(float(text))
+    return java_double_str(f32)
+
+
+def java_string(value: Any) -> str:
+    """A value as Java's ``String.valueOf`` prints it (what StringConverter and the file
+    sink write): Struct{a=1}, {k=v}, [a, b], true, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return java_double_str(value)
+    if isinstance(value, Struct):
+        parts = [f"{f.name}={java_string(value.values[f.index])}" for f in value.schema.fields
+                 if value.values[f.index] is not None]
+        return "Struct{" + ",".join(parts) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{java_string(k)}={java_string(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(java_string(v) for v in value) + "]"
+    if isinstance(value, (bytes, bytearray)):
+        return "[B@" + format(id(value) & 0xFFFFFFF, "x")
+    return str(value)
+
+
+# ================================================================================ registry
+CONVERTERS: dict[str, type[Converter]] = {
+    "org.apache.kafka.connect.json.JsonConverter": JsonConverter,
+    "org.apache.kafka.connect.storage.StringConverter": StringConverter,
+    "org.apache.kafka.connect.converters.ByteArrayConverter": ByteArrayConverter,
+}
+
+# Converters of Confluent's that need a schema registry: not built in yet.
+_REGISTRY_CONVERTERS = frozenset({
+    "io.confluent.connect.avro.AvroConverter",
+    "io.confluent.connect.protobuf.ProtobufConverter",
+    "io.confluent.connect.json.JsonSchemaConverter",
+})
+
+DEFAULT_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+
+
+def make_converter(config: Mapping[str, str], worker: Mapping[str, str], which: str) -> Converter:
+    """The ``which`` ('key' or 'value') converter of a connector: its own ``<which>.converter``
+    with its ``<which>.converter.*`` keys, else the worker's, else JsonConverter."""
+    prefix = f"{which}.converter"
+    source = config if config.get(prefix) else worker
+    name = (source.get(prefix) or DEFAULT_CONVERTER).strip()
+    cls = CONVERTERS.get(name) or next((c for n, c in CONVERTERS.items() if n.rsplit(".", 1)[1] == name), None)
+    if cls is None:
+        if name in _REGISTRY_CONVERTERS:
+            raise ConnectException(
+                f"Invalid value {name} for configuration {prefix}: this converter needs a schema "
+                "registry and is not built into streamsql yet; use JsonConverter, StringConverter or "
+                "ByteArrayConverter")
+        raise ConnectException(f"Invalid value {name} for configuration {prefix}: Class {name} could not be found.")
+    subs = {k[len(prefix) + 1:]: str(v) for k, v in source.items() if k.startswith(prefix + ".")}
+    converter = cls()
+    converter.configure(subs, which == "key")
+    return converter

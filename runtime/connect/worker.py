@@ -1,0 +1,1184 @@
+"""The Connect worker: runs connectors and their tasks on the Log, as Kafka Connect's worker.
+
+- A **source** task's ``poll()`` runs on a thread of its own; its records are converted (the
+  connector's key/value converters) and produced on the event loop, and only once the Log has
+  them are their source offsets written to the offsets topic (at least once: a crash between
+  the two publishes the last batch again, never loses it). Then ``commit()``.
+- A **sink** task consumes the connector's ``topics`` as the consumer group ``connect-<name>``
+  (Connect's name; from the earliest offset where the group has none, as Connect's sink
+  consumers), ``put()``s converted records, and every ``offset.flush.interval.ms`` calls
+  ``flush()`` and commits the offsets of what it flushed, and only that.
+- A task that raises goes to FAILED with its trace in its status; the other tasks, the other
+  connectors and every query keep running. States are Connect's: UNASSIGNED, RUNNING, PAUSED,
+  FAILED, STOPPED. A record that does not convert fails its task unless ``errors.tolerance``
+  is ``all`` (``_Tolerance``: skipped, logged, a sink's sent to its dead letter queue); a Log
+  write that fails (a full disk) is tried again until it succeeds or the task stops.
+
+Configs, offsets and statuses live in compacted topics (``streamsql.runtime.connect.storage``),
+so a restarted worker runs the same connectors, paused ones paused, and a file source goes on
+after the last line it published. On a Log shared by several nodes (Kafka) the workers of a
+service form a consumer group over a placement topic: each connector (with all its tasks) runs
+on the worker owning the partition its name hashes to, the others follow the topics for
+statuses and changes, and a worker that leaves or dies has its connectors taken over.
+
+The Python API (``create``, ``put_config``, ``connectors``, ``info``, ``status``, ``pause``,
+``resume``, ``stop_connector``, ``restart``, ``restart_task``, ``delete``, ``topics``,
+``validate``, ``plugins``) is what the statements and Connect's REST API are built on; its
+errors are ``ConnectRestError`` with Connect's HTTP status and message.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from streamsql.runtime.connect.api import (
+    Connector, ConnectorContext, ConnectException, RetriableException, SinkRecord, SinkTask, SourceRecord,
+    SourceTask, SourceTaskContext, Task)
+from streamsql.runtime.connect.converters import Converter, make_converter
+from streamsql.runtime.connect.plugins import PluginRegistry, default_registry
+from streamsql.runtime.connect.storage import ConnectStorage, offset_key
+from streamsql.runtime.log.base import Log, ProducerRecord, TopicExistsError, murmur2
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+UNASSIGNED, RUNNING, PAUSED, FAILED, STOPPED = "UNASSIGNED", "RUNNING", "PAUSED", "FAILED", "STOPPED"
+# Target states, as Connect's config topic has them.
+TARGET_STARTED, TARGET_PAUSED, TARGET_STOPPED = "STARTED", "PAUSED", "STOPPED"
+
+# Connect's worker defaults (connect-standalone.properties' offset flush: 10 s).
+DEFAULT_WORKER_CONFIG: dict[str, str] = {
+    "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+    "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+    "offset.flush.interval.ms": "10000",
+    "task.shutdown.graceful.timeout.ms": "5000",
+}
+_SINK_MAX_POLL_RECORDS = 500       # Connect's sink consumers: max.poll.records
+_RETRY_BACKOFF_S = 1.0             # after a RetriableException
+_REGEX_REFRESH_S = 2.0             # how often a topics.regex sink looks for new topics
+_INTERNAL_TOPICS = ("__", "_streamsql_", "_schemas")
+
+
+class ConnectRestError(Exception):
+    """A request the worker refuses, as Connect's REST API answers it: ``status`` (400, 404,
+    409, 500) and ``message``; ``body()`` is Connect's error JSON."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error_code": self.status, "message": self.message}
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task's status (Connect's ``TaskState``)."""
+
+    id: int
+    state: str
+    worker_id: str
+    trace: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "state": self.state, "worker_id": self.worker_id}
+        if self.trace:
+            out["trace"] = self.trace
+        return out
+
+
+@dataclass(frozen=True)
+class ConnectorStatus:
+    """A connector's status and its tasks' (Connect's ``ConnectorStateInfo``)."""
+
+    name: str
+    type: str
+    state: str
+    worker_id: str
+    trace: str | None
+    tasks: tuple[TaskState, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        connector: dict[str, Any] = {"state": self.state, "worker_id": self.worker_id}
+        if self.trace:
+            connector["trace"] = self.trace
+        return {"name": self.name, "connector": connector, "tasks": [t.to_json() for t in self.tasks],
+                "type": self.type}
+
+
+@dataclass(frozen=True)
+class ConnectorInfo:
+    """A connector's config and task ids (Connect's ``ConnectorInfo``)."""
+
+    name: str
+    config: dict[str, str]
+    tasks: tuple[int, ...]
+    type: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "config": dict(self.config),
+                "tasks": [{"connector": self.name, "task": t} for t in self.tasks], "type": self.type}
+
+
+def _trace(exc: BaseException) -> str:
+    """A failure as Connect shows it: the exception's class and message first, then where
+    (the connector's frames: the worker's thread hand-off says nothing to a user)."""
+    cls = type(exc)
+    head = f"{cls.__module__}.{cls.__qualname__}: {exc}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename != __file__ and "/concurrent/" not in f.filename and "/asyncio/" not in f.filename]
+    tb = "".join(traceback.format_list(frames))
+    cause = exc.__cause__ or exc.__context__
+    tail = f"\nCaused by: {type(cause).__module__}.{type(cause).__qualname__}: {cause}" if cause else ""
+    return head + "\n" + tb + tail
+
+
+def _int(config: Mapping[str, str], key: str, default: int) -> int:
+    try:
+        return int(str(config.get(key, default)).strip())
+    except ValueError:
+        raise ConnectException(f"Invalid value {config.get(key)} for configuration {key}: "
+                               "Not a number of type INT") from None
+
+
+class _Thread:
+    """A task's or connector's own thread: its blocking calls run there, one at a time."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._closed = False
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:  # (a task's stop after its thread was given up on: a thread of its own)
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        # Not waiting: a call stuck in a driver must not hold the worker's loop.
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _TaskContext(SourceTaskContext):
+    def __init__(self, storage: ConnectStorage, connector: str) -> None:
+        self._storage = storage
+        self._connector = connector
+
+    def offset(self, source_partition: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return self._storage.offset(self._connector, source_partition)
+
+
+class _ConnectorContext(ConnectorContext):
+    def __init__(self, worker: "Worker", name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._worker = worker
+        self._name = name
+        self._loop = loop
+
+    def request_task_reconfiguration(self) -> None:
+        # Called from the connector's thread: the new task configs are taken on the loop.
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._worker._reconfigure(self._name)))
+
+    def raise_error(self, error: Exception) -> None:
+        def fail() -> None:
+            c = self._worker._connectors.get(self._name)
+            if c is not None:
+                c.state, c.trace = FAILED, _trace(error)
+                asyncio.ensure_future(self._worker._save_status(c))
+        self._loop.call_soon_threadsafe(fail)
+
+
+class _TaskRunner:
+    """One task of a connector: its thread, its driver coroutine and its status."""
+
+    def __init__(self, worker: "Worker", connector: "_Connector", task_id: int, config: dict[str, str]) -> None:
+        self.worker = worker
+        self.connector = connector
+        self.id = task_id
+        self.config = config
+        self.state = UNASSIGNED
+        self.trace: str | None = None
+        self.thread = _Thread(f"connect-{connector.name}-{task_id}")
+        self.task: Task | None = None
+        self.driver: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.stop_called = False
+        self.started = False  # task.start returned: stop() is due
+        self.errors = _Tolerance(worker, connector.name, task_id, config)
+
+    @property
+    def status_key(self) -> str:
+        return f"status-task-{self.connector.name}-{self.id}"
+
+    def start(self, paused: bool) -> None:
+        if paused:
+            self.resumed.clear()
+        kind = self.connector.plugin.type
+        run = self._run_source if kind == "source" else self._run_sink
+        self.driver = asyncio.create_task(run(), name=f"connect-{self.connector.name}-{self.id}")
+
+    async def _set(self, state: str, trace: str | None = None) -> None:
+        self.state, self.trace = state, trace
+        await self.worker._save(self.status_key, state, trace)
+
+    def pause(self) -> None:
+        self.resumed.clear()
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+    async def stop(self) -> None:
+        """Stop the task and wait for it (at most ``task.shutdown.graceful.timeout.ms``)."""
+        self.stopping = True
+        self.resumed.set()
+        task = self.task
+        if isinstance(task, SourceTask) and self.started and not self.stop_called:
+            # From another thread than poll's, as Connect does: poll may be waiting in it.
+            self.stop_called = True
+            try:
+                await asyncio.to_thread(task.stop)
+            except Exception:  # noqa: BLE001 - a failing stop must not keep the others running
+                log.exception("stopping task %s-%d failed", self.connector.name, self.id)
+        if self.driver is not None:
+            timeout = self.worker.graceful_timeout_s
+            done, _ = await asyncio.wait({self.driver}, timeout=timeout)
+            if not done:
+                log.warning("task %s-%d did not stop within %.1f s; abandoning its thread",
+                            self.connector.name, self.id, timeout)
+                self.driver.cancel()
+        self.thread.close()
+        if self.state not in (FAILED,):
+            self.state = UNASSIGNED
+
+    async def _start_task(self, cls: type[Task]) -> tuple[Converter, Converter]:
+        keys = make_converter(self.config, self.worker.worker_config, "key")
+        values = make_converter(self.config, self.worker.worker_config, "value")
+        task = cls()
+        if isinstance(task, SourceTask):
+            task.initialize(_TaskContext(self.worker.storage, self.connector.name))
+        self.task = task
+        await self.thread.call(task.start, dict(self.config))
+        self.started = True
+        return keys, values
+
+    async def _wait_resumed(self) -> None:
+        if not self.resumed.is_set():
+            await self._set(PAUSED)
+            await self.resumed.wait()
+            if not self.stopping:
+                await self._set(RUNNING)
+
+    # --------------------------------------------------------------------------- source
+    async def _run_source(self) -> None:
+        started = False
+        try:
+            keys, values = await self._start_task(self.connector.plugin.connector_task_class)
+            started = True
+            task = self.task
+            assert isinstance(task, SourceTask)
+            await self._set(RUNNING if self.resumed.is_set() else PAUSED)
+            while not self.stopping:
+                await self._wait_resumed()
+                if self.stopping:
+                    break
+                try:
+                    records = await self.thread.call(task.poll)
+                except RetriableException as exc:
+                    log.warning("task %s-%d: %s; retrying", self.connector.name, self.id, exc)
+                    await asyncio.sleep(_RETRY_BACKOFF_S)
+                    continue
+                if not records:
+                    continue
+                if not await self._send(records, keys, values):
+                    break
+                await self.thread.call(task.commit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a task's failure is its status, not the worker's
+            log.error("task %s-%d failed: %s", self.connector.name, self.id, exc)
+            await self._set(FAILED, _trace(exc))
+        finally:
+            if started and not self.stop_called and self.task is not None:
+                self.stop_called = True
+                try:
+                    await self.thread.call(self.task.stop)
+                except Exception:  # noqa: BLE001
+                    log.exception("stopping task %s-%d failed", self.connector.name, self.id)
+
+    async def _send(self, records: Sequence[SourceRecord], keys: Converter, values: Converter) -> bool:
+        """Write a poll's records (and then their offsets), trying again while the Log
+        refuses the write (a full disk: the embedded log takes nothing of a failed write, and
+        goes on once there is space). False if the task is stopped meanwhile: the records were
+        not written whole, and their offsets not stored, so they are read again next time."""
+        while True:
+            try:
+                await self.worker._send(self, records, keys, values)
+                return True
+            except OSError as exc:
+                log.warning("task %s-%d: writing to the log failed (%s); trying again",
+                            self.connector.name, self.id, exc)
+                await asyncio.sleep(_RETRY_BACKOFF_S)
+                if self.stopping:
+                    return False
+
+    # ----------------------------------------------------------------------------- sink
+    async def _run_sink(self) -> None:
+        consumer = None
+        started = False
+        pending: dict[tuple[str, int], int] = {}
+        try:
+            topics = await self.worker._sink_topics(self.config)
+            keys, values = await self._start_task(self.connector.plugin.connector_task_class)
+            started = True
+            task = self.task
+            assert isinstance(task, SinkTask)
+            for t in topics:
+                await self.worker._note_topic(self.connector, t, self.id)
+            consumer = self.worker.log.consumer(f"connect-{self.connector.name}", topics, reset="earliest")
+            await self._set(RUNNING if self.resumed.is_set() else PAUSED)
+            interval = self.worker.flush_interval_s
+            last_flush = last_match = time.monotonic()
+            regex = bool(str(self.config.get("topics.regex", "")).strip())
+            while not self.stopping:
+                if not self.resumed.is_set():
+                    # Paused: the partitions are, but the consumer keeps polling, so it stays
+                    # in its group (Kafka drops a member that stops polling).
+                    consumer.pause(consumer.assignment())
+                    if self.state != PAUSED:
+                        await self._set(PAUSED)
+                    for b in await consumer.poll(_SINK_MAX_POLL_RECORDS, timeout=0.5):
+                        # Fetched as the pause came: read again once resumed, not skipped.
+                        consumer.seek(b.topic, b.partition, b.offsets[0])
+                    continue
+                if self.state == PAUSED:
+                    consumer.resume(consumer.assignment())
+                    await self._set(RUNNING)
+                batches = await consumer.poll(_SINK_MAX_POLL_RECORDS, timeout=0.5)
+                records: list[SinkRecord] = []
+                for b in batches:
+                    headers = b.headers
+                    for i, off in enumerate(b.offsets):
+                        try:
+                            stage = "KEY_CONVERTER"
+                            ks, k = keys.to_connect_data(b.topic, b.keys[i])
+                            stage = "VALUE_CONVERTER"
+                            vs, v = values.to_connect_data(b.topic, b.values[i])
+                        except Exception as exc:  # noqa: BLE001 - errors.tolerance decides
+                            await self.errors.tolerate(exc, stage, keys if stage == "KEY_CONVERTER" else values,
+                                                       b, i)
+                            continue
+                        records.append(SinkRecord(b.topic, b.partition, ks, k, vs, v, off, b.timestamps[i],
+                                                  headers[i] if headers else ()))
+                if records:
+                    await self.thread.call(task.put, records)
+                for b in batches:  # (records skipped by errors.tolerance are done with too)
+                    pending[(b.topic, b.partition)] = b.offsets[-1] + 1
+                if pending and time.monotonic() - last_flush >= interval:
+                    await self._flush(task, consumer, pending)
+                    pending = {}
+                    last_flush = time.monotonic()
+                if regex and time.monotonic() - last_match >= _REGEX_REFRESH_S:
+                    last_match = time.monotonic()
+                    matched = await self.worker._sink_topics(self.config)
+                    if matched != topics:
+                        # New topics match topics.regex: the group consumer is made again over
+                        # them (the group's commits say where each topic goes on).
+                        if pending:
+                            await self._flush(task, consumer, pending)
+                            pending = {}
+                        await consumer.close()
+                        topics = matched
+                        for t in topics:
+                            await self.worker._note_topic(self.connector, t, self.id)
+                        consumer = self.worker.log.consumer(f"connect-{self.connector.name}", topics,
+                                                            reset="earliest")
+            if pending:
+                await self._flush(task, consumer, pending)
+                pending = {}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a task's failure is its status, not the worker's
+            log.error("task %s-%d failed: %s", self.connector.name, self.id, exc)
+            await self._set(FAILED, _trace(exc))
+        finally:
+            if consumer is not None:
+                await consumer.close()
+            if started and self.task is not None and not self.stop_called:
+                self.stop_called = True
+                try:
+                    await self.thread.call(self.task.stop)
+                except Exception:  # noqa: BLE001
+                    log.exception("stopping task %s-%d failed", self.connector.name, self.id)
+
+    async def _flush(self, task: SinkTask, consumer: Any, pending: dict[tuple[str, int], int]) -> None:
+        # The offsets are committed only once the task says what it was given is durable.
+        await self.thread.call(task.flush, dict(pending))
+        await consumer.commit(dict(pending))
+
+
+class _Tolerance:
+    """Connect's error handling for records that do not convert: with ``errors.tolerance``
+    ``none`` (the default) the task fails; with ``all`` the record is skipped, logged with
+    ``errors.log.enable`` (its key and value too with ``errors.log.include.messages``) and, for
+    a sink, written as it was read to ``errors.deadletterqueue.topic.name``, with Connect's
+    ``__connect.errors.*`` headers if ``errors.deadletterqueue.context.headers.enable``."""
+
+    def __init__(self, worker: "Worker", connector: str, task_id: int, config: Mapping[str, str]) -> None:
+        self.worker = worker
+        self.connector = connector
+        self.task_id = task_id
+        self.tolerate_all = config.get("errors.tolerance", "none").strip().lower() == "all"
+        self.log_errors = config.get("errors.log.enable", "false").strip().lower() == "true"
+        self.log_messages = config.get("errors.log.include.messages", "false").strip().lower() == "true"
+        self.dlq = config.get("errors.deadletterqueue.topic.name", "").strip()
+        self.dlq_headers = config.get("errors.deadletterqueue.context.headers.enable",
+                                      "false").strip().lower() == "true"
+
+    async def tolerate(self, exc: Exception, stage: str, component: Any, batch: Any = None, i: int = 0) -> None:
+        """Raise ``exc`` unless tolerated; else report the record (``batch``'s ``i``th, for a
+        sink) that ``component`` (the converter) failed on, as configured."""
+        if not self.tolerate_all:
+            raise exc
+        if self.log_errors:
+            where = f" of {batch.topic}-{batch.partition}@{batch.offsets[i]}" if batch is not None else ""
+            what = f" key {batch.keys[i]!r} value {batch.values[i]!r}" if batch is not None and self.log_messages else ""
+            log.error("Error encountered in task %s-%d at stage %s%s:%s %s", self.connector, self.task_id,
+                      stage, where, what, exc)
+        if batch is None or not self.dlq:
+            return
+        headers = list(batch.headers[i]) if batch.headers else []
+        if self.dlq_headers:
+            cls = type(exc)
+            context = {"topic": batch.topic, "partition": str(batch.partition), "offset": str(batch.offsets[i]),
+                       "connector.name": self.connector, "task.id": str(self.task_id), "stage": stage,
+                       "class.name": _connect_class(component), "exception.class.name": f"{cls.__module__}.{cls.__qualname__}",
+                       "exception.message": str(exc), "exception.stacktrace": _trace(exc)}
+            headers += [(f"__connect.errors.{k}", v.encode()) for k, v in context.items()]
+        await self.worker._ensure_topic(self.dlq)
+        await self.worker.log.produce(self.dlq, [ProducerRecord(batch.keys[i], batch.values[i], batch.timestamps[i],
+                                                                tuple(headers))])
+
+
+def _connect_class(component: Any) -> str:
+    """The Connect class name of a converter (its Python class's where it has none)."""
+    from streamsql.runtime.connect.converters import CONVERTERS
+
+    cls = type(component)
+    return next((n for n, c in CONVERTERS.items() if c is cls), f"{cls.__module__}.{cls.__qualname__}")
+
+
+@dataclass
+class _Connector:
+    """A connector this worker runs: its config, instance, state and tasks."""
+
+    name: str
+    config: dict[str, str]
+    plugin: Any
+    state: str = UNASSIGNED
+    trace: str | None = None
+    instance: Connector | None = None
+    thread: _Thread | None = None
+    tasks: list[_TaskRunner] = field(default_factory=list)
+    task_configs: list[dict[str, str]] = field(default_factory=list)
+    topics: set[str] = field(default_factory=set)
+
+
+class _PluginView:
+    """A plugin with its task class resolved lazily (the connector's, once started)."""
+
+    def __init__(self, plugin: Any, instance: Connector | None) -> None:
+        self.plugin = plugin
+        self.instance = instance
+        self.class_name = plugin.class_name
+        self.type = plugin.type
+
+    @property
+    def connector_task_class(self) -> type[Task]:
+        assert self.instance is not None
+        return self.instance.task_class()
+
+
+class Worker:
+    """See the module docstring. ``worker_id`` names this worker in statuses (Connect's
+    host:port); ``config`` is the worker's config (converters, ``offset.flush.interval.ms``)."""
+
+    def __init__(self, log_: Log, service_id: str, worker_id: str, config: Mapping[str, str] | None = None,
+                 plugins: PluginRegistry | None = None, replicas: int = 1) -> None:
+        self.log = log_
+        self.worker_id = worker_id
+        self.worker_config = {**DEFAULT_WORKER_CONFIG, **{k: str(v) for k, v in (config or {}).items()}}
+        self.registry = plugins or default_registry()
+        self.storage = ConnectStorage(log_, service_id, replicas)
+        self.flush_interval_s = _int(self.worker_config, "offset.flush.interval.ms", 10000) / 1000
+        self.graceful_timeout_s = _int(self.worker_config, "task.shutdown.graceful.timeout.ms", 5000) / 1000
+        self._connectors: dict[str, _Connector] = {}
+        self._known_topics: set[str] = set()
+        self._lock = asyncio.Lock()
+        self.running = False
+        self.service_id = service_id
+        # Connector statements replayed from the command log, last one per name (a config
+        # for CREATE, None for DROP): see ``note_replayed``.
+        self._replayed: dict[str, dict[str, str] | None] = {}
+        # On a Log shared by several nodes: the placement partitions this worker owns, and
+        # the loops that keep it in its group and follow the other workers' writes.
+        self.distributed = bool(getattr(log_, "distributed", False))
+        self._owned: set[int] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._joined = False
+
+    # ------------------------------------------------------------------------ lifecycle
+    async def load(self) -> None:
+        """Read the stored configs and offsets (once), where there are any; nothing runs
+        yet. The topics are made by the first connector created (``_activate``)."""
+        await self.storage.start(create=False)
+
+    async def _activate(self) -> None:
+        """The storage topics exist and, on a shared Log, this worker is in the group."""
+        await self.storage.start(create=True)
+        if self.running and self.distributed:
+            self._join()
+
+    def _join(self) -> None:
+        if self._joined:
+            return
+        self._joined = True
+        self._background += [asyncio.create_task(self._place(), name="connect-placement"),
+                             asyncio.create_task(self._follow(), name="connect-follow")]
+
+    def note_replayed(self, name: str, config: Mapping[str, str] | None) -> None:
+        """A CREATE (``config``) or DROP (None) CONNECTOR replayed from the command log.
+        ``start`` creates the connectors whose last statement is a CREATE and that the
+        configs topic has no record of (lost, or never written): otherwise the configs topic
+        is right, whatever changed it since (Connect's REST API included)."""
+        self._replayed[name] = dict(config) if config is not None else None
+
+    async def start(self) -> None:
+        """Run every stored connector (in its target state); later ones run as created. On
+        a shared Log the connectors are spread over the workers of the service by a
+        consumer group (see ``_Placement``), and each follows the others' writes."""
+        await self.storage.start(create=any(c is not None for c in self._replayed.values()))
+        for name, config in sorted(self._replayed.items()):
+            if config is not None and name not in self.storage.seen:
+                try:
+                    await self.storage.put_connector(name, self.check_config(name, config))
+                except ConnectRestError as exc:
+                    log.warning("connector %s of the command log not created: %s", name, exc.message)
+        self._replayed.clear()
+        async with self._lock:
+            self.running = True
+            if not self.distributed:
+                for name in sorted(self.storage.configs):
+                    if name not in self._connectors:
+                        await self._start_connector(name)
+                return
+        if self.storage.started:
+            self._join()
+        else:
+            self._background = [asyncio.create_task(self._wake(), name="connect-wake")]
+
+    async def _wake(self) -> None:
+        """Without connectors yet, on a shared Log: join the workers once another node made
+        the first one (its configs topic appears)."""
+        while not self._joined and not await self.storage.start(create=False):
+            await asyncio.sleep(5.0)
+        self._join()
+
+    async def close(self) -> None:
+        """Stop every connector and task (their configs and offsets stay)."""
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        self._background = []
+        self._joined = False
+        async with self._lock:
+            self.running = False
+            await asyncio.gather(*(self._stop_connector(c) for c in list(self._connectors.values())))
+            self._connectors.clear()
+
+    # ------------------------------------------------------------------------- cluster
+    PLACEMENT_PARTITIONS = 32
+
+    def owns(self, name: str) -> bool:
+        """Whether this worker runs connector ``name`` (every one, on an unshared Log)."""
+        if not self.distributed:
+            return True
+        return (murmur2(name.encode()) & 0x7FFFFFFF) % self.PLACEMENT_PARTITIONS in self._owned
+
+    async def _place(self) -> None:
+        """Stay in the workers' consumer group over the placement topic: a partition's owner
+        runs the connectors that hash to it, and a worker that leaves (or dies) has its
+        partitions, hence its connectors, taken over by the others."""
+        topic = f"_streamsql_{self.service_id}connect-placement"
+        if await self.log.describe_topic(topic) is None:
+            try:
+                await self.log.create_topic(topic, self.PLACEMENT_PARTITIONS, self.storage.replicas)
+            except TopicExistsError:
+                pass
+        consumer = self.log.consumer(f"_streamsql_{self.service_id}connect-workers", [topic],
+                                     _Placement(self), reset="latest")
+        try:
+            while True:
+                await consumer.poll(100, timeout=1.0)
+        finally:
+            await consumer.close()
+
+    async def _follow(self) -> None:
+        """Apply what the other workers wrote: new, changed, paused and deleted connectors."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                async with self._lock:
+                    await self.storage.refresh()
+                    await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("following the connect topics failed")
+
+    async def _reconcile(self) -> None:
+        """Run exactly the connectors this worker owns, with their stored configs and target
+        states (called with the lock held)."""
+        if not self.running:
+            return
+        for name, c in list(self._connectors.items()):
+            config = self.storage.configs.get(name)
+            if config is None or not self.owns(name) or config != c.config:
+                del self._connectors[name]
+                await self._stop_connector(c)
+        for name in sorted(self.storage.configs):
+            if not self.owns(name):
+                continue
+            c = self._connectors.get(name)
+            target = self.storage.target_states.get(name, TARGET_STARTED)
+            if c is None:
+                await self._start_connector(name)
+            elif (target == TARGET_STOPPED) != (c.state == STOPPED):
+                del self._connectors[name]
+                await self._stop_connector(c)
+                await self._start_connector(name)
+            elif c.state != FAILED and c.state != STOPPED:
+                want = PAUSED if target == TARGET_PAUSED else RUNNING
+                if c.state != want:
+                    for t in c.tasks:
+                        t.pause() if want == PAUSED else t.resume()
+                    c.state = want
+                    await self._save_status(c)
+
+    async def _assigned(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self._owned |= partitions
+            # The last owner's offsets and statuses: read them before going on from them.
+            await self.storage.refresh()
+            await self._reconcile()
+
+    async def _revoked(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self._owned -= partitions
+            await self._reconcile()
+
+    # ---------------------------------------------------------------------------- reads
+    def plugins(self) -> list[Any]:
+        return self.registry.plugins()
+
+    def connectors(self) -> list[str]:
+        return sorted(self.storage.configs)
+
+    def has(self, name: str) -> bool:
+        return name in self.storage.configs
+
+    def config(self, name: str) -> dict[str, str]:
+        self._check(name)
+        return dict(self.storage.configs[name])
+
+    def connector_type(self, name: str) -> str:
+        try:
+            return self.registry.find(self.storage.configs[name].get("connector.class", "")).type
+        except ConnectException:
+            return "unknown"
+
+    def info(self, name: str) -> ConnectorInfo:
+        self._check(name)
+        tasks = tuple(t.id for t in self.status(name).tasks)
+        return ConnectorInfo(name, self.config(name), tasks, self.connector_type(name))
+
+    def status(self, name: str) -> ConnectorStatus:
+        self._check(name)
+        c = self._connectors.get(name)
+        if c is None:
+            return self._stored_status(name)
+        tasks = tuple(TaskState(t.id, t.state, self.worker_id, t.trace) for t in c.tasks)
+        return ConnectorStatus(name, c.plugin.type, c.state, self.worker_id, c.trace, tasks)
+
+    def _stored_status(self, name: str) -> ConnectorStatus:
+        """The status another worker (the one running the connector) wrote."""
+        statuses = self.storage.statuses
+        own = statuses.get(f"status-connector-{name}")
+        if own is None:
+            return ConnectorStatus(name, self.connector_type(name), UNASSIGNED, self.worker_id, None, ())
+        prefix = f"status-task-{name}-"
+        tasks = sorted((int(k[len(prefix):]), v) for k, v in statuses.items()
+                       if k.startswith(prefix) and k[len(prefix):].isdigit())
+        return ConnectorStatus(name, self.connector_type(name), own["state"], own.get("worker_id", ""),
+                               own.get("trace"),
+                               tuple(TaskState(i, v["state"], v.get("worker_id", ""), v.get("trace"))
+                                     for i, v in tasks))
+
+    def task_status(self, name: str, task_id: int) -> TaskState:
+        for t in self.status(name).tasks:
+            if t.id == task_id:
+                return t
+        raise ConnectRestError(404, f"No status found for task {name}-{task_id}")
+
+    def task_configs(self, name: str) -> list[dict[str, str]]:
+        self._check(name)
+        c = self._connectors.get(name)
+        return [dict(t) for t in c.task_configs] if c is not None else []
+
+    def topics(self, name: str) -> list[str]:
+        """The topics the connector has used since it was created (or its topics reset),
+        on whichever worker it ran."""
+        self._check(name)
+        return self.storage.topics(name)
+
+    def _check(self, name: str) -> None:
+        if name not in self.storage.configs:
+            raise ConnectRestError(404, f"Connector {name} not found")
+
+    # --------------------------------------------------------------------------- writes
+    def validate(self, config: Mapping[str, str]) -> list[str]:
+        """Connect's validation of a connector config: the errors (empty if none). An unknown
+        class or none raises ``ConnectRestError`` as Connect answers it."""
+        cls_name = config.get("connector.class")
+        if not cls_name:
+            raise ConnectRestError(400, f"Connector config {_java_map(config)} contains no connector type")
+        try:
+            plugin = self.registry.find(cls_name)
+        except ConnectException as exc:
+            raise ConnectRestError(500, str(exc)) from None
+        errors: list[str] = []
+        raw = config.get("tasks.max", "1")
+        try:
+            if int(str(raw).strip()) < 1:
+                errors.append(f"Invalid value {raw} for configuration tasks.max: Value must be at least 1")
+        except ValueError:
+            errors.append(f"Invalid value {raw} for configuration tasks.max: Not a number of type INT")
+        for which in ("key", "value"):
+            if config.get(f"{which}.converter"):
+                try:
+                    make_converter(config, self.worker_config, which)
+                except ConnectException as exc:
+                    errors.append(str(exc))
+        if plugin.type == "sink":
+            has_topics = bool(str(config.get("topics", "")).strip())
+            has_regex = bool(str(config.get("topics.regex", "")).strip())
+            if has_topics and has_regex:
+                errors.append("topics and topics.regex are mutually exclusive options, but both are "
+                              "set.")
+            elif not has_topics and not has_regex:
+                errors.append("Must configure one of topics or topics.regex")
+        for key in plugin.connector().config():
+            if key.required and not str(config.get(key.name, "")).strip():
+                errors.append(f"Missing required configuration \"{key.name}\" which has no default value.")
+        return errors
+
+    async def create(self, name: str, config: Mapping[str, str]) -> ConnectorInfo:
+        """Create and start a connector (Connect's POST /connectors); 409 if it exists."""
+        await self._activate()
+        async with self._lock:
+            if name in self.storage.configs:
+                raise ConnectRestError(409, f"Connector {name} already exists")
+            await self._put(name, config)
+        return self.info(name)
+
+    async def create_in_state(self, name: str, config: Mapping[str, str], target: str) -> ConnectorInfo:
+        """``create`` with Connect 3.5's ``initial_state`` (``TARGET_PAUSED``,
+        ``TARGET_STOPPED``): the target state is stored first, so the tasks never poll."""
+        await self._activate()
+        async with self._lock:
+            if name in self.storage.configs:
+                raise ConnectRestError(409, f"Connector {name} already exists")
+            config = self.check_config(name, config)  # (before any write: nothing left if invalid)
+            await self.storage.put_target_state(name, target)
+            await self._put(name, config)
+        return self.info(name)
+
+    async def put_config(self, name: str, config: Mapping[str, str]) -> tuple[bool, ConnectorInfo]:
+        """Create or reconfigure a connector (Connect's PUT /connectors/{name}/config);
+        returns whether it was created."""
+        await self._activate()
+        async with self._lock:
+            created = name not in self.storage.configs
+            await self._put(name, config)
+        return created, self.info(name)
+
+    def check_config(self, name: str, config: Mapping[str, str]) -> dict[str, str]:
+        """The config a connector ``name`` would run with (``name`` added, as Connect does),
+        or the ``ConnectRestError`` Connect answers an invalid one with."""
+        if not name or not name.strip():
+            raise ConnectRestError(400, "Connector name is required")
+        config = {str(k): str(v) for k, v in config.items()}
+        config["name"] = name
+        errors = self.validate(config)
+        if errors:
+            raise ConnectRestError(400, "Connector configuration is invalid and contains the following "
+                                        f"{len(errors)} error(s):\n" + "\n".join(errors) + "\nYou can also "
+                                        "find the above list of errors at the endpoint "
+                                        "`/connector-plugins/{connectorType}/config/validate`")
+        return config
+
+    async def _put(self, name: str, config: Mapping[str, str]) -> None:
+        config = self.check_config(name, config)
+        old = self._connectors.pop(name, None)
+        if old is not None:
+            await self._stop_connector(old)
+        await self.storage.put_connector(name, config)
+        if self.running and self.owns(name):
+            await self._start_connector(name)
+
+    async def delete(self, name: str) -> None:
+        """Stop and forget a connector (Connect's DELETE); its source offsets stay, as in
+        Connect, so a connector created again under the name resumes where it was."""
+        await self.load()
+        async with self._lock:
+            self._check(name)
+            c = self._connectors.pop(name, None)
+            keys = [f"status-connector-{name}"]
+            keys += [k for k in self.storage.statuses if k.startswith(f"status-task-{name}-")]
+            if c is not None:
+                await self._stop_connector(c)
+                keys += [t.status_key for t in c.tasks if t.status_key not in keys]
+            await self.storage.delete_connector(name)
+            await self.storage.delete_statuses(keys)
+            await self.storage.delete_topics(name)
+
+    async def pause(self, name: str) -> None:
+        await self._target(name, TARGET_PAUSED)
+
+    async def resume(self, name: str) -> None:
+        await self._target(name, TARGET_STARTED)
+
+    async def stop_connector(self, name: str) -> None:
+        """Connect's PUT /connectors/{name}/stop: connector and tasks shut down, config kept."""
+        await self._target(name, TARGET_STOPPED)
+
+    async def _target(self, name: str, target: str) -> None:
+        await self.load()
+        async with self._lock:
+            self._check(name)
+            previous = self.storage.target_states.get(name, TARGET_STARTED)
+            await self.storage.put_target_state(name, target)
+            c = self._connectors.get(name)
+            if c is None or not self.running:
+                return
+            if target == TARGET_STOPPED or previous == TARGET_STOPPED:
+                # Stopped connectors have no tasks: start from scratch either way.
+                del self._connectors[name]
+                await self._stop_connector(c)
+                await self._start_connector(name)
+                return
+            if c.state == FAILED:
+                return
+            for t in c.tasks:
+                t.pause() if target == TARGET_PAUSED else t.resume()
+            c.state = PAUSED if target == TARGET_PAUSED else RUNNING
+            await self._save_status(c)
+
+    async def restart(self, name: str, include_tasks: bool = False, only_failed: bool = False) -> ConnectorStatus:
+        """Connect's POST /connectors/{name}/restart: the connector (and, with
+        ``include_tasks``, its tasks; with ``only_failed``, only those FAILED)."""
+        await self.load()
+        async with self._lock:
+            self._check(name)
+            c = self._connectors.get(name)
+            if c is None or not self.running:
+                return self.status(name)
+            if c.state == FAILED:
+                # A failed connector has nothing worth keeping: start it afresh, tasks too.
+                del self._connectors[name]
+                await self._stop_connector(c)
+                await self._start_connector(name)
+                return self.status(name)
+            if not only_failed:
+                await self._restart_instance(c)
+            if include_tasks:
+                for t in list(c.tasks):
+                    if not only_failed or t.state == FAILED:
+                        await self._restart_task(c, t)
+        return self.status(name)
+
+    async def restart_task(self, name: str, task_id: int) -> None:
+        """Connect's POST /connectors/{name}/tasks/{id}/restart."""
+        await self.load()
+        async with self._lock:
+            self._check(name)
+            c = self._connectors.get(name)
+            task = next((t for t in c.tasks if t.id == task_id), None) if c is not None else None
+            if c is None or task is None:
+                raise ConnectRestError(404, f"Task {name}-{task_id} not found")
+            await self._restart_task(c, task)
+
+    async def reset_topics(self, name: str) -> None:
+        """Connect's PUT /connectors/{name}/topics/reset."""
+        self._check(name)
+        await self.storage.delete_topics(name)
+        c = self._connectors.get(name)
+        if c is not None:
+            c.topics.clear()
+
+    # ------------------------------------------------------------------------ internals
+    async def _save(self, key: str, state: str, trace: str | None) -> None:
+        try:
+            await self.storage.put_status(key, state, trace, self.worker_id)
+        except Exception:  # noqa: BLE001 - a status that cannot be written must not fail the task
+            log.exception("writing status %s failed", key)
+
+    async def _save_status(self, c: _Connector) -> None:
+        await self._save(f"status-connector-{c.name}", c.state, c.trace)
+
+    async def _start_connector(self, name: str) -> None:
+        config = dict(self.storage.configs[name])
+        target = self.storage.target_states.get(name, TARGET_STARTED)
+        try:
+            plugin = self.registry.find(config.get("connector.class", ""))
+        except ConnectException as exc:
+            c = _Connector(name, config, _Unknown(), FAILED, _trace(exc))
+            self._connectors[name] = c
+            await self._save_status(c)
+            return
+        instance = plugin.connector()
+        view = _PluginView(plugin, instance)
+        c = _Connector(name, config, view, instance=instance, thread=_Thread(f"connect-{name}"))
+        self._connectors[name] = c
+        if target == TARGET_STOPPED:
+            c.state = STOPPED
+            await self._save_status(c)
+            return
+        try:
+            instance.initialize(_ConnectorContext(self, name, asyncio.get_running_loop()))
+            await c.thread.call(instance.start, config)
+            max_tasks = _int(config, "tasks.max", 1)
+            c.task_configs = [dict(t) for t in await c.thread.call(instance.task_configs, max_tasks)]
+        except Exception as exc:  # noqa: BLE001 - a connector's failure is its status
+            log.error("connector %s failed to start: %s", name, exc)
+            c.state, c.trace = FAILED, _trace(exc)
+            await self._save_status(c)
+            return
+        paused = target == TARGET_PAUSED
+        c.state = PAUSED if paused else RUNNING
+        await self._save_status(c)
+        self._start_tasks(c, paused)
+
+    async def _stop_connector(self, c: _Connector) -> None:
+        await asyncio.gather(*(t.stop() for t in c.tasks))
+        if c.instance is not None and c.thread is not None and c.state != FAILED:
+            try:
+                await asyncio.wait_for(c.thread.call(c.instance.stop), self.graceful_timeout_s)
+            except Exception:  # noqa: BLE001
+                log.exception("stopping connector %s failed", c.name)
+        if c.thread is not None:
+            c.thread.close()
+
+    async def _restart_instance(self, c: _Connector) -> None:
+        """Restart the connector instance alone; its tasks go on unless its task configs
+        changed, when they are started again with the new ones."""
+        assert c.instance is not None and c.thread is not None
+        if c.state == STOPPED:
+            return
+        try:
+            await asyncio.wait_for(c.thread.call(c.instance.stop), self.graceful_timeout_s)
+        except Exception:  # noqa: BLE001
+            log.exception("stopping connector %s failed", c.name)
+        try:
+            await c.thread.call(c.instance.start, dict(c.config))
+            configs = [dict(t) for t in await c.thread.call(c.instance.task_configs, _int(c.config, "tasks.max", 1))]
+        except Exception as exc:  # noqa: BLE001 - a connector's failure is its status
+            c.state, c.trace = FAILED, _trace(exc)
+            await self._save_status(c)
+            return
+        if configs != c.task_configs:
+            del self._connectors[c.name]
+            await self._stop_connector(c)
+            await self._start_connector(c.name)
+
+    async def _reconfigure(self, name: str) -> None:
+        """A connector asked for new task configs (a table appeared): as Connect, ask it for
+        them and, if they changed, run its tasks again with the new ones."""
+        async with self._lock:
+            c = self._connectors.get(name)
+            if c is None or c.instance is None or c.thread is None or c.state in (FAILED, STOPPED):
+                return
+            try:
+                configs = [dict(t) for t in await c.thread.call(c.instance.task_configs,
+                                                                 _int(c.config, "tasks.max", 1))]
+            except Exception as exc:  # noqa: BLE001 - a connector's failure is its status
+                c.state, c.trace = FAILED, _trace(exc)
+                await self._save_status(c)
+                return
+            if configs == c.task_configs:
+                return
+            await asyncio.gather(*(t.stop() for t in c.tasks))
+            c.tasks, c.task_configs = [], configs
+            self._start_tasks(c, self.storage.target_states.get(name) == TARGET_PAUSED)
+
+    def _start_tasks(self, c: _Connector, paused: bool) -> None:
+        for i, task_config in enumerate(c.task_configs):
+            runner = _TaskRunner(self, c, i, {**c.config, **task_config})
+            c.tasks.append(runner)
+            runner.start(paused)
+
+    async def _restart_task(self, c: _Connector, t: _TaskRunner) -> None:
+        await t.stop()
+        runner = _TaskRunner(self, c, t.id, t.config)
+        c.tasks[c.tasks.index(t)] = runner
+        runner.start(self.storage.target_states.get(c.name) == TARGET_PAUSED)
+
+    async def _ensure_topic(self, topic: str) -> None:
+        # Kafka creates a topic a producer writes to (auto.create.topics.enable); Connect's
+        # file source relies on it. One partition, Kafka's num.partitions default.
+        if topic in self._known_topics:
+            return
+        if await self.log.describe_topic(topic) is None:
+            try:
+                await self.log.create_topic(topic, 1)
+            except TopicExistsError:
+                pass
+        self._known_topics.add(topic)
+
+    async def _note_topic(self, c: _Connector, topic: str, task_id: int) -> None:
+        # ``c.topics``: this run's, so that the check stays off the storage per batch.
+        if topic not in c.topics:
+            c.topics.add(topic)
+            if topic in self.storage.topics(c.name):
+                return
+            try:
+                await self.storage.put_topic(c.name, topic, task_id)
+            except Exception:  # noqa: BLE001 - bookkeeping only
+                log.exception("recording topic %s of %s failed", topic, c.name)
+
+    async def _send(self, runner: _TaskRunner, records: Sequence[SourceRecord], keys: Converter,
+                    values: Converter) -> None:
+        """Produce a source task's records in order, then store their offsets."""
+        now = int(time.time() * 1000)
+        offsets: dict[bytes, Mapping[str, Any]] = {}
+        run_topic: str | None = None
+        run: list[ProducerRecord] = []
+        name = runner.connector.name
+        last_partition: Mapping[str, Any] | None = None
+        last_key = b""
+        for r in records:
+            if not r.topic:
+                raise ConnectException("A source record has no topic")
+            try:
+                stage = "KEY_CONVERTER"
+                key = keys.from_connect_data(r.topic, r.key_schema, r.key)
+                stage = "VALUE_CONVERTER"
+                value = values.from_connect_data(r.topic, r.value_schema, r.value)
+            except Exception as exc:  # noqa: BLE001 - errors.tolerance decides
+                await runner.errors.tolerate(exc, stage, keys if stage == "KEY_CONVERTER" else values)
+                # Skipped, and done with: its offset is stored with the others'.
+                if r.source_partition is not None and r.source_offset is not None:
+                    offsets[offset_key(name, r.source_partition)] = r.source_offset
+                continue
+            if r.topic != run_topic and run:
+                await self._produce(runner, run_topic, run)  # type: ignore[arg-type]
+                run = []
+            run_topic = r.topic
+            run.append(ProducerRecord(key, value, r.timestamp if r.timestamp is not None else now,
+                                      tuple(r.headers), r.partition))
+            if r.source_partition is not None and r.source_offset is not None:
+                if r.source_partition is not last_partition:  # (tasks mostly share one dict)
+                    last_partition, last_key = r.source_partition, offset_key(name, r.source_partition)
+                offsets[last_key] = r.source_offset
+        if run:
+            await self._produce(runner, run_topic, run)  # type: ignore[arg-type]
+        if offsets:
+            await self.storage.put_offsets(name, offsets)
+
+    async def _produce(self, runner: _TaskRunner, topic: str, records: list[ProducerRecord]) -> None:
+        await self._ensure_topic(topic)
+        await self._note_topic(runner.connector, topic, runner.id)
+        await self.log.produce(topic, records)
+
+    async def _sink_topics(self, config: Mapping[str, str]) -> list[str]:
+        topics = [t.strip() for t in str(config.get("topics", "")).split(",") if t.strip()]
+        regex = str(config.get("topics.regex", "")).strip()
+        if regex:
+            import re
+
+            # Internal topics (the engine's, the registry's, Kafka's) are never a sink's:
+            # Connect's consumers leave internal topics out of their patterns too.
+            pattern = re.compile(regex)
+            topics = sorted(t for t in await self.log.list_topics()
+                            if pattern.fullmatch(t) and not t.startswith(_INTERNAL_TOPICS))
+        return topics
+
+
+class _Placement:
+    """The placement consumer's rebalance listener: partition numbers to the worker."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def assigned(self, partitions: set[tuple[str, int]]) -> None:
+        await self.worker._assigned({p for _, p in partitions})
+
+    async def revoked(self, partitions: set[tuple[str, int]]) -> None:
+        await self.worker._revoked({p for _, p in partitions})
+
+
+class _Unknown:
+    """The plugin of a stored connector whose class is not (or no longer) there."""
+
+    class_name = ""
+    type = "unknown"
+
+
+def _java_map(config: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in config.items()) + "}"
+
+
+__all__ = ["ConnectRestError", "ConnectorInfo", "ConnectorStatus", "TaskState", "Worker", "worker_for"]
+
+
+def worker_for(log_: Log, config: Mapping[str, Any]) -> Worker:
+    """The worker of an engine with ``config``: its service id, its node's name as worker id
+    (Connect's host:port), and the worker config from the file ``ksql.connect.worker.config``
+    names (as ksqlDB's embedded Connect) under the engine's ``connect.<key>`` properties."""
+    worker_config: dict[str, str] = {}
+    path = config.get("ksql.connect.worker.config")
+    if path:
+        worker_config.update(_read_properties(str(path)))
+    worker_config.update({k[len("connect."):]: str(v) for k, v in config.items() if k.startswith("connect.")})
+    node = str(config.get("streamsql.node.name") or "localhost")
+    worker_id = node.split("://", 1)[-1].rstrip("/")
+    return Worker(log_, str(config.get("ksql.service.id", "default_")), worker_id, worker_config,
+                  replicas=int(config.get("ksql.internal.topic.replicas", 1)))
+
+
+def _read_properties(path: str) -> dict[str, str]:
+    """A Java .properties file's keys and values (``key=value`` or ``key: value``; ``#`` and
+    ``!`` comments)."""
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line or line[0] in "#!":
+                continue
+            sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+            if sep < 0:
+                out[line] = ""
+            else:
+                out[line[:sep].strip()] = line[sep + 1:].strip()
+    return out
