@@ -8,7 +8,8 @@ HTTP/1.1 connection, sending ``POST /query-stream`` with
 Every answer is checked (one row, the key's count). Prints lookups per second and the p50,
 p90 and p99 latency of a request (send to last byte), next to the same clients' rate on the
 node's most trivial endpoint (``GET /info``: the HTTP server's own cost per request, the
-limit a lookup can reach), and the rate of a pull table scan of every row
+limit a lookup can reach), the server's CPU time per request of each (read from /proc: the
+ratio that holds when other processes share the machine), and the rate of a pull table scan of every row
 (``SELECT * FROM views;``, rows per second, checked complete).
 
 The clients are a minimal asyncio HTTP/1.1 client in this process, so that the load
@@ -167,6 +168,12 @@ async def scan(url: str, keys: int) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process ``pid`` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _figures(latencies: list[float], elapsed: float) -> tuple[float, list[float]]:
     latencies.sort()
     return len(latencies) / elapsed, statistics.quantiles(latencies, n=100)
@@ -185,16 +192,22 @@ async def run(args: argparse.Namespace) -> None:
             # Warm-up: connections, caches, generated pipeline.
             await asyncio.gather(*(client(node.url, args.keys, time.perf_counter() + 1, 1000 + i, [])
                                    for i in range(args.clients)))
+            assert node.proc is not None
+            pid = node.proc.pid
             latencies: list[float] = []
+            cpu = cpu_seconds(pid)
             started = time.perf_counter()
             until = started + args.seconds
             await asyncio.gather(*(client(node.url, args.keys, until, i, latencies) for i in range(args.clients)))
             elapsed = time.perf_counter() - started
+            lookup_cpu = (cpu_seconds(pid) - cpu) / len(latencies)
             trivial: list[float] = []
+            cpu = cpu_seconds(pid)
             started = time.perf_counter()
             until = started + args.seconds
             await asyncio.gather(*(trivial_client(node.url, until, trivial) for _ in range(args.clients)))
             trivial_elapsed = time.perf_counter() - started
+            trivial_cpu = (cpu_seconds(pid) - cpu) / len(trivial)
             scan_seconds = await scan(node.url, args.keys)
     rate, q = _figures(latencies, elapsed)
     trivial_rate, tq = _figures(trivial, trivial_elapsed)
@@ -207,6 +220,9 @@ async def run(args: argparse.Namespace) -> None:
         f"  the trivial request (GET /info), same clients: {trivial_rate:,.0f} requests/s; "
         f"p50 {tq[49] * 1000:.2f} ms, p99 {tq[98] * 1000:.2f} ms: a lookup costs "
         f"{trivial_rate / rate:.2f}x the trivial request\n"
+        f"  the server's CPU per request: lookup {lookup_cpu * 1e6:.0f} us, trivial "
+        f"{trivial_cpu * 1e6:.0f} us: {lookup_cpu / trivial_cpu:.2f}x (the same ratio, unaffected by "
+        f"other load on the machine)\n"
         f"  table scan (SELECT * FROM views;): {args.keys:,} rows in {scan_seconds:.2f} s = "
         f"{args.keys / scan_seconds:,.0f} rows/s\n")
 

@@ -40,6 +40,7 @@ from streamsql.parser import StatementLimits
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
                                       ClusterAnswer, PullUnavailable, partitions_asked)
+from streamsql.server.connect_api import ConnectApi, is_connect_path
 from streamsql.server.entities import command_id, statement_entity
 from streamsql.server.errors import (
     ASSERTION_FAILED,
@@ -121,6 +122,8 @@ class KsqlApp:
         self._statuses: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._schemas: dict[Any, tuple[tuple[tuple[Any, ...], int], tuple[Any, ...]]] = {}
         self._statements = StatementCache()
+        # Kafka Connect's /connectors and /connector-plugins, on the ksqlDB listeners too.
+        self.connect_api = ConnectApi(engine, self.settings.cluster_id, self.settings.max_request_bytes, router)
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/ksql": ("POST", self._ksql),
             "/ksql/terminate": ("POST", self._terminate_cluster),
@@ -170,6 +173,9 @@ class KsqlApp:
         if auth is not None and auth.check(ex.headers.get(b"authorization")) is None:
             raise unauthorized()
         path = ex.path.rstrip("/") or "/"
+        if is_connect_path(path):
+            await self.connect_api.handle(ex)
+            return
         prefix = self.settings.schema_registry_prefix
         if prefix and (path == prefix or path.startswith(prefix + "/")):
             await self._schema_registry(ex, path[len(prefix):] or "/")
@@ -356,12 +362,15 @@ class KsqlApp:
         """The result columns' types and the number of key columns. The analysis depends only
         on the projection and the sources (not on WHERE or LIMIT), so it is cached by those
         and by the identity of the sources' catalog entries (a replaced or re-created source,
-        by any node, is a new entry): key lookups that differ only by key reuse it."""
+        by any node, is a new entry): key lookups that differ only by key reuse it. The
+        projection and relation are keyed by identity too (the statement cache hands every
+        query of one template the same objects; hashing them cost more than the lookup's
+        read): the entry holds them, so their ids stay theirs while it is cached."""
         from streamsql.analyzer import QueryAnalyzer, select_columns
 
         q = stmt.query
         sources = tuple(self.engine.catalog.source(n) for n in _source_names(q.from_))
-        cache_key = (tuple(id(s) for s in sources), q.select, q.from_, q.window, q.group_by,
+        cache_key = (tuple(id(s) for s in sources), id(q.select), id(q.from_), q.window, q.group_by,
                      q.partition_by, q.emit, tuple(sorted(session.properties.items())))
         try:
             found = self._schemas.get(cache_key)
@@ -380,7 +389,7 @@ class KsqlApp:
             if len(self._schemas) >= 512:
                 self._schemas.clear()
             # The entry holds the sources, so their ids stay theirs while it is cached.
-            self._schemas[cache_key] = (types, sources)
+            self._schemas[cache_key] = (types, (sources, q.select, q.from_))
         return types
 
     async def _answer_query(self, ex: Exchange, query: PreparedQuery, writer: Writer) -> None:

@@ -29,6 +29,9 @@ from streamsql.server.auth import BasicAuth
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTENER = "http://0.0.0.0:8088"
+# The line printed per Connect listener once bound, before the "listening on" lines (and
+# without those words: readers of the first "listening on" line get a ksqlDB listener).
+CONNECT_READY = "streamsql server: Kafka Connect REST API at "
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class NodeOptions:
     max_request_bytes: int = 10 * 1024 * 1024
     advertised_listener: str | None = None
     ssl_ca_file: str | None = None
+    # Listeners serving Kafka Connect's REST API alone (``GET /`` included), as a Connect worker.
+    connect_listeners: tuple[str, ...] = ()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listeners", default=None,
                         help=f"comma-separated URLs to listen on, http:// or https:// (ksqlDB's "
                              f"'listeners'; default {DEFAULT_LISTENER}; port 0 picks a free port)")
+    parser.add_argument("--connect-listeners", default=None, metavar="URLS",
+                        help="comma-separated URLs serving Kafka Connect's REST API on listeners of its own, "
+                             "e.g. http://0.0.0.0:8083 (Connect's port); /connectors is on --listeners too")
     parser.add_argument("--data-dir", dest="node_data_dir", help="the embedded log's directory (default: $STREAMSQL_DATA_DIR or ./data)")
     parser.add_argument("--state-dir", help="where queries keep their RocksDB state (default: DATA_DIR/state)")
     parser.add_argument("--bootstrap-servers", help="run on Apache Kafka at HOST:PORT,... instead of the embedded log")
@@ -77,11 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> NodeOptions:
     """NodeOptions from parsed arguments; ValueError with a message for bad ones."""
     listeners = tuple(u.strip() for u in (args.listeners or DEFAULT_LISTENER).split(",") if u.strip())
-    for url in listeners:
+    connect_listeners = tuple(u.strip() for u in (getattr(args, "connect_listeners", None) or "").split(",")
+                              if u.strip())
+    for url in listeners + connect_listeners:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
             raise ValueError(f"invalid listener {url!r}: expected http://HOST:PORT or https://HOST:PORT")
-    if any(u.startswith("https://") for u in listeners) and not (args.ssl_certfile and args.ssl_keyfile):
+    secure = any(u.startswith("https://") for u in listeners + connect_listeners)
+    if secure and not (args.ssl_certfile and args.ssl_keyfile):
         raise ValueError("https:// listeners need --ssl-certfile and --ssl-keyfile")
     config: dict[str, Any] = {}
     for item in args.config:
@@ -101,7 +112,8 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
                        bootstrap_servers=args.bootstrap_servers, service_id=args.service_id,
                        config=config, auth=auth, certfile=args.ssl_certfile, keyfile=args.ssl_keyfile,
                        max_request_bytes=args.max_request_bytes,
-                       advertised_listener=args.advertised_listener, ssl_ca_file=args.ssl_ca_file)
+                       advertised_listener=args.advertised_listener, ssl_ca_file=args.ssl_ca_file,
+                       connect_listeners=connect_listeners)
 
 
 class StartupError(Exception):
@@ -180,8 +192,14 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
     # Bound first: a port in use fails before the engine starts, and port 0 becomes the real
     # port the node is known by.
     sockets = hconfig.create_sockets()
-    all_sockets = sockets.secure_sockets + sockets.insecure_sockets
     urls = _urls(sockets)
+    try:
+        sockets, connect_urls, connect_addresses = _with_connect_sockets(options, hconfig, sockets)
+    except BaseException:
+        for sock in sockets.secure_sockets + sockets.insecure_sockets:
+            sock.close()
+        raise
+    all_sockets = sockets.secure_sockets + sockets.insecure_sockets
     advertised = options.advertised_listener or _advertised(urls[0])
     # The node's name in its consumer groups is its URL, as Kafka Streams' application.server:
     # whoever sees a group's members knows where to reach each of them.
@@ -212,6 +230,8 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
                 # Listening before the server loop starts: clients told the URL queue, not fail.
                 sock.listen(hconfig.backlog)
             stop = stop or _signal_event()
+            for url in connect_urls:  # (first: a reader of the lines below may stop at the first)
+                sys.stdout.write(f"{CONNECT_READY}{url}\n")
             for url in urls:
                 sys.stdout.write(f"streamsql server listening on {url}\n")
             sys.stdout.flush()
@@ -219,7 +239,13 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
             if on_ready is not None:
                 on_ready(urls, app)
 
-            await _serve_http(app, hconfig, sockets, stop)
+            app.connect_api.ca_file = options.ssl_ca_file  # (requests forwarded to other nodes)
+            served_app: Any = app
+            if connect_addresses:
+                from streamsql.server.connect_api import ByListener, ConnectApp
+
+                served_app = ByListener(app, ConnectApp(app.connect_api, options.auth), connect_addresses)
+            await _serve_http(served_app, hconfig, sockets, stop, app.push_queries.close_all)
         finally:
             if app is not None:
                 app.push_queries.close_all()
@@ -234,9 +260,11 @@ async def serve(options: NodeOptions, on_ready: Callable[[list[str], Any], None]
             sock.close()
 
 
-async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event) -> None:
+async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event,
+                      close_streams: Callable[[], None]) -> None:
     """Serve ``app`` with hypercorn on a thread and event loop of its own (see ``bridge``)
-    until ``stop`` is set; returns once the HTTP server has shut down."""
+    until ``stop`` is set; returns once the HTTP server has shut down. ``close_streams``
+    ends the open push queries (they would hold the graceful shutdown)."""
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.utils import wrap_app
 
@@ -249,7 +277,7 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
     # default is 5 ms; each request needs it a few times).
     sys.setswitchinterval(0.001)
     engine_loop = asyncio.get_running_loop()
-    bridge = LoopBridge(app, engine_loop, frozenset({"/info"}), app.push_queries.close_all)
+    bridge = LoopBridge(app, engine_loop, frozenset({"/info"}), close_streams)
     http_loop = asyncio.new_event_loop()
     http_stop = asyncio.Event()
 
@@ -284,7 +312,7 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
     try:
         await asyncio.wait([served, stopping], return_when=asyncio.FIRST_COMPLETED)
         if not served.done():
-            app.push_queries.close_all()  # open streams would hold the graceful shutdown
+            close_streams()  # open streams would hold the graceful shutdown
             http_loop.call_soon_threadsafe(http_stop.set)
         await served
     finally:
@@ -294,6 +322,25 @@ async def _serve_http(app: Any, hconfig: Any, sockets: Any, stop: asyncio.Event)
             # have closed meanwhile).
             with contextlib.suppress(RuntimeError):
                 http_loop.call_soon_threadsafe(http_stop.set)
+
+
+def _with_connect_sockets(options: NodeOptions, hconfig: Any,
+                          sockets: Any) -> tuple[Any, list[str], set[tuple[str, int]]]:
+    """The sockets with the Connect listeners' added (bound now, as the others), their URLs,
+    and their addresses (to tell their requests apart, see ``ByListener``)."""
+    if not options.connect_listeners:
+        return sockets, [], set()
+    from dataclasses import replace
+
+    from hypercorn.config import Sockets
+
+    extra = _hypercorn_config(replace(options, listeners=options.connect_listeners)).create_sockets()
+    if extra.secure_sockets:  # TLS for them even when the ksqlDB listeners are plain http
+        hconfig.certfile, hconfig.keyfile = options.certfile, options.keyfile
+    addresses = {tuple(s.getsockname()[:2]) for s in extra.secure_sockets + extra.insecure_sockets}
+    merged = Sockets(sockets.secure_sockets + extra.secure_sockets, sockets.insecure_sockets + extra.insecure_sockets,
+                     sockets.quic_sockets + extra.quic_sockets)
+    return merged, _urls(extra), addresses  # type: ignore[return-value]
 
 
 def _advertised(url: str) -> str:

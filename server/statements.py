@@ -131,24 +131,28 @@ class StatementCache:
         check_text(text, limits.length)
         template, strings, ints, tokens = _template(text)
         count = len(strings) + len(ints)
-        if not count:
-            return parse_statement(text, limits)
-        entry = self._templates.get(template)
+        key = (template, limits)  # (a template read under other limits is read again)
+        entry = self._templates.get(key)
         if entry is None:
-            try:
-                entry = parse_statement(template)
-            except ParseError:
-                entry = _UNUSABLE
+            if not count:  # no literal: the statement itself is its template (an error is not kept)
+                entry = _Template(parse_statement(text, limits), frozenset())
             else:
-                probe = _Filler(strings, ints)
-                probe.fill(entry)
-                # The template (kept in the cache) keeps the ids of its nodes valid.
-                entry = _Template(entry, frozenset(probe.holders)) if probe.replaced == count else _UNUSABLE
-            self._templates[template] = entry
+                try:
+                    entry = parse_statement(template, limits)
+                except ParseError:
+                    entry = _UNUSABLE
+                else:
+                    probe = _Filler(strings, ints)
+                    probe.fill(entry)
+                    # The template (kept in the cache) keeps the ids of its nodes valid.
+                    entry = _Template(entry, frozenset(probe.holders)) if probe.replaced == count else _UNUSABLE
+            self._templates[key] = entry
             if len(self._templates) > self.size:
                 self._templates.popitem(last=False)
         else:
-            self._templates.move_to_end(template)
+            self._templates.move_to_end(key)
+        if not count and entry is not _UNUSABLE:
+            return entry.stmt
         if entry is _UNUSABLE:
             return parse_statement(text, limits)
         filler = _Filler(strings, ints, set(entry.holders))

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 _READY = "streamsql server listening on "
+# Printed per --connect-listeners URL, before the lines above.
+_CONNECT_READY = "streamsql server: Kafka Connect REST API at "
 
 
 class NodeProcess:
@@ -41,6 +43,7 @@ class NodeProcess:
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.connect_url = ""  # the first --connect-listeners URL, if any was given
         self.stderr_lines: list[str] = []
 
     def start(self) -> "NodeProcess":
@@ -54,6 +57,8 @@ class NodeProcess:
             line = self.proc.stdout.readline()
             if not line:
                 break
+            if line.startswith(_CONNECT_READY) and not self.connect_url:
+                self.connect_url = line[len(_CONNECT_READY):].strip()
             if line.startswith(_READY):
                 self.url = line[len(_READY):].strip()
                 threading.Thread(target=self._drain, args=(self.proc.stdout, []), daemon=True).start()
