@@ -23,6 +23,7 @@ keeps SET and DEFINE on the client side and sends them along).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -93,6 +94,12 @@ class ServerSettings:
     advertised_url: str = "http://localhost:8088"
     schema_registry_prefix: str | None = "/schema-registry"
     cluster_id: str = "streamsql-embedded"
+
+
+@functools.lru_cache(maxsize=16)
+def _denylist(listed: str) -> frozenset[str]:
+    """The names of a comma-separated denylist (read per request: kept per text)."""
+    return frozenset(p.strip() for p in listed.split(",") if p.strip())
 
 
 def split_text(text: str) -> list[str]:
@@ -215,10 +222,9 @@ class KsqlApp:
         session.variables = {str(k): str(v) for k, v in (variables or {}).items()}
         return session
 
-    def _denied_overrides(self) -> set[str]:
+    def _denied_overrides(self) -> frozenset[str]:
         """The properties no request may set (``ksql.properties.overrides.denylist``)."""
-        listed = self.engine.config.get(_DENYLIST) or ""
-        return {p.strip() for p in str(listed).split(",") if p.strip()}
+        return _denylist(str(self.engine.config.get(_DENYLIST) or ""))
 
     def _text(self, body: dict[str, Any], key: str) -> str:
         text = body.get(key)

@@ -84,12 +84,22 @@ class LoopBridge:
                 error = exc
             outbox.close(error)
 
-        # The handler's end travels with its answer (close() above): no hop of its own.
-        future = asyncio.run_coroutine_threadsafe(handle(), self.engine_loop)
+        # The handler's end travels with its answer (close() above): no hop of its own, and
+        # no concurrent future to chain (run_coroutine_threadsafe's costs a hop more).
+        started: list[asyncio.Task[None]] = []
+
+        def start() -> None:
+            started.append(self.engine_loop.create_task(handle()))
+
+        self.engine_loop.call_soon_threadsafe(start)
         try:
             await outbox.closed()
         except asyncio.CancelledError:
-            future.cancel()
+            def cancel() -> None:  # (queued after start(): the task exists by then)
+                if started:
+                    started[0].cancel()
+            with contextlib.suppress(RuntimeError):  # the engine's loop has ended
+                self.engine_loop.call_soon_threadsafe(cancel)
             raise
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -60,18 +60,20 @@ _PLACEHOLDER = re.compile(r"'__streamsql_param_\d+__'|" + str(_INT_BASE)[:6] + r
 
 class _Filler:
     """Copies a template AST with its placeholders replaced; counts what it replaced.
-    ``only`` (ids of template nodes that hold placeholders) limits the walk to those."""
 
-    def __init__(self, strings: dict[str, str], ints: dict[int, int], only: set[int] | None = None) -> None:
+    The first fill of a template (``paths`` None) walks the whole tree and records, for each
+    node on the way to a placeholder, which of its fields (or tuple items) lead there; later
+    fills follow those paths only, copying just the nodes on them."""
+
+    def __init__(self, strings: dict[str, str], ints: dict[int, int],
+                 paths: dict[int, tuple[Any, ...]] | None = None) -> None:
         # Placeholder -> the request's value, by the literal class that holds it.
         self.values: dict[type, dict[Any, Any]] = {ex.StringLiteral: strings, ex.IntegerLiteral: ints}
-        self.only = only
         self.replaced = 0
-        self.holders: set[int] = set()
+        self.probing = paths is None
+        self.paths: dict[int, tuple[Any, ...]] = {} if paths is None else paths
 
     def fill(self, node: Any) -> Any:
-        if self.only is not None and id(node) not in self.only:
-            return node
         values = self.values.get(type(node))
         if values is not None:
             value = values.get(node.value)
@@ -79,13 +81,22 @@ class _Filler:
                 return node
             self.replaced += 1
             return type(node)(value)
+        if not self.probing:
+            steps = self.paths.get(id(node))
+            if steps is None:
+                return node
+            if isinstance(node, tuple):
+                items = list(node)
+                for i in steps:
+                    items[i] = self.fill(items[i])
+                return tuple(items)
+            return ex.evolve(node, **{name: self.fill(getattr(node, name)) for name in steps})
         if isinstance(node, tuple):
             items = tuple(self.fill(x) for x in node)
-            changed = [id(b) for a, b in zip(items, node) if a is not b]
+            changed = tuple(i for i, (a, b) in enumerate(zip(items, node)) if a is not b)
             if not changed:
                 return node
-            self.holders.update(changed)
-            self.holders.add(id(node))
+            self.paths[id(node)] = changed
             return items
         if dataclasses.is_dataclass(node) and not isinstance(node, type):
             changes = {}
@@ -94,10 +105,9 @@ class _Filler:
                 filled = self.fill(value)
                 if filled is not value:
                     changes[name] = filled
-                    self.holders.add(id(value))
             if not changes:
                 return node
-            self.holders.add(id(node))
+            self.paths[id(node)] = tuple(changes)
             return ex.evolve(node, **changes)
         return node
 
@@ -110,10 +120,11 @@ def _init_fields(cls: type) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class _Template:
-    """A parsed template and the ids of its nodes on the way to a placeholder."""
+    """A parsed template and the paths to its placeholders (``_Filler``): node ids, valid
+    while the template (kept in the cache) holds its nodes."""
 
     stmt: ast.Statement
-    holders: frozenset[int]
+    paths: dict[int, tuple[Any, ...]]
 
 
 class StatementCache:
@@ -135,7 +146,7 @@ class StatementCache:
         entry = self._templates.get(key)
         if entry is None:
             if not count:  # no literal: the statement itself is its template (an error is not kept)
-                entry = _Template(parse_statement(text, limits), frozenset())
+                entry = _Template(parse_statement(text, limits), {})
             else:
                 try:
                     entry = parse_statement(template, limits)
@@ -145,7 +156,7 @@ class StatementCache:
                     probe = _Filler(strings, ints)
                     probe.fill(entry)
                     # The template (kept in the cache) keeps the ids of its nodes valid.
-                    entry = _Template(entry, frozenset(probe.holders)) if probe.replaced == count else _UNUSABLE
+                    entry = _Template(entry, probe.paths) if probe.replaced == count else _UNUSABLE
             self._templates[key] = entry
             if len(self._templates) > self.size:
                 self._templates.popitem(last=False)
@@ -155,7 +166,7 @@ class StatementCache:
             return entry.stmt
         if entry is _UNUSABLE:
             return parse_statement(text, limits)
-        filler = _Filler(strings, ints, set(entry.holders))
+        filler = _Filler(strings, ints, entry.paths)
         stmt = filler.fill(entry.stmt)
         if filler.replaced != count:  # pragma: no cover - the probe above said otherwise
             return parse_statement(text, limits)

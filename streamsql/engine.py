@@ -118,6 +118,7 @@ class Engine:
         # wait in ``deferred_runners`` (started once the whole catalog is known).
         self.replaying = False
         self._codecs: dict[tuple, Codec] = {}
+        self._source_codecs: dict[tuple[int, str], tuple[DataSource, Codec]] = {}
         # Processing errors waiting to be written to the processing-log topic (bounded).
         self._processing_errors: list[tuple[str, str, int, int, str]] = []
         # Service mode keeps query state in RocksDB under this directory: ``state_dir``, else
@@ -353,6 +354,11 @@ class Engine:
     def codec(self, source: DataSource, which: str) -> Codec:
         from streamsql.formats.registry import get_format
 
+        # By the source entry's identity first: a key lookup asks twice per request, and
+        # the key below hashes the whole schema. (The entry holds the source: its id stays.)
+        known = self._source_codecs.get((id(source), which))
+        if known is not None:
+            return known[1]
         info = source.key_format if which == "key" else source.value_format
         cols = source.schema.key if which == "key" else source.schema.value_format_columns
         cache_key = (info, cols, which, source.topic)
@@ -365,6 +371,9 @@ class Engine:
             else:
                 c = fmt.codec(cols, info.options, which == "key")
             self._codecs[cache_key] = c
+        if len(self._source_codecs) >= 1024:
+            self._source_codecs.clear()
+        self._source_codecs[(id(source), which)] = (source, c)
         return c
 
     async def ensure_topic(self, name: str, partitions: int, replicas: int = 1,

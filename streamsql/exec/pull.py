@@ -18,6 +18,7 @@ it lacks; ``streamsql.server.cluster`` routes a key lookup to the node holding i
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamsql import ast
@@ -55,9 +56,12 @@ async def pull_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[s
     """A pull query (a SELECT without EMIT CHANGES) answered whole: over a table from its
     materialized state, over a stream by a bounded read of its topic."""
     query = stmt.query
-    check_pull_query(query, props)
+    key = _kept_key(engine, query, props)
+    kept = engine.pull_plans.get(key) if key is not None else None
+    # (a kept plan's query passed these checks but for its WHERE and LIMIT)
+    check_pull_query(query, props, select_checked=kept is not None)
     _check_like(engine, query)
-    plan = _pull_plan(engine, query, props)
+    plan, kept = _pull_plan(engine, query, props, key, kept)
     if not isinstance(plan, AggregatePlan) and not getattr(plan.source, "is_table", True):
         columns = tuple(c.name for c in plan.select_columns())
         rows, final = await stream_pull(engine, plan, query.limit)
@@ -65,51 +69,77 @@ async def pull_statement(engine: Engine, stmt: ast.QueryStatement, props: dict[s
     if isinstance(plan, QueryPlan):
         check_pull_where(plan.source, plan.alias, plan.where, props)
     columns = tuple(c.name for c in plan.key) + tuple(c.name for c in plan.value)
-    rows, _ = pull_query(engine, plan, query.limit)
+    rows, _ = pull_query(engine, plan, query.limit, kept=kept)
     return Result(stmt.text, "rows", columns=columns, rows=rows)
 
 
-def _pull_plan(engine: Engine, query: ast.Query, props: dict[str, Any]) -> Any:
-    """The analyzed plan of a pull query.
+@dataclass(slots=True)
+class _KeptPlan:
+    """A pull query's plan without WHERE and LIMIT, kept for the queries that differ only in
+    those (see ``_pull_plan``), with what is derived from it once: the scope the WHERE is
+    checked in, and the pipeline of a key lookup (whose WHERE the key read replaces)."""
 
-    The analysis of a plain (not aggregating, not joining) query takes its WHERE and LIMIT as
-    they are, once the WHERE is checked (``QueryAnalyzer.analyze``): so its plan is kept per
-    projection, source entry, custom types and properties, and a query that differs only in
-    those (key lookups, one per key) has just its WHERE checked and put in. Errors are the
-    same as a full analysis's: the kept part passed it once.
+    plan: QueryPlan
+    source: DataSource
+    select: Any  # (held: the key uses its id)
+    relation: Any
+    scope: Any = None
+    lookup_pipeline: Any = None
+
+
+def _kept_key(engine: Engine, query: ast.Query, props: dict[str, Any]) -> Any:
+    """The key of a plain pull query's kept plan (``_pull_plan``), or None when it has none.
 
     The projection and relation are keyed by identity, not value (hashing them costs more
     than the rest of a lookup): the server's statement cache hands every lookup of one
-    template the same objects. The entry holds them, so their ids stay theirs while kept.
-    """
+    template the same objects. The kept entry holds them, so their ids stay theirs."""
     rel = query.from_
-    source = engine.catalog.source(rel.name) if isinstance(rel, ast.AliasedRelation) else None
-    if source is None or query.group_by or query.window is not None or query.having is not None:
-        return engine.analyzer(props).analyze(query, None, persistent=False)
+    if not isinstance(rel, ast.AliasedRelation) or query.group_by or query.window is not None \
+            or query.having is not None:
+        return None
+    source = engine.catalog.source(rel.name)
+    if source is None:
+        return None
+    key = (id(source), id(query.select), id(rel), query.partition_by, query.emit,
+           tuple(engine.catalog.types.items()), tuple(sorted(props.items())))
     try:
-        key = (id(source), id(query.select), id(rel), query.partition_by, query.emit,
-               tuple(engine.catalog.types.items()), tuple(sorted(props.items())))
-        found = engine.pull_plans.get(key)
+        hash(key)
     except TypeError:  # something unhashable in the properties: not kept
-        return engine.analyzer(props).analyze(query, None, persistent=False)
-    if found is None:
+        return None
+    return key
+
+
+def _pull_plan(engine: Engine, query: ast.Query, props: dict[str, Any], key: Any,
+               kept: _KeptPlan | None) -> tuple[Any, _KeptPlan | None]:
+    """The analyzed plan of a pull query, and its kept part (None on the first query of a
+    kind, and for queries whose plan is not kept).
+
+    The analysis of a plain (not aggregating, not joining) query takes its WHERE and LIMIT as
+    they are, once the WHERE is checked (``QueryAnalyzer.analyze``): so its plan is kept per
+    projection, source entry, custom types and properties (``_kept_key``), and a query that
+    differs only in those (key lookups, one per key) has just its WHERE checked and put in.
+    Errors are the same as a full analysis's: the kept part passed it once.
+    """
+    if kept is None:
         plan = engine.analyzer(props).analyze(query, None, persistent=False)
-        if type(plan) is not QueryPlan:
-            return plan
+        if key is None or type(plan) is not QueryPlan:
+            return plan, None
         if len(engine.pull_plans) >= 256:
             engine.pull_plans.pop(next(iter(engine.pull_plans)))
-        engine.pull_plans[key] = (e.evolve(plan, where=None, limit=None), source, query.select, rel)
-        return plan
-    plan = found[0]
+        engine.pull_plans[key] = _KeptPlan(e.evolve(plan, where=None, limit=None), plan.source,
+                                           query.select, query.from_)
+        return plan, None
     if query.where is not None:
-        scope, _ = source_scope(source, plan.alias)
-        ExpressionCompiler(engine.registry, scope, clause="WHERE").compile_predicate(query.where, "WHERE")
-    return e.evolve(plan, where=query.where, limit=query.limit)
+        if kept.scope is None:
+            kept.scope = source_scope(kept.source, kept.plan.alias)[0]
+        ExpressionCompiler(engine.registry, kept.scope, clause="WHERE").compile_predicate(query.where, "WHERE")
+    return e.evolve(kept.plan, where=query.where, limit=query.limit), kept
 
 
-def check_pull_query(query: ast.Query, props: dict[str, Any]) -> None:
+def check_pull_query(query: ast.Query, props: dict[str, Any], select_checked: bool = False) -> None:
     """ksqlDB's PullQueryValidator: the clauses a pull query may not have, the LIMIT
-    setting, and the pseudo columns it may not use. Runs before the query is analyzed."""
+    setting, and the pseudo columns it may not use. Runs before the query is analyzed.
+    ``select_checked``: the SELECT list passed before (a kept plan's)."""
     rules = (
         (bool(query.group_by), "Pull queries don't support GROUP BY clauses."),
         (bool(query.partition_by), "Pull queries don't support PARTITION BY clauses."),
@@ -125,8 +155,9 @@ def check_pull_query(query: ast.Query, props: dict[str, Any]) -> None:
         raise KsqlStatementException(
             "LIMIT clause in pull queries is currently disabled. You can enable them by setting "
             "ksql.query.pull.limit.clause.enabled=true." + PULL_QUERY_SYNTAX_HELP)
-    selected = [x for item in query.select if isinstance(item, (ast.SingleColumn, ast.StructAllFields))
-                for x in item.expression.walk()]
+    selected = [] if select_checked else [
+        x for item in query.select if isinstance(item, (ast.SingleColumn, ast.StructAllFields))
+        for x in item.expression.walk()]
     for clause, nodes in (("SELECT", selected), ("WHERE", list(query.where.walk()) if query.where else [])):
         used = [n for n in _DISALLOWED_PSEUDO
                 if any(isinstance(x, e.ColumnRef) and x.name == n for x in nodes)]
@@ -372,10 +403,11 @@ async def _standby_view(engine: Engine, source: DataSource, partitions: set[int]
 
 
 def pull_query(engine: Engine, plan: QueryPlan, limit: int | None, partitions: set[int] | None = None,
-               store: Any = None) -> tuple[list[tuple], set[int]]:
+               store: Any = None, kept: _KeptPlan | None = None) -> tuple[list[tuple], set[int]]:
     """Rows of a materialized table, filtered and projected by ``plan`` (from the tasks
     of ``partitions`` only, when given; of ``store`` instead of the table's own when
-    given), and the partitions of those with no open task."""
+    given), and the partitions of those with no open task. ``kept``: the plan's kept part
+    (``_pull_plan``), whose key-lookup pipeline is reused."""
     source = plan.source
     if isinstance(plan, AggregatePlan):
         raise KsqlStatementException(
@@ -402,7 +434,15 @@ def pull_query(engine: Engine, plan: QueryPlan, limit: int | None, partitions: s
         # An exact key read makes the key condition true: without it the plan (and its
         # generated pipeline, cached) is the same for every key.
         plan = e.evolve(plan, where=rest)
-    pipeline = _pull_pipeline(engine, plan)
+    if kept is not None and key is not None and rest is None and plan.limit is None \
+            and source.window is None:
+        # A key lookup and nothing else: the plan is the kept one (looked up by value,
+        # the pipeline cache would hash the whole plan for every lookup).
+        if kept.lookup_pipeline is None:
+            kept.lookup_pipeline = _pull_pipeline(engine, kept.plan)
+        pipeline = kept.lookup_pipeline
+    else:
+        pipeline = _pull_pipeline(engine, plan)
     if key is None:
         rows: Any = table_rows(store, None, partitions)
     elif source.window is not None:
