@@ -138,6 +138,46 @@ class MemoryWindowStore(MemoryStore):
                 data.pop(key, None)
 
 
+class MemorySessionStore(MemoryStore):
+    """``MemoryStore`` for SESSION aggregates (key -> its sessions ``[start, end, accs,
+    max_ts]``): sessions ending more than ``retention_ms`` (gap + grace, or the window's
+    RETENTION) before the latest session end seen are dropped, as the RocksDB session store's
+    segments are, so that a transient push aggregation over sessions holds flat memory.
+    A key is dropped once its last session is; older sessions of a key still active go when
+    the key's list is next written."""
+
+    def __init__(self, retention_ms: int) -> None:
+        super().__init__()
+        self.retention_ms = retention_ms
+        self._ends: list[tuple[int, bytes]] = []  # heap of (a key's latest end, key), lazily
+        self._latest: int | None = None
+
+    def replace_sessions(self, key: bytes, keep: list, merged: list, new: list) -> None:
+        # Expired by the latest end before this record: a session expiring now closed at
+        # an earlier record, so EMIT FINAL has emitted it (it reads it from here).
+        previous = self._latest
+        if previous is None or new[1] > previous:
+            self._latest = new[1]
+        self._data[key] = keep
+        if previous is None:
+            heapq.heappush(self._ends, (max(x[1] for x in keep), key))
+            return
+        limit = previous - self.retention_ms
+        if keep[0][1] < limit:
+            keep = self._data[key] = [x for x in keep if x[1] >= limit] or [new]
+        heapq.heappush(self._ends, (max(x[1] for x in keep), key))
+        self._expire(limit)
+
+    def _expire(self, limit: int) -> None:
+        ends, data = self._ends, self._data
+        while ends and ends[0][0] < limit:
+            _, key = heapq.heappop(ends)
+            sessions = data.get(key)
+            # (a stale heap entry: the key got a later session since; its own entry stays)
+            if sessions is not None and max(x[1] for x in sessions) < limit:
+                del data[key]
+
+
 class _TaskContext:
     """What ``AggregateStage`` keeps per input partition (per task, as Kafka Streams): stream
     time, and EMIT FINAL's windows waiting to close."""

@@ -342,10 +342,12 @@ class Engine:
         # Checked in memory too, so a query is refused alike wherever it runs.
         _check_internal_topic(changelog_topic(self.internal_name(query_id), name))
         if self.state_in_memory(query_id):
-            from streamsql.runtime.aggregate import MemoryStore, MemoryWindowStore
+            from streamsql.runtime.aggregate import MemorySessionStore, MemoryStore, MemoryWindowStore
 
             if kind == "window-aggregate" and retention_ms is not None:
                 return MemoryWindowStore(retention_ms)
+            if kind == "session-aggregate" and retention_ms is not None:
+                return MemorySessionStore(retention_ms)
             return MemoryStore()
         from streamsql.runtime.task import make_store
 

@@ -496,3 +496,24 @@ def test_scalable_push_query_ends_with_its_persistent_query(tmp_path: Path) -> N
             await _close(log, engine)
 
     asyncio.run(main())
+
+
+def test_transient_session_store_expires_past_retention() -> None:
+    """A push aggregation over SESSION windows keeps its sessions in memory: those ending
+    more than gap + grace before the latest are dropped (as the RocksDB session store's
+    segments are), so a long-running one holds flat memory; a key still in session keeps
+    merging."""
+    from streamsql.runtime.aggregate import MemorySessionStore
+
+    store = MemorySessionStore(retention_ms=1_000)
+    for i in range(10_000):  # a new key every 100 ms of event time
+        t = i * 100
+        store.replace_sessions(b"k%d" % i, [[t, t, None, t]], [], [t, t, None, t])
+        # one key that never goes quiet: its session keeps growing, never expires
+        sessions = store.get(b"live") or []
+        merged = [s for s in sessions if s[1] + 500 >= t]
+        new = [min([t] + [s[0] for s in merged]), t, None, t]
+        store.replace_sessions(b"live", [s for s in sessions if s not in merged] + [new], merged, new)
+        assert len(store._data) <= 13  # ~ retention / 100 ms keys, plus the live one
+    assert store.get(b"live") == [[0, 999_900, None, 999_900]]
+    assert store.get(b"k0") is None and store.get(b"k9999") is not None
