@@ -29,6 +29,24 @@ async def _closing(engine: Engine):
     await engine.log.close()
 
 
+async def _wait_no_transient_groups(bootstrap: str, service_id: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            groups = [g[0] for g in await admin.list_consumer_groups()
+                      if service_id in g[0] and "transient" in g[0]]
+            if not groups:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"groups left behind: {groups}"
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
 def test_describe_extended_and_print_show_the_brokers_log_start_offsets(kafka, unique_topic, tmp_path):
     """On Kafka the log start offsets DESCRIBE EXTENDED and PRINT FROM BEGINNING show are the
     broker's: DeleteRecords moves them to the exact offset asked for."""
@@ -77,6 +95,14 @@ def test_show_topics_print_insert_and_push_query_on_kafka(kafka, kcat, unique_to
             push = (await engine.execute("SELECT id, qty * 10 AS q10 FROM orders EMIT CHANGES LIMIT 3;"))[0]
             rows = [row async for row in push.stream]
             assert sorted(rows) == [("a", 10), ("b", 20), ("c", 30)]
+            # A push aggregation runs as a topology of consumer groups: once it has ended they
+            # are deleted on the broker (DeleteGroups), not left for an operator to find in
+            # kafka-consumer-groups --list.
+            push = (await engine.execute("SELECT id, COUNT(*) AS n FROM orders GROUP BY id "
+                                         "EMIT CHANGES LIMIT 3;"))[0]
+            rows = [row async for row in push.stream]
+            assert sorted(rows) == [("a", 1), ("b", 1), ("c", 1)]
+            await _wait_no_transient_groups(kafka.bootstrap_servers, engine.service_id)
 
             # Written by streamsql, read by kcat.
             await engine.execute("INSERT INTO orders (id, qty) VALUES ('d', 4);")
@@ -101,22 +127,33 @@ def test_table_on_kafka_restores_on_a_new_node(kafka, unique_topic, tmp_path):
         await first.execute(f"CREATE STREAM clicks (user STRING KEY, n INT) WITH "
                             f"(kafka_topic='{topic}', partitions=2, value_format='JSON');"
                             "CREATE TABLE counts AS SELECT user, COUNT(*) AS c FROM clicks "
-                            "GROUP BY user EMIT CHANGES;")
+                            "GROUP BY user EMIT CHANGES;"
+                            "CREATE TABLE parities AS SELECT n % 2 AS parity, COUNT(*) AS c FROM clicks "
+                            "GROUP BY n % 2 EMIT CHANGES;")
         for i in range(30):
             await first.execute(f"INSERT INTO clicks (user, n) VALUES ('u{i % 3}', {i});")
 
-        async def table(engine: Engine) -> dict:
+        async def table(engine: Engine, sql: str = "SELECT user, c FROM counts;",
+                        want: dict | None = None) -> dict:
+            want = want or {"u0": 10, "u1": 10, "u2": 10}
             for _ in range(100):
-                rows = dict((await engine.execute("SELECT user, c FROM counts;"))[0].rows)
-                if rows == {"u0": 10, "u1": 10, "u2": 10}:
+                rows = dict((await engine.execute(sql))[0].rows)
+                if rows == want:
                     break
                 await asyncio.sleep(0.2)
             return rows
         assert await table(first) == {"u0": 10, "u1": 10, "u2": 10}
-        # The repartition topic is purged behind the aggregation's commits (DeleteRecords).
-        [qid] = list(first.catalog.queries)
-        [repartition] = [t for t in await first.log.list_topics()
-                         if t.startswith(first.internal_name(qid)) and t.endswith("-repartition")]
+        parities = ("SELECT parity, c FROM parities;", {0: 15, 1: 15})
+        assert await table(first, *parities) == {0: 15, 1: 15}
+        by_sink = {q.sink: qid for qid, q in first.catalog.queries.items()}
+        topics = await first.log.list_topics()
+        # Grouped by the stream's key: aggregated where the records are, no repartition.
+        assert not [t for t in topics if t.startswith(first.internal_name(by_sink["COUNTS"]) + "-")
+                    and t.endswith("-repartition")]
+        # Grouped by a value: the repartition topic is purged behind the aggregation's
+        # commits (DeleteRecords).
+        [repartition] = [t for t in topics if t.startswith(first.internal_name(by_sink["PARITIES"]) + "-")
+                         and t.endswith("-repartition")]
         for _ in range(100):
             if sum(await first.log.begin_offsets(repartition)) == 30:
                 break
@@ -129,6 +166,7 @@ def test_table_on_kafka_restores_on_a_new_node(kafka, unique_topic, tmp_path):
         try:
             assert list(second.catalog.queries) == list(first.catalog.queries)
             assert await table(second) == {"u0": 10, "u1": 10, "u2": 10}
+            assert await table(second, *parities) == {0: 15, 1: 15}
         finally:
             await _closing(second)
 

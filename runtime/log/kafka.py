@@ -54,7 +54,7 @@ from .base import (Consumer, GroupMetadata, Log, LogView, MemberTasks, Partition
                    ProducerRecord, RebalanceListener, RecordBatch, TopicExistsError, TopicInfo,
                    UnknownTopicError)
 from .kafka_assignor import TaskAssignor, decode_assignment
-from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, MemberTxnOffsetCommit, StableOffsetFetch
+from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, DeleteGroups, MemberTxnOffsetCommit, StableOffsetFetch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ _MAX_READERS = 64
 _BATCH_BYTES = 1024 * 1024
 # Group coordinator moving or loading: ask again.
 _COORDINATOR_MOVING = (14, 15, 16)
+# DeleteGroups: the group is gone already; how long a group still emptying is asked again.
+_GROUP_ID_NOT_FOUND = 69
+_DELETE_GROUP_SECONDS = 5.0
 # How long a topic this node knows may be missing from a broker's metadata.
 _METADATA_LAG = 10.0
 # How long a task's opening waits for a pending transaction (a killed node's is aborted
@@ -237,6 +240,30 @@ class KafkaLog(Log):
         self._partitions.pop(name, None)
         for tp in [tp for tp in self._readers if tp[0] == name]:
             await self._readers.pop(tp).close()
+
+    async def delete_group(self, group: str) -> None:
+        """DeleteGroups at the group's coordinator (a finished transient query's group), best
+        effort: a group whose members have not yet left (NON_EMPTY_GROUP) or whose
+        coordinator is moving is asked again for a few seconds, then left to Kafka's own
+        expiry of empty groups' offsets."""
+        await self._start()
+        admin = self._admin
+        assert admin is not None
+        deadline = time.monotonic() + _DELETE_GROUP_SECONDS
+        while True:
+            try:
+                coordinator = await admin.find_coordinator(group)
+                resp = await admin._send_request(DeleteGroups([group]), coordinator)
+                code = next((c for g, c in resp.results if g == group), 0)
+            except Exception as exc:  # noqa: BLE001 - best effort: the group expires anyway
+                log.debug("group %s: delete failed: %s", group, exc)
+                code = -1
+            if code in (0, _GROUP_ID_NOT_FOUND):
+                return
+            if time.monotonic() >= deadline:
+                log.info("group %s left behind (error %s); Kafka expires its offsets", group, code)
+                return
+            await asyncio.sleep(0.2)
 
     async def delete_records(self, topic: str, offsets: dict[int, int]) -> None:
         """Kafka's DeleteRecords: the partitions' log start offsets move to ``offsets``."""

@@ -9,6 +9,9 @@ that restored the new state and read on from the old offset would count that tra
 input twice. With ``require_stable`` the broker answers UNSTABLE_OFFSET_COMMIT for a
 partition while a transaction that commits its offset is pending, and the caller asks again.
 
+``DeleteGroups``: aiokafka has DeleteGroups' wire structs but no request of its own to send
+them with; a finished transient query deletes its consumer groups with it.
+
 ``MemberTxnOffsetCommit``: TxnOffsetCommit v3 (KIP-447). aiokafka commits a transaction's
 offsets with v0, which does not say which group member commits them: the group coordinator
 cannot tell a node that lost its partitions in a rebalance (a "zombie") from their new
@@ -22,11 +25,12 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
+from aiokafka.protocol.admin import DeleteGroupsRequestStruct
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (Boolean, CompactArray, CompactString, Int16, Int32, Int64,
                                      Schema, TaggedFields)
 
-__all__ = ["MemberTxnOffsetCommit", "StableOffsetFetch", "UNSTABLE_OFFSET_COMMIT"]
+__all__ = ["DeleteGroups", "MemberTxnOffsetCommit", "StableOffsetFetch", "UNSTABLE_OFFSET_COMMIT"]
 
 UNSTABLE_OFFSET_COMMIT = 88
 
@@ -150,3 +154,15 @@ class MemberTxnOffsetCommit(Request[TxnOffsetCommitRequest_v3]):
         topics = [(topic, [(p, offset, -1, meta, {}) for p, offset, meta in parts], {})
                   for topic, parts in self._offsets.items()]
         return request_struct_class(*self._args, topics, {})
+
+
+class DeleteGroups(Request[DeleteGroupsRequestStruct]):
+    """DeleteGroups of ``groups``; the response's ``results`` hold (group_id, error_code)."""
+
+    API_KEY = 42
+
+    def __init__(self, groups: list[str]) -> None:
+        self._groups = groups
+
+    def build(self, request_struct_class: type[DeleteGroupsRequestStruct]) -> DeleteGroupsRequestStruct:
+        return request_struct_class(self._groups)
