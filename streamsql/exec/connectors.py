@@ -13,16 +13,29 @@ ends up with the same connectors. The worker's configs topic is the record of wh
 only the connectors whose last statement is a CREATE and that the configs topic never heard
 of (``Worker.note_replayed``). The other nodes of a cluster learn of a connector from the
 configs topic, not from the command topic.
+
+A real Kafka Connect cluster runs the rest, as ksqlDB's connectors all run: with
+``ksql.connect.url`` set, CREATE sends a connector whose class streamsql does not build in to
+that cluster's REST API (``streamsql.runtime.connect.remote``), and with
+``streamsql.connect.builtin.enabled=false`` every connector, as ksqlDB does. SHOW CONNECTORS lists
+the node's and the cluster's together, DESCRIBE and DROP find a connector in either (the node's
+first). Those statements are not in the command log: the Connect cluster keeps its connectors
+(ksqlDB does not log them either). A cluster that does not answer fails the statements that need
+it with "Could not reach the Kafka Connect cluster at ..." (status 503) and is only a warning in
+SHOW CONNECTORS and SHOW CONNECTOR PLUGINS; nothing else depends on it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import orjson
 
 from streamsql import ast
 from streamsql.errors import ServiceRestError
 from streamsql.results import Result
+from streamsql.runtime.connect.api import ConnectException
+from streamsql.runtime.connect.remote import ConnectClient, ConnectUnreachableError, RemoteConnectError
 from streamsql.runtime.connect.worker import ConnectRestError
 
 if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
@@ -30,8 +43,78 @@ if TYPE_CHECKING:  # pragma: no cover - imports only for type hints
 
 def _failed(what: str, exc: ConnectRestError) -> ServiceRestError:
     # ksqlDB quotes its Connect cluster's error body after its own words, and answers with
-    # Connect's status.
-    return ServiceRestError(exc.status, f"Failed to {what}: " + orjson.dumps(exc.body()).decode())
+    # Connect's status (a remote cluster's body as it sent it; no body when it did not answer).
+    body = exc.body()
+    quoted = body if isinstance(body, str) else orjson.dumps(body).decode()
+    return ServiceRestError(exc.status, f"Failed to {what}: " + quoted)
+
+
+# -------------------------------------------------------------- a real Kafka Connect cluster
+def _connect_url(engine: Engine) -> str | None:
+    url = str(engine.config.get("ksql.connect.url") or "").strip()
+    return url or None
+
+
+@contextlib.asynccontextmanager
+async def _remote(engine: Engine) -> AsyncIterator[ConnectClient]:
+    url = _connect_url(engine)
+    assert url is not None
+    timeout_ms = float(engine.config.get("ksql.connect.request.timeout.ms", 5000))
+    client = ConnectClient(url, timeout=timeout_ms / 1000)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _goes_remote(engine: Engine, config: dict[str, Any]) -> bool:
+    """Whether CREATE sends this connector to the Connect cluster: only with
+    ``ksql.connect.url``, and then every connector with ``streamsql.connect.builtin.enabled``
+    false (as ksqlDB), else those whose class is not built in."""
+    if _connect_url(engine) is None:
+        return False
+    if str(engine.config.get("streamsql.connect.builtin.enabled", "true")).strip().lower() == "false":
+        return True
+    cls = str(config.get("connector.class") or "").strip()
+    if not cls:
+        return False  # the node's worker answers Connect's own 400 for it
+    try:
+        engine.connect_worker.registry.find(cls)
+    except ConnectException:
+        return True
+    return False
+
+
+def _warning_json(messages: list[str]) -> list[dict[str, str]]:
+    return [{"message": m} for m in messages]
+
+
+async def _create_remote(engine: Engine, stmt: ast.CreateConnector, config: dict[str, Any]) -> Result:
+    async with _remote(engine) as client:
+        try:
+            info = await client.create(stmt.name, {str(k): str(v) for k, v in config.items()})
+        except ConnectRestError as exc:
+            if stmt.if_not_exists and exc.status == 409 and not isinstance(exc, ConnectUnreachableError):
+                return _warning(stmt.text, f"Connector {stmt.name} already exists")
+            raise _failed("create connector", exc) from None
+    return Result(stmt.text, "connector_info", message=f"Created connector {info.get('name', stmt.name)}",
+                  entity={"@type": "connector_info", "statementText": stmt.text, "info": info,
+                          "warnings": []})
+
+
+async def _drop_remote(engine: Engine, stmt: ast.DropConnector) -> Result:
+    async with _remote(engine) as client:
+        try:
+            await client.delete(stmt.name)
+        except RemoteConnectError as exc:
+            if stmt.if_exists and exc.status == 404:
+                return _warning(stmt.text, f"Connector '{stmt.name}' does not exist.")
+            raise _failed("drop connector", exc) from None
+        except ConnectRestError as exc:
+            raise _failed("drop connector", exc) from None
+    return Result(stmt.text, "drop_connector", message=f'Dropped connector "{stmt.name}"',
+                  entity={"@type": "drop_connector", "statementText": stmt.text,
+                          "connectorName": stmt.name, "warnings": []})
 
 
 def _warning(text: str, message: str) -> Result:
@@ -52,6 +135,8 @@ async def create_connector(engine: Engine, stmt: ast.CreateConnector, props: dic
         if stmt.if_not_exists:
             return _warning(stmt.text, f"Connector {stmt.name} already exists")
         raise _failed("create connector", ConnectRestError(409, f"Connector {stmt.name} already exists"))
+    if _goes_remote(engine, config):
+        return await _create_remote(engine, stmt, config)
     try:
         worker.check_config(stmt.name, config)
     except ConnectRestError as exc:
@@ -75,6 +160,8 @@ async def drop_connector(engine: Engine, stmt: ast.DropConnector, props: dict[st
             worker.note_replayed(stmt.name, None)
         return Result(stmt.text, "drop_connector", message=f'Dropped connector "{stmt.name}"')
     if not worker.has(stmt.name):
+        if _connect_url(engine) is not None:
+            return await _drop_remote(engine, stmt)
         if stmt.if_exists:
             return _warning(stmt.text, f"Connector '{stmt.name}' does not exist.")
         raise _failed("drop connector", ConnectRestError(404, f"Connector {stmt.name} not found"))
@@ -111,20 +198,59 @@ async def list_connectors(engine: Engine, stmt: ast.ListConnectors, props: dict[
             continue
         infos.append({"name": name, "type": ctype, "className": worker.config(name).get("connector.class", ""),
                       "state": summarize_state(status.to_json())})
+    warnings: list[str] = []
+    if _connect_url(engine) is not None:
+        infos += await _remote_infos(engine, stmt, warnings)
     rows = [(i["name"], i["type"].upper(), i["className"], i["state"]) for i in infos]
     return Result(stmt.text, "connector_list", columns=("Connector Name", "Type", "Class", "Status"), rows=rows,
-                  entity={"@type": "connector_list", "statementText": stmt.text, "warnings": [],
-                          "connectors": infos})
+                  entity={"@type": "connector_list", "statementText": stmt.text,
+                          "warnings": _warning_json(warnings), "connectors": infos},
+                  warnings=warnings)
+
+
+async def _remote_infos(engine: Engine, stmt: ast.ListConnectors, warnings: list[str]) -> list[dict[str, Any]]:
+    """The Connect cluster's connectors, as SHOW CONNECTORS lists them; a cluster that does
+    not answer is a warning (the node's own connectors are listed all the same)."""
+    try:
+        async with _remote(engine) as client:
+            listed = await client.connectors()
+    except ConnectRestError as exc:
+        warnings.append(f"Could not list the connectors of the Kafka Connect cluster: {exc.message}")
+        return []
+    infos = []
+    for name in sorted(listed):
+        entry = listed[name] or {}
+        info, status = entry.get("info") or {}, entry.get("status") or {}
+        ctype = str(info.get("type") or status.get("type") or "unknown")
+        if stmt.kind is not None and ctype.upper() != stmt.kind:
+            continue
+        state = summarize_state(status) if status.get("connector") else "UNASSIGNED"
+        infos.append({"name": name, "type": ctype,
+                      "className": (info.get("config") or {}).get("connector.class", ""), "state": state})
+    return infos
 
 
 async def list_connector_plugins(engine: Engine, stmt: ast.ListConnectorPlugins, props: dict[str, Any],
                                  session: Session, seq: int | None) -> Result:
     plugins = [{"className": p.class_name, "type": p.type, "version": p.version}
                for p in engine.connect_worker.plugins()]
+    warnings: list[str] = []
+    if _connect_url(engine) is not None:
+        # The Connect cluster's classes too, those the node does not run itself.
+        try:
+            async with _remote(engine) as client:
+                remote = await client.plugins()
+        except ConnectRestError as exc:
+            warnings.append(f"Could not list the plugins of the Kafka Connect cluster: {exc.message}")
+            remote = []
+        known = {p["className"] for p in plugins}
+        plugins += [{"className": p["class"], "type": p.get("type", ""), "version": p.get("version", "")}
+                    for p in remote if p.get("class") and p["class"] not in known]
     rows = [(p["className"], p["type"].upper(), p["version"]) for p in plugins]
     return Result(stmt.text, "connector_plugins_list", columns=("Class", "Type", "Version"), rows=rows,
-                  entity={"@type": "connector_plugins_list", "statementText": stmt.text, "warnings": [],
-                          "connectorPlugins": plugins})
+                  entity={"@type": "connector_plugins_list", "statementText": stmt.text,
+                          "warnings": _warning_json(warnings), "connectorPlugins": plugins},
+                  warnings=warnings)
 
 
 async def describe_connector(engine: Engine, stmt: ast.DescribeConnector, props: dict[str, Any],
@@ -133,18 +259,39 @@ async def describe_connector(engine: Engine, stmt: ast.DescribeConnector, props:
 
     worker = engine.connect_worker
     await worker.load()
-    if not worker.has(stmt.name):
+    warnings: list[str] = []
+    if worker.has(stmt.name):
+        status = worker.status(stmt.name).to_json()
+        topics = worker.topics(stmt.name)
+        connector_class = worker.config(stmt.name).get("connector.class", "")
+    elif _connect_url(engine) is not None:
+        # As ksqlDB's DescribeConnectorExecutor: the status, then the config, then the topics
+        # (those only a warning when the cluster does not give them).
+        async with _remote(engine) as client:
+            try:
+                status = await client.status(stmt.name)
+            except ConnectRestError as exc:
+                raise _failed("query connector status", exc) from None
+            try:
+                info = await client.info(stmt.name)
+            except ConnectRestError as exc:
+                raise _failed("describe connector", exc) from None
+            try:
+                topics = await client.topics(stmt.name)
+            except ConnectRestError as exc:
+                warnings.append(f"Could not list the connector's topics: {exc.message}")
+                topics = []
+        connector_class = (info.get("config") or {}).get("connector.class", "")
+    else:
         raise _failed("query connector status",
                       ConnectRestError(404, f"No status found for connector {stmt.name}"))
-    status = worker.status(stmt.name).to_json()
-    topics = worker.topics(stmt.name)
     sources = [source_description(engine, s, False) for s in sorted(engine.catalog.sources.values(),
                                                                       key=lambda s: s.name)
                if s.topic in topics]
     entity = {"@type": "connector_description", "statementText": stmt.text,
-              "connectorClass": worker.config(stmt.name).get("connector.class", ""),
-              "status": status, "sources": sources, "topics": topics, "warnings": []}
-    return Result(stmt.text, "connector_description", entity=entity)
+              "connectorClass": connector_class,
+              "status": status, "sources": sources, "topics": topics, "warnings": _warning_json(warnings)}
+    return Result(stmt.text, "connector_description", entity=entity, warnings=warnings)
 
 
 def description_text(entity: dict[str, Any]) -> str:
