@@ -5,8 +5,12 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# The stamp's name carries a checksum of pyproject.toml: a changed dependency list reinstalls.
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# The stamps' names carry a checksum of pyproject.toml: a changed dependency list reinstalls.
+# `make run` installs what running needs (RUN_STAMP); `make test` adds the test extras
+# (STAMP), which also satisfies the run install.
+CKSUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
+STAMP := $(VENV)/.installed-test-$(CKSUM)
 PYTEST_ARGS ?=
 # Apache Kafka's broker jars (kafka/pom.xml) are fetched into kafka/lib; the stamp's name carries
 # the pom's checksum, so a changed pom fetches them again.
@@ -14,19 +18,29 @@ KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)
 # Kafka Connect's worker jars (kafka/connect-pom.xml) into kafka/connect-lib, the same way.
 CONNECT_STAMP := kafka/connect-lib/.fetched-$(shell cksum < kafka/connect-pom.xml | cut -d' ' -f1)
 
-.PHONY: setup run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases connect-jars connect-up connect-down
+.PHONY: setup setup-run run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases connect-jars connect-up connect-down
 
 setup: $(STAMP)
+
+setup-run: $(RUN_STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): | $(PY) mysqlclient-deps
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	rm -f $(VENV)/.installed-*
-	touch $@
+# Not --quiet: a first install takes minutes and a newcomer should see it moving.
+$(RUN_STAMP): | $(PY) mysqlclient-deps
+	@if [ -e $(STAMP) ]; then touch $@; else \
+	  echo "installing streamsql and what it needs to run into $(VENV) (a few minutes the first time)"; \
+	  $(PY) -m pip install --disable-pip-version-check --progress-bar on -e . && \
+	  rm -f $(VENV)/.installed-run-* && touch $@; fi
 
-run: setup
+$(STAMP): | $(PY) mysqlclient-deps
+	@echo "installing streamsql with its test extras into $(VENV)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@ $(RUN_STAMP)
+
+run: setup-run
 	$(PY) -m streamsql
 
 test: setup tmux kafka-jars connect-jars kcat databases

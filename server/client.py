@@ -60,6 +60,9 @@ class RestClient:
     def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
                  ca_file: str | None = None, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
+        # Kept so that the shell's SERVER <url> can open a client like this one elsewhere.
+        self._options: dict[str, Any] = {"user": user, "password": password, "ca_file": ca_file,
+                                         "timeout": timeout}
         verify: Any = True
         if ca_file:
             verify = ssl.create_default_context(cafile=ca_file)
@@ -67,6 +70,10 @@ class RestClient:
         self._http = httpx.AsyncClient(base_url=self.url, auth=auth, verify=verify,
                                        timeout=httpx.Timeout(timeout),
                                        headers={"Accept": "application/vnd.ksql.v1+json, application/json"})
+
+    def with_url(self, url: str) -> "RestClient":
+        """A new client of the server at ``url``, with this one's credentials and TLS trust."""
+        return RestClient(url, **self._options)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -9,6 +9,8 @@
                                 see ``streamsql.testing.runner_cli``.
 ``streamsql --server URL``      the same shell, on a running server (its REST API); ``--user``/
                                 ``--password`` for basic auth, ``--ca-file`` to trust a TLS server.
+``streamsql URL``               the same as ``--server URL`` (as ksqlDB's ``ksql http://host:8088``).
+``--define NAME=VALUE``         a session variable (as ``DEFINE``), in either shell; repeatable.
 ``streamsql server ...``        run a node: the engine and its ksqlDB-compatible REST API
                                 (see ``streamsql.server.main``).
 """
@@ -32,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamsql",
         description="ksqlDB-compatible stream processing SQL. With no command: the interactive shell "
-                    "on the embedded engine (no Kafka needed).")
+                    "on the embedded engine (no Kafka needed); `streamsql http://host:8088` is the same "
+                    "as --server http://host:8088.")
     parser.add_argument("--version", action="version", version=f"streamsql {__version__}")
     parser.add_argument("--data-dir", help=f"where the embedded engine keeps its topics and command "
                         f"log (default: $STREAMSQL_DATA_DIR or {DEFAULT_DATA_DIR})")
@@ -40,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-e", "--execute", help="run these statements and exit")
     parser.add_argument("--server", metavar="URL", help="use a running streamsql (or ksqlDB) server at URL, "
                         "e.g. http://localhost:8088, instead of the embedded engine")
+    parser.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
+                        help="define a variable for the session (as DEFINE name='value'); may be repeated")
     parser.add_argument("-u", "--user", help="user name for the server's basic authentication")
     parser.add_argument("-p", "--password", help="password for --user (asked for when missing and the "
                         "shell is interactive; else $STREAMSQL_PASSWORD)")
@@ -72,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``streamsql`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_server_url_as_option(sys.argv[1:] if argv is None else argv))
     if args.command == "test-runner":
         from streamsql.testing.runner_cli import run as run_test_runner
 
@@ -84,6 +89,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.server:
         return _run_remote(args)
     return _run_shell(args)
+
+
+# The options whose value is the next argument (a URL there is not the positional server).
+_VALUE_OPTIONS = ("--server", "-e", "--execute", "-f", "--file", "--data-dir", "-u", "--user", "-p",
+                  "--password", "--ca-file", "--define")
+
+
+def _server_url_as_option(argv: list[str]) -> list[str]:
+    """``streamsql http://host:8088`` as ``--server http://host:8088`` (ksqlDB's CLI takes the
+    server as its positional argument; argparse cannot mix one with the subcommands)."""
+    for i, arg in enumerate(argv):
+        if arg in ("test-runner", "server"):
+            break
+        if arg.lower().startswith(("http://", "https://")) and (i == 0 or argv[i - 1] not in _VALUE_OPTIONS):
+            return [*argv[:i], "--server", arg, *argv[i + 1:]]
+    return argv
+
+
+def _definitions(args: argparse.Namespace) -> str:
+    """``--define name=value`` options as DEFINE statements, run before anything else."""
+    out = []
+    for item in args.define:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"streamsql: --define wants NAME=VALUE, not {item!r}")
+        out.append(f"DEFINE {name.strip()}='{value.replace(chr(39), chr(39) * 2)}';")
+    return "\n".join(out)
 
 
 def _setup_logging(data_dir: Path, interactive: bool) -> None:
@@ -131,12 +163,12 @@ def _run_shell(args: argparse.Namespace) -> int:
         return 1
     _setup_logging(data_dir, interactive=script is None)
     try:
-        return asyncio.run(_shell_main(data_dir, script))
+        return asyncio.run(_shell_main(data_dir, script, _definitions(args)))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C stopped a script
         return 130
 
 
-async def _shell_main(data_dir: Path, script: str | None) -> int:
+async def _shell_main(data_dir: Path, script: str | None, defines: str = "") -> int:
     from streamsql.engine import Engine
     from streamsql.runtime.log.embedded import EmbeddedLog
     from streamsql.shell import Shell
@@ -150,6 +182,8 @@ async def _shell_main(data_dir: Path, script: str | None) -> int:
     try:
         await engine.start()
         shell = Shell(engine, data_dir)
+        if defines and not await shell.run_script(defines):
+            return 1
         if script is not None:
             return 0 if await shell.run_script(script) else 1
         await shell.run_interactive()
@@ -179,13 +213,14 @@ def _run_remote(args: argparse.Namespace) -> int:
         err.setLevel(logging.WARNING)
         root.addHandler(err)
     try:
-        return asyncio.run(_remote_main(args.server, args.user, password, args.ca_file, script))
+        return asyncio.run(_remote_main(args.server, args.user, password, args.ca_file, script,
+                                        _definitions(args)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
 
 
 async def _remote_main(url: str, user: str | None, password: str | None, ca_file: str | None,
-                       script: str | None) -> int:
+                       script: str | None, defines: str = "") -> int:
     from streamsql.server.client import RemoteBackend, RemoteError, RestClient
     from streamsql.shell import Shell
 
@@ -194,12 +229,18 @@ async def _remote_main(url: str, user: str | None, password: str | None, ca_file
         try:
             info = await client.info()
         except RemoteError as exc:
-            print(f"Cannot connect to the server at {url}: {exc}", file=sys.stderr)
+            # One message: an unreachable server's error already names the URL.
+            message = str(exc)
+            if url.rstrip("/") not in message:
+                message = f"Cannot connect to the server at {url}: {message}"
+            print(message, file=sys.stderr)
             return 1
         backend = RemoteBackend(client)
         version = info.get("streamsqlVersion") or info.get("version") or "?"
         shell = Shell(backend, None, mode_label="server", location=f"{url}, server version {version}",
                       history_path=Path.home() / ".streamsql_history")
+        if defines and not await shell.run_script(defines):
+            return 1
         if script is not None:
             return 0 if await shell.run_script(script) else 1
         await backend.refresh_completions()

@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 PROMPT = "streamsql> "
 CONTINUATION = "         > "
-SHELL_COMMANDS = ("EXIT", "QUIT", "HELP", "CLEAR")
+SHELL_COMMANDS = ("EXIT", "QUIT", "HELP", "CLEAR", "VERSION", "HISTORY", "SPOOL", "OUTPUT", "SERVER")
+# The shell commands that take an argument (``SPOOL <file>|OFF``, ``OUTPUT JSON|TABULAR``,
+# ``SERVER [url]``); the others are a word alone.
+_COMMANDS_WITH_ARGUMENT = ("SPOOL", "OUTPUT", "SERVER")
 MAX_SCRIPT_DEPTH = 8
 
 KEYWORDS = (
@@ -55,7 +58,8 @@ KEYWORDS = (
     "BIGINT", "DOUBLE", "BOOLEAN", "DECIMAL", "BYTES", "DATE", "TIME", "TIMESTAMP", "ARRAY",
     "MAP", "STRUCT", "KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS",
     "REPLICAS", "TIMESTAMP_FORMAT", "WRAP_SINGLE_VALUE", "EXIT", "QUIT", "HELP", "CONNECTOR",
-    "CONNECTORS", "PLUGINS", "SOURCE", "SINK",
+    "CONNECTORS", "PLUGINS", "SOURCE", "SINK", "SPOOL", "OFF", "OUTPUT", "JSON", "TABULAR", "VERSION",
+    "HISTORY", "SERVER",
 )
 
 HELP = """\
@@ -76,7 +80,9 @@ Statements end with ';' and may span several lines. Some to try:
   CREATE SOURCE CONNECTOR f WITH ('connector.class'='FileStreamSource', 'file'='/tmp/in.txt', 'topic'='lines');
   SHOW CONNECTORS;  DESCRIBE CONNECTOR f;  SHOW CONNECTOR PLUGINS;  DROP CONNECTOR f;
 
-Shell commands (no ';' needed): help, clear, exit, quit.  Ctrl-D also quits.
+Shell commands (no ';' needed): help, clear, exit, quit (Ctrl-D also quits),
+  version, history, spool <file> | spool off (also write the session to a file),
+  output json | output tabular (how results are printed), server [url] (show or switch).
 Tab completes keywords and the names of streams, tables, queries and functions.
 """
 
@@ -152,8 +158,19 @@ def strip_comments(text: str) -> str:
 
 
 def _shell_command(text: str) -> str | None:
-    word = strip_comments(text).strip().rstrip(";").strip().upper()
-    return word if word in SHELL_COMMANDS else None
+    word, _ = _shell_command_args(text)
+    return word
+
+
+def _shell_command_args(text: str) -> tuple[str | None, str]:
+    """The shell command ``text`` is (upper case) and its argument, or ``(None, "")``."""
+    body = strip_comments(text).strip().rstrip(";").strip()
+    word, _, rest = body.partition(" ")
+    word = word.upper()
+    rest = rest.strip()
+    if "\n" in body or word not in SHELL_COMMANDS or (rest and word not in _COMMANDS_WITH_ARGUMENT):
+        return None, ""
+    return word, rest
 
 
 def is_complete(text: str) -> bool:
@@ -200,7 +217,11 @@ def render_table(columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
             widths[i] = max(widths[i], max((len(x) for x in v.split("\n")), default=0))
 
     def line(values: list[str]) -> str:
-        return "|".join(f" {v.ljust(w)} " for v, w in zip(values, widths)).rstrip()
+        # A value over several lines (EXPLAIN's plans, ...) continues under its own column.
+        parts = [v.split("\n") for v in values]
+        height = max((len(p) for p in parts), default=1)
+        return "\n".join("|".join(f" {(p[i] if i < len(p) else '').ljust(w)} " for p, w in zip(parts, widths)).rstrip()
+                         for i in range(height))
 
     rule = "-" * (sum(widths) + 3 * len(widths) - 1)
     out = [line(cols), rule]
@@ -345,8 +366,16 @@ class RowPrinter:
         return "\n".join([self.rule(), self.line(self.columns), self.rule()])
 
     def line(self, values: Iterable[Any]) -> str:
+        """One row; a value longer than its column wraps onto further lines inside its cell
+        (as ksqlDB's CLI does), so the columns stay in line."""
         cells = [v if isinstance(v, str) and not isinstance(v, bool) else format_value(v) for v in values]
-        return "|" + "|".join(c.ljust(w) for c, w in zip(cells, self.widths)) + "|"
+        pieces = [_wrap_cell(c, w) for c, w in zip(cells, self.widths)]
+        height = max((len(p) for p in pieces), default=1)
+        lines = []
+        for i in range(height):
+            lines.append("|" + "|".join((p[i] if i < len(p) else "").ljust(w)
+                                        for p, w in zip(pieces, self.widths)) + "|")
+        return "\n".join(lines)
 
     def row(self, row: tuple[Any, ...]) -> str:
         return self.line(format_value(v) for v in row)
@@ -354,6 +383,68 @@ class RowPrinter:
     def whole(self, rows: Iterable[tuple[Any, ...]]) -> str:
         body = [self.row(r) for r in rows]
         return "\n".join([self.header(), *body, self.rule()])
+
+
+def _wrap_cell(text: str, width: int) -> list[str]:
+    """``text`` cut into lines of at most ``width`` characters (at its own newlines too)."""
+    out: list[str] = []
+    for part in text.split("\n"):
+        part = part.replace("\t", " ")
+        out += [part[i:i + width] for i in range(0, len(part), width)] or [""]
+    return out
+
+
+_LIMIT = re.compile(r"\bLIMIT\s+(\d+)\s*;?\s*$", re.IGNORECASE)
+
+
+def _limit_of(statement: str) -> int | None:
+    """The LIMIT a push query or PRINT ends with, if any."""
+    match = _LIMIT.search(strip_comments(statement).strip())
+    return int(match.group(1)) if match else None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def result_entity(result: Result) -> dict[str, Any] | None:
+    """The REST entity of a non-streaming result (what ``POST /ksql`` answers for it), as
+    ksqlDB's CLI prints under ``OUTPUT JSON``; None for a statement that says nothing."""
+    text = result.statement if result.statement.rstrip().endswith(";") else result.statement + ";"
+    warnings = [{"message": w} for w in result.warnings]
+    if isinstance(result.entity, dict) and "@type" in result.entity:
+        entity = _strip_shell_keys(result.entity)
+        entity.setdefault("statementText", text)
+        entity.setdefault("warnings", warnings)
+        return entity
+    if result.kind == "currentStatus":
+        if not result.message:
+            return None
+        return {"@type": "currentStatus", "statementText": text,
+                "commandStatus": {"status": "SUCCESS", "message": result.message, "queryId": result.query_id},
+                "warnings": warnings}
+    if result.columns:  # a listing without an entity of its own
+        return {"@type": result.kind, "statementText": text,
+                "rows": [dict(zip(result.columns, r)) for r in result.rows], "warnings": warnings}
+    if result.message:
+        return {"@type": "warning_entity", "statementText": text, "message": result.message,
+                "warnings": warnings}
+    return None
+
+
+def _strip_shell_keys(value: Any) -> Any:
+    # "fieldRows" is the shell's own rendering aid, not part of the REST entity.
+    if isinstance(value, dict):
+        return {k: _strip_shell_keys(v) for k, v in value.items() if k != "fieldRows"}
+    if isinstance(value, list):
+        return [_strip_shell_keys(v) for v in value]
+    return value
 
 
 # ============================================================================== backends
@@ -442,12 +533,24 @@ class Shell:
         self._main_task: asyncio.Task[Any] | None = None
         self._interactive = False
         self._script_depth = 0
+        self._spool: TextIO | None = None  # SPOOL <file>: everything shown is written there too
+        self.output_format = "TABULAR"  # OUTPUT JSON|TABULAR
+        self._session: Any = None  # the prompt session (HISTORY reads its history)
 
     # -- output ---------------------------------------------------------------------------
     def echo(self, text: str = "") -> None:
         stream = self._out or sys.stdout
         stream.write(text + "\n")
         stream.flush()
+        if self._spool is not None:
+            self._spool.write(text + "\n")
+            self._spool.flush()
+
+    def echo_json(self, value: Any) -> None:
+        """``value`` as ksqlDB's CLI prints entities under OUTPUT JSON: indented JSON."""
+        import json
+
+        self.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
 
     def banner(self) -> str:
         where = ""
@@ -486,7 +589,7 @@ class Shell:
 
     async def run_statement(self, text: str) -> bool:
         """Run one statement (or shell command) and print its result. True on success."""
-        command = _shell_command(text)
+        command, argument = _shell_command_args(text)
         if command in ("EXIT", "QUIT"):
             raise QuitShell()
         if command == "HELP":
@@ -495,6 +598,8 @@ class Shell:
         if command == "CLEAR":
             self.echo("\x1b[2J\x1b[H")
             return True
+        if command is not None:
+            return await self._command(command, argument)
         match = _RUN_SCRIPT.match(strip_comments(text))
         if match:
             return await self._run_script(match.group(1).replace("''", "'"))
@@ -511,10 +616,103 @@ class Shell:
             if result.kind == "stream" and result.stream is not None:
                 if not await self.stream(result):
                     return False
+            elif self.output_format == "JSON":
+                self._echo_result_json(result)
             else:
                 rendered = render_result(result)
                 if rendered:
                     self.echo(rendered)
+        return True
+
+    async def _command(self, command: str, argument: str) -> bool:
+        """The shell's own commands besides help/clear/exit (as ksqlDB's CLI has them)."""
+        if command == "VERSION":
+            self.echo(f"Version: {__version__}")
+            return True
+        if command == "HISTORY":
+            entries = list(self._session.history.get_strings()) if self._session is not None else []
+            for i, entry in enumerate(entries, 1):
+                self.echo(f"{i:>5}  {entry}")
+            return True
+        if command == "OUTPUT":
+            if not argument:
+                self.echo(f"Current output format: {self.output_format}")
+                return True
+            wanted = argument.strip("'\"").upper()
+            if wanted not in ("JSON", "TABULAR"):
+                self.echo(f"Invalid output format: '{argument}' (valid formats: JSON, TABULAR)")
+                return False
+            self.output_format = wanted
+            self.echo(f"Output format set to {wanted}")
+            return True
+        if command == "SPOOL":
+            return self._spool_command(argument.strip("'\""))
+        if command == "SERVER":
+            return await self._server_command(argument.strip("'\""))
+        return False
+
+    def _spool_command(self, target: str) -> bool:
+        if not target:
+            self.echo("Usage: SPOOL <file> | SPOOL OFF")
+            return False
+        if target.upper() == "OFF":
+            if self._spool is None:
+                self.echo("Not spooling")
+                return True
+            name = self._spool.name
+            self._spool.close()
+            self._spool = None
+            self.echo(f"Spool written to {name}")
+            return True
+        if self._spool is not None:
+            self.echo(f"Already spooling to {self._spool.name}: SPOOL OFF first")
+            return False
+        try:
+            self._spool = open(Path(target).expanduser(), "a", encoding="utf-8")
+        except OSError as exc:
+            self.echo(f"Cannot spool to {target}: {exc.strerror or exc}")
+            return False
+        self.echo(f"Session will be spooled to {target}")
+        self.echo("Enter SPOOL OFF to disable")
+        return True
+
+    async def _server_command(self, url: str) -> bool:
+        client = getattr(self.backend, "client", None)
+        if client is None:
+            if url:
+                self.echo("This shell runs the embedded engine; start it with a server URL "
+                          "(streamsql http://host:8088) to talk to a server")
+                return False
+            self.echo("Embedded engine" + (f" (data in {self.data_dir})" if self.data_dir else ""))
+            return True
+        if not url:
+            self.echo(f"Server: {client.url}")
+            return True
+        from streamsql.server.client import RemoteBackend, RemoteError
+
+        try:
+            new_client = client.with_url(url)
+        except Exception as exc:  # httpx refuses the URL itself
+            self.echo(f"Cannot connect to the server at {url}: {exc}")
+            return False
+        try:
+            info = await new_client.info()
+        except RemoteError as exc:
+            await new_client.aclose()
+            self.echo(f"Cannot connect to the server at {url}: {exc}")
+            return False
+        backend = RemoteBackend(new_client)
+        backend.properties.update(self.backend.properties)
+        backend.variables.update(self.backend.variables)
+        await backend.refresh_completions()
+        old = self.backend
+        self.backend = self.engine = backend
+        if self._session is not None and self._session.completer is not None:
+            self._session.completer.backend = backend
+        await old.client.aclose()
+        version = info.get("streamsqlVersion") or info.get("version") or "?"
+        self.location = f"{new_client.url}, server version {version}"
+        self.echo(f"Server now: {new_client.url} (server version {version})")
         return True
 
     async def _run_script(self, path: str) -> bool:
@@ -532,18 +730,37 @@ class Shell:
         finally:
             self._script_depth -= 1
 
+    def _echo_result_json(self, result: Result) -> None:
+        if result.kind == "rows":  # a pull query: its header and rows, as /query answers
+            self.echo_json([{"header": {"queryId": result.query_id, "columnNames": list(result.columns)}},
+                            *({"row": {"columns": list(r)}} for r in result.rows)])
+            return
+        entity = result_entity(result)
+        if entity is not None:
+            self.echo_json([entity])
+
     async def stream(self, result: Result) -> bool:
         """Print the rows of a push query or PRINT until it ends or Ctrl-C stops it."""
         is_print = isinstance(result.entity, dict) and result.entity.get("@type") == "print"
+        as_json = self.output_format == "JSON" and not is_print
         printer = RowPrinter(result.columns)
-        reached = False
+        limit = _limit_of(result.statement)
+        reached = False  # the stream ended by itself (not Ctrl-C)
+        count = 0
 
         async def consume() -> None:
-            nonlocal reached
-            if not is_print:
+            nonlocal reached, count
+            self.echo("Press CTRL-C to interrupt")
+            if as_json:
+                self.echo_json({"header": {"queryId": result.query_id, "columnNames": list(result.columns)}})
+            elif not is_print:
                 self.echo(printer.header())
             async for row in result.stream:  # type: ignore[union-attr]
-                self.echo(row[0] if is_print else printer.row(row))
+                count += 1
+                if as_json:
+                    self.echo_json({"row": {"columns": list(row)}})
+                else:
+                    self.echo(row[0] if is_print else printer.row(row))
             reached = True
 
         task = asyncio.ensure_future(consume())
@@ -572,13 +789,23 @@ class Shell:
                     await aclose()
                 except Exception:  # the generator may already be closed or broken
                     log.debug("closing the push query failed", exc_info=True)
+        # "Limit Reached" only when the rows reached the LIMIT: a stream that ends before that
+        # was ended by the other side (a server that closed the connection, a TERMINATE).
+        limit_reached = reached and limit is not None and count >= limit
+        ended_early = reached and ok and not limit_reached
+        remote = getattr(self.backend, "client", None) is not None
         if is_print:
             if not reached:
                 self.echo("Topic printing ceased")
+            elif ended_early and remote:
+                self.echo("The server closed the connection")
         else:
-            if reached:
+            if reached and not as_json:
                 self.echo(printer.rule())
+            if limit_reached:
                 self.echo("Limit Reached")
+            elif ended_early:
+                self.echo("The server closed the connection" if remote else "The query ended")
             self.echo("Query terminated")
         return ok
 
@@ -607,6 +834,7 @@ class Shell:
             history=history, completer=_completer_class()(self.backend), complete_while_typing=False,
             multiline=True, key_bindings=bindings,
             prompt_continuation=lambda width, line_number, wrap_count: CONTINUATION)
+        self._session = session
         self.echo(self.banner())
         with patch_stdout(raw=True):
             while True:
@@ -620,11 +848,16 @@ class Shell:
                     break
                 if not text.strip():
                     continue
+                if self._spool is not None:  # the spool file shows what was typed, as the screen does
+                    self._spool.write(PROMPT + text.replace("\n", "\n" + CONTINUATION) + "\n")
                 try:
                     await self.run_text(text)
                 except QuitShell:
                     break
         self.echo("Exiting streamsql.")
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     async def run_script(self, text: str) -> bool:
         """Run a whole script non-interactively (Ctrl-C stops a push query, or the script)."""

@@ -127,4 +127,5 @@ def test_script_and_stdin_against_a_server(node, tmp_path):
 
     down = subprocess.run([sys.executable, "-m", "streamsql", "--server", "http://127.0.0.1:1", "-e", "SHOW STREAMS;"],
                           capture_output=True, text=True, timeout=60)
-    assert down.returncode == 1 and "Cannot connect to the server at http://127.0.0.1:1" in down.stderr
+    assert down.returncode == 1 and "Cannot reach the server at http://127.0.0.1:1" in down.stderr
+    assert down.stderr.count("http://127.0.0.1:1") == 1  # one message, not one inside another
