@@ -437,7 +437,7 @@ def sql_benchmarks(b: Bench, two_nodes: bool) -> None:
     stateless("slow_1", 1)
     for guarantee in ("at_least_once", "exactly_once_v2"):
         sink = f"counts_{guarantee[:3]}"
-        run_nodes(b, "windowed GROUP BY COUNT (2 stages, RocksDB), 1 node",
+        run_nodes(b, "windowed GROUP BY COUNT (by the key: 1 stage, RocksDB), 1 node",
                   AGGREGATE.format(sink=sink), 1, guarantee, lambda n: n >= b.records)
         written = asyncio.run(output_count(b, sink.upper(), b.records))
         assert written == b.records, (guarantee, written, b.records)
@@ -456,8 +456,9 @@ async def worker(args: argparse.Namespace) -> None:
     from streamsql.runtime.log.kafka import KafkaLog
 
     logging.basicConfig(level=os.environ.get("BENCH_KAFKA_LOG", "WARNING"), stream=sys.stderr)
+    # The input is written before the query starts: read it from the start (default: latest).
     config = {"ksql.service.id": args.service_id, "streamsql.node.name": args.name,
-              "processing.guarantee": args.guarantee}
+              "processing.guarantee": args.guarantee, "auto.offset.reset": "earliest"}
     log = KafkaLog(args.bootstrap, config)
     engine = Engine(log, config, state_dir=args.state_dir)
     await engine.start()

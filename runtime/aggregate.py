@@ -12,6 +12,11 @@ An aggregation runs as two stages, as in ksqlDB:
    the table's upsert or tombstone. Windows (TUMBLING, HOPPING, SESSION) with grace periods;
    late records are dropped and counted; EMIT FINAL holds results until the window closes.
 
+A stream already partitioned by what it groups on (GROUP BY its key columns, in order, see
+``streamsql.analyzer.groups_by_source_key``) is aggregated where it is, as ksqlDB does through
+Kafka Streams' ``groupByKey``: one ``KeyedAggregateStage`` reads the source topic and runs both
+steps in one pass, with no repartition topic (the same stores and changelogs).
+
 Windowed keys are written as Kafka Streams writes them: the key, then the window start as an
 8-byte big-endian long (time windows), or the end then the start (session windows).
 """
@@ -23,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from streamsql.analyzer import AggregatePlan, OutputColumn, QueryPlan
+from streamsql.analyzer import AggregatePlan, OutputColumn, QueryPlan, groups_by_source_key
 from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlException, QueryFailedError
@@ -495,6 +500,38 @@ class AggregateStage:
         out.append(self._result_record(key, accs, max_ts, (start, end), "session"))
 
 
+class KeyedAggregateStage(AggregateStage):
+    """An aggregation over a stream already partitioned by what it groups on (GROUP BY the
+    source's key, see ``streamsql.analyzer.groups_by_source_key``): one stage reading the
+    source topic, as Kafka Streams' ``groupByKey`` runs, with no repartition topic. The
+    group-by pipeline (filter, grouping key, aggregate arguments) runs in the same pass and
+    hands its records to the aggregation in memory, so stores, changelogs and results are
+    those of the two-stage plan."""
+
+    def __init__(self, *args: Any, pipeline: Any, source_key_codec: Codec, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipeline = pipeline
+        self.source_key_codec = source_key_codec
+        self.outputs = Outputs()
+
+    def input_key(self, key: tuple) -> bytes | None:
+        """The key bytes of the table row ``key``'s records in the source topic (their
+        partition holds the row); None for windowed tables."""
+        return None if self.window is not None else self.source_key_codec.encode(key)
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        out = self.outputs
+        out.clear()
+        self.pipeline.process(batch, out)
+        if not out.keys:
+            return []
+        # Failures are logged at the source record's offset. No headers: the source's own
+        # are not the op=undo/update markers of a table's group-by.
+        grouped = RecordBatch(batch.topic, batch.partition, out.offsets, out.timestamps,
+                              out.keys, out.values, None)
+        return super().process(grouped)
+
+
 class TableGroupByStage:
     """Group-by over a TABLE source: keeps each source row's last value so an update or a
     delete first retracts the old row's contribution (sent with header ``op=undo``)."""
@@ -617,9 +654,10 @@ def build_projection(engine: "Engine", plan: AggregatePlan, query_id: str,
 
 async def build_aggregate_stages(engine: "Engine", query_id: str, plan: AggregatePlan, sink: DataSource,
                                  props: dict[str, Any], internal_source: bool = False) -> list[Stage]:
-    """The group-by stage and the aggregate stage of ``plan`` (see the module docstring).
-    ``internal_source``: ``plan.source`` is a query's internal topic (a join's rows, in the
-    internal format), not a source of the catalog."""
+    """The group-by stage and the aggregate stage of ``plan`` (see the module docstring), or
+    one ``KeyedAggregateStage`` when the source is already partitioned by the grouping
+    (``groups_by_source_key``). ``internal_source``: ``plan.source`` is a query's internal
+    topic (a join's rows, in the internal format), not a source of the catalog."""
     source = plan.source
     if internal_source:
         in_key, in_value = internal_codec(source.schema.key), internal_codec(source.schema.value)
@@ -634,8 +672,16 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
                     "One of the functions used in the statement has an intermediate type that the value "
                     "format can not handle. Please remove the function or change the format.")
     repartition = f"{engine.internal_name(query_id)}-Aggregate-GroupBy-repartition"
-    info = await engine.log.describe_topic(source.topic)
-    await engine.ensure_repartition_topic(repartition, info.partitions if info else 1)
+    # A push query's result keeps the source's key format (its sink here is only a decoder).
+    transient = query_id in engine.transient_queries
+    by_key = not internal_source and groups_by_source_key(plan, None if transient else sink.key_format)
+    if by_key and await engine.log.describe_topic(repartition) is not None:
+        # The query ran before with a repartition topic (planned so by an earlier version,
+        # its statement replayed now): it keeps that plan, the records in the topic are its.
+        by_key = False
+    if not by_key:
+        info = await engine.log.describe_topic(source.topic)
+        await engine.ensure_repartition_topic(repartition, info.partitions if info else 1)
     arg_cols: list[OutputColumn] = []
     for i, a in enumerate(plan.aggregates):
         for j, (x, ty) in enumerate(zip(a.args, a.arg_types)):
@@ -646,13 +692,18 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
     plog = engine._processing_logger(query_id)
     pre = QueryPlan(source, plan.alias, plan.where, plan.groups, tuple(arg_cols),
                     LogicalSchema(key_columns, value_columns), rekeyed=True, drop_null_key=True)
-    if source.is_table:
+    first: Stage | None = None  # (None: aggregated where the records are, see below)
+    if by_key:
+        pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec, plog,
+                                  timestamp_parser=engine._timestamp_parser(source), offsets=True)
+    elif source.is_table:
         mapper = build_pipeline(pre, engine.registry, in_key, in_value, None, None, plog, rows=True,
                                 timestamp_parser=engine._timestamp_parser(source))
-        first: Stage = TableGroupByStage(f"{query_id}-groupby", source.topic, repartition, mapper,
-                                         key_codec, value_codec,
-                                         engine.new_store(query_id, "source", "bytes"), plog)
-        first.n_keys = len(plan.groups)
+        grouper = TableGroupByStage(f"{query_id}-groupby", source.topic, repartition, mapper,
+                                    key_codec, value_codec,
+                                    engine.new_store(query_id, "source", "bytes"), plog)
+        grouper.n_keys = len(plan.groups)
+        first = grouper
     else:
         pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec, plog,
                                   timestamp_parser=engine._timestamp_parser(source))
@@ -670,6 +721,12 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
         store = engine.new_store(query_id, "aggregate", "window-aggregate",
                                  retention_ms=window.size + window.grace + 1)
     pending = engine.new_store(query_id, "aggregate-pending", "json") if plan.emit_final else None
+    if first is None:
+        # One stage: named as the two-stage plan's aggregate stage, for the same stores.
+        return [KeyedAggregateStage(
+            f"{query_id}-aggregate", source.topic, sink.topic, plan, key_codec, value_codec,
+            engine.codec(sink, "key"), engine.codec(sink, "value"), project, plog, store, window,
+            props, pending_store=pending, pipeline=pipeline, source_key_codec=in_key)]
     second = AggregateStage(f"{query_id}-aggregate", repartition, sink.topic, plan, key_codec, value_codec,
                             engine.codec(sink, "key"), engine.codec(sink, "value"), project, plog,
                             store, window, props, pending_store=pending)

@@ -3,7 +3,8 @@
 A persistent query is one or more stages, each reading one topic and writing another: a
 stateless query is one fused pipeline stage from the source to the sink; an aggregation is a
 pipeline stage that re-keys into an internal repartition topic followed by an aggregate stage
-that writes the table. ``Stage.process(batch)`` returns the records to produce.
+that writes the table (or, grouped by its source stream's key, the aggregate stage alone).
+``Stage.process(batch)`` returns the records to produce.
 
 Two drivers run stages: ``StageRunner`` (service mode: an asyncio task consuming the stage's
 input topic, producing to its output and committing; exactly-once for stateful queries on the
@@ -280,6 +281,10 @@ class StageRunner:
         # An assignment that could not be taken up (see ``assigned``).
         self._assign_failure: Exception | None = None
         self.processed = 0
+        # Records read by input topic, and written to the stage's output (added per task run;
+        # read by GET /metrics).
+        self.read: dict[str, int] = {}
+        self.produced = 0
         # Scalable push queries reading this stage's output as it is produced (see
         # ``streamsql.exec.push.ScalablePushQuery``): each has ``offer(partition, records)``,
         # called once per committed task run. Empty (one check per run) when none listens.
@@ -347,6 +352,18 @@ class StageRunner:
     def assignment(self) -> set[tuple[str, int]]:
         """The input partitions this runner owns now."""
         return self._consumer.assignment() if self._consumer is not None else set()
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Each owned input partition's lag (records on the log not polled yet), where
+        known; read at scrape time by ``GET /metrics``, on the engine's loop."""
+        if self._consumer is None:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for topic, partition in self.assignment():
+            lag = self._lag(topic, partition)
+            if lag is not None:
+                out[(topic, partition)] = lag
+        return out
 
     def _measure(self) -> None:
         t0, n0 = self._rate_mark
@@ -620,7 +637,8 @@ class StageRunner:
                 if tasks is not None:
                     tasks.writing()
                 await self.log.produce(stage.sink_topic, records)
-            self.processed += sum(len(r) for r in runs)
+                self.produced += len(records)
+            self.processed += self._count(runs)
             if tasks is not None:
                 await tasks.commit(p, offsets)
             if self.subscribers and records:
@@ -665,6 +683,7 @@ class StageRunner:
             raise NotAMember(f"{stage.name}: not a current member of group {self.group} "
                              "(dropped by its coordinator): reading again from the last commit")
         published: list[tuple[int, list[ProducerRecord]]] | None = [] if self.subscribers else None
+        produced = 0
         await txn.begin()
         try:
             for runs in work:
@@ -674,6 +693,7 @@ class StageRunner:
                 records, offsets = _process(stage, runs)
                 if records:
                     await txn.produce(stage.sink_topic, records)
+                    produced += len(records)
                     if published is not None:
                         published.append((p, records))
                 if tasks is not None:
@@ -687,7 +707,8 @@ class StageRunner:
             # commit (tasks reopened, restored from the committed changelog).
             await txn.abort()
             raise
-        self.processed += sum(len(r) for runs in work for r in runs)
+        self.processed += sum(self._count(runs) for runs in work)
+        self.produced += produced
         if tasks is not None:
             for p, offsets in done:
                 await tasks.commit(p, offsets)
@@ -695,6 +716,16 @@ class StageRunner:
             for p, records in published:
                 self._publish(p, records)
         await self._purge(commits)
+
+    def _count(self, runs: list[RecordBatch]) -> int:
+        """Count a task's input runs by topic; returns how many records they hold."""
+        read = self.read
+        n = 0
+        for run in runs:
+            k = len(run)
+            read[run.topic] = read.get(run.topic, 0) + k
+            n += k
+        return n
 
     def _publish(self, partition: int, records: list[ProducerRecord]) -> None:
         """Hand a committed task run's output records to the scalable push queries

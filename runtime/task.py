@@ -580,6 +580,8 @@ class StageTasks:
         self.specs = [s.spec(changelog_topic(query_id, s.name)) for s in self.stores]
         self.outputs: tuple[str, ...] = (stage.sink_topic,) if exactly_once else ()
         self.tasks: dict[int, TaskState] = {}
+        # Restores under way, by (partition, store): (from offset, restored up to, end offset).
+        self.restoring: dict[tuple[int, str], tuple[int, int, int]] = {}
         # Warm copies of tasks that run on other nodes (a cluster on Kafka): set by the engine.
         self.standby: StandbyTasks | None = None
         self.seq = 0
@@ -620,9 +622,14 @@ class StageTasks:
                 await self.log.settle(spec.changelog, opening)
         try:
             for p in opening:
-                state = await TaskState.open(self.path / str(p), specs, log=self.state_log,
-                                             partition=p, partitions=total,
-                                             uncommitted_tail=tail, config=self.config)
+                try:
+                    state = await TaskState.open(self.path / str(p), specs, log=self.state_log,
+                                                 partition=p, partitions=total,
+                                                 uncommitted_tail=tail, config=self.config,
+                                                 on_restore=self._restore_progress(p))
+                finally:
+                    for key in [k for k in self.restoring if k[0] == p]:
+                        del self.restoring[key]
                 self.tasks[p] = state
                 for s in self.stores:
                     s.attach(p, state)
@@ -693,6 +700,11 @@ class StageTasks:
                 self.bind(p)
                 opened(p, stage_extra)
         return positions
+
+    def _restore_progress(self, partition: int) -> Callable[[str, int, int, int], None]:
+        def progress(store: str, start: int, at: int, end: int) -> None:
+            self.restoring[(partition, store)] = (start, at, end)
+        return progress
 
     @property
     def sources(self) -> tuple[str, ...]:

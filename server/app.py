@@ -8,6 +8,7 @@ Endpoints (ksqlDB's paths, fields, status codes and error bodies):
 ``POST /close-query``     stop a push query by id
 ``POST /inserts-stream``  rows into a stream, acked one by one
 ``GET /info``, ``GET /healthcheck``, ``GET /clusterStatus``, ``GET /status[/{commandId}]``
+``GET /metrics``          Prometheus' text format (``streamsql.server.metrics``)
 ``/schema-registry/...``  Confluent Schema Registry's API over the engine's registry
 
 Statements of one ``/ksql`` request run in order, each substituted (``${var}``) and parsed
@@ -58,6 +59,7 @@ from streamsql.server.errors import (
 )
 from streamsql.server.http import Disconnected, Exchange, Receive, Send, parse_json_object
 from streamsql.server.inserts import AckStream, ack, resolve_target, row_error
+from streamsql.server.metrics import ServerMetrics
 from streamsql.server.statements import StatementCache
 from streamsql.variables import substitute
 from streamsql.server.queries import (
@@ -131,6 +133,7 @@ class KsqlApp:
         self._statements = StatementCache()
         # Kafka Connect's /connectors and /connector-plugins, on the ksqlDB listeners too.
         self.connect_api = ConnectApi(engine, self.settings.cluster_id, self.settings.max_request_bytes, router)
+        self.metrics = ServerMetrics(engine)
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/ksql": ("POST", self._ksql),
             "/ksql/terminate": ("POST", self._terminate_cluster),
@@ -143,6 +146,7 @@ class KsqlApp:
             "/healthcheck": ("GET", self._healthcheck),
             "/clusterStatus": ("GET", self._cluster_status),
             "/status": ("GET", self._status),
+            "/metrics": ("GET", self._metrics),
         }
 
     # ------------------------------------------------------------------------ ASGI entry
@@ -164,6 +168,25 @@ class KsqlApp:
             log.exception("%s %s failed", ex.method, ex.path)
             if not ex.started:
                 await ex.error(HttpError(500, generic_error(SERVER_ERROR, f"Internal error: {exc}")))
+        finally:
+            if ex.status:  # (0: the client left before any answer)
+                self.metrics.request(self._endpoint(ex.path), ex.status)
+
+    def _endpoint(self, raw: str) -> str:
+        """The route a path belongs to, as the ``endpoint`` label of GET /metrics: a bounded
+        set (``/status/{id}`` is ``/status``, unknown paths are ``other``)."""
+        path = raw.rstrip("/") or "/"
+        if path in self._routes:
+            return path
+        if is_connect_path(path):
+            return "/" + path.split("/", 2)[1]  # /connectors or /connector-plugins
+        prefix = self.settings.schema_registry_prefix
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            return prefix
+        for route in ("/status", "/is_valid_property"):
+            if path.startswith(route + "/"):
+                return route
+        return "other"
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -405,6 +428,7 @@ class KsqlApp:
             await send_pull(ex, query, writer)
 
     async def _query(self, ex: Exchange) -> None:
+        t0 = time.perf_counter()
         body = await ex.json_body(self.settings.max_request_bytes)
         text = self._text(body, "ksql")
         session = self._session(body, "streamsProperties")
@@ -414,8 +438,15 @@ class KsqlApp:
         else:
             writer = _protobuf_writer(ex, query) or LegacyWriter()
         await self._answer_query(ex, query, writer)
+        self._observe_pull(query, t0)
+
+    def _observe_pull(self, query: PreparedQuery, t0: float) -> None:
+        """A pull query answered (all its rows sent): into the latency histogram."""
+        if not query.push and not query.is_print:
+            self.metrics.pull_latency.observe(time.perf_counter() - t0)
 
     async def _query_stream(self, ex: Exchange) -> None:
+        t0 = time.perf_counter()
         body = await ex.json_body(self.settings.max_request_bytes)
         text = self._text(body, "sql")
         session = self._session(body, "properties")
@@ -427,6 +458,7 @@ class KsqlApp:
         json_array = b"application/json" in accept and b"delimited" not in accept
         writer = _protobuf_writer(ex, query) or (JsonArrayWriter() if json_array else DelimitedWriter())
         await self._answer_query(ex, query, writer)
+        self._observe_pull(query, t0)
 
     async def _close_query(self, ex: Exchange) -> None:
         body = await ex.json_body(self.settings.max_request_bytes)
@@ -540,6 +572,13 @@ class KsqlApp:
         if status is None:
             raise not_found(f"Command not found: {cmd}")
         await ex.json(200, status)
+
+    async def _metrics(self, ex: Exchange) -> None:
+        """``GET /metrics``: see ``streamsql.server.metrics`` (on the engine's loop, whose
+        objects the collector reads)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        await ex.respond(200, self.metrics.render(), CONTENT_TYPE_LATEST.encode())
 
     async def _is_valid_property(self, ex: Exchange) -> None:
         """ksqlDB's CLI asks before each SET whether the server lets a request override the

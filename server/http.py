@@ -64,7 +64,7 @@ class Exchange:
     """One HTTP request and its response."""
 
     __slots__ = ("scope", "_receive", "_send", "method", "path", "headers", "started", "finished",
-                 "_disconnected", "_yielded_at", "_body_taken")
+                 "_disconnected", "_yielded_at", "_body_taken", "status")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -74,6 +74,7 @@ class Exchange:
         self.path: str = _origin_path(scope["path"])
         self.headers: dict[bytes, bytes] = {k.lower(): v for k, v in scope["headers"]}
         self.started = False
+        self.status = 0  # the response's, once started (counted by GET /metrics)
         self.finished = False
         self._disconnected = False
         self._yielded_at = 0.0  # when chunk() last let the event loop run
@@ -145,6 +146,7 @@ class Exchange:
         if length is not None:
             out.append((b"content-length", str(length).encode()))
         self.started = True
+        self.status = status
         await self._send({"type": "http.response.start", "status": status, "headers": out})
 
     async def chunk(self, data: bytes) -> None:

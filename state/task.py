@@ -44,7 +44,7 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import orjson
 import rocksdict
@@ -153,6 +153,9 @@ class TaskState:
             if isinstance(s, _TimedStore):
                 s.set_observed(ck.stream_times[name])
         self.restore_stats: dict[str, RestoreStats] = {}
+        # Told (store, from offset, offset restored up to, end offset) as a restore goes,
+        # once per chunk (see ``open``).
+        self._on_restore: Callable[[str, int, int, int], None] | None = None
         self._closed = False
 
     # -- opening ----------------------------------------------------------------------
@@ -161,11 +164,13 @@ class TaskState:
     async def open(cls, path: str | Path, stores: Sequence[StoreSpec], *,
                    log: Log | None = None, partition: int = 0, partitions: int = 1,
                    uncommitted_tail: UncommittedTail = "revert",
-                   config: RocksDBConfig | None = None) -> "TaskState":
+                   config: RocksDBConfig | None = None,
+                   on_restore: Callable[[str, int, int, int], None] | None = None) -> "TaskState":
         """Open (creating as needed) the task's RocksDB instance at ``path`` with ``stores``,
         create missing changelog topics (``partitions`` partitions, compacted) and restore
         from them (see the module docstring). ``log`` None: stores with a changelog are kept
-        locally only."""
+        locally only. ``on_restore(store, from, at, end)`` is called as a store's restore
+        starts and after each chunk of it (the progress ``GET /metrics`` shows)."""
         if uncommitted_tail not in ("revert", "replay"):
             raise ValueError(f"uncommitted_tail must be 'revert' or 'replay', "
                              f"not {uncommitted_tail!r}")
@@ -197,6 +202,7 @@ class TaskState:
                         changelogs[spec.name] = ChangelogPartition(log, spec.changelog,
                                                                    partition)
             state = cls(path, db, cache, objs, changelogs, log, partition, config)
+            state._on_restore = on_restore
         except BaseException as e:
             # Every column family handle must go before RocksDB (and its LOCK) is released,
             # including those the traceback's frames hold: the directory is reopened later.
@@ -208,6 +214,7 @@ class TaskState:
             raise
         try:
             await state._recover(uncommitted_tail)
+            state._on_restore = None  # (restored: the caller's callback is not kept)
         except BaseException as e:
             state.close()
             # The traceback's frames hold column family handles, which keep RocksDB (and
@@ -264,11 +271,16 @@ class TaskState:
         wb = rocksdict.WriteBatch(raw_mode=True)
         wb.put(rkey, encode_u64(end), mh)
         self._db.write(wb, self._write_opts)
+        progress = self._on_restore
+        if progress is not None:
+            progress(store.name, start, start, end)
         async for batch in cl.read(start, end):
             wb = rocksdict.WriteBatch(raw_mode=True)
             n += store.apply_changelog(wb, batch.keys, batch.values)
             wb.put(pkey, encode_u64(batch.offsets[-1] + 1), mh)
             self._db.write(wb, self._write_opts)
+            if progress is not None:
+                progress(store.name, start, batch.offsets[-1] + 1, end)
         store.position = end
         if isinstance(store, _TimedStore):
             store.observe_restored()
@@ -474,6 +486,22 @@ class TaskState:
         snapshot(self._db, path)
 
     # -- closing ----------------------------------------------------------------------
+
+    def store_sizes(self) -> dict[str, tuple[int, int]]:
+        """Each store's size as RocksDB estimates it: (keys, bytes in SST files and
+        memtables), summed over its column families; empty once closed. Cheap property
+        reads, for ``GET /metrics``."""
+        if self._closed:
+            return {}
+        out: dict[str, tuple[int, int]] = {}
+        for name, store in self._stores.items():
+            keys = size = 0
+            for cf, _ in store._column_families():
+                keys += cf.property_int_value("rocksdb.estimate-num-keys") or 0
+                size += (cf.property_int_value("rocksdb.total-sst-files-size") or 0) + \
+                    (cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+            out[name] = (keys, size)
+        return out
 
     def _check_open(self) -> None:
         if self._closed:

@@ -945,6 +945,23 @@ class AggregatePlan:
         return select_columns(self)
 
 
+def groups_by_source_key(plan: AggregatePlan, result_key_format: FormatInfo | None = None) -> bool:
+    """Whether ``plan`` aggregates its source's records in the partitions they are in, with no
+    repartition (Kafka Streams' ``groupByKey``), as ksqlDB's ``SchemaKStream.groupBy``
+    decides: the GROUP BY expressions are exactly the source's key columns, in order, and the
+    source is a STREAM whose keys are not windowed. A TABLE source always re-groups (ksqlDB's
+    ``SchemaKTable.groupBy``: an update must retract the row's old value from its group), and
+    so does a windowed source (its keys carry their window). ``result_key_format``: the key
+    format the result is written in (the sink's); a different one from the source's is
+    re-keyed as before. None: the result keeps the source's (a push query's)."""
+    source = plan.source
+    if source.is_table or source.window is not None or not source.schema.key:
+        return False
+    if [g.expression for g in plan.groups] != [e.ColumnRef(c.name) for c in source.schema.key]:
+        return False
+    return result_key_format is None or result_key_format.name == source.key_format.name
+
+
 def _projection(named: list[tuple[str, e.Expression, SqlType]], keys: "list[OutputColumn]",
                 values: "list[OutputColumn]") -> tuple[int, ...] | None:
     """The SELECT order of a result's columns as indexes into ``keys + values`` (result

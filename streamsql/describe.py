@@ -437,7 +437,10 @@ def _stages_text(stages: list[Any]) -> str:
     """Each stage of a running query: its topics, and its generated code where it has some."""
     parts = []
     for i, stage in enumerate(stages):
-        head = (f"Stage {i}: {getattr(stage, 'name', '?')} ({type(stage).__name__}) "
+        # A table's last stage is wrapped to keep its rows: the kind is the wrapped stage's.
+        inner = getattr(stage, "inner", stage)
+        kind = type(inner).__name__ + (", materialized" if inner is not stage else "")
+        head = (f"Stage {i}: {getattr(stage, 'name', '?')} ({kind}) "
                 f"{getattr(stage, 'source_topic', '?')} -> {getattr(stage, 'sink_topic', '?')}")
         pipeline = getattr(stage, "pipeline", None)
         source = getattr(pipeline, "source", None)

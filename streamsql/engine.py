@@ -121,6 +121,8 @@ class Engine:
         self._source_codecs: dict[tuple[int, str], tuple[DataSource, Codec]] = {}
         # Processing errors waiting to be written to the processing-log topic (bounded).
         self._processing_errors: list[tuple[str, str, int, int, str]] = []
+        # Processing errors so far by query id (the buffer above is emptied; GET /metrics reads this).
+        self.processing_error_counts: dict[str, int] = {}
         # Service mode keeps query state in RocksDB under this directory: ``state_dir``, else
         # ``<data dir>/state`` of an on-disk embedded log; None keeps it in memory.
         self.state_dir = self._default_state_dir(state_dir)
@@ -400,12 +402,15 @@ class Engine:
             return info.partitions if info else max(partitions, 1)
 
     def _processing_logger(self, query_id: str):
+        counts = self.processing_error_counts
+
         def plog(topic: str, partition: int, offset: int, reason: str) -> None:
             log.debug("processing error in %s at %s/%s@%s: %s", query_id, topic, partition, offset, reason)
             errors = self._processing_errors
             if len(errors) >= 10000:
                 del errors[:5000]
             errors.append((query_id, topic, partition, offset, reason))
+            counts[query_id] = counts.get(query_id, 0) + 1
         return plog
 
     async def _declare_processing_log(self) -> None:

@@ -386,6 +386,10 @@ class Node:
         last record: the committed offset can stay one short of the end)."""
         engine = self.engine
         assert engine is not None
+        # Every stage has had its partitions and restored its state (a node just opened
+        # has committed offsets at the end before it has read its changelogs).
+        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for runners in engine.runners.values()
+                                                for r in runners)), timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             behind = []
