@@ -144,7 +144,7 @@ class Engine:
         self._command_lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
         # Runs the connectors (CREATE SOURCE|SINK CONNECTOR) once the command log is replayed.
-        self.connect_worker = worker_for(log_, self.config)
+        self.connect_worker = worker_for(log_, self.config, self.schema_registry)
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -160,6 +160,10 @@ class Engine:
                                                     "retention.ms": "-1"})
             except TopicExistsError:  # another node of the cluster was first
                 pass
+        if self.mode == "service" and not self.distributed:
+            # The connectors' offsets are read (and a source batch a crash cut short settled:
+            # ``streamsql.runtime.connect.exactly_once``) before any query reads a topic.
+            await self.connect_worker.load()
         self.replaying = True
         try:
             async with self._command_lock:

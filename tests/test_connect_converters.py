@@ -87,7 +87,45 @@ def test_converters_are_chosen_and_configured_by_connects_keys():
     assert isinstance(inherited, JsonConverter) and not inherited.schemas_enabled
     assert isinstance(make_converter({"key.converter": "org.apache.kafka.connect.storage.StringConverter"},
                                      worker, "key"), StringConverter)
-    with pytest.raises(ConnectException, match="needs a schema registry and is not built into streamsql yet"):
+    with pytest.raises(ConnectException, match='Missing required configuration "schema.registry.url"'):
         make_converter({"value.converter": "io.confluent.connect.avro.AvroConverter"}, {}, "value")
     with pytest.raises(ConnectException, match="Class com.example.Nope could not be found"):
         make_converter({"value.converter": "com.example.Nope"}, {}, "value")
+
+
+def test_the_writer_made_per_schema_writes_the_same_bytes_as_one_record_at_a_time():
+    """The compiled batch writer (what the worker uses) against Connect's bytes: logical
+    types to the millisecond, defaults, bytes, floats, NUMERIC decimals, and values of the
+    wrong type rejected with Connect's error, not written."""
+    from streamsql.runtime.connect.api import BOOLEAN, INT8, TIME, TIMESTAMP
+
+    schema = Schema(STRUCT, name="r", fields=(
+        Field("at", 0, Schema(INT64, optional=True, name=TIMESTAMP, version=1)),
+        Field("t", 1, Schema(INT32, name=TIME, version=1)),
+        Field("raw", 2, Schema(BYTES, optional=True)),
+        Field("f", 3, Schema(FLOAT32)),
+        Field("flag", 4, Schema(BOOLEAN, optional=True, default=True)),
+        Field("price", 5, Schema(BYTES, name=DECIMAL, parameters=(("scale", "2"),))),
+        Field("tiny", 6, Schema(INT8))))
+    utc = datetime.timezone.utc
+    rows = [(datetime.datetime(2024, 1, 1, 0, 0, 1, 123000, tzinfo=utc), datetime.time(1, 2, 3, 4999),
+             b"\xff\x00", 0.1, None, Decimal("-0.01"), -3),
+            (datetime.datetime(1969, 12, 31, 23, 59, 59, 999000), datetime.time(0), None, 3.4028234663852886e38,
+             False, Decimal("12.345"), 127)]
+    payloads = [b'{"at":1704067201123,"t":3723004,"raw":"/wA=","f":0.1,"flag":true,"price":"/w==","tiny":-3}',
+                b'{"at":-1,"t":0,"raw":null,"f":3.4028235E38,"flag":false,"price":"BNI=","tiny":127}']
+    plain = json_converter(**{"schemas.enable": "false"})
+    assert plain.writer("t", schema, rows=True)(rows) == payloads
+    assert plain.writer("t", schema)([Struct(schema, r) for r in rows]) == payloads
+    assert [plain.from_connect_data("t", schema, Struct(schema, r)) for r in rows] == payloads
+    numeric = json_converter(**{"decimal.format": "NUMERIC", "schemas.enable": "false"})
+    assert numeric.writer("t", schema, rows=True)(rows[:1]) == [payloads[0].replace(b'"/w=="', b"-0.01")]
+    enveloped = json_converter()
+    assert enveloped.writer("t", schema, rows=True)(rows)[1] == enveloped.from_connect_data(
+        "t", schema, Struct(schema, rows[1]))
+    # A bool where an INT8 goes, a missing required value: Connect's errors, naming the topic.
+    with pytest.raises(DataException, match="failed due to serialization error of topic t: Invalid Java "
+                                            "object for schema type INT8: bool"):
+        plain.writer("t", schema, rows=True)([rows[0][:6] + (True,)])
+    with pytest.raises(DataException, match="null value for field that is required"):
+        plain.writer("t", schema, rows=True)([(None, None) + rows[0][2:]])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 
 class ConnectException(Exception):
@@ -100,6 +100,58 @@ class SourceRecord:
     value: Any = None
     timestamp: int | None = None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+class SourceRecordBatch(Sequence[SourceRecord]):
+    """Records of one source partition and topic with one STRUCT value schema and no key,
+    held as columns: the field tuples of their values (``rows``) and a function giving a
+    row's source offset. A source task may return one from ``poll()`` instead of a list:
+    it is a sequence of ordinary SourceRecords (made when read, equal to ones made by the
+    constructors), and the worker converts ``rows`` in one go without making them at all
+    (``last_offset`` is what it stores). ``more``: the task has more records at once (a
+    result being streamed), so the worker may poll again before it writes these."""
+
+    __slots__ = ("source_partition", "topic", "value_schema", "rows", "offset_of", "more")
+
+    def __init__(self, source_partition: Mapping[str, Any], topic: str, value_schema: Schema,
+                 rows: Sequence[tuple], offset_of: Callable[[tuple], Mapping[str, Any] | None],
+                 more: bool = False) -> None:
+        self.source_partition = source_partition
+        self.topic = topic
+        self.value_schema = value_schema
+        self.rows = rows
+        self.offset_of = offset_of
+        self.more = more
+
+    @property
+    def last_offset(self) -> Mapping[str, Any] | None:
+        return self.offset_of(self.rows[-1]) if self.rows else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _record(self, row: tuple) -> SourceRecord:
+        # Filled in without the frozen dataclasses' guarded __init__ (a third of a row's cost).
+        value = _new(Struct)
+        _set(value, "__dict__", {"schema": self.value_schema, "values": row})
+        record = _new(SourceRecord)
+        _set(record, "__dict__", {"source_partition": self.source_partition, "source_offset": self.offset_of(row),
+                                  "topic": self.topic, "partition": None, "key_schema": None, "key": None,
+                                  "value_schema": self.value_schema, "value": value, "timestamp": None,
+                                  "headers": ()})
+        return record
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._record(r) for r in self.rows[i]]
+        return self._record(self.rows[i])
+
+    def __iter__(self) -> Iterator[SourceRecord]:
+        return map(self._record, self.rows)
 
 
 @dataclass(frozen=True)

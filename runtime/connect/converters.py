@@ -4,7 +4,13 @@
 byte: with ``schemas.enable`` (the default) an envelope ``{"schema":...,"payload":...}`` whose
 schema object lists its keys in Connect's order (type, then items/keys/values/fields, optional,
 name, version, doc, parameters, default), compact, doubles as Java's ``Double.toString``.
-``StringConverter`` and ``ByteArrayConverter`` are Connect's too.
+``StringConverter`` and ``ByteArrayConverter`` are Connect's too; Confluent's AvroConverter,
+ProtobufConverter and JsonSchemaConverter are in ``registry_converters``.
+
+The worker converts with ``Converter.writer(topic, schema)``: a batch writer made once per
+schema (found by the Schema object's identity, which a source hands out for many records).
+JsonConverter's is generated code (``_JsonWriter``) writing the same bytes as
+``from_connect_data``, which stays the reference and handles whatever the fast path does not.
 
 A connector reads its converters from ``key.converter``/``value.converter`` (else the worker's)
 and configures each with the ``key.converter.*``/``value.converter.*`` keys, prefix removed, as
@@ -13,11 +19,12 @@ Connect's ``Plugins.newConverter`` does.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import struct
 from abc import ABC, abstractmethod
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
@@ -42,6 +49,60 @@ class Converter(ABC):
 
     @abstractmethod
     def to_connect_data(self, topic: str, data: bytes | None) -> tuple[Schema | None, Any]: ...
+
+    # Whether ``flush`` has something to do (a schema registered): checked per write.
+    pending = False
+
+    async def flush(self) -> None:
+        """Make durable what the conversions so far depend on (a registered schema)."""
+
+    def batch_writer(self, topic: str, schema: Schema | None) -> Callable[[Sequence[Any]], list[bytes | None]]:
+        """Values of ``schema`` -> their bytes, a batch at a time: what the worker calls. Made
+        once per (topic, schema) and kept (``writer``); converters compile theirs."""
+        convert = self.from_connect_data
+        return lambda values: [convert(topic, schema, v) for v in values]
+
+    def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], list[bytes | None]]:
+        """For a STRUCT ``schema``: its values' field tuples (``Struct.values``) -> bytes."""
+        write = self.writer(topic, schema)
+        return lambda rows: write([_struct(schema, r) for r in rows])
+
+    def writer(self, topic: str, schema: Schema | None, rows: bool = False
+               ) -> Callable[[Sequence[Any]], list[bytes | None]]:
+        """``batch_writer`` (``rows_writer`` with ``rows``), made once per schema: found by
+        the schema's identity (a source hands one Schema object out for many records, and
+        the cache keeps it alive, so its id is not reused), else by equality."""
+        cache: dict[Any, tuple[Any, Callable[[Sequence[Any]], list[bytes | None]]]]
+        cache = self.__dict__.setdefault("_writers", {})
+        hit = cache.get((topic, id(schema), rows))
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        try:
+            hit = cache.get((topic, schema, rows))
+        except TypeError:  # a schema with an unhashable default
+            hit = None
+        write = hit[1] if hit is not None else (self.rows_writer(topic, schema) if rows  # type: ignore[arg-type]
+                                                else self.batch_writer(topic, schema))
+        if len(cache) >= 2000:
+            cache.clear()
+        cache[(topic, id(schema), rows)] = (schema, write)
+        if hit is None:
+            try:
+                cache[(topic, schema, rows)] = (schema, write)
+            except TypeError:
+                pass
+        return write
+
+
+def _struct(schema: Schema, values: tuple) -> Struct:
+    # A Struct without the frozen dataclass's guarded __init__ (equal to a constructed one).
+    s = _new(Struct)
+    _set(s, "__dict__", {"schema": schema, "values": values})
+    return s
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 OPTIONAL_STRING = Schema(STRING, optional=True)
@@ -110,18 +171,35 @@ class JsonConverter(Converter):
                                 f"error of topic {topic}: {exc}") from exc
 
     def _envelope(self, schema: Schema | None) -> bytes:
-        """``{"schema":<schema>,"payload":`` for ``schema``, made once per schema."""
+        """``{"schema":<schema>,"payload":`` for ``schema``, made once per schema: found by
+        identity first (hashing a frozen Schema walks all of it), kept alive with it."""
+        by_id = self.__dict__.setdefault("_envelope_ids", {})
+        hit = by_id.get(id(schema))
+        if hit is not None and hit[0] is schema:
+            return hit[1]
         cache = self.__dict__.setdefault("_envelopes", {})
         try:
-            return cache[schema]
-        except KeyError:
-            pass
+            head = cache.get(schema)
         except TypeError:  # a schema with an unhashable default: not cached
             return b'{"schema":' + orjson.dumps(json_schema(schema)) + b',"payload":'  # type: ignore[arg-type]
-        head = b'{"schema":' + (orjson.dumps(json_schema(schema)) if schema is not None else b"null") + b',"payload":'
-        if len(cache) < 1000:
-            cache[schema] = head
+        if head is None:
+            head = b'{"schema":' + (orjson.dumps(json_schema(schema)) if schema is not None else b"null") + \
+                b',"payload":'
+            if len(cache) < 1000:
+                cache[schema] = head
+        if len(by_id) < 1000:
+            by_id[id(schema)] = (schema, head)
         return head
+
+    def batch_writer(self, topic: str, schema: Schema | None) -> Callable[[Sequence[Any]], list[bytes | None]]:
+        if schema is None:
+            return super().batch_writer(topic, schema)
+        return _JsonWriter(self, topic, schema).compile(rows=False)
+
+    def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], list[bytes | None]]:
+        if schema.type != STRUCT:
+            return super().rows_writer(topic, schema)
+        return _JsonWriter(self, topic, schema).compile(rows=True)
 
     def _to_json(self, schema: Schema | None, value: Any) -> bytes:
         return orjson.dumps(self._json_value(schema, value), default=_fragment_default)
@@ -147,9 +225,8 @@ class JsonConverter(Converter):
         if schema.name == TIME and isinstance(value, datetime.time):
             return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000 + value.microsecond // 1000
         if schema.name == TIMESTAMP and isinstance(value, datetime.datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=datetime.timezone.utc)
-            return int(value.timestamp() * 1000)
+            # Exact milliseconds, as Java's Date.getTime (a float's *1000 can land one below).
+            return (value - (_EPOCH if value.tzinfo is None else _EPOCH_UTC)) // _ONE_MS
         if t in (INT8, INT16, INT32, INT64):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise DataException(f"Invalid Java object for schema type {t.upper()}: {type(value).__name__}")
@@ -262,6 +339,151 @@ class JsonConverter(Converter):
         return node
 
 
+_EPOCH = datetime.datetime(1970, 1, 1)
+_EPOCH_UTC = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH_DATE = datetime.date(1970, 1, 1)
+_ONE_MS = datetime.timedelta(milliseconds=1)
+
+
+class _JsonWriter:
+    """JsonConverter's writer for one schema, generated and compiled once: a loop over a
+    batch that unpacks each STRUCT row into locals, checks each value is of the Python type
+    the fast path expects (the same test ``_json_value`` makes), and writes the record with
+    one ``orjson.dumps`` of a dict built in place. A record whose values are of other types
+    (or null where required) goes through ``from_connect_data``, which writes or rejects it
+    exactly as Connect; so does a whole batch that raises, so errors name the record."""
+
+    def __init__(self, converter: JsonConverter, topic: str, schema: Schema) -> None:
+        self.converter = converter
+        self.topic = topic
+        self.schema = schema
+        self.ns: dict[str, Any] = {
+            "dumps": orjson.dumps, "fd": _fragment_default, "Fragment": orjson.Fragment, "Decimal": Decimal,
+            "Struct": Struct, "date_t": datetime.date, "time_t": datetime.time, "datetime_t": datetime.datetime,
+            "EPOCH": _EPOCH, "EPOCH_UTC": _EPOCH_UTC, "EPOCH_DATE": _EPOCH_DATE, "MS": _ONE_MS,
+            "b2a": base64.b64encode, "jds": java_double_str, "jfs": java_float_str, "jv": converter._json_value}
+
+    def _const(self, value: Any) -> str:
+        name = f"c{len(self.ns)}"
+        self.ns[name] = value
+        return name
+
+    def _value(self, schema: Schema, v: str) -> tuple[str, str]:
+        """(guard, expression) for the JSON value of ``v`` under ``schema``: the expression
+        is right wherever the guard holds, nulls included."""
+        t, name = schema.type, schema.name
+        if name == DECIMAL and t == BYTES:
+            guard = f"type({v}) is Decimal"
+            if self.converter.decimal_numeric:
+                expr = f'Fragment(format({v}, "f").encode())'
+            else:
+                expr = f"{self._const(_decimal_base64(int(dict(schema.parameters).get('scale', 0))))}({v})"
+        elif name == DATE and t == INT32:
+            guard, expr = f"type({v}) is date_t", f"({v} - EPOCH_DATE).days"
+        elif name == TIME and t == INT32:
+            guard = f"type({v}) is time_t"
+            expr = f"(({v}.hour * 60 + {v}.minute) * 60 + {v}.second) * 1000 + {v}.microsecond // 1000"
+        elif name == TIMESTAMP and t == INT64:
+            guard = f"type({v}) is datetime_t"
+            expr = f"({v} - (EPOCH if {v}.tzinfo is None else EPOCH_UTC)) // MS"
+        elif name in (DECIMAL, DATE, TIME, TIMESTAMP) or t in (ARRAY, MAP, STRUCT):
+            # Nested or unusual: the generic conversion, which handles nulls itself.
+            return "True", f"jv({self._const(schema)}, {v})"
+        elif t in (INT8, INT16, INT32, INT64):
+            guard, expr = f"type({v}) is int", v
+        elif t == FLOAT64:
+            guard, expr = f"type({v}) is float", f"Fragment(jds({v}).encode())"
+        elif t == FLOAT32:
+            guard, expr = f"type({v}) is float", f"Fragment(jfs({v}).encode())"
+        elif t == BOOLEAN:
+            guard, expr = f"type({v}) is bool", v
+        elif t == STRING:
+            guard, expr = f"type({v}) is str", v
+        elif t == BYTES:
+            guard, expr = f"type({v}) is bytes", f"b2a({v}).decode()"
+        else:
+            return "False", "None"
+        if schema.default is not None:
+            try:
+                default = self._const(self.converter._json_value(schema, None))
+            except Exception:  # noqa: BLE001 - a default that does not convert: the slow path says so
+                return guard, expr
+            return f"({v} is None or {guard})", f"({default} if {v} is None else {expr})"
+        if schema.optional:
+            return f"({v} is None or {guard})", (expr if expr == v else f"(None if {v} is None else {expr})")
+        return guard, expr
+
+    def compile(self, rows: bool) -> Callable[[Sequence[Any]], list[bytes | None]]:
+        conv, schema, topic = self.converter, self.schema, self.topic
+        slow_one = conv.from_connect_data
+        if rows:
+            def slow(row: Any) -> bytes | None:
+                return slow_one(topic, schema, _struct(schema, row))
+        else:
+            def slow(row: Any) -> bytes | None:
+                return slow_one(topic, schema, row)
+        self.ns["slow"] = slow
+        head = conv._envelope(schema) if conv.schemas_enabled else b""
+        wrap = (lambda e: f"HEAD + {e} + TAIL") if conv.schemas_enabled else (lambda e: e)
+        self.ns["HEAD"], self.ns["TAIL"] = head, b"}"
+        lines = ["def fast(batch):", "    out = []", "    ap = out.append"]
+        if schema.type == STRUCT:
+            names = [f"v{i}" for i in range(len(schema.fields))]
+            guards, items = [], []
+            for f, v in zip(schema.fields, names):
+                g, e = self._value(f.schema, v)
+                if g != "True":
+                    guards.append(g)
+                items.append(f"{self._const(f.name)}: {e}")
+            unpack = (", ".join(names) + ("," if len(names) == 1 else "")) if names else "_"
+            lines.append("    for row in batch:")
+            if not rows:
+                lines += ["        if type(row) is not Struct:", "            ap(slow(row))", "            continue",
+                          "        struct, row = row, row.values"]
+            lines.append(f"        {unpack} = row" if names else "        pass")
+            lines.append(f"        if {' and '.join(guards) or 'True'}:")
+            lines.append(f"            ap({wrap('dumps({' + ', '.join(items) + '}, default=fd)')})")
+            lines += ["        else:", f"            ap(slow({'row' if rows else 'struct'}))"]
+        else:
+            g, e = self._value(schema, "v")
+            lines += ["    for v in batch:", f"        if {g}:", f"            ap({wrap(f'dumps({e}, default=fd)')})",
+                      "        else:", "            ap(slow(v))"]
+        lines.append("    return out")
+        exec(compile("\n".join(lines), f"<json writer {schema.name or schema.type}>", "exec"), self.ns)  # noqa: S102
+        fast = self.ns["fast"]
+
+        def write(batch: Sequence[Any]) -> list[bytes | None]:
+            try:
+                return fast(batch)
+            except Exception:  # noqa: BLE001 - again one by one: the bad record's own error
+                return [slow(x) for x in batch]
+        return write
+
+
+def _decimal_base64(scale: int) -> Callable[[Decimal], str]:
+    """A Decimal -> base64 of its unscaled value at ``scale`` (as ``_decimal_bytes``),
+    remembered by the value's text: amounts and prices repeat, and ``str`` is the cheapest
+    key (a Decimal's own hash costs more than the conversion's arithmetic)."""
+    quantum = Decimal(1).scaleb(scale)
+    b2a = binascii.b2a_base64
+    cache: dict[str, str] = {}
+
+    def encode(value: Decimal) -> str:
+        key = str(value)
+        text = cache.get(key)
+        if text is None:
+            scaled = value * quantum
+            unscaled = int(scaled)
+            if unscaled != scaled:  # more digits than the scale: rounded as _decimal_bytes does
+                unscaled = int(scaled.to_integral_value())
+            text = b2a(unscaled.to_bytes((unscaled + (unscaled < 0)).bit_length() // 8 + 1, "big", signed=True),
+                       newline=False).decode()
+            if len(cache) < 65536:
+                cache[key] = text
+        return text
+    return encode
+
+
 # ================================================================================= schemas
 _TYPE_NAMES = frozenset({INT8, INT16, INT32, INT64, FLOAT32, FLOAT64, BOOLEAN, STRING, BYTES, ARRAY, MAP, STRUCT})
 
@@ -372,31 +594,35 @@ CONVERTERS: dict[str, type[Converter]] = {
     "org.apache.kafka.connect.converters.ByteArrayConverter": ByteArrayConverter,
 }
 
-# Converters of Confluent's that need a schema registry: not built in yet.
-_REGISTRY_CONVERTERS = frozenset({
-    "io.confluent.connect.avro.AvroConverter",
-    "io.confluent.connect.protobuf.ProtobufConverter",
-    "io.confluent.connect.json.JsonSchemaConverter",
-})
-
 DEFAULT_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 
 
-def make_converter(config: Mapping[str, str], worker: Mapping[str, str], which: str) -> Converter:
+def make_converter(config: Mapping[str, str], worker: Mapping[str, str], which: str,
+                   registries: Callable[[str], Any] | None = None) -> Converter:
     """The ``which`` ('key' or 'value') converter of a connector: its own ``<which>.converter``
-    with its ``<which>.converter.*`` keys, else the worker's, else JsonConverter."""
+    with its ``<which>.converter.*`` keys, else the worker's, else JsonConverter.
+    ``registries`` gives the schema registry client of a ``schema.registry.url`` (the
+    worker's: the engine's own registry for its URLs)."""
     prefix = f"{which}.converter"
     source = config if config.get(prefix) else worker
     name = (source.get(prefix) or DEFAULT_CONVERTER).strip()
     cls = CONVERTERS.get(name) or next((c for n, c in CONVERTERS.items() if n.rsplit(".", 1)[1] == name), None)
     if cls is None:
-        if name in _REGISTRY_CONVERTERS:
-            raise ConnectException(
-                f"Invalid value {name} for configuration {prefix}: this converter needs a schema "
-                "registry and is not built into streamsql yet; use JsonConverter, StringConverter or "
-                "ByteArrayConverter")
         raise ConnectException(f"Invalid value {name} for configuration {prefix}: Class {name} could not be found.")
     subs = {k[len(prefix) + 1:]: str(v) for k, v in source.items() if k.startswith(prefix + ".")}
     converter = cls()
+    if registries is not None:
+        converter.registries = registries  # type: ignore[attr-defined]
     converter.configure(subs, which == "key")
     return converter
+
+
+# Confluent's schema-registry converters (they build on the classes above).
+from streamsql.runtime.connect.registry_converters import (  # noqa: E402
+    AvroConverter, JsonSchemaConverter, ProtobufConverter)
+
+CONVERTERS.update({
+    "io.confluent.connect.avro.AvroConverter": AvroConverter,
+    "io.confluent.connect.protobuf.ProtobufConverter": ProtobufConverter,
+    "io.confluent.connect.json.JsonSchemaConverter": JsonSchemaConverter,
+})

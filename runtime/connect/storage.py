@@ -16,12 +16,14 @@ the leading underscore keeps the topics out of SHOW TOPICS, as the other interna
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Mapping
 
 import orjson
 
+from streamsql.runtime.connect.exactly_once import is_pending_key, recover
 from streamsql.runtime.log.base import Log, ProducerRecord, TopicExistsError
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class ConnectStorage:
         # Every connector name the configs topic has a record of, deleted ones included.
         self.seen: set[str] = set()
         self.offsets: dict[bytes, dict[str, Any]] = {}
+        # Source batches of exactly-once tasks written but maybe not whole, by the task's key
+        # (the embedded log: ``streamsql.runtime.connect.exactly_once``).
+        self.pending: dict[bytes, dict[str, Any]] = {}
+        self._read_lock: asyncio.Lock | None = None
         # Statuses by key (``status-connector-<name>``, ``status-task-<name>-<id>``), as the
         # worker running each wrote them.
         self.statuses: dict[str, dict[str, Any]] = {}
@@ -87,6 +93,8 @@ class ConnectStorage:
                 except TopicExistsError:
                     pass
         await self.refresh()
+        # Before anything runs: a batch a crash cut short is settled (the embedded log).
+        await recover(self.log, self)
         self._started = True
         return True
 
@@ -96,6 +104,24 @@ class ConnectStorage:
         logged: one bad record must not keep the node from starting."""
         for topic, apply in ((self.configs_topic, self._apply_config), (self.offsets_topic, self._apply_offset),
                              (self.status_topic, self._apply_status)):
+            await self._apply(topic, apply)
+
+    async def refresh_offsets(self, settle: bool = False) -> None:
+        """Read what was written to the offsets topic since the last read; with ``settle``
+        once no transaction is open on it (an exactly-once task taking over on Kafka)."""
+        if settle:
+            # A partition at a time: each needs one moment with no transaction open (all
+            # those open before have ended: the last stable offset is past what they wrote),
+            # and busy tasks of other connectors seldom leave all of them closed at once.
+            for p in range(len(await self.log.end_offsets(self.offsets_topic))):
+                await self.log.settle(self.offsets_topic, [p])
+        await self._apply(self.offsets_topic, self._apply_offset)
+
+    async def _apply(self, topic: str, apply: Any) -> None:
+        if self._read_lock is None:
+            self._read_lock = asyncio.Lock()
+        # One reader at a time: a slower one would apply older records over newer ones.
+        async with self._read_lock:
             async for key, value in self._read(topic):
                 try:
                     apply(key, value)
@@ -103,7 +129,12 @@ class ConnectStorage:
                     log.warning("skipping a malformed record of %s (key %r): %s", topic, key, exc)
 
     def _apply_offset(self, key: bytes, value: bytes | None) -> None:
-        if value is None:
+        if is_pending_key(key):
+            if value is None:
+                self.pending.pop(key, None)
+            else:
+                self.pending[key] = orjson.loads(value)
+        elif value is None:
             self.offsets.pop(key, None)
         else:
             self.offsets[key] = orjson.loads(value)
@@ -184,13 +215,19 @@ class ConnectStorage:
         for k, v in offsets.items():
             self.offsets[k] = dict(v)
 
+    def offsets_written(self, offsets: Mapping[bytes, Mapping[str, Any]]) -> None:
+        """Offsets an exactly-once task's batch wrote with its records (see ``exactly_once``)."""
+        for k, v in offsets.items():
+            self.offsets[k] = dict(v)
+
     async def delete_offsets(self, connector: str) -> None:
         prefix = orjson.dumps([connector])[:-1] + b","
-        keys = [k for k in self.offsets if k.startswith(prefix)]
+        keys = [k for k in [*self.offsets, *self.pending] if k.startswith(prefix)]
         if keys:
             await self._write(self.offsets_topic, [(k, None) for k in keys])
             for k in keys:
-                del self.offsets[k]
+                self.offsets.pop(k, None)
+                self.pending.pop(k, None)
 
     # ------------------------------------------------------------------------- statuses
     async def put_status(self, key: str, state: str, trace: str | None, worker_id: str) -> None:

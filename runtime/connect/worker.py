@@ -1,9 +1,15 @@
 """The Connect worker: runs connectors and their tasks on the Log, as Kafka Connect's worker.
 
-- A **source** task's ``poll()`` runs on a thread of its own; its records are converted (the
-  connector's key/value converters) and produced on the event loop, and only once the Log has
-  them are their source offsets written to the offsets topic (at least once: a crash between
-  the two publishes the last batch again, never loses it). Then ``commit()``.
+- A **source** task's ``poll()`` runs on a thread of its own (several polls a call while it has
+  records at once, and the next call while a batch is written, unless the task has a
+  ``commit()`` of its own); its records are converted (the connector's key/value converters,
+  by writers compiled once per schema, a run of records at a time; a ``SourceRecordBatch`` as
+  columns, without record objects) and produced on the event loop with their source offsets,
+  atomically (``exactly_once``: a Kafka transaction per batch, or the embedded log's pending
+  batch records; KIP-618's ``exactly.once.source.support=enabled``, the default). With
+  ``disabled``, only once the Log has them are their source offsets written to the offsets
+  topic (at least once: a crash between the two publishes the last batch again, never loses
+  it). Then ``commit()``.
 - A **sink** task consumes the connector's ``topics`` as the consumer group ``connect-<name>``
   (Connect's name; from the earliest offset where the group has none, as Connect's sink
   consumers), ``put()``s converted records, and every ``offset.flush.interval.ms`` calls
@@ -38,7 +44,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from streamsql.runtime.connect.api import (
     Connector, ConnectorContext, ConnectException, RetriableException, SinkRecord, SinkTask, SourceRecord,
-    SourceTask, SourceTaskContext, Task)
+    SourceRecordBatch, SourceTask, SourceTaskContext, Task)
+from streamsql.runtime.connect import exactly_once
 from streamsql.runtime.connect.converters import Converter, make_converter
 from streamsql.runtime.connect.plugins import PluginRegistry, default_registry
 from streamsql.runtime.connect.storage import ConnectStorage, offset_key
@@ -61,6 +68,8 @@ DEFAULT_WORKER_CONFIG: dict[str, str] = {
 }
 _SINK_MAX_POLL_RECORDS = 500       # Connect's sink consumers: max.poll.records
 _RETRY_BACKOFF_S = 1.0             # after a RetriableException
+_COALESCE_RECORDS = 2000           # a source's polls written together (see _TaskRunner._poll),
+_COALESCE_S = 0.005                # at most, and for at most this long
 _REGEX_REFRESH_S = 2.0             # how often a topics.regex sink looks for new topics
 _INTERNAL_TOPICS = ("__", "_streamsql_", "_schemas")
 
@@ -213,6 +222,9 @@ class _TaskRunner:
         self.stop_called = False
         self.started = False  # task.start returned: stop() is due
         self.errors = _Tolerance(worker, connector.name, task_id, config)
+        self.deferred: Exception | None = None  # a poll's failure, for the next call (``_poll``)
+        # A source task's batches, records and offsets at once (``exactly_once``); None: at least once.
+        self.writer: exactly_once.SourceBatchWriter | None = None
 
     @property
     def status_key(self) -> str:
@@ -259,8 +271,8 @@ class _TaskRunner:
             self.state = UNASSIGNED
 
     async def _start_task(self, cls: type[Task]) -> tuple[Converter, Converter]:
-        keys = make_converter(self.config, self.worker.worker_config, "key")
-        values = make_converter(self.config, self.worker.worker_config, "value")
+        keys = make_converter(self.config, self.worker.worker_config, "key", self.worker.registry_for)
+        values = make_converter(self.config, self.worker.worker_config, "value", self.worker.registry_for)
         task = cls()
         if isinstance(task, SourceTask):
             task.initialize(_TaskContext(self.worker.storage, self.connector.name))
@@ -279,33 +291,67 @@ class _TaskRunner:
     # --------------------------------------------------------------------------- source
     async def _run_source(self) -> None:
         started = False
+        ahead: asyncio.Future[Any] | None = None  # the next poll, running while a batch is written
         try:
+            if exactly_once.enabled(self.worker.worker_config):
+                # Before the task reads its offsets: on Kafka this fences its last owner.
+                self.writer = exactly_once.writer_for(
+                    self.worker.log, self.worker.storage, self.worker.placement_group, self.connector.name, self.id)
+                if self.writer is not None:
+                    await self.writer.open()
             keys, values = await self._start_task(self.connector.plugin.connector_task_class)
             started = True
             task = self.task
             assert isinstance(task, SourceTask)
             await self._set(RUNNING if self.resumed.is_set() else PAUSED)
+            # A task without a commit of its own polls its next batch while this one is
+            # written: its driver's reads (which let go of the GIL) overlap the conversion.
+            # One with a commit is told after each write, before it polls again.
+            commits = type(task).commit is not SourceTask.commit
             while not self.stopping:
                 await self._wait_resumed()
                 if self.stopping:
                     break
                 try:
-                    records = await self.thread.call(task.poll)
+                    records = await (ahead if ahead is not None else self.thread.call(self._poll, task))
                 except RetriableException as exc:
                     log.warning("task %s-%d: %s; retrying", self.connector.name, self.id, exc)
                     await asyncio.sleep(_RETRY_BACKOFF_S)
                     continue
+                finally:
+                    ahead = None
                 if not records:
                     continue
+                if not commits and self.resumed.is_set() and not self.stopping:
+                    ahead = asyncio.ensure_future(self.thread.call(self._poll, task))
                 if not await self._send(records, keys, values):
                     break
-                await self.thread.call(task.commit)
+                if commits:
+                    await self.thread.call(task.commit)
         except asyncio.CancelledError:
             raise
+        except exactly_once.Fenced as exc:
+            if await self._still_owned():
+                # Not a zombie (its transaction timed out, say): a failure, as in Connect.
+                log.error("task %s-%d failed: %s", self.connector.name, self.id, exc)
+                await self._set(FAILED, _trace(exc))
+            else:
+                # A zombie: the task runs elsewhere now, whose status is the one that counts.
+                log.warning("task %s-%d stopped: %s", self.connector.name, self.id, exc)
+                self.state = UNASSIGNED
         except Exception as exc:  # noqa: BLE001 - a task's failure is its status, not the worker's
             log.error("task %s-%d failed: %s", self.connector.name, self.id, exc)
             await self._set(FAILED, _trace(exc))
         finally:
+            if self.writer is not None:
+                try:
+                    await self.writer.close()
+                except Exception:  # noqa: BLE001 - stopping anyway
+                    log.exception("closing the writer of task %s-%d failed", self.connector.name, self.id)
+            if ahead is not None:
+                # Stopped (or failed) with a batch read ahead: not written, so its offsets
+                # are not stored either, and it is read again next time.
+                ahead.add_done_callback(_ignore_result)
             if started and not self.stop_called and self.task is not None:
                 self.stop_called = True
                 try:
@@ -313,14 +359,56 @@ class _TaskRunner:
                 except Exception:  # noqa: BLE001
                     log.exception("stopping task %s-%d failed", self.connector.name, self.id)
 
-    async def _send(self, records: Sequence[SourceRecord], keys: Converter, values: Converter) -> bool:
-        """Write a poll's records (and then their offsets), trying again while the Log
-        refuses the write (a full disk: the embedded log takes nothing of a failed write, and
-        goes on once there is space). False if the task is stopped meanwhile: the records were
-        not written whole, and their offsets not stored, so they are read again next time."""
+    async def _still_owned(self, wait_s: float = 3.0) -> bool:
+        """Whether this worker still runs the task's connector once the group had a moment
+        to tell it otherwise (a fenced task is most likely a zombie about to be revoked)."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.stopping or not self.worker.owns(self.connector.name):
+                return False
+            await asyncio.sleep(0.2)
+        return not self.stopping and self.worker.owns(self.connector.name)
+
+    def _poll(self, task: SourceTask) -> list[Sequence[SourceRecord]] | None:
+        """On the task's thread: ``poll()``, and again while it says it has more records at
+        once (a ``SourceRecordBatch`` with ``more``; up to ``_COALESCE_RECORDS`` records or
+        ``_COALESCE_S``): the worker's costs per write (a thread hop, a produce, an offsets
+        write) are paid per few thousand records instead of per ``batch.max.rows``; a poll
+        that might wait is never called while records wait. A poll that fails after others
+        returned records fails the next call instead, so those are written first."""
+        failed, self.deferred = self.deferred, None
+        if failed is not None:
+            raise failed
+        last = task.poll()
+        if not last:
+            return None
+        out = [last]
+        n = len(last)
+        deadline = time.monotonic() + _COALESCE_S
+        while isinstance(last, SourceRecordBatch) and last.more and n < _COALESCE_RECORDS and \
+                not self.stopping and time.monotonic() < deadline:
+            try:
+                last = task.poll()
+            except Exception as exc:  # noqa: BLE001 - raised by the next call, after these are written
+                self.deferred = exc
+                break
+            if not last:
+                break
+            out.append(last)
+            n += len(last)
+        return out
+
+    async def _send(self, records: list[Sequence[SourceRecord]], keys: Converter, values: Converter) -> bool:
+        """Write polls' records (and then their offsets), trying again while the Log refuses
+        the write (a full disk: the embedded log takes nothing of a failed write, and goes on
+        once there is space) from the run that failed: the runs written are not written
+        again. False if the task is stopped meanwhile: the records were not written whole,
+        and their offsets not stored, so they are read again next time."""
+        runs = _merged(records)
+        offsets: dict[bytes, Mapping[str, Any]] = {}
         while True:
             try:
-                await self.worker._send(self, records, keys, values)
+                await self.worker._send(self, runs, keys, values, offsets)
                 return True
             except OSError as exc:
                 log.warning("task %s-%d: writing to the log failed (%s); trying again",
@@ -511,8 +599,13 @@ class Worker:
     host:port); ``config`` is the worker's config (converters, ``offset.flush.interval.ms``)."""
 
     def __init__(self, log_: Log, service_id: str, worker_id: str, config: Mapping[str, str] | None = None,
-                 plugins: PluginRegistry | None = None, replicas: int = 1) -> None:
+                 plugins: PluginRegistry | None = None, replicas: int = 1, schema_registry: Any = None,
+                 registry_urls: Sequence[str] = ()) -> None:
         self.log = log_
+        # The engine's schema registry, and the URLs that name it (see ``registry_for``).
+        self.schema_registry = schema_registry
+        self._registry_urls = {u.strip().rstrip("/") for u in registry_urls if u.strip()}
+        self._registries: dict[str, Any] = {}
         self.worker_id = worker_id
         self.worker_config = {**DEFAULT_WORKER_CONFIG, **{k: str(v) for k, v in (config or {}).items()}}
         self.registry = plugins or default_registry()
@@ -533,6 +626,28 @@ class Worker:
         self._owned: set[int] = set()
         self._background: list[asyncio.Task[None]] = []
         self._joined = False
+
+    @property
+    def placement_group(self) -> str:
+        """The workers' consumer group (Connect's ``group.id``)."""
+        return f"_streamsql_{self.service_id}connect-workers"
+
+    def registry_for(self, url: str) -> Any:
+        """The schema registry client of a converter's ``schema.registry.url``: the engine's
+        own registry (in process) for a URL ending in ``/schema-registry``, where
+        ``streamsql server`` serves it, or for the engine's ``ksql.schema.registry.url``;
+        else a client of that Confluent Schema Registry over HTTP (one per URL)."""
+        from streamsql.runtime.connect.registry_converters import BUILTIN_REGISTRY_PATH
+
+        url = url.strip().rstrip("/")
+        if self.schema_registry is not None and (url.endswith(BUILTIN_REGISTRY_PATH) or url in self._registry_urls):
+            return self.schema_registry
+        client = self._registries.get(url)
+        if client is None:
+            from streamsql.schemaregistry.http import HttpSchemaRegistryClient
+
+            client = self._registries[url] = HttpSchemaRegistryClient(url)
+        return client
 
     # ------------------------------------------------------------------------ lifecycle
     async def load(self) -> None:
@@ -626,7 +741,7 @@ class Worker:
                 await self.log.create_topic(topic, self.PLACEMENT_PARTITIONS, self.storage.replicas)
             except TopicExistsError:
                 pass
-        consumer = self.log.consumer(f"_streamsql_{self.service_id}connect-workers", [topic],
+        consumer = self.log.consumer(self.placement_group, [topic],
                                      _Placement(self), reset="latest")
         try:
             while True:
@@ -777,7 +892,7 @@ class Worker:
         for which in ("key", "value"):
             if config.get(f"{which}.converter"):
                 try:
-                    make_converter(config, self.worker_config, which)
+                    make_converter(config, self.worker_config, which, self.registry_for)
                 except ConnectException as exc:
                     errors.append(str(exc))
         if plugin.type == "sink":
@@ -1067,16 +1182,89 @@ class Worker:
             except Exception:  # noqa: BLE001 - bookkeeping only
                 log.exception("recording topic %s of %s failed", topic, c.name)
 
-    async def _send(self, runner: _TaskRunner, records: Sequence[SourceRecord], keys: Converter,
-                    values: Converter) -> None:
-        """Produce a source task's records in order, then store their offsets."""
+    async def _send(self, runner: _TaskRunner, runs: list[Sequence[SourceRecord]], keys: Converter,
+                    values: Converter, offsets: dict[bytes, Mapping[str, Any]]) -> None:
+        """Produce a source task's records (its polls' results, ``_merged``, in order), then
+        store their offsets. Each run's records are converted by the converters' writers,
+        made once per schema, a run of consecutive records of one topic and the same key and
+        value schema objects at a time, and produced in one write; a run that does not
+        convert is done again a record at a time, for ``errors.tolerance`` to judge each.
+        ``runs`` loses each run once written, and ``offsets`` gains its offsets, so a call
+        again after a failed write goes on from there."""
         now = int(time.time() * 1000)
-        offsets: dict[bytes, Mapping[str, Any]] = {}
-        run_topic: str | None = None
-        run: list[ProducerRecord] = []
+        while runs:
+            await self._send_run(runner, runs[0], keys, values, now, offsets)
+            del runs[0]
+        if runner.writer is not None:
+            await runner.writer.commit(offsets)  # the records (held by the writer) and offsets at once
+        elif offsets:
+            await self.storage.put_offsets(runner.connector.name, offsets)
+
+    async def _send_run(self, runner: _TaskRunner, records: Sequence[SourceRecord], keys: Converter,
+                        values: Converter, now: int, offsets: dict[bytes, Mapping[str, Any]]) -> None:
         name = runner.connector.name
+        if isinstance(records, SourceRecordBatch):
+            # Columns from the task (one partition, topic and value schema, no keys): no
+            # record objects at all on the way.
+            topic = records.topic
+            if not topic:
+                raise ConnectException("A source record has no topic")
+            try:
+                key = keys.writer(topic, None)([None])[0]
+                converted = values.writer(topic, records.value_schema, rows=True)(records.rows)
+            except Exception:  # noqa: BLE001 - one at a time: errors.tolerance decides
+                await self._send_each(runner, list(records), keys, values, now, offsets)
+            else:
+                if keys.pending or values.pending:
+                    await keys.flush()
+                    await values.flush()
+                await self._produce(runner, topic, [ProducerRecord(key, v, now) for v in converted])
+                last = records.last_offset
+                if last is not None:
+                    offsets[offset_key(name, records.source_partition)] = last
+        else:
+            i, n = 0, len(records)
+            while i < n:
+                first = records[i]
+                topic, ks, vs = first.topic, first.key_schema, first.value_schema
+                j = i + 1
+                while j < n and (r := records[j]).topic == topic and r.key_schema is ks and r.value_schema is vs:
+                    j += 1
+                run = records[i:j]
+                i = j
+                if not topic:
+                    raise ConnectException("A source record has no topic")
+                try:
+                    converted_keys = keys.writer(topic, ks)([r.key for r in run])
+                    converted = values.writer(topic, vs)([r.value for r in run])
+                except Exception:  # noqa: BLE001 - one at a time: errors.tolerance decides
+                    await self._send_each(runner, run, keys, values, now, offsets)
+                    continue
+                if keys.pending or values.pending:
+                    await keys.flush()
+                    await values.flush()
+                await self._produce(runner, topic, [
+                    ProducerRecord(k, v, now if r.timestamp is None else r.timestamp, tuple(r.headers), r.partition)
+                    for r, k, v in zip(run, converted_keys, converted)])
+                self._note_offsets(name, run, offsets)
+
+    @staticmethod
+    def _note_offsets(name: str, records: Sequence[SourceRecord], offsets: dict[bytes, Mapping[str, Any]]) -> None:
+        """The last offset of each source partition among ``records`` into ``offsets``."""
         last_partition: Mapping[str, Any] | None = None
         last_key = b""
+        for r in records:
+            if r.source_partition is not None and r.source_offset is not None:
+                if r.source_partition is not last_partition:  # (tasks mostly share one dict)
+                    last_partition, last_key = r.source_partition, offset_key(name, r.source_partition)
+                offsets[last_key] = r.source_offset
+
+    async def _send_each(self, runner: _TaskRunner, records: Sequence[SourceRecord], keys: Converter,
+                         values: Converter, now: int, offsets: dict[bytes, Mapping[str, Any]]) -> None:
+        """``_send`` a record at a time: a record that does not convert fails the task, or is
+        skipped under ``errors.tolerance=all`` (its offset stored with the others')."""
+        run_topic: str | None = None
+        run: list[ProducerRecord] = []
         for r in records:
             if not r.topic:
                 raise ConnectException("A source record has no topic")
@@ -1087,28 +1275,26 @@ class Worker:
                 value = values.from_connect_data(r.topic, r.value_schema, r.value)
             except Exception as exc:  # noqa: BLE001 - errors.tolerance decides
                 await runner.errors.tolerate(exc, stage, keys if stage == "KEY_CONVERTER" else values)
-                # Skipped, and done with: its offset is stored with the others'.
-                if r.source_partition is not None and r.source_offset is not None:
-                    offsets[offset_key(name, r.source_partition)] = r.source_offset
-                continue
+                continue  # (skipped, and done with: its offset is stored with the others')
+            if keys.pending or values.pending:
+                await keys.flush()
+                await values.flush()
             if r.topic != run_topic and run:
                 await self._produce(runner, run_topic, run)  # type: ignore[arg-type]
                 run = []
             run_topic = r.topic
             run.append(ProducerRecord(key, value, r.timestamp if r.timestamp is not None else now,
                                       tuple(r.headers), r.partition))
-            if r.source_partition is not None and r.source_offset is not None:
-                if r.source_partition is not last_partition:  # (tasks mostly share one dict)
-                    last_partition, last_key = r.source_partition, offset_key(name, r.source_partition)
-                offsets[last_key] = r.source_offset
         if run:
             await self._produce(runner, run_topic, run)  # type: ignore[arg-type]
-        if offsets:
-            await self.storage.put_offsets(name, offsets)
+        self._note_offsets(runner.connector.name, records, offsets)
 
     async def _produce(self, runner: _TaskRunner, topic: str, records: list[ProducerRecord]) -> None:
         await self._ensure_topic(topic)
         await self._note_topic(runner.connector, topic, runner.id)
+        if runner.writer is not None:
+            runner.writer.add(topic, records)  # written with the batch's offsets (``_send``)
+            return
         await self.log.produce(topic, records)
 
     async def _sink_topics(self, config: Mapping[str, str]) -> list[str]:
@@ -1123,6 +1309,35 @@ class Worker:
             topics = sorted(t for t in await self.log.list_topics()
                             if pattern.fullmatch(t) and not t.startswith(_INTERNAL_TOPICS))
         return topics
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a read-ahead poll's failure says nothing more
+
+
+def _merged(polled: Sequence[Sequence[SourceRecord]]) -> list[Sequence[SourceRecord]]:
+    """Polls' results with consecutive batches of one source partition, topic and schema
+    joined into one (the last one's offsets are theirs too: one querier's)."""
+    groups: list[list[Sequence[SourceRecord]]] = []
+    for records in polled:
+        last = groups[-1][-1] if groups else None
+        if isinstance(records, SourceRecordBatch) and isinstance(last, SourceRecordBatch) and \
+                records.source_partition is last.source_partition and records.topic == last.topic and \
+                records.value_schema is last.value_schema:
+            groups[-1].append(records)
+        else:
+            groups.append([records])
+    out: list[Sequence[SourceRecord]] = []
+    for group in groups:
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        first, last = group[0], group[-1]
+        assert isinstance(first, SourceRecordBatch) and isinstance(last, SourceRecordBatch)
+        rows = [row for b in group for row in b.rows]  # type: ignore[attr-defined]
+        out.append(SourceRecordBatch(first.source_partition, first.topic, first.value_schema, rows, last.offset_of))
+    return out
 
 
 class _Placement:
@@ -1152,10 +1367,11 @@ def _java_map(config: Mapping[str, str]) -> str:
 __all__ = ["ConnectRestError", "ConnectorInfo", "ConnectorStatus", "TaskState", "Worker", "worker_for"]
 
 
-def worker_for(log_: Log, config: Mapping[str, Any]) -> Worker:
+def worker_for(log_: Log, config: Mapping[str, Any], schema_registry: Any = None) -> Worker:
     """The worker of an engine with ``config``: its service id, its node's name as worker id
-    (Connect's host:port), and the worker config from the file ``ksql.connect.worker.config``
-    names (as ksqlDB's embedded Connect) under the engine's ``connect.<key>`` properties."""
+    (Connect's host:port), the worker config from the file ``ksql.connect.worker.config``
+    names (as ksqlDB's embedded Connect) under the engine's ``connect.<key>`` properties, and
+    the engine's schema registry (for the registry converters)."""
     worker_config: dict[str, str] = {}
     path = config.get("ksql.connect.worker.config")
     if path:
@@ -1164,7 +1380,8 @@ def worker_for(log_: Log, config: Mapping[str, Any]) -> Worker:
     node = str(config.get("streamsql.node.name") or "localhost")
     worker_id = node.split("://", 1)[-1].rstrip("/")
     return Worker(log_, str(config.get("ksql.service.id", "default_")), worker_id, worker_config,
-                  replicas=int(config.get("ksql.internal.topic.replicas", 1)))
+                  replicas=int(config.get("ksql.internal.topic.replicas", 1)), schema_registry=schema_registry,
+                  registry_urls=str(config.get("ksql.schema.registry.url") or "").split(","))
 
 
 def _read_properties(path: str) -> dict[str, str]:

@@ -102,6 +102,8 @@ def encode_records(records: Iterable[ProducerRecord], offset: int, now_ms: int, 
             body = _body(offset, ts, k, v, r.headers)
         elif k is not None and v is not None:
             body = fixed(offset, ts, len(k), len(v), 0) + k + v
+        elif k is None and v is not None:  # (null keys: what Connect sources mostly write)
+            body = fixed(offset, ts, -1, len(v), 0) + v
         else:
             body = _body(offset, ts, k, v, ())
         ln = len(body)

@@ -29,11 +29,12 @@ import datetime
 import logging
 import threading
 import time
+from operator import itemgetter
 from typing import Any, Mapping, Sequence
 
 from streamsql.runtime.connect.api import (
-    ConfigKey, ConnectException, RetriableException, Schema, SourceConnector, SourceRecord, SourceTask,
-    Struct, Task)
+    ConfigKey, ConnectException, RetriableException, Schema, SourceConnector, SourceRecord, SourceRecordBatch,
+    SourceTask, Struct, Task)
 from streamsql.runtime.connect.jdbc.config import SOURCE_KEYS, Config, ConfigException
 from streamsql.runtime.connect.jdbc.dialects import (
     CachedConnection, DatabaseDialect, TableId, dialect_for)
@@ -287,7 +288,10 @@ class _Querier:
         rows = self.cursor.fetchmany(max_rows)
         if not rows:
             return [], True
-        return self.records(rows), len(rows) < max_rows
+        records, exhausted = self.records(rows), len(rows) < max_rows
+        if isinstance(records, SourceRecordBatch):
+            records.more = not exhausted  # the worker may poll again at once
+        return records, exhausted
 
     def records(self, rows: Sequence[Sequence[Any]]) -> list[SourceRecord]:
         raise NotImplementedError
@@ -303,6 +307,10 @@ class _Querier:
             except Exception:  # noqa: BLE001 - the connection may be gone
                 log.debug("commit failed", exc_info=True)
         self.last_update = now
+
+
+def _no_offset(values: tuple) -> None:
+    return None
 
 
 def _close_quietly(cur: Any) -> None:
@@ -346,10 +354,10 @@ class _BulkQuerier(_Querier):
         super().__init__(task, table)
         self.partition = {"table": table.table} if table is not None else {"query": "query"}
 
-    def records(self, rows: Sequence[Sequence[Any]]) -> list[SourceRecord]:
+    def records(self, rows: Sequence[Sequence[Any]]) -> Sequence[SourceRecord]:
         assert self._schema is not None
-        make, convert = _RecordFactory(self.partition, self.topic, self._schema), self._convert
-        return [make(None, convert(r)) for r in rows]
+        return SourceRecordBatch(self.partition, self.topic, self._schema, list(map(self._convert, rows)),
+                                 _no_offset)
 
 
 class _IncrementalQuerier(_Querier):
@@ -446,17 +454,17 @@ class _IncrementalQuerier(_Querier):
         out = []
         append = out.append
         if inc_at is not None and not ts_at:
-            # incrementing mode, the common case: its own tight loop
-            for row in rows:
-                values = convert(row)
-                last_inc = values[inc_at]
-                if last_inc is None:
-                    raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
-                append(make({"incrementing": last_inc}, values))
-            if last_inc is not None and type(last_inc) is not int:
+            # incrementing mode, the common case: a batch of rows, records made only if read
+            converted = list(map(convert, rows))
+            incs = list(map(itemgetter(inc_at), converted))
+            if None in incs:
+                raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
+            last_inc = incs[-1]
+            if type(last_inc) is not int:
                 last_inc = int(last_inc)  # a DECIMAL(p,0) id
             self.last_inc = last_inc
-            return out
+            return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
+                                     lambda values: {"incrementing": values[inc_at]})
         for row in rows:
             values = convert(row)
             offset: dict[str, Any] = {}
