@@ -13,6 +13,15 @@ handler reads the catalog, starts push queries, writes the log) with no serializ
 between; the GIL hands the HTTP thread the interpreter at least every switch interval
 (5 ms), which is what an answer within milliseconds needs. Measured in
 ``bench/bench_responsiveness.py``.
+
+Each hop between the loops costs a wake-up of the other thread (a write to its self-pipe, a
+GIL hand-over). Carried one message at a time, a pull query's request and answer took about
+ten, and a key lookup cost 3x a trivial request. So a request body of a declared length up
+to ``_PREREAD_BYTES`` is read on the HTTP loop before the handler starts, and the answer's
+messages go back through an ``_Outbox``: queued in order, sent by one flusher on the HTTP
+loop that is woken once per burst, with the handler held back only while ``_OUTBOX_BYTES``
+wait for a client that is not reading, and the handler's end carried with its answer. A key
+lookup crosses twice (``bench/bench_pull_http.py``).
 """
 from __future__ import annotations
 
