@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Sequence
 
 from streamsql.testing.kafka import (
-    DEFAULT_PORTS, KafkaError, _die_with_parent, _port_free, _tail, free_ports, java_executable)
+    DEFAULT_PORTS, KafkaError, _die_with_parent, _port_free, _tail, free_ports, jar_dir,
+    java_executable, pid_runs)
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,7 @@ class ConnectError(KafkaError):
 
 def connect_lib_dir() -> Path:
     """Where the worker's jars are: ``$STREAMSQL_CONNECT_LIB``, else ``kafka/connect-lib``."""
-    env = os.environ.get("STREAMSQL_CONNECT_LIB")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "kafka" / "connect-lib"
+    return jar_dir("STREAMSQL_CONNECT_LIB", "connect-lib")
 
 
 def connect_unavailable_reason(lib_dir: Path | None = None) -> str | None:
@@ -94,16 +92,6 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, object] | None:
         return exc.code, body
     except (OSError, ValueError):
         return None
-
-
-def _pid_is_worker(pid: int, props: Path) -> bool:
-    """Whether ``pid`` is (still) the worker started with ``props`` (pids are reused)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and MAIN_CLASS.encode() in cmdline and str(props).encode() in cmdline
 
 
 class ConnectWorker:
@@ -225,7 +213,7 @@ class ConnectWorker:
             pid = int(self.pid_file.read_text())
         except (OSError, ValueError):
             return None
-        return pid if _pid_is_worker(pid, self.properties_file) else None
+        return pid if pid_runs(pid, MAIN_CLASS, self.properties_file) else None
 
     def start(self) -> ConnectWorker:
         """Writes the configuration and starts the worker unless it runs; returns once its

@@ -75,12 +75,18 @@ class KafkaError(RuntimeError):
     """A broker could not be set up, started or reached."""
 
 
-def kafka_lib_dir() -> Path:
-    """Where the broker jars are: ``$STREAMSQL_KAFKA_LIB``, else ``kafka/lib`` in the repo."""
-    env = os.environ.get("STREAMSQL_KAFKA_LIB")
+def jar_dir(env_var: str, folder: str) -> Path:
+    """Where a Java program's jars are: ``$env_var`` when set, else ``kafka/<folder>`` in the
+    repo (where the Makefile fetches them)."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "kafka" / "lib"
+    return Path(__file__).resolve().parents[2] / "kafka" / folder
+
+
+def kafka_lib_dir() -> Path:
+    """Where the broker jars are: ``$STREAMSQL_KAFKA_LIB``, else ``kafka/lib`` in the repo."""
+    return jar_dir("STREAMSQL_KAFKA_LIB", "lib")
 
 
 def java_executable() -> str | None:
@@ -192,15 +198,19 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _pid_is_broker(pid: int, props: Path) -> bool:
-    """Whether ``pid`` is (still) the broker started with ``props``: a pid file may outlive its
-    process, and the pid be reused by another."""
+def pid_runs(pid: int, main_class: str, props: Path) -> bool:
+    """Whether ``pid`` is (still) the Java program ``main_class`` started with ``props``: a
+    pid file may outlive its process, and the pid be reused by another."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z" and b"kafka.Kafka" in cmdline and str(props).encode() in cmdline
+    return state != "Z" and main_class.encode() in cmdline and str(props).encode() in cmdline
+
+
+def _pid_is_broker(pid: int, props: Path) -> bool:
+    return pid_runs(pid, "kafka.Kafka", props)
 
 
 def rss_bytes(pid: int) -> int | None:
