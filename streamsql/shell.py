@@ -207,18 +207,24 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def render_table(columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
-    """ksqlDB's listing style: `` A | B `` header, a dashed rule, rows, a closing rule."""
+def render_table(columns: Iterable[str], rows: Iterable[Iterable[Any]], width: int = 0) -> str:
+    """ksqlDB's listing style: `` A | B `` header, a dashed rule, rows, a closing rule.
+
+    A table wider than the terminal (``width``, the terminal's own when 0) has its widest
+    columns narrowed until it fits; their long values wrap inside their cell, at spaces where
+    they can, so the columns stay in line instead of running off the screen."""
     cols = list(columns)
     body = [[format_value(v) if not isinstance(v, str) else v for v in row] for row in rows]
     widths = [len(c) for c in cols]
     for row in body:
         for i, v in enumerate(row):
             widths[i] = max(widths[i], max((len(x) for x in v.split("\n")), default=0))
+    total = width or shutil.get_terminal_size((120, 24)).columns
+    widths = _fitted(widths, [len(c) for c in cols], total - (3 * len(widths) - 1))
 
     def line(values: list[str]) -> str:
-        # A value over several lines (EXPLAIN's plans, ...) continues under its own column.
-        parts = [v.split("\n") for v in values]
+        # A value over several lines (EXPLAIN's plans, wrapped values) continues under its column.
+        parts = [_wrap_words(v, w) for v, w in zip(values, widths)]
         height = max((len(p) for p in parts), default=1)
         return "\n".join("|".join(f" {(p[i] if i < len(p) else '').ljust(w)} " for p, w in zip(parts, widths)).rstrip()
                          for i in range(height))
@@ -228,6 +234,44 @@ def render_table(columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     out += [line(r) for r in body]
     out.append(rule)
     return "\n".join(out)
+
+
+_MIN_COLUMN = 12  # a narrowed column keeps at least this many characters (or its header's)
+
+
+def _fitted(widths: list[int], headers: list[int], budget: int) -> list[int]:
+    """``widths`` with the widest capped at one common width so that they sum to at most
+    ``budget`` (no column narrower than its header or ``_MIN_COLUMN``): the narrow columns
+    keep their width, only the long ones wrap."""
+    if sum(widths) <= budget:
+        return widths
+    floors = [min(w, max(h, _MIN_COLUMN)) for w, h in zip(widths, headers)]
+    lo, hi = 0, max(widths)
+    while lo < hi:  # the largest cap that fits
+        cap = (lo + hi + 1) // 2
+        if sum(max(f, min(w, cap)) for w, f in zip(widths, floors)) <= budget:
+            lo = cap
+        else:
+            hi = cap - 1
+    return [max(f, min(w, lo)) for w, f in zip(widths, floors)]
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces where a line has
+    one (at its own newlines too), else cut."""
+    out: list[str] = []
+    for part in text.split("\n"):
+        part = part.replace("\t", " ")
+        while len(part) > width:
+            cut = part.rfind(" ", 1, width + 1)
+            if cut <= 0:
+                out.append(part[:width])
+                part = part[width:]
+            else:
+                out.append(part[:cut])
+                part = part[cut + 1:]
+        out.append(part)
+    return out
 
 
 def _message_box(message: str) -> str:
@@ -606,11 +650,11 @@ class Shell:
         try:
             results = await self.backend.execute(text)
         except StreamSqlError as exc:
-            self.echo(str(exc))
+            self._echo_error(exc, text)
             return False
         except Exception as exc:  # an engine bug must not kill the shell
             log.exception("internal error executing %r", text)
-            self.echo(f"Internal error: {type(exc).__name__}: {exc}")
+            self._echo_error(exc, text, f"Internal error: {type(exc).__name__}: {exc}")
             return False
         for result in results:
             if result.kind == "stream" and result.stream is not None:
@@ -730,6 +774,22 @@ class Shell:
         finally:
             self._script_depth -= 1
 
+    def _echo_error(self, exc: BaseException, statement: str, message: str | None = None) -> None:
+        """An error as text, or under OUTPUT JSON as the REST API's error entity (the server's
+        own body when it sent one), so a script reading JSON gets JSON for failures too."""
+        message = message or str(exc)
+        if self.output_format != "JSON":
+            self.echo(message)
+            return
+        from streamsql.server.errors import BAD_STATEMENT, SERVER_ERROR, statement_error
+
+        body = getattr(exc, "body", None)
+        if not isinstance(body, dict):
+            code = BAD_STATEMENT if isinstance(exc, StreamSqlError) else SERVER_ERROR
+            text = statement.strip()
+            body = statement_error(message, text if text.endswith(";") else text + ";", error_code=code)
+        self.echo_json(body)
+
     def _echo_result_json(self, result: Result) -> None:
         if result.kind == "rows":  # a pull query: its header and rows, as /query answers
             self.echo_json([{"header": {"queryId": result.query_id, "columnNames": list(result.columns)}},
@@ -775,11 +835,11 @@ class Shell:
                 raise
             self.echo()  # past the ^C the terminal echoed
         except StreamSqlError as exc:
-            self.echo(str(exc))
+            self._echo_error(exc, result.statement)
             ok = False
         except Exception as exc:
             log.exception("push query failed")
-            self.echo(f"Query failed: {type(exc).__name__}: {exc}")
+            self._echo_error(exc, result.statement, f"Query failed: {type(exc).__name__}: {exc}")
             ok = False
         finally:
             self._foreground = None

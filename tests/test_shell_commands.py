@@ -134,6 +134,13 @@ def test_wrapping_spool_output_json_and_commands(terminal, tmp_path):
     created = json_after(term.screen(), "streamsql> CREATE STREAM more_notes")
     assert created[0]["commandStatus"]["status"] == "SUCCESS"
     assert created[0]["commandStatus"]["message"].startswith("Created query with ID CSAS_MORE_NOTES_")
+    # An error is JSON too: the REST API's error entity, with the line and column.
+    term.line("SELEKT id FROM notes;")
+    term.wait_for('"@type": "statement_error"')
+    time.sleep(0.5)
+    error = json_after(term.screen(), "streamsql> SELEKT id FROM notes;")
+    assert error["error_code"] == 40001 and error["message"].startswith("line 1:1:"), error
+    assert error["statementText"] == "SELEKT id FROM notes;"
     term.line("SELECT id, n FROM notes EMIT CHANGES LIMIT 1;")
     term.wait_for('"columnNames"')
     term.wait_for("Limit Reached", count=2)
@@ -144,6 +151,23 @@ def test_wrapping_spool_output_json_and_commands(terminal, tmp_path):
     term.wait_for("Output format set to TABULAR")
     term.line("SELECT id, n FROM notes WHERE id = 'b';")
     term.wait_for("|b ")
+
+    # A listing wider than the terminal narrows its widest column, whose values wrap inside
+    # it: SHOW QUERIES' query text reads down its column, the other columns stay in line.
+    term.line("SHOW QUERIES;")
+    term.wait_for(" Query String")
+    time.sleep(0.5)
+    lines = term.screen().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith(" Query ID"))
+    end = next(i for i in range(start + 2, len(lines)) if lines[i].startswith("---"))
+    listing = lines[start:end + 1]
+    assert all(len(line) <= 100 for line in listing), "\n".join(listing)
+    column = listing[0].index("| Query String") + 2
+    rows = listing[2:-1]
+    assert len(rows) >= 2, "\n".join(listing)  # the query text took several lines
+    assert all(line[column - 2:column] == "| " for line in rows), "\n".join(listing)
+    text = " ".join(line[column:].strip() for line in rows)
+    assert text == "CREATE STREAM more_notes AS SELECT * FROM notes;", text
 
     # A push query says how to stop it; Ctrl-C stops it without "Limit Reached".
     term.line("SELECT * FROM notes EMIT CHANGES;")
