@@ -18,7 +18,7 @@ KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)
 # Kafka Connect's worker jars (kafka/connect-pom.xml) into kafka/connect-lib, the same way.
 CONNECT_STAMP := kafka/connect-lib/.fetched-$(shell cksum < kafka/connect-pom.xml | cut -d' ' -f1)
 
-.PHONY: setup setup-run run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases connect-jars connect-up connect-down
+.PHONY: setup setup-run run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases connect-jars connect-up connect-down chromium console
 
 setup: $(STAMP)
 
@@ -43,7 +43,7 @@ $(STAMP): | $(PY) mysqlclient-deps
 run: setup-run
 	$(PY) -m streamsql
 
-test: setup tmux kafka-jars connect-jars kcat databases
+test: setup tmux kafka-jars connect-jars kcat databases chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -60,6 +60,23 @@ tmux:
 	  else \
 	    echo "tmux not found and cannot be installed here: the shell tests will be skipped (they fail under CI=true)"; \
 	  fi; }
+
+# The web console's browser tests (tests/test_console_browser.py) drive Debian's chromium
+# headless through Playwright (no browser download): installed when missing and possible.
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (the web console's browser tests drive it)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else \
+	    echo "chromium not found and cannot be installed here: the browser tests will be skipped (they fail under CI=true)"; \
+	  fi; }
+
+# Rebuilds the web console (server/console/web, Vite) into server/console/static, which is
+# committed: running streamsql and `make test` need no Node.js. Run after changing web/.
+console:
+	cd server/console/web && npm ci && npm run build
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

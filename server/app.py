@@ -10,6 +10,7 @@ Endpoints (ksqlDB's paths, fields, status codes and error bodies):
 ``GET /info``, ``GET /healthcheck``, ``GET /clusterStatus``, ``GET /status[/{commandId}]``
 ``GET /metrics``          Prometheus' text format (``streamsql.server.metrics``)
 ``/schema-registry/...``  Confluent Schema Registry's API over the engine's registry
+``GET /``, ``/console/...``  the web console (``streamsql.server.console``)
 
 Statements of one ``/ksql`` request run in order, each substituted (``${var}``) and parsed
 just before it runs, so a DEFINE applies to the statements after it. The first failing one
@@ -43,6 +44,7 @@ from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
                                       ClusterAnswer, PullUnavailable, partitions_asked)
 from streamsql.server.connect_api import ConnectApi, is_connect_path
+from streamsql.server.console import Console
 from streamsql.server.entities import command_id, statement_entity
 from streamsql.server.errors import (
     ASSERTION_FAILED,
@@ -134,6 +136,8 @@ class KsqlApp:
         # Kafka Connect's /connectors and /connector-plugins, on the ksqlDB listeners too.
         self.connect_api = ConnectApi(engine, self.settings.cluster_id, self.settings.max_request_bytes, router)
         self.metrics = ServerMetrics(engine)
+        # The web console: its page at /, its assets and JSON endpoints under /console.
+        self.console = Console(engine)
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/ksql": ("POST", self._ksql),
             "/ksql/terminate": ("POST", self._terminate_cluster),
@@ -180,6 +184,8 @@ class KsqlApp:
             return path
         if is_connect_path(path):
             return "/" + path.split("/", 2)[1]  # /connectors or /connector-plugins
+        if Console.handles(path):
+            return "/console"
         prefix = self.settings.schema_registry_prefix
         if prefix and (path == prefix or path.startswith(prefix + "/")):
             return prefix
@@ -205,6 +211,9 @@ class KsqlApp:
         path = ex.path.rstrip("/") or "/"
         if is_connect_path(path):
             await self.connect_api.handle(ex)
+            return
+        if Console.handles(path):
+            await self.console.handle(ex, path)
             return
         prefix = self.settings.schema_registry_prefix
         if prefix and (path == prefix or path.startswith(prefix + "/")):

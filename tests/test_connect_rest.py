@@ -207,8 +207,9 @@ def test_the_ksqldb_listener_serves_the_connectors_paths_with_names_url_decoded(
         assert http.get("/connectors/my%20conn%2F1").json()["name"] == name
         assert http.get("/connectors/my%20conn%2F1/config").json()["file"] == str(source)
         eventually(lambda: http.get("/connectors/my%20conn%2F1/status").json()["tasks"][0]["state"] == "RUNNING")
-        # "/" is ksqlDB's listener's, not Connect's server info.
-        assert http.get("/").status_code == 404 and "version" not in http.get("/").json()
+        # "/" is ksqlDB's listener's (the web console), not Connect's server info.
+        root = http.get("/")
+        assert root.headers["content-type"].startswith("text/html") and "kafka_cluster_id" not in root.text
         described = ok(node.url, "DESCRIBE CONNECTOR `my conn/1`;")[0]
         assert described["status"]["name"] == name and described["topics"] == ["t"]
         ok(node.url, "DROP CONNECTOR `my conn/1`;")
@@ -357,7 +358,9 @@ def test_both_listeners_need_the_credentials(tmp_path):
         assert curl(connect + "/")[0] == 401
         status, root = curl("-u", "fred:secret", connect + "/")
         assert (status, root["version"], root["kafka_cluster_id"]) == (200, CONNECT_VERSION, "streamsql-embedded")
-        assert curl("-u", "fred:secret", node.url + "/")[0] == 404  # ksqlDB's listener: not Connect's root
+        # ksqlDB's listener: the web console, not Connect's root
+        status, root = curl("-u", "fred:secret", node.url + "/")
+        assert status == 200 and "<!doctype html>" in root.lower()
 
 
 def test_requests_about_a_connector_another_node_runs_are_forwarded_to_it(kafka, cluster, tmp_path):
