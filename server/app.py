@@ -39,6 +39,7 @@ import orjson
 from streamsql import __version__, ast
 from streamsql.errors import (AssertionFailedException, ParseError, ServiceRestError, StreamSqlError,
                               WriteFailedError)
+from streamsql.masking import mask_message, mask_statement
 from streamsql.parser import StatementLimits
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
@@ -281,11 +282,11 @@ class KsqlApp:
         session = self._session(body, "streamsProperties")
         entities: list[dict[str, Any]] = []
         for piece in split_text(text):
-            shown = piece + ";"
+            shown = mask_statement(piece) + ";"  # (a connector's secrets: ksqlDB's QueryMask)
             try:
                 stmt = _parse(substitute(piece, session.variables), self.engine.config)
             except ParseError as exc:
-                raise bad_statement(str(exc), shown, entities) from None
+                raise bad_statement(mask_message(str(exc), piece), shown, entities) from None
             if isinstance(stmt, (ast.QueryStatement, ast.PrintTopic)):
                 raise HttpError(400, statement_error(_QUERY_ENDPOINT_MESSAGE, shown, entities, QUERY_ENDPOINT))
             entity = await self._run_statement(stmt, shown, session, entities)

@@ -27,8 +27,8 @@ Errors are Connect's ``{"error_code": N, "message": "..."}``; each endpoint answ
 connector with the words Connect's herder uses there ("Connector x not found", "No status
 found for connector x", "Unknown connector x", ...). Path segments are percent-decoded one by
 one, so a name may hold any character, ``/`` included. In a cluster (Kafka), what only the
-node running a connector can do (restart it or its tasks, list its task configs) is forwarded
-to that node, with Connect's ``forward=false``.
+node running a connector or task can do (restart it) is forwarded to that node, with
+Connect's ``forward=false``.
 
 Connectors made here are the worker's, the same ones ``CREATE SOURCE CONNECTOR`` makes: the
 worker's configs topic on the Log is their record (``streamsql.exec.connectors``), so they show
@@ -50,7 +50,8 @@ import orjson
 from streamsql import __version__
 from streamsql.runtime.connect.api import ConnectException
 from streamsql.runtime.connect.converters import CONVERTERS
-from streamsql.runtime.connect.worker import TARGET_PAUSED, TARGET_STOPPED, ConnectRestError
+from streamsql.runtime.connect.worker import (ERROR_KEYS, SINK_ERROR_KEYS, TARGET_PAUSED, TARGET_STOPPED,
+                                              ConnectRestError)
 from streamsql.server.auth import BasicAuth
 from streamsql.server.errors import HttpError
 from streamsql.server.http import Disconnected, Exchange, Receive, Send
@@ -173,16 +174,20 @@ _SINK: tuple[tuple[str, str, str | None, bool, str, str, str, int, str, str], ..
 
 
 def _definition(name: str, type_: str, default: str | None, required: bool, importance: str, doc: str,
-                group: str | None, order: int, width: str, display: str) -> dict[str, Any]:
+                group: str | None, order: int, width: str, display: str,
+                dependents: Sequence[str] = ()) -> dict[str, Any]:
+    # Connect's ConfigKeyInfo as Jackson writes it (its getter names the order "order").
     return {"name": name, "type": type_, "required": required, "default_value": None if required else default,
             "importance": importance, "documentation": doc, "group": group, "width": width,
-            "display_name": display, "dependents": [], "order": order}
+            "display_name": display, "dependents": list(dependents), "order": order}
 
 
 def _as_text(value: Any, type_: str) -> str | None:
     # ConfigDef.convertToString
     if value is None:
         return None
+    if type_ == "PASSWORD":
+        return "[hidden]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -191,28 +196,25 @@ def _as_text(value: Any, type_: str) -> str | None:
 
 
 def _plugin_definitions(plugin: Any) -> list[dict[str, Any]]:
-    """The definitions of a plugin's own keys (ConfigDef defaults: no group, order -1)."""
+    """The definitions of a plugin's own keys (its ConfigDef)."""
+    return _key_definitions(plugin.connector().config())
+
+
+def _key_definitions(keys: Sequence[Any]) -> list[dict[str, Any]]:
     out = []
-    for key in plugin.connector().config():
-        out.append(_definition(key.name, key.type, _as_text(key.default, key.type), key.required,
-                               key.importance, key.documentation, key.group, -1, "NONE", key.name))
+    for key in keys:
+        out.append(_definition(key.name, key.type, _as_text(key.default, "STRING"), key.required, key.importance,
+                               key.documentation, key.group, key.order_in_group, key.width,
+                               key.display_name or key.name, key.dependents))
     return out
 
 
-def _key_of(message: str, sink: bool) -> list[str]:
-    """The config keys a worker's validation message is about (its messages name the key as
-    Connect's do: 'for configuration KEY', 'configuration "KEY"')."""
-    found = re.search(r'configuration "([^"]+)"', message) or re.search(r"for configuration (\S+?):", message)
-    if found:
-        return [found.group(1)]
-    if sink and "topics" in message:
-        return ["topics", "topics.regex"]  # Connect puts the topics errors on both keys
-    return ["connector.class"]
-
-
 def config_infos(worker: Any, plugin: Any, config: Mapping[str, str]) -> dict[str, Any]:
-    """Connect's ``ConfigInfos`` for ``config``: the common definitions, the sink ones for a
-    sink, the plugin's own; each with its value and the errors the worker finds."""
+    """Connect's ``ConfigInfos`` for ``config``: for each key the plugin's ConfigDef has (the
+    common definitions, the sink ones for a sink, the plugin's own), its definition and its
+    value (as ConfigDef parsed it: the default where unset, ``[hidden]`` for a password;
+    recommended values; the errors found on it); keys with errors but no definition last;
+    ``error_count`` the errors of every key."""
     sink = plugin.type == "sink"
     errors: dict[str, list[str]] = {}
     name = config.get("name")
@@ -220,16 +222,23 @@ def config_infos(worker: Any, plugin: Any, config: Mapping[str, str]) -> dict[st
         errors["name"] = ['Missing required configuration "name" which has no default value.']
     elif not name.strip():
         errors["name"] = [f"Invalid value {name} for configuration name: String may not be empty"]
-    for message in worker.validate(config):
-        for key in _key_of(message, sink):
-            errors.setdefault(key, []).append(message)
+    for key, messages in worker.validate_keys(config).items():
+        errors.setdefault(key, []).extend(messages)
+    if sink and "topics" in errors:
+        errors["topics.regex"] = list(errors["topics"])  # Connect puts the topics errors on both keys
     definitions = [_definition(*d) for d in _COMMON + (_SINK if sink else ())]
+    error_keys = ERROR_KEYS + (SINK_ERROR_KEYS if sink else ())
+    definitions += _key_definitions(error_keys)
     seen = {d["name"] for d in definitions}
     definitions += [d for d in _plugin_definitions(plugin) if d["name"] not in seen]
+    recommended = {k.name: list(k.valid_values) for k in (*error_keys, *plugin.connector().config())}
     configs = []
     for d in definitions:
         value = config.get(d["name"], d["default_value"])
-        configs.append({"definition": d, "value": {"name": d["name"], "value": value, "recommended_values": [],
+        if d["type"] == "PASSWORD":
+            value = _as_text(value, "PASSWORD")
+        configs.append({"definition": d, "value": {"name": d["name"], "value": value,
+                                                   "recommended_values": recommended.get(d["name"], []),
                                                    "errors": errors.pop(d["name"], []), "visible": True}})
     for key, messages in errors.items():  # errors about keys without a definition here
         configs.append({"definition": None, "value": {"name": key, "value": config.get(key),
@@ -320,15 +329,18 @@ class ConnectApi:
         if not self.worker.has(name):
             raise ConnectRestError(404, message)
 
-    def _owner_url(self, name: str, query: Query) -> str | None:
-        """The URL of the node that runs connector ``name``, when that is another node and
-        the request may be forwarded (not already forwarded: Connect's ``forward=false``)."""
+    def _owner_url(self, name: str, query: Query, task: int | None = None) -> str | None:
+        """The URL of the node that runs connector ``name`` (its task ``task``), when that is
+        another node and the request may be forwarded (not already forwarded: Connect's
+        ``forward=false``)."""
         worker = self.worker
         if self.router is None or not getattr(worker, "distributed", False):
             return None
         if (query.get("forward") or [""])[0].strip().lower() == "false":
             return None
-        owner = worker.status(name).worker_id
+        status = worker.status(name)
+        owner = status.worker_id if task is None else \
+            next((t.worker_id for t in status.tasks if t.id == task), status.worker_id)
         if not owner or owner == worker.worker_id:
             return None
         for node, url in self.router.directory.urls.items():
@@ -502,10 +514,7 @@ class ConnectApi:
     async def tasks(self, ex: Exchange, params: Params, query: Query, raw: bytes) -> None:
         name = params["connector"]
         self._known(name, f"Connector {name} not found")
-        owner = self._owner_url(name, query)  # (task configs are known where the tasks run)
-        if owner is not None:
-            await self._forward(ex, owner, query, raw)
-            return
+        # (The committed task configs: every worker reads them from the configs topic.)
         await self._json(ex, 200, [{"id": {"connector": name, "task": i}, "config": config}
                                    for i, config in enumerate(self.worker.task_configs(name))])
 
@@ -524,7 +533,7 @@ class ConnectApi:
         self._known(name, f"Unknown connector: {name}")
         if task not in {t.id for t in self.worker.status(name).tasks}:
             raise ConnectRestError(404, f"Unknown task: {name}-{task}")
-        owner = self._owner_url(name, query)
+        owner = self._owner_url(name, query, task)
         if owner is not None:
             await self._forward(ex, owner, query, raw)
             return
@@ -599,7 +608,7 @@ class ConnectApi:
         included = config.get("connector.class")
         if included is not None and not _normalized(included).endswith(_normalized(name)):
             raise ConnectRestError(400, f"Included connector type {included} does not match request type {name}")
-        self.worker.validate(config)  # Connect's 400 (no connector.class) or 500 (unknown class)
+        self.worker.validate_keys(config)  # Connect's 400 (no connector.class) or 500 (unknown class)
         plugin = self.worker.registry.find(config["connector.class"])
         await self._json(ex, 200, config_infos(self.worker, plugin, config))
 

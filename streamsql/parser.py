@@ -486,6 +486,12 @@ class _AstBuilder(Transformer):
             # EXPLAIN <statement>: the inner statement's text follows the keyword
             inner = _significant_text(text, len("EXPLAIN"), len(text))
             statement = dataclasses.replace(statement, statement=dataclasses.replace(statement.statement, text=inner))
+        if isinstance(statement, ast.CreateConnector):
+            # Its text is echoed, logged and kept in the command log: secrets masked
+            # (ksqlDB's QueryMask); the config itself is the parse's.
+            from streamsql.masking import mask_statement
+
+            text = mask_statement(text)
         return dataclasses.replace(statement, text=text)
 
     def stmt(self, statement: ast.Statement) -> ast.Statement:

@@ -285,7 +285,8 @@ def test_failing_connectors_answer_connects_status_and_errors(tmp_path):
                             json={"connector.class": "FileStreamSource", "name": "v", "file": "/x"})
         assert response.status_code == 200
         infos = response.json()
-        assert (infos["name"], infos["error_count"], infos["groups"]) == ("FileStreamSource", 1, ["Common"])
+        assert (infos["name"], infos["error_count"], infos["groups"]) == \
+            ("FileStreamSource", 1, ["Common", "Error Handling"])
         by_name = {c["definition"]["name"]: c for c in infos["configs"]}
         assert by_name["topic"]["value"] == {"name": "topic", "value": None, "recommended_values": [],
                                              "errors": ['Missing required configuration "topic" which has no '

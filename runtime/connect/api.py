@@ -172,7 +172,11 @@ class SinkRecord:
 @dataclass(frozen=True)
 class ConfigKey:
     """One configuration key a connector declares (Connect's ConfigDef.ConfigKey): what
-    ``/connector-plugins/{plugin}/config/validate`` and DESCRIBE report."""
+    ``/connector-plugins/{plugin}/config`` and ``.../config/validate`` report, and how
+    ``validate_value`` checks a value. ``valid_values``: the values allowed (Connect's
+    ``ValidString.in``, reported as the recommended values too); ``order_in_group``, ``width``,
+    ``display_name`` and ``dependents`` are ConfigDef's UI hints (-1, NONE, the key's name and
+    none by default, as ``ConfigDef.define`` without them)."""
 
     name: str
     type: str = "STRING"          # STRING, INT, LONG, DOUBLE, BOOLEAN, LIST, PASSWORD, CLASS
@@ -181,6 +185,39 @@ class ConfigKey:
     importance: str = "MEDIUM"    # HIGH, MEDIUM, LOW
     documentation: str = ""
     group: str | None = None
+    order_in_group: int = -1
+    width: str = "NONE"           # NONE, SHORT, MEDIUM, LONG
+    display_name: str | None = None
+    dependents: tuple[str, ...] = ()
+    valid_values: tuple[str, ...] = ()
+
+    def validate_value(self, raw: Any) -> list[str]:
+        """The errors ConfigDef's parsing and validator find in ``raw`` (a config's text, or
+        None when the key is not set), in Connect's words."""
+        missing = [f'Missing required configuration "{self.name}" which has no default value.']
+        if raw is None:
+            return missing if self.required else []
+        text = str(raw).strip() if self.type != "PASSWORD" else str(raw)
+        if not text.strip():
+            # (Empty: missing if required, as the worker has always read it; else the default.)
+            return missing if self.required else []
+        shown = "[hidden]" if self.type == "PASSWORD" else text
+        kinds = {"INT": "Not a number of type INT", "LONG": "Not a number of type LONG",
+                 "SHORT": "Not a number of type SHORT", "DOUBLE": "Not a number of type DOUBLE"}
+        try:
+            if self.type in ("INT", "LONG", "SHORT"):
+                int(text)
+            elif self.type == "DOUBLE":
+                float(text)
+            elif self.type == "BOOLEAN" and text.lower() not in ("true", "false"):
+                return [f"Invalid value {shown} for configuration {self.name}: Expected value to be either "
+                        "true or false"]
+        except ValueError:
+            return [f"Invalid value {shown} for configuration {self.name}: {kinds[self.type]}"]
+        if self.valid_values and text not in self.valid_values:
+            return [f"Invalid value {shown} for configuration {self.name}: String must be one of: "
+                    f"{', '.join(self.valid_values)}"]
+        return []
 
 
 class SourceTaskContext(ABC):

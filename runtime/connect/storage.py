@@ -3,7 +3,11 @@ compacted topic, as Kafka Connect keeps them (``config.storage.topic``,
 ``offset.storage.topic``, ``status.storage.topic``), with Connect's keys and JSON values:
 
 - configs: ``connector-<name>`` -> ``{"properties": {...}}`` (a tombstone once deleted),
-  ``target-state-<name>`` -> ``{"state": "PAUSED", "state.v2": "PAUSED"}``;
+  ``target-state-<name>`` -> ``{"state": "PAUSED", "state.v2": "PAUSED"}``, the task configs
+  the connector computed, ``task-<name>-<id>`` -> ``{"properties": {...}}``, each set ended
+  by ``commit-<name>`` -> ``{"tasks": N}`` (task records count only once committed, so a
+  reader never sees half a set), and ``restart-connector-<name>`` -> ``{"include-tasks": b,
+  "only-failed": b}`` (a restart the workers running its tasks act on);
 - offsets: ``["<connector>", {source partition}]`` -> ``{source offset}``;
 - status: ``status-connector-<name>`` / ``status-task-<name>-<id>`` -> ``{"state", "trace",
   "worker_id", "generation"}``, ``topic-<topic>-<name>`` -> ``{"topic": {...}}``.
@@ -56,6 +60,12 @@ class ConnectStorage:
         self.target_states: dict[str, str] = {}
         # Every connector name the configs topic has a record of, deleted ones included.
         self.seen: set[str] = set()
+        # Committed task configs by connector (what each task runs with, wherever it runs),
+        # the task records read since a connector's last commit, and restart requests read
+        # (by connector: a counter that grows with each, and the last one's flags).
+        self.task_configs: dict[str, list[dict[str, str]]] = {}
+        self._task_records: dict[str, dict[int, dict[str, str]]] = {}
+        self.restarts: dict[str, tuple[int, bool, bool]] = {}
         self.offsets: dict[bytes, dict[str, Any]] = {}
         # Source batches of exactly-once tasks written but maybe not whole, by the task's key
         # (the embedded log: ``streamsql.runtime.connect.exactly_once``).
@@ -173,6 +183,9 @@ class ConnectStorage:
             if value is None:
                 self.configs.pop(name, None)
                 self.target_states.pop(name, None)
+                # As Connect's KafkaConfigBackingStore: a deleted connector's tasks go with it.
+                self.task_configs.pop(name, None)
+                self._task_records.pop(name, None)
             else:
                 self.configs[name] = {str(k): str(v) for k, v in orjson.loads(value)["properties"].items()}
         elif text.startswith("target-state-"):
@@ -182,6 +195,23 @@ class ConnectStorage:
             else:
                 body = orjson.loads(value)
                 self.target_states[name] = body.get("state.v2") or body.get("state") or "STARTED"
+        elif text.startswith("task-") and value is not None:
+            name, _, task = text[len("task-"):].rpartition("-")
+            self._task_records.setdefault(name, {})[int(task)] = {
+                str(k): str(v) for k, v in orjson.loads(value)["properties"].items()}
+        elif text.startswith("commit-") and value is not None:
+            name = text[len("commit-"):]
+            count = int(orjson.loads(value)["tasks"])
+            records = self._task_records.pop(name, {})
+            previous = self.task_configs.get(name, [])
+            # (A task missing from the set kept its config: Connect writes each set whole.)
+            self.task_configs[name] = [records.get(i) or (previous[i] if i < len(previous) else {})
+                                       for i in range(count)]
+        elif text.startswith("restart-connector-") and value is not None:
+            name = text[len("restart-connector-"):]
+            body = orjson.loads(value)
+            n = self.restarts.get(name, (0, False, False))[0] + 1
+            self.restarts[name] = (n, bool(body.get("include-tasks")), bool(body.get("only-failed")))
 
     async def _write(self, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
         now = int(time.time() * 1000)
@@ -199,6 +229,24 @@ class ConnectStorage:
                                                (f"target-state-{name}".encode(), None)])
         self.configs.pop(name, None)
         self.target_states.pop(name, None)
+        self.task_configs.pop(name, None)
+        self._task_records.pop(name, None)
+
+    async def put_task_configs(self, name: str, configs: list[dict[str, str]]) -> None:
+        """A connector's task configs, as one set: the task records, then the commit record,
+        in one write."""
+        records: list[tuple[bytes, bytes | None]] = [
+            (f"task-{name}-{i}".encode(), orjson.dumps({"properties": dict(c)})) for i, c in enumerate(configs)]
+        records.append((f"commit-{name}".encode(), orjson.dumps({"tasks": len(configs)})))
+        await self._write(self.configs_topic, records)
+        self.task_configs[name] = [dict(c) for c in configs]
+        self._task_records.pop(name, None)
+
+    async def put_restart(self, name: str, include_tasks: bool, only_failed: bool) -> None:
+        """Ask every worker running tasks of ``name`` to restart them (read back by all,
+        this worker included, at their next ``refresh``)."""
+        await self._write(self.configs_topic, [(f"restart-connector-{name}".encode(), orjson.dumps(
+            {"include-tasks": include_tasks, "only-failed": only_failed}))])
 
     async def put_target_state(self, name: str, state: str) -> None:
         await self._write(self.configs_topic, [(f"target-state-{name}".encode(),

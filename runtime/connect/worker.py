@@ -22,10 +22,17 @@
 
 Configs, offsets and statuses live in compacted topics (``streamsql.runtime.connect.storage``),
 so a restarted worker runs the same connectors, paused ones paused, and a file source goes on
-after the last line it published. On a Log shared by several nodes (Kafka) the workers of a
-service form a consumer group over a placement topic: each connector (with all its tasks) runs
-on the worker owning the partition its name hashes to, the others follow the topics for
-statuses and changes, and a worker that leaves or dies has its connectors taken over.
+after the last line it published. As in Kafka Connect, a connector's instance computes its
+task configs and writes them to the configs topic (``task-<name>-<id>`` records and a
+``commit-<name>``); each task runs from its stored config wherever it is placed, and is started
+again when a new set is committed with its config changed (a reconfiguration, a new connector
+config). On a Log shared by several nodes (Kafka) the workers of a service form a consumer
+group over a placement topic (``_place``): a connector's instance runs on the worker owning the
+partition its name hashes to, and its task ``i`` of ``n`` on the owner of that partition plus
+``i * partitions / n`` (``owns_task``), so the group's range assignment puts a connector's tasks
+on as many workers as it has (two tasks on two nodes: one each). The workers follow the topics
+for statuses and changes, and a worker that leaves or dies has its connectors and tasks taken
+over (an exactly-once source task fences the old owner's transactional id first).
 
 The Python API (``create``, ``put_config``, ``connectors``, ``info``, ``status``, ``pause``,
 ``resume``, ``stop_connector``, ``restart``, ``restart_task``, ``delete``, ``topics``,
@@ -43,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from streamsql.runtime.connect.api import (
-    Connector, ConnectorContext, ConnectException, RetriableException, SinkRecord, SinkTask, SourceRecord,
+    ConfigKey, Connector, ConnectorContext, ConnectException, RetriableException, SinkRecord, SinkTask, SourceRecord,
     SourceRecordBatch, SourceTask, SourceTaskContext, Task)
 from streamsql.runtime.connect import exactly_once
 from streamsql.runtime.connect.converters import Converter, make_converter
@@ -72,6 +79,44 @@ _COALESCE_RECORDS = 2000           # a source's polls written together (see _Tas
 _COALESCE_S = 0.005                # at most, and for at most this long
 _REGEX_REFRESH_S = 2.0             # how often a topics.regex sink looks for new topics
 _INTERNAL_TOPICS = ("__", "_streamsql_", "_schemas")
+
+# Connect's ConnectorConfig and SinkConnectorConfig error-handling keys that ``_Tolerance``
+# reads: validated with every connector's config and listed by the validate endpoint.
+_EH = "Error Handling"
+ERROR_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("errors.retry.timeout", "LONG", 0, False, "MEDIUM",
+              "The maximum duration in milliseconds that a failed operation will be reattempted. The default "
+              "is 0, which means no retries will be attempted. Use -1 for infinite retries.", _EH, 1, "MEDIUM",
+              "Retry Timeout for Errors"),
+    ConfigKey("errors.retry.delay.max.ms", "LONG", 60000, False, "MEDIUM",
+              "The maximum duration in milliseconds between consecutive retry attempts. Jitter will be added to "
+              "the delay once this limit is reached to prevent thundering herd issues.", _EH, 2, "MEDIUM",
+              "Maximum Delay Between Retries for Errors"),
+    ConfigKey("errors.tolerance", "STRING", "none", False, "MEDIUM",
+              "Behavior for tolerating errors during connector operation. 'none' is the default value and signals "
+              "that any error will result in an immediate connector task failure; 'all' changes the behavior to "
+              "skip over problematic records.", _EH, 3, "SHORT", "Error Tolerance", valid_values=("none", "all")),
+    ConfigKey("errors.log.enable", "BOOLEAN", False, False, "MEDIUM",
+              "If true, write each error and the details of the failed operation and problematic record to the "
+              "Connect application log. This is 'false' by default, so that only errors that are not tolerated "
+              "are reported.", _EH, 4, "SHORT", "Log Errors"),
+    ConfigKey("errors.log.include.messages", "BOOLEAN", False, False, "MEDIUM",
+              "Whether to include in the log the Connect record that resulted in a failure. This is 'false' by "
+              "default, which will prevent record keys, values, and headers from being written to log files.",
+              _EH, 5, "SHORT", "Log Error Details"),
+)
+SINK_ERROR_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("errors.deadletterqueue.topic.name", "STRING", "", False, "MEDIUM",
+              "The name of the topic to be used as the dead letter queue (DLQ) for messages that result in an "
+              "error when processed by this sink connector, or its transformations or converters. The topic name "
+              "is blank by default, which means that no messages are to be recorded in the DLQ.", _EH, 6,
+              "MEDIUM", "Dead Letter Queue Topic Name"),
+    ConfigKey("errors.deadletterqueue.context.headers.enable", "BOOLEAN", False, False, "MEDIUM",
+              "If true, add headers containing error context to the messages written to the dead letter queue. "
+              "To avoid clashing with headers from the original record, all error context header keys, all "
+              "error context header keys will start with <code>__connect.errors.</code>", _EH, 8, "SHORT",
+              "Enable Error Context Headers"),
+)
 
 
 class ConnectRestError(Exception):
@@ -360,14 +405,14 @@ class _TaskRunner:
                     log.exception("stopping task %s-%d failed", self.connector.name, self.id)
 
     async def _still_owned(self, wait_s: float = 3.0) -> bool:
-        """Whether this worker still runs the task's connector once the group had a moment
+        """Whether this worker still runs the task once the group had a moment
         to tell it otherwise (a fenced task is most likely a zombie about to be revoked)."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if self.stopping or not self.worker.owns(self.connector.name):
+            if self.stopping or not self.worker.owns_task(self.connector.name, self.id):
                 return False
             await asyncio.sleep(0.2)
-        return not self.stopping and self.worker.owns(self.connector.name)
+        return not self.stopping and self.worker.owns_task(self.connector.name, self.id)
 
     def _poll(self, task: SourceTask) -> list[Sequence[SourceRecord]] | None:
         """On the task's thread: ``poll()``, and again while it says it has more records at
@@ -565,7 +610,8 @@ def _connect_class(component: Any) -> str:
 
 @dataclass
 class _Connector:
-    """A connector this worker runs: its config, instance, state and tasks."""
+    """A connector whose instance this worker runs (its config, instance and state), or, with
+    no instance, the connector side of a task it runs (its name, plugin and topics)."""
 
     name: str
     config: dict[str, str]
@@ -574,8 +620,6 @@ class _Connector:
     trace: str | None = None
     instance: Connector | None = None
     thread: _Thread | None = None
-    tasks: list[_TaskRunner] = field(default_factory=list)
-    task_configs: list[dict[str, str]] = field(default_factory=list)
     topics: set[str] = field(default_factory=set)
 
 
@@ -612,7 +656,12 @@ class Worker:
         self.storage = ConnectStorage(log_, service_id, replicas)
         self.flush_interval_s = _int(self.worker_config, "offset.flush.interval.ms", 10000) / 1000
         self.graceful_timeout_s = _int(self.worker_config, "task.shutdown.graceful.timeout.ms", 5000) / 1000
+        # The connectors whose instance runs here, and the tasks that run here (of any
+        # connector, by (name, id)): on a cluster the two are placed independently.
         self._connectors: dict[str, _Connector] = {}
+        self._tasks: dict[tuple[str, int], _TaskRunner] = {}
+        # Per connector, the last restart request (``ConnectStorage.restarts``) acted on.
+        self._restarts_seen: dict[str, int] = {}
         self._known_topics: set[str] = set()
         self._lock = asyncio.Lock()
         self.running = False
@@ -620,6 +669,7 @@ class Worker:
         # Connector statements replayed from the command log, last one per name (a config
         # for CREATE, None for DROP): see ``note_replayed``.
         self._replayed: dict[str, dict[str, str] | None] = {}
+        self._replayed_masked: set[str] = set()
         # On a Log shared by several nodes: the placement partitions this worker owns, and
         # the loops that keep it in its group and follow the other workers' writes.
         self.distributed = bool(getattr(log_, "distributed", False))
@@ -675,6 +725,13 @@ class Worker:
         is right, whatever changed it since (Connect's REST API included)."""
         self._replayed[name] = dict(config) if config is not None else None
 
+    def note_replayed_masked(self, name: str) -> None:
+        """A CREATE CONNECTOR replayed from the command log whose text has masked secrets
+        (``streamsql.masking``): its config is only in the configs topic, so nothing is
+        created from it (``start`` says so if that topic has no record of it)."""
+        self._replayed.pop(name, None)
+        self._replayed_masked.add(name)
+
     async def start(self) -> None:
         """Run every stored connector (in its target state); later ones run as created. On
         a shared Log the connectors are spread over the workers of the service by a
@@ -686,13 +743,19 @@ class Worker:
                     await self.storage.put_connector(name, self.check_config(name, config))
                 except ConnectRestError as exc:
                     log.warning("connector %s of the command log not created: %s", name, exc.message)
+        for name in sorted(self._replayed_masked - set(self._replayed) - self.storage.seen):
+            log.warning("connector %s of the command log not created: its secrets are masked there, and "
+                        "the configs topic has no record of it", name)
         self._replayed.clear()
+        self._replayed_masked.clear()
+        self._restarts_seen = {name: n for name, (n, _, _) in self.storage.restarts.items()}
         async with self._lock:
             self.running = True
             if not self.distributed:
                 for name in sorted(self.storage.configs):
                     if name not in self._connectors:
                         await self._start_connector(name)
+                await self._reconcile_tasks()
                 return
         if self.storage.started:
             self._join()
@@ -704,6 +767,7 @@ class Worker:
         the first one (its configs topic appears)."""
         while not self._joined and not await self.storage.start(create=False):
             await asyncio.sleep(5.0)
+        self._restarts_seen = {name: n for name, (n, _, _) in self.storage.restarts.items()}
         self._join()
 
     async def close(self) -> None:
@@ -719,6 +783,8 @@ class Worker:
         self._joined = False
         async with self._lock:
             self.running = False
+            await asyncio.gather(*(t.stop() for t in list(self._tasks.values())))
+            self._tasks.clear()
             await asyncio.gather(*(self._stop_connector(c) for c in list(self._connectors.values())))
             self._connectors.clear()
 
@@ -726,10 +792,27 @@ class Worker:
     PLACEMENT_PARTITIONS = 32
 
     def owns(self, name: str) -> bool:
-        """Whether this worker runs connector ``name`` (every one, on an unshared Log)."""
+        """Whether this worker runs connector ``name``'s instance (every one, on an unshared
+        Log)."""
         if not self.distributed:
             return True
-        return (murmur2(name.encode()) & 0x7FFFFFFF) % self.PLACEMENT_PARTITIONS in self._owned
+        return self._partition(name, 0, 1) in self._owned
+
+    def owns_task(self, name: str, task_id: int, count: int | None = None) -> bool:
+        """Whether this worker runs task ``task_id`` of connector ``name`` (of ``count``
+        tasks; by default as many as its committed task configs)."""
+        if not self.distributed:
+            return True
+        if count is None:
+            count = len(self.storage.task_configs.get(name, ()))
+        return self._partition(name, task_id, max(count, task_id + 1)) in self._owned
+
+    def _partition(self, name: str, task_id: int, count: int) -> int:
+        """The placement partition of a connector's task (task 0's is the instance's): the
+        tasks as far apart as they can be, so that contiguous ranges of partitions (the
+        group's range assignment) hold one task each when there are as many workers."""
+        p = self.PLACEMENT_PARTITIONS
+        return ((murmur2(name.encode()) & 0x7FFFFFFF) % p + task_id * p // count) % p
 
     async def _place(self) -> None:
         """Stay in the workers' consumer group over the placement topic: a partition's owner
@@ -763,8 +846,8 @@ class Worker:
                 log.exception("following the connect topics failed")
 
     async def _reconcile(self) -> None:
-        """Run exactly the connectors this worker owns, with their stored configs and target
-        states (called with the lock held)."""
+        """Run exactly the connector instances and tasks this worker owns, with their stored
+        configs and target states (called with the lock held)."""
         if not self.running:
             return
         for name, c in list(self._connectors.items()):
@@ -786,10 +869,46 @@ class Worker:
             elif c.state != FAILED and c.state != STOPPED:
                 want = PAUSED if target == TARGET_PAUSED else RUNNING
                 if c.state != want:
-                    for t in c.tasks:
-                        t.pause() if want == PAUSED else t.resume()
                     c.state = want
                     await self._save_status(c)
+        await self._reconcile_tasks()
+
+    async def _reconcile_tasks(self, only: str | None = None) -> None:
+        """Run exactly the tasks this worker owns (of connector ``only``, or all), each with
+        its committed config and in its connector's target state; start again those whose
+        config changed and those a restart request names (called with the lock held)."""
+        if not self.running:
+            return
+        storage = self.storage
+        want: dict[tuple[str, int], dict[str, str]] = {}
+        for name, configs in storage.task_configs.items():
+            if (only is not None and name != only) or name not in storage.configs or \
+                    storage.target_states.get(name) == TARGET_STOPPED:
+                continue
+            for i, config in enumerate(configs):
+                if self.owns_task(name, i, len(configs)):
+                    want[(name, i)] = config
+        gone = [key for key, t in self._tasks.items()
+                if (only is None or key[0] == only) and want.get(key) != t.config]
+        if gone:
+            await asyncio.gather(*(self._tasks.pop(key).stop() for key in gone))
+        for key, config in sorted(want.items()):
+            paused = storage.target_states.get(key[0]) == TARGET_PAUSED
+            t = self._tasks.get(key)
+            if t is None:
+                self._start_task(key[0], key[1], config, paused)
+            elif paused:
+                t.pause()
+            else:
+                t.resume()
+        for name, (n, include_tasks, only_failed) in list(storage.restarts.items()):
+            if (only is not None and name != only) or n <= self._restarts_seen.get(name, 0):
+                continue
+            self._restarts_seen[name] = n
+            if include_tasks:
+                for key, t in sorted(self._tasks.items()):
+                    if key[0] == name and (not only_failed or t.state == FAILED):
+                        await self._restart_task(t)
 
     async def _assigned(self, partitions: set[int]) -> None:
         async with self._lock:
@@ -825,30 +944,37 @@ class Worker:
 
     def info(self, name: str) -> ConnectorInfo:
         self._check(name)
-        tasks = tuple(t.id for t in self.status(name).tasks)
+        tasks = tuple(range(len(self._committed(name))))
         return ConnectorInfo(name, self.config(name), tasks, self.connector_type(name))
 
-    def status(self, name: str) -> ConnectorStatus:
-        self._check(name)
-        c = self._connectors.get(name)
-        if c is None:
-            return self._stored_status(name)
-        tasks = tuple(TaskState(t.id, t.state, self.worker_id, t.trace) for t in c.tasks)
-        return ConnectorStatus(name, c.plugin.type, c.state, self.worker_id, c.trace, tasks)
+    def _committed(self, name: str) -> list[dict[str, str]]:
+        """The connector's committed task configs (none while it is stopped)."""
+        if self.storage.target_states.get(name) == TARGET_STOPPED:
+            return []
+        return self.storage.task_configs.get(name, [])
 
-    def _stored_status(self, name: str) -> ConnectorStatus:
-        """The status another worker (the one running the connector) wrote."""
+    def status(self, name: str) -> ConnectorStatus:
+        """The connector's status and each of its tasks', from where they run: this
+        worker's own, the others' as they wrote them to the status topic (a task no worker
+        has reported on yet is left out, as in Connect)."""
+        self._check(name)
         statuses = self.storage.statuses
-        own = statuses.get(f"status-connector-{name}")
-        if own is None:
-            return ConnectorStatus(name, self.connector_type(name), UNASSIGNED, self.worker_id, None, ())
-        prefix = f"status-task-{name}-"
-        tasks = sorted((int(k[len(prefix):]), v) for k, v in statuses.items()
-                       if k.startswith(prefix) and k[len(prefix):].isdigit())
-        return ConnectorStatus(name, self.connector_type(name), own["state"], own.get("worker_id", ""),
-                               own.get("trace"),
-                               tuple(TaskState(i, v["state"], v.get("worker_id", ""), v.get("trace"))
-                                     for i, v in tasks))
+        c = self._connectors.get(name)
+        if c is not None:
+            kind, state, worker_id, trace = c.plugin.type, c.state, self.worker_id, c.trace
+        else:
+            own = statuses.get(f"status-connector-{name}")
+            kind = self.connector_type(name)
+            state, worker_id, trace = (UNASSIGNED, self.worker_id, None) if own is None else \
+                (own["state"], own.get("worker_id", ""), own.get("trace"))
+        tasks = []
+        for i in range(len(self._committed(name))):
+            t = self._tasks.get((name, i))
+            if t is not None:
+                tasks.append(TaskState(i, t.state, self.worker_id, t.trace))
+            elif (stored := statuses.get(f"status-task-{name}-{i}")) is not None:
+                tasks.append(TaskState(i, stored["state"], stored.get("worker_id", ""), stored.get("trace")))
+        return ConnectorStatus(name, kind, state, worker_id, trace, tuple(tasks))
 
     def task_status(self, name: str, task_id: int) -> TaskState:
         for t in self.status(name).tasks:
@@ -857,9 +983,9 @@ class Worker:
         raise ConnectRestError(404, f"No status found for task {name}-{task_id}")
 
     def task_configs(self, name: str) -> list[dict[str, str]]:
+        """The committed task configs (as the configs topic has them, on any worker)."""
         self._check(name)
-        c = self._connectors.get(name)
-        return [dict(t) for t in c.task_configs] if c is not None else []
+        return [dict(t) for t in self._committed(name)]
 
     def topics(self, name: str) -> list[str]:
         """The topics the connector has used since it was created (or its topics reset),
@@ -875,6 +1001,12 @@ class Worker:
     def validate(self, config: Mapping[str, str]) -> list[str]:
         """Connect's validation of a connector config: the errors (empty if none). An unknown
         class or none raises ``ConnectRestError`` as Connect answers it."""
+        return [e for errors in self.validate_keys(config).values() for e in errors]
+
+    def validate_keys(self, config: Mapping[str, str]) -> dict[str, list[str]]:
+        """``validate``'s errors by the config key each is about (Connect's ConfigValues:
+        a sink's topics errors on both ``topics`` and ``topics.regex``, counted once in
+        ``validate``)."""
         cls_name = config.get("connector.class")
         if not cls_name:
             raise ConnectRestError(400, f"Connector config {_java_map(config)} contains no connector type")
@@ -882,30 +1014,31 @@ class Worker:
             plugin = self.registry.find(cls_name)
         except ConnectException as exc:
             raise ConnectRestError(500, str(exc)) from None
-        errors: list[str] = []
+        errors: dict[str, list[str]] = {}
         raw = config.get("tasks.max", "1")
         try:
             if int(str(raw).strip()) < 1:
-                errors.append(f"Invalid value {raw} for configuration tasks.max: Value must be at least 1")
+                errors["tasks.max"] = [f"Invalid value {raw} for configuration tasks.max: Value must be at least 1"]
         except ValueError:
-            errors.append(f"Invalid value {raw} for configuration tasks.max: Not a number of type INT")
+            errors["tasks.max"] = [f"Invalid value {raw} for configuration tasks.max: Not a number of type INT"]
         for which in ("key", "value"):
             if config.get(f"{which}.converter"):
                 try:
                     make_converter(config, self.worker_config, which, self.registry_for)
                 except ConnectException as exc:
-                    errors.append(str(exc))
+                    errors.setdefault(f"{which}.converter", []).append(str(exc))
         if plugin.type == "sink":
             has_topics = bool(str(config.get("topics", "")).strip())
             has_regex = bool(str(config.get("topics.regex", "")).strip())
             if has_topics and has_regex:
-                errors.append("topics and topics.regex are mutually exclusive options, but both are "
-                              "set.")
+                errors["topics"] = ["topics and topics.regex are mutually exclusive options, but both are set."]
             elif not has_topics and not has_regex:
-                errors.append("Must configure one of topics or topics.regex")
-        for key in plugin.connector().config():
-            if key.required and not str(config.get(key.name, "")).strip():
-                errors.append(f"Missing required configuration \"{key.name}\" which has no default value.")
+                errors["topics"] = ["Must configure one of topics or topics.regex"]
+        error_keys = ERROR_KEYS + (SINK_ERROR_KEYS if plugin.type == "sink" else ())
+        for key in (*error_keys, *plugin.connector().config()):
+            found = key.validate_value(config.get(key.name))
+            if found:
+                errors.setdefault(key.name, []).extend(found)
         return errors
 
     async def create(self, name: str, config: Mapping[str, str]) -> ConnectorInfo:
@@ -973,7 +1106,9 @@ class Worker:
             keys += [k for k in self.storage.statuses if k.startswith(f"status-task-{name}-")]
             if c is not None:
                 await self._stop_connector(c)
-                keys += [t.status_key for t in c.tasks if t.status_key not in keys]
+            tasks = [self._tasks.pop(k) for k in sorted(self._tasks) if k[0] == name]
+            await asyncio.gather(*(t.stop() for t in tasks))
+            keys += [t.status_key for t in tasks if t.status_key not in keys]
             await self.storage.delete_connector(name)
             await self.storage.delete_statuses(keys)
             await self.storage.delete_topics(name)
@@ -994,21 +1129,20 @@ class Worker:
             self._check(name)
             previous = self.storage.target_states.get(name, TARGET_STARTED)
             await self.storage.put_target_state(name, target)
+            if target == TARGET_STOPPED and previous != TARGET_STOPPED:
+                # As Connect 3.5: a stopped connector has no tasks (an empty set is committed;
+                # its instance computes them again once started).
+                await self._publish_tasks(name, [])
             c = self._connectors.get(name)
-            if c is None or not self.running:
-                return
-            if target == TARGET_STOPPED or previous == TARGET_STOPPED:
-                # Stopped connectors have no tasks: start from scratch either way.
-                del self._connectors[name]
-                await self._stop_connector(c)
-                await self._start_connector(name)
-                return
-            if c.state == FAILED:
-                return
-            for t in c.tasks:
-                t.pause() if target == TARGET_PAUSED else t.resume()
-            c.state = PAUSED if target == TARGET_PAUSED else RUNNING
-            await self._save_status(c)
+            if c is not None and self.running:
+                if target == TARGET_STOPPED or previous == TARGET_STOPPED:
+                    del self._connectors[name]
+                    await self._stop_connector(c)
+                    await self._start_connector(name)
+                elif c.state != FAILED:
+                    c.state = PAUSED if target == TARGET_PAUSED else RUNNING
+                    await self._save_status(c)
+            await self._reconcile_tasks(name)  # (paused or resumed here; the others follow)
 
     async def restart(self, name: str, include_tasks: bool = False, only_failed: bool = False) -> ConnectorStatus:
         """Connect's POST /connectors/{name}/restart: the connector (and, with
@@ -1017,20 +1151,20 @@ class Worker:
         async with self._lock:
             self._check(name)
             c = self._connectors.get(name)
-            if c is None or not self.running:
-                return self.status(name)
-            if c.state == FAILED:
-                # A failed connector has nothing worth keeping: start it afresh, tasks too.
-                del self._connectors[name]
-                await self._stop_connector(c)
-                await self._start_connector(name)
-                return self.status(name)
-            if not only_failed:
-                await self._restart_instance(c)
+            if c is not None and self.running:
+                if c.state == FAILED:
+                    # A failed connector has nothing worth keeping: start it afresh.
+                    del self._connectors[name]
+                    await self._stop_connector(c)
+                    await self._start_connector(name)
+                elif not only_failed:
+                    await self._restart_instance(c)
             if include_tasks:
-                for t in list(c.tasks):
-                    if not only_failed or t.state == FAILED:
-                        await self._restart_task(c, t)
+                # Its tasks run wherever they were placed: each worker restarts its own on
+                # reading the request (this one at once).
+                await self.storage.put_restart(name, include_tasks, only_failed)
+                await self.storage.refresh()
+                await self._reconcile_tasks(name)
         return self.status(name)
 
     async def restart_task(self, name: str, task_id: int) -> None:
@@ -1038,19 +1172,18 @@ class Worker:
         await self.load()
         async with self._lock:
             self._check(name)
-            c = self._connectors.get(name)
-            task = next((t for t in c.tasks if t.id == task_id), None) if c is not None else None
-            if c is None or task is None:
+            task = self._tasks.get((name, task_id))
+            if task is None:
                 raise ConnectRestError(404, f"Task {name}-{task_id} not found")
-            await self._restart_task(c, task)
+            await self._restart_task(task)
 
     async def reset_topics(self, name: str) -> None:
         """Connect's PUT /connectors/{name}/topics/reset."""
         self._check(name)
         await self.storage.delete_topics(name)
-        c = self._connectors.get(name)
-        if c is not None:
-            c.topics.clear()
+        for (connector, _), t in self._tasks.items():
+            if connector == name:
+                t.connector.topics.clear()  # (noted again as its tasks use them)
 
     # ------------------------------------------------------------------------ internals
     async def _save(self, key: str, state: str, trace: str | None) -> None:
@@ -1063,6 +1196,12 @@ class Worker:
         await self._save(f"status-connector-{c.name}", c.state, c.trace)
 
     async def _start_connector(self, name: str) -> None:
+        """Start the connector's instance here, which commits its task configs, then run
+        those of its tasks this worker owns."""
+        await self._start_instance(name)
+        await self._reconcile_tasks(name)
+
+    async def _start_instance(self, name: str) -> None:
         config = dict(self.storage.configs[name])
         target = self.storage.target_states.get(name, TARGET_STARTED)
         try:
@@ -1083,20 +1222,36 @@ class Worker:
         try:
             instance.initialize(_ConnectorContext(self, name, asyncio.get_running_loop()))
             await c.thread.call(instance.start, config)
-            max_tasks = _int(config, "tasks.max", 1)
-            c.task_configs = [dict(t) for t in await c.thread.call(instance.task_configs, max_tasks)]
+            configs = await self._task_configs_of(c)
         except Exception as exc:  # noqa: BLE001 - a connector's failure is its status
             log.error("connector %s failed to start: %s", name, exc)
             c.state, c.trace = FAILED, _trace(exc)
             await self._save_status(c)
             return
-        paused = target == TARGET_PAUSED
-        c.state = PAUSED if paused else RUNNING
+        c.state = PAUSED if target == TARGET_PAUSED else RUNNING
         await self._save_status(c)
-        self._start_tasks(c, paused)
+        await self._publish_tasks(name, configs)
+
+    async def _task_configs_of(self, c: _Connector) -> list[dict[str, str]]:
+        """The running instance's task configs, each over the connector's config (what a
+        task runs with: converters, error handling, the connector's own keys)."""
+        assert c.instance is not None and c.thread is not None
+        configs = await c.thread.call(c.instance.task_configs, _int(c.config, "tasks.max", 1))
+        return [{**c.config, **{str(k): str(v) for k, v in t.items()}} for t in configs]
+
+    async def _publish_tasks(self, name: str, configs: list[dict[str, str]]) -> None:
+        """Commit a connector's task configs, if they changed (the workers running its tasks
+        start them again); the statuses of tasks that are no more go."""
+        if configs == self.storage.task_configs.get(name):
+            return
+        await self.storage.put_task_configs(name, configs)
+        prefix = f"status-task-{name}-"
+        gone = [k for k in self.storage.statuses
+                if k.startswith(prefix) and k[len(prefix):].isdigit() and int(k[len(prefix):]) >= len(configs)]
+        await self.storage.delete_statuses(gone)
 
     async def _stop_connector(self, c: _Connector) -> None:
-        await asyncio.gather(*(t.stop() for t in c.tasks))
+        """Stop the connector's instance (its tasks are stopped apart: they may run elsewhere)."""
         if c.instance is not None and c.thread is not None and c.state != FAILED:
             try:
                 await asyncio.wait_for(c.thread.call(c.instance.stop), self.graceful_timeout_s)
@@ -1117,47 +1272,52 @@ class Worker:
             log.exception("stopping connector %s failed", c.name)
         try:
             await c.thread.call(c.instance.start, dict(c.config))
-            configs = [dict(t) for t in await c.thread.call(c.instance.task_configs, _int(c.config, "tasks.max", 1))]
+            configs = await self._task_configs_of(c)
         except Exception as exc:  # noqa: BLE001 - a connector's failure is its status
             c.state, c.trace = FAILED, _trace(exc)
             await self._save_status(c)
             return
-        if configs != c.task_configs:
-            del self._connectors[c.name]
-            await self._stop_connector(c)
-            await self._start_connector(c.name)
+        await self._publish_tasks(c.name, configs)
+        await self._reconcile_tasks(c.name)
 
     async def _reconfigure(self, name: str) -> None:
         """A connector asked for new task configs (a table appeared): as Connect, ask it for
-        them and, if they changed, run its tasks again with the new ones."""
+        them and, if they changed, commit them (its tasks start again with the new ones)."""
         async with self._lock:
             c = self._connectors.get(name)
             if c is None or c.instance is None or c.thread is None or c.state in (FAILED, STOPPED):
                 return
             try:
-                configs = [dict(t) for t in await c.thread.call(c.instance.task_configs,
-                                                                 _int(c.config, "tasks.max", 1))]
+                configs = await self._task_configs_of(c)
             except Exception as exc:  # noqa: BLE001 - a connector's failure is its status
                 c.state, c.trace = FAILED, _trace(exc)
                 await self._save_status(c)
                 return
-            if configs == c.task_configs:
+            await self._publish_tasks(name, configs)
+            await self._reconcile_tasks(name)
+
+    def _start_task(self, name: str, task_id: int, config: dict[str, str], paused: bool) -> None:
+        """Run a task here from its committed config (with the connector's instance if it
+        runs here, else a connector object of its class, unstarted, for its task class)."""
+        c = self._connectors.get(name)
+        if c is None or c.instance is None:
+            try:
+                plugin = self.registry.find(config.get("connector.class", ""))
+            except ConnectException:
+                log.warning("task %s-%d: its connector class is not here", name, task_id)
                 return
-            await asyncio.gather(*(t.stop() for t in c.tasks))
-            c.tasks, c.task_configs = [], configs
-            self._start_tasks(c, self.storage.target_states.get(name) == TARGET_PAUSED)
+            c = _Connector(name, config, _PluginView(plugin, plugin.connector()))
+        else:
+            c = _Connector(name, config, c.plugin)  # (a task's topics are its own to note)
+        runner = _TaskRunner(self, c, task_id, config)
+        self._tasks[(name, task_id)] = runner
+        runner.start(paused)
 
-    def _start_tasks(self, c: _Connector, paused: bool) -> None:
-        for i, task_config in enumerate(c.task_configs):
-            runner = _TaskRunner(self, c, i, {**c.config, **task_config})
-            c.tasks.append(runner)
-            runner.start(paused)
-
-    async def _restart_task(self, c: _Connector, t: _TaskRunner) -> None:
+    async def _restart_task(self, t: _TaskRunner) -> None:
         await t.stop()
-        runner = _TaskRunner(self, c, t.id, t.config)
-        c.tasks[c.tasks.index(t)] = runner
-        runner.start(self.storage.target_states.get(c.name) == TARGET_PAUSED)
+        runner = _TaskRunner(self, t.connector, t.id, t.config)
+        self._tasks[(t.connector.name, t.id)] = runner
+        runner.start(self.storage.target_states.get(t.connector.name) == TARGET_PAUSED)
 
     async def _ensure_topic(self, topic: str) -> None:
         # Kafka creates a topic a producer writes to (auto.create.topics.enable); Connect's

@@ -8,7 +8,11 @@ what the worker refuses is "Failed to create connector: " followed by Connect's 
 as ksqlDB passes on what its Connect cluster answered.
 
 CREATE and DROP go to the command log, so a restarted node (or a new node of a cluster)
-ends up with the same connectors. The worker's configs topic is the record of what exists
+ends up with the same connectors. A CREATE's text has its secrets masked as ksqlDB's QueryMask masks
+them (``streamsql.masking``: ``'connection.password'='[string]'``) wherever it shows, the
+command log and REST responses included; the real config is written to the worker's configs
+topic before the statement is logged, and a replayed CREATE with masked values creates
+nothing (``Worker.note_replayed_masked``). The worker's configs topic is the record of what exists
 (Connect's REST API changes it too, without SQL); from the command log the worker creates
 only the connectors whose last statement is a CREATE and that the configs topic never heard
 of (``Worker.note_replayed``). The other nodes of a cluster learn of a connector from the
@@ -33,6 +37,7 @@ import orjson
 
 from streamsql import ast
 from streamsql.errors import ServiceRestError
+from streamsql.masking import is_masked
 from streamsql.results import Result
 from streamsql.runtime.connect.api import ConnectException
 from streamsql.runtime.connect.remote import ConnectClient, ConnectUnreachableError, RemoteConnectError
@@ -129,7 +134,11 @@ async def create_connector(engine: Engine, stmt: ast.CreateConnector, props: dic
     config = dict(stmt.config)
     if seq is not None:  # from the command log: see the module docstring
         if engine.replaying:
-            worker.note_replayed(stmt.name, config)
+            if any(is_masked(v) for v in config.values()):
+                # Its text was masked (see below): the configs topic alone has the config.
+                worker.note_replayed_masked(stmt.name)
+            else:
+                worker.note_replayed(stmt.name, config)
         return Result(stmt.text, "connector_info", message=f"Created connector {stmt.name}")
     if worker.has(stmt.name):
         if stmt.if_not_exists:
@@ -141,11 +150,13 @@ async def create_connector(engine: Engine, stmt: ast.CreateConnector, props: dic
         worker.check_config(stmt.name, config)
     except ConnectRestError as exc:
         raise _failed("create connector", exc) from None
-    await engine.record_command(stmt, props, seq)
+    # The config (its secrets) goes to the configs topic first; the command log has the
+    # statement's text, masked (``streamsql.masking``: the parser masked it).
     try:
         info = await worker.create(stmt.name, config)
     except ConnectRestError as exc:
         raise _failed("create connector", exc) from None
+    await engine.record_command(stmt, props, seq)
     return Result(stmt.text, "connector_info", message=f"Created connector {info.name}",
                   entity={"@type": "connector_info", "statementText": stmt.text, "info": info.to_json(),
                           "warnings": []})
@@ -306,7 +317,13 @@ def description_text(entity: dict[str, Any]) -> str:
     if connector.get("trace"):
         out.append(f"{'Trace':<20} : {connector['trace']}")
     tasks = status.get("tasks") or []
-    if tasks:
+    if tasks and any(t.get("worker_id", "") != connector.get("worker_id", "") for t in tasks):
+        # Tasks spread over a cluster's nodes: where each runs (ksqlDB's table has no column
+        # for it, its tasks being where its Connect cluster put them).
+        out += ["", render_table(["Task ID", "State", "Worker ID", "Error Trace"],
+                                 [(str(t.get("id")), t.get("state", ""), t.get("worker_id", ""), t.get("trace") or "")
+                                  for t in tasks])]
+    elif tasks:
         out += ["", render_table(["Task ID", "State", "Error Trace"],
                                  [(str(t.get("id")), t.get("state", ""), t.get("trace") or "") for t in tasks])]
     sources = entity.get("sources") or []

@@ -4,6 +4,7 @@ its error messages (``Missing required configuration "x" which has no default va
 ``Invalid value y for configuration x: ...``)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 from streamsql.runtime.connect.api import ConfigKey, ConnectException
@@ -107,6 +108,66 @@ SINK_KEYS: tuple[ConfigKey, ...] = _CONNECTION_KEYS + (
     ConfigKey("retry.backoff.ms", "INT", 3000, False, "MEDIUM",
               "The time in milliseconds to wait following an error before a retry attempt is made.", "Retries"),
 )
+
+
+# Confluent's ConfigDef UI hints and validators (display names, widths, allowed values, the
+# keys a key's value decides on); the order in each group is the order above.
+_HINTS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
+    # key: (display name, width, valid values, dependents)
+    "connection.url": ("JDBC URL", "LONG", (), ()),
+    "connection.user": ("JDBC User", "LONG", (), ()),
+    "connection.password": ("JDBC Password", "SHORT", (), ()),
+    "connection.attempts": ("JDBC connection attempts", "SHORT", (), ()),
+    "connection.backoff.ms": ("JDBC connection backoff in milliseconds", "SHORT", (), ()),
+    "dialect.name": ("Database Dialect", "LONG", (), ()),
+    "db.timezone": ("DB time zone", "MEDIUM", (), ()),
+    "table.whitelist": ("Table Whitelist", "LONG", (), ("table.blacklist",)),
+    "table.blacklist": ("Table Blacklist", "LONG", (), ("table.whitelist",)),
+    "catalog.pattern": ("Catalog pattern", "SHORT", (), ()),
+    "schema.pattern": ("Schema pattern", "SHORT", (), ()),
+    "numeric.mapping": ("Map Numeric Values By Precision and Scale", "SHORT",
+                        ("none", "precision_only", "best_fit", "best_fit_eager_double"), ()),
+    "mode": ("Table Loading Mode", "MEDIUM", ("", "bulk", "timestamp", "incrementing", "timestamp+incrementing"),
+             ("incrementing.column.name", "timestamp.column.name", "validate.non.null")),
+    "incrementing.column.name": ("Incrementing Column Name", "MEDIUM", (), ()),
+    "timestamp.column.name": ("Timestamp Column Name", "MEDIUM", (), ()),
+    "timestamp.initial": ("Unix time value of initial timestamp", "MEDIUM", (), ()),
+    "validate.non.null": ("Validate Non Null", "SHORT", (), ()),
+    "query": ("Query", "SHORT", (), ()),
+    "query.suffix": ("Suffix for Query", "MEDIUM", (), ()),
+    "table.types": ("Table Types", "LONG", (), ()),
+    "poll.interval.ms": ("Poll Interval (ms)", "SHORT", (), ()),
+    "batch.max.rows": ("Max Rows Per Batch", "SHORT", (), ()),
+    "table.poll.interval.ms": ("Metadata Change Monitoring Interval (ms)", "SHORT", (), ()),
+    "topic.prefix": ("Topic Prefix", "MEDIUM", (), ()),
+    "timestamp.delay.interval.ms": ("Delay Interval (ms)", "MEDIUM", (), ()),
+    "insert.mode": ("Insert Mode", "MEDIUM", ("insert", "upsert", "update"), ()),
+    "batch.size": ("Batch Size", "SHORT", (), ()),
+    "delete.enabled": ("Enable deletes", "SHORT", (), ()),
+    "table.name.format": ("Table Name Format", "LONG", (), ()),
+    "pk.mode": ("Primary Key Mode", "MEDIUM", ("none", "kafka", "record_key", "record_value"), ("pk.fields",)),
+    "pk.fields": ("Primary Key Fields", "LONG", (), ()),
+    "fields.whitelist": ("Fields Whitelist", "LONG", (), ()),
+    "auto.create": ("Auto-Create", "SHORT", (), ()),
+    "auto.evolve": ("Auto-Evolve", "SHORT", (), ()),
+    "max.retries": ("Maximum Retries", "SHORT", (), ()),
+    "retry.backoff.ms": ("Retry Backoff (millis)", "SHORT", (), ()),
+}
+
+
+def _hinted(keys: tuple[ConfigKey, ...]) -> tuple[ConfigKey, ...]:
+    orders: dict[str | None, int] = {}
+    out = []
+    for key in keys:
+        orders[key.group] = orders.get(key.group, 0) + 1
+        display, width, valid, dependents = _HINTS.get(key.name, (key.name, "NONE", (), ()))
+        out.append(dataclasses.replace(key, order_in_group=orders[key.group], display_name=display, width=width,
+                                       valid_values=valid, dependents=dependents))
+    return tuple(out)
+
+
+SOURCE_KEYS = _hinted(SOURCE_KEYS)
+SINK_KEYS = _hinted(SINK_KEYS)
 
 
 class Config:
