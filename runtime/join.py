@@ -1,6 +1,6 @@
-"""Joins: each side re-keyed by its join expression into an internal topic, then one join
-stage per join step that reads both re-keyed topics, keeps both sides' state and emits joined
-rows.
+"""Joins: one join stage per join step that reads both sides (each re-keyed by its join
+expression, in an internal topic or in the stage itself), keeps both sides' state and emits
+joined rows.
 
 - stream-stream: both sides kept for the WITHIN window (plus grace) in window stores keyed
   by join key and record time; a record joins the other side's records whose time is within
@@ -23,8 +23,8 @@ State and exactly-once. All of a step's state is in stores from ``Engine.new_sto
 module's own partitioned stores for the window, outer and index kinds): RocksDB per task in
 service mode with a state directory, dicts otherwise (test mode). Both inputs of a step go
 through ONE ``JoinStage`` with ``source_topics = (left, right)``: one runner consumes both
-re-keyed topics, which have the same number of partitions and are keyed alike, so partition
-p of each lands in the same task p. One writer of the output topic, one task state per
+inputs (sources or repartition topics), which have the same number of partitions and are
+partitioned alike by the join key, so partition p of each lands in the same task p. One writer of the output topic, one task state per
 partition and one commit per batch (state, the batch's input offset, the output's end
 offsets, plus stream time and the outer-store sequence as the task's extra) make the step
 exactly-once through the same machinery as aggregations (``streamsql.runtime.task``): on
@@ -33,15 +33,22 @@ state. (Two stages, one per side, writing one topic could not be cut back exactl
 commit would cover the other side's uncommitted output.) A foreign-key step re-joins across
 keys of both sides, so its two re-keyed topics have one partition (one task).
 
-When both sources are keyed by the join key already and co-partitioned (``_co_partitioned``),
-as ksqlDB the step reads the sources themselves, with no repartition topics: each side's re-key
-pipeline runs inside the join stage. Either way the stage's runner hands it each task's
-records in timestamp order across both inputs (``streamsql.runtime.ordering``).
+As ksqlDB, only a side whose join expression is not its key is repartitioned
+(``_direct_sides``): a source keyed by the join key (in a plain key format, as many partitions
+as the other side) is read by the join stage itself, its re-key pipeline run inside the stage.
+Both sides keyed alike: one stage, no repartition topic. One side keyed: the other is
+re-keyed into a repartition topic partitioned as the keyed source (``SideRekeyStage``; with
+two keyed sides in different key formats, the right one is re-keyed, as ksqlDB re-keys it
+into the left's format). Sources of different partition counts are refused before the query
+starts, with ksqlDB's error (``check_join_partitions``). Either way the stage's runner hands
+it each task's records in timestamp order across both inputs (``streamsql.runtime.ordering``).
 
 After the join (``streamsql.join_post``): PARTITION BY is the last step's projection (its key
-the PARTITION BY expressions); GROUP BY has the last step write the whole joined row to an
-internal topic ``<query>-Join-<n>``, the source of the usual group-by and aggregate stages
-(``streamsql.runtime.aggregate``).
+the PARTITION BY expressions); GROUP BY over a stream join runs the group-by pipeline on the
+joined rows inside the join stage (``JoinGroupByStage``), which writes the aggregation's
+repartition topic, as ksqlDB's plan; over a table join the last step writes the whole joined
+row to an internal topic ``<query>-Join-<n>``, the source of the table group-by and aggregate
+stages (``streamsql.runtime.aggregate``).
 
 In test mode the test driver delivers records by topic to ``stage.source_topic``, so the
 right-hand input is also given as a small ``JoinInput`` stage forwarding to the join stage
@@ -60,7 +67,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from streamsql.analyzer import OutputColumn, QueryPlan
 from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler
-from streamsql.join_analyzer import JoinPlan, joined_scope
+from streamsql.errors import KsqlStatementException
+from streamsql.join_analyzer import JoinPlan, JoinSide, joined_scope
 from streamsql.runtime.aggregate import DEFAULT_GRACE_MS, internal_codec
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.pipeline import Outputs, Pipeline, build_pipeline
@@ -281,7 +289,7 @@ class JoinError(Exception):
 
 
 class JoinStage:
-    """One join step: reads both re-keyed topics (``source_topics``), writes ``sink_topic``.
+    """One join step: reads both sides' topics (``source_topics``), writes ``sink_topic``.
     See the module docstring."""
 
     # All its state is in its stores and task contexts: it can run exactly-once.
@@ -332,7 +340,7 @@ class JoinStage:
         # What records go through: this stage, or the MaterializingStage wrapping it.
         self.entry: Any = self
         # Inputs read from a source as it is (no repartition topic): topic -> the side's
-        # re-key pipeline, run here (see ``_co_partitioned``).
+        # re-key pipeline, run here (see ``_direct_sides``).
         self._rekey = {t: (p, Outputs()) for t, p in (rekey or {}).items()}
         kind = plan.kind
         if kind == "STREAM_STREAM":
@@ -680,6 +688,81 @@ class JoinStage:
                 self._emit(out, kdec(kb)[0], None, vdec(vb), decode_ts(okey))
 
 
+class SideRekeyStage(PipelineStage):
+    """A join side re-keyed by its join expression into its repartition topic while the
+    other side is read from its source as it is: each record goes to the partition the other
+    source holds the same key in, i.e. partitioned by the join key in that source's key
+    format (``partition_codec``), as ksqlDB re-keys the side into that format."""
+
+    def __init__(self, name: str, source_topic: str, sink_topic: str, pipeline: Pipeline, *,
+                 key_codec: Any, partition_codec: Any) -> None:
+        super().__init__(name, source_topic, sink_topic, pipeline)
+        self._decode = key_codec.decode
+        self._partition_encode = partition_codec.encode
+        # Key bytes -> partition key bytes: keys repeat, and a lookup costs less than a
+        # decode and an encode. Bounded: cleared when full.
+        self._partition_keys: dict[bytes, bytes] = {}
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        out = self.outputs
+        out.clear()
+        self.pipeline.process(batch, out)
+        known = self._partition_keys
+        if len(known) > 100_000:
+            known.clear()
+        keys = out.keys
+        pks = list(map(known.get, keys))
+        if None in pks:  # new keys (or null ones, which the partitioner spreads)
+            for i, k in enumerate(keys):
+                if pks[i] is None and k is not None:
+                    pks[i] = known[k] = self._partition_encode(self._decode(k))
+        return [ProducerRecord(k, v, ts, h or (), None, pk)
+                for k, v, ts, h, pk in zip(keys, out.values, out.timestamps, out.headers, pks)]
+
+
+class JoinGroupByStage:
+    """A stream join step and the group-by of its rows (GROUP BY over a join) as one stage:
+    each batch's joined rows go to the group-by pipeline in memory and on to the aggregation's
+    repartition topic, with no internal topic between them. The join keeps its stores and
+    task state; the group-by is stateless."""
+
+    exactly_once = True
+
+    def __init__(self, join: JoinStage, grouping: PipelineStage) -> None:
+        self.join = join
+        self.grouping = grouping
+        self.name = join.name
+        self.source_topic = join.source_topic
+        self.right_topic = join.right_topic
+        self.source_topics = join.source_topics
+        self.sink_topic = grouping.sink_topic
+        self.purged_inputs = join.purged_inputs
+        self.plog = join.plog
+        # The join's right-hand input (test mode's JoinInput) comes through here too.
+        join.wrapped_by(self)
+
+    def wrapped_by(self, outer: Any) -> None:
+        self.join.wrapped_by(outer)
+
+    def task_extra(self, partition: int) -> dict[str, Any]:
+        return self.join.task_extra(partition)
+
+    def task_opened(self, partition: int, extra: Any) -> None:
+        self.join.task_opened(partition, extra)
+
+    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
+        joined = self.join.process(batch)
+        if not joined:
+            return []
+        # (A failure in the group-by is logged at the last offset of the input batch: the
+        # joined rows have no offsets of their own.)
+        last = batch.offsets[-1]
+        rows = RecordBatch(self.join.sink_topic, batch.partition, [last] * len(joined),
+                           [r.timestamp for r in joined], [r.key for r in joined],
+                           [r.value for r in joined])
+        return self.grouping.process(rows)
+
+
 class JoinInput:
     """Test mode: a join stage's right-hand input as a stage of its own (the test driver
     delivers records to stages by ``source_topic``); forwards to the join stage's entry."""
@@ -728,6 +811,31 @@ def _combined(nl: int, nr: int) -> Callable[..., Any]:
     return project
 
 
+async def check_join_partitions(engine: "Engine", plan: JoinPlan) -> None:
+    """Refuse a join whose sides have different partition counts, with ksqlDB's error
+    (``JoinNode.ensureMatchingPartitionCounts``), before any topic is made. ksqlDB checks
+    every join but a foreign-key one, whether or not a side is repartitioned (a repartition
+    topic takes its source's count); a later step's left side counts as its previous step's
+    right source, and each side is named by its leftmost source's alias."""
+    steps: list[JoinPlan] = []
+    step: JoinPlan | None = plan
+    while step is not None:
+        steps.insert(0, step)
+        step = step.previous
+    for step in steps:
+        if step.kind == "FOREIGN_KEY":
+            continue
+        left_src = step.left.source if step.previous is None else step.previous.right.source
+        left_n = await _partitions(engine, left_src)
+        right_n = await _partitions(engine, step.right.source)
+        if left_n != right_n:
+            left, right = step.left.aliases[0], step.right.aliases[0]
+            raise KsqlStatementException(
+                f"Can't join `{left}` with `{right}` since the number of partitions don't match. "
+                f"`{left}` partitions = {left_n}; `{right}` partitions = {right_n}. Please repartition "
+                "either one so that the number of partitions match.")
+
+
 async def build_join_stages(engine: "Engine", query_id: str, plan: JoinPlan, sink: DataSource,
                             props: dict[str, Any]) -> list[Stage]:
     """The stages of a join chain ending at ``sink`` (see the module docstring). A GROUP BY
@@ -740,11 +848,22 @@ async def build_join_stages(engine: "Engine", query_id: str, plan: JoinPlan, sin
 
     joined = plan.then.source
     topic = f"{engine.internal_name(query_id)}-Join-{plan.index}"
-    await engine.ensure_repartition_topic(topic, await _partitions(engine, plan.source))
+    # A stream of joined rows goes straight into the group-by (ksqlDB's plan: no hop between
+    # the join and the GROUP BY's repartition). A table's rows need the table group-by's
+    # retractions, read from the topic; and a query planned with the topic (by an earlier
+    # version, its statement replayed now) keeps it: the records in it are its.
+    fused = plan.kind in ("STREAM_STREAM", "STREAM_TABLE") and await engine.log.describe_topic(topic) is None
+    if not fused:
+        await engine.ensure_repartition_topic(topic, await _partitions(engine, plan.source))
     stages = await _build_step(engine, query_id, plan, topic, internal_codec(joined.schema.key),
                                internal_codec(joined.schema.value), None)
     aggregate = replace(plan.then, source=replace(joined, topic=topic))
     grouping = await build_aggregate_stages(engine, query_id, aggregate, sink, props, internal_source=True)
+    if fused and isinstance(grouping[0], PipelineStage):
+        stages[-1] = JoinGroupByStage(stages[-1], grouping[0])  # type: ignore[arg-type]
+        return stages + grouping[1:]
+    if fused:  # (a group-by of another kind reads the topic after all)
+        await engine.ensure_repartition_topic(topic, await _partitions(engine, plan.source))
     # The group-by stage is the internal topic's only reader: it purges what it committed.
     grouping[0].purged_inputs = (topic,)  # type: ignore[union-attr]
     return stages + grouping
@@ -799,7 +918,8 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
                                     internal_codec(prev_src.schema.key), internal_codec(prev_src.schema.value),
                                     None)
     fk = plan.kind == "FOREIGN_KEY"
-    direct = await _co_partitioned(engine, plan, left_input)
+    prefix = f"{engine.internal_name(query_id)}-Join-{plan.index}"
+    direct_sides = await _direct_sides(engine, plan, left_input, prefix)
     # The last step projects the result (its key may be empty: PARTITION BY NULL), unless an
     # aggregation over the join follows (it reads the whole joined row).
     final = bool(plan.key or plan.value) and plan.then is None
@@ -818,12 +938,15 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
     # in the re-keyed key: see JoinStage.window_len.
     window = plan.left.source.window if left_input is None and plan.kind == "STREAM_STREAM" else None
     window_len = 0 if window is None else (16 if window.kind == "SESSION" else 8)
-    for side_name, side in (("L", plan.left), ("R", plan.right)):
+    purged: list[str] = []
+    for side_name, side, side_direct, other in (("L", plan.left, direct_sides[0], plan.right),
+                                                ("R", plan.right, direct_sides[1], plan.left)):
         src = side.source
         synthetic = side_name == "L" and left_input is not None
-        topic = f"{engine.internal_name(query_id)}-Join-{plan.index}-{'Left' if side_name == 'L' else 'Right'}-repartition"
-        if not direct:
+        topic = f"{prefix}-{'Left' if side_name == 'L' else 'Right'}-repartition"
+        if not side_direct:
             await engine.ensure_repartition_topic(topic, partitions)
+            purged.append(topic)
         value_columns = tuple(Column(f"C{i}", c.type, "VALUE") for i, (_, c) in enumerate(side.row))
         # The side's whole row (key, value and pseudo columns), keyed by its join expression.
         row_cols = tuple(OutputColumn(f"C{i}", e.ColumnRef(name), c.type)
@@ -863,11 +986,17 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
             ts_parser, in_topic = engine._timestamp_parser(src), src.topic
         pipeline = build_pipeline(pre, engine.registry, in_key, in_value, key_codec, value_codec,
                                   engine._processing_logger(query_id), timestamp_parser=ts_parser,
-                                  offsets=direct)
-        if direct:
+                                  offsets=side_direct)
+        if side_direct:
             # Keyed by the join key already: the join reads the source and re-keys in place.
             rekey[in_topic] = pipeline
             topic = in_topic
+        elif any(direct_sides) and partitions > 1:
+            # The other side is read as it is: this one's records must land in the partition
+            # its source has the same key in (ksqlDB re-keys into that side's key format).
+            stages.append(SideRekeyStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic,
+                                         pipeline, key_codec=key_codec,
+                                         partition_codec=engine.codec(other.source, "key")))
         else:
             stages.append(PipelineStage(f"{query_id}-{plan.index}-{side_name}-rekey", in_topic, topic, pipeline))
         topics.append(topic)
@@ -879,8 +1008,7 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
     join.window_len = window_len
     if fk:
         join.fk_key_width = len(plan.left.source.schema.key)
-    if not direct:
-        join.purged_inputs = tuple(topics)
+    join.purged_inputs = tuple(purged)
     if final and sink_ts_column is not None:
         names = [c.name for c in plan.value]
         if sink_ts_column in names:
@@ -898,24 +1026,42 @@ async def _build_step(engine: "Engine", query_id: str, plan: JoinPlan, out_topic
 _PLAIN_KEY_FORMATS = frozenset({"KAFKA", "JSON", "DELIMITED"})
 
 
-async def _co_partitioned(engine: "Engine", plan: JoinPlan, left_input: str | None) -> bool:
-    """Whether both sources of a join step are partitioned alike by the join key already
-    (each joins on its key, of the join's type, in the same plain key format, over as many
-    partitions): then, as ksqlDB does, the step reads them as they are, with no repartition
-    topic. Besides a hop saved, the step then sees the records' own order: a join reads its
-    inputs in timestamp order (``streamsql.runtime.ordering``), and records still on their
-    way through a re-key stage could not be waited for."""
+def _keyed_by_join_key(plan: JoinPlan, side: JoinSide) -> bool:
+    """Whether a side's source is partitioned by the join key already: it joins on its one
+    key column (of the join's type), unwindowed, in a key format whose bytes are the value's
+    alone (equal keys, equal bytes, same partition)."""
+    src = side.source
+    key = src.schema.key
+    return (src.window is None and len(key) == 1 and key[0].type == plan.key_type
+            and isinstance(side.key_expr, e.ColumnRef) and side.key_expr.name == key[0].name
+            and src.key_format.name in _PLAIN_KEY_FORMATS)
+
+
+async def _direct_sides(engine: "Engine", plan: JoinPlan, left_input: str | None,
+                        prefix: str) -> tuple[bool, bool]:
+    """Which sides of a join step are read from their source as it is, as ksqlDB decides
+    (only a side whose join expression is not its key is repartitioned): both, when both
+    are keyed by the join key in one key format over as many partitions; when their key
+    formats differ, the left (the right is re-keyed into the left's format); when only one
+    is keyed, that one (the other is re-keyed into its format, see ``SideRekeyStage``).
+    Besides a hop saved, a side read directly is seen in its records' own order: a join reads
+    its inputs in timestamp order (``streamsql.runtime.ordering``), and records still on
+    their way through a re-key stage cannot be waited for.
+
+    A query planned with repartition topics (by an earlier version: its statement replayed
+    now) keeps them: the records in them are its."""
     left, right = plan.left.source, plan.right.source
-    if left_input is not None or plan.kind == "FOREIGN_KEY" or left.topic == right.topic:
-        return False
-    for side in (plan.left, plan.right):
-        key = side.source.schema.key
-        if (side.source.window is not None or len(key) != 1 or key[0].type != plan.key_type
-                or not isinstance(side.key_expr, e.ColumnRef) or side.key_expr.name != key[0].name):
-            return False
-    if left.key_format != right.key_format or left.key_format.name not in _PLAIN_KEY_FORMATS:
-        return False
-    return await _partitions(engine, left) == await _partitions(engine, right)
+    if left_input is not None or plan.kind == "FOREIGN_KEY" or left.topic == right.topic \
+            or left.window is not None or right.window is not None:
+        return False, False
+    if await _partitions(engine, left) != await _partitions(engine, right):
+        return False, False
+    left_keyed, right_keyed = _keyed_by_join_key(plan, plan.left), _keyed_by_join_key(plan, plan.right)
+    sides = (left_keyed, right_keyed and (left.key_format == right.key_format or not left_keyed))
+    for side, direct in zip(("Left", "Right"), sides):
+        if direct and await engine.log.describe_topic(f"{prefix}-{side}-repartition") is not None:
+            return False, False
+    return sides
 
 
 async def _partitions(engine: "Engine", source: DataSource) -> int:

@@ -6,8 +6,9 @@ schema) and its key is the join key (``ROWKEY``). The query, its column referenc
 to those names, is then analyzed as an ordinary single-source query over it:
 
 - GROUP BY: an ``AggregatePlan`` over the joined source, kept as the ``JoinPlan``'s ``then``.
-  At run time the last join step writes its rows to an internal topic that the usual
-  group-by and aggregate stages read (``streamsql.runtime.join.build_join_stages``).
+  At run time the last join step hands its rows to the group-by (in the join stage for a
+  stream join, through an internal topic for a table join), then the aggregate stage
+  (``streamsql.runtime.join.build_join_stages``).
 - PARTITION BY: the resulting ``QueryPlan``'s key, value and WHERE are rewritten back over
   the join's sides, and the join step projects them directly: the sink is written keyed by
   the PARTITION BY expressions (a stream re-key needs no repartition topic).

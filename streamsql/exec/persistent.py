@@ -83,6 +83,11 @@ async def create_as_select(engine: Engine, stmt: ast.CreateAsSelect, props: dict
     query_id = f"{prefix}_{_QUERY_ID_UNSAFE.sub('_', stmt.name)}_{engine.next_seq(seq)}"
     if sink.is_table or isinstance(plan, (AggregatePlan, JoinPlan)):
         _check_internal_names(engine, query_id, stmt.name)  # before the sink topic is made
+    if isinstance(plan, JoinPlan) and seq is None:
+        # As ksqlDB, before any topic is made; a command already in the log was checked.
+        from streamsql.runtime.join import check_join_partitions
+
+        await check_join_partitions(engine, plan)
     partitions = await engine.ensure_topic(sink.topic, sink.partitions, sink.replicas,
                                            config=topic_config(stmt.properties))
     sink = replace(sink, partitions=partitions)
@@ -125,6 +130,10 @@ async def insert_into(engine: Engine, stmt: ast.InsertInto, props: dict[str, Any
         raise KsqlStatementException(
             f"Incompatible schema between results and sink.\n"
             f"Result schema is {plan.schema}\nSink schema is {target.schema}")
+    if isinstance(plan, JoinPlan) and seq is None:
+        from streamsql.runtime.join import check_join_partitions
+
+        await check_join_partitions(engine, plan)
     query_id = f"INSERTQUERY_{engine.next_seq(seq)}"
     stages = await _build_stages(engine, query_id, plan, target, props)
     await engine.record_command(stmt, props, seq)

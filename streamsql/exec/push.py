@@ -277,8 +277,9 @@ async def start_transient_query(engine: Engine, plan: AggregatePlan | JoinPlan, 
 
             stages = await build_aggregate_stages(engine, query_id, plan, sink, props)
         else:
-            from streamsql.runtime.join import build_join_stages
+            from streamsql.runtime.join import build_join_stages, check_join_partitions
 
+            await check_join_partitions(engine, plan)
             stages = await build_join_stages(engine, query_id, plan, sink, props)
         out_plan = QueryPlan(sink, sink.name, None, _columns(sink.schema.key),
                              _columns(sink.schema.value), sink.schema, projection=plan.projection)
