@@ -22,6 +22,7 @@ Windowed keys are written as Kafka Streams writes them: the key, then the window
 """
 from __future__ import annotations
 
+import copy
 import heapq
 import logging
 import struct
@@ -33,6 +34,7 @@ from streamsql.catalog import DataSource
 from streamsql.codegen import ExpressionCompiler, Scope, ScopeColumn
 from streamsql.errors import KsqlException, QueryFailedError
 from streamsql.functions.aggregates import AggregateFunctionError
+from streamsql.functions.registry import Aggregator
 from streamsql.formats.base import Codec, FormatOptions
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.projection import filter_lines, projection_lines
@@ -47,11 +49,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LONG = struct.Struct(">q")
+_BIASED = struct.Struct(">Q")
+_BIAS = 1 << 63
 UNDO = (("op", b"undo"),)
 UPDATE = (("op", b"update"),)
 _LEN = struct.Struct(">I")
 # Kafka Streams' default grace for windows declared without one (24 hours).
 DEFAULT_GRACE_MS = 24 * 3600 * 1000
+# ksqlDB's default ``ksql.streams.cache.max.bytes.buffering``: 10 MB.
+DEFAULT_CACHE_BYTES = 10_000_000
+# What a cached aggregate state costs beyond its key and stored bytes (the dict slot and
+# two bytes objects' headers), counted against the cache size so that the setting bounds
+# real memory.
+CACHE_ENTRY_OVERHEAD = 160
+# Aggregators (streamsql.functions.aggregates) whose accumulators are immutable values: a
+# cached state can be folded into a copy of its list alone. Others (lists, maps) are
+# deep-copied first, so that a record that fails half-way leaves the cached state as it was.
+_IMMUTABLE_ACCUMULATORS = frozenset({
+    "_CountRows", "_CountValues", "_SumInt", "_SumDouble", "_SumDecimal", "_Avg", "_AvgDouble",
+    "_Extreme", "_ExtremeBytes", "_ExtremeDouble"})
+
+
+def cache_setting(config: dict[str, Any] | None) -> int | None:
+    """``cache.max.bytes.buffering`` (or ``ksql.streams.cache.max.bytes.buffering``) of a
+    query's properties, None when not given."""
+    if not config:
+        return None
+    value = config.get("cache.max.bytes.buffering",
+                       config.get("ksql.streams.cache.max.bytes.buffering"))
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise KsqlException(f"Invalid value {value!r} for configuration cache.max.bytes.buffering: "
+                            "Not a number of type LONG") from None
 
 
 def internal_codec(columns: tuple[Column, ...]) -> Codec:
@@ -185,13 +217,16 @@ class MemorySessionStore(MemoryStore):
 
 class _TaskContext:
     """What ``AggregateStage`` keeps per input partition (per task, as Kafka Streams): stream
-    time, and EMIT FINAL's windows waiting to close."""
+    time, EMIT FINAL's windows waiting to close, and the record cache: store key -> its
+    committed stored bytes, least recently used first (see
+    ``AggregateStage._process_batched``)."""
 
-    __slots__ = ("stream_time", "pending")
+    __slots__ = ("stream_time", "pending", "cache")
 
     def __init__(self, pending: dict) -> None:
         self.stream_time = -1
         self.pending = pending
+        self.cache: dict[bytes, bytes] = {}
 
 
 class _StoredPending(dict):
@@ -214,13 +249,47 @@ class _StoredPending(dict):
         return dict.pop(self, skey, *default)
 
 
+def _compile_fold(aggregators: list[Any], arg_slices: list[tuple[int, int]]) -> Callable[..., list]:
+    """``fold(accs, args, undo)``: ``accs`` (changed in place) after taking, or with ``undo``
+    giving back, one record's aggregate arguments; unrolled for these aggregators, each
+    one's add (undo) called with its own arguments, with no loop, slicing or star-args."""
+    env: dict[str, Any] = {}
+    adds, undos = [], []
+    for j, (agg, (lo, hi)) in enumerate(zip(aggregators, arg_slices)):
+        env[f"add{j}"], env[f"undo{j}"] = agg.add, agg.undo
+        values = "".join(f", args[{i}]" for i in range(lo, hi))
+        adds.append(f"    accs[{j}] = add{j}(accs[{j}]{values})")
+        undos.append(f"        accs[{j}] = undo{j}(accs[{j}]{values})")
+    src = "\n".join(["def fold(accs, args, undo):", "    if undo:", *undos, "        return accs",
+                      *adds, "    return accs"]) + "\n"
+    exec(compile(src, "<aggregate fold>", "exec"), env)  # noqa: S102 - generated source
+    return env["fold"]
+
+
 class AggregationError(Exception):
     """One record could not be aggregated or its result not written; the message says why
     (for the processing log)."""
 
 
 class AggregateStage:
-    """Folds re-keyed records into accumulators and writes the aggregated table."""
+    """Folds re-keyed records into accumulators and writes the aggregated table.
+
+    On RocksDB (service mode) TUMBLING, HOPPING and unwindowed aggregations without EMIT
+    FINAL run a batch at a time through a record cache, as Kafka Streams' caching stores:
+    the batch's keys not in the cache are read in one multi-get, records fold into decoded
+    states in memory, and each key touched is encoded (compactly, see
+    ``streamsql.runtime.task``) and written to the store once at the end of the batch, its
+    changelog record with it; every batch commits, so the cache is flushed at every commit.
+    Clean states stay cached for later batches within ``cache.max.bytes.buffering`` (ksqlDB's
+    ``ksql.streams.cache.max.bytes.buffering``, 10 MB by default, shared by the stage's
+    tasks), least recently used evicted first.
+
+    Emission: when the property is given, ksqlDB's semantics: 0 forwards every update,
+    more forwards only each key's latest result per batch (as a cache forwards at flush and
+    commit). When it is not given, every update is forwarded, as this engine always did and
+    as its tests and documentation promise, while state is still cached. Test mode (the
+    test driver, transient queries: in-memory stores) runs one record at a time, uncached.
+    """
 
     # All its state is in its stores and task contexts: it can run exactly-once.
     exactly_once = True
@@ -247,6 +316,7 @@ class AggregateStage:
         for a in plan.aggregates:
             self.arg_slices.append((pos, pos + len(a.args)))
             pos += len(a.args)
+        self._fold = _compile_fold(self.aggregators, self.arg_slices)
         self.project = project
         self.plog = plog
         self.store = store
@@ -264,6 +334,20 @@ class AggregateStage:
         self.stream_time = -1
         # EMIT FINAL: windows whose results wait for the window to close.
         self.pending: dict[bytes, tuple[tuple, int, int, bytes]] = {}
+        setting = cache_setting(config)
+        self.cache_max_bytes = DEFAULT_CACHE_BYTES if setting is None else max(setting, 0)
+        self.suppress = setting is not None and setting > 0
+        self.cache_bytes = 0  # counted over every task's cache (see CACHE_ENTRY_OVERHEAD)
+        # The batched path needs a store that reads and writes a batch at once (RocksDB).
+        self._batched = (hasattr(store, "load_many") and not self.emit_final
+                         and (window is None or window.kind != "SESSION")
+                         and getattr(store, "biased_keys", False) == (window is not None))
+        # Every aggregator's result is its accumulator (COUNT, SUM, MIN, MAX...).
+        self._plain_results = all(getattr(a.result, "__func__", None) is Aggregator.result
+                                  for a in self.aggregators)
+        self._copy_accs = not all(
+            type(a).__name__ in _IMMUTABLE_ACCUMULATORS
+            and type(a).__module__ == "streamsql.functions.aggregates" for a in self.aggregators)
 
     def input_key(self, key: tuple) -> bytes | None:
         """The key bytes the records of the table's row ``key`` have in the topic this stage
@@ -286,7 +370,11 @@ class AggregateStage:
     def task_opened(self, partition: int, extra: Any) -> None:
         """A task's state was opened (stores bound to it): reload its stream time and its
         pending windows."""
-        self._contexts.pop(partition, None)
+        old = self._contexts.pop(partition, None)
+        if old is not None:
+            # Its cached states may be of a batch that never committed: gone with it.
+            self.cache_bytes -= sum(len(k) + len(v) + CACHE_ENTRY_OVERHEAD
+                                    for k, v in old.cache.items())
         ctx = self._context(partition)
         if isinstance(extra, dict):
             ctx.stream_time = int(extra.get("stream_time", -1))
@@ -309,9 +397,187 @@ class AggregateStage:
         self.stream_time = ctx.stream_time
         self.pending = ctx.pending
         try:
+            if self._batched:
+                return self._process_batched(batch, ctx.cache)
             return self._process(batch)
         finally:
             ctx.stream_time = self.stream_time
+
+    def _process_batched(self, batch: RecordBatch, cache: dict[bytes, bytes]) -> list[ProducerRecord]:
+        """``_process`` a batch at a time through the task's record cache (see the class
+        docstring): read the keys the cache lacks in one multi-get, fold the records in
+        order, then encode and write each key touched once."""
+        out: list[ProducerRecord] = []
+        plog, topic, partition = self.plog, batch.topic, batch.partition
+        window = self.window
+        # 1. The store keys the batch may touch (a window's, late or not), from the key
+        # bytes and timestamps alone; the ones not cached are read in ONE multi-get. The
+        # cache keeps stored bytes, not decoded states: bytes are invisible to the garbage
+        # collector, which otherwise walks every cached state at each full collection.
+        # A window's key is the window store's own (its start biased, ``streamsql.state.keys``).
+        pack = _BIASED.pack
+        if window is None:
+            wanted = dict.fromkeys(batch.keys)
+        elif window.kind == "TUMBLING":
+            size = window.size
+            wanted = dict.fromkeys(kb + pack(ts - ts % size + _BIAS)
+                                   for kb, ts in zip(batch.keys, batch.timestamps) if kb is not None)
+        else:
+            windows_for = window.windows_for
+            wanted = dict.fromkeys(kb + pack(start + _BIAS) for kb, ts in zip(batch.keys, batch.timestamps)
+                                   if kb is not None for start, _ in windows_for(ts))
+        wanted.pop(None, None)
+        store = self.store
+        need = [sk for sk in wanted if sk not in cache]
+        if need:
+            added = 0
+            overhead = CACHE_ENTRY_OVERHEAD
+            for sk, raw in zip(need, store.load_many(need)):
+                if raw is not None:
+                    cache[sk] = raw
+                    added += len(sk) + len(raw) + overhead
+            self.cache_bytes += added
+        # 2. Records in order, folded into the batch's decoded states ([accumulators, max
+        # timestamp, shown]); every key touched is dirty until the end of the batch.
+        states: dict[bytes, list] = {}
+        dirty: dict[bytes, tuple] = {}
+        decode = store.decode
+        aggregators = self.aggregators
+        suppress, copy_accs = self.suppress, self._copy_accs
+        headers = batch.headers
+        key_decode, value_decode = self.key_codec.decode, self.value_codec.decode
+        for i, (kb, vb, ts, off) in enumerate(zip(batch.keys, batch.values, batch.timestamps,
+                                                  batch.offsets)):
+            if kb is None or vb is None:
+                continue
+            op = headers[i] if headers is not None else ()
+            try:
+                key = key_decode(kb)
+                if op == UPDATE:
+                    n = _LEN.unpack_from(vb)[0]
+                    old_args = value_decode(vb[4:4 + n])
+                    args = value_decode(vb[4 + n:])
+                else:
+                    old_args = None
+                    args = value_decode(vb)
+            except Exception as exc:  # noqa: BLE001 - that record's failure, logged
+                plog(topic, partition, off, f"Failed to read repartitioned record: {exc}")
+                continue
+            if ts > self.stream_time:
+                self.stream_time = ts
+            undo = op == UNDO
+            if window is None:
+                targets: Any = ((kb, None),)
+            else:
+                # (A windowed table aggregation folds no retraction of an UPDATE's old
+                # value, as ``_process`` does not.)
+                old_args = None
+                targets = []
+                for start, end in window.windows_for(ts):
+                    if end + window.grace <= self.stream_time:
+                        self.late_dropped += 1
+                        plog(topic, partition, off, f"Record dropped: window [{start}, {end}) closed (late record)")
+                        continue
+                    targets.append((kb + pack(start + _BIAS), (start, end)))
+            for sk, win in targets:
+                try:
+                    state = states.get(sk)
+                    if state is None:
+                        raw = cache.get(sk)
+                        if raw is not None:
+                            try:
+                                state = states[sk] = decode(raw)
+                            except Exception as exc:
+                                raise AggregationError(f"Failed to read the aggregate state: {exc}") from exc
+                    if state is None:
+                        accs = [a.initialize() for a in aggregators]
+                        max_ts, shown = ts, False
+                    else:
+                        accs = copy.deepcopy(state[0]) if copy_accs else state[0][:]
+                        max_ts = state[1] if state[1] > ts else ts
+                        shown = state[2]
+                    try:
+                        if old_args is not None:
+                            accs = self._fold(accs, old_args, True)
+                        accs = self._fold(accs, args, undo)
+                    except (AggregateFunctionError, AggregationError):
+                        raise
+                    except Exception as exc:
+                        raise AggregationError(f"Aggregation failed: {exc!r}") from exc
+                    if not suppress:
+                        record = self._result_record(key, accs, max_ts, win, "time")
+                        # HAVING's tombstone only retracts a row the table showed.
+                        if record.value is not None or shown:
+                            out.append(record)
+                        shown = record.value is not None
+                except AggregateFunctionError as exc:
+                    # A UDAF's own failure stops the query (see ``_process``).
+                    raise QueryFailedError(
+                        f"Exception caught in process. topic={topic}, partition={partition}, "
+                        f"offset={off}: {exc}") from exc
+                except Exception as exc:  # noqa: BLE001 - that record's failure: its state
+                    # is left as it was, the record goes to the processing log.
+                    plog(topic, partition, off, str(exc) or repr(exc))
+                    continue
+                if state is None:
+                    states[sk] = [accs, max_ts, shown]
+                else:
+                    state[0], state[1], state[2] = accs, max_ts, shown
+                if sk in dirty:
+                    del dirty[sk]  # (flushed in the order of their last update, as a cache's LRU)
+                dirty[sk] = (key, win, off)
+        # 3. Flush: each key once, to the store (and so to its changelog) and to the cache;
+        # with suppression its latest result is forwarded now.
+        if dirty:
+            keys = list(dirty)
+            data: list[bytes] = []
+            encode = store.encode
+            grown = 0
+            overhead = CACHE_ENTRY_OVERHEAD
+            for sk in keys:
+                state = states[sk]
+                if suppress:
+                    key, win, off = dirty[sk]
+                    try:
+                        record = self._result_record(key, state[0], state[1], win, "time")
+                    except AggregationError as exc:
+                        # The state is kept (Kafka Streams stores before it forwards).
+                        plog(topic, partition, off, str(exc))
+                    else:
+                        if record.value is not None or state[2]:
+                            out.append(record)
+                        state[2] = record.value is not None
+                raw = encode(state[0], state[1], state[2])
+                data.append(raw)
+                old = cache.pop(sk, None)  # (re-inserted: most recently used last)
+                cache[sk] = raw
+                grown += len(raw) - len(old) if old is not None else len(sk) + len(raw) + overhead
+            self.cache_bytes += grown
+            store.store_many(keys, data)
+        if self.cache_bytes > self.cache_max_bytes:
+            self._evict()
+        return out
+
+    def _evict(self) -> None:
+        """Drop least recently used cached states until the caches fit their size (states
+        are clean here: every batch flushes its own)."""
+        limit = self.cache_max_bytes
+        for ctx in self._contexts.values():
+            cache = ctx.cache
+            excess = self.cache_bytes - limit
+            if excess <= 0:
+                return
+            victims = []
+            overhead = CACHE_ENTRY_OVERHEAD
+            for sk, raw in cache.items():
+                victims.append(sk)
+                excess -= len(sk) + len(raw) + overhead
+                if excess <= 0:
+                    break
+            freed = 0
+            for sk in victims:
+                freed += len(sk) + len(cache.pop(sk)) + overhead
+            self.cache_bytes -= freed
 
     def _process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out: list[ProducerRecord] = []
@@ -362,12 +628,6 @@ class AggregateStage:
                 self.plog(batch.topic, batch.partition, off, str(exc) or repr(exc))
         return out
 
-    def _fold(self, accs: list, args: tuple, undo: bool) -> list:
-        for j, (agg, (lo, hi)) in enumerate(zip(self.aggregators, self.arg_slices)):
-            values = args[lo:hi]
-            accs[j] = agg.undo(accs[j], *values) if undo else agg.add(accs[j], *values)
-        return accs
-
     def _update(self, skey: bytes, key: tuple, args: tuple, ts: int, undo: bool,
                 window: tuple[int, int] | None, out: list[ProducerRecord],
                 old_args: tuple | None = None) -> None:
@@ -400,7 +660,10 @@ class AggregateStage:
 
     def _result_record(self, key: tuple, accs: list, ts: int, window: tuple[int, int] | None,
                        kind: str) -> ProducerRecord:
-        results = tuple(a.result(x) for a, x in zip(self.aggregators, accs))
+        if self._plain_results:
+            results = tuple(accs)
+        else:
+            results = tuple([a.result(x) for a, x in zip(self.aggregators, accs)])
         wstart, wend = window if window is not None else (None, None)
         projected = self.project(key, results, wstart, wend)
         try:

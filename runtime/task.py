@@ -299,20 +299,68 @@ class WindowedTableStore(TableStore):
         return WindowedTableStore(self.name, self.session, self.retention_ms)
 
 
+# Aggregate state in a compact binary form: a tag byte (JSON starts with ``[``, pickle with
+# 0x80), then ``>q?`` (max timestamp, shown) and the accumulators as fixed-width numbers.
+# One struct call each way, where the JSON path walks to_state/from_state and orjson.
+_BINARY_TAG = 1
+# Accumulator layouts by aggregator class name (streamsql.functions.aggregates): struct
+# codes of the accumulator, a tuple when there are several. Accumulators of any other
+# aggregator (lists, maps, decimals, strings) are kept as JSON.
+_BINARY_LAYOUTS = {"_CountRows": "q", "_CountValues": "q", "_SumInt": "q",
+                   "_SumDouble": "d", "_Avg": "qq", "_AvgDouble": "dq"}
+
+
+def _binary_codec(aggregators: list[Aggregator]
+                  ) -> tuple[Callable[[list, int, bool], bytes], Callable[[bytes], list]] | None:
+    """(encode(accs, max_ts, shown), decode(data) -> [accs, max_ts, shown]) for aggregators
+    whose accumulators are all fixed-width numbers, generated for their layout; else None.
+    ``encode`` raises struct.error for a value the layout cannot hold (the caller keeps JSON)."""
+    codes = []
+    for a in aggregators:
+        code = _BINARY_LAYOUTS.get(type(a).__name__)
+        if code is None or type(a).__module__ != "streamsql.functions.aggregates":
+            return None
+        codes.append(code)
+    if not codes:
+        return None
+    # Accumulator i is ``a{i}`` (its parts ``a{i}[j]`` when it is a tuple) when encoding,
+    # its parts are ``v{i}_{j}`` when decoding.
+    flat = [f"a{i}[{j}]" if len(code) > 1 else f"a{i}" for i, code in enumerate(codes)
+            for j in range(len(code))]
+    parts = [[f"v{i}_{j}" for j in range(len(code))] for i, code in enumerate(codes)]
+    accs = [f"({', '.join(p)},)" if len(p) > 1 else p[0] for p in parts]
+    src = (f"def encode(accs, m, s):\n"
+           f"    {''.join(f'a{i}, ' for i in range(len(codes)))}= accs\n"
+           f"    return _tag + _pack(m, s, {', '.join(flat)})\n"
+           f"def decode(data):\n"
+           f"    m, s, {', '.join(n for p in parts for n in p)}, = _unpack_from(data, 1)\n"
+           f"    return [[{', '.join(accs)}], m, s]\n")
+    st = struct.Struct(">q?" + "".join(codes))
+    env: dict[str, Any] = {"_tag": bytes((_BINARY_TAG,)), "_pack": st.pack,
+                           "_unpack_from": st.unpack_from}
+    exec(compile(src, "<aggregate state codec>", "exec"), env)  # noqa: S102 - generated source
+    return env["encode"], env["decode"]
+
+
 class _AggregateCodec:
-    """Accumulators to and from JSON through ``Aggregator.to_state``/``from_state``, skipped
-    when every aggregator keeps the defaults (its accumulator already is JSON data)."""
+    """Aggregate state ``(accumulators, max timestamp, shown)`` to and from the bytes a store
+    keeps: the compact binary form when every accumulator is a fixed-width number (see
+    ``_binary_codec``), else JSON through ``Aggregator.to_state``/``from_state`` (skipped when
+    every aggregator keeps the defaults). Either form is read back, whichever wrote it (state
+    and changelogs written before the binary form existed are JSON)."""
 
     def __init__(self) -> None:
         self.convert = False
         self.to_state: list[Callable[[Any], Any]] = []
         self.from_state: list[Callable[[Any], Any]] = []
+        self._binary: tuple[Callable[[list, int, bool], bytes], Callable[[bytes], list]] | None = None
 
     def set_aggregators(self, aggregators: list[Aggregator]) -> None:
         self.to_state = [a.to_state for a in aggregators]
         self.from_state = [a.from_state for a in aggregators]
         self.convert = any(type(a).to_state is not Aggregator.to_state
                            or type(a).from_state is not Aggregator.from_state for a in aggregators)
+        self._binary = _binary_codec(aggregators)
 
     def dump(self, accs: list) -> list:
         return [f(x) for f, x in zip(self.to_state, accs)] if self.convert else accs
@@ -320,68 +368,101 @@ class _AggregateCodec:
     def load(self, data: list) -> list:
         return [f(x) for f, x in zip(self.from_state, data)] if self.convert else data
 
+    def encode(self, accs: list, max_ts: int, shown: bool) -> bytes:
+        """The stored bytes of an aggregate state."""
+        if self._binary is not None:
+            try:
+                return self._binary[0](accs, max_ts, shown)
+            except struct.error:
+                pass  # (a number the layout cannot hold: JSON, which holds any)
+        return _acc_dumps((self.dump(accs), max_ts, shown))
+
+    def decode(self, data: bytes) -> list:
+        """``[accumulators, max timestamp, shown]`` from stored bytes (a fresh list)."""
+        if data[0] == _BINARY_TAG:
+            if self._binary is None:
+                raise ValueError("binary aggregate state for aggregators without a binary layout")
+            return self._binary[1](data)
+        v = _acc_loads(data)
+        if type(v) is not list:
+            v = list(v)  # (pickled, the state is the tuple it was written from)
+        if self.convert:
+            v[0] = self.load(v[0])
+        return v
+
 
 class AggregateStore(_AggregateCodec, PartitionedStore):
     """``AggregateStage``'s store for an unwindowed aggregation: group key bytes ->
-    ``(accumulators, max timestamp, shown)``, as JSON in a key-value store."""
+    ``(accumulators, max timestamp, shown)`` in a key-value store (see ``_AggregateCodec``).
+    ``load_many``/``store_many`` read and write a batch's keys at once (raw bytes: the stage
+    decodes and encodes them, keeping their bytes in its cache)."""
+
+    biased_keys = False  # (see WindowAggregateStore)
 
     def __init__(self, name: str) -> None:
         _AggregateCodec.__init__(self)
         PartitionedStore.__init__(self, name)
-        self._get: Callable[[bytes], Any] = _unbound
-        self._put: Callable[[bytes, Any], None] = _unbound
+        self._raw: Any = None
 
     def spec(self, changelog: str | None) -> StoreSpec:
         return KeyValueStoreSpec(self.name, changelog, ACCUMULATORS)
 
     def bind(self, state: TaskState) -> None:
-        s = state.kv(self.name)
-        self._get = s.get
-        self._put = s.put
+        self._raw = state.kv(self.name)
 
     def get(self, key: bytes) -> list | None:
-        v = self._get(key)
-        if v is not None and self.convert:
-            v[0] = self.load(v[0])
-        return v
+        v = self._raw.get_many_raw([key])[0]
+        return None if v is None else self.decode(v)
 
     def put(self, key: bytes, value: tuple) -> None:
-        accs, max_ts, shown = value
-        self._put(key, (self.dump(accs), max_ts, shown))
+        self._raw.put_many_raw([key], [self.encode(*value)])
+
+    def load_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """The stored bytes of each key (None: absent), one RocksDB multi-get."""
+        return self._raw.get_many_raw(keys)
+
+    def store_many(self, keys: list[bytes], data: list[bytes]) -> None:
+        """Write encoded states (``encode``) of ``keys``."""
+        self._raw.put_many_raw(keys, data)
 
 
-class WindowAggregateStore(_AggregateCodec, PartitionedStore):
+_BIASED = struct.Struct(">Q")
+_BIAS = 1 << 63
+
+
+def _window_pk(skey: bytes) -> bytes:
+    """The window store's primary key of ``group key || start`` (signed big-endian)."""
+    n = len(skey) - 8
+    return skey[:n] + _BIASED.pack(_LONG.unpack_from(skey, n)[0] + _BIAS)
+
+
+class WindowAggregateStore(AggregateStore):
     """``AggregateStage``'s store for TUMBLING and HOPPING windows: keys ``group key ||
-    window start`` (8 bytes, big endian) in a window store. Windows are kept ``retention_ms``
+    window start`` (8 bytes, big endian signed; ``load_many``/``store_many``: the store's
+    keys, see ``biased_keys``) in a window store. Windows are kept ``retention_ms``
     (window size + grace) past the latest window start, then expired with changelog
     tombstones: a window that old is closed, no record can update it any more."""
 
     def __init__(self, name: str, retention_ms: int) -> None:
-        _AggregateCodec.__init__(self)
-        PartitionedStore.__init__(self, name)
+        super().__init__(name)
         self.retention_ms = retention_ms
-        self._get: Callable[[bytes, int], Any] = _unbound
-        self._put: Callable[[bytes, int, Any], None] = _unbound
 
     def spec(self, changelog: str | None) -> StoreSpec:
         return WindowStoreSpec(self.name, self.retention_ms, changelog, ACCUMULATORS)
 
     def bind(self, state: TaskState) -> None:
-        s = state.window(self.name)
-        self._get = s.get
-        self._put = s.put
+        self._raw = state.window(self.name)
 
     def get(self, skey: bytes) -> list | None:
-        n = len(skey) - 8
-        v = self._get(skey[:n], _LONG.unpack_from(skey, n)[0])
-        if v is not None and self.convert:
-            v[0] = self.load(v[0])
-        return v
+        v = self._raw.get_many_raw([_window_pk(skey)])[0]
+        return None if v is None else self.decode(v)
 
     def put(self, skey: bytes, value: tuple) -> None:
-        accs, max_ts, shown = value
-        n = len(skey) - 8
-        self._put(skey[:n], _LONG.unpack_from(skey, n)[0], (self.dump(accs), max_ts, shown))
+        self._raw.put_many_raw([_window_pk(skey)], [self.encode(*value)])
+
+    # ``load_many`` and ``store_many`` take the window store's own keys (``group key ||
+    # biased start``, see ``streamsql.state.keys``): the batched stage builds them so.
+    biased_keys = True
 
 
 class SessionAggregateStore(_AggregateCodec, PartitionedStore):

@@ -12,6 +12,11 @@ delete) that every read consults first, so the operator reads its own writes; ``
 overlay is bounded by the batch, RocksDB holds everything else: nothing here keeps a Python
 object per stored key.
 
+Operators that work a batch at a time (the aggregate stage's record cache) read the keys
+of a batch with ``get_many_raw`` (overlay first, then ONE RocksDB multi-get) and write
+already-serialized bytes with ``put_many_raw``: each key is serialized once per batch, and
+its changelog record at commit is those same bytes.
+
 Range reads merge a RocksDB iterator with the overlay's keys in that range (kept sorted
 lazily: the overlay only ever grows within a batch, so the keys added since the last range
 read are the dict's tail).
@@ -210,6 +215,29 @@ class _Store:
             return _merge_reverse(db_it, okeys, ov)
         return _merge(db_it, okeys, ov)
 
+    # -- batched raw access (operators that touch RocksDB once per key per batch) ------
+
+    def get_many_raw(self, pks: list[bytes]) -> list[bytes | None]:
+        """The stored bytes of each primary key in ``pks`` (None: absent), batch writes
+        included: the keys the batch has not written are read in ONE RocksDB multi-get."""
+        ov = self._overlay
+        if not ov:
+            return self._cf_get(pks)
+        missing = _MISSING
+        got = [ov.get(k, missing) for k in pks]
+        absent = [k for k, v in zip(pks, got) if v is missing]
+        if not absent:
+            return got
+        found = iter(self._cf_get(absent))
+        return [next(found) if v is missing else v for v in got]
+
+    def put_many_raw(self, pks: list[bytes], values: list[bytes | None]) -> None:
+        """Set each primary key to its already-serialized bytes (None deletes), in one call."""
+        ov = self._overlay
+        for k, v in zip(pks, values):
+            ov[k] = v
+        self._unflushed += pks
+
     def take_unflushed(self) -> tuple[list[bytes], list[bytes | None]]:
         """The changelog records owed since the last flush: the latest value of each key
         written (None for a delete), in first-write order; forgets them."""
@@ -380,6 +408,30 @@ class _TimedStore(_Store):
         """The retention time of a primary key."""
         n = len(pk) - self.SUFFIX
         return _unpack_from(pk, n)[0] - _BIAS
+
+    def get_many_raw(self, pks: list[bytes]) -> list[bytes | None]:
+        # An entry past retention is not there (it is deleted at the next commit).
+        got = _Store.get_many_raw(self, pks)
+        cutoff = self._cutoff
+        n = self.SUFFIX
+        return [None if v is None or _unpack_from(k, len(k) - n)[0] - _BIAS < cutoff else v
+                for k, v in zip(pks, got)]
+
+    def put_many_raw(self, pks: list[bytes], values: list[bytes | None]) -> None:
+        # Observed stream time advances to the latest time put; a write to an entry already
+        # past retention is dropped, as ``put`` drops it (Kafka Streams' behaviour).
+        n = self.SUFFIX
+        times = [_unpack_from(k, len(k) - n)[0] - _BIAS for k in pks]
+        latest = max(times, default=MIN_TS)
+        if latest > self._observed:
+            self._observe(latest)
+        cutoff = self._cutoff
+        if times and min(times) < cutoff:
+            kept = [(k, v) for k, v, t in zip(pks, values, times) if t >= cutoff]
+            self.expired_dropped += len(pks) - len(kept)
+            pks = [k for k, _ in kept]
+            values = [v for _, v in kept]
+        _Store.put_many_raw(self, pks, values)
 
     def write_batch(self, wb: rocksdict.WriteBatch) -> None:
         h = self._handle
