@@ -17,6 +17,11 @@ Encoding writes declared column and field names in declared order; DECIMAL as a 
 with the type's scale (10.50), BYTES as base64, NaN and infinities as the strings ``"NaN"``,
 ``"Infinity"``, ``"-Infinity"`` (Jackson's default), a null unwrapped value as a null payload.
 
+Two paths give the same results: ``JsonCodec.decode``/``encode`` are generated per schema
+(json_codegen.py: msgspec straight between bytes and the row tuple, for records whose fields
+carry their exact names and natural JSON types) and hand anything else to the exact path
+here (``decode_exact``/``encode_exact``), which every rule above describes.
+
 Errors: SerdeError("Failed to deserialize value from topic: T. Can't convert type.
 sourceType: TextNode, requiredType: BOOLEAN") and the like; the topic is known when the caller
 passes ``("KAFKA_TOPIC", name)`` in ``FormatOptions.extra``.
@@ -54,6 +59,7 @@ from streamsql.formats.common import (
     wrap_int32,
     wrap_int64,
 )
+from streamsql.formats.json_codegen import fast_decoder, fast_encoder
 from streamsql.schema import Column
 from streamsql.types import (
     ArrayType,
@@ -501,8 +507,28 @@ class JsonCodec(Codec):
             self._decode_object = _object_decoder(self.columns)
             self._encode_object = _object_encoder(self.columns)
             self._row_type = "STRUCT<" + ", ".join(f"`{c.name}` {c.type}" for c in columns) + ">"
+        if not (is_key and not self.columns):
+            # The hot path: generated per schema, bytes straight to the row tuple and back
+            # (json_codegen); anything unusual goes to the exact path below. Instance
+            # attributes, so callers that bind ``codec.decode`` call the generated function.
+            self.decode = fast_decoder(self.columns, unwrapped, self.decode_exact, coercer,
+                                       b64decode, _BAD_DATA + (_Reparse, _JSONDecodeError),
+                                       None if unwrapped else self._decode_object)
+            self.encode = (fast_encoder(self.columns, unwrapped, self.encode_exact)
+                           or self.encode_exact)
 
     def decode(self, data: bytes | None) -> tuple | None:
+        """Decode ``data`` (instances built by ``__init__`` shadow this with the generated
+        function; this is the exact path for the ABC and for subclasses)."""
+        return self.decode_exact(data)
+
+    def encode(self, values: tuple | None) -> bytes | None:
+        """Encode ``values`` (shadowed per instance by the generated function, as decode)."""
+        return self.encode_exact(values)
+
+    def decode_exact(self, data: bytes | None) -> tuple | None:
+        """The exact path: orjson (or exact decimals) to Python values, then ksqlDB's
+        matching and coercions, with its error messages."""
         if data is None:
             return None
         if self.is_key and not self.columns:
@@ -525,7 +551,8 @@ class JsonCodec(Codec):
             raise _cant_convert(obj, self._row_type)
         return self._decode_object(obj)
 
-    def encode(self, values: tuple | None) -> bytes | None:
+    def encode_exact(self, values: tuple | None) -> bytes | None:
+        """The exact path: orjson with the NaN/DECIMAL/BYTES conversions and NULL map keys."""
         if values is None:
             return None
         try:
