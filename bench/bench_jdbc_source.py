@@ -12,11 +12,18 @@ DATETIME/DATE ones the connector installs, the fastest being the limit), and the
 its end for each ``batch.max.rows`` asked for (100 is Confluent's default); then, where the
 Connect worker is there, the connector run by the worker into a topic of the embedded log with
 Connect's JsonConverter (with and without schemas), until the topic has every row.
+
+Each figure is printed as rows per wall-clock second and as rows per CPU-second (this
+process's CPU plus the MariaDB server's, read from /proc: steadier than wall time on a
+shared machine), with the ratio to the fastest plain SELECT in both. ``--repeat N`` runs
+the plain SELECTs and the worker N times and keeps the best of each.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -42,8 +49,36 @@ def fill(db: Any, rows: int) -> None:
                f"TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND, seq % 97 FROM seq_1_to_{rows}")
 
 
-def plain_select(db: Any, rows: int, connector_conversions: bool = False) -> tuple[float, float]:
-    """(fetchall, streamed) seconds of ``SELECT * FROM bench``, with MySQLdb's own value
+_SERVER_PID: int | None = None  # the MariaDB server's, whose CPU counts too
+
+
+def cpu_seconds() -> float:
+    """This process's CPU seconds and the MariaDB server's (both do the work of a read)."""
+    total = time.process_time()
+    if _SERVER_PID is not None:
+        try:
+            with open(f"/proc/{_SERVER_PID}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        except OSError:
+            pass
+    return total
+
+
+class Timing:
+    """Wall-clock and CPU seconds of a run (``cpu_seconds``)."""
+
+    def __init__(self) -> None:
+        self.t0, self.c0 = time.perf_counter(), cpu_seconds()
+        self.wall = self.cpu = 0.0
+
+    def stop(self) -> "Timing":
+        self.wall, self.cpu = time.perf_counter() - self.t0, cpu_seconds() - self.c0
+        return self
+
+
+def plain_select(db: Any, rows: int, connector_conversions: bool = False) -> tuple[Timing, Timing]:
+    """(fetchall, streamed) timings of ``SELECT * FROM bench``, with MySQLdb's own value
     converters or with the ones the connector installs (C-parsed DATETIME/DATE)."""
     import MySQLdb.cursors
 
@@ -54,14 +89,14 @@ def plain_select(db: Any, rows: int, connector_conversions: bool = False) -> tup
     else:
         conn = db.connect()
     try:
-        t0 = time.perf_counter()
+        t = Timing()
         cur = conn.cursor()
         cur.execute("SELECT * FROM bench")
         got = len(cur.fetchall())
-        buffered = time.perf_counter() - t0
+        buffered = t.stop()
         assert got == rows, got
         cur.close()
-        t0 = time.perf_counter()
+        t = Timing()
         cur = conn.cursor(MySQLdb.cursors.SSCursor)
         cur.execute("SELECT * FROM bench")
         got = 0
@@ -70,7 +105,7 @@ def plain_select(db: Any, rows: int, connector_conversions: bool = False) -> tup
             if not batch:
                 break
             got += len(batch)
-        streamed = time.perf_counter() - t0
+        streamed = t.stop()
         assert got == rows, got
         cur.close()
         return buffered, streamed
@@ -103,9 +138,9 @@ def source(db: Any, rows: int, batch_max_rows: int) -> float:
         connector.stop()
 
 
-def into_topic(db: Any, rows: int, converter: dict[str, str], base: Path) -> float | None:
-    """Seconds for the connector, run by the Connect worker on the embedded log, to publish
-    every row into its topic (None where the worker is not there)."""
+def into_topic(db: Any, rows: int, converter: dict[str, str], base: Path) -> Timing | None:
+    """The time the connector, run by the Connect worker on the embedded log, takes to
+    publish every row into its topic (None where the worker is not there)."""
     import asyncio
 
     try:
@@ -114,63 +149,102 @@ def into_topic(db: Any, rows: int, converter: dict[str, str], base: Path) -> flo
         return None
     from streamsql.runtime.log.embedded import EmbeddedLog
 
-    async def run() -> float:
+    async def run() -> Timing:
         log = EmbeddedLog(base)
         worker = Worker(log, "bench_", "localhost", {"offset.flush.interval.ms": "1000", **converter})
         await worker.start()
         try:
-            t0 = time.perf_counter()
+            t = Timing()
             await worker.create("jdbc", {"connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector",
                                          **db.connector_config(), "mode": "incrementing",
                                          "incrementing.column.name": "id", "topic.prefix": "bench-",
                                          "poll.interval.ms": "60000"})
             while await log.describe_topic("bench-bench") is None or \
                     sum(await log.end_offsets("bench-bench")) < rows:
+                failed = [t for t in worker.status("jdbc").tasks if t.state == "FAILED"]
+                if failed:
+                    raise RuntimeError(f"the connector's task failed: {failed[0].trace}")
                 await asyncio.sleep(0.02)
-            return time.perf_counter() - t0
+            return t.stop()
         finally:
             await worker.close()
             await log.close()
+            shutil.rmtree(base, ignore_errors=True)  # (~560 MB a run)
 
     return asyncio.run(run())
 
 
+def _best(timings: list[Timing]) -> Timing:
+    out = Timing()
+    out.wall, out.cpu = min(t.wall for t in timings), min(t.cpu for t in timings)
+    return out
+
+
 def main() -> None:
+    global _SERVER_PID
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--batch-max-rows", type=int, nargs="+", default=[100, 10_000])
+    ap.add_argument("--batch-max-rows", type=int, nargs="*", default=[100, 10_000],
+                    help="JdbcSourceTask.poll alone for each (none: skipped)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of the plain SELECTs and the worker; the best counts")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     reason = mariadb_unavailable_reason()
     if reason:
         print(f"skipped: {reason}")
         return
+    rows = args.rows
+
+    def line(label: str, t: Timing, limit: Timing | None = None) -> None:
+        text = f"{label:<64} {rows / t.wall:>9,.0f} rows/s {rows / t.cpu:>9,.0f} rows/cpu-s"
+        if limit is not None:
+            text += f"   {limit.wall / t.wall:>4.0%} / {limit.cpu / t.cpu:>4.0%} of the plain SELECT"
+        print(text, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="bench-jdbc-") as tmp:
         server = MariaDBServer(tmp, die_with_parent=True).start()
+        _SERVER_PID = server.pid
         try:
             db = server.new_database("bench")
             t0 = time.perf_counter()
-            fill(db, args.rows)
-            print(f"MariaDB {db.url}: {args.rows:,} rows loaded in {time.perf_counter() - t0:.1f}s")
-            timings = []
-            for label, fast in (("", False), (", connector's converters", True)):
-                buffered, streamed = plain_select(db, args.rows, fast)
-                timings += [buffered, streamed]
-                print(f"{'plain SELECT, fetchall' + label:<64} {args.rows / buffered:>10,.0f} rows/s")
-                print(f"{'plain SELECT, SSCursor.fetchmany(10000)' + label:<64} {args.rows / streamed:>10,.0f} rows/s")
-            limit = min(timings)
+            fill(db, rows)
+            print(f"MariaDB {db.url}: {rows:,} rows loaded in {time.perf_counter() - t0:.1f}s; "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+            print(f"{'':<64} {'wall':>16} {'CPU (this process + MariaDB)':>28}")
+            variants: dict[str, list[Timing]] = {}
+            topic: dict[str, list[Timing]] = {}
+            converters = (("JsonConverter", {}),
+                          ("JsonConverter, schemas.enable=false", {"value.converter.schemas.enable": "false"}))
+            for r in range(args.repeat):
+                for label, fast in (("", False), (", connector's converters", True)):
+                    buffered, streamed = plain_select(db, rows, fast)
+                    variants.setdefault("plain SELECT, fetchall" + label, []).append(buffered)
+                    variants.setdefault("plain SELECT, SSCursor.fetchmany(10000)" + label, []).append(streamed)
+                for label, conv in converters:
+                    got = into_topic(db, rows, conv, Path(tmp) / f"log-{r}-{len(label)}")
+                    if got is None:
+                        print("into a topic: the Connect worker is not there (streamsql.runtime.connect.worker)")
+                        break
+                    topic.setdefault("worker -> topic, " + label, []).append(got)
+            best = {label: _best(ts) for label, ts in variants.items()}
+            for label, t in best.items():
+                line(label, t)
+            # The limit: the fastest plain SELECT variant, by wall and by CPU each.
+            limit = Timing()
+            limit.wall = min(t.wall for t in best.values())
+            limit.cpu = min(t.cpu for t in best.values())
             for n in args.batch_max_rows:
-                elapsed = source(db, args.rows, n)
-                print(f"{f'JdbcSourceTask.poll, batch.max.rows={n}':<64} {args.rows / elapsed:>10,.0f} rows/s"
-                      f"   {limit / elapsed:>5.0%} of the fastest plain SELECT")
-            for label, conv in (("JsonConverter", {}),
-                                ("JsonConverter, schemas.enable=false", {"value.converter.schemas.enable": "false"})):
-                topic_s = into_topic(db, args.rows, conv, Path(tmp) / f"log-{len(label)}")
-                if topic_s is None:
-                    print("into a topic: the Connect worker is not there (streamsql.runtime.connect.worker)")
-                    break
-                print(f"{'worker -> topic, ' + label:<64} {args.rows / topic_s:>10,.0f} rows/s"
-                      f"   {limit / topic_s:>5.0%} of the fastest plain SELECT")
+                elapsed = source(db, rows, n)
+                print(f"{f'JdbcSourceTask.poll, batch.max.rows={n}':<64} {rows / elapsed:>9,.0f} rows/s"
+                      f"{'':>20}   {limit.wall / elapsed:>4.0%} of the plain SELECT")
+            for label, ts in topic.items():
+                line(label, _best(ts), limit)
+            schemas = topic.get("worker -> topic, JsonConverter")
+            if schemas:
+                got = _best(schemas)
+                print(f"summary: into a topic with JsonConverter at {limit.wall / got.wall:.0%} of the plain SELECT's "
+                      f"rate by wall clock, {limit.cpu / got.cpu:.0%} by CPU (target: 50%); load average now "
+                      f"{os.getloadavg()[0]:.1f}")
         finally:
             server.stop()
 

@@ -8,7 +8,8 @@ stopped at the end), pre-loads one input topic with N JSON records over P partit
   (``getmany`` -> ``send_batch``, acks awaited only at the end: the client's limit); and the
   same loop in the shape of an at-least-once processor (per poll: produce, await the acks,
   commit the group's offsets), which is what the SQL node does around its work;
-* the stateless CSAS of bench_stateless.py (JSON filter + project) on one node;
+* the stateless CSAS of bench_stateless.py (JSON filter + project) on one node, with
+  ``processing.guarantee`` at_least_once and exactly_once_v2;
 * the GROUP BY COUNT of bench_aggregate.py (windowed, TUMBLING 1 MINUTE) on one node, with
   ``processing.guarantee`` at_least_once and exactly_once_v2;
 * the stateless CSAS on two nodes (two processes in one consumer group), total and per node.
@@ -30,6 +31,10 @@ bench_aggregate.py's keys and windows, bench_stateless.py's value (49.5% pass ``
 
     python bench/bench_kafka.py [--records 200000] [--partitions 4] [--keys 20000]
                                 [--skip-two-nodes] [--jvm-opts "-XX:TieredStopAtLevel=4 -Xmx1g"]
+                                [--only raw,stateless,aggregate,two-nodes] [--profile DIR]
+
+``--profile DIR`` runs each node under ``py-spy record -f raw`` (files in DIR; the node CPU
+figures are then py-spy's, not the node's).
 
 Needs java and the broker jars (``make kafka-jars``); without them it says so and exits 0.
 """
@@ -107,6 +112,8 @@ class Bench:
     partitions: int
     keys: int
     rows: list[Row] = field(default_factory=list)
+    # Where py-spy profiles of the nodes go (``--profile``); None: not profiled.
+    profile: Path | None = None
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
@@ -253,6 +260,10 @@ class Worker:
         cmd = [sys.executable, __file__, "worker", "--bootstrap", b.bootstrap,
                "--service-id", service, "--name", name, "--state-dir", str(self.dir / "state"),
                "--guarantee", guarantee]
+        if b.profile is not None:  # (its CPU figures are then py-spy's own)
+            b.profile.mkdir(parents=True, exist_ok=True)
+            out = b.profile / f"{service}-{name}-{guarantee}.txt"
+            cmd = ["py-spy", "record", "-f", "raw", "-r", "200", "-o", str(out), "--", *cmd]
         self.log_path = self.dir / "node.log"
         with open(self.log_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -266,6 +277,8 @@ class Worker:
     def read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        while line and not line.startswith(b"{"):  # (py-spy's own lines, under --profile)
+            line = self.proc.stdout.readline()
         if not line:
             tail = self.log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"node {self.name} exited:\n{tail}")
@@ -295,8 +308,6 @@ class Gate:
         self.loop.run_until_complete(self._load())
 
     async def _load(self) -> None:
-        import itertools
-
         from aiokafka import AIOKafkaProducer
 
         from streamsql.runtime.log.base import ProducerRecord
@@ -315,7 +326,7 @@ class Gate:
         await self.producer.begin_transaction()
         base = time_base(b.records)
         recs = [ProducerRecord(*record(i, b.keys, base)) for i in range(b.records)]
-        await produce_records(self.producer, GATED, recs, b.partitions, itertools.count())
+        await produce_records(self.producer, GATED, recs, [i % b.partitions for i in range(len(recs))])
 
     def open(self) -> float:
         """Commits the transaction; returns the time it was asked to."""
@@ -422,7 +433,7 @@ async def end_total(b: Bench, topic: str) -> int:
         await log.close()
 
 
-def sql_benchmarks(b: Bench, two_nodes: bool) -> None:
+def sql_benchmarks(b: Bench, two_nodes: bool, only: set[str]) -> None:
     selected = sum(1 for i in range(b.records) if i % 200 > 100)
 
     def stateless(sink: str, nodes: int, gate: Gate | None = None) -> None:
@@ -434,14 +445,20 @@ def sql_benchmarks(b: Bench, two_nodes: bool) -> None:
         written = asyncio.run(end_total(b, sink.upper()))
         assert written == selected, (written, selected)
 
-    stateless("slow_1", 1)
-    for guarantee in ("at_least_once", "exactly_once_v2"):
+    if "stateless" in only:
+        stateless("slow_1", 1)
+        # Exactly once: counted as its transactions commit.
+        run_nodes(b, "stateless CSAS (filter+project, JSON), 1 node", STATELESS.format(sink="slow_eos"),
+                  1, "exactly_once_v2", lambda n: n >= b.records)
+        written = asyncio.run(output_count(b, "SLOW_EOS", selected))
+        assert written == selected, ("exactly_once_v2", written, selected)
+    for guarantee in ("at_least_once", "exactly_once_v2") if "aggregate" in only else ():
         sink = f"counts_{guarantee[:3]}"
         run_nodes(b, "windowed GROUP BY COUNT (by the key: 1 stage, RocksDB), 1 node",
                   AGGREGATE.format(sink=sink), 1, guarantee, lambda n: n >= b.records)
         written = asyncio.run(output_count(b, sink.upper(), b.records))
         assert written == b.records, (guarantee, written, b.records)
-    if two_nodes:
+    if two_nodes and "two-nodes" in only:
         gate = Gate(b)
         try:
             gate.load()
@@ -521,18 +538,19 @@ def table(b: Bench, started: str, jvm: str) -> str:
            f"at end {loadavg()}; nothing pinned",
            "",
            f"{'what':<66} {'records/s':>10} {'secs':>7} {'start s':>7} {'node cpu':>8} "
-           f"{'broker cpu':>10} {'load':>5}  notes"]
+           f"{'cpu s/M':>7} {'broker cpu':>10} {'load':>5}  notes"]
     for r in b.rows:
         start = f"{r.start:.2f}" if r.start is not None else ""
-        node = f"{r.node_cpu:.1f}" if r.node_cpu is not None else ""
+        node = f"{r.node_cpu:.2f}" if r.node_cpu is not None else ""
+        per_m = f"{r.node_cpu / r.records * 1e6:.2f}" if r.node_cpu is not None and r.records else ""
         broker = f"{r.broker_cpu:.1f}" if r.broker_cpu is not None else ""
         out.append(f"{r.what:<66} {r.rate:>10,.0f} {r.seconds:>7.2f} {start:>7} {node:>8} "
-                   f"{broker:>10} {r.load:>5.2f}  {r.note}")
+                   f"{per_m:>7} {broker:>10} {r.load:>5.2f}  {r.note}")
     out += ["",
             "records/s: input records over the time from the first stage's assignment (2 nodes: from",
             "the input's release) to the last output acknowledged (raw loops: from the first",
             "getmany); 'start s': statement to assignment; cpu: CPU seconds of the node process(es)",
-            "and of the broker over the run; load: 1-minute load average at the end of the run.",
+            "(also per million input records) and of the broker over the run; load: 1-minute load average at the end of the run.",
             "Nodes: an Engine on KafkaLog in a process of its own each (streamsql server without",
             "its REST API), one run each; raw loops: aiokafka in the benchmark's process, the",
             "median of 3 runs."]
@@ -552,6 +570,10 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--keys", type=int, default=20_000)
     ap.add_argument("--skip-two-nodes", action="store_true")
+    ap.add_argument("--only", default="raw,stateless,aggregate,two-nodes",
+                    help="which runs, comma-separated (default: all)")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="run the nodes under py-spy, raw profiles into this folder")
     ap.add_argument("--jvm-opts", default="-XX:TieredStopAtLevel=4 -Xmx1g",
                     help="broker JVM options after the defaults (full JIT, more heap)")
     args = ap.parse_args()
@@ -578,11 +600,12 @@ def main() -> None:
         sys.stderr.write(f"broker up in {time.perf_counter() - t:.1f}s at {cluster.bootstrap_servers}\n")
         try:
             b = Bench(cluster.bootstrap_servers, cluster.pids()[0], Path(tmp), args.records,
-                      args.partitions, args.keys)
+                      args.partitions, args.keys, profile=args.profile)
+            only = set(args.only.split(","))
             asyncio.run(preload(b))
-            for mode in ("consume", "pipelined", "acked"):
+            for mode in ("consume", "pipelined", "acked") if "raw" in only else ():
                 raw_runs(b, mode)
-            sql_benchmarks(b, not args.skip_two_nodes)
+            sql_benchmarks(b, not args.skip_two_nodes, only)
         finally:
             cluster.stop()
     sys.stdout.write(table(b, started, f"{' '.join(DEFAULT_JVM_OPTIONS[:4])} then {args.jvm_opts}"))

@@ -26,10 +26,11 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Protocol
 
 from streamsql.catalog import DataSource
-from streamsql.runtime.log.base import Log, ProducerRecord, RecordBatch, TaskPlacement
+from streamsql.runtime.log.base import (Log, ProducerBatch, ProducerRecord, RecordBatch,
+                                        TaskPlacement)
 from streamsql.runtime.ordering import OrderedInputs
 from streamsql.runtime.pipeline import Outputs, Pipeline
 
@@ -60,16 +61,15 @@ class PipelineStage:
     # A pure function of its input: it can take part in exactly-once processing.
     exactly_once = True
 
-    def process(self, batch: RecordBatch) -> list[ProducerRecord]:
-        out = self.outputs
-        out.clear()
+    def process(self, batch: RecordBatch) -> ProducerBatch:
+        # Fresh output lists each call: they become the records' columns, not copied.
+        out = self.outputs = Outputs()
         self.pipeline.process(batch, out)
         wlen = self.pipeline.window_len
-        if wlen:  # windowed keys: partitioned by the key without its window
-            return [ProducerRecord(k, v, ts, h or (), None, None if k is None else k[:-wlen])
-                    for k, v, ts, h in zip(out.keys, out.values, out.timestamps, out.headers)]
-        return [ProducerRecord(k, v, ts, h or ()) for k, v, ts, h in
-                zip(out.keys, out.values, out.timestamps, out.headers)]
+        headers = [h or () for h in out.headers] if any(out.headers) else None
+        # Windowed keys are partitioned by the key without its window.
+        pkeys = [None if k is None else k[:-wlen] for k in out.keys] if wlen else None
+        return ProducerBatch(out.keys, out.values, out.timestamps, headers, pkeys)
 
 
 class MaterializingStage:
@@ -212,6 +212,21 @@ class PersistentQuery:
         return getattr(self.stages[-1], "store", None) if isinstance(self.stages[-1], MaterializingStage) else None
 
 
+@dataclass
+class _OpenTransaction:
+    """A stage's Kafka transaction spanning polls (see ``StageRunner._transact``):
+    the group member that read its input, when it began, and what it holds."""
+
+    member: Any
+    began: float
+    commits: dict[tuple[str, int], int] = field(default_factory=dict)
+    done: list[tuple[int, dict[tuple[str, int], int]]] = field(default_factory=list)
+    acks: list[Awaitable[None]] = field(default_factory=list)
+    published: list[tuple[int, Any]] = field(default_factory=list)
+    processed: int = 0
+    produced: int = 0
+
+
 class StageRunner:
     """Service-mode driver of one stage: a member of the stage's consumer group.
 
@@ -224,11 +239,14 @@ class StageRunner:
 
     * embedded log with ``tasks`` declared exactly-once: each batch's state, input offset and
       output end offsets are committed together, a restart resumes from that commit;
-    * ``transaction`` (Kafka, ``processing.guarantee=exactly_once_v2``): one transaction per
-      poll holds the output records, the changelog records and the input offsets; the local
-      state is written once it committed;
+    * ``transaction`` (Kafka, ``processing.guarantee=exactly_once_v2``): one transaction
+      over the polls of ``commit_interval_ms`` (Kafka Streams' ``commit.interval.ms``, 100 ms
+      under exactly-once) holds the output records, the changelog records and the input
+      offsets; the local state is written once it committed;
     * otherwise at-least-once: group offsets are committed after the output is written, so a
-      crash may write a batch's output again.
+      crash may write a batch's output again. On Kafka, a stage without tasks does not wait
+      for the acknowledgements before its next poll: up to ``IN_FLIGHT`` polls are in
+      flight, each committed in order once its output is acknowledged (``_send``).
 
     With ``fences``, records of a topic written by an exactly-once stage are read only up to
     that stage's last commit (read_committed on the embedded log).
@@ -243,11 +261,14 @@ class StageRunner:
     moves partitions, else RUNNING), ``errors`` the last failures.
     """
 
+    # Polls of a pipelined stage whose output may be unacknowledged at once (see ``_send``).
+    IN_FLIGHT = 4
+
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None,
                  tasks: Any = None, fences: Any = None, transaction: Any = None,
                  idle_ms: int = 0, placement: TaskPlacement | None = None,
-                 purge_interval_ms: int = 0) -> None:
+                 purge_interval_ms: int = 0, commit_interval_ms: int = 100) -> None:
         self.stage = stage
         # How a cluster's group places the stage's tasks (standbys, warm-ups): read by the
         # consumer (see ``RebalanceListener``).
@@ -278,8 +299,19 @@ class StageRunner:
         self._consumer: Any = None
         # Bumped at every revocation: batches polled before one are stale (see ``revoked``).
         self._generation = 0
-        # An assignment that could not be taken up (see ``assigned``).
+        # An assignment that could not be taken up (see ``assigned``), or output in flight
+        # that failed while partitions were revoked: the stage starts over.
         self._assign_failure: Exception | None = None
+        # Polls whose output is on its way, oldest first (see ``_send``).
+        self._in_flight: deque[asyncio.Task[None]] = deque()
+        # The stage's transaction open over several polls, and for how long at most (see
+        # ``_transact``).
+        self._open: _OpenTransaction | None = None
+        # A stateless stage's last transaction, committing while its next poll is worked
+        # out (see ``_commit_due``).
+        self._committing: asyncio.Task[None] | None = None
+        # (Bounded well below KafkaLog's transaction timeout, 10 s.)
+        self.commit_interval = min(commit_interval_ms, 5_000) / 1000
         self.processed = 0
         # Records read by input topic, and written to the stage's output (added per task run;
         # read by GET /metrics).
@@ -473,6 +505,15 @@ class StageRunner:
         self._rebalancing = self.log.distributed  # (until the group's next assignment)
         log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
         async with self._lock:
+            if self._in_flight or self._open is not None:
+                # Their offsets are committed before the partitions go.
+                try:
+                    await self._settle_in_flight()
+                    await self._commit_open()
+                except Exception as exc:  # noqa: BLE001 - the stage restarts from its last commit
+                    log.warning("%s: output in flight failed before a revocation: %s",
+                                self.stage.name, exc)
+                    self._assign_failure = exc
             self._drop_buffered(partitions)
             if self.tasks is not None:
                 self.tasks.close({p for _, p in partitions})
@@ -524,11 +565,27 @@ class StageRunner:
                                                       listener=self, reset=self.reset)
         loop = asyncio.get_running_loop()
         timeout = 0.5
+        # At least once on Kafka, state-less: the next poll is processed while the last
+        # ones' acknowledgements and offset commits are on their way (``_send``).
+        pipelined = txn is None and tasks is None and self.log.distributed
+        # Exactly once: a transaction spans the polls of a commit interval.
+        spanning = txn is not None
         try:
             # (On Kafka no topic is fenced: the broker's read_committed does it.)
             fenced = fences is not None
             while not self._stopping.is_set():
-                batches = await consumer.poll(max_records=5000, timeout=timeout)
+                wait = timeout
+                if self._open is not None:  # (woken in time to commit it)
+                    wait = min(wait, max(self._open.began + self.commit_interval - loop.time(), 0.0))
+                batches = await consumer.poll(max_records=5000, timeout=wait)
+                in_flight = self._in_flight
+                while in_flight and in_flight[0].done():
+                    await in_flight.popleft()  # (raises what failed it, even when idle)
+                if self._committing is not None and self._committing.done():
+                    await self._committed()  # (raises what failed it, even when idle)
+                if self._open is not None and loop.time() - self._open.began >= self.commit_interval:
+                    async with self._lock:
+                        await self._commit_due()
                 if self.halted:
                     # Paused: what the poll got is read again after RESUME.
                     for b in batches:
@@ -562,16 +619,37 @@ class StageRunner:
                         work, timeout = self._ordered(inputs, batches, owned, loop.time())
                     if not work:
                         continue
-                    if txn is not None:
-                        await self._transaction(work)
+                    if spanning:
+                        await self._transact(work)
+                    elif pipelined:
+                        await self._send(work)
                     else:
                         await self._batches(work)
                 self._failed = False
                 self._measure()
                 if self.after_batch is not None:
                     await self.after_batch()
+            if pipelined:
+                await self._settle_in_flight()  # stopping: commit what is acknowledged
+            async with self._lock:
+                await self._commit_open()  # stopping: commit the open transaction
         finally:
+            committing, self._committing = self._committing, None
+            if committing is not None:  # (a failure: what it held is read again)
+                committing.cancel()
+                try:
+                    await committing
+                except BaseException:  # noqa: BLE001 - the failure is already being handled
+                    pass
+            if self._open is not None:  # (a failure: its input is read again)
+                self._open = None
+                await txn.abort()
             self._consumer = None
+            for t in self._in_flight:  # (left only on a failure: read again, at least once)
+                if t.done() and not t.cancelled():
+                    t.exception()  # (the failure that stopped the stage, logged by ``_run``)
+                t.cancel()
+            self._in_flight.clear()
             if tasks is not None:
                 tasks.close()
             await consumer.close()
@@ -628,6 +706,9 @@ class StageRunner:
         stage, tasks = self.stage, self.tasks
         commits: dict[tuple[str, int], int] = {}
         done: list[tuple[int, dict[tuple[str, int], int]]] = []
+        if tasks is not None and not tasks.outputs and self.log.distributed:
+            await self._batches_sent(work)
+            return
         for runs in work:
             p = runs[0].partition
             if tasks is not None:
@@ -647,6 +728,95 @@ class StageRunner:
             done.append((p, offsets))
         await self._consumer.commit(commits, self._offset_metadata(done))
         await self._purge(commits)
+
+    async def _batches_sent(self, work: list[list[RecordBatch]]) -> None:
+        """``_batches`` of a stage with tasks on Kafka (at least once): every task's output
+        is sent before any is waited for, then each task commits its state once its own
+        output is acknowledged (the state never runs ahead of the output: a task resumes
+        from its state's offsets where they are further than the group's), then the
+        group's offsets. (Not on the embedded log, whose exactly-once commit takes the
+        outputs' end offsets: only one task's output may be uncommitted there.)"""
+        stage, tasks = self.stage, self.tasks
+        sent: list[tuple[list[RecordBatch], Any, dict[tuple[str, int], int], Any]] = []
+        for runs in work:
+            tasks.bind(runs[0].partition)
+            records, offsets = _process(stage, runs)
+            acks = await self.log.send(stage.sink_topic, records) if records else None
+            sent.append((runs, records, offsets, acks))
+        commits: dict[tuple[str, int], int] = {}
+        done: list[tuple[int, dict[tuple[str, int], int]]] = []
+        for runs, records, offsets, acks in sent:
+            p = runs[0].partition
+            if acks is not None:
+                await acks
+                self.produced += len(records)
+            self.processed += self._count(runs)
+            await tasks.commit(p, offsets)
+            if self.subscribers and records:
+                self._publish(p, records)
+            commits.update(offsets)
+            done.append((p, offsets))
+        await self._consumer.commit(commits, self._offset_metadata(done))
+        await self._purge(commits)
+
+    async def _send(self, work: list[list[RecordBatch]]) -> None:
+        """``_batches`` pipelined (at least once, without tasks): the output is handed to
+        the producer and the offsets are committed by a task of their own once it is
+        acknowledged, while the next poll is processed. Polls commit in order, each after
+        the one before it (so an offset is never committed before the output of every
+        record before it is durable); at most ``IN_FLIGHT`` polls are pending, the next
+        waits for the oldest. A failed send or commit fails the stage at its next poll
+        (it restarts from the last commit); ``revoked`` and a stop wait for them all."""
+        stage = self.stage
+        commits: dict[tuple[str, int], int] = {}
+        done: list[tuple[int, dict[tuple[str, int], int]]] = []
+        acks: list[Awaitable[None]] = []
+        published: list[tuple[int, Any]] = []
+        processed = produced = 0
+        for runs in work:
+            p = runs[0].partition
+            records, offsets = _process(stage, runs)
+            if records:
+                acks.append(await self.log.send(stage.sink_topic, records))
+                produced += len(records)
+                if self.subscribers:
+                    published.append((p, records))
+            processed += self._count(runs)
+            commits.update(offsets)
+            done.append((p, offsets))
+        meta = self._offset_metadata(done)
+        in_flight = self._in_flight
+        previous = in_flight[-1] if in_flight else None
+        in_flight.append(asyncio.create_task(self._settle(
+            self._consumer, previous, acks, commits, meta, processed, produced, published)))
+        while in_flight and (in_flight[0].done() or len(in_flight) > self.IN_FLIGHT):
+            await in_flight.popleft()  # (raises what failed it)
+
+    async def _settle(self, consumer: Any, previous: "asyncio.Task[None] | None",
+                      acks: list[Awaitable[None]],
+                      commits: dict[tuple[str, int], int],
+                      meta: dict[tuple[str, int], str] | None, processed: int, produced: int,
+                      published: list[tuple[int, Any]]) -> None:
+        """One poll of ``_send``: its acknowledgements, then (after the poll before it has
+        committed) its offsets."""
+        try:
+            for a in acks:
+                await a
+        finally:
+            if previous is not None:
+                await previous  # (its failure is this one's too: nothing after it commits)
+        await consumer.commit(commits, meta)
+        self.processed += processed
+        self.produced += produced
+        for p, records in published:
+            self._publish(p, records)
+        await self._purge(commits)
+
+    async def _settle_in_flight(self) -> None:
+        """Wait until every poll in flight has committed (or raise what failed one)."""
+        in_flight = self._in_flight
+        while in_flight:
+            await in_flight.popleft()
 
     async def _purge(self, commits: dict[tuple[str, int], int]) -> None:
         """Delete what this stage has read and committed of the repartition topics it alone
@@ -668,54 +838,117 @@ class StageRunner:
             except Exception:  # noqa: BLE001 - purging is housekeeping: the next commit retries
                 log.warning("%s: could not purge %s", self.stage.name, topic, exc_info=True)
 
-    async def _transaction(self, work: list[list[RecordBatch]]) -> None:
-        """``_batches`` in one Kafka transaction, input offsets committed in it as this
-        group member (fenced once a rebalance has made the member stale)."""
+    async def _transact(self, work: list[list[RecordBatch]]) -> None:
+        """Process ``work`` in a Kafka transaction open over the polls of a commit interval
+        (Kafka Streams' ``commit.interval.ms``): begun at the first poll, as the group
+        member that read it; output sent without waiting for acks, each task's changelog
+        records flushed into it after its run; committed with every input offset read in
+        it once ``commit_interval`` has passed (see ``_commit_open``; also before
+        partitions are revoked and when the stage stops)."""
         stage, tasks, txn = self.stage, self.tasks, self.transaction
-        commits: dict[tuple[str, int], int] = {}
-        done: list[tuple[int, dict[tuple[str, int], int]]] = []
-        # Who read the batch: its offsets are committed as that member, so that the group
-        # refuses them once a rebalance has given the partitions to another. (Asked at
-        # commit time instead, a member the coordinator has just dropped would have no
-        # generation yet, and a commit without one is not checked at all.)
-        member = self._consumer.group_metadata()
-        if member is None and self.log.distributed:
-            raise NotAMember(f"{stage.name}: not a current member of group {self.group} "
-                             "(dropped by its coordinator): reading again from the last commit")
-        published: list[tuple[int, list[ProducerRecord]]] | None = [] if self.subscribers else None
-        produced = 0
-        await txn.begin()
+        outputs: Iterable[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]]
+        outputs = self._outputs(work)
+        if self._committing is not None:
+            # The last transaction is committing: this poll is worked out meanwhile (a
+            # stage without tasks keeps nothing of it but its records), sent after.
+            outputs = list(outputs)
+            await self._committed()
+        t = self._open
+        if t is None:
+            # Who reads the input: its offsets are committed as that member, so that the
+            # group refuses them once a rebalance has given the partitions to another.
+            # (Asked at commit time instead, a member the coordinator has just dropped
+            # would have no generation yet, and a commit without one is not checked.)
+            member = self._consumer.group_metadata()
+            if member is None and self.log.distributed:
+                raise NotAMember(f"{stage.name}: not a current member of group {self.group} "
+                                 "(dropped by its coordinator): reading again from the last commit")
+            await txn.begin(self.group)
+            t = self._open = _OpenTransaction(member, asyncio.get_running_loop().time())
         try:
-            for runs in work:
+            for runs, records, offsets in outputs:
                 p = runs[0].partition
-                if tasks is not None:
-                    tasks.bind(p)
-                records, offsets = _process(stage, runs)
                 if records:
-                    await txn.produce(stage.sink_topic, records)
-                    produced += len(records)
-                    if published is not None:
-                        published.append((p, records))
+                    t.acks.append(await txn.send(stage.sink_topic, records))
+                    t.produced += len(records)
+                    if self.subscribers:
+                        t.published.append((p, records))
                 if tasks is not None:
                     await tasks.prepare(p)
-                commits.update(offsets)
-                done.append((p, offsets))
-            await txn.commit(self.group, commits, member=member,
-                             metadata=self._offset_metadata(done))
+                t.processed += self._count(runs)
+                t.commits.update(offsets)
+                t.done.append((p, offsets))
         except BaseException:
-            # The stores hold the aborted batch's writes: the stage restarts from the last
-            # commit (tasks reopened, restored from the committed changelog).
+            # The stores hold the aborted transaction's writes: the stage restarts from
+            # the last commit (tasks reopened, restored from the committed changelog).
+            self._open = None
             await txn.abort()
             raise
-        self.processed += sum(self._count(runs) for runs in work)
-        self.produced += produced
-        if tasks is not None:
-            for p, offsets in done:
+        if asyncio.get_running_loop().time() - t.began >= self.commit_interval:
+            await self._commit_due()
+
+    def _outputs(self, work: list[list[RecordBatch]]
+                 ) -> Iterator[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]]:
+        """Each task's runs of ``work`` through the stage (its stores bound to the task):
+        (runs, records to write, next input offsets)."""
+        tasks = self.tasks
+        for runs in work:
+            if tasks is not None:
+                tasks.bind(runs[0].partition)
+            records, offsets = _process(self.stage, runs)
+            yield runs, records, offsets
+
+    async def _commit_due(self) -> None:
+        """The open transaction's commit interval is over: commit it, in the background
+        for a stage without tasks (its next poll is worked out meanwhile, see
+        ``_transact``; a stage with tasks writes its state once the commit is done, before
+        anything else goes into its stores). Called with the lock held."""
+        if self.tasks is not None:
+            await self._commit_open()
+            return
+        t, self._open = self._open, None
+        if t is not None:
+            self._committing = asyncio.create_task(self._commit(t))
+
+    async def _committed(self) -> None:
+        """Wait for the transaction committing in the background (raise what failed it)."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+
+    async def _commit_open(self) -> None:
+        """Commit the open transaction of ``_transact`` (nothing if none is open), after
+        the one committing in the background; on a failure it is aborted and the failure
+        raised (the stage restarts from the last commit). Called with the lock held."""
+        await self._committed()
+        t, self._open = self._open, None
+        if t is not None:
+            await self._commit(t)
+
+    async def _commit(self, t: _OpenTransaction) -> None:
+        """Commit ``t``: its offsets, then the transaction; then the local state of its
+        tasks, the counts and the subscribers."""
+        txn = self.transaction
+        try:
+            await txn.commit(self.group, t.commits, member=t.member,
+                             metadata=self._offset_metadata(t.done))
+            for a in t.acks:  # (done: the commit waited for them)
+                await a
+        except BaseException:
+            await txn.abort()
+            raise
+        self.processed += t.processed
+        self.produced += t.produced
+        tasks = self.tasks
+        if tasks is not None:  # the local state follows the committed transaction
+            by_task: dict[int, dict[tuple[str, int], int]] = {}
+            for p, offsets in t.done:
+                by_task.setdefault(p, {}).update(offsets)
+            for p, offsets in by_task.items():
                 await tasks.commit(p, offsets)
-        if published:
-            for p, records in published:
-                self._publish(p, records)
-        await self._purge(commits)
+        for p, records in t.published:
+            self._publish(p, records)
+        await self._purge(t.commits)
 
     def _count(self, runs: list[RecordBatch]) -> int:
         """Count a task's input runs by topic; returns how many records they hold."""

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
-from streamsql.runtime.log.base import Log, Partitioner, ProducerRecord, Transaction
+from streamsql.runtime.log.base import Log, Partitioner, ProducerRecord, RecordColumns, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,14 @@ class _EmbeddedWriter(SourceBatchWriter):
         # From here to the end nothing awaited suspends (the embedded log's calls do not):
         # no other writer or reader of the process runs in between.
         counts: dict[tuple[str, int], int] = {}
-        for topic, records in writes:
+        for i, (topic, records) in enumerate(writes):
             n = (await lg.describe_topic(topic)).partitions  # type: ignore[union-attr]
             if n == 1:
                 counts[(topic, 0)] = counts.get((topic, 0), 0) + len(records)
                 continue
+            if isinstance(records, RecordColumns):  # record objects, to hold the partitions chosen
+                records = list(records)
+                writes[i] = (topic, records)
             # Partitions chosen here, so that the pending record can say where each goes.
             parts = self.partitioners.setdefault(topic, Partitioner()).assign(records, n)
             for r, p in zip(records, parts):

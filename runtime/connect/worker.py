@@ -4,7 +4,8 @@
   records at once, and the next call while a batch is written, unless the task has a
   ``commit()`` of its own); its records are converted (the connector's key/value converters,
   by writers compiled once per schema, a run of records at a time; a ``SourceRecordBatch`` as
-  columns, without record objects) and produced on the event loop with their source offsets,
+  columns, without record objects, produced as ``RecordColumns``: a column of values the
+  embedded log frames as it is) and produced on the event loop with their source offsets,
   atomically (``exactly_once``: a Kafka transaction per batch, or the embedded log's pending
   batch records; KIP-618's ``exactly.once.source.support=enabled``, the default). With
   ``disabled``, only once the Log has them are their source offsets written to the offsets
@@ -56,7 +57,7 @@ from streamsql.runtime.connect import exactly_once
 from streamsql.runtime.connect.converters import Converter, make_converter
 from streamsql.runtime.connect.plugins import PluginRegistry, default_registry
 from streamsql.runtime.connect.storage import ConnectStorage, offset_key
-from streamsql.runtime.log.base import Log, ProducerRecord, TopicExistsError, murmur2
+from streamsql.runtime.log.base import Log, ProducerRecord, RecordColumns, TopicExistsError, murmur2
 
 log = logging.getLogger(__name__)
 
@@ -1378,7 +1379,7 @@ class Worker:
                 if keys.pending or values.pending:
                     await keys.flush()
                     await values.flush()
-                await self._produce(runner, topic, [ProducerRecord(key, v, now) for v in converted])
+                await self._produce(runner, topic, RecordColumns(converted, now, key))
                 last = records.last_offset
                 if last is not None:
                     offsets[offset_key(name, records.source_partition)] = last
@@ -1449,7 +1450,7 @@ class Worker:
             await self._produce(runner, run_topic, run)  # type: ignore[arg-type]
         self._note_offsets(runner.connector.name, records, offsets)
 
-    async def _produce(self, runner: _TaskRunner, topic: str, records: list[ProducerRecord]) -> None:
+    async def _produce(self, runner: _TaskRunner, topic: str, records: Sequence[ProducerRecord]) -> None:
         await self._ensure_topic(topic)
         await self._note_topic(runner.connector, topic, runner.id)
         if runner.writer is not None:
@@ -1495,7 +1496,9 @@ def _merged(polled: Sequence[Sequence[SourceRecord]]) -> list[Sequence[SourceRec
             continue
         first, last = group[0], group[-1]
         assert isinstance(first, SourceRecordBatch) and isinstance(last, SourceRecordBatch)
-        rows = [row for b in group for row in b.rows]  # type: ignore[attr-defined]
+        rows: list[tuple] = []
+        for b in group:
+            rows += b.rows  # type: ignore[attr-defined]
         out.append(SourceRecordBatch(first.source_partition, first.topic, first.value_schema, rows, last.offset_of))
     return out
 

@@ -9,10 +9,12 @@ the hot path iterates plain lists instead of allocating an object per record.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
+import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -70,6 +72,80 @@ class ProducerRecord:
     headers: Headers = ()
     partition: int | None = None
     partition_key: bytes | None = None
+
+
+class RecordColumns(Sequence[ProducerRecord]):
+    """Records to produce held as columns: their values (bytes, or None), one key for all
+    (None: null keys), one timestamp, no headers, the partitioner's choice of partition. A
+    source's batch is made so, without a ProducerRecord per record. Every ``Log.produce``
+    takes one (it is a sequence of ProducerRecords, made when read); the embedded log frames
+    its values as they are."""
+
+    __slots__ = ("values", "key", "timestamp")
+
+    def __init__(self, values: Sequence[bytes | None], timestamp: int, key: bytes | None = None) -> None:
+        self.values = values
+        self.timestamp = timestamp
+        self.key = key
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return RecordColumns(self.values[i], self.timestamp, self.key)
+        return ProducerRecord(self.key, self.values[i], self.timestamp)
+
+    def __iter__(self) -> Iterator[ProducerRecord]:
+        key, ts = self.key, self.timestamp
+        return (ProducerRecord(key, v, ts) for v in self.values)
+
+
+class ProducerBatch(Sequence[ProducerRecord]):
+    """Records to produce, columnar, each with its own key, timestamp and headers (unlike
+    ``RecordColumns``): what a fused pipeline writes (parallel lists), without a
+    ProducerRecord per record. Backends that know it (Kafka) read the columns; to anything
+    else it is a sequence of ProducerRecords, built when asked for. ``headers``: one tuple
+    per record, or None when no record has any; ``partition_keys``: what each record's
+    partition is hashed from instead of its key (windowed keys), or None."""
+
+    __slots__ = ("keys", "values", "timestamps", "headers", "partition_keys")
+
+    def __init__(self, keys: list[bytes | None], values: list[bytes | None], timestamps: list[int],
+                 headers: list[Headers] | None = None,
+                 partition_keys: list[bytes | None] | None = None) -> None:
+        self.keys = keys
+        self.values = values
+        self.timestamps = timestamps
+        self.headers = headers
+        self.partition_keys = partition_keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _record(self, i: int) -> ProducerRecord:
+        h = self.headers
+        pk = self.partition_keys
+        return ProducerRecord(self.keys[i], self.values[i], self.timestamps[i],
+                              h[i] if h is not None else (), None,
+                              pk[i] if pk is not None else None)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self._record(j) for j in range(*i.indices(len(self.keys)))]
+        if i < 0:
+            i += len(self.keys)
+        if not 0 <= i < len(self.keys):
+            raise IndexError(i)
+        return self._record(i)
+
+    def __iter__(self) -> Iterator[ProducerRecord]:
+        h = self.headers
+        pk = self.partition_keys
+        n = len(self.keys)
+        return map(ProducerRecord, self.keys, self.values, self.timestamps,
+                   h if h is not None else itertools.repeat((), n), itertools.repeat(None, n),
+                   pk if pk is not None else itertools.repeat(None, n))
 
 
 @dataclass(frozen=True)
@@ -202,6 +278,17 @@ class Log(ABC):
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         """Append records; returns (partition, offset) for each, once durable as configured."""
 
+    async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
+        """``produce``, split in two: returns once the records are handed to the backend
+        (in order with every earlier ``send`` and ``produce`` to the same partitions), with
+        an awaitable that completes once they are durable as configured (or raises). A
+        caller goes on with its next batch while the acknowledgements come back. By default
+        (a backend that acknowledges as it writes): ``produce``, then a completed one."""
+        await self.produce(topic, records)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
     @abstractmethod
     async def fetch(self, topic: str, partition: int, offset: int,
                     max_records: int = 10000) -> RecordBatch:
@@ -278,7 +365,8 @@ class Log(ABC):
 
 class LogView(Log):
     """A Log forwarding every call to ``inner``: the base of wrappers that change one or two
-    of them (the test driver's produce, a transaction's produce)."""
+    of them (the test driver's produce, a transaction's produce). ``send`` is not
+    forwarded: it goes through the view's own ``produce``."""
 
     def __init__(self, inner: Log) -> None:
         self.inner = inner
@@ -363,9 +451,17 @@ class Transaction(Protocol):
 
     log: Log
 
-    async def begin(self) -> None: ...
+    async def begin(self, group: str | None = None) -> None:
+        """Begin a transaction (``group``: the consumer group ``commit`` will send offsets
+        to, if known, which a backend may add to the transaction at once)."""
+        ...
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]: ...
+
+    async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
+        """``produce`` without waiting for the acknowledgements (see ``Log.send``): ``commit``
+        waits for every record of the transaction."""
+        ...
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
                      member: GroupMetadata | None = None,
@@ -376,30 +472,29 @@ class Transaction(Protocol):
     async def close(self) -> None: ...
 
 
+_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 hash (as its Java client computes it), as a signed 32-bit int."""
     length = len(data)
-    seed = 0x9747B28C
     m = 0x5BD1E995
-    r = 24
-    h = (seed ^ length) & 0xFFFFFFFF
-    length4 = length // 4
-    for i in range(length4):
-        i4 = i * 4
-        k = (data[i4] & 0xFF) | ((data[i4 + 1] & 0xFF) << 8) | ((data[i4 + 2] & 0xFF) << 16) | ((data[i4 + 3] & 0xFF) << 24)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    n4 = length // 4
+    # The 4-byte little-endian words in one unpack, not four byte lookups each.
+    words = (_WORDS[n4] if n4 < 64 else struct.Struct(f"<{n4}I")).unpack_from(data)
+    for k in words:
         k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = (h * m) & 0xFFFFFFFF
-        h ^= k
-    extra = length % 4
+        k ^= k >> 24
+        h = ((h * m) ^ ((k * m) & 0xFFFFFFFF)) & 0xFFFFFFFF
+    extra = length & 3
     index = length & ~3
     if extra == 3:
-        h ^= (data[index + 2] & 0xFF) << 16
+        h ^= data[index + 2] << 16
     if extra >= 2:
-        h ^= (data[index + 1] & 0xFF) << 8
+        h ^= data[index + 1] << 8
     if extra >= 1:
-        h ^= data[index] & 0xFF
+        h ^= data[index]
         h = (h * m) & 0xFFFFFFFF
     h ^= h >> 13
     h = (h * m) & 0xFFFFFFFF
@@ -428,6 +523,9 @@ class Partitioner:
         if partitions != self._partitions:
             cache.clear()
             self._partitions = partitions
+        if type(records) is ProducerBatch:
+            return self._assign_keys(records.keys if records.partition_keys is None
+                                     else records.partition_keys, partitions)
         counter = self._counter
         out: list[int] = []
         ap = out.append
@@ -454,3 +552,30 @@ class Partitioner:
                                  f"range [0...{partitions}).")
             ap(p)
         return out
+
+    def _assign_keys(self, keys: list[bytes | None], partitions: int) -> list[int]:
+        """The partition of each key: one dict lookup per key (a C loop), murmur2 only for
+        keys not seen before (once per key per batch), round robin for null keys."""
+        cache = self._cache
+        try:
+            out = list(map(cache.get, keys))
+        except TypeError:  # an unhashable buffer (bytearray): as bytes
+            keys = [k if k is None else bytes(k) for k in keys]
+            out = list(map(cache.get, keys))
+        if None not in out:
+            return out  # type: ignore[return-value]
+        counter = self._counter
+        for i, p in enumerate(out):
+            if p is None:
+                k = keys[i]
+                if k is None:
+                    out[i] = next(counter) % partitions
+                    continue
+                p = cache.get(k)
+                if p is None:
+                    p = (murmur2(k) & 0x7FFFFFFF) % partitions
+                    if len(cache) >= self.CACHE_LIMIT:
+                        cache.clear()
+                    cache[bytes(memoryview(k))] = p
+                out[i] = p
+        return out  # type: ignore[return-value]

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 from urllib.parse import quote
 
-from .base import (Consumer, Headers, Log, Partitioner, ProducerRecord, RebalanceListener,
+from .base import (Consumer, Headers, Log, Partitioner, ProducerRecord, RebalanceListener, RecordColumns,
                    RecordBatch, TopicExistsError, TopicInfo, UnknownTopicError)
 from .cleaner import DEFAULT_CHECK_INTERVAL_MS, LogCleaner, Rewritten, TopicPolicy
 from .segment import (DEFAULT_INDEX_INTERVAL, DEFAULT_MAX_FETCH_BYTES, FileStorage,
@@ -197,7 +197,13 @@ class _Partition:
                     seg.write_index(seg.path.with_suffix(".index"), log._fsync)
                 seg = self._new_segment(self.end, now_ms)
         base = self.end
-        n = seg.append(records, base, now_ms, log._index_interval)
+        if type(records) is RecordColumns:
+            try:
+                n = seg.append_values(records.values, records.key, records.timestamp, base, log._index_interval)
+            except TypeError:  # a None value (a tombstone) among them: record by record
+                n = seg.append(records, base, now_ms, log._index_interval)
+        else:
+            n = seg.append(records, base, now_ms, log._index_interval)
         self.end = base + n
         return base
 
@@ -612,10 +618,11 @@ class EmbeddedLog(Log):
         now_ms = time.time_ns() // 1_000_000
         parts = t.partitions
         if len(parts) == 1:
-            for r in records:
-                if r.partition:
-                    raise ValueError(f"Invalid partition given with record: {r.partition} "
-                                     "is not in the range [0...1).")
+            if type(records) is not RecordColumns:  # (which have no partitions of their own)
+                for r in records:
+                    if r.partition:
+                        raise ValueError(f"Invalid partition given with record: {r.partition} "
+                                         "is not in the range [0...1).")
             part = parts[0]
             mark = part.mark()
             try:

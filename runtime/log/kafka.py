@@ -6,10 +6,11 @@ One ``KafkaLog`` per node holds:
 * an admin client (create/delete/describe topics, group offsets: ``stable_committed`` asks
   for them with KIP-447's ``require_stable``, so that a partition's new owner never reads
   offsets from before its previous owner's last transaction);
-* one idempotent producer (acks=all, batching, lz4) for ordinary produce calls. Records are
-  put into aiokafka ``BatchBuilder``s per partition by this module (one produce call of N
-  records is a few batches, not N ``send`` coroutines); a record without a partition goes
-  where Kafka's Java client would put it (murmur2 of the key);
+* one idempotent producer (acks=all, batching, lz4; internal topics uncompressed) for ordinary
+  produce calls. Records are put into aiokafka ``BatchBuilder``s per partition by this module
+  (one produce call of N records is a few batches, not N ``send`` coroutines; columnar
+  records column by column); a record without a partition goes where Kafka's Java client
+  would put it (murmur2 of the key); ``send`` returns before the acknowledgements;
 * readers for ``fetch`` (restore, PRINT, push queries, the command topic): one assigned
   consumer per topic-partition, kept while used, that continues where the last fetch ended
   and seeks otherwise;
@@ -31,12 +32,14 @@ A node that cannot reach Kafka waits: calls retry with backoff (logged) instead 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import itertools
 import logging
 import os
 import socket
 import time
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
@@ -47,12 +50,13 @@ from aiokafka.errors import (CommitFailedError, GroupCoordinatorNotAvailableErro
                              GroupLoadInProgressError, KafkaConnectionError, KafkaError,
                              NodeNotReadyError, NotCoordinatorForGroupError, ProducerFenced,
                              RequestTimedOutError)
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.producer.sender import AddOffsetsToTxnHandler
 from aiokafka.producer.transaction_manager import TransactionState
 
 from .base import (Consumer, GroupMetadata, Log, LogView, MemberTasks, Partitioner,
-                   ProducerRecord, RebalanceListener, RecordBatch, TopicExistsError, TopicInfo,
-                   UnknownTopicError)
+                   ProducerBatch, ProducerRecord, RebalanceListener, RecordBatch, RecordColumns,
+                   TopicExistsError, TopicInfo, UnknownTopicError)
 from .kafka_assignor import TaskAssignor, decode_assignment
 from .kafka_protocol import UNSTABLE_OFFSET_COMMIT, DeleteGroups, MemberTxnOffsetCommit, StableOffsetFetch
 
@@ -89,6 +93,8 @@ _STALE_MEMBER = {_ILLEGAL_GENERATION: "ILLEGAL_GENERATION", _UNKNOWN_MEMBER_ID: 
 # coordinator is busy, or the broker's metadata lags behind a new topic.
 _REQUEST_TIMED_OUT, _COORDINATOR_LOAD_IN_PROGRESS, _COORDINATOR_NOT_AVAILABLE = 7, 14, 15
 _NOT_COORDINATOR, _CONCURRENT_TRANSACTIONS = 16, 51
+# How soon a request refused while the last transaction ends is asked again.
+_BETWEEN_TRANSACTIONS = 0.02
 _LOOK_UP_COORDINATOR = {_REQUEST_TIMED_OUT, _COORDINATOR_NOT_AVAILABLE, _NOT_COORDINATOR}
 _TXN_COMMIT_RETRIABLE = _LOOK_UP_COORDINATOR | {_COORDINATOR_LOAD_IN_PROGRESS,
                                                _CONCURRENT_TRANSACTIONS, _UNKNOWN_TOPIC}
@@ -98,6 +104,29 @@ _PRODUCER_FENCED = {47, 90}
 # How long a transaction's offset commit retries before giving up (the transaction itself
 # times out after ``transaction_timeout_ms`` anyway).
 _TXN_COMMIT_WAIT = 30.0
+
+
+def _codec(name: str) -> int:
+    """aiokafka's codec number of a ``compression.type`` (none, gzip, snappy, lz4, zstd)."""
+    if name == "none":
+        return 0
+    try:
+        return AIOKafkaProducer._COMPRESSORS[name][1]
+    except KeyError:
+        raise ValueError(f"Invalid value {name} for configuration compression.type: String "
+                         "must be one of: none, gzip, snappy, lz4, zstd") from None
+
+
+class _AddOffsetsToTxn(AddOffsetsToTxnHandler):
+    """aiokafka's AddOffsetsToTxn, asked again after 20 ms (not ``retry_backoff_ms``) while
+    the coordinator still ends the previous transaction (CONCURRENT_TRANSACTIONS), as its
+    AddPartitionsToTxn and Kafka's Java client do: ``begin`` adds the group right after
+    the last commit."""
+
+    def handle_response(self, resp: Any) -> float | None:
+        if resp.error_code == _CONCURRENT_TRANSACTIONS:
+            return _BETWEEN_TRANSACTIONS
+        return super().handle_response(resp)
 
 
 class FencedMemberError(KafkaError):
@@ -110,7 +139,9 @@ class FencedMemberError(KafkaError):
 class KafkaLog(Log):
     """See the module docstring. ``config`` keys (ksqlDB's names where there is one):
     ``ksql.service.id`` (client ids), ``ksql.internal.topic.replicas`` (replication of
-    ``_streamsql...`` topics, default 1), ``compression.type`` (default lz4),
+    ``_streamsql...`` topics, default 1), ``compression.type`` or
+    ``ksql.streams.producer.compression.type`` (default lz4; internal topics:
+    ``ksql.internal.topic.compression.type``, default none),
     ``linger.ms`` (default 5), ``streamsql.node.name`` (this node's client id)."""
 
     distributed = True
@@ -122,9 +153,15 @@ class KafkaLog(Log):
         # How this node is named to the group coordinator (DESCRIBE EXTENDED shows it).
         self.node_name = str(config.get("streamsql.node.name") or f"{socket.gethostname()}-{os.getpid()}")
         self.internal_replicas = int(config.get("ksql.internal.topic.replicas", 1))
-        self.compression = str(config.get("compression.type", "lz4"))
+        self.compression = str(config.get("ksql.streams.producer.compression.type")
+                               or config.get("compression.type", "lz4"))
         if self.compression == "none":
             self.compression = None  # type: ignore[assignment]
+        # Internal topics (changelogs, repartition topics: ``_...``) are written and read by
+        # the engine alone: uncompressed by default (Kafka Streams' producer default), which
+        # spares the CPU of compressing and decompressing every record twice.
+        internal = str(config.get("ksql.internal.topic.compression.type", "none"))
+        self._internal_codec = _codec(internal) if internal != (self.compression or "none") else None
         self.linger_ms = int(config.get("linger.ms", 5))
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -365,11 +402,24 @@ class KafkaLog(Log):
 
     # -- produce ----------------------------------------------------------------------
 
+    def codec(self, topic: str) -> int | None:
+        """The compression of batches for ``topic``: None for the producers' own
+        (``compression.type``), else an aiokafka codec (internal topics)."""
+        return self._internal_codec if topic.startswith("_") else None
+
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         await self._start()
         assert self._producer is not None
         return await produce_records(self._producer, topic, records,
-                                     await self._assign(topic, records))
+                                     await self._assign(topic, records), self.codec(topic))
+
+    async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
+        """See ``Log.send``: the records are in the producer's batches when it returns."""
+        await self._start()
+        assert self._producer is not None
+        _, sent = await send_records(self._producer, topic, records,
+                                     await self._assign(topic, records), self.codec(topic))
+        return asyncio.gather(*(f for _, futs in sent for f, _ in futs))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -528,36 +578,93 @@ class KafkaLog(Log):
         return KafkaTransaction(self, transactional_id)
 
 
+# The record builder wants a list of headers; one shared empty one (it only reads it).
+_NO_HEADERS: list = []
+
+
+def _builder(producer: AIOKafkaProducer, compression: int | None) -> BatchBuilder:
+    """An empty batch for ``producer``, compressed with its own codec (``compression``
+    None) or with ``compression`` (an aiokafka codec number: 0 is none)."""
+    if compression is None:
+        return producer.create_batch()
+    acc = producer._message_accumulator
+    txn = producer._txn_manager
+    return BatchBuilder(acc._batch_size, compression,
+                        is_transactional=txn is not None and txn.transactional_id is not None)
+
+
+async def send_records(producer: AIOKafkaProducer, topic: str,
+                       records: Sequence[ProducerRecord], partitions: Sequence[int],
+                       compression: int | None = None
+                       ) -> tuple[dict[int, list[int]], list[tuple[int, list[tuple[Awaitable, int]]]]]:
+    """Queue ``records`` for their ``partitions`` in aiokafka batches built here (a produce
+    call of N records is a few batches, not N ``send`` coroutines): returns once every batch
+    is handed to the producer, with each partition's record indexes in order and the
+    futures of its batches with their record counts (acknowledged in order). Columnar
+    records (``ProducerBatch``, ``RecordColumns``) are read column by column, without a
+    ProducerRecord each."""
+    kind = type(records)
+    if kind is ProducerBatch:
+        keys, values, timestamps = records.keys, records.values, records.timestamps
+        headers: Sequence[Any] | None = records.headers
+    elif kind is RecordColumns:  # (one key and one timestamp for all)
+        values = records.values
+        keys = [records.key] * len(values)
+        timestamps = [records.timestamp] * len(values)
+        headers = None
+    else:
+        keys = [r.key for r in records]
+        values = [r.value for r in records]
+        timestamps = [r.timestamp for r in records]
+        headers = [r.headers for r in records] if any(r.headers for r in records) else None
+    # Each partition's records in order (one pass), then one append loop per partition.
+    by_partition: dict[int, list[int]] = {}
+    for i, p in enumerate(partitions):
+        idx = by_partition.get(p)
+        if idx is None:
+            by_partition[p] = [i]
+        else:
+            idx.append(i)
+    sent: list[tuple[int, list[tuple[Awaitable, int]]]] = []
+    for p, idx in by_partition.items():
+        futs: list[tuple[Awaitable, int]] = []
+        b = _builder(producer, compression)
+        append = b._builder.append
+        rel = 0
+        for i in idx:
+            h = _NO_HEADERS if headers is None or not headers[i] else list(headers[i])
+            if append(rel, timestamps[i], keys[i], values[i], h) is None:  # full: send it
+                b._relative_offset = rel
+                b.close()
+                futs.append((await producer.send_batch(b, topic, partition=p), rel))
+                b = _builder(producer, compression)
+                append = b._builder.append
+                rel = 0
+                if append(rel, timestamps[i], keys[i], values[i], h) is None:
+                    # (an empty batch takes any one record; never silently drop one)
+                    raise ValueError(f"a record for {topic} does not fit in a batch")
+            rel += 1
+        b._relative_offset = rel
+        futs.append((await producer.send_batch(b, topic, partition=p), rel))
+        sent.append((p, futs))
+    return by_partition, sent
+
+
 async def produce_records(producer: AIOKafkaProducer, topic: str,
-                          records: Sequence[ProducerRecord], partitions: list[int]
-                          ) -> list[tuple[int, int]]:
-    """Produce ``records`` to their ``partitions`` through aiokafka batches built here, one
-    open batch per partition; returns (partition, offset) per record once acknowledged."""
-    builders: dict[int, Any] = {}
-    # Per record: (partition, index of its batch among that partition's sends, relative offset).
-    where: list[tuple[int, int, int]] = []
-    sent: dict[int, list[Awaitable]] = {}
-    for rec, p in zip(records, partitions):
-        b = builders.get(p)
-        if b is None:
-            b = builders[p] = producer.create_batch()
-        headers = list(rec.headers) if rec.headers else []
-        meta = b.append(timestamp=rec.timestamp, key=rec.key, value=rec.value, headers=headers)
-        if meta is None:  # full: send it, start the next
-            sent.setdefault(p, []).append(await producer.send_batch(b, topic, partition=p))
-            b = builders[p] = producer.create_batch()
-            meta = b.append(timestamp=rec.timestamp, key=rec.key, value=rec.value, headers=headers)
-            if meta is None:  # (an empty batch takes any one record; never silently drop one)
-                raise ValueError(f"a record for {topic} does not fit in a batch")
-        where.append((p, len(sent.get(p, ())), b.record_count() - 1))
-    for p, b in builders.items():
-        if b.record_count():
-            sent.setdefault(p, []).append(await producer.send_batch(b, topic, partition=p))
-    bases: dict[int, list[int]] = {}
-    for p, futs in sent.items():
-        metas = await asyncio.gather(*futs)
-        bases[p] = [m.offset for m in metas]
-    return [(p, bases[p][i] + rel) for p, i, rel in where]
+                          records: Sequence[ProducerRecord], partitions: Sequence[int],
+                          compression: int | None = None) -> list[tuple[int, int]]:
+    """Produce ``records`` to their ``partitions`` (``send_records``); returns (partition,
+    offset) per record once acknowledged."""
+    by_partition, sent = await send_records(producer, topic, records, partitions, compression)
+    out: list[tuple[int, int]] = [(0, 0)] * len(records)
+    for p, futs in sent:
+        metas = await asyncio.gather(*(f for f, _ in futs))
+        idx = iter(by_partition[p])
+        # A partition's batches hold its records in order: consecutive offsets per batch.
+        for meta, (_, count) in zip(metas, futs):
+            for offset in range(meta.offset, meta.offset + count):
+                out[next(idx)] = (p, offset)
+    return out
 
 
 class _Reader:
@@ -590,16 +697,16 @@ class _Reader:
         self.next = offset
         last = (offset, time.monotonic())
         while True:
-            got = await c.getmany(tp, timeout_ms=100, max_records=max_records)
-            recs = got.get(tp)
-            if recs:
+            got = await fetched_batches(c, max_records, 0.1, (tp,))
+            if got:
+                batch = got[0]
                 # Skip what a seek to a compacted/aborted range may return before ``offset``.
-                if recs[0].offset < offset:
-                    recs = [r for r in recs if r.offset >= offset]
-                    if not recs:
+                if batch.offsets[0] < offset:
+                    batch = _from(batch, offset)
+                    if not batch.offsets:
                         continue
-                self.next = recs[-1].offset + 1
-                return to_batch(tp.topic, tp.partition, recs)
+                self.next = batch.offsets[-1] + 1
+                return batch
             position = await c.position(tp)
             now = time.monotonic()
             if position != last[0]:
@@ -616,6 +723,171 @@ class _Reader:
             await self.consumer.stop()
         except Exception:
             log.debug("closing a reader failed", exc_info=True)
+
+
+# -- columnar fetch ------------------------------------------------------------------------
+#
+# aiokafka's getmany makes a ConsumerRecord (a Python dataclass of 11 fields) per record out
+# of the record objects its Cython decoder yields, and RecordBatch then takes them apart again.
+# ``fetched_batches`` drains the consumer's fetched responses into columns directly, a Kafka
+# record batch at a time (the decoder's record objects are the only per-record objects), with
+# aiokafka's own read_committed filtering and position bookkeeping (``PartitionRecords``).
+# It relies on aiokafka 0.14's fetcher internals; ``_COLUMNAR`` says whether they are there
+# (else getmany and ``to_batch``).
+
+try:
+    from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult
+    from aiokafka.errors import ConsumerStoppedError
+    _COLUMNAR = all(hasattr(FetchResult, a) for a in ("check_assignment", "_update_position"))
+except ImportError:  # pragma: no cover - another aiokafka
+    _COLUMNAR = False
+
+
+def _columns(pr: Any) -> Iterator[tuple[tuple[list, list, list, list, list | None], int]]:
+    """The records of a ``PartitionRecords`` (its fetch response of one partition) as
+    (offsets, timestamps, keys, values, headers or None) per Kafka record batch, with the
+    offset after the batch; skipping control batches, aborted transactions (read_committed)
+    and records before the fetch offset, as its own record iterator does
+    (``pr.next_fetch_offset`` moves past what is skipped)."""
+    records = pr._records
+    read_committed = pr._isolation_level == READ_COMMITTED
+    while records.has_next():
+        batch = records.next_batch()
+        if pr._check_crcs and not batch.validate_crc():
+            raise KafkaError(f"Invalid CRC - {pr._tp}")
+        if read_committed and batch.producer_id is not None:
+            pr._consume_aborted_up_to(batch.base_offset)
+            if batch.is_control_batch and pr._contains_abort_marker(batch):
+                pr._aborted_producers.discard(batch.producer_id)
+            if batch.is_transactional and batch.producer_id in pr._aborted_producers:
+                pr.next_fetch_offset = batch.next_offset
+                continue
+        if batch.is_control_batch:
+            pr.next_fetch_offset = batch.next_offset
+            continue
+        recs = list(batch)
+        if recs and recs[0].offset < pr.next_fetch_offset:
+            # (A compressed legacy message set, or a seek into the middle of a batch.)
+            start = pr.next_fetch_offset
+            recs = [r for r in recs if r.offset >= start]
+        if not recs:
+            # Compaction may have emptied a batch: its next offset still moves the position on.
+            pr.next_fetch_offset = batch.next_offset
+            continue
+        headers: list | None = [r.headers for r in recs]
+        if not any(headers):  # type: ignore[arg-type]
+            headers = None
+        else:
+            headers = [tuple(h) for h in headers]  # type: ignore[union-attr]
+        first, last = recs[0].offset, recs[-1].offset
+        # Offsets without gaps (not compacted): a range, not an attribute read per record.
+        offsets = (list(range(first, last + 1)) if last - first + 1 == len(recs)
+                   else [r.offset for r in recs])
+        yield ((offsets, [r.timestamp for r in recs], [r.key for r in recs],
+                [r.value for r in recs], headers), batch.next_offset)
+
+
+def _drain(res: Any, tp: TopicPartition, max_records: int) -> RecordBatch | None:
+    """Up to ``max_records`` of a ``FetchResult`` as one RecordBatch (the rest of a Kafka
+    record batch cut short waits on the result for the next call); None when it has none
+    to give (its partition was paused, revoked or sought meanwhile)."""
+    if not res.check_assignment(tp) or not res.has_more():
+        return None
+    pr = res._partition_records
+    columns = getattr(res, "_streamsql_columns", None)
+    if columns is None:
+        columns = res._streamsql_columns = _columns(pr)
+    rest = getattr(res, "_streamsql_rest", None)
+    res._streamsql_rest = None
+    out = RecordBatch(tp.topic, tp.partition)
+    n = 0
+    for chunk, after in itertools.chain((rest,) if rest is not None else (), columns):
+        room = max_records - n
+        if len(chunk[0]) > room:  # the rest of this Kafka batch goes to the next call
+            res._streamsql_rest = (tuple(None if c is None else c[room:] for c in chunk), after)
+            chunk = tuple(None if c is None else c[:room] for c in chunk)
+            after = chunk[0][-1] + 1
+        offsets, timestamps, keys, values, headers = chunk
+        if headers is not None or out.headers is not None:
+            if out.headers is None:
+                out.headers = [()] * n
+            out.headers.extend(headers if headers is not None else [()] * len(offsets))
+        out.offsets += offsets
+        out.timestamps += timestamps
+        out.keys += keys
+        out.values += values
+        n += len(offsets)
+        # Where this partition is read on from (and what ``check_assignment`` expects).
+        pr.next_fetch_offset = after
+        if n >= max_records:
+            res._update_position()
+            return out
+    res._update_position()
+    res._partition_records = None
+    return out if n else None
+
+
+async def fetched_batches(c: AIOKafkaConsumer, max_records: int, timeout: float,
+                          partitions: Sequence[TopicPartition] = ()) -> list[RecordBatch]:
+    """``c.getmany(*partitions, ...)`` (aiokafka 0.14's ``Fetcher.fetched_records``), with
+    records as RecordBatches built column by column (see ``_columns``)."""
+    if not _COLUMNAR:
+        got = await c.getmany(*partitions, timeout_ms=int(timeout * 1000), max_records=max_records)
+        return [to_batch(tp.topic, tp.partition, recs) for tp, recs in got.items() if recs]
+    if c._closed:
+        raise ConsumerStoppedError()
+    c._coordinator.check_errors()
+    fetcher, subscription = c._fetcher, c._subscription
+    wanted = set(partitions)
+    with subscription.fetch_context():
+        while True:
+            # Records of partitions being reassigned may not be this member's any more.
+            if fetcher._subscriptions.reassignment_in_progress:
+                await fetcher._subscriptions.wait_for_assignment()
+            started = time.monotonic()
+            out: list[RecordBatch] = []
+            left = max_records
+            for tp in list(fetcher._records):
+                if wanted and tp not in wanted:
+                    if not fetcher._subscriptions.is_assigned(tp):
+                        del fetcher._records[tp]
+                    continue
+                res = fetcher._records[tp]
+                if type(res) is FetchResult:
+                    batch = _drain(res, tp, left)
+                    if not res.has_more():
+                        del fetcher._records[tp]  # all taken: fetch this partition again
+                        fetcher._notify(fetcher._wait_consume_future)
+                    if batch is None:
+                        continue
+                    out.append(batch)
+                    left -= len(batch)
+                    if left <= 0:
+                        break
+                elif out:
+                    return out  # (the error is raised at the next call)
+                else:
+                    del fetcher._records[tp]
+                    fetcher._notify(fetcher._wait_consume_future)
+                    res.check_raise()
+            if out or not timeout:
+                return out
+            waiter = fetcher._create_fetch_waiter()
+            done, pending = await asyncio.wait([waiter], timeout=timeout)
+            if not done or fetcher._closed:
+                for fut in pending:
+                    fut.cancel()
+                return []
+            waiter.result()  # (authorization errors)
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+
+
+def _from(batch: RecordBatch, offset: int) -> RecordBatch:
+    """The records of ``batch`` from ``offset`` on."""
+    i = bisect.bisect_left(batch.offsets, offset)
+    return RecordBatch(batch.topic, batch.partition, batch.offsets[i:], batch.timestamps[i:],
+                       batch.keys[i:], batch.values[i:],
+                       None if batch.headers is None else batch.headers[i:])
 
 
 def to_batch(topic: str, partition: int, recs: list) -> RecordBatch:
@@ -706,8 +978,7 @@ class KafkaConsumer(Consumer):
 
     async def poll(self, max_records: int = 10000, timeout: float = 0.5) -> list[RecordBatch]:
         c = await self._ensure()
-        got = await c.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-        return [to_batch(tp.topic, tp.partition, recs) for tp, recs in got.items() if recs]
+        return await fetched_batches(c, max_records, timeout)
 
     async def commit(self, offsets: dict[tuple[str, int], int],
                      metadata: dict[tuple[str, int], str] | None = None) -> None:
@@ -804,6 +1075,8 @@ class KafkaTransaction:
         self.log = _TransactionalLog(self)
         # The coordinator (broker id) of each group this transaction committed offsets to.
         self._group_coordinators: dict[str, int] = {}
+        # The group ``begin`` is adding to the open transaction, and the task adding it.
+        self._adding: tuple[str, asyncio.Task[None]] | None = None
 
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -813,13 +1086,37 @@ class KafkaTransaction:
             self._producer = p
         return self._producer
 
-    async def begin(self) -> None:
+    async def begin(self, group: str | None = None) -> None:
+        """Begin a transaction; with ``group`` (whose offsets ``commit`` will send), the
+        group is added to it at once, in the background, rather than at commit time (one
+        round trip less there)."""
         p = await self._ensure()
         await p.begin_transaction()
+        self._adding = None
+        if group is not None:
+            self._adding = (group, asyncio.create_task(self._add_group(p, group)))
+
+    async def _added(self, p: AIOKafkaProducer, group: str) -> None:
+        """``group`` is part of the open transaction (added now, or by ``begin``)."""
+        adding, self._adding = self._adding, None
+        if adding is not None:
+            await adding[1]
+            if adding[0] == group:
+                return
+        await self._add_group(p, group)
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         p = await self._ensure()
-        return await produce_records(p, topic, records, await self.base._assign(topic, records))
+        return await produce_records(p, topic, records, await self.base._assign(topic, records),
+                                     self.base.codec(topic))
+
+    async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
+        """``produce`` without waiting for the acknowledgements: ``commit`` waits for them
+        (aiokafka flushes a transaction's batches before it ends it)."""
+        p = await self._ensure()
+        _, sent = await send_records(p, topic, records, await self.base._assign(topic, records),
+                                     self.base.codec(topic))
+        return asyncio.gather(*(f for _, futs in sent for f, _ in futs))
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
                      member: GroupMetadata | None = None,
@@ -831,8 +1128,12 @@ class KafkaTransaction:
         group checks no member (as before KIP-447)."""
         p = await self._ensure()
         if offsets:
-            await self._add_group(p, group)
+            await self._added(p, group)
             await self._commit_offsets(p, group, offsets, member, metadata or {})
+        else:
+            adding, self._adding = self._adding, None
+            if adding is not None:  # (never under the transaction's end)
+                await adding[1]
         await p.commit_transaction()
 
     async def _add_group(self, p: AIOKafkaProducer, group: str) -> None:
@@ -847,7 +1148,7 @@ class KafkaTransaction:
         started = time.monotonic()
         while True:
             node = await sender._find_coordinator(CoordinationType.TRANSACTION, self.transactional_id)
-            if await AddOffsetsToTxnHandler(sender, group).do(node):
+            if await _AddOffsetsToTxn(sender, group).do(node):
                 break  # (a failed attempt has waited its backoff)
             if time.monotonic() - started > _TXN_COMMIT_WAIT:
                 raise KafkaError(f"transaction {self.transactional_id}: cannot add group "
@@ -913,6 +1214,13 @@ class KafkaTransaction:
             delay = min(delay * 2, 1.0)
 
     async def abort(self) -> None:
+        adding, self._adding = self._adding, None
+        if adding is not None:
+            adding[1].cancel()
+            try:
+                await adding[1]
+            except BaseException:  # noqa: BLE001 - aborting anyway
+                pass
         if self._producer is not None:
             try:
                 await self._producer.abort_transaction()

@@ -26,6 +26,7 @@ import os
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 from zlib import crc32
@@ -117,6 +118,45 @@ def encode_records(records: Iterable[ProducerRecord], offset: int, now_ms: int, 
         ap(body)
         offset += 1
     return b"".join(parts), offset - first, countdown
+
+
+def encode_values(values: Sequence[bytes], key: bytes | None, ts: int, offset: int, pos: int,
+                  countdown: int, interval: int, idx_off: array, idx_pos: array
+                  ) -> tuple[bytes, int]:
+    """``encode_records`` for records given as a column of values (no None among them), one
+    key (or None) and one timestamp, without a record object each: a loop of C calls per
+    record (the CRC is taken over the fixed part, key and value in turn, so no body is
+    built), index entries placed from the values' running lengths. Returns (bytes, new
+    countdown); a None value raises TypeError before anything is appended to the index."""
+    n = len(values)
+    lens = list(map(len, values))
+    kl = -1 if key is None else len(key)
+    fixed_size = RECORD_SIZE + max(kl, 0)
+    if n > countdown:
+        ends = list(accumulate(lens, initial=0))
+        for i in range(countdown, n, interval):
+            idx_off.append(offset + i)
+            idx_pos.append(pos + ends[i] + fixed_size * i)
+        countdown = (countdown - n) % interval
+    else:
+        countdown -= n
+    parts: list[bytes] = []
+    ap = parts.append
+    fixed = BODY_FIXED.pack
+    full = RECORD.pack
+    if key is None:
+        for v, lv in zip(values, lens):
+            ap(full(BODY_FIXED_SIZE + lv, crc32(v, crc32(fixed(offset, ts, -1, lv, 0))), offset, ts, -1, lv, 0))
+            ap(v)
+            offset += 1
+    else:
+        head = BODY_FIXED_SIZE + kl
+        for v, lv in zip(values, lens):
+            ap(full(head + lv, crc32(v, crc32(key, crc32(fixed(offset, ts, kl, lv, 0)))), offset, ts, kl, lv, 0))
+            ap(key)
+            ap(v)
+            offset += 1
+    return b"".join(parts), countdown
 
 
 def encode_columns(offsets: Sequence[int], timestamps: Sequence[int],
@@ -444,6 +484,24 @@ class Segment:
         except BaseException:
             self.rollback(mark)
             raise
+        self.size += len(data)
+        self.count += n
+        self.next_offset = offset + n
+        return n
+
+    def append_values(self, values: Sequence[bytes], key: bytes | None, ts: int, offset: int,
+                      interval: int) -> int:
+        """``append`` for a column of values (``encode_values``): one key and timestamp for
+        all, no headers. TypeError (nothing written) where a value is None."""
+        mark = self.mark()
+        try:
+            data, self.countdown = encode_values(values, key, ts, offset, self.size, self.countdown, interval,
+                                                 self.idx_off, self.idx_pos)
+            self.storage.append(data)
+        except BaseException:
+            self.rollback(mark)
+            raise
+        n = len(values)
         self.size += len(data)
         self.count += n
         self.next_offset = offset + n

@@ -312,6 +312,9 @@ def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> l
     # the embedded log's is a local check, so it purges at every commit.
     purge_ms = int(_streams_prop(props, "repartition.purge.interval.ms",
                                  30_000 if engine.distributed else 0))
+    # Kafka Streams' commit.interval.ms under exactly-once (100 ms): how long a stage's
+    # transaction stays open over its polls.
+    commit_ms = int(_streams_prop(props, "commit.interval.ms", 100))
     runners = []
     base = engine.internal_name(query.query_id)
     for i, stage in enumerate(stages):
@@ -331,7 +334,8 @@ def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> l
         runners.append(StageRunner(stage, group, engine.log, reset,
                                    after_batch=engine.flush_processing_log, tasks=tasks,
                                    fences=engine.fences, transaction=txn, idle_ms=idle_ms,
-                                   placement=placement, purge_interval_ms=purge_ms))
+                                   placement=placement, purge_interval_ms=purge_ms,
+                                   commit_interval_ms=commit_ms))
     return runners
 
 

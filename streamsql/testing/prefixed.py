@@ -13,7 +13,7 @@ the inner log's.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Awaitable, Iterable, Sequence, TypeVar
 
 from streamsql.runtime.log.base import (Consumer, GroupMetadata, Log, ProducerRecord,
                                         RebalanceListener, RecordBatch, TopicInfo)
@@ -208,11 +208,14 @@ class _PrefixedTransaction:
         self.inner = inner
         self.log = PrefixedLog(inner.log, owner.prefix, close_inner=False)
 
-    async def begin(self) -> None:
-        await self.inner.begin()
+    async def begin(self, group: str | None = None) -> None:
+        await self.inner.begin(None if group is None else self.owner.wrap(group))
 
     async def produce(self, topic: str, records: Sequence[ProducerRecord]) -> list[tuple[int, int]]:
         return await self.inner.produce(self.owner.wrap(topic), records)
+
+    async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
+        return await self.inner.send(self.owner.wrap(topic), records)
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
                      member: GroupMetadata | None = None,

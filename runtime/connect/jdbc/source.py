@@ -455,7 +455,10 @@ class _IncrementalQuerier(_Querier):
         append = out.append
         if inc_at is not None and not ts_at:
             # incrementing mode, the common case: a batch of rows, records made only if read
-            converted = list(map(convert, rows))
+            if convert is tuple and type(rows[0]) is tuple:
+                converted = list(rows)  # (the driver's rows are the values: no call per row)
+            else:
+                converted = list(map(convert, rows))
             incs = list(map(itemgetter(inc_at), converted))
             if None in incs:
                 raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
