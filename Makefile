@@ -18,7 +18,7 @@ KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)
 # Kafka Connect's worker jars (kafka/connect-pom.xml) into kafka/connect-lib, the same way.
 CONNECT_STAMP := kafka/connect-lib/.fetched-$(shell cksum < kafka/connect-pom.xml | cut -d' ' -f1)
 
-.PHONY: setup setup-run run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases connect-jars connect-up connect-down chromium console
+.PHONY: setup setup-run run test bench tmux clean kafka-jars kcat kafka-up kafka-down mysqlclient-deps databases connect-jars connect-up connect-down bench-versus bench-peers chromium console
 
 setup: $(STAMP)
 
@@ -46,8 +46,37 @@ run: setup-run
 test: setup tmux kafka-jars connect-jars kcat databases chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# bench_versus.py is left to `make bench-versus`: it needs the peers built below and runs long.
 bench: setup
-	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in $(filter-out bench/bench_versus.py,$(wildcard bench/bench_*.py)); do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# streamsql side by side with Kafka Streams, Quix Streams and Bytewax on one broker
+# (bench/bench_versus.py; BENCH_VERSUS_ARGS="--records 100000 --rounds 1" for a quick look). The
+# peers are built first: Kafka Streams' jars from Maven Central into bench/kstreams/lib and the
+# app compiled by javac into bench/kstreams/classes; Quix Streams and Bytewax from PyPI into a
+# venv of their own, bench/.venv-peers (their dependencies stay out of the project's .venv).
+# Not part of `make test` or `make bench`.
+BENCH_VERSUS_ARGS ?= --memory
+KSTREAMS_STAMP := bench/kstreams/classes/.built-$(shell cat bench/kstreams/pom.xml bench/kstreams/src/main/java/streamsql/bench/*.java | cksum | cut -d' ' -f1)
+PEERS_STAMP := bench/.venv-peers/.installed-quixstreams-3.28-bytewax-0.21
+
+bench-versus: setup kafka-jars bench-peers
+	$(PY) bench/bench_versus.py --skip-build $(BENCH_VERSUS_ARGS)
+
+bench-peers: $(KSTREAMS_STAMP) $(PEERS_STAMP)
+
+$(KSTREAMS_STAMP):
+	@echo "fetching Kafka Streams' jars into bench/kstreams/lib (mvn) and compiling the bench app"
+	rm -rf bench/kstreams/lib bench/kstreams/classes
+	mvn -B -q -f bench/kstreams/pom.xml dependency:copy-dependencies -DoutputDirectory=lib
+	javac -cp 'bench/kstreams/lib/*' -d bench/kstreams/classes bench/kstreams/src/main/java/streamsql/bench/*.java
+	touch $@
+
+$(PEERS_STAMP):
+	@echo "installing Quix Streams 3.28 and Bytewax 0.21 into bench/.venv-peers"
+	$(PYTHON) -m venv bench/.venv-peers
+	bench/.venv-peers/bin/pip install --disable-pip-version-check --progress-bar on 'quixstreams==3.28.*' 'bytewax==0.21.*'
+	touch $@
 
 # The shell tests drive the real shell in tmux. Installed when missing and possible (root with
 # apt-get); `apt-get update` only if the plain install fails (a fresh machine's empty lists).
