@@ -43,7 +43,8 @@ from streamsql.masking import mask_message, mask_statement
 from streamsql.parser import StatementLimits
 from streamsql.server.auth import BasicAuth
 from streamsql.server.cluster import (FORWARDED_HEADER, PARTITIONS_HEADER, STANDBY_HEADER,
-                                      ClusterAnswer, PullUnavailable, partitions_asked)
+                                      ClusterAnswer, PullUnavailable, active_standby_per_node,
+                                      partitions_asked)
 from streamsql.server.connect_api import ConnectApi, is_connect_path
 from streamsql.server.console import Console
 from streamsql.server.entities import command_id, statement_entity
@@ -569,9 +570,13 @@ class KsqlApp:
             return
         now = int(time.time() * 1000)
         host = self.settings.advertised_url.split("://", 1)[-1]
+        # One node: every group member is this node (the embedded log's is "local").
+        per_query: dict[str, Any] = {}
+        for queries in (await active_standby_per_node(self.engine)).values():
+            per_query.update(queries)
         await ex.json(200, {"clusterStatus": {host: {
             "hostAlive": True, "lastStatusUpdateMs": now,
-            "activeStandbyPerQuery": {}, "hostStoreLags": {"stateStoreLags": {}, "updateTimeMs": now}}}})
+            "activeStandbyPerQuery": per_query, "hostStoreLags": {"stateStoreLags": {}, "updateTimeMs": now}}}})
 
     async def _status(self, ex: Exchange) -> None:
         if ex.path.rstrip("/") == "/status":

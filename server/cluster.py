@@ -296,25 +296,7 @@ class PullRouter:
         warm is shown as its partitions of the stage's input topics; warm-ups count as
         standbys)."""
         now = int(time.time() * 1000)
-        per_node: dict[str, dict[str, Any]] = {}
-        for query_id, runners in self.engine.runners.items():
-            for runner in runners:
-                try:
-                    members = await asyncio.wait_for(self.engine.log.group_tasks(runner.group), timeout)
-                except asyncio.TimeoutError:
-                    members = None
-                stores = [s.name for s in getattr(runner.tasks, "stores", ())]
-                for node, tasks in (members or {}).items():
-                    entry = per_node.setdefault(node, {}).setdefault(query_id, {
-                        "activeStores": [], "activePartitions": [], "standByStores": [], "standByPartitions": []})
-                    entry["activePartitions"] += [{"topic": t, "partition": p} for t, p in sorted(tasks.active)]
-                    if tasks.active:
-                        entry["activeStores"] = sorted(set(entry["activeStores"]) | set(stores))
-                    warm = sorted(tasks.standby | tasks.warmup)
-                    entry["standByPartitions"] += [{"topic": t, "partition": p}
-                                                   for p in warm for t in runner.topics]
-                    if warm:
-                        entry["standByStores"] = sorted(set(entry["standByStores"]) | set(stores))
+        per_node = await active_standby_per_node(self.engine, timeout)
 
         async def alive(node: str, url: str | None) -> bool:
             if node == self.engine.node_name:
@@ -449,3 +431,32 @@ def partitions_asked(header: bytes | None) -> set[int] | None:
 
 def _numbers(partitions: set[int]) -> str:
     return ", ".join(map(str, sorted(partitions)))
+
+
+async def active_standby_per_node(engine: Any, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
+    """ksqlDB's ``activeStandbyPerQuery`` of ``/clusterStatus`` for every member of the
+    persistent queries' consumer groups, by member name: per query the partitions and stores
+    its groups give the member, active and standby (a task kept warm is shown as its
+    partitions of the stage's input topics; warm-ups count as standbys)."""
+    per_node: dict[str, dict[str, Any]] = {}
+    for query_id, runners in engine.runners.items():
+        for runner in runners:
+            try:
+                members = await asyncio.wait_for(engine.log.group_tasks(runner.group), timeout)
+            except asyncio.TimeoutError:
+                continue
+            if members is None:  # a Log without groups (embedded): this node is the only member
+                members = {engine.node_name: MemberTasks(frozenset(runner.assignment()))}
+            stores = [s.name for s in getattr(runner.tasks, "stores", ())]
+            for node, tasks in members.items():
+                entry = per_node.setdefault(node, {}).setdefault(query_id, {
+                    "activeStores": [], "activePartitions": [], "standByStores": [], "standByPartitions": []})
+                entry["activePartitions"] += [{"topic": t, "partition": p} for t, p in sorted(tasks.active)]
+                if tasks.active:
+                    entry["activeStores"] = sorted(set(entry["activeStores"]) | set(stores))
+                warm = sorted(tasks.standby | tasks.warmup)
+                entry["standByPartitions"] += [{"topic": t, "partition": p}
+                                               for p in warm for t in runner.topics]
+                if warm:
+                    entry["standByStores"] = sorted(set(entry["standByStores"]) | set(stores))
+    return per_node

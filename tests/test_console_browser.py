@@ -280,6 +280,10 @@ def test_consumer_groups_show_their_lag(page: Any, node: NodeProcess) -> None:
     page.wait_for_selector("[data-testid=group]")
     assert eventually(lambda: (page.reload(), page.locator("[data-testid=group]", has_text=query_id)
                                .locator("[data-testid=group-lag]").inner_text())[1] == "0")
+    # The one node runs every task: its row lists the query's partition as active.
+    assert eventually(lambda: (page.reload(), page.wait_for_selector("[data-testid=nodes]"),
+                               f"{query_id}: events-0" in table_rows(page, "[data-testid=nodes]")[0][3])[2])
+    shot(page, "consumer-groups")
 
 
 def test_connectors_and_schema_registry(page: Any, node: NodeProcess, tmp_path: Path) -> None:

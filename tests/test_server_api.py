@@ -419,6 +419,16 @@ def test_info_health_cluster_and_schema_registry(tmp_path):
                           "WITH (kafka_topic='a', value_format='AVRO', partitions=1);")
             subjects = (await c.get("/schema-registry/subjects")).json()
             assert "a-value" in subjects
+            # One node runs every task of a query: /clusterStatus lists them as its active ones.
+            await ksql(c, "CREATE STREAM b AS SELECT * FROM a;")
+            query = next(q for q in (await ksql(c, "SHOW QUERIES;")).json()[0]["queries"] if q["sinks"] == ["B"])
+            for _ in range(100):
+                shares = (await c.get("/clusterStatus")).json()["clusterStatus"][host]["activeStandbyPerQuery"]
+                if shares.get(query["id"], {}).get("activePartitions"):
+                    break
+                await asyncio.sleep(0.1)
+            assert shares[query["id"]]["activePartitions"] == [{"topic": "a", "partition": 0}]
+            assert shares[query["id"]]["standByPartitions"] == []
             schema = (await c.get("/schema-registry/subjects/a-value/versions/latest")).json()
             assert schema["subject"] == "a-value" and schema["version"] == 1
 
