@@ -719,15 +719,22 @@ class StageRunner:
                     tasks.writing()
                 await self.log.produce(stage.sink_topic, records)
                 self.produced += len(records)
-            self.processed += self._count(runs)
-            if tasks is not None:
-                await tasks.commit(p, offsets)
-            if self.subscribers and records:
-                self._publish(p, records)
-            commits.update(offsets)
-            done.append((p, offsets))
+            await self._task_done(p, runs, records, offsets, commits, done)
         await self._consumer.commit(commits, self._offset_metadata(done))
         await self._purge(commits)
+
+    async def _task_done(self, p: int, runs: list[RecordBatch], records: Any,
+                         offsets: dict[tuple[str, int], int], commits: dict[tuple[str, int], int],
+                         done: list[tuple[int, dict[tuple[str, int], int]]]) -> None:
+        """A task's runs once its output is written: counted, its state committed, its
+        output shown to push subscribers, its offsets kept for the group's commit."""
+        self.processed += self._count(runs)
+        if self.tasks is not None:
+            await self.tasks.commit(p, offsets)
+        if self.subscribers and records:
+            self._publish(p, records)
+        commits.update(offsets)
+        done.append((p, offsets))
 
     async def _batches_sent(self, work: list[list[RecordBatch]]) -> None:
         """``_batches`` of a stage with tasks on Kafka (at least once): every task's output
@@ -750,12 +757,7 @@ class StageRunner:
             if acks is not None:
                 await acks
                 self.produced += len(records)
-            self.processed += self._count(runs)
-            await tasks.commit(p, offsets)
-            if self.subscribers and records:
-                self._publish(p, records)
-            commits.update(offsets)
-            done.append((p, offsets))
+            await self._task_done(p, runs, records, offsets, commits, done)
         await self._consumer.commit(commits, self._offset_metadata(done))
         await self._purge(commits)
 
