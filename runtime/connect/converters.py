@@ -24,8 +24,12 @@ import datetime
 import struct
 from abc import ABC, abstractmethod
 from decimal import Decimal
+from functools import partial
+from itertools import repeat, starmap
+from operator import attrgetter, floordiv, is_not, sub
 from typing import Any, Callable, Mapping, Sequence
 
+import msgspec
 import orjson
 
 from streamsql.casts import java_double_str
@@ -199,7 +203,18 @@ class JsonConverter(Converter):
     def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], list[bytes | None]]:
         if schema.type != STRUCT:
             return super().rows_writer(topic, schema)
-        return _JsonWriter(self, topic, schema).compile(rows=True)
+        fast = _JsonWriter(self, topic, schema).compile(rows=True)
+        columns = _JsonColumns.build(self, schema)
+        if columns is None:
+            return fast
+
+        def write(rows: Sequence[tuple]) -> list[bytes | None]:
+            try:
+                out = columns(rows)
+            except Exception:  # noqa: BLE001 - whatever the column path did not foresee: the row path decides
+                out = None
+            return fast(rows) if out is None else out
+        return write
 
     def _to_json(self, schema: Schema | None, value: Any) -> bytes:
         return orjson.dumps(self._json_value(schema, value), default=_fragment_default)
@@ -495,6 +510,161 @@ def _decimal_base64(scale: int) -> Callable[[Decimal], str]:
         return text
     encode.cache = cache  # type: ignore[attr-defined]
     return encode
+
+
+_NONE_TYPE = type(None)
+_not_none = partial(is_not, None)
+_JSON_INT_MIN, _JSON_INT_MAX = -(1 << 63), (1 << 64) - 1  # orjson's range (msgspec's is wider)
+_days = attrgetter("days")
+
+
+def _raws(texts: Any) -> list[msgspec.Raw]:
+    return list(map(msgspec.Raw, map(str.encode, texts)))
+
+
+def _time_ms(v: datetime.time) -> int:
+    return ((v.hour * 60 + v.minute) * 60 + v.second) * 1000 + v.microsecond // 1000
+
+
+def _timestamp_ms(v: datetime.datetime) -> int:
+    return (v - (_EPOCH if v.tzinfo is None else _EPOCH_UTC)) // _ONE_MS
+
+
+def _timestamps_ms(col: Sequence[datetime.datetime]) -> list[int]:
+    try:  # aware values (a JDBC source's): C loops only
+        return list(map(floordiv, map(sub, col, repeat(_EPOCH_UTC)), repeat(_ONE_MS)))
+    except TypeError:  # naive ones among them
+        return list(map(_timestamp_ms, col))
+
+
+def _decimals_base64(encode: Callable[[Decimal], str]) -> Callable[[Sequence[Decimal]], list[str]]:
+    """A column of Decimals -> their base64 texts, from ``encode``'s cache (keyed by the
+    text: a fresh Decimal's hash costs more) by C loops, the values not in it (few:
+    amounts repeat) one at a time."""
+    get = encode.cache.get  # type: ignore[attr-defined]
+
+    def many(col: Sequence[Decimal]) -> list[str]:
+        out = list(map(get, map(str, col)))
+        if None in out:
+            for i, v in enumerate(out):
+                if v is None:
+                    out[i] = encode(col[i])
+        return out
+    return many
+
+
+class _JsonColumns:
+    """JsonConverter's writer for the rows of a flat STRUCT schema (what a JDBC source hands
+    out), a batch at a time as columns: each column's types are checked and its values
+    converted by C loops (``map`` over C functions; floats, TIME and logical columns holding
+    nulls call a function per value), the rows become msgspec Structs named by the schema's
+    fields and are encoded by one call (``encode_lines``: JSON holds no raw newline, so
+    splitting the lines gives the records), each wrapped in the schema's envelope by one
+    ``replace``: no Python code runs per row. The bytes are ``_JsonWriter``'s
+    (the tests compare them over every type); a batch holding a value of another type than
+    that path expects, a null where the schema allows none or an integer beyond 64 bits is
+    not written here (None) but by ``_JsonWriter``, which decides record by record."""
+
+    def __init__(self, converter: JsonConverter, schema: Schema,
+                 checks: list[tuple[int, frozenset[type], Any, Any, bool]]) -> None:
+        self.width = len(schema.fields)
+        self.checks = checks
+        names = [f.name for f in schema.fields]
+        # Not tracked by the garbage collector: a Row holds scalars only (no cycles).
+        self.row = msgspec.defstruct("Row", [(f"f{i}", object) for i in range(self.width)],
+                                     rename={f"f{i}": n for i, n in enumerate(names)}, gc=False)
+        self.encode_lines = msgspec.json.Encoder().encode_lines
+        self.head = converter._envelope(schema) if converter.schemas_enabled else None
+
+    @classmethod
+    def build(cls, converter: JsonConverter, schema: Schema) -> "_JsonColumns | None":
+        """The writer for ``schema``, or None where it has a field this path leaves to
+        ``_JsonWriter`` (nested types, defaults, names msgspec cannot write)."""
+        if not schema.fields:
+            return None
+        checks = []
+        for f in schema.fields:
+            s, t, name = f.schema, f.schema.type, f.schema.name
+            if s.default is not None or any(c in f.name for c in '"\\') or any(ord(c) < 0x20 for c in f.name):
+                return None
+            many: Any = None  # the column (no nulls) -> its JSON values; None: as they are
+            one: Any = None   # a value -> its JSON value (for a column with nulls)
+            ints = False
+            if name == DECIMAL and t == BYTES:
+                types: set[type] = {Decimal}
+                if converter.decimal_numeric:
+                    many = lambda col: _raws(map(format, col, repeat("f")))  # noqa: E731
+                    one = lambda v: msgspec.Raw(format(v, "f").encode())  # noqa: E731
+                else:
+                    one = _decimal_base64(int(dict(s.parameters).get("scale", 0)))
+                    many = _decimals_base64(one)
+            elif name == DATE and t == INT32:
+                types = {datetime.date}
+                many = lambda col: list(map(_days, map(sub, col, repeat(_EPOCH_DATE))))  # noqa: E731
+                one = lambda v: (v - _EPOCH_DATE).days  # noqa: E731
+            elif name == TIME and t == INT32:
+                types, one = {datetime.time}, _time_ms
+            elif name == TIMESTAMP and t == INT64:
+                types, many, one = {datetime.datetime}, _timestamps_ms, _timestamp_ms
+            elif name in (DECIMAL, DATE, TIME, TIMESTAMP):
+                return None
+            elif t in (INT8, INT16, INT32, INT64):
+                types, ints = {int}, True
+            elif t == FLOAT64:
+                types = {float}
+                many = lambda col: _raws(map(java_double_str, col))  # noqa: E731
+                one = lambda v: msgspec.Raw(java_double_str(v).encode())  # noqa: E731
+            elif t == FLOAT32:
+                types = {float}
+                many = lambda col: _raws(map(java_float_str, col))  # noqa: E731
+                one = lambda v: msgspec.Raw(java_float_str(v).encode())  # noqa: E731
+            elif t == BOOLEAN:
+                types = {bool}
+            elif t == STRING:
+                types = {str}
+            elif t == BYTES:
+                types = {bytes}  # msgspec writes bytes as their base64 text, as b64encode
+            else:
+                return None
+            if s.optional:
+                types.add(_NONE_TYPE)
+            if one is not None and many is None:
+                many = partial(_mapped, one)
+            checks.append((f.index, frozenset(types), many, one, ints))
+        return cls(converter, schema, checks)
+
+    def __call__(self, rows: Sequence[tuple]) -> list[bytes | None] | None:
+        if not rows:
+            return []
+        if len(set(map(len, rows))) != 1 or len(rows[0]) != self.width:
+            return None
+        cols: list[Any] = list(zip(*rows))
+        for i, types, many, one, ints in self.checks:
+            col = cols[i]
+            seen = set(map(type, col))
+            if not seen <= types:
+                return None
+            nulls = _NONE_TYPE in seen
+            if ints:
+                present = list(filter(_not_none, col)) if nulls else col
+                if present and (min(present) < _JSON_INT_MIN or max(present) > _JSON_INT_MAX):
+                    return None
+            elif many is not None:
+                cols[i] = list(map(partial(_or_null, one), col)) if nulls else many(col)
+        lines = self.encode_lines(list(starmap(self.row, zip(*cols))))
+        if self.head is not None:
+            lines = self.head + lines.replace(b"\n", b"}\n" + self.head)
+        out: list[bytes | None] = lines.split(b"\n")  # type: ignore[assignment]
+        out.pop()  # (after the last newline: nothing, or the head alone)
+        return out
+
+
+def _mapped(one: Callable[[Any], Any], col: Sequence[Any]) -> list[Any]:
+    return list(map(one, col))
+
+
+def _or_null(one: Callable[[Any], Any], v: Any) -> Any:
+    return None if v is None else one(v)
 
 
 # ================================================================================= schemas

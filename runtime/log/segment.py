@@ -26,10 +26,13 @@ import os
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
-from zlib import crc32
+
+# zlib-ng's CRC-32 is zlib's (the same values: segments written with either read with either),
+# computed with carry-less multiplication: ~3x zlib's on records of a few hundred bytes.
+from zlib_ng.zlib_ng import crc32
 
 from .base import Headers, ProducerRecord
 
@@ -124,10 +127,11 @@ def encode_values(values: Sequence[bytes], key: bytes | None, ts: int, offset: i
                   countdown: int, interval: int, idx_off: array, idx_pos: array
                   ) -> tuple[bytes, int]:
     """``encode_records`` for records given as a column of values (no None among them), one
-    key (or None) and one timestamp, without a record object each: a loop of C calls per
-    record (the CRC is taken over the fixed part, key and value in turn, so no body is
-    built), index entries placed from the values' running lengths. Returns (bytes, new
-    countdown); a None value raises TypeError before anything is appended to the index."""
+    key (or None) and one timestamp, without a record object each and with no Python code
+    run per record: each step is a C loop (``map``) over the column (the fixed parts packed,
+    their CRCs, then the key's and value's on top, the prefixes packed), and the pieces are
+    joined once; index entries are placed from the values' running lengths. Returns (bytes,
+    new countdown); a None value raises TypeError before anything is appended to the index."""
     n = len(values)
     lens = list(map(len, values))
     kl = -1 if key is None else len(key)
@@ -140,23 +144,17 @@ def encode_values(values: Sequence[bytes], key: bytes | None, ts: int, offset: i
         countdown = (countdown - n) % interval
     else:
         countdown -= n
-    parts: list[bytes] = []
-    ap = parts.append
-    fixed = BODY_FIXED.pack
-    full = RECORD.pack
+    fixed = list(map(BODY_FIXED.pack, range(offset, offset + n), repeat(ts, n), repeat(kl, n), lens,
+                     repeat(0, n)))
+    crcs = map(crc32, fixed)
     if key is None:
-        for v, lv in zip(values, lens):
-            ap(full(BODY_FIXED_SIZE + lv, crc32(v, crc32(fixed(offset, ts, -1, lv, 0))), offset, ts, -1, lv, 0))
-            ap(v)
-            offset += 1
+        heads = map(PREFIX.pack, map((BODY_FIXED_SIZE).__add__, lens), map(crc32, values, crcs))
+        pieces = zip(heads, fixed, values)
     else:
-        head = BODY_FIXED_SIZE + kl
-        for v, lv in zip(values, lens):
-            ap(full(head + lv, crc32(v, crc32(key, crc32(fixed(offset, ts, kl, lv, 0)))), offset, ts, kl, lv, 0))
-            ap(key)
-            ap(v)
-            offset += 1
-    return b"".join(parts), countdown
+        crcs = map(crc32, repeat(key, n), crcs)
+        heads = map(PREFIX.pack, map((BODY_FIXED_SIZE + kl).__add__, lens), map(crc32, values, crcs))
+        pieces = zip(heads, fixed, repeat(key, n), values)  # type: ignore[assignment]
+    return b"".join(chain.from_iterable(pieces)), countdown
 
 
 def encode_columns(offsets: Sequence[int], timestamps: Sequence[int],
