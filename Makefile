@@ -11,7 +11,9 @@ PY := $(VENV)/bin/python
 CKSUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
 STAMP := $(VENV)/.installed-test-$(CKSUM)
-PYTEST_ARGS ?=
+# The slowest tests are listed at the end, so that a suite growing towards its 20-minute
+# budget shows where its time goes.
+PYTEST_ARGS ?= --durations=25
 # Apache Kafka's broker jars (kafka/pom.xml) are fetched into kafka/lib; the stamp's name carries
 # the pom's checksum, so a changed pom fetches them again.
 KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)
