@@ -26,8 +26,9 @@ import copy
 import heapq
 import logging
 import struct
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from streamsql.analyzer import AggregatePlan, OutputColumn, QueryPlan, groups_by_source_key
 from streamsql.catalog import DataSource
@@ -62,6 +63,9 @@ DEFAULT_CACHE_BYTES = 10_000_000
 # two bytes objects' headers), counted against the cache size so that the setting bounds
 # real memory.
 CACHE_ENTRY_OVERHEAD = 160
+# What a dirty state costs beyond its key (its slot in the dirty dict, its decoded lists and
+# numbers, the group key and offset it keeps for the flush), counted the same way.
+DIRTY_ENTRY_OVERHEAD = 500
 # Aggregators (streamsql.functions.aggregates) whose accumulators are immutable values: a
 # cached state can be folded into a copy of its list alone. Others (lists, maps) are
 # deep-copied first, so that a record that fails half-way leaves the cached state as it was.
@@ -83,6 +87,23 @@ def cache_setting(config: dict[str, Any] | None) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         raise KsqlException(f"Invalid value {value!r} for configuration cache.max.bytes.buffering: "
+                            "Not a number of type LONG") from None
+
+
+def commit_interval_ms(config: dict[str, Any] | None) -> int:
+    """How long (ms) an aggregation's task keeps updates in its record cache before it
+    flushes and commits them: ``commit.interval.ms`` (or ``ksql.streams.commit.interval.ms``),
+    else Kafka Streams' default for the query's ``processing.guarantee``, as ksqlDB runs it:
+    2000 ms at least once, 100 ms exactly once."""
+    config = config or {}
+    value = config.get("commit.interval.ms", config.get("ksql.streams.commit.interval.ms"))
+    if value is None:
+        guarantee = str(config.get("processing.guarantee", "")).lower()
+        return 100 if guarantee in ("exactly_once_v2", "exactly_once") else 2000
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        raise KsqlException(f"Invalid value {value!r} for configuration commit.interval.ms: "
                             "Not a number of type LONG") from None
 
 
@@ -218,15 +239,22 @@ class MemorySessionStore(MemoryStore):
 class _TaskContext:
     """What ``AggregateStage`` keeps per input partition (per task, as Kafka Streams): stream
     time, EMIT FINAL's windows waiting to close, and the record cache: store key -> its
-    committed stored bytes, least recently used first (see
-    ``AggregateStage._process_batched``)."""
+    stored bytes, least recently used first, and the states updated since the last flush
+    (``dirty``: store key -> [accumulators, max timestamp, shown, group key, offset of its
+    last update]), the stream time and input offsets as of the last flush (what a commit
+    may take: see ``AggregateStage.committable``) and when that flush was."""
 
-    __slots__ = ("stream_time", "pending", "cache")
+    __slots__ = ("stream_time", "pending", "cache", "dirty", "flushed_stream_time",
+                 "held_offsets", "flushed_at")
 
     def __init__(self, pending: dict) -> None:
         self.stream_time = -1
         self.pending = pending
         self.cache: dict[bytes, bytes] = {}
+        self.dirty: dict[bytes, tuple] = {}
+        self.flushed_stream_time = -1
+        self.held_offsets: dict[tuple[str, int], int] = {}
+        self.flushed_at = time.monotonic()
 
 
 class _StoredPending(dict):
@@ -276,19 +304,24 @@ class AggregateStage:
 
     On RocksDB (service mode) TUMBLING, HOPPING and unwindowed aggregations without EMIT
     FINAL run a batch at a time through a record cache, as Kafka Streams' caching stores:
-    the batch's keys not in the cache are read in one multi-get, records fold into decoded
-    states in memory, and each key touched is encoded (compactly, see
-    ``streamsql.runtime.task``) and written to the store once at the end of the batch, its
-    changelog record with it; every batch commits, so the cache is flushed at every commit.
-    Clean states stay cached for later batches within ``cache.max.bytes.buffering`` (ksqlDB's
-    ``ksql.streams.cache.max.bytes.buffering``, 10 MB by default, shared by the stage's
-    tasks), least recently used evicted first.
+    the batch's keys not in the cache are read in one multi-get, and records fold into
+    decoded states kept in memory, dirty. A task's dirty states are flushed (each one
+    encoded once, compactly, see ``streamsql.runtime.task``, written to the store, so to its
+    changelog, kept in the cache as clean bytes, and its latest result forwarded to the
+    table's topic, in one pass) once its commit interval is over
+    (``commit.interval.ms``: 2000 ms at least once, 100 ms exactly once, as ksqlDB; counted
+    from the first update held) or when the caches outgrow ``cache.max.bytes.buffering``
+    (ksqlDB's ``ksql.streams.cache.max.bytes.buffering``, 10 MB by default, shared by the
+    stage's tasks; clean states are then evicted, least recently used first). The runner
+    commits a task's input offsets only with a flush (``committable``), and flushes tasks
+    whose input went idle (``due``). So the updates of a key within an interval reach the
+    topic, the changelog and pull queries as one. With ``cache.max.bytes.buffering=0``
+    every update is forwarded and every batch flushed (what ksqlDB's tests run with).
+    Test mode (the test driver, transient queries: in-memory stores) runs one record at a
+    time, uncached.
 
-    Emission: when the property is given, ksqlDB's semantics: 0 forwards every update,
-    more forwards only each key's latest result per batch (as a cache forwards at flush and
-    commit). When it is not given, every update is forwarded, as this engine always did and
-    as its tests and documentation promise, while state is still cached. Test mode (the
-    test driver, transient queries: in-memory stores) runs one record at a time, uncached.
+    The table's pull queries read this stage's store (``AggregateTableView``, as ksqlDB's
+    materialization): the table keeps no store of its own.
     """
 
     # All its state is in its stores and task contexts: it can run exactly-once.
@@ -336,7 +369,10 @@ class AggregateStage:
         self.pending: dict[bytes, tuple[tuple, int, int, bytes]] = {}
         setting = cache_setting(config)
         self.cache_max_bytes = DEFAULT_CACHE_BYTES if setting is None else max(setting, 0)
-        self.suppress = setting is not None and setting > 0
+        # ksqlDB's semantics: with a cache, a key's updates are forwarded as its latest
+        # result when the cache flushes (at commit, or evicting); with 0, every update.
+        self.suppress = self.cache_max_bytes > 0
+        self.flush_interval = commit_interval_ms(config) / 1000
         self.cache_bytes = 0  # counted over every task's cache (see CACHE_ENTRY_OVERHEAD)
         # The batched path needs a store that reads and writes a batch at once (RocksDB).
         self._batched = (hasattr(store, "load_many") and not self.emit_final
@@ -364,20 +400,18 @@ class AggregateStage:
         return ctx
 
     def task_extra(self, partition: int) -> dict[str, Any]:
-        """What a task commits beside its stores (JSON)."""
-        return {"stream_time": self._context(partition).stream_time}
+        """What a task commits beside its stores (JSON): its stream time as of its last
+        flush (a commit takes only flushed updates, see ``committable``)."""
+        return {"stream_time": self._context(partition).flushed_stream_time}
 
     def task_opened(self, partition: int, extra: Any) -> None:
         """A task's state was opened (stores bound to it): reload its stream time and its
         pending windows."""
-        old = self._contexts.pop(partition, None)
-        if old is not None:
-            # Its cached states may be of a batch that never committed: gone with it.
-            self.cache_bytes -= sum(len(k) + len(v) + CACHE_ENTRY_OVERHEAD
-                                    for k, v in old.cache.items())
+        # Its cached states may be of updates that were never committed: gone with them.
+        self._drop_context(partition)
         ctx = self._context(partition)
         if isinstance(extra, dict):
-            ctx.stream_time = int(extra.get("stream_time", -1))
+            ctx.stream_time = ctx.flushed_stream_time = int(extra.get("stream_time", -1))
         if isinstance(ctx.pending, _StoredPending):
             session = self.window is not None and self.window.kind == "SESSION"
             for skey, (start, end) in self.pending_store.items_of(partition):
@@ -389,6 +423,49 @@ class AggregateStage:
                     continue
                 dict.__setitem__(ctx.pending, skey, (key, start, end, kb if session else skey))
 
+    # -------------------------------------------------------------- the cache and commits
+    def committable(self, partition: int, offsets: dict[tuple[str, int], int]
+                    ) -> dict[tuple[str, int], int]:
+        """The input offsets the task of ``partition`` may commit after a run that read up
+        to ``offsets``: none while its cache holds updates not flushed yet (they would be
+        lost with a crash; the runner commits nothing of the task then), else every offset
+        read so far (those of the runs held back too)."""
+        ctx = self._contexts.get(partition)
+        if ctx is None:
+            return offsets
+        if ctx.dirty:
+            ctx.held_offsets.update(offsets)
+            return {}
+        ctx.flushed_stream_time = ctx.stream_time  # (all it processed is flushed)
+        if ctx.held_offsets:
+            offsets = {**ctx.held_offsets, **offsets}
+            ctx.held_offsets = {}
+        return offsets
+
+    def due(self, force: bool = False) -> list[int]:
+        """The tasks holding updates whose commit interval has passed (all holding any,
+        with ``force``): the runner hands them an empty batch when its input is idle (or
+        the stage stops), which flushes them."""
+        now = time.monotonic()
+        interval = self.flush_interval
+        open_tasks = getattr(self.store, "tasks", None)
+        due = []
+        for p, ctx in list(self._contexts.items()):
+            if open_tasks is not None and p not in open_tasks:
+                # The task was closed (its partition revoked): its updates go with it,
+                # read again from its last commit by whoever has the partition now.
+                self._drop_context(p)
+            elif ctx.dirty and (force or now - ctx.flushed_at >= interval):
+                due.append(p)
+        return due
+
+    def _drop_context(self, partition: int) -> None:
+        old = self._contexts.pop(partition, None)
+        if old is not None:
+            self.cache_bytes -= sum(len(k) + len(v) + CACHE_ENTRY_OVERHEAD
+                                    for k, v in old.cache.items())
+            self.cache_bytes -= sum(len(k) + DIRTY_ENTRY_OVERHEAD for k in old.dirty)
+
     # ----------------------------------------------------------------------- processing
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         ctx = self._contexts.get(batch.partition)
@@ -398,16 +475,20 @@ class AggregateStage:
         self.pending = ctx.pending
         try:
             if self._batched:
-                return self._process_batched(batch, ctx.cache)
-            return self._process(batch)
+                return self._process_batched(batch, ctx)
+            out = self._process(batch)
+            ctx.flushed_stream_time = self.stream_time  # (every batch is flushed)
+            return out
         finally:
             ctx.stream_time = self.stream_time
 
-    def _process_batched(self, batch: RecordBatch, cache: dict[bytes, bytes]) -> list[ProducerRecord]:
+    def _process_batched(self, batch: RecordBatch, ctx: _TaskContext) -> list[ProducerRecord]:
         """``_process`` a batch at a time through the task's record cache (see the class
         docstring): read the keys the cache lacks in one multi-get, fold the records in
-        order, then encode and write each key touched once."""
+        order into the task's dirty states; flush them when its commit interval is over or
+        the caches are full."""
         out: list[ProducerRecord] = []
+        cache = ctx.cache
         plog, topic, partition = self.plog, batch.topic, batch.partition
         window = self.window
         # 1. The store keys the batch may touch (a window's, late or not), from the key
@@ -428,7 +509,8 @@ class AggregateStage:
                                    if kb is not None for start, _ in windows_for(ts))
         wanted.pop(None, None)
         store = self.store
-        need = [sk for sk in wanted if sk not in cache]
+        dirty = ctx.dirty
+        need = [sk for sk in wanted if sk not in dirty and sk not in cache]
         if need:
             added = 0
             overhead = CACHE_ENTRY_OVERHEAD
@@ -437,10 +519,12 @@ class AggregateStage:
                     cache[sk] = raw
                     added += len(sk) + len(raw) + overhead
             self.cache_bytes += added
-        # 2. Records in order, folded into the batch's decoded states ([accumulators, max
-        # timestamp, shown]); every key touched is dirty until the end of the batch.
-        states: dict[bytes, list] = {}
-        dirty: dict[bytes, tuple] = {}
+        # 2. Records in order, folded into the task's dirty states ([accumulators, max
+        # timestamp, shown, group key, offset of the last update], decoded from the cache's
+        # bytes at their first update since the last flush), kept until the task flushes.
+        held = bool(dirty)
+        added = 0
+        dirty_overhead = DIRTY_ENTRY_OVERHEAD
         decode = store.decode
         aggregators = self.aggregators
         suppress, copy_accs = self.suppress, self._copy_accs
@@ -481,21 +565,24 @@ class AggregateStage:
                     targets.append((kb + pack(start + _BIAS), (start, end)))
             for sk, win in targets:
                 try:
-                    state = states.get(sk)
-                    if state is None:
-                        raw = cache.get(sk)
-                        if raw is not None:
-                            try:
-                                state = states[sk] = decode(raw)
-                            except Exception as exc:
-                                raise AggregationError(f"Failed to read the aggregate state: {exc}") from exc
-                    if state is None:
-                        accs = [a.initialize() for a in aggregators]
-                        max_ts, shown = ts, False
-                    else:
+                    state = dirty.get(sk)
+                    if state is not None:
+                        # (A copy: a record that fails half-way leaves the state as it was.)
                         accs = copy.deepcopy(state[0]) if copy_accs else state[0][:]
                         max_ts = state[1] if state[1] > ts else ts
                         shown = state[2]
+                    else:
+                        raw = cache.get(sk)
+                        if raw is None:
+                            accs = [a.initialize() for a in aggregators]
+                            max_ts, shown = ts, False
+                        else:
+                            try:
+                                accs, max_ts, shown = decode(raw)  # (fresh lists)
+                            except Exception as exc:
+                                raise AggregationError(f"Failed to read the aggregate state: {exc}") from exc
+                            if ts > max_ts:
+                                max_ts = ts
                     try:
                         if old_args is not None:
                             accs = self._fold(accs, old_args, True)
@@ -520,55 +607,78 @@ class AggregateStage:
                     plog(topic, partition, off, str(exc) or repr(exc))
                     continue
                 if state is None:
-                    states[sk] = [accs, max_ts, shown]
+                    dirty[sk] = [accs, max_ts, shown, key, off]
+                    added += len(sk) + dirty_overhead
                 else:
-                    state[0], state[1], state[2] = accs, max_ts, shown
-                if sk in dirty:
-                    del dirty[sk]  # (flushed in the order of their last update, as a cache's LRU)
-                dirty[sk] = (key, win, off)
-        # 3. Flush: each key once, to the store (and so to its changelog) and to the cache;
-        # with suppression its latest result is forwarded now.
+                    state[0], state[1], state[2], state[4] = accs, max_ts, shown, off
+        self.cache_bytes += added
+        if dirty and not held:
+            ctx.flushed_at = time.monotonic()  # (an update waits one interval at most)
+        if (not suppress or self.cache_bytes > self.cache_max_bytes
+                or time.monotonic() - ctx.flushed_at >= self.flush_interval):
+            self._flush(ctx, out, topic, partition)
+            if self.cache_bytes > self.cache_max_bytes:
+                self._evict()
+        return out
+
+    def _flush(self, ctx: _TaskContext, out: list[ProducerRecord], topic: str, partition: int) -> None:
+        """Flush the task's dirty states: each one's to the store (and so to its changelog
+        at the commit that follows) and, as clean bytes, to the cache, and, with a cache,
+        its latest result to ``out``, in the order of their first update since the last
+        flush."""
+        dirty = ctx.dirty
         if dirty:
+            cache = ctx.cache
             keys = list(dirty)
             data: list[bytes] = []
-            encode = store.encode
-            grown = 0
+            encode = self.store.encode
+            suppress = self.suppress
+            window = self.window
+            size = window.size if window is not None else 0
+            unpack_from = _BIASED.unpack_from
             overhead = CACHE_ENTRY_OVERHEAD
-            for sk in keys:
-                state = states[sk]
+            grown = 0
+            for sk, state in dirty.items():
                 if suppress:
-                    key, win, off = dirty[sk]
+                    if window is None:
+                        win = None
+                    else:
+                        start = unpack_from(sk, len(sk) - 8)[0] - _BIAS
+                        win = (start, start + size)
                     try:
-                        record = self._result_record(key, state[0], state[1], win, "time")
+                        record = self._result_record(state[3], state[0], state[1], win, "time")
                     except AggregationError as exc:
                         # The state is kept (Kafka Streams stores before it forwards).
-                        plog(topic, partition, off, str(exc))
+                        self.plog(topic, partition, state[4], str(exc))
                     else:
-                        if record.value is not None or state[2]:
+                        shown = record.value is not None
+                        # HAVING's tombstone only retracts a row the table showed.
+                        if shown or state[2]:
                             out.append(record)
-                        state[2] = record.value is not None
+                        state[2] = shown
                 raw = encode(state[0], state[1], state[2])
                 data.append(raw)
                 old = cache.pop(sk, None)  # (re-inserted: most recently used last)
                 cache[sk] = raw
                 grown += len(raw) - len(old) if old is not None else len(sk) + len(raw) + overhead
+                grown -= len(sk) + DIRTY_ENTRY_OVERHEAD
             self.cache_bytes += grown
-            store.store_many(keys, data)
-        if self.cache_bytes > self.cache_max_bytes:
-            self._evict()
-        return out
+            self.store.store_many(keys, data)
+            dirty.clear()
+        ctx.flushed_at = time.monotonic()
+        ctx.flushed_stream_time = self.stream_time
 
     def _evict(self) -> None:
-        """Drop least recently used cached states until the caches fit their size (states
-        are clean here: every batch flushes its own)."""
+        """Drop least recently used clean states from the caches until they fit their
+        size (a task's dirty states stay until it flushes)."""
         limit = self.cache_max_bytes
+        overhead = CACHE_ENTRY_OVERHEAD
         for ctx in self._contexts.values():
             cache = ctx.cache
             excess = self.cache_bytes - limit
             if excess <= 0:
                 return
             victims = []
-            overhead = CACHE_ENTRY_OVERHEAD
             for sk, raw in cache.items():
                 victims.append(sk)
                 excess -= len(sk) + len(raw) + overhead
@@ -677,6 +787,23 @@ class AggregateStage:
             raise AggregationError(
                 f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
 
+    def stored_row(self, skey: bytes, raw: bytes) -> tuple[bytes, bytes, int] | None:
+        """The table's row (key bytes as in its topic, value bytes, timestamp) that the state
+        ``raw`` stored under ``skey`` (the store's key: a window's start biased) stands for;
+        None when HAVING hides it. What a pull query reads (``AggregateTableView``)."""
+        state = self.store.decode(raw)
+        window = self.window
+        if window is None:
+            kb, win = skey, None
+        else:
+            kb = skey[:-8]
+            start = _BIASED.unpack_from(skey, len(skey) - 8)[0] - _BIAS
+            win = (start, start + window.size)
+        record = self._result_record(self.key_codec.decode(kb), state[0], state[1], win, "time")
+        if record.value is None:
+            return None
+        return record.key or b"", record.value, record.timestamp
+
     def _sink_record(self, key: tuple, window: tuple[int, int] | None, kind: str, value: bytes | None,
                      ts: int) -> ProducerRecord:
         """The sink's record; a windowed key is partitioned by the key without its window
@@ -763,6 +890,110 @@ class AggregateStage:
         out.append(self._result_record(key, accs, max_ts, (start, end), "session"))
 
 
+class AggregateTableView:
+    """The table an aggregation builds, as pull queries read it (``table_row``,
+    ``table_rows``), computed from the aggregate store's committed states as ksqlDB's
+    materialization reads its aggregate store: the final projection (HAVING, SELECT) applied
+    to each state read. The table keeps no store (nor changelog) of its own: each update is
+    written once. Keys are the table topic's (windowed: the key, then the window start as 8
+    bytes, signed), translated to the store's (the grouping key in the internal format)."""
+
+    # (``MaterializingStage`` writes no rows into it: they are the stage's own state.)
+    derived = True
+
+    def __init__(self, stage: AggregateStage, tasks: dict[int, Any] | None = None) -> None:
+        self.stage = stage
+        self.name = stage.store.name
+        self._tasks = tasks
+
+    @property
+    def tasks(self) -> dict[int, Any]:
+        """The task states read (by partition): the stage's open tasks, unless set (a view
+        of standby copies, see ``detached``)."""
+        return self.stage.store.tasks if self._tasks is None else self._tasks
+
+    @tasks.setter
+    def tasks(self, tasks: dict[int, Any]) -> None:
+        self._tasks = tasks
+
+    def detached(self) -> "AggregateTableView":
+        """A view of no task, for a reader to attach others to (standby copies)."""
+        return AggregateTableView(self.stage, {})
+
+    def _store_key(self, key: bytes) -> bytes | None:
+        try:
+            group = self.stage.sink_key_codec.decode(key)
+            return None if group is None else self.stage.key_codec.encode(group)
+        except Exception:  # noqa: BLE001 - a key the table cannot hold has no row
+            return None
+
+    def _row(self, pk: bytes, raw: bytes) -> tuple[bytes, bytes, int] | None:
+        try:
+            return self.stage.stored_row(pk, raw)
+        except Exception as exc:  # noqa: BLE001 - a state that cannot be shown is left out
+            log.warning("%s: aggregate state %r cannot be read as a row: %s", self.stage.name, pk, exc)
+            return None
+
+    def row(self, key: bytes, partitions: set[int] | None = None) -> tuple[bytes, int] | None:
+        """The (value, timestamp) of the row of table key ``key``."""
+        if self.stage.window is not None:
+            if len(key) < 8:
+                return None
+            base = self._store_key(key[:-8])
+            pk = None if base is None else base + _BIASED.pack(_LONG.unpack_from(key, len(key) - 8)[0] + _BIAS)
+        else:
+            pk = self._store_key(key)
+        if pk is None:
+            return None
+        for p, state in self.tasks.items():
+            if partitions is not None and p not in partitions:
+                continue
+            raw = state.store(self.name).committed_bytes(pk)
+            if raw is not None:
+                row = self._row(pk, raw)
+                return None if row is None else (row[1], row[2])
+        return None
+
+    def rows(self, prefix: bytes | None = None, partitions: set[int] | None = None
+             ) -> Iterator[tuple[bytes, bytes, int]]:
+        """(key, value, timestamp) of every row (whose table key starts with ``prefix``, the
+        key without its window), task by task, each task's in the order of the table's key
+        bytes (as a store keyed by them gives them: what a LIMIT keeps; the store's own
+        keys are in the internal format, ordered otherwise)."""
+        sprefix = None
+        if prefix:
+            sprefix = self._store_key(prefix)
+            if sprefix is None:
+                return
+        for p in sorted(self.tasks):
+            if partitions is not None and p not in partitions:
+                continue
+            got = []
+            for pk, raw in self.tasks[p].store(self.name).committed_bytes_prefix(sprefix):
+                row = self._row(pk, raw)
+                if row is not None:
+                    got.append(row)
+            got.sort(key=lambda r: r[0])
+            yield from got
+
+    def items(self) -> Iterator[tuple[bytes, Any]]:
+        for k, v, ts in self.rows():
+            yield k, (v, ts)
+
+
+def table_view(stage: Any) -> AggregateTableView | None:
+    """The table ``stage`` builds read from its own aggregate state, when it is an
+    aggregation kept in RocksDB that can be (TUMBLING, HOPPING or unwindowed, without EMIT
+    FINAL); else None (its table is materialized in a store of its own)."""
+    from streamsql.runtime.task import AggregateStore, WindowAggregateStore
+
+    if not isinstance(stage, AggregateStage) or stage.emit_final:
+        return None
+    if type(stage.store) not in (AggregateStore, WindowAggregateStore):
+        return None
+    return AggregateTableView(stage)
+
+
 class KeyedAggregateStage(AggregateStage):
     """An aggregation over a stream already partitioned by what it groups on (GROUP BY the
     source's key, see ``streamsql.analyzer.groups_by_source_key``): one stage reading the
@@ -786,8 +1017,8 @@ class KeyedAggregateStage(AggregateStage):
         out = self.outputs
         out.clear()
         self.pipeline.process(batch, out)
-        if not out.keys:
-            return []
+        if not out.keys and not self._batched:
+            return []  # (a cached stage still sees the batch: its commit interval may be over)
         # Failures are logged at the source record's offset. No headers: the source's own
         # are not the op=undo/update markers of a table's group-by.
         grouped = RecordBatch(batch.topic, batch.partition, out.offsets, out.timestamps,
@@ -980,9 +1211,12 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
         store = engine.new_store(query_id, "aggregate", "session-aggregate",
                                  retention_ms=window.size + window.grace + 1)
     else:
-        # Windows past size + grace are closed: no record can reach them any more.
+        # Windows past size + grace are closed: no record can reach them any more. Pull
+        # queries read the table from this store (``table_view``): kept for the window's
+        # RETENTION when that is longer.
         store = engine.new_store(query_id, "aggregate", "window-aggregate",
-                                 retention_ms=window.size + window.grace + 1)
+                                 retention_ms=max(window.size + window.grace + 1,
+                                                  window_retention(plan) or 0))
     pending = engine.new_store(query_id, "aggregate-pending", "json") if plan.emit_final else None
     if first is None:
         # One stage: named as the two-stage plan's aggregate stage, for the same stores.

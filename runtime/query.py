@@ -76,7 +76,8 @@ class MaterializingStage:
     """Wraps a table's last stage and keeps the table's current rows (key bytes -> (value
     bytes, timestamp)) in a store, which is what pull queries read (``table_row``,
     ``table_rows``): in service mode a RocksDB ``TableStore`` per task, committed with the
-    stage's batches."""
+    stage's batches; for an aggregation a view of its own store (``derived``: nothing is
+    written, see ``streamsql.runtime.aggregate.AggregateTableView``)."""
 
     def __init__(self, inner: Stage, store: Any) -> None:
         self.inner = inner
@@ -86,6 +87,8 @@ class MaterializingStage:
         self.source_topics: tuple[str, ...] = tuple(getattr(inner, "source_topics", None)
                                                     or (inner.source_topic,))
         self.sink_topic = inner.sink_topic
+        # A table read from the inner stage's own state (an aggregation's) keeps no rows.
+        self._derived = bool(getattr(store, "derived", False))
         # A stage with several inputs sends them all through its wrapper (a join in test mode).
         wrapped_by = getattr(inner, "wrapped_by", None)
         if wrapped_by is not None:
@@ -118,8 +121,21 @@ class MaterializingStage:
         if opened is not None:
             opened(partition, extra)
 
+    def committable(self, partition: int, offsets: dict[tuple[str, int], int]
+                    ) -> dict[tuple[str, int], int]:
+        """What the inner stage lets its task commit (see ``AggregateStage.committable``)."""
+        inner = getattr(self.inner, "committable", None)
+        return inner(partition, offsets) if inner is not None else offsets
+
+    def due(self, force: bool = False) -> list[int]:
+        """The inner stage's tasks due a flush (see ``AggregateStage.due``)."""
+        inner = getattr(self.inner, "due", None)
+        return inner(force) if inner is not None else []
+
     def process(self, batch: RecordBatch) -> list[ProducerRecord]:
         out = self.inner.process(batch)
+        if self._derived:
+            return out
         store = self.store
         for rec in out:
             if rec.key is None:
@@ -162,6 +178,13 @@ class SourceTableStage(MaterializingStage):
 
     def task_opened(self, partition: int, extra: Any) -> None:
         return None
+
+    def committable(self, partition: int, offsets: dict[tuple[str, int], int]
+                    ) -> dict[tuple[str, int], int]:
+        return offsets
+
+    def due(self, force: bool = False) -> list[int]:
+        return []
 
     def input_key(self, key: tuple) -> bytes | None:
         try:
@@ -242,7 +265,9 @@ class StageRunner:
     * ``transaction`` (Kafka, ``processing.guarantee=exactly_once_v2``): one transaction
       over the polls of ``commit_interval_ms`` (Kafka Streams' ``commit.interval.ms``, 100 ms
       under exactly-once) holds the output records, the changelog records and the input
-      offsets; the local state is written once it committed;
+      offsets; the local state is written (as of the transaction's end) once it committed.
+      It commits in the background: the next polls are worked out meanwhile, their output
+      and changelog records held for the next transaction (see ``_transact``);
     * otherwise at-least-once: group offsets are committed after the output is written, so a
       crash may write a batch's output again. On Kafka, a stage without tasks does not wait
       for the acknowledgements before its next poll: up to ``IN_FLIGHT`` polls are in
@@ -263,6 +288,12 @@ class StageRunner:
 
     # Polls of a pipelined stage whose output may be unacknowledged at once (see ``_send``).
     IN_FLIGHT = 4
+    # Polls worked out while the last transaction commits, their output held for the next
+    # (see ``_transact``); and how long a poll waits for records meanwhile (seconds).
+    DEFERRED = 4
+    DEFERRED_POLL = 0.005
+    # A commit in flight this long (seconds) with polls waiting for it is logged.
+    SLOW_COMMIT = 1.0
 
     def __init__(self, stage: Stage, group: str, log_: Log, reset: str = "earliest",
                  after_batch: Callable[[], Awaitable[None]] | None = None,
@@ -307,9 +338,16 @@ class StageRunner:
         # The stage's transaction open over several polls, and for how long at most (see
         # ``_transact``).
         self._open: _OpenTransaction | None = None
-        # A stateless stage's last transaction, committing while its next poll is worked
-        # out (see ``_commit_due``).
+        # The stage's last transaction, committing while its next polls are worked out
+        # (see ``_commit_due``), and their task runs, held for the next transaction:
+        # (runs, records to write, next input offsets).
         self._committing: asyncio.Task[None] | None = None
+        self._deferred: list[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]] = []
+        self._deferred_polls = 0
+        # When the committing transaction began to commit, and whether its slowness was
+        # logged (see ``_slow_commit``).
+        self._committing_since = 0.0
+        self._slow_said = False
         # (Bounded well below KafkaLog's transaction timeout, 10 s.)
         self.commit_interval = min(commit_interval_ms, 5_000) / 1000
         self.processed = 0
@@ -505,7 +543,8 @@ class StageRunner:
         self._rebalancing = self.log.distributed  # (until the group's next assignment)
         log.info("%s: revoked %s", self.stage.name, _partitions(partitions))
         async with self._lock:
-            if self._in_flight or self._open is not None:
+            if (self._in_flight or self._open is not None or self._committing is not None
+                    or self._deferred):
                 # Their offsets are committed before the partitions go.
                 try:
                     await self._settle_in_flight()
@@ -577,12 +616,19 @@ class StageRunner:
                 wait = timeout
                 if self._open is not None:  # (woken in time to commit it)
                     wait = min(wait, max(self._open.began + self.commit_interval - loop.time(), 0.0))
+                if self._deferred:  # (output held: looked at again soon)
+                    wait = min(wait, self.DEFERRED_POLL)
                 batches = await consumer.poll(max_records=5000, timeout=wait)
                 in_flight = self._in_flight
                 while in_flight and in_flight[0].done():
                     await in_flight.popleft()  # (raises what failed it, even when idle)
                 if self._committing is not None and self._committing.done():
-                    await self._committed()  # (raises what failed it, even when idle)
+                    # (Raises what failed it, even when idle.) Output held meanwhile goes
+                    # into the next transaction.
+                    async with self._lock:
+                        await self._resume()
+                elif self._deferred:
+                    self._slow_commit()
                 if self._open is not None and loop.time() - self._open.began >= self.commit_interval:
                     async with self._lock:
                         await self._commit_due()
@@ -606,7 +652,9 @@ class StageRunner:
                         await _wait_any(waits, 0.5)
                         continue
                 if not batches and inputs is None:
-                    continue
+                    batches = self._held()
+                    if not batches:
+                        continue
                 async with self._lock:
                     if generation != self._generation:
                         # Partitions were revoked since the poll (see ``revoked``).
@@ -629,6 +677,16 @@ class StageRunner:
                 self._measure()
                 if self.after_batch is not None:
                     await self.after_batch()
+                # A poll of buffered records returns without giving the loop a turn: the
+                # client's tasks (sends, acks, a commit in the background) get one here.
+                await asyncio.sleep(0)
+            held = self._held(force=True)  # stopping: flush what a cached stage holds
+            if held and not self.halted:
+                async with self._lock:
+                    owned = consumer.assignment()
+                    work = [[b] for b in held if (b.topic, b.partition) in owned]
+                    if work:
+                        await (self._transact(work) if spanning else self._batches(work))
             if pipelined:
                 await self._settle_in_flight()  # stopping: commit what is acknowledged
             async with self._lock:
@@ -644,6 +702,10 @@ class StageRunner:
             if self._open is not None:  # (a failure: its input is read again)
                 self._open = None
                 await txn.abort()
+            # (A failure: polls worked out after the last commit are read again; their
+            # writes go with their tasks' uncommitted batches, closed below.)
+            self._deferred = []
+            self._deferred_polls = 0
             self._consumer = None
             for t in self._in_flight:  # (left only on a failure: read again, at least once)
                 if t.done() and not t.cancelled():
@@ -653,6 +715,15 @@ class StageRunner:
             if tasks is not None:
                 tasks.close()
             await consumer.close()
+
+    def _held(self, force: bool = False) -> list[RecordBatch]:
+        """Empty batches for the tasks of a stage with a record cache that hold updates
+        past their commit interval (all that hold any, with ``force``): processing one
+        flushes the task and commits it."""
+        due = getattr(self.stage, "due", None)
+        if due is None:
+            return []
+        return [RecordBatch(self.stage.source_topic, p) for p in due(force)]
 
     def _ordered(self, inputs: OrderedInputs, batches: list[RecordBatch],
                  owned: set[tuple[str, int]], now: float) -> tuple[list[list[RecordBatch]], float]:
@@ -720,8 +791,9 @@ class StageRunner:
                 await self.log.produce(stage.sink_topic, records)
                 self.produced += len(records)
             await self._task_done(p, runs, records, offsets, commits, done)
-        await self._consumer.commit(commits, self._offset_metadata(done))
-        await self._purge(commits)
+        if commits:
+            await self._consumer.commit(commits, self._offset_metadata(done))
+            await self._purge(commits)
 
     async def _task_done(self, p: int, runs: list[RecordBatch], records: Any,
                          offsets: dict[tuple[str, int], int], commits: dict[tuple[str, int], int],
@@ -729,7 +801,7 @@ class StageRunner:
         """A task's runs once its output is written: counted, its state committed, its
         output shown to push subscribers, its offsets kept for the group's commit."""
         self.processed += self._count(runs)
-        if self.tasks is not None:
+        if self.tasks is not None and offsets:
             await self.tasks.commit(p, offsets)
         if self.subscribers and records:
             self._publish(p, records)
@@ -758,8 +830,9 @@ class StageRunner:
                 await acks
                 self.produced += len(records)
             await self._task_done(p, runs, records, offsets, commits, done)
-        await self._consumer.commit(commits, self._offset_metadata(done))
-        await self._purge(commits)
+        if commits:
+            await self._consumer.commit(commits, self._offset_metadata(done))
+            await self._purge(commits)
 
     async def _send(self, work: list[list[RecordBatch]]) -> None:
         """``_batches`` pipelined (at least once, without tasks): the output is handed to
@@ -845,16 +918,31 @@ class StageRunner:
         (Kafka Streams' ``commit.interval.ms``): begun at the first poll, as the group
         member that read it; output sent without waiting for acks, each task's changelog
         records flushed into it after its run; committed with every input offset read in
-        it once ``commit_interval`` has passed (see ``_commit_open``; also before
-        partitions are revoked and when the stage stops)."""
-        stage, tasks, txn = self.stage, self.tasks, self.transaction
-        outputs: Iterable[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]]
+        it once ``commit_interval`` has passed, in the background (see ``_commit_due``;
+        also before partitions are revoked and when the stage stops).
+
+        While a transaction commits, up to ``DEFERRED`` polls are worked out meanwhile:
+        their state writes go into their tasks' next batches (the committing one's were
+        sealed), their output and changelog records are held and go into the next
+        transaction once the last one has committed (``_resume``)."""
         outputs = self._outputs(work)
         if self._committing is not None:
-            # The last transaction is committing: this poll is worked out meanwhile (a
-            # stage without tasks keeps nothing of it but its records), sent after.
-            outputs = list(outputs)
-            await self._committed()
+            self._deferred += outputs
+            self._deferred_polls += 1
+            if not self._committing.done() and self._deferred_polls < self.DEFERRED:
+                return
+            await self._resume()
+            return
+        await self._put(outputs)
+        t = self._open
+        if t is not None and asyncio.get_running_loop().time() - t.began >= self.commit_interval:
+            await self._commit_due()
+
+    async def _put(self, outputs: Iterable[tuple[list[RecordBatch], Any,
+                                                 dict[tuple[str, int], int]]]) -> None:
+        """Put task runs' output into the open transaction (begun first if none is):
+        their records sent, each task's changelog records flushed after its run."""
+        stage, tasks, txn = self.stage, self.tasks, self.transaction
         t = self._open
         if t is None:
             # Who reads the input: its offsets are committed as that member, so that the
@@ -886,8 +974,6 @@ class StageRunner:
             self._open = None
             await txn.abort()
             raise
-        if asyncio.get_running_loop().time() - t.began >= self.commit_interval:
-            await self._commit_due()
 
     def _outputs(self, work: list[list[RecordBatch]]
                  ) -> Iterator[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]]:
@@ -901,16 +987,31 @@ class StageRunner:
             yield runs, records, offsets
 
     async def _commit_due(self) -> None:
-        """The open transaction's commit interval is over: commit it, in the background
-        for a stage without tasks (its next poll is worked out meanwhile, see
-        ``_transact``; a stage with tasks writes its state once the commit is done, before
-        anything else goes into its stores). Called with the lock held."""
-        if self.tasks is not None:
-            await self._commit_open()
-            return
+        """The open transaction's commit interval is over: commit it in the background
+        while the next polls are worked out (``_transact``). Its tasks' batches and the
+        offsets' metadata are taken now: what comes after belongs to the next
+        transaction. Called with the lock held."""
         t, self._open = self._open, None
         if t is not None:
-            self._committing = asyncio.create_task(self._commit(t))
+            sealed, metadata = self._seal(t)
+            await self._committed()  # (none: ``t`` began after it; commits stay in order)
+            self._committing = asyncio.create_task(self._commit(t, sealed, metadata))
+            self._committing_since = asyncio.get_running_loop().time()
+            self._slow_said = False
+
+    def _slow_commit(self) -> None:
+        """Say (once per transaction) that the last transaction has been committing for
+        ``SLOW_COMMIT`` seconds or more while polls worked out since wait for it (a broker
+        slow to answer, or gone)."""
+        committing = self._committing
+        if (self._slow_said or not self._deferred_polls or committing is None
+                or committing.done()):
+            return
+        took = asyncio.get_running_loop().time() - self._committing_since
+        if took >= self.SLOW_COMMIT:
+            self._slow_said = True
+            log.info("%s: the last transaction has been committing for %.1fs; %d polls "
+                     "worked out since wait for it", self.stage.name, took, self._deferred_polls)
 
     async def _committed(self) -> None:
         """Wait for the transaction committing in the background (raise what failed it)."""
@@ -918,22 +1019,48 @@ class StageRunner:
         if committing is not None:
             await committing
 
+    async def _resume(self) -> None:
+        """Wait for the transaction committing in the background (raise what failed it),
+        then put the output of the polls worked out meanwhile into the next one. Called
+        with the lock held."""
+        committing = self._committing
+        while committing is not None and not committing.done() and self._deferred_polls:
+            await asyncio.wait([committing], timeout=self.SLOW_COMMIT)
+            self._slow_commit()
+        await self._committed()
+        deferred, self._deferred = self._deferred, []
+        self._deferred_polls = 0
+        if deferred:
+            await self._put(deferred)
+
     async def _commit_open(self) -> None:
         """Commit the open transaction of ``_transact`` (nothing if none is open), after
-        the one committing in the background; on a failure it is aborted and the failure
-        raised (the stage restarts from the last commit). Called with the lock held."""
-        await self._committed()
+        the one committing in the background and with what was held meanwhile; on a
+        failure it is aborted and the failure raised (the stage restarts from the last
+        commit). Called with the lock held."""
+        await self._resume()
         t, self._open = self._open, None
         if t is not None:
-            await self._commit(t)
+            await self._commit(t, *self._seal(t))
 
-    async def _commit(self, t: _OpenTransaction) -> None:
-        """Commit ``t``: its offsets, then the transaction; then the local state of its
-        tasks, the counts and the subscribers."""
+    def _seal(self, t: _OpenTransaction
+              ) -> tuple[dict[int, Any], dict[tuple[str, int], str] | None]:
+        """What ``t`` commits besides its offsets, as of now (its end): each of its tasks'
+        sealed batch (see ``StageTasks.seal``) and the offsets' metadata."""
+        tasks = self.tasks
+        sealed: dict[int, Any] = {}
+        if tasks is not None:
+            for p in dict.fromkeys(p for p, _ in t.done):
+                sealed[p] = tasks.seal(p)
+        return sealed, self._offset_metadata(t.done)
+
+    async def _commit(self, t: _OpenTransaction, sealed: dict[int, Any],
+                      metadata: dict[tuple[str, int], str] | None) -> None:
+        """Commit ``t``: its offsets (with ``metadata``), then the transaction; then its
+        tasks' ``sealed`` batches locally, the counts and the subscribers."""
         txn = self.transaction
         try:
-            await txn.commit(self.group, t.commits, member=t.member,
-                             metadata=self._offset_metadata(t.done))
+            await txn.commit(self.group, t.commits, member=t.member, metadata=metadata)
             for a in t.acks:  # (done: the commit waited for them)
                 await a
         except BaseException:
@@ -947,7 +1074,8 @@ class StageRunner:
             for p, offsets in t.done:
                 by_task.setdefault(p, {}).update(offsets)
             for p, offsets in by_task.items():
-                await tasks.commit(p, offsets)
+                if offsets:
+                    tasks.commit_sealed(p, sealed[p], offsets)
         for p, records in t.published:
             self._publish(p, records)
         await self._purge(t.commits)
@@ -983,14 +1111,16 @@ def _process(stage: Stage, runs: list[RecordBatch]
              ) -> tuple[list[ProducerRecord], dict[tuple[str, int], int]]:
     """One task's runs through ``stage``: the records to write and the next input offset
     of each topic read."""
-    if len(runs) == 1:
-        run = runs[0]
-        return stage.process(run), {(run.topic, run.partition): run.offsets[-1] + 1}
     records: list[ProducerRecord] = []
     offsets: dict[tuple[str, int], int] = {}
     for run in runs:
         records += stage.process(run)
-        offsets[(run.topic, run.partition)] = run.offsets[-1] + 1
+        if run.offsets:  # (an empty run flushes a cached stage, see ``_held``)
+            offsets[(run.topic, run.partition)] = run.offsets[-1] + 1
+    committable = getattr(stage, "committable", None)
+    if committable is not None:
+        # A stage with a record cache commits nothing of updates it holds unflushed.
+        offsets = committable(runs[0].partition, offsets)
     return records, offsets
 
 

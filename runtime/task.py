@@ -856,6 +856,27 @@ class StageTasks:
         for t, e in ends.items():
             self.fences.advance(t, e)
 
+    def seal(self, partition: int) -> tuple[Any, Any]:
+        """The task's batch as of now (its changelog flushed: ``prepare``) and the stage's
+        extra then, for ``commit_sealed`` once the Kafka transaction holding them has
+        committed; what the task processes meanwhile goes into its next batch."""
+        extra = self._task_extra(partition) if self._task_extra is not None else None
+        return self.tasks[partition].seal(), extra
+
+    def commit_sealed(self, partition: int, sealed: tuple[Any, Any],
+                      offsets: dict[tuple[str, int], int]) -> None:
+        """``commit`` of a batch ``seal``ed by a Kafka transaction that has committed (the
+        broker has its output: no output ends to keep). Nothing if the task was closed
+        since (its next owner restores it from the changelogs)."""
+        batch, stage_extra = sealed
+        if self.tasks.get(partition) is not batch.state:
+            return
+        self.seq += 1
+        extra: dict[str, Any] = {"seq": self.seq, "ends": {}}
+        if stage_extra is not None:
+            extra["stage"] = stage_extra
+        batch.state.commit_sealed(batch, offsets, extra)
+
     def close(self, partitions: set[int] | None = None) -> None:
         """Close the tasks of ``partitions`` (every task when None); uncommitted work is
         discarded, as a crash would."""

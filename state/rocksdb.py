@@ -262,14 +262,48 @@ class _Store:
         """Every committed (primary key, stored bytes)."""
         return self._cf.items()
 
-    def write_batch(self, wb: rocksdict.WriteBatch) -> None:
-        """Add the batch's writes to ``wb``."""
+    # Readers outside the task (pull queries of a table computed from this store's states)
+    # read its committed bytes, entries past retention left out (``_TimedStore``).
+
+    def committed_bytes(self, pk: bytes) -> bytes | None:
+        """The committed stored bytes of primary key ``pk`` (None: absent)."""
+        return self._cf_get(pk)
+
+    def committed_bytes_prefix(self, prefix: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """Committed (primary key, stored bytes) of the keys starting with ``prefix`` (all
+        when None), in key order."""
+        return _db_items(self._cf, prefix or None, _next_prefix(prefix) if prefix else None, False)
+
+    def write_batch(self, wb: rocksdict.WriteBatch,
+                    writes: dict[bytes, bytes | None] | None = None) -> None:
+        """Add the batch's writes (or ``writes``, a sealed batch's) to ``wb``."""
         h = self._handle
-        for k, v in self._overlay.items():
+        for k, v in (self._overlay if writes is None else writes).items():
             if v is None:
                 wb.delete(k, h)
             else:
                 wb.put(k, v, h)
+
+    def seal(self, changelog: bool) -> dict[bytes, bytes | None]:
+        """The batch's writes as of now (a copy: later writes go on into the batch), for a
+        commit of just these (``TaskState.seal``). With a ``changelog``, its records must
+        have been flushed; without, there are none to owe."""
+        if not changelog:
+            self._unflushed = []
+        elif self._unflushed:
+            raise RuntimeError(f"store {self.spec.name}: sealing a batch with unflushed writes")
+        return dict(self._overlay)
+
+    def forget_sealed(self, sealed: dict[bytes, bytes | None]) -> None:
+        """``sealed`` is committed to RocksDB: drop from the batch the writes it holds that
+        were not made again since (reads find the same in RocksDB now)."""
+        ov = self._overlay
+        again = set(self._unflushed)  # (written since the seal)
+        missing = _MISSING
+        for k, v in sealed.items():
+            if ov.get(k, missing) is v and k not in again:
+                del ov[k]
+        self._sorted = []  # (keys were removed: sorted again when next needed)
 
     def reset_batch(self) -> None:
         self._overlay = {}
@@ -433,11 +467,12 @@ class _TimedStore(_Store):
             values = [v for _, v in kept]
         _Store.put_many_raw(self, pks, values)
 
-    def write_batch(self, wb: rocksdict.WriteBatch) -> None:
+    def write_batch(self, wb: rocksdict.WriteBatch,
+                    writes: dict[bytes, bytes | None] | None = None) -> None:
         h = self._handle
         ih = self._idx_handle
         s = self.SUFFIX
-        for k, v in self._overlay.items():
+        for k, v in (self._overlay if writes is None else writes).items():
             ik = k[-s:] + k[:-s]
             if v is None:
                 wb.delete(k, h)
@@ -514,6 +549,19 @@ class _TimedStore(_Store):
             return None
         v = self._cf_get(pk)
         return None if v is None else self._loads(v)
+
+    def committed_bytes(self, pk: bytes) -> bytes | None:
+        if len(pk) < self.SUFFIX or self._time_of(pk) < self._cutoff:
+            return None
+        return self._cf_get(pk)
+
+    def committed_bytes_prefix(self, prefix: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        cutoff = self._cutoff
+        s = self.SUFFIX
+        time_of = self._time_of
+        for k, v in _Store.committed_bytes_prefix(self, prefix):
+            if len(k) >= s and time_of(k) >= cutoff:
+                yield k, v
 
     def committed_prefix_raw(self, prefix: bytes | None) -> Iterator[tuple[bytes, Any]]:
         """Committed (primary key, value) of the primary keys starting with ``prefix`` (all

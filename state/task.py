@@ -28,6 +28,11 @@ they mean depends on who owns the truth (``uncommitted_tail``):
   at-least-once): records past the local checkpoint are valid, written e.g. by another node
   that owned the task meanwhile; on open they are replayed into the store.
 
+Under a Kafka transaction spanning several batches, ``seal`` takes the batch as of the
+transaction's end (its changelog records flushed into it) and ``commit_sealed`` writes just
+that once the transaction committed: what the task processed meanwhile (the next
+transaction's) stays in the batch.
+
 Restore on open, per store with a changelog: no local checkpoint (new or deleted directory):
 replay the partition from its beginning; checkpoint behind the changelog end: revert or replay
 the tail as above (a local checkpoint means the restore skips what it already has);
@@ -60,7 +65,7 @@ from .rocksdb import (RocksDBKeyValueStore, RocksDBSessionStore, RocksDBWindowSt
                       _TimedStore, column_families, make_store)
 from .store import StateStore, StoreSpec
 
-__all__ = ["RestoreStats", "RocksDBConfig", "TaskState", "UncommittedTail"]
+__all__ = ["RestoreStats", "RocksDBConfig", "SealedBatch", "TaskState", "UncommittedTail"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +109,17 @@ class RocksDBConfig:
             t.set_bloom_filter(self.bloom_bits_per_key, False)
         o.set_block_based_table_factory(t)
         return o
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """A task's batch as of ``TaskState.seal``: each store's writes (primary key -> stored
+    bytes, None deleted), changelog position and observed stream time then."""
+
+    state: "TaskState"
+    writes: dict[str, dict[bytes, bytes | None]]
+    positions: dict[str, int]
+    stream_times: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -391,14 +407,49 @@ class TaskState:
         merged into the committed ones) and ``extra`` (JSON-compatible; None keeps the
         previous) in one atomic RocksDB write. If it raises, close the state and reopen it."""
         await self.prepare_commit()
-        mh = self._meta_handle
         wb = rocksdict.WriteBatch(raw_mode=True)
         for s in self._stores.values():
             s.write_batch(wb)
-            if s.name in self._changelogs:
-                wb.put(position_key(s.name), encode_u64(s.position), mh)
-        for s in self._timed:
-            wb.put(stream_time_key(s.name), encode_ts(s.observed_stream_time), mh)
+        self._write_commit(wb, {s.name: s.position for s in self._stores.values()},
+                           {s.name: s.observed_stream_time for s in self._timed},
+                           source_offsets, extra)
+        for s in self._stores.values():
+            s.reset_batch()
+
+    def seal(self) -> SealedBatch:
+        """The batch as of now, for ``commit_sealed``: under a Kafka transaction, what the
+        transaction that is ending holds, while the task goes on processing into its next
+        batch (the next transaction's). The changelogs must be flushed (``prepare_commit``)."""
+        self._check_open()
+        changelogs = self._changelogs
+        return SealedBatch(self, {n: s.seal(n in changelogs) for n, s in self._stores.items()},
+                           {n: s.position for n, s in self._stores.items()},
+                           {s.name: s.observed_stream_time for s in self._timed})
+
+    def commit_sealed(self, sealed: SealedBatch, source_offsets: Mapping[tuple[str, int], int],
+                      extra: Any = None) -> None:
+        """``commit`` of the batch ``sealed`` (its changelog records already written):
+        writes made since the seal stay in the batch, for a later commit."""
+        self._check_open()
+        if sealed.state is not self:
+            raise ValueError("a batch sealed by another task state")
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        for name, writes in sealed.writes.items():
+            self._stores[name].write_batch(wb, writes)
+        self._write_commit(wb, sealed.positions, sealed.stream_times, source_offsets, extra)
+        for name, writes in sealed.writes.items():
+            self._stores[name].forget_sealed(writes)
+
+    def _write_commit(self, wb: rocksdict.WriteBatch, positions: Mapping[str, int],
+                      stream_times: Mapping[str, int],
+                      source_offsets: Mapping[tuple[str, int], int], extra: Any) -> None:
+        """Write ``wb`` (the batch's state changes) with the changelog ``positions``, the
+        ``stream_times``, offsets, extra and the next commit number, atomically."""
+        mh = self._meta_handle
+        for name in self._changelogs:
+            wb.put(position_key(name), encode_u64(positions[name]), mh)
+        for name, ts in stream_times.items():
+            wb.put(stream_time_key(name), encode_ts(ts), mh)
         offsets = self._offsets
         if source_offsets:
             offsets = {**offsets, **source_offsets}
@@ -412,10 +463,8 @@ class TaskState:
         self._offsets = offsets
         if extra is not None:
             self._extra = extra
-        for s in self._stores.values():
-            s.reset_batch()
-            if s.name in self._changelogs:
-                self._checkpointed[s.name] = s.position
+        for name in self._changelogs:
+            self._checkpointed[name] = positions[name]
 
     async def abort(self) -> None:
         """Discard the batch. Changelog records it already flushed are reverted (their keys'

@@ -1,8 +1,9 @@
-"""The aggregate stage's record cache on RocksDB (issue 16): one multi-get and one write per
-key per batch, compact binary state, ksqlDB's ``cache.max.bytes.buffering`` semantics for
-emission (unset: every update; 0: every update; more: the latest per key per batch), a
-cache bounded by its size, and state that is exact after kill -9 and after a restore from
-the changelog with the cache on."""
+"""The aggregate stage's record cache on RocksDB (issue 16): one multi-get per batch and one
+write per key per flush, compact binary state, ksqlDB's ``cache.max.bytes.buffering`` and
+``commit.interval.ms`` semantics for emission (0: every update; else, by default 10 MB, each
+key's latest result once per commit interval or when the cache is full), a cache bounded by
+its size, and state that is exact after kill -9 and after a restore from the changelog with
+the cache on."""
 from __future__ import annotations
 
 import asyncio
@@ -108,7 +109,7 @@ def _stage(engine: Engine) -> AggregateStage:
 ROWS = [(f"u{i % 10}", i, 1000 + i) for i in range(200)]
 
 
-@pytest.mark.parametrize("setting, every_update", [(None, True), (0, True), (10_000_000, False)])
+@pytest.mark.parametrize("setting, every_update", [(None, False), (0, True), (10_000_000, False)])
 def test_emission_follows_cache_max_bytes_buffering(tmp_path: Path, setting: int | None,
                                                     every_update: bool) -> None:
     async def main() -> None:
@@ -135,6 +136,58 @@ def test_emission_follows_cache_max_bytes_buffering(tmp_path: Path, setting: int
         assert rows == want
         latest = {k: v for k, v in updates}
         assert sorted((k.decode(), v["N"], v["S"]) for k, v in latest.items()) == want
+    asyncio.run(main())
+
+
+async def _wait_updates(log: EmbeddedLog, topic: str, want: int, timeout: float = 30
+                        ) -> list[tuple[bytes, Any]]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        updates = await _updates(log, topic)
+        if len(updates) >= want or asyncio.get_running_loop().time() > deadline:
+            return updates
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("setting", [None, 0])
+def test_a_burst_within_a_commit_interval_is_one_update(tmp_path: Path, setting: int | None) -> None:
+    """ksqlDB's record cache: updates of a key that arrive in separate polls within one
+    commit interval reach the table's topic (and pull queries) as one record holding the
+    final values, when the interval ends; with ``cache.max.bytes.buffering=0`` every update."""
+    interval_ms = 3000
+    bursts, per_burst = 5, 4
+
+    async def main() -> None:
+        props: dict[str, Any] = {"commit.interval.ms": interval_ms}
+        if setting is not None:
+            props["cache.max.bytes.buffering"] = setting
+        engine, log = await _engine(tmp_path, props)
+        await engine.execute(STREAM + TABLE)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for b in range(bursts):  # (each burst its own poll)
+            await _produce(log, [(k, b * per_burst + i, 1000 + b) for k in ("a", "b")
+                                 for i in range(per_burst)])
+            await _wait_processed(engine, (b + 1) * 2 * per_burst)
+        produced_in = loop.time() - started
+        held = await _updates(log, "TOTALS")
+        want = bursts * per_burst * 2 if setting == 0 else 2
+        updates = await _wait_updates(log, "TOTALS", want)
+        rows = await _pull(engine, "SELECT * FROM totals;", 2, counted=bursts * per_burst * 2)
+        await asyncio.sleep(interval_ms / 1000 + 1)  # (nothing more comes: the input is idle)
+        again = await _updates(log, "TOTALS")
+        await engine.close()
+        await log.close()
+        total = sum(range(bursts * per_burst))
+        assert rows == [("a", bursts * per_burst, total), ("b", bursts * per_burst, total)]
+        assert again == updates
+        if setting == 0:
+            assert [u[1]["N"] for u in updates if u[0] == b"a"] == list(range(1, bursts * per_burst + 1))
+            return
+        assert produced_in < interval_ms / 1000, "the bursts took longer than the commit interval"
+        assert held == []  # (before the interval was over: nothing forwarded yet)
+        assert sorted((k, v["N"], v["S"]) for k, v in updates) == [
+            (b"a", bursts * per_burst, total), (b"b", bursts * per_burst, total)]
     asyncio.run(main())
 
 

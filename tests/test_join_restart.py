@@ -285,8 +285,11 @@ async def _scenario(data_dir: Path, name: str) -> list:
     from streamsql.runtime.log.embedded import EmbeddedLog
 
     setup, steps, _ = SCENARIOS[name]
+    # Every update forwarded (no record cache, as ksqlDB's tests run): the scenarios list
+    # every record their sink gets.
+    config = {"auto.offset.reset": "earliest", "cache.max.bytes.buffering": 0}
     log = EmbeddedLog(data_dir)
-    engine = Engine(log, {"auto.offset.reset": "earliest"})
+    engine = Engine(log, config)
     await engine.start()
     for sql in setup:
         await engine.execute(sql)
@@ -296,7 +299,7 @@ async def _scenario(data_dir: Path, name: str) -> list:
             await engine.close()
             await log.close()
             log = EmbeddedLog(data_dir)
-            engine = Engine(log, {"auto.offset.reset": "earliest"})
+            engine = Engine(log, config)
             await engine.start()
             restarts += 1
             continue

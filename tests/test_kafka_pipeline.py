@@ -366,3 +366,85 @@ def test_exactly_once_transaction_spans_the_commit_interval() -> None:
         assert "abort" not in [e[0] for e in txn.events]
 
     asyncio.run(main())
+
+
+# -- exactly once: a kill -9 while a transaction commits and later polls are held -------------
+
+@pytest.mark.timeout(600)
+def test_exactly_once_kill_9_while_a_commit_is_in_flight_with_later_polls_held(
+        kafka, kcat, cluster) -> None:
+    """Under exactly_once_v2 a stage works out its next polls while its last transaction
+    commits, holding their output (and changelog records) for the next transaction, and
+    commits its state locally as of the transaction's end. Here the broker is paused
+    (SIGSTOP) under a backlog: the stream-table join's commit stays in flight with polls
+    worked out after it (the node says so in its log), the GROUP BY's transaction open;
+    the node is then killed (-9), the broker resumed and the node restarted on the same
+    state: read with read_committed, the join has each input record's result exactly once
+    and the table each user's exact count and sum."""
+    import json
+    import os
+    import random
+    import signal
+
+    from streamsql.testing.kafka import kcat_consume, kcat_produce
+    from streamsql.testing.nodes import table_rows, wait_for
+
+    eos = {"processing.guarantee": "exactly_once_v2"}
+    svc = cluster.service
+    node = cluster("node-a", **eos)
+    node.ksql(f"CREATE TABLE users (id STRING PRIMARY KEY, name STRING) WITH "
+              f"(kafka_topic='users_{svc}', partitions=4, value_format='JSON');"
+              f"CREATE STREAM events (user STRING KEY, seq BIGINT, amount BIGINT) WITH "
+              f"(kafka_topic='events_{svc}', partitions=4, value_format='JSON');")
+    rnd = random.Random(16)
+    users = [f"u{i}" for i in range(300)]
+    kcat_produce(kafka.bootstrap_servers, f"users_{svc}",
+                 [(u, json.dumps({"NAME": u.upper()})) for u in users])
+    n = 200_000
+    events = [(rnd.choice(users), i, rnd.randrange(1, 100)) for i in range(n)]
+    kcat_produce(kafka.bootstrap_servers, f"events_{svc}",
+                 [(u, json.dumps({"SEQ": i, "AMOUNT": a})) for u, i, a in events], timeout=120)
+    node.ksql(f"CREATE STREAM enriched_{svc} AS SELECT e.user AS user, e.seq AS seq, "
+              "e.amount AS amount, u.name AS name FROM events e JOIN users u ON e.user = u.id;"
+              f"CREATE TABLE totals_{svc} AS SELECT user, COUNT(*) AS n, SUM(amount) AS total "
+              "FROM events GROUP BY user EMIT CHANGES;")
+    enriched, totals = f"ENRICHED_{svc.upper()}", f"TOTALS_{svc.upper()}"
+
+    # Under way (some of it committed), far from done: then the broker stops answering.
+    wait_for("the join under way",
+             lambda: kcat_consume(kafka.bootstrap_servers, enriched, 1, timeout=5,
+                                  isolation="read_committed"), timeout=120, every=0.05)
+    broker = kafka.pids()[0]
+    assert broker is not None
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        def holding() -> bool:
+            return any(enriched in line and "polls worked out since wait for it" in line
+                       for line in node.tail(400).splitlines())
+        wait_for("the join to hold polls worked out while its commit is in flight",
+                 holding, timeout=60, every=0.2)
+        node.kill()
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    cluster("node-a", **eos)
+
+    def joined() -> list | None:
+        recs = kcat_consume(kafka.bootstrap_servers, enriched, None, isolation="read_committed")
+        return recs if len(recs) >= n else None
+    recs = wait_for("every event joined", joined, timeout=300, every=1.0)
+    seqs = [json.loads(r.value)["SEQ"] for r in recs]
+    assert len(seqs) == n and set(seqs) == set(range(n))  # each once
+    for r in recs:
+        v = json.loads(r.value)
+        u, i, a = events[v["SEQ"]]
+        assert (r.key, v["AMOUNT"], v["NAME"]) == (u, a, u.upper())
+
+    want: dict[str, tuple[int, int]] = {}
+    for u, _, a in events:
+        c, s = want.get(u, (0, 0))
+        want[u] = (c + 1, s + a)
+
+    def counted() -> dict | None:
+        rows = {k: (v["N"], v["TOTAL"]) for k, v in table_rows(kafka.bootstrap_servers, totals).items()}
+        return rows if sum(c for c, _ in rows.values()) >= n else None
+    assert wait_for("every event counted", counted, timeout=300, every=1.0) == want

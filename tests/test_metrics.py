@@ -49,13 +49,14 @@ async def end_total(app: Any, topic: str) -> int:
 
 async def caught_up(c: httpx.AsyncClient, app: Any, queries: dict[str, tuple[str, int]]) -> Samples:
     """The scrape once every query (id -> its sink topic, the records it is to read) has read
-    them all and counts as written what its sink topic holds (nothing else writes there)."""
+    them all and counts as written what its sink topic holds (nothing else writes there), and
+    has written something (an aggregation writes its updates at its commit interval's end)."""
     deadline = time.monotonic() + 60
     while True:
         samples = await scrape(c)
         ends = {q: await end_total(app, topic) for q, (topic, _) in queries.items()}
         if all(value(samples, "streamsql_query_records_in_total", query_id=q) == records
-               and value(samples, "streamsql_query_records_out_total", query_id=q) == ends[q]
+               and value(samples, "streamsql_query_records_out_total", query_id=q) == ends[q] > 0
                for q, (_, records) in queries.items()):
             return samples
         assert time.monotonic() < deadline, samples

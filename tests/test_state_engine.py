@@ -13,9 +13,10 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from streamsql.engine import Engine
+from streamsql.runtime.aggregate import AggregateTableView
 from streamsql.runtime.log.base import ProducerRecord, RecordBatch
 from streamsql.runtime.log.embedded import EmbeddedLog
-from streamsql.runtime.task import OutputFences, TableStore
+from streamsql.runtime.task import OutputFences
 
 STREAM = ("CREATE STREAM pv (user_id STRING KEY, page STRING) "
           "WITH (kafka_topic='pv', value_format='JSON', partitions=2);")
@@ -74,12 +75,14 @@ def test_state_lives_in_rocksdb_with_changelogs_and_survives_restarts(tmp_path: 
         assert sorted(p.name for p in (tmp_path / "state" / qid / "aggregate").iterdir()) == ["0", "1"]
         assert (tmp_path / "state" / qid / "aggregate" / "0" / "CURRENT").exists()
         topics = await run.log.list_topics()
-        for store in ("aggregate", "materialized"):
-            info = topics[f"_streamsql_default_query_{qid}-{store}-changelog"]
-            assert info.partitions == 2 and dict(info.config)["cleanup.policy"] == "compact"
+        info = topics[f"_streamsql_default_query_{qid}-aggregate-changelog"]
+        assert info.partitions == 2 and dict(info.config)["cleanup.policy"] == "compact"
+        # As ksqlDB's, the table is read from the aggregation's own store: one store, one
+        # changelog (each update written once).
+        assert f"_streamsql_default_query_{qid}-materialized-changelog" not in topics
         # What the query holds is in RocksDB, not in the stage.
         table = engine.queries[qid].materialized
-        assert isinstance(table, TableStore) and sorted(table.tasks) == [0, 1]
+        assert isinstance(table, AggregateTableView) and sorted(table.tasks) == [0, 1]
         await run.close()
 
         engine = await run.open()
@@ -356,7 +359,7 @@ def test_windowed_tables_drop_windows_past_retention_with_their_changelog(tmp_pa
         # Compacted, the table's changelog is its 12 live windows (and the expired ones'
         # tombstones until delete.retention.ms), not the 240 windows ever opened.
         [table_qid] = [q for q in qids if engine.queries[q].sink.name == "PER_MINUTE"]
-        changelog = f"_streamsql_default_query_{table_qid}-materialized-changelog"
+        changelog = f"_streamsql_default_query_{table_qid}-aggregate-changelog"
         await run.log.compact(changelog)
         batch = await run.log.fetch(changelog, 0, 0, 100_000)
         assert len([v for v in batch.values if v is not None]) == 12

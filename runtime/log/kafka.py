@@ -1077,6 +1077,8 @@ class KafkaTransaction:
         self._group_coordinators: dict[str, int] = {}
         # The group ``begin`` is adding to the open transaction, and the task adding it.
         self._adding: tuple[str, asyncio.Task[None]] | None = None
+        # The open transaction's ``send``s handing their batches to the producer, in order.
+        self._handing: list[asyncio.Task[Awaitable[Any]]] = []
 
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -1093,6 +1095,7 @@ class KafkaTransaction:
         p = await self._ensure()
         await p.begin_transaction()
         self._adding = None
+        self._handing = []
         if group is not None:
             self._adding = (group, asyncio.create_task(self._add_group(p, group)))
 
@@ -1111,12 +1114,35 @@ class KafkaTransaction:
                                      self.base.codec(topic))
 
     async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
-        """``produce`` without waiting for the acknowledgements: ``commit`` waits for them
-        (aiokafka flushes a transaction's batches before it ends it)."""
+        """``produce`` without waiting: the records are handed to the producer in the
+        background, after those of the transaction's earlier sends (a partition takes a
+        batch only once its last one is on its way, and none before the coordinator has
+        added it to the transaction, which the first batches of a transaction wait for:
+        the caller goes on meanwhile). Returns their acknowledgements. ``commit`` waits
+        for every hand-off (and aiokafka flushes the batches before it ends the
+        transaction)."""
         p = await self._ensure()
-        _, sent = await send_records(p, topic, records, await self.base._assign(topic, records),
-                                     self.base.codec(topic))
+        partitions = await self.base._assign(topic, records)
+        previous = self._handing[-1] if self._handing else None
+        handing = asyncio.create_task(self._hand(p, topic, records, partitions, previous))
+        self._handing.append(handing)
+        return asyncio.ensure_future(_acknowledged(handing))
+
+    async def _hand(self, p: AIOKafkaProducer, topic: str, records: Sequence[ProducerRecord],
+                    partitions: list[int], previous: "asyncio.Task[Awaitable[Any]] | None"
+                    ) -> Awaitable[Any]:
+        """One ``send``'s hand-off, after ``previous``'s; returns its acknowledgements."""
+        if previous is not None:
+            await previous  # (raises what failed it: nothing after it is handed over)
+        _, sent = await send_records(p, topic, records, partitions, self.base.codec(topic))
         return asyncio.gather(*(f for _, futs in sent for f, _ in futs))
+
+    async def _handed(self) -> None:
+        """Every ``send`` of the open transaction has handed its batches to the producer
+        (raises what failed one)."""
+        handing, self._handing = self._handing, []
+        if handing:
+            await handing[-1]  # (each waited for the one before it)
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
                      member: GroupMetadata | None = None,
@@ -1134,6 +1160,7 @@ class KafkaTransaction:
             adding, self._adding = self._adding, None
             if adding is not None:  # (never under the transaction's end)
                 await adding[1]
+        await self._handed()  # (batches handed over later would not be in the transaction)
         await p.commit_transaction()
 
     async def _add_group(self, p: AIOKafkaProducer, group: str) -> None:
@@ -1214,6 +1241,14 @@ class KafkaTransaction:
             delay = min(delay * 2, 1.0)
 
     async def abort(self) -> None:
+        handing, self._handing = self._handing, []
+        for h in handing:
+            h.cancel()
+        for h in handing:
+            try:
+                await h
+            except BaseException:  # noqa: BLE001 - aborting anyway
+                pass
         adding, self._adding = self._adding, None
         if adding is not None:
             adding[1].cancel()
@@ -1228,12 +1263,20 @@ class KafkaTransaction:
                 log.warning("aborting transaction %s failed", self.transactional_id, exc_info=True)
 
     async def close(self) -> None:
+        handing, self._handing = self._handing, []
+        for h in handing:
+            h.cancel()
         p, self._producer = self._producer, None
         if p is not None:
             try:
                 await p.stop()
             except Exception:
                 log.debug("closing transactional producer failed", exc_info=True)
+
+
+async def _acknowledged(handing: "asyncio.Task[Awaitable[Any]]") -> None:
+    """The acknowledgements of a ``KafkaTransaction.send``, once handed over."""
+    await (await handing)
 
 
 class _TransactionalLog(LogView):

@@ -377,8 +377,16 @@ async def _build_stages(engine: Engine, query_id: str, plan: QueryPlan, sink: Da
         retention = window_retention(aggregation)  # refuses a RETENTION shorter than size + grace
     stages = await _build_plain_stages(engine, query_id, plan, sink, props)
     if sink.is_table:
-        # Tables made by a query are materialized: pull queries read them. A windowed
-        # aggregation's table drops windows past their retention, as ksqlDB's window stores.
+        # Tables made by a query are materialized: pull queries read them. An aggregation's
+        # (in RocksDB) is read from its own state, as ksqlDB's. Else a store of the table's
+        # rows; a windowed aggregation's drops windows past their retention, as ksqlDB's
+        # window stores.
+        from streamsql.runtime.aggregate import table_view
+
+        view = table_view(stages[-1])
+        if view is not None:
+            stages[-1] = MaterializingStage(stages[-1], view)
+            return stages
         if retention is None:
             store = engine.new_store(query_id, "materialized", "table")
         else:
