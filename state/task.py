@@ -87,6 +87,9 @@ class RocksDBConfig:
     bloom_bits_per_key: int = 10
     sync: bool = False
     max_total_wal_bytes: int = 64 * 1024 * 1024
+    # Bounds the memtables of every instance given it (charged to the block cache when made
+    # with it): else each instance's grow with the keys written, up to its write buffers.
+    write_buffer_manager: rocksdict.WriteBufferManager | None = None
 
 
     def options(self, cache: rocksdict.Cache) -> rocksdict.Options:
@@ -95,6 +98,8 @@ class RocksDBConfig:
         o.create_missing_column_families(True)
         o.set_write_buffer_size(self.write_buffer_bytes)
         o.set_max_write_buffer_number(self.max_write_buffers)
+        if self.write_buffer_manager is not None:
+            o.set_write_buffer_manager(self.write_buffer_manager)
         # A task's stores are column families of one instance sharing one WAL, and a WAL file
         # goes only once every family has flushed what it holds: a family written rarely (the
         # meta family, a small store) kept every WAL file alive, growing the state directory

@@ -46,6 +46,11 @@ _MAX_TOPIC_NAME = 249
 _INTERNAL_SUFFIX_ROOM = 40
 
 
+# RocksDB's memory for an engine's tasks: one block cache, the memtables charged to it.
+ROCKSDB_CACHE_BYTES = 64 * 1024 * 1024
+ROCKSDB_MEMTABLE_BYTES = 32 * 1024 * 1024
+
+
 def _streams_prop(props: dict[str, Any], name: str, default: Any) -> Any:
     """A Kafka Streams setting, given as ``name`` or as ksqlDB's ``ksql.streams.<name>``."""
     return props.get(name, props.get(f"ksql.streams.{name}", default))
@@ -304,8 +309,13 @@ def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> l
         import rocksdict
 
         from streamsql.state import RocksDBConfig
-        # One block cache for every task of the engine.
-        engine.rocksdb_config = RocksDBConfig(block_cache=rocksdict.Cache(64 * 1024 * 1024))
+        # One block cache for every task of the engine, which the memtables of every task
+        # are charged to (as ksqlDB's bounded-memory RocksDB config): RocksDB's memory stays
+        # the same however many keys the stores hold.
+        cache = rocksdict.Cache(ROCKSDB_CACHE_BYTES)
+        engine.rocksdb_config = RocksDBConfig(
+            block_cache=cache, write_buffer_manager=rocksdict.WriteBufferManager
+            .new_write_buffer_manager_with_cache(ROCKSDB_MEMTABLE_BYTES, False, cache))
     # Kafka Streams' max.task.idle.ms: how long a join task waits for a caught-up input.
     idle_ms = int(_streams_prop(props, "max.task.idle.ms", 0))
     # Kafka Streams' repartition.purge.interval.ms (30 s: each purge is a broker request);
