@@ -93,8 +93,8 @@ def cache_setting(config: dict[str, Any] | None) -> int | None:
 def commit_interval_ms(config: dict[str, Any] | None) -> int:
     """How long (ms) an aggregation's task keeps updates in its record cache before it
     flushes and commits them: ``commit.interval.ms`` (or ``ksql.streams.commit.interval.ms``),
-    else Kafka Streams' default for the query's ``processing.guarantee``, as ksqlDB runs it:
-    2000 ms at least once, 100 ms exactly once."""
+    else 2000 ms at least once (ksqlDB's default) and 100 ms exactly once (Kafka Streams',
+    which keeps transactions short: their output is seen only once they commit)."""
     config = config or {}
     value = config.get("commit.interval.ms", config.get("ksql.streams.commit.interval.ms"))
     if value is None:
@@ -309,8 +309,8 @@ class AggregateStage:
     encoded once, compactly, see ``streamsql.runtime.task``, written to the store, so to its
     changelog, kept in the cache as clean bytes, and its latest result forwarded to the
     table's topic, in one pass) once its commit interval is over
-    (``commit.interval.ms``: 2000 ms at least once, 100 ms exactly once, as ksqlDB; counted
-    from the first update held) or when the caches outgrow ``cache.max.bytes.buffering``
+    (``commit.interval.ms``: 2000 ms at least once, 100 ms exactly once; counted from the
+    first update held) or when the caches outgrow ``cache.max.bytes.buffering``
     (ksqlDB's ``ksql.streams.cache.max.bytes.buffering``, 10 MB by default, shared by the
     stage's tasks; clean states are then evicted, least recently used first). The runner
     commits a task's input offsets only with a flush (``committable``), and flushes tasks
