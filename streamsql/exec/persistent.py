@@ -322,9 +322,11 @@ def _runners(engine: Engine, query: PersistentQuery, props: dict[str, Any]) -> l
     # the embedded log's is a local check, so it purges at every commit.
     purge_ms = int(_streams_prop(props, "repartition.purge.interval.ms",
                                  30_000 if engine.distributed else 0))
-    # Kafka Streams' commit.interval.ms under exactly-once (100 ms): how long a stage's
-    # transaction stays open over its polls.
-    commit_ms = int(_streams_prop(props, "commit.interval.ms", 100))
+    # How long a stage's transaction stays open over its polls under exactly-once: the
+    # same setting, read the same way, as how long an aggregation holds its updates.
+    from streamsql.runtime.aggregate import commit_interval_ms
+
+    commit_ms = commit_interval_ms(props)
     runners = []
     base = engine.internal_name(query.query_id)
     for i, stage in enumerate(stages):
