@@ -11,9 +11,11 @@ PY := $(VENV)/bin/python
 CKSUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
 STAMP := $(VENV)/.installed-test-$(CKSUM)
-# The slowest tests are listed at the end, so that a suite growing towards its 20-minute
-# budget shows where its time goes.
-PYTEST_ARGS ?= --durations=25
+# Two workers (pytest-xdist), each test file whole on one of them (its module fixtures, its
+# brokers and servers are set up once); the slowest tests are listed at the end, so that a
+# suite growing towards its 20-minute budget shows where its time goes. PYTEST_ARGS= runs it
+# in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 # Apache Kafka's broker jars (kafka/pom.xml) are fetched into kafka/lib; the stamp's name carries
 # the pom's checksum, so a changed pom fetches them again.
 KAFKA_STAMP := kafka/lib/.fetched-$(shell cksum < kafka/pom.xml | cut -d' ' -f1)

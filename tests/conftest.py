@@ -1,5 +1,5 @@
 """Shared pytest configuration: prints the QTT and REST query-validation pass rates at the end
-of a run; fixtures for tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``,
+of a run (gathered from pytest-xdist's workers when they ran the corpora); fixtures for tests against real Kafka brokers (``kafka``, ``kafka3``, ``kafka_lib``,
 ``kcat``, ``unique_topic``) and clusters of streamsql nodes on them (``cluster``); private
 MariaDB and PostgreSQL servers for the JDBC connectors (``mariadb_server``/``postgres_server``,
 and a fresh database on them per test: ``mariadb``, ``postgres``)."""
@@ -16,11 +16,33 @@ import pytest
 from streamsql.testing.kafka import KafkaCluster, KafkaError, kafka_lib_dir, kafka_unavailable_reason, kcat_executable
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def _summaries() -> tuple[tuple[pytest.StashKey[str], str], ...]:
     from tests.test_qtt import SUMMARY
     from tests.test_rqtt import SUMMARY as RQTT_SUMMARY
 
-    for key, title in ((SUMMARY, "QTT cases passing"), (RQTT_SUMMARY, "REST query-validation cases passing")):
+    return ((SUMMARY, "QTT cases passing"), (RQTT_SUMMARY, "REST query-validation cases passing"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A pytest-xdist worker ran the corpus: its pass rates go to the controller, which prints.
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        for key, title in _summaries():
+            if key in session.config.stash:
+                output[title] = session.config.stash[key]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    config = node.config  # type: ignore[attr-defined]
+    output = getattr(node, "workeroutput", {})
+    for key, title in _summaries():
+        if title in output:
+            config.stash[key] = output[title]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for key, title in _summaries():
         summary = config.stash.get(key, None)
         if summary:
             terminalreporter.write_sep("=", title)

@@ -26,12 +26,18 @@ class Terminal:
     """One shell process in its own tmux server (a private socket, so nothing else is touched)."""
 
     def __init__(self, data_dir: Path, cwd: Path) -> None:
-        self.socket = f"streamsql-test-{uuid.uuid4().hex[:8]}"
+        self._start("test", f"--data-dir {data_dir}", cwd)
+
+    def _start(self, kind: str, args: str, cwd: Path, width: int = 200, **env: str) -> None:
+        """``streamsql args`` in a new tmux server of its own, in a ``width`` x 50 pane."""
+        self.socket = f"streamsql-{kind}-{uuid.uuid4().hex[:8]}"
         self.name = "shell"
-        cmd = (f"{sys.executable} -m streamsql --data-dir {data_dir}; "
-               "echo SHELL-EXITED-$?; sleep 600")
-        env = {**os.environ, "TERM": "xterm"}
-        self._tmux("new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", "-c", str(cwd), cmd, env=env)
+        cmd = f"{sys.executable} -m streamsql {args}; echo SHELL-EXITED-$?; sleep 600"
+        # The shell sizes its tables from the terminal, as in a person's: COLUMNS and LINES
+        # (which a test runner may set, pytest-xdist's workers do) would override the pane's.
+        environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        self._tmux("new-session", "-d", "-s", self.name, "-x", str(width), "-y", "50", "-c", str(cwd), cmd,
+                   env={**environ, "TERM": "xterm", **env})
 
     def _tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,

@@ -5,11 +5,9 @@ argument, SERVER switching, and a push query whose server goes away (no "Limit R
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,12 +23,7 @@ class CommandTerminal(Terminal):
     """The shell started with ``args`` in its own tmux server; HOME is private (history)."""
 
     def __init__(self, args: str, home: Path, width: int = 120) -> None:  # noqa: D107 - see the class
-        self.socket = f"streamsql-cmd-{uuid.uuid4().hex[:8]}"
-        self.name = "shell"
-        cmd = f"{sys.executable} -m streamsql {args}; echo SHELL-EXITED-$?; sleep 600"
-        env = {**os.environ, "TERM": "xterm", "HOME": str(home)}
-        self._tmux("new-session", "-d", "-s", self.name, "-x", str(width), "-y", "50", "-c", str(home), cmd,
-                   env=env)
+        self._start("cmd", args, home, width, HOME=str(home))
 
 
 @pytest.fixture

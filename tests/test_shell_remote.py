@@ -5,11 +5,9 @@ completion of names the server knows, errors, and the non-interactive forms (-f,
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -37,11 +35,7 @@ class RemoteTerminal(Terminal):
     """The shell connected to ``url``, in its own tmux server; HOME is private (history)."""
 
     def __init__(self, url: str, home: Path) -> None:  # noqa: D107 - see the class
-        self.socket = f"streamsql-remote-{uuid.uuid4().hex[:8]}"
-        self.name = "shell"
-        cmd = f"{sys.executable} -m streamsql --server {url}; echo SHELL-EXITED-$?; sleep 600"
-        env = {**os.environ, "TERM": "xterm", "HOME": str(home)}
-        self._tmux("new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", "-c", str(home), cmd, env=env)
+        self._start("remote", f"--server {url}", home, HOME=str(home))
 
 
 @pytest.fixture
