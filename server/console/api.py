@@ -20,6 +20,7 @@ and the log live; they read only.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from importlib import resources
@@ -38,6 +39,8 @@ _TYPES = {".js": b"text/javascript; charset=utf-8", ".css": b"text/css; charset=
           ".html": b"text/html; charset=utf-8", ".svg": b"image/svg+xml", ".png": b"image/png",
           ".ico": b"image/x-icon", ".woff2": b"font/woff2", ".map": b"application/json"}
 MAX_PAGE = 500
+# Topics whose offsets are asked at the same time for the topics listing.
+OFFSET_REQUESTS = 32
 # A page of records is never asked of the log in one piece larger than this.
 _FETCH = 500
 
@@ -107,10 +110,17 @@ class Console:
         sources: dict[str, list[dict[str, str]]] = {}
         for source in self.engine.catalog.sources.values():
             sources.setdefault(source.topic, []).append({"name": source.name, "type": source.kind})
+        topics = sorted((await log_.list_topics()).items())
+        # Asked all at once (a broker shared by many services has hundreds of topics: one
+        # after the other, their round trips add up to longer than a page load should take).
+        slots = asyncio.Semaphore(OFFSET_REQUESTS)
+
+        async def offsets(name: str) -> tuple[list[int], list[int]]:
+            async with slots:
+                return await log_.begin_offsets(name), await log_.end_offsets(name)
+        found = await asyncio.gather(*(offsets(name) for name, _ in topics))
         out = []
-        for name, info in sorted((await log_.list_topics()).items()):
-            begins = await log_.begin_offsets(name)
-            ends = await log_.end_offsets(name)
+        for (name, info), (begins, ends) in zip(topics, found):
             partitions = [{"partition": p, "beginOffset": b, "endOffset": e, "records": max(e - b, 0)}
                           for p, (b, e) in enumerate(zip(begins, ends))]
             out.append({"name": name, "partitions": partitions, "replicas": info.replicas,
