@@ -23,6 +23,7 @@ import binascii
 import datetime
 import struct
 from abc import ABC, abstractmethod
+from array import array
 from decimal import Decimal
 from functools import partial
 from itertools import repeat, starmap
@@ -36,6 +37,7 @@ from streamsql.casts import java_double_str
 from streamsql.runtime.connect.api import (
     ARRAY, BOOLEAN, BYTES, DATE, DECIMAL, FLOAT32, FLOAT64, INT8, INT16, INT32, INT64, MAP,
     STRING, STRUCT, TIME, TIMESTAMP, ConnectException, Field, Schema, Struct)
+from streamsql.runtime.log.base import PackedValues
 
 
 class DataException(ConnectException):
@@ -56,6 +58,9 @@ class Converter(ABC):
 
     # Whether ``flush`` has something to do (a schema registered): checked per write.
     pending = False
+    # Whether its writers may run on a source task's thread (pure computation, no I/O, no
+    # event loop): the worker then converts a task's batches there, beside its reads.
+    thread_safe = False
 
     async def flush(self) -> None:
         """Make durable what the conversions so far depend on (a registered schema)."""
@@ -66,17 +71,17 @@ class Converter(ABC):
         convert = self.from_connect_data
         return lambda values: [convert(topic, schema, v) for v in values]
 
-    def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], list[bytes | None]]:
+    def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], Sequence[bytes | None]]:
         """For a STRUCT ``schema``: its values' field tuples (``Struct.values``) -> bytes."""
         write = self.writer(topic, schema)
         return lambda rows: write([_struct(schema, r) for r in rows])
 
     def writer(self, topic: str, schema: Schema | None, rows: bool = False
-               ) -> Callable[[Sequence[Any]], list[bytes | None]]:
+               ) -> Callable[[Sequence[Any]], Sequence[bytes | None]]:
         """``batch_writer`` (``rows_writer`` with ``rows``), made once per schema: found by
         the schema's identity (a source hands one Schema object out for many records, and
         the cache keeps it alive, so its id is not reused), else by equality."""
-        cache: dict[Any, tuple[Any, Callable[[Sequence[Any]], list[bytes | None]]]]
+        cache: dict[Any, tuple[Any, Callable[[Sequence[Any]], Sequence[bytes | None]]]]
         cache = self.__dict__.setdefault("_writers", {})
         hit = cache.get((topic, id(schema), rows))
         if hit is not None and hit[0] is schema:
@@ -117,6 +122,8 @@ class StringConverter(Converter):
     """``org.apache.kafka.connect.storage.StringConverter``: a value's text in UTF-8
     (``converter.encoding``); reads back as an optional string."""
 
+    thread_safe = True
+
     encoding = "utf-8"
 
     def configure(self, configs: Mapping[str, str], is_key: bool) -> None:
@@ -135,6 +142,8 @@ class StringConverter(Converter):
 class ByteArrayConverter(Converter):
     """``org.apache.kafka.connect.converters.ByteArrayConverter``: bytes as they are."""
 
+    thread_safe = True
+
     def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
         if schema is not None and schema.type != BYTES:
             raise DataException(f"Invalid schema type for ByteArrayConverter: {schema.type.upper()}")
@@ -149,6 +158,8 @@ class ByteArrayConverter(Converter):
 class JsonConverter(Converter):
     """``org.apache.kafka.connect.json.JsonConverter`` (``schemas.enable``, default true;
     ``decimal.format`` BASE64 or NUMERIC)."""
+
+    thread_safe = True
 
     schemas_enabled = True
     decimal_numeric = False
@@ -200,7 +211,7 @@ class JsonConverter(Converter):
             return super().batch_writer(topic, schema)
         return _JsonWriter(self, topic, schema).compile(rows=False)
 
-    def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], list[bytes | None]]:
+    def rows_writer(self, topic: str, schema: Schema) -> Callable[[Sequence[tuple]], Sequence[bytes | None]]:
         if schema.type != STRUCT:
             return super().rows_writer(topic, schema)
         fast = _JsonWriter(self, topic, schema).compile(rows=True)
@@ -208,7 +219,7 @@ class JsonConverter(Converter):
         if columns is None:
             return fast
 
-        def write(rows: Sequence[tuple]) -> list[bytes | None]:
+        def write(rows: Sequence[tuple]) -> Sequence[bytes | None]:
             try:
                 out = columns(rows)
             except Exception:  # noqa: BLE001 - whatever the column path did not foresee: the row path decides
@@ -558,9 +569,11 @@ class _JsonColumns:
     out), a batch at a time as columns: each column's types are checked and its values
     converted by C loops (``map`` over C functions; floats, TIME and logical columns holding
     nulls call a function per value), the rows become msgspec Structs named by the schema's
-    fields and are encoded by one call (``encode_lines``: JSON holds no raw newline, so
-    splitting the lines gives the records), each wrapped in the schema's envelope by one
-    ``replace``: no Python code runs per row. The bytes are ``_JsonWriter``'s
+    fields and are encoded by one call (``encode_lines``: JSON holds no raw newline, so the
+    lines are the records), handed out as ``PackedValues``: the payloads back to back, their
+    lengths, the schema's envelope as the prefix and suffix around each (no bytes object
+    per value; the embedded log frames them as they are, the envelope once): no Python code
+    runs per row. The bytes are ``_JsonWriter``'s
     (the tests compare them over every type); a batch holding a value of another type than
     that path expects, a null where the schema allows none or an integer beyond 64 bits is
     not written here (None) but by ``_JsonWriter``, which decides record by record."""
@@ -575,6 +588,8 @@ class _JsonColumns:
                                      rename={f"f{i}": n for i, n in enumerate(names)}, gc=False)
         self.encode_lines = msgspec.json.Encoder().encode_lines
         self.head = converter._envelope(schema) if converter.schemas_enabled else None
+        # A value is the envelope's head + its payload + "}".
+        self.prefix, self.suffix = (self.head, b"}") if self.head is not None else (b"", b"")
 
     @classmethod
     def build(cls, converter: JsonConverter, schema: Schema) -> "_JsonColumns | None":
@@ -633,7 +648,7 @@ class _JsonColumns:
             checks.append((f.index, frozenset(types), many, one, ints))
         return cls(converter, schema, checks)
 
-    def __call__(self, rows: Sequence[tuple]) -> list[bytes | None] | None:
+    def __call__(self, rows: Sequence[tuple]) -> Sequence[bytes | None] | None:
         if not rows:
             return []
         if len(set(map(len, rows))) != 1 or len(rows[0]) != self.width:
@@ -652,11 +667,11 @@ class _JsonColumns:
             elif many is not None:
                 cols[i] = list(map(partial(_or_null, one), col)) if nulls else many(col)
         lines = self.encode_lines(list(starmap(self.row, zip(*cols))))
-        if self.head is not None:
-            lines = self.head + lines.replace(b"\n", b"}\n" + self.head)
-        out: list[bytes | None] = lines.split(b"\n")  # type: ignore[assignment]
-        out.pop()  # (after the last newline: nothing, or the head alone)
-        return out
+        # The payloads' lengths from the lines (small objects, freed at once); the values
+        # are never made one by one: the payloads back to back, in the envelope's affixes.
+        payloads = lines.split(b"\n")
+        payloads.pop()  # (after the last newline: nothing)
+        return PackedValues(lines.replace(b"\n", b""), array("i", map(len, payloads)), self.prefix, self.suffix)
 
 
 def _mapped(one: Callable[[Any], Any], col: Sequence[Any]) -> list[Any]:

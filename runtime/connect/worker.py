@@ -1,13 +1,15 @@
 """The Connect worker: runs connectors and their tasks on the Log, as Kafka Connect's worker.
 
 - A **source** task's ``poll()`` runs on a thread of its own (several polls a call while it has
-  records at once, and the next call while a batch is written, unless the task has a
-  ``commit()`` of its own); its records are converted (the connector's key/value converters,
-  by writers compiled once per schema, a run of records at a time; a ``SourceRecordBatch`` as
-  columns, without record objects, produced as ``RecordColumns``: a column of values the
-  embedded log frames as it is) and produced on the event loop with their source offsets,
-  atomically (``exactly_once``: a Kafka transaction per batch, or the embedded log's pending
-  batch records; KIP-618's ``exactly.once.source.support=enabled``, the default). With
+  records at once; polling on, a batch or two ahead, while what it read is written, unless
+  the task has a ``commit()`` of its own: ``_Reader``); its records are converted (the
+  connector's key/value converters, by writers compiled once per schema, a run of records at
+  a time; a ``SourceRecordBatch`` as columns, without record objects, on the task's thread
+  where the converters allow it, so that one thread reads and converts while the loop
+  writes; produced as ``RecordColumns``: a column of values the embedded log frames as one
+  batch) and produced on the event loop with their source offsets, atomically
+  (``exactly_once``: a Kafka transaction per batch, or the embedded log's pending batch
+  records; KIP-618's ``exactly.once.source.support=enabled``, the default). With
   ``disabled``, only once the Log has them are their source offsets written to the offsets
   topic (at least once: a crash between the two publishes the last batch again, never loses
   it). Then ``commit()``.
@@ -44,8 +46,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import traceback
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -57,7 +61,7 @@ from streamsql.runtime.connect import exactly_once
 from streamsql.runtime.connect.converters import Converter, make_converter
 from streamsql.runtime.connect.plugins import PluginRegistry, default_registry
 from streamsql.runtime.connect.storage import ConnectStorage, offset_key
-from streamsql.runtime.log.base import Log, ProducerRecord, RecordColumns, TopicExistsError, murmur2
+from streamsql.runtime.log.base import Log, PackedValues, ProducerRecord, RecordColumns, TopicExistsError, murmur2
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,8 @@ DEFAULT_WORKER_CONFIG: dict[str, str] = {
 }
 _SINK_MAX_POLL_RECORDS = 500       # Connect's sink consumers: max.poll.records
 _RETRY_BACKOFF_S = 1.0             # after a RetriableException
-_COALESCE_RECORDS = 2000           # a source's polls written together (see _TaskRunner._poll),
-_COALESCE_S = 0.005                # at most, and for at most this long
+_COALESCE_RECORDS = 8000           # a source's polls written together (see _TaskRunner._poll),
+_COALESCE_S = 0.02                 # at most, and for at most this long
 _REGEX_REFRESH_S = 2.0             # how often a topics.regex sink looks for new topics
 _INTERNAL_TOPICS = ("__", "_streamsql_", "_schemas")
 
@@ -215,6 +219,13 @@ class _Thread:
             return await asyncio.to_thread(fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def start(self, fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
+        """``call``, handed to the thread now (not once the loop next runs a task): what
+        runs meanwhile on the loop without yielding overlaps it."""
+        if self._closed:
+            return asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     def close(self) -> None:
         # Not waiting: a call stuck in a driver must not hold the worker's loop.
         self._closed = True
@@ -269,6 +280,8 @@ class _TaskRunner:
         self.started = False  # task.start returned: stop() is due
         self.errors = _Tolerance(worker, connector.name, task_id, config)
         self.deferred: Exception | None = None  # a poll's failure, for the next call (``_poll``)
+        # A source task's converters where they may run on its thread (``Converter.thread_safe``).
+        self.converters: tuple[Converter, Converter] | None = None
         # A source task's batches, records and offsets at once (``exactly_once``); None: at least once.
         self.writer: exactly_once.SourceBatchWriter | None = None
 
@@ -337,7 +350,7 @@ class _TaskRunner:
     # --------------------------------------------------------------------------- source
     async def _run_source(self) -> None:
         started = False
-        ahead: asyncio.Future[Any] | None = None  # the next poll, running while a batch is written
+        reader: _Reader | None = None
         try:
             if exactly_once.enabled(self.worker.worker_config):
                 # Before the task reads its offsets: on Kafka this fences its last owner.
@@ -349,27 +362,27 @@ class _TaskRunner:
             started = True
             task = self.task
             assert isinstance(task, SourceTask)
+            if keys.thread_safe and values.thread_safe:
+                self.converters = (keys, values)
             await self._set(RUNNING if self.resumed.is_set() else PAUSED)
-            # A task without a commit of its own polls its next batch while this one is
-            # written: its driver's reads (which let go of the GIL) overlap the conversion.
-            # One with a commit is told after each write, before it polls again.
+            # A task without a commit of its own polls on, on its thread, while what it read
+            # is written (``_Reader``). One with a commit is told after each write, before it
+            # polls again.
             commits = type(task).commit is not SourceTask.commit
+            if not commits:
+                reader = _Reader(self, task)
             while not self.stopping:
                 await self._wait_resumed()
                 if self.stopping:
                     break
                 try:
-                    records = await (ahead if ahead is not None else self.thread.call(self._poll, task))
+                    records = await (reader.next() if reader is not None else self.thread.call(self._poll, task))
                 except RetriableException as exc:
                     log.warning("task %s-%d: %s; retrying", self.connector.name, self.id, exc)
                     await asyncio.sleep(_RETRY_BACKOFF_S)
                     continue
-                finally:
-                    ahead = None
                 if not records:
                     continue
-                if not commits and self.resumed.is_set() and not self.stopping:
-                    ahead = asyncio.ensure_future(self.thread.call(self._poll, task))
                 if not await self._send(records, keys, values):
                     break
                 if commits:
@@ -389,15 +402,15 @@ class _TaskRunner:
             log.error("task %s-%d failed: %s", self.connector.name, self.id, exc)
             await self._set(FAILED, _trace(exc))
         finally:
+            if reader is not None:
+                # Stopped (or failed) with batches read ahead: not written, so their offsets
+                # are not stored either, and they are read again next time.
+                reader.close()
             if self.writer is not None:
                 try:
                     await self.writer.close()
                 except Exception:  # noqa: BLE001 - stopping anyway
                     log.exception("closing the writer of task %s-%d failed", self.connector.name, self.id)
-            if ahead is not None:
-                # Stopped (or failed) with a batch read ahead: not written, so its offsets
-                # are not stored either, and it is read again next time.
-                ahead.add_done_callback(_ignore_result)
             if started and not self.stop_called and self.task is not None:
                 self.stop_called = True
                 try:
@@ -442,7 +455,28 @@ class _TaskRunner:
                 break
             out.append(last)
             n += len(last)
-        return out
+        return self._convert(out) if self.converters is not None else out
+
+    def _convert(self, polled: list[Sequence[SourceRecord]]) -> list[Sequence[SourceRecord]]:
+        """On the task's thread: its batches (``_merged``) converted there, beside its reads,
+        rather than on the event loop: one thread reads and converts while the loop only
+        writes, instead of both contending for the GIL (the driver lets go of it per row).
+        A batch that does not convert is left as it is, for ``_send`` to convert a record at
+        a time (``errors.tolerance`` judges each there)."""
+        assert self.converters is not None
+        keys, values = self.converters
+        runs = _merged(polled)
+        for i, run in enumerate(runs):
+            if isinstance(run, SourceRecordBatch) and run.topic:
+                try:
+                    key = keys.writer(run.topic, None)([None])[0]
+                    converted = values.writer(run.topic, run.value_schema, rows=True)(run.rows)
+                except Exception:  # noqa: BLE001 - converted again on the loop, where failures are handled
+                    continue
+                if self.worker.log.distributed and isinstance(converted, PackedValues):
+                    converted = list(converted)  # (Kafka's batches take bytes objects one by one)
+                runs[i] = _Converted(run, key, converted)
+        return runs
 
     async def _send(self, records: list[Sequence[SourceRecord]], keys: Converter, values: Converter) -> bool:
         """Write polls' records (and then their offsets), trying again while the Log refuses
@@ -1364,7 +1398,13 @@ class Worker:
     async def _send_run(self, runner: _TaskRunner, records: Sequence[SourceRecord], keys: Converter,
                         values: Converter, now: int, offsets: dict[bytes, Mapping[str, Any]]) -> None:
         name = runner.connector.name
-        if isinstance(records, SourceRecordBatch):
+        if isinstance(records, _Converted):  # (converted on the task's thread)
+            batch = records.batch
+            await self._produce(runner, batch.topic, RecordColumns(records.values, now, records.key))
+            last = batch.last_offset
+            if last is not None:
+                offsets[offset_key(name, batch.source_partition)] = last
+        elif isinstance(records, SourceRecordBatch):
             # Columns from the task (one partition, topic and value schema, no keys): no
             # record objects at all on the way.
             topic = records.topic
@@ -1373,6 +1413,8 @@ class Worker:
             try:
                 key = keys.writer(topic, None)([None])[0]
                 converted = values.writer(topic, records.value_schema, rows=True)(records.rows)
+                if self.log.distributed and isinstance(converted, PackedValues):
+                    converted = list(converted)  # (Kafka's batches take bytes objects one by one)
             except Exception:  # noqa: BLE001 - one at a time: errors.tolerance decides
                 await self._send_each(runner, list(records), keys, values, now, offsets)
             else:
@@ -1475,6 +1517,98 @@ class Worker:
 def _ignore_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: a read-ahead poll's failure says nothing more
+
+
+class _Reader:
+    """A source task's polls (``_TaskRunner._poll``) run one after the other on its thread, in
+    one long call, ahead of the writes on the loop: the thread goes on with its next poll at
+    once instead of waiting for the loop to ask for it (on a loaded machine the loop's turn
+    may come milliseconds later, a thread hop per batch), with at most ``depth`` results
+    read and not yet taken. A poll's failure comes in order after the results before it and
+    ends the run, as a pause, a stop or ``close`` do; ``next`` starts a run again."""
+
+    def __init__(self, runner: _TaskRunner, task: SourceTask, depth: int = 2) -> None:
+        self.runner = runner
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        # (records, None), (None, failure), or None: the run ended. Appended on the task's
+        # thread, taken on the loop (a deque's ends are thread-safe).
+        self.items: deque[tuple[Any, BaseException | None] | None] = deque()
+        self.space = threading.Semaphore(depth)  # a result holds a slot until it is taken
+        self.ready = asyncio.Event()
+        self.run: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def _pump(self) -> None:
+        """On the task's thread: poll until paused, stopped, closed or failed."""
+        runner = self.runner
+        try:
+            while not (self.closed or runner.stopping) and runner.resumed.is_set():
+                if not self.space.acquire(timeout=0.1):
+                    continue
+                try:
+                    out = runner._poll(self.task)
+                except BaseException as exc:  # noqa: BLE001 - the loop raises it, in order
+                    self._put((None, exc))
+                    return
+                if out:
+                    self._put((out, None))
+                else:
+                    self.space.release()
+        finally:
+            self._put(None)
+
+    def _put(self, item: tuple[Any, BaseException | None] | None) -> None:
+        self.items.append(item)
+        try:
+            self.loop.call_soon_threadsafe(self.ready.set)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    async def next(self) -> list[Sequence[SourceRecord]] | None:
+        """The next polls' records; None where the run ended (paused, stopped); a poll's
+        failure is raised."""
+        while True:
+            if self.items:
+                item = self.items.popleft()
+                if item is None:
+                    self.run = None
+                    return None
+                self.space.release()
+                out, exc = item
+                if exc is not None:
+                    raise exc
+                return out  # type: ignore[no-any-return]
+            if self.run is None:
+                if self.closed:
+                    return None
+                self.run = self.runner.thread.start(self._pump)
+                self.run.add_done_callback(_ignore_result)
+            self.ready.clear()
+            if not self.items:
+                await self.ready.wait()
+
+    def close(self) -> None:
+        """The run ends after the poll under way (whose records are dropped, not written)."""
+        self.closed = True
+
+
+class _Converted(Sequence[SourceRecord]):
+    """A source task's batch converted on its thread (``_TaskRunner._convert``): its key's
+    and its values' bytes, ready to be produced."""
+
+    __slots__ = ("batch", "key", "values")
+
+    def __init__(self, batch: SourceRecordBatch, key: bytes | None, values: Sequence[bytes | None]) -> None:
+        self.batch = batch
+        self.key = key
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.batch[i]
 
 
 def _merged(polled: Sequence[Sequence[SourceRecord]]) -> list[Sequence[SourceRecord]]:

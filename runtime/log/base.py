@@ -101,6 +101,59 @@ class RecordColumns(Sequence[ProducerRecord]):
         return (ProducerRecord(key, v, ts) for v in self.values)
 
 
+class PackedValues(Sequence[bytes]):
+    """A column of values (no nulls) held as their bytes back to back and their lengths
+    (``array('i')``), each value being ``prefix`` + its bytes + ``suffix``: what a
+    converter writes for a whole batch at once (JsonConverter's envelope around each
+    payload), so that no bytes object is made per value; the embedded log frames it as it
+    is (the affixes once). To anything else it is a sequence of bytes, made when asked for;
+    equal to any sequence of the same values."""
+
+    __slots__ = ("data", "lengths", "prefix", "suffix", "_starts")
+
+    def __init__(self, data: bytes | memoryview, lengths: Any, prefix: bytes = b"", suffix: bytes = b"") -> None:
+        self.data = data
+        self.lengths = lengths
+        self.prefix = prefix
+        self.suffix = suffix
+        self._starts: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def _bounds(self) -> list[int]:
+        if self._starts is None:
+            self._starts = list(itertools.accumulate(self.lengths, initial=0))
+        return self._starts
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self.lengths)))]
+        if i < 0:
+            i += len(self.lengths)
+        if not 0 <= i < len(self.lengths):
+            raise IndexError(i)
+        starts = self._bounds()
+        return b"".join((self.prefix, self.data[starts[i]:starts[i + 1]], self.suffix))
+
+    def __iter__(self) -> Iterator[bytes]:
+        starts, data = self._bounds(), self.data
+        middles = map(data.__getitem__, map(slice, starts, itertools.islice(starts, 1, None)))
+        if self.prefix or self.suffix:
+            return map(b"".join, zip(itertools.repeat(self.prefix), middles, itertools.repeat(self.suffix)))
+        return middles if type(data) is bytes else map(bytes, middles)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (Sequence, PackedValues)) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackedValues({list(self)!r})"
+
+
 class ProducerBatch(Sequence[ProducerRecord]):
     """Records to produce, columnar, each with its own key, timestamp and headers (unlike
     ``RecordColumns``): what a fused pipeline writes (parallel lists), without a

@@ -37,7 +37,7 @@ import uuid
 from array import array
 from bisect import bisect_right
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 from .base import (Consumer, Headers, Log, Partitioner, ProducerRecord, RebalanceListener, RecordColumns,
@@ -316,16 +316,22 @@ class _Partition:
                 seg.path.with_suffix(".index").unlink(missing_ok=True)
         if self.segments:
             seg = self.segments[-1]
-            pos = seg.locate(offset) if offset > seg.base else 0
+            # (A batch holding ``offset`` keeps the records before it: framed again and
+            # written back after the cut. Rare: writers cut where their batches begin.)
+            pos, kept = seg.cut(offset)
             before = seg.count
             if seg.path is not None:
                 seg.storage.close()
                 os.truncate(seg.path, pos)
                 seg.path.with_suffix(".index").unlink(missing_ok=True)
+                if kept:
+                    seg.storage.append(kept)
+                    seg.storage.close()
                 data = read_file(seg.path)
             else:
                 assert isinstance(seg.storage, MemoryStorage)
                 del seg.storage.data[pos:]
+                seg.storage.data += kept
                 data = bytes(seg.storage.data)
             # Rebuild the segment's index and counters from what is left.
             seg.idx_off = array("q")
@@ -381,6 +387,45 @@ class _Partition:
     def close(self) -> None:
         for seg in self.segments:
             seg.storage.close()
+
+
+class _Placed(Sequence[tuple[int, int]]):
+    """Where ``produce`` put ``n`` records on partition 0 from offset ``base`` on: the list
+    of (partition, offset) it returns, each pair made only when read."""
+
+    __slots__ = ("base", "n")
+
+    def __init__(self, base: int, n: int) -> None:
+        self.base = base
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [(0, self.base + j) for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return 0, self.base + i
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(itertools.repeat(0, self.n), range(self.base, self.base + self.n))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(other) == self.n and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        return list(self) + list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 class _Topic:
@@ -632,7 +677,10 @@ class EmbeddedLog(Log):
             except BaseException:
                 self._undo(t, [(part, mark)])
                 raise
-            result = list(zip(itertools.repeat(0, n), range(base, base + n)))
+            # (A source's batch of thousands: its writer seldom looks at where each went, and
+            # a tuple per record would cost more than framing them.)
+            result = _Placed(base, n) if type(records) is RecordColumns else \
+                list(zip(itertools.repeat(0, n), range(base, base + n)))
         else:
             assigned = t.partitioner.assign(records, len(t.partitions))
             groups: list[list[ProducerRecord]] = [[] for _ in parts]

@@ -1,20 +1,31 @@
 """Segments of the embedded log: record framing, encode/decode, storage and sparse index.
 
-A segment holds the records of one partition from a base offset on, as a sequence of framed
-records::
+A segment holds the records of one partition from a base offset on, as a sequence of frames,
+each a single record or a batch of records::
 
-    u32 body_length | u32 crc32(body) | body
-    body = i64 offset | i64 timestamp | i32 key_len | i32 value_len | u32 header_count
-           | key | value | header*
+    record = u32 body_length | u32 crc32(body) | body
+    body   = i64 offset | i64 timestamp | i32 key_len | i32 value_len | u32 header_count
+             | key | value | header*
     header = u16 name_len | i32 value_len | name (utf-8) | value
 
+    batch  = u32 body_length | 0x80000000 | u32 crc32(body) | body
+    body   = i64 base_offset | i64 timestamp | i32 key_len | u32 count | key
+             | i32 value_len * count | values
+
 A length of -1 stands for a null key, value or header value. All integers are little endian.
-The CRC covers the whole body, so a torn or corrupt record is detected by the scan at open.
+The CRC covers the whole body, so a torn or corrupt frame is detected by the scan at open.
+A batch (what ``append_values`` writes: a source's batch, one key and one timestamp for all,
+no headers, no null values) holds records with consecutive offsets from its base; it costs
+one CRC and one header for all its records, and is read back by C loops (no Python code per
+record). The top bit of the length tells the two apart, so segments of either or both kinds
+read alike (segments written before batches existed hold records only; segments holding
+batches do not read with versions before them).
 
 Each segment keeps a sparse in-memory index: the (offset, file position) of every
-``interval``-th record, in two ``array('q')`` (16 bytes per ``interval`` records, so memory
-stays small for millions of records). Offsets inside a segment increase but may have gaps
-(after compaction), so lookups bisect the index instead of doing arithmetic.
+``interval``-th record (of the frame holding it: a batch's first offset and position), in
+two ``array('q')`` (16 bytes per ``interval`` records, so memory stays small for millions of
+records). Offsets inside a segment increase but may have gaps (after compaction), so lookups
+bisect the index instead of doing arithmetic.
 
 A segment's bytes live in a ``Storage``: a file (``FileStorage``) or a bytearray
 (``MemoryStorage``, the in-memory mode); both are append-only except for truncation at
@@ -24,9 +35,10 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, repeat
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
@@ -47,6 +59,12 @@ BODY_FIXED_SIZE = BODY_FIXED.size  # 28
 LEN_OFFSET = struct.Struct("<I4xq")  # body length and offset: all a position walk needs
 LEN_TS = struct.Struct("<I4x8xq")  # body length and timestamp: all a retention check needs
 HEADER = struct.Struct("<Hi")
+BATCH = 0x80000000  # the top bit of a frame's length: a batch of records
+LENGTH = 0x7FFFFFFF
+BATCH_FIXED = struct.Struct("<qqiIii")  # base offset, timestamp, key length, count, affix lengths
+BATCH_FIXED_SIZE = BATCH_FIXED.size  # 32
+BATCH_COUNT = struct.Struct("<I")  # at a batch frame's position + 28
+_BIG_ENDIAN = sys.byteorder == "big"  # array('i') is in the machine's order; frames little endian
 INDEX_HEADER = struct.Struct("<8sqqqqq")  # magic, segment size, base, next offset, count, entries
 INDEX_MAGIC = b"SSQIDX01"
 
@@ -123,38 +141,103 @@ def encode_records(records: Iterable[ProducerRecord], offset: int, now_ms: int, 
     return b"".join(parts), offset - first, countdown
 
 
-def encode_values(values: Sequence[bytes], key: bytes | None, ts: int, offset: int, pos: int,
-                  countdown: int, interval: int, idx_off: array, idx_pos: array
-                  ) -> tuple[bytes, int]:
-    """``encode_records`` for records given as a column of values (no None among them), one
-    key (or None) and one timestamp, without a record object each and with no Python code
-    run per record: each step is a C loop (``map``) over the column (the fixed parts packed,
-    their CRCs, then the key's and value's on top, the prefixes packed), and the pieces are
-    joined once; index entries are placed from the values' running lengths. Returns (bytes,
+def frame_values(values: Sequence[bytes], key: bytes | None, ts: int, offset: int, pos: int,
+                 countdown: int, interval: int, idx_off: array, idx_pos: array
+                 ) -> tuple[list, int, int]:
+    """``values`` (no None among them), one key (or None) and one timestamp for all, with
+    consecutive offsets from ``offset``, framed as one batch to be appended at ``pos``: one
+    header, one CRC, the values' lengths as an array and the values as they are: no Python
+    code runs per record. A ``PackedValues`` is framed with no copy of its bytes, and its
+    prefix and suffix (bytes every value starts and ends with: a Connect envelope) are
+    stored once. Where an index entry falls in the batch (``countdown`` records remain
+    before the next one) it points at the batch. Returns (the frame's parts, its size, the
     new countdown); a None value raises TypeError before anything is appended to the index."""
     n = len(values)
-    lens = list(map(len, values))
+    packed = getattr(values, "lengths", None)
+    if packed is not None:
+        lens = packed if type(packed) is array and packed.typecode == "i" else array("i", packed)
+        data = values.data  # type: ignore[attr-defined]
+        prefix: bytes = values.prefix  # type: ignore[attr-defined]
+        suffix: bytes = values.suffix  # type: ignore[attr-defined]
+    else:
+        lens = array("i", map(len, values))
+        data = b"".join(values)
+        prefix = suffix = b""
+    if not n:
+        return [], 0, countdown
     kl = -1 if key is None else len(key)
-    fixed_size = RECORD_SIZE + max(kl, 0)
-    if n > countdown:
-        ends = list(accumulate(lens, initial=0))
-        for i in range(countdown, n, interval):
-            idx_off.append(offset + i)
-            idx_pos.append(pos + ends[i] + fixed_size * i)
+    if _BIG_ENDIAN:
+        lens = array("i", lens)
+        lens.byteswap()
+    fixed = BATCH_FIXED.pack(offset, ts, kl, n, len(prefix), len(suffix))
+    body_len = BATCH_FIXED_SIZE + max(kl, 0) + len(prefix) + len(suffix) + 4 * n + len(data)
+    if body_len > LENGTH:
+        raise ValueError(f"a batch of {body_len} bytes is too large for one frame")
+    parts = [b"", fixed]
+    if key:
+        parts.append(key)
+    if prefix:
+        parts.append(prefix)
+    if suffix:
+        parts.append(suffix)
+    parts.append(lens)
+    parts.append(data)
+    crc = 0
+    for part in parts:
+        crc = crc32(part, crc)
+    parts[0] = PREFIX.pack(body_len | BATCH, crc)
+    if countdown < n:
+        idx_off.append(offset)
+        idx_pos.append(pos)
         countdown = (countdown - n) % interval
     else:
         countdown -= n
-    fixed = list(map(BODY_FIXED.pack, range(offset, offset + n), repeat(ts, n), repeat(kl, n), lens,
-                     repeat(0, n)))
-    crcs = map(crc32, fixed)
-    if key is None:
-        heads = map(PREFIX.pack, map((BODY_FIXED_SIZE).__add__, lens), map(crc32, values, crcs))
-        pieces = zip(heads, fixed, values)
+    return parts, 8 + body_len, countdown
+
+
+def encode_values(values: Sequence[bytes], key: bytes | None, ts: int, offset: int, pos: int,
+                  countdown: int, interval: int, idx_off: array, idx_pos: array
+                  ) -> tuple[bytes, int]:
+    """``frame_values`` as one bytes object: (the frame, the new countdown)."""
+    parts, _, countdown = frame_values(values, key, ts, offset, pos, countdown, interval, idx_off, idx_pos)
+    return b"".join(parts), countdown
+
+
+def _decode_batch(buf: bytes, pos: int, first: int, limit: int, offs: list[int], tss: list[int],
+                  keys: list[bytes | None], vals: list[bytes | None], hdrs: list[Headers] | None
+                  ) -> tuple[int, bool]:
+    """The records of the batch frame at ``pos`` from offset ``first`` on, at most ``limit``,
+    onto the columns (C loops only). Returns (records taken, whether the batch is done)."""
+    base, ts, kl, count, pl, sl = BATCH_FIXED.unpack_from(buf, pos + 8)
+    p = pos + 8 + BATCH_FIXED_SIZE
+    key = None
+    if kl >= 0:
+        key = buf[p:p + kl]
+        p += kl
+    skip = first - base if first > base else 0
+    take = min(count - skip, limit)
+    if take <= 0:
+        return 0, take == 0 or skip >= count
+    prefix = buf[p:p + pl]
+    p += pl
+    suffix = buf[p:p + sl]
+    p += sl
+    lens = array("i")
+    lens.frombytes(buf[p:p + 4 * count])
+    if _BIG_ENDIAN:
+        lens.byteswap()
+    bounds = list(accumulate(lens, initial=p + 4 * count))
+    middles = map(buf.__getitem__, map(slice, bounds[skip:skip + take], bounds[skip + 1:skip + take + 1]))
+    if pl or sl:  # each value is the prefix, its own bytes, the suffix
+        vals.extend(map(b"".join, zip(repeat(prefix), middles, repeat(suffix))))
     else:
-        crcs = map(crc32, repeat(key, n), crcs)
-        heads = map(PREFIX.pack, map((BODY_FIXED_SIZE + kl).__add__, lens), map(crc32, values, crcs))
-        pieces = zip(heads, fixed, repeat(key, n), values)  # type: ignore[assignment]
-    return b"".join(chain.from_iterable(pieces)), countdown
+        vals.extend(middles)
+    offs.extend(range(base + skip, base + skip + take))
+    tss.extend(repeat(ts, take))
+    keys.extend(repeat(key, take))
+    if hdrs is not None:
+        hdrs.extend(repeat((), take))
+    return take, skip + take >= count
 
 
 def encode_columns(offsets: Sequence[int], timestamps: Sequence[int],
@@ -196,10 +279,11 @@ def _decode_headers(buf: bytes, p: int, count: int) -> Headers:
 
 def decode(buf: bytes, pos: int, max_n: int, offs: list[int], tss: list[int],
            keys: list[bytes | None], vals: list[bytes | None],
-           hdrs: list[Headers] | None) -> tuple[int, list[Headers] | None]:
+           hdrs: list[Headers] | None, first: int = 0) -> tuple[int, list[Headers] | None]:
     """Decode up to ``max_n`` whole records of ``buf`` from ``pos``, appending to the column
-    lists. A partial record at the end of ``buf`` is left alone. Returns (position after the
-    last decoded record, header column: None while no record so far had headers)."""
+    lists; a batch's records before offset ``first`` are skipped. A partial frame at the end
+    of ``buf`` is left alone. Returns (where to go on: after the last frame read whole, or at
+    the batch read in part; the header column: None while no record so far had headers)."""
     end = len(buf)
     unpack = RECORD.unpack_from
     ao = offs.append
@@ -211,8 +295,20 @@ def decode(buf: bytes, pos: int, max_n: int, offs: list[int], tss: list[int],
         # Fast loop: no headers seen yet. Leaves on the first record that has some.
         while n < max_n and pos + 36 <= end:
             ln, _crc, off, ts, kl, vl, hn = unpack(buf, pos)
+            if ln & BATCH:
+                nxt = pos + 8 + (ln & LENGTH)
+                if nxt > end:
+                    return pos, None
+                took, done = _decode_batch(buf, pos, first, max_n - n, offs, tss, keys, vals, None)
+                n += took
+                if not done:
+                    return pos, None
+                pos = nxt
+                continue
             nxt = pos + 8 + ln
-            if nxt > end or hn:
+            if nxt > end:
+                return pos, None
+            if hn:
                 break
             p = pos + 36
             if kl >= 0:
@@ -228,12 +324,20 @@ def decode(buf: bytes, pos: int, max_n: int, offs: list[int], tss: list[int],
             n += 1
         else:
             return pos, None
-        if pos + 36 > end or pos + 8 + unpack(buf, pos)[0] > end:
-            return pos, None
-        hdrs = [()] * len(offs)
+        hdrs = [()] * len(offs)  # (a record with headers is next, whole)
     ah = hdrs.append
     while n < max_n and pos + 36 <= end:
         ln, _crc, off, ts, kl, vl, hn = unpack(buf, pos)
+        if ln & BATCH:
+            nxt = pos + 8 + (ln & LENGTH)
+            if nxt > end:
+                break
+            took, done = _decode_batch(buf, pos, first, max_n - n, offs, tss, keys, vals, hdrs)
+            n += took
+            if not done:
+                break
+            pos = nxt
+            continue
         nxt = pos + 8 + ln
         if nxt > end:
             break
@@ -258,6 +362,11 @@ def decode(buf: bytes, pos: int, max_n: int, offs: list[int], tss: list[int],
     return pos, hdrs
 
 
+def frame_end(buf: bytes, pos: int) -> int:
+    """Where the frame at ``pos`` of ``buf`` ends (its length read from ``buf``)."""
+    return pos + 8 + (PREFIX.unpack_from(buf, pos)[0] & LENGTH)
+
+
 def check_crcs(buf: bytes, start: int, end: int) -> None:
     """Verify the CRC of every whole record in ``buf[start:end]``; raise CorruptRecordError."""
     mv = memoryview(buf)
@@ -265,7 +374,7 @@ def check_crcs(buf: bytes, start: int, end: int) -> None:
         pos = start
         while pos < end:
             ln, crc = PREFIX.unpack_from(buf, pos)
-            nxt = pos + 8 + ln
+            nxt = pos + 8 + (ln & LENGTH)
             if crc32(mv[pos + 8:nxt]) != crc:
                 raise CorruptRecordError(f"CRC mismatch in record at position {pos}")
             pos = nxt
@@ -307,6 +416,42 @@ def scan(buf: bytes, base: int, interval: int, idx_off: array, idx_pos: array) -
                 problem = "torn record header"
                 break
             ln, crc = prefix(buf, pos)
+            if ln & BATCH:
+                ln &= LENGTH
+                if ln < BATCH_FIXED_SIZE + 4:
+                    problem = f"bad batch length {ln}"
+                    break
+                nxt = pos + 8 + ln
+                if nxt > size:
+                    problem = "torn batch"
+                    break
+                if crc32(mv[pos + 8:nxt]) != crc:
+                    problem = "CRC mismatch"
+                    break
+                off, _ts, kl, n, pl, sl = BATCH_FIXED.unpack_from(buf, pos + 8)
+                head = BATCH_FIXED_SIZE + max(kl, 0) + pl + sl + 4 * n
+                lens = array("i")
+                if kl >= -1 and pl >= 0 and sl >= 0 and n and head <= ln:
+                    p = pos + 8 + head - 4 * n
+                    lens.frombytes(mv[p:p + 4 * n])
+                    if _BIG_ENDIAN:
+                        lens.byteswap()
+                if not lens or min(lens) < 0 or head + sum(lens) != ln:
+                    problem = "inconsistent batch lengths"
+                    break
+                if off <= last:
+                    problem = f"offset {off} out of order"
+                    break
+                if countdown < n:
+                    idx_off.append(off)
+                    idx_pos.append(pos)
+                    countdown = (countdown - n) % interval
+                else:
+                    countdown -= n
+                last = off + n - 1
+                pos = nxt
+                count += n
+                continue
             if ln < BODY_FIXED_SIZE:
                 problem = f"bad record length {ln}"
                 break
@@ -346,6 +491,9 @@ class Storage(Protocol):
 
     def append(self, data: bytes) -> None: ...
 
+    def append_parts(self, parts: Sequence[bytes], size: int) -> None:
+        """``append`` of the parts' concatenation (``size`` bytes), without making it."""
+
     def truncate(self, size: int) -> None: ...
 
     def read(self, pos: int, n: int) -> bytes: ...
@@ -365,6 +513,10 @@ class MemoryStorage:
 
     def append(self, data: bytes) -> None:
         self.data += data
+
+    def append_parts(self, parts: Sequence[bytes], size: int) -> None:
+        for part in parts:
+            self.data += part
 
     def truncate(self, size: int) -> None:
         del self.data[size:]
@@ -402,6 +554,16 @@ class FileStorage:
             view = memoryview(data)
             while n < len(data):
                 n += os.write(fd, view[n:])
+
+    def append_parts(self, parts: Sequence[bytes], size: int) -> None:
+        # One system call for all of them (a source's batch: its header, the values' lengths
+        # and their bytes, no copy made to join them).
+        fd = self._open()
+        n = os.writev(fd, parts)
+        if n != size:
+            rest = memoryview(b"".join(parts))
+            while n < size:
+                n += os.write(fd, rest[n:])
 
     def truncate(self, size: int) -> None:
         # Shrinking never needs space, so this works on a full disk too.
@@ -493,14 +655,14 @@ class Segment:
         all, no headers. TypeError (nothing written) where a value is None."""
         mark = self.mark()
         try:
-            data, self.countdown = encode_values(values, key, ts, offset, self.size, self.countdown, interval,
-                                                 self.idx_off, self.idx_pos)
-            self.storage.append(data)
+            parts, size, self.countdown = frame_values(values, key, ts, offset, self.size, self.countdown,
+                                                       interval, self.idx_off, self.idx_pos)
+            self.storage.append_parts(parts, size)
         except BaseException:
             self.rollback(mark)
             raise
         n = len(values)
-        self.size += len(data)
+        self.size += size
         self.count += n
         self.next_offset = offset + n
         return n
@@ -515,7 +677,7 @@ class Segment:
             ln, ts = unpack(buf, pos)
             if largest is None or ts > largest:
                 largest = ts
-            pos += 8 + ln
+            pos += 8 + (ln & LENGTH)
         self.max_timestamp = largest
         self.timestamps_known = True
         return largest
@@ -555,13 +717,22 @@ class Segment:
             unpack = LEN_OFFSET.unpack_from
             while p < len(buf):
                 ln, off = unpack(buf, p)
-                if off >= offset:
+                if ln & BATCH:  # the batch holding ``offset``, or the first after it
+                    ln &= LENGTH
+                    if off + BATCH_COUNT.unpack_from(buf, p + 28)[0] > offset:
+                        break
+                elif off >= offset:
                     break
                 p += 8 + ln
             return pos + p
         while pos < stop:  # large records: read just their headers
-            ln, off = LEN_OFFSET.unpack(read(pos, 16))
-            if off >= offset:
+            head = read(pos, 32)
+            ln, off = LEN_OFFSET.unpack_from(head)
+            if ln & BATCH:
+                ln &= LENGTH
+                if off + BATCH_COUNT.unpack_from(head, 28)[0] > offset:
+                    break
+            elif off >= offset:
                 break
             pos += 8 + ln
         return pos
@@ -587,22 +758,45 @@ class Segment:
             end = start + max_bytes
         buf = self.storage.read(start, end - start)
         before = len(offs)
-        pos, hdrs = decode(buf, 0, max_n, offs, tss, keys, vals, hdrs)
+        pos, hdrs = decode(buf, 0, max_n, offs, tss, keys, vals, hdrs, offset)
         if len(offs) == before:
-            # The first record alone exceeds the window: read exactly that record.
+            # The first frame alone exceeds the window: read exactly that frame.
             if len(buf) < 8:
                 buf = self.storage.read(start, 8)
-            ln = PREFIX.unpack_from(buf, 0)[0]
-            buf = self.storage.read(start, 8 + ln)
-            pos, hdrs = decode(buf, 0, 1, offs, tss, keys, vals, hdrs)
+            buf = self.storage.read(start, frame_end(buf, 0))
+            pos, hdrs = decode(buf, 0, max_n if PREFIX.unpack_from(buf, 0)[0] & BATCH else 1,
+                               offs, tss, keys, vals, hdrs, offset)
             if len(offs) == before:
                 raise CorruptRecordError(
                     f"cannot decode record at position {start} of segment {self.base}")
+        # A batch read in part (max_n reached in it): read again from its start next time.
+        read_to = frame_end(buf, pos) if pos + 16 <= len(buf) and offs[-1] + 1 > LEN_OFFSET.unpack_from(
+            buf, pos)[1] else pos
         if verify:
-            check_crcs(buf, 0, pos)
+            check_crcs(buf, 0, read_to)
         self.cur_off = offs[-1] + 1
         self.cur_pos = start + pos
-        return hdrs, pos
+        return hdrs, read_to
+
+    def cut(self, offset: int) -> tuple[int, bytes]:
+        """Where to cut the segment so that it ends before ``offset``, and what to write
+        back there: the records of a batch holding ``offset`` that come before it, framed
+        again as a batch of their own (nothing where ``offset`` starts a frame)."""
+        pos = self.locate(offset) if offset > self.base else 0
+        if pos >= self.size:
+            return pos, b""
+        head = self.storage.read(pos, 32)
+        ln, base = LEN_OFFSET.unpack_from(head)
+        if not ln & BATCH or base >= offset:
+            return pos, b""
+        buf = self.storage.read(pos, 8 + (ln & LENGTH))
+        offs: list[int] = []
+        tss: list[int] = []
+        keys: list[bytes | None] = []
+        vals: list[bytes | None] = []
+        decode(buf, 0, offset - base, offs, tss, keys, vals, None)
+        data, _ = encode_values(vals, keys[0], tss[0], base, pos, 1, 1, array("q"), array("q"))  # type: ignore[arg-type]
+        return pos, data
 
     def read_all(self, offs: list[int], tss: list[int], keys: list[bytes | None],
                  vals: list[bytes | None]) -> list[Headers] | None:

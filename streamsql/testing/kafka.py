@@ -712,6 +712,48 @@ def kcat_consume(bootstrap: str, topic: str, count: int | None = None, timeout: 
     return _parse_kcat(done.stdout)
 
 
+def consume_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> list[KcatRecord]:
+    """Every committed record of ``topic`` up to each partition's last stable offset as of
+    the call, partition by partition, as ``kcat_consume`` gives them. For a topic that
+    transactions keep writing to: a read_committed ``kcat -e`` never ends there (librdkafka
+    sees the end of a partition only in an empty fetch, and each fetch waits for the next
+    transaction to land). Raises TimeoutError after ``timeout`` s."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> list[KcatRecord]:
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+        await c.start()
+        try:
+            client = c._client  # (a consumer given partitions, not a topic, has no metadata of it)
+            client.add_topic(topic)
+            await client.force_metadata_update()
+            partitions = c.partitions_for_topic(topic)
+            if not partitions:
+                return []  # (not there yet)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            c.assign(tps)
+            ends = await c.end_offsets(tps)  # (read_committed: the last stable offsets)
+            await c.seek_to_beginning(*tps)
+            got: dict[TopicPartition, list[KcatRecord]] = {tp: [] for tp in tps}
+            pending = [tp for tp in tps if await c.position(tp) < ends[tp]]
+            while pending:
+                for tp, recs in (await c.getmany(*pending, timeout_ms=500)).items():
+                    got[tp] += [KcatRecord(r.partition, r.offset, _text(r.key), _text(r.value), r.timestamp)
+                                for r in recs if r.offset < ends[tp]]
+                pending = [tp for tp in pending if await c.position(tp) < ends[tp]]
+            return [r for tp in tps for r in got[tp]]
+        finally:
+            await c.stop()
+    return asyncio.run(asyncio.wait_for(read(), timeout))
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
 def kcat_metadata(bootstrap: str, topic: str | None = None, timeout: float = 30.0) -> dict:
     """The cluster's metadata as kcat sees it (``kcat -L -J``): ``brokers`` and ``topics``,
     each partition with its ``leader``, ``replicas`` and ``isrs`` (``[{"id": n}]``)."""
