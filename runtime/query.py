@@ -235,6 +235,11 @@ class PersistentQuery:
         return getattr(self.stages[-1], "store", None) if isinstance(self.stages[-1], MaterializingStage) else None
 
 
+# A task's runs worked out under exactly-once (``StageRunner._outputs``): its partition,
+# the records read per topic, the records to write and the next input offsets.
+_Output = tuple[int, tuple[tuple[str, int], ...], Any, dict[tuple[str, int], int]]
+
+
 @dataclass
 class _OpenTransaction:
     """A stage's Kafka transaction spanning polls (see ``StageRunner._transact``):
@@ -289,8 +294,14 @@ class StageRunner:
     # Polls of a pipelined stage whose output may be unacknowledged at once (see ``_send``).
     IN_FLIGHT = 4
     # Polls worked out while the last transaction commits, their output held for the next
-    # (see ``_transact``); and how long a poll waits for records meanwhile (seconds).
-    DEFERRED = 4
+    # (see ``_transact``); and how long a poll waits for records meanwhile (seconds). A
+    # commit takes several round trips to the coordinator, and the output it flushes: on
+    # a busy node that is the time to work out some 10 polls of a stage without state,
+    # which are then not waited for. A stage with state holds fewer: its held polls' state
+    # writes and changelog records go into the next transaction too, which must commit
+    # well within the transaction timeout.
+    DEFERRED = 16
+    DEFERRED_STATEFUL = 4
     DEFERRED_POLL = 0.005
     # A commit in flight this long (seconds) with polls waiting for it is logged.
     SLOW_COMMIT = 1.0
@@ -339,10 +350,10 @@ class StageRunner:
         # ``_transact``).
         self._open: _OpenTransaction | None = None
         # The stage's last transaction, committing while its next polls are worked out
-        # (see ``_commit_due``), and their task runs, held for the next transaction:
-        # (runs, records to write, next input offsets).
+        # (see ``_commit_due``), and their task runs' output, held for the next transaction
+        # (see ``_outputs``).
         self._committing: asyncio.Task[None] | None = None
-        self._deferred: list[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]] = []
+        self._deferred: list[_Output] = []
         self._deferred_polls = 0
         # When the committing transaction began to commit, and whether its slowness was
         # logged (see ``_slow_commit``).
@@ -668,6 +679,9 @@ class StageRunner:
                     if not work:
                         continue
                     if spanning:
+                        # (A turn for the transaction's requests and the producer between
+                        # reading a poll and working it out: they wait for one at each step.)
+                        await asyncio.sleep(0)
                         await self._transact(work)
                     elif pipelined:
                         await self._send(work)
@@ -921,7 +935,8 @@ class StageRunner:
         it once ``commit_interval`` has passed, in the background (see ``_commit_due``;
         also before partitions are revoked and when the stage stops).
 
-        While a transaction commits, up to ``DEFERRED`` polls are worked out meanwhile:
+        While a transaction commits, up to ``DEFERRED`` polls (``DEFERRED_STATEFUL`` for a
+        stage with tasks) are worked out meanwhile:
         their state writes go into their tasks' next batches (the committing one's were
         sealed), their output and changelog records are held and go into the next
         transaction once the last one has committed (``_resume``)."""
@@ -929,7 +944,8 @@ class StageRunner:
         if self._committing is not None:
             self._deferred += outputs
             self._deferred_polls += 1
-            if not self._committing.done() and self._deferred_polls < self.DEFERRED:
+            limit = self.DEFERRED if self.tasks is None else self.DEFERRED_STATEFUL
+            if not self._committing.done() and self._deferred_polls < limit:
                 return
             await self._resume()
             return
@@ -938,8 +954,7 @@ class StageRunner:
         if t is not None and asyncio.get_running_loop().time() - t.began >= self.commit_interval:
             await self._commit_due()
 
-    async def _put(self, outputs: Iterable[tuple[list[RecordBatch], Any,
-                                                 dict[tuple[str, int], int]]]) -> None:
+    async def _put(self, outputs: Iterable[_Output]) -> None:
         """Put task runs' output into the open transaction (begun first if none is):
         their records sent, each task's changelog records flushed after its run."""
         stage, tasks, txn = self.stage, self.tasks, self.transaction
@@ -956,16 +971,26 @@ class StageRunner:
             await txn.begin(self.group)
             t = self._open = _OpenTransaction(member, asyncio.get_running_loop().time())
         try:
-            for runs, records, offsets in outputs:
-                p = runs[0].partition
+            read = self.read
+            first = True
+            for p, counts, records, offsets in outputs:
+                if not first:
+                    # (Output held over several polls goes in at once: the transaction's
+                    # requests and the producer get turns of the loop meanwhile.)
+                    await asyncio.sleep(0)
+                first = False
                 if records:
-                    t.acks.append(await txn.send(stage.sink_topic, records))
+                    acks = await txn.send(stage.sink_topic, records)
+                    if not t.acks or t.acks[-1] is not acks:  # (one for all sends, on Kafka)
+                        t.acks.append(acks)
                     t.produced += len(records)
                     if self.subscribers:
                         t.published.append((p, records))
                 if tasks is not None:
                     await tasks.prepare(p)
-                t.processed += self._count(runs)
+                for topic, n in counts:
+                    read[topic] = read.get(topic, 0) + n
+                    t.processed += n
                 t.commits.update(offsets)
                 t.done.append((p, offsets))
         except BaseException:
@@ -975,16 +1000,21 @@ class StageRunner:
             await txn.abort()
             raise
 
-    def _outputs(self, work: list[list[RecordBatch]]
-                 ) -> Iterator[tuple[list[RecordBatch], Any, dict[tuple[str, int], int]]]:
+    def _outputs(self, work: list[list[RecordBatch]]) -> list[_Output]:
         """Each task's runs of ``work`` through the stage (its stores bound to the task):
-        (runs, records to write, next input offsets)."""
+        (task, records read per topic, records to write, next input offsets). (Not the
+        runs themselves: output held for a later transaction keeps no input alive.) All
+        worked out before anything is awaited: a revocation coming in meanwhile closes
+        tasks, and a run must not find its task gone half way through ``_put``."""
         tasks = self.tasks
+        out: list[_Output] = []
         for runs in work:
+            p = runs[0].partition
             if tasks is not None:
-                tasks.bind(runs[0].partition)
+                tasks.bind(p)
             records, offsets = _process(self.stage, runs)
-            yield runs, records, offsets
+            out.append((p, tuple((run.topic, len(run)) for run in runs), records, offsets))
+        return out
 
     async def _commit_due(self) -> None:
         """The open transaction's commit interval is over: commit it in the background

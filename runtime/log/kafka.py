@@ -104,6 +104,11 @@ _PRODUCER_FENCED = {47, 90}
 # How long a transaction's offset commit retries before giving up (the transaction itself
 # times out after ``transaction_timeout_ms`` anyway).
 _TXN_COMMIT_WAIT = 30.0
+# Records an open transaction's output may queue for the producer before ``send`` waits for
+# it (a few polls' output: in normal running the producer keeps up, see ``_Outbox``).
+_OUTBOX_RECORDS = 100_000
+# Records put into a batch between two turns of the event loop (see ``_Outbox``).
+_OUTBOX_STEP = 2_000
 
 
 def _codec(name: str) -> int:
@@ -593,6 +598,32 @@ def _builder(producer: AIOKafkaProducer, compression: int | None) -> BatchBuilde
                         is_transactional=txn is not None and txn.transactional_id is not None)
 
 
+def _record_columns(records: Sequence[ProducerRecord]
+                    ) -> tuple[Sequence[Any], Sequence[Any], Sequence[int], Sequence[Any] | None]:
+    """(keys, values, timestamps, headers or None) of ``records``, read column by column
+    from the columnar kinds (``ProducerBatch``, ``RecordColumns``)."""
+    kind = type(records)
+    if kind is ProducerBatch:
+        return records.keys, records.values, records.timestamps, records.headers
+    if kind is RecordColumns:  # (one key and one timestamp for all)
+        values = records.values
+        return [records.key] * len(values), values, [records.timestamp] * len(values), None
+    return ([r.key for r in records], [r.value for r in records], [r.timestamp for r in records],
+            [r.headers for r in records] if any(r.headers for r in records) else None)
+
+
+def _by_partition(partitions: Sequence[int]) -> dict[int, list[int]]:
+    """Each partition's record indexes, in order (one pass)."""
+    by_partition: dict[int, list[int]] = {}
+    for i, p in enumerate(partitions):
+        idx = by_partition.get(p)
+        if idx is None:
+            by_partition[p] = [i]
+        else:
+            idx.append(i)
+    return by_partition
+
+
 async def send_records(producer: AIOKafkaProducer, topic: str,
                        records: Sequence[ProducerRecord], partitions: Sequence[int],
                        compression: int | None = None
@@ -603,28 +634,8 @@ async def send_records(producer: AIOKafkaProducer, topic: str,
     futures of its batches with their record counts (acknowledged in order). Columnar
     records (``ProducerBatch``, ``RecordColumns``) are read column by column, without a
     ProducerRecord each."""
-    kind = type(records)
-    if kind is ProducerBatch:
-        keys, values, timestamps = records.keys, records.values, records.timestamps
-        headers: Sequence[Any] | None = records.headers
-    elif kind is RecordColumns:  # (one key and one timestamp for all)
-        values = records.values
-        keys = [records.key] * len(values)
-        timestamps = [records.timestamp] * len(values)
-        headers = None
-    else:
-        keys = [r.key for r in records]
-        values = [r.value for r in records]
-        timestamps = [r.timestamp for r in records]
-        headers = [r.headers for r in records] if any(r.headers for r in records) else None
-    # Each partition's records in order (one pass), then one append loop per partition.
-    by_partition: dict[int, list[int]] = {}
-    for i, p in enumerate(partitions):
-        idx = by_partition.get(p)
-        if idx is None:
-            by_partition[p] = [i]
-        else:
-            idx.append(i)
+    keys, values, timestamps, headers = _record_columns(records)
+    by_partition = _by_partition(partitions)
     sent: list[tuple[int, list[tuple[Awaitable, int]]]] = []
     for p, idx in by_partition.items():
         futs: list[tuple[Awaitable, int]] = []
@@ -1058,10 +1069,11 @@ class KafkaConsumer(Consumer):
 
 class KafkaTransaction:
     """A transactional producer for one stage on one node: ``begin``; ``produce`` (outputs
-    and changelogs); ``commit(group, offsets, member=..., metadata=...)`` sends the input
-    offsets inside the transaction and commits it; ``abort``. ``log`` is a Log whose
-    ``produce`` goes into the open transaction (what the stage's state writes its
-    changelogs through).
+    and changelogs) or ``send`` (outputs, handed over in the background: ``_Outbox``);
+    ``commit(group, offsets, member=..., metadata=...)`` sends the input offsets inside the
+    transaction and commits it; ``abort``; ``close``. ``log`` is a Log whose ``produce``
+    goes into the open transaction (what the stage's state writes its changelogs through).
+    Made on a running loop, it starts its producer at once (see ``_start``).
 
     ``commit`` does what aiokafka's ``send_offsets_to_transaction`` does, except that the
     offsets go in a TxnOffsetCommit v3 carrying the group member (aiokafka sends v0): the
@@ -1077,15 +1089,49 @@ class KafkaTransaction:
         self._group_coordinators: dict[str, int] = {}
         # The group ``begin`` is adding to the open transaction, and the task adding it.
         self._adding: tuple[str, asyncio.Task[None]] | None = None
-        # The open transaction's ``send``s handing their batches to the producer, in order.
-        self._handing: list[asyncio.Task[Awaitable[Any]]] = []
+        # The open transaction's output on its way to the producer (made at its first send).
+        self._outbox: _Outbox | None = None
+        # The partitions the last committed transaction wrote to (see ``begin``); none
+        # after an abort (a partition gone since would hold every later transaction up).
+        self._written: set[TopicPartition] = set()
+        # The producer starting, made at once when there is a running loop (see ``_start``).
+        self._starting: asyncio.Task[AIOKafkaProducer] | None = None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            self._starting = asyncio.create_task(self._start())
+
+    async def _start(self) -> AIOKafkaProducer:
+        """A started producer with its producer id and epoch (InitProducerId, which fences
+        an earlier producer with this transactional id and ends its open transaction). Made
+        when the transaction is (Kafka Streams' initTransactions, at the stream thread's
+        start): the stage's consumer joins its group meanwhile, rather than its first
+        transaction waiting for it."""
+        await self.base._start()
+        p = self.base.new_producer(self.transactional_id)
+        try:
+            await self.base._retry("transactional producer", p.start)
+            await p._txn_manager.wait_for_pid()
+        except BaseException:
+            await p.stop()
+            raise
+        return p
 
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is None:
-            await self.base._start()
-            p = self.base.new_producer(self.transactional_id)
-            await self.base._retry("transactional producer", p.start)
-            self._producer = p
+            # One producer, whoever asks first (a second one with the transactional id
+            # would fence the first): callers meanwhile wait for the same start.
+            starting = self._starting
+            if starting is None:
+                starting = self._starting = asyncio.create_task(self._start())
+            p = await asyncio.shield(starting)
+            if self._starting is starting:
+                self._starting = None
+                self._producer = p
+            elif self._producer is None:  # (closed meanwhile)
+                raise KafkaError(f"transaction {self.transactional_id}: closed")
         return self._producer
 
     async def begin(self, group: str | None = None) -> None:
@@ -1095,9 +1141,16 @@ class KafkaTransaction:
         p = await self._ensure()
         await p.begin_transaction()
         self._adding = None
-        self._handing = []
+        self._drop_outbox()
         if group is not None:
             self._adding = (group, asyncio.create_task(self._add_group(p, group)))
+        # The partitions the last transaction wrote to are added to this one at once, not
+        # when its first batches come (the next transaction of a stage usually writes
+        # where the last did): the coordinator's answer is not waited for later, with
+        # the output held meanwhile. (One it does not write to is only marked at the end.)
+        txn = p._txn_manager
+        for tp in self._written:
+            txn.maybe_add_partition_to_txn(tp)
 
     async def _added(self, p: AIOKafkaProducer, group: str) -> None:
         """``group`` is part of the open transaction (added now, or by ``begin``)."""
@@ -1114,35 +1167,37 @@ class KafkaTransaction:
                                      self.base.codec(topic))
 
     async def send(self, topic: str, records: Sequence[ProducerRecord]) -> Awaitable[None]:
-        """``produce`` without waiting: the records are handed to the producer in the
-        background, after those of the transaction's earlier sends (a partition takes a
-        batch only once its last one is on its way, and none before the coordinator has
-        added it to the transaction, which the first batches of a transaction wait for:
-        the caller goes on meanwhile). Returns their acknowledgements. ``commit`` waits
-        for every hand-off (and aiokafka flushes the batches before it ends the
-        transaction)."""
+        """``produce`` without waiting: the records are queued for the producer and handed
+        over in the background, after those of the transaction's earlier sends (see
+        ``_Outbox``: the caller goes on while the coordinator adds the partitions to the
+        transaction). Returns the transaction's acknowledgements, to await once it has
+        committed (the same object for every send of a transaction). ``commit`` hands
+        everything over first (and aiokafka flushes the batches before it ends the
+        transaction). A topic is written either by ``send`` or by ``produce`` within a
+        transaction (the two are not ordered)."""
         p = await self._ensure()
         partitions = await self.base._assign(topic, records)
-        previous = self._handing[-1] if self._handing else None
-        handing = asyncio.create_task(self._hand(p, topic, records, partitions, previous))
-        self._handing.append(handing)
-        return asyncio.ensure_future(_acknowledged(handing))
-
-    async def _hand(self, p: AIOKafkaProducer, topic: str, records: Sequence[ProducerRecord],
-                    partitions: list[int], previous: "asyncio.Task[Awaitable[Any]] | None"
-                    ) -> Awaitable[Any]:
-        """One ``send``'s hand-off, after ``previous``'s; returns its acknowledgements."""
-        if previous is not None:
-            await previous  # (raises what failed it: nothing after it is handed over)
-        _, sent = await send_records(p, topic, records, partitions, self.base.codec(topic))
-        return asyncio.gather(*(f for _, futs in sent for f, _ in futs))
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = _Outbox(p, self.base.codec)
+        await outbox.put(topic, records, partitions)
+        return outbox.acknowledged
 
     async def _handed(self) -> None:
         """Every ``send`` of the open transaction has handed its batches to the producer
         (raises what failed one)."""
-        handing, self._handing = self._handing, []
-        if handing:
-            await handing[-1]  # (each waited for the one before it)
+        outbox = self._outbox
+        if outbox is not None:
+            await outbox.close()
+
+    def _drop_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, None
+        if outbox is None:
+            return
+        if not outbox.task.done():
+            outbox.cancel()
+        elif not outbox.task.cancelled():
+            outbox.task.exception()  # (a failure the transaction's end has reported)
 
     async def commit(self, group: str, offsets: dict[tuple[str, int], int], *,
                      member: GroupMetadata | None = None,
@@ -1153,14 +1208,21 @@ class KafkaTransaction:
         transaction is then left open for the caller to ``abort``. Without ``member`` the
         group checks no member (as before KIP-447)."""
         p = await self._ensure()
-        if offsets:
-            await self._added(p, group)
-            await self._commit_offsets(p, group, offsets, member, metadata or {})
-        else:
-            adding, self._adding = self._adding, None
-            if adding is not None:  # (never under the transaction's end)
-                await adding[1]
-        await self._handed()  # (batches handed over later would not be in the transaction)
+        # The output's hand-over goes on meanwhile (it does not wait for the offsets).
+        handed = asyncio.ensure_future(self._handed())
+        try:
+            if offsets:
+                await self._added(p, group)
+                await self._commit_offsets(p, group, offsets, member, metadata or {})
+            else:
+                adding, self._adding = self._adding, None
+                if adding is not None:  # (never under the transaction's end)
+                    await adding[1]
+        except BaseException:
+            handed.cancel()
+            raise
+        await handed  # (batches handed over later would not be in the transaction)
+        self._written = set(p._txn_manager.txn_partitions)
         await p.commit_transaction()
 
     async def _add_group(self, p: AIOKafkaProducer, group: str) -> None:
@@ -1241,12 +1303,12 @@ class KafkaTransaction:
             delay = min(delay * 2, 1.0)
 
     async def abort(self) -> None:
-        handing, self._handing = self._handing, []
-        for h in handing:
-            h.cancel()
-        for h in handing:
+        self._written = set()
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.cancel()
             try:
-                await h
+                await outbox.task
             except BaseException:  # noqa: BLE001 - aborting anyway
                 pass
         adding, self._adding = self._adding, None
@@ -1263,9 +1325,20 @@ class KafkaTransaction:
                 log.warning("aborting transaction %s failed", self.transactional_id, exc_info=True)
 
     async def close(self) -> None:
-        handing, self._handing = self._handing, []
-        for h in handing:
-            h.cancel()
+        self._written = set()
+        self._drop_outbox()
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.cancel()  # (nothing if it has started the producer: stopped here)
+            try:
+                started = await starting
+            except BaseException:  # noqa: BLE001 - closing anyway
+                pass
+            else:
+                try:
+                    await started.stop()
+                except Exception:
+                    log.debug("closing transactional producer failed", exc_info=True)
         p, self._producer = self._producer, None
         if p is not None:
             try:
@@ -1274,9 +1347,141 @@ class KafkaTransaction:
                 log.debug("closing transactional producer failed", exc_info=True)
 
 
-async def _acknowledged(handing: "asyncio.Task[Awaitable[Any]]") -> None:
-    """The acknowledgements of a ``KafkaTransaction.send``, once handed over."""
-    await (await handing)
+class _Outbox:
+    """The output records of one open transaction on their way into the producer's batches
+    (``KafkaTransaction.send``): queued per partition, in order, and handed over by one task
+    that puts all a partition has queued into as few batches as fit. The producer takes a
+    partition's next batch only once its last one is on its way, and none before the
+    coordinator has added the partition to the transaction: what comes meanwhile waits
+    here and goes in one batch, not one per send (fewer, fuller produce requests, and no
+    task per send that each needs turns of a busy event loop). ``close`` once nothing more
+    will be sent: it returns when everything is handed over."""
+
+    def __init__(self, producer: AIOKafkaProducer, codec: Callable[[str], int | None]) -> None:
+        self.producer = producer
+        self.codec = codec
+        # (topic, partition) -> chunks: [keys, values, timestamps, headers, indexes, next].
+        self.queued: dict[tuple[str, int], collections.deque[list[Any]]] = {}
+        self.queued_records = 0
+        # The batches handed over: their futures (acknowledged, or failed).
+        self.futures: list[asyncio.Future[Any]] = []
+        self.closing = False
+        self._wake = asyncio.Event()
+        # Set whenever the queue is below ``_OUTBOX_RECORDS`` (``put`` waits for it above).
+        self._room = asyncio.Event()
+        self._room.set()
+        self.task = asyncio.create_task(self._pump())
+        # What ``KafkaTransaction.send`` returns for each send of the transaction.
+        self.acknowledged = _Acknowledged(self)
+
+    async def put(self, topic: str, records: Sequence[ProducerRecord],
+                  partitions: Sequence[int]) -> None:
+        """Queue ``records`` for their ``partitions`` (raises what failed the hand-over)."""
+        if self.task.done():
+            if not self.task.cancelled():
+                self.task.result()  # (raises what failed it)
+            raise KafkaError("the transaction's records are no longer being sent")
+        keys, values, timestamps, headers = _record_columns(records)
+        queued = self.queued
+        for p, idx in _by_partition(partitions).items():
+            q = queued.get((topic, p))
+            if q is None:
+                q = queued[(topic, p)] = collections.deque()
+            q.append([keys, values, timestamps, headers, idx, 0])
+        self.queued_records += len(records)
+        self._wake.set()
+        if self.queued_records > _OUTBOX_RECORDS:
+            # The producer lags far behind (a slow broker): the caller waits for it.
+            self._room.clear()
+            await self._room.wait()
+            if self.task.done() and not self.task.cancelled():
+                self.task.result()  # (raises what failed it)
+
+    async def close(self) -> list[asyncio.Future[Any]]:
+        """Hand over what is queued, then end; returns the futures of every batch."""
+        self.closing = True
+        self._wake.set()
+        await self.task
+        return self.futures
+
+    def cancel(self) -> None:
+        self.task.cancel()
+        self._room.set()
+
+    async def _pump(self) -> None:
+        try:
+            await self._hand_over()
+        finally:
+            self._room.set()  # (a sender waiting for room sees the failure)
+
+    async def _hand_over(self) -> None:
+        producer, queued = self.producer, self.queued
+        while True:
+            if not queued:
+                if self.closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            for tp in list(queued):
+                q = queued[tp]
+                b = _builder(producer, self.codec(tp[0]))
+                append = b._builder.append
+                rel = 0
+                full = False
+                while q and not full:
+                    chunk = q[0]
+                    keys, values, timestamps, headers, idx, start = chunk
+                    # (A step at a time: a full batch takes a while to build, and the
+                    # producer's sender and the transaction's requests get turns between.)
+                    end = min(len(idx), start + _OUTBOX_STEP)
+                    for j in range(start, end):
+                        i = idx[j]
+                        h = _NO_HEADERS if headers is None or not headers[i] else list(headers[i])
+                        if append(rel, timestamps[i], keys[i], values[i], h) is None:
+                            if not rel:  # (an empty batch takes any one record)
+                                raise ValueError(f"a record for {tp[0]} does not fit in a batch")
+                            end, full = j, True  # the rest goes into the next batch
+                            break
+                        rel += 1
+                    self.queued_records -= end - start
+                    if end < len(idx):
+                        chunk[5] = end
+                        if not full:
+                            await asyncio.sleep(0)
+                        continue
+                    q.popleft()
+                if not q:
+                    del queued[tp]
+                b._relative_offset = rel
+                b.close()
+                if self.queued_records <= _OUTBOX_RECORDS:
+                    self._room.set()
+                self.futures.append(await producer.send_batch(b, tp[0], partition=tp[1]))
+                # (``send_batch`` returns without a turn of the loop when the partition has
+                # room: the producer's sender, and the transaction's requests, get one here.)
+                await asyncio.sleep(0)
+
+
+class _Acknowledged:
+    """What ``KafkaTransaction.send`` returns: awaited once the transaction has committed,
+    the acknowledgements of every batch of it (raises what failed one)."""
+
+    __slots__ = ("outbox",)
+
+    def __init__(self, outbox: _Outbox) -> None:
+        self.outbox = outbox
+
+    def __await__(self) -> Any:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        outbox = self.outbox
+        if not outbox.task.done():  # (not committed yet: everything is handed over first)
+            await asyncio.shield(outbox.close())
+        outbox.task.result()  # (raises what failed the hand-over)
+        for f in outbox.futures:
+            await f
 
 
 class _TransactionalLog(LogView):
