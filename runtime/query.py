@@ -814,7 +814,7 @@ class StageRunner:
                          done: list[tuple[int, dict[tuple[str, int], int]]]) -> None:
         """A task's runs once its output is written: counted, its state committed, its
         output shown to push subscribers, its offsets kept for the group's commit."""
-        self.processed += self._count(runs)
+        self.processed += self._count((run.topic, len(run)) for run in runs)
         if self.tasks is not None and offsets:
             await self.tasks.commit(p, offsets)
         if self.subscribers and records:
@@ -870,7 +870,7 @@ class StageRunner:
                 produced += len(records)
                 if self.subscribers:
                     published.append((p, records))
-            processed += self._count(runs)
+            processed += self._count((run.topic, len(run)) for run in runs)
             commits.update(offsets)
             done.append((p, offsets))
         meta = self._offset_metadata(done)
@@ -971,7 +971,6 @@ class StageRunner:
             await txn.begin(self.group)
             t = self._open = _OpenTransaction(member, asyncio.get_running_loop().time())
         try:
-            read = self.read
             first = True
             for p, counts, records, offsets in outputs:
                 if not first:
@@ -988,9 +987,7 @@ class StageRunner:
                         t.published.append((p, records))
                 if tasks is not None:
                     await tasks.prepare(p)
-                for topic, n in counts:
-                    read[topic] = read.get(topic, 0) + n
-                    t.processed += n
+                t.processed += self._count(counts)
                 t.commits.update(offsets)
                 t.done.append((p, offsets))
         except BaseException:
@@ -1004,8 +1001,8 @@ class StageRunner:
         """Each task's runs of ``work`` through the stage (its stores bound to the task):
         (task, records read per topic, records to write, next input offsets). (Not the
         runs themselves: output held for a later transaction keeps no input alive.) All
-        worked out before anything is awaited: a revocation coming in meanwhile closes
-        tasks, and a run must not find its task gone half way through ``_put``."""
+        worked out before anything is awaited, while the poll that read them is the
+        current one: each run binds its task with nothing run on the loop in between."""
         tasks = self.tasks
         out: list[_Output] = []
         for runs in work:
@@ -1110,13 +1107,13 @@ class StageRunner:
             self._publish(p, records)
         await self._purge(t.commits)
 
-    def _count(self, runs: list[RecordBatch]) -> int:
-        """Count a task's input runs by topic; returns how many records they hold."""
+    def _count(self, counts: Iterable[tuple[str, int]]) -> int:
+        """Count a task's input by topic ((topic, records) of each run); returns how many
+        records it was."""
         read = self.read
         n = 0
-        for run in runs:
-            k = len(run)
-            read[run.topic] = read.get(run.topic, 0) + k
+        for topic, k in counts:
+            read[topic] = read.get(topic, 0) + k
             n += k
         return n
 

@@ -469,12 +469,9 @@ class _TaskRunner:
         for i, run in enumerate(runs):
             if isinstance(run, SourceRecordBatch) and run.topic:
                 try:
-                    key = keys.writer(run.topic, None)([None])[0]
-                    converted = values.writer(run.topic, run.value_schema, rows=True)(run.rows)
+                    key, converted = self.worker._convert_batch(run, keys, values)
                 except Exception:  # noqa: BLE001 - converted again on the loop, where failures are handled
                     continue
-                if self.worker.log.distributed and isinstance(converted, PackedValues):
-                    converted = list(converted)  # (Kafka's batches take bytes objects one by one)
                 runs[i] = _Converted(run, key, converted)
         return runs
 
@@ -1395,6 +1392,17 @@ class Worker:
         elif offsets:
             await self.storage.put_offsets(runner.connector.name, offsets)
 
+    def _convert_batch(self, batch: SourceRecordBatch, keys: Converter, values: Converter
+                       ) -> tuple[bytes | None, Sequence[bytes | None]]:
+        """A source batch's key (one for all: it has none) and its values' bytes, as this
+        worker's Log takes them (Kafka's batches take bytes objects one by one: packed
+        values are unpacked for it). Pure computation: runs on a task's thread too."""
+        key = keys.writer(batch.topic, None)([None])[0]
+        converted = values.writer(batch.topic, batch.value_schema, rows=True)(batch.rows)
+        if self.log.distributed and isinstance(converted, PackedValues):
+            converted = list(converted)
+        return key, converted
+
     async def _send_run(self, runner: _TaskRunner, records: Sequence[SourceRecord], keys: Converter,
                         values: Converter, now: int, offsets: dict[bytes, Mapping[str, Any]]) -> None:
         name = runner.connector.name
@@ -1411,10 +1419,7 @@ class Worker:
             if not topic:
                 raise ConnectException("A source record has no topic")
             try:
-                key = keys.writer(topic, None)([None])[0]
-                converted = values.writer(topic, records.value_schema, rows=True)(records.rows)
-                if self.log.distributed and isinstance(converted, PackedValues):
-                    converted = list(converted)  # (Kafka's batches take bytes objects one by one)
+                key, converted = self._convert_batch(records, keys, values)
             except Exception:  # noqa: BLE001 - one at a time: errors.tolerance decides
                 await self._send_each(runner, list(records), keys, values, now, offsets)
             else:

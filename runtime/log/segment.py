@@ -216,8 +216,8 @@ def _decode_batch(buf: bytes, pos: int, first: int, limit: int, offs: list[int],
         p += kl
     skip = first - base if first > base else 0
     take = min(count - skip, limit)
-    if take <= 0:
-        return 0, take == 0 or skip >= count
+    if take <= 0:  # (``limit`` is at least 1: nothing of the batch is from ``first`` on)
+        return 0, True
     prefix = buf[p:p + pl]
     p += pl
     suffix = buf[p:p + sl]
