@@ -210,7 +210,10 @@ def test_the_ksqldb_listener_serves_the_connectors_paths_with_names_url_decoded(
         # "/" is ksqlDB's listener's (the web console), not Connect's server info.
         root = http.get("/")
         assert root.headers["content-type"].startswith("text/html") and "kafka_cluster_id" not in root.text
-        described = ok(node.url, "DESCRIBE CONNECTOR `my conn/1`;")[0]
+        # A connector's topics are those it has written to (Connect's active topics), so the
+        # first line may not be published yet when its task says RUNNING.
+        described = eventually(lambda: (d := ok(node.url, "DESCRIBE CONNECTOR `my conn/1`;")[0])["topics"] and d,
+                               what="the connector's topic")
         assert described["status"]["name"] == name and described["topics"] == ["t"]
         ok(node.url, "DROP CONNECTOR `my conn/1`;")
         assert http.get("/connectors").json() == []
