@@ -567,6 +567,9 @@ class StageRunner:
             self._drop_buffered(partitions)
             if self.tasks is not None:
                 self.tasks.close({p for _, p in partitions})
+            # Again once they are closed: work the loop found while this waited for the
+            # lock (the tasks it found due) was found with them open.
+            self._generation += 1
 
     def _drop_buffered(self, partitions: set[tuple[str, int]] | None = None) -> None:
         """Forget the records a multi-input stage holds of ``partitions`` (all when None):
@@ -630,6 +633,12 @@ class StageRunner:
                 if self._deferred:  # (output held: looked at again soon)
                     wait = min(wait, self.DEFERRED_POLL)
                 batches = await consumer.poll(max_records=5000, timeout=wait)
+                # Taken before anything is awaited: a revocation from here on (the steps
+                # below wait for the lock, and a revocation may hold it) makes this poll's
+                # work stale. (One that ran during the poll came before its records:
+                # aiokafka returns none while one is under way, and none of newly assigned
+                # partitions before the listener has sought them.)
+                generation = self._generation
                 in_flight = self._in_flight
                 while in_flight and in_flight[0].done():
                     await in_flight.popleft()  # (raises what failed it, even when idle)
@@ -652,10 +661,6 @@ class StageRunner:
                 if self._assign_failure is not None:
                     failure, self._assign_failure = self._assign_failure, None
                     raise failure
-                # (A rebalance that ran during the poll came before its records: aiokafka
-                # returns none while one is under way, and none of newly assigned partitions
-                # before the listener has sought them.)
-                generation = self._generation
                 if fenced:
                     batches, waits = fences.cut(batches, consumer.seek)
                     if waits and not batches:
@@ -668,7 +673,9 @@ class StageRunner:
                         continue
                 async with self._lock:
                     if generation != self._generation:
-                        # Partitions were revoked since the poll (see ``revoked``).
+                        # Partitions were revoked since the poll, or are being revoked:
+                        # its batches, and the tasks ``_held`` found due, may be of tasks
+                        # closed now (see ``revoked``).
                         continue
                     owned = consumer.assignment()
                     batches = [b for b in batches if (b.topic, b.partition) in owned]
@@ -694,10 +701,12 @@ class StageRunner:
                 # A poll of buffered records returns without giving the loop a turn: the
                 # client's tasks (sends, acks, a commit in the background) get one here.
                 await asyncio.sleep(0)
+            generation = self._generation
             held = self._held(force=True)  # stopping: flush what a cached stage holds
             if held and not self.halted:
                 async with self._lock:
-                    owned = consumer.assignment()
+                    # (Not after a revocation meanwhile: they went with their tasks.)
+                    owned = consumer.assignment() if generation == self._generation else set()
                     work = [[b] for b in held if (b.topic, b.partition) in owned]
                     if work:
                         await (self._transact(work) if spanning else self._batches(work))

@@ -598,6 +598,7 @@ def run_soak(kafka: KafkaCluster, base: Path, seed: int, duration: float = 50.0,
                    checks, sections, _doubled_value_ok, moves("CSAS_DOUBLED"))
         check_sink("enriched", outputs.enriched, truth, truth.all_expected(), timeline, feeder.fed,
                    checks, sections, _enriched_value_ok, moves("CSAS_ENRICHED"))
+        check_stage_failures(base, sorted(cluster.nodes), timeline, checks, sections)
         checks["pull (end)"] = pulls[0]
         if pulls[1]:
             sections.append(pulls[1])
@@ -937,6 +938,48 @@ def check_table(recs: list[Rec], truth: Truth, timeline: Timeline, fed: dict[int
     if unexpected:
         lines.append(f"  unexpected keys: {unexpected[:10]}")
     sections.append("\n".join(lines))
+
+
+# What a stage may fail with while brokers and nodes come and go (it restarts from its last
+# commit): the broker's refusals and the network's. Anything else is the engine's own mistake
+# (a task worked on after it was closed, say), even when the restart happens to repair it.
+_ENGINE_ERRORS = ("KeyError", "IndexError", "AttributeError", "TypeError", "AssertionError",
+                  "UnboundLocalError", "NameError", "ValueError", "ZeroDivisionError")
+_STAGE_FAILED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ERROR streamsql\.runtime\.query: "
+                           r"stage (\S+) failed; restarting")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+
+
+def check_stage_failures(base: Path, nodes: list[str], timeline: Timeline, checks: dict[str, str],
+                         sections: list[str]) -> None:
+    """No stage failed with an error of the engine's own (see ``_ENGINE_ERRORS``), from the
+    tracebacks in the nodes' logs."""
+    found: list[tuple[float, str, str, str]] = []
+    for node in nodes:
+        try:
+            lines = (base / node / "node.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for i, line in enumerate(lines):
+            m = _STAGE_FAILED.match(line)
+            if not m:
+                continue
+            last = ""
+            for follow in lines[i + 1:]:
+                if _LOG_LINE.match(follow):
+                    break
+                if follow.strip() and not follow.startswith(" "):
+                    last = follow.strip()
+            if last.split(":", 1)[0].rsplit(".", 1)[-1] in _ENGINE_ERRORS:
+                t = time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S")) + int(m[2]) / 1000 - timeline.t0
+                found.append((t, node, m[3], last))
+    if not found:
+        checks["stage failures"] = "ok"
+        return
+    checks["stage failures"] = f"{len(found)} stage failure(s) with the engine's own errors"
+    sections.append("stage failures with the engine's own errors (t, node, stage, error):\n" + "\n".join(
+        f"  t={t:.1f}s {node} {stage}: {error}  <- {timeline.around(t, 10, 2)}"
+        for t, node, stage, error in sorted(found)[:10]))
 
 
 def check_table_history(recs: list[Rec], timeline: Timeline, fed: dict[int, float],
