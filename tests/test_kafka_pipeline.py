@@ -5,6 +5,7 @@ offset commit are on their way). Unit tests first, then against a real broker.""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 import pytest
@@ -75,6 +76,11 @@ def test_murmur2_unpacking_words_matches_the_bytewise_definition(data: bytes) ->
 
     assert murmur2(data) == reference(data)
     assert murmur2(bytearray(data)) == reference(data)
+    # Every length's tail, and the sign of the result, over random keys.
+    rng = random.Random(len(data))
+    for n in range(2000):
+        key = rng.randbytes(n % 67)
+        assert murmur2(key) == reference(key)
 
 
 def test_internal_topics_are_uncompressed_by_default() -> None:
