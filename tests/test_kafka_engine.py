@@ -1,11 +1,15 @@
 """The engine on a real Kafka broker, in process: topics, PRINT, INSERT and push queries read
-and written by kcat too, and a node that starts before its broker waits for it."""
+and written by kcat too, a node that starts before its broker waits for it, and one stopped
+while its broker is down exits cleanly."""
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import signal
 import socket
+import subprocess
+import time
 import uuid
 
 import pytest
@@ -15,6 +19,7 @@ from streamsql.engine import Engine
 from streamsql.runtime.log.base import ProducerRecord
 from streamsql.runtime.log.kafka import KafkaLog
 from streamsql.testing.kafka import KafkaCluster, kcat_consume, kcat_produce
+from streamsql.testing.nodes import Node
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -219,6 +224,39 @@ def test_node_waits_for_kafka_to_come_up(kafka_lib, tmp_path):
             cluster.kill()
 
     asyncio.run(main())
+
+
+def test_node_stopped_while_its_broker_is_down_exits_cleanly(kafka_lib, tmp_path):
+    """SIGTERM to a node whose only broker is gone (an exactly-once aggregation running): it
+    exits with status 0 within the stop's bounds, its Kafka clients closed (aiokafka's
+    consumer let a fetch it cancelled itself escape as a CancelledError: exit status 1)."""
+    cluster = KafkaCluster(tmp_path / "kafka", die_with_parent=True).start()
+    node = None
+    try:
+        node = Node("n1", cluster.bootstrap_servers, "down", tmp_path,
+                    {"processing.guarantee": "exactly_once_v2"}).start()
+        node.ksql("CREATE STREAM s (k VARCHAR KEY, v INT) WITH "
+                  "(kafka_topic='s', value_format='JSON', partitions=2);")
+        node.ksql("CREATE TABLE t AS SELECT k, COUNT(*) AS c FROM s GROUP BY k;")
+        node.ksql("INSERT INTO s (k, v) VALUES ('a', 1);")
+        time.sleep(3)
+        cluster.kill_broker(0)
+        time.sleep(2)
+        assert node.proc is not None
+        began = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            status = node.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 60 s after SIGTERM:\n{node.tail()}") from None
+        took = time.monotonic() - began
+        text = (node.dir / "node.log").read_text(errors="replace")
+        assert status == 0, f"exit status {status} after {took:.1f}s:\n{node.tail(60)}"
+        assert "Unclosed AIOKafka" not in text, node.tail(60)
+    finally:
+        if node is not None and node.proc is not None and node.proc.poll() is None:
+            node.kill()
+        cluster.kill()
 
 
 class _OffsetsFailOnce(KafkaLog):

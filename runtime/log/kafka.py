@@ -122,6 +122,22 @@ def _codec(name: str) -> int:
                          "must be one of: none, gzip, snappy, lz4, zstd") from None
 
 
+async def _closed_quietly(close: Callable[[], Awaitable[Any]], what: str) -> None:
+    """Close an aiokafka client, logging (not raising) what goes wrong: the node is shutting
+    down. With its broker gone, aiokafka 0.14's consumer ``stop`` lets the CancelledError of
+    a fetch it cancelled itself (one waiting out its retry backoff) escape: swallowed here
+    unless this task is itself being cancelled."""
+    try:
+        await close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("closing %s: aiokafka let a cancelled request of its own escape", what)
+    except Exception:  # closing: nothing left to do about it
+        log.debug("closing %s failed", what, exc_info=True)
+
+
 class _AddOffsetsToTxn(AddOffsetsToTxnHandler):
     """aiokafka's AddOffsetsToTxn, asked again after 20 ms (not ``retry_backoff_ms``) while
     the coordinator still ends the previous transaction (CONCURRENT_TRANSACTIONS), as its
@@ -243,10 +259,8 @@ class KafkaLog(Log):
         self._readers.clear()
         for client in (self._producer, self._offsets, self._watermarks, self._admin):
             if client is not None:
-                try:
-                    await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
-                except Exception:  # closing: nothing left to do about it
-                    log.debug("closing a Kafka client failed", exc_info=True)
+                await _closed_quietly(client.close if isinstance(client, AIOKafkaAdminClient)
+                                      else client.stop, "a Kafka client")
         self._producer = self._offsets = self._watermarks = self._admin = None
 
     # -- topics -----------------------------------------------------------------------
@@ -730,10 +744,7 @@ class _Reader:
                 return RecordBatch(tp.topic, tp.partition)
 
     async def close(self) -> None:
-        try:
-            await self.consumer.stop()
-        except Exception:
-            log.debug("closing a reader failed", exc_info=True)
+        await _closed_quietly(self.consumer.stop, "a reader")
 
 
 # -- columnar fetch ------------------------------------------------------------------------
@@ -1061,10 +1072,7 @@ class KafkaConsumer(Consumer):
     async def close(self) -> None:
         c, self._consumer = self._consumer, None
         if c is not None:
-            try:
-                await c.stop()
-            except Exception:
-                log.debug("closing group consumer %s failed", self.group, exc_info=True)
+            await _closed_quietly(c.stop, f"group consumer {self.group}")
 
 
 class KafkaTransaction:
@@ -1335,16 +1343,10 @@ class KafkaTransaction:
             except BaseException:  # noqa: BLE001 - closing anyway
                 pass
             else:
-                try:
-                    await started.stop()
-                except Exception:
-                    log.debug("closing transactional producer failed", exc_info=True)
+                await _closed_quietly(started.stop, "a transactional producer")
         p, self._producer = self._producer, None
         if p is not None:
-            try:
-                await p.stop()
-            except Exception:
-                log.debug("closing transactional producer failed", exc_info=True)
+            await _closed_quietly(p.stop, "a transactional producer")
 
 
 class _Outbox:
