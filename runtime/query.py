@@ -980,13 +980,11 @@ class StageRunner:
             await txn.begin(self.group)
             t = self._open = _OpenTransaction(member, asyncio.get_running_loop().time())
         try:
-            first = True
-            for p, counts, records, offsets in outputs:
-                if not first:
+            for i, (p, counts, records, offsets) in enumerate(outputs):
+                if i:
                     # (Output held over several polls goes in at once: the transaction's
                     # requests and the producer get turns of the loop meanwhile.)
                     await asyncio.sleep(0)
-                first = False
                 if records:
                     acks = await txn.send(stage.sink_topic, records)
                     if not t.acks or t.acks[-1] is not acks:  # (one for all sends, on Kafka)

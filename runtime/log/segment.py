@@ -416,18 +416,19 @@ def scan(buf: bytes, base: int, interval: int, idx_off: array, idx_pos: array) -
                 problem = "torn record header"
                 break
             ln, crc = prefix(buf, pos)
-            if ln & BATCH:
-                ln &= LENGTH
-                if ln < BATCH_FIXED_SIZE + 4:
-                    problem = f"bad batch length {ln}"
-                    break
-                nxt = pos + 8 + ln
-                if nxt > size:
-                    problem = "torn batch"
-                    break
-                if crc32(mv[pos + 8:nxt]) != crc:
-                    problem = "CRC mismatch"
-                    break
+            batch = ln & BATCH
+            ln &= LENGTH
+            if ln < (BATCH_FIXED_SIZE + 4 if batch else BODY_FIXED_SIZE):
+                problem = f"bad {'batch' if batch else 'record'} length {ln}"
+                break
+            nxt = pos + 8 + ln
+            if nxt > size:
+                problem = "torn batch" if batch else "torn record"
+                break
+            if crc32(mv[pos + 8:nxt]) != crc:
+                problem = "CRC mismatch"
+                break
+            if batch:
                 off, _ts, kl, n, pl, sl = BATCH_FIXED.unpack_from(buf, pos + 8)
                 head = BATCH_FIXED_SIZE + max(kl, 0) + pl + sl + 4 * n
                 lens = array("i")
@@ -439,46 +440,27 @@ def scan(buf: bytes, base: int, interval: int, idx_off: array, idx_pos: array) -
                 if not lens or min(lens) < 0 or head + sum(lens) != ln:
                     problem = "inconsistent batch lengths"
                     break
-                if off <= last:
-                    problem = f"offset {off} out of order"
+            else:
+                off, _ts, kl, vl, hn = fixed(buf, pos + 8)
+                payload = max(kl, 0) + max(vl, 0)
+                if kl < -1 or vl < -1 or BODY_FIXED_SIZE + payload + 6 * hn > ln or (
+                        hn == 0 and BODY_FIXED_SIZE + payload != ln):
+                    problem = "inconsistent record lengths"
                     break
-                if countdown < n:
-                    idx_off.append(off)
-                    idx_pos.append(pos)
-                    countdown = (countdown - n) % interval
-                else:
-                    countdown -= n
-                last = off + n - 1
-                pos = nxt
-                count += n
-                continue
-            if ln < BODY_FIXED_SIZE:
-                problem = f"bad record length {ln}"
-                break
-            nxt = pos + 8 + ln
-            if nxt > size:
-                problem = "torn record"
-                break
-            if crc32(mv[pos + 8:nxt]) != crc:
-                problem = "CRC mismatch"
-                break
-            off, _ts, kl, vl, hn = fixed(buf, pos + 8)
-            payload = max(kl, 0) + max(vl, 0)
-            if kl < -1 or vl < -1 or BODY_FIXED_SIZE + payload + 6 * hn > ln or (
-                    hn == 0 and BODY_FIXED_SIZE + payload != ln):
-                problem = "inconsistent record lengths"
-                break
+                n = 1
             if off <= last:
                 problem = f"offset {off} out of order"
                 break
-            if not countdown:
+            # An index entry every ``interval`` records, at the frame holding that record.
+            if countdown < n:
                 idx_off.append(off)
                 idx_pos.append(pos)
-                countdown = interval
-            countdown -= 1
-            last = off
+                countdown = (countdown - n) % interval
+            else:
+                countdown -= n
+            last = off + n - 1
             pos = nxt
-            count += 1
+            count += n
     finally:
         mv.release()
     return ScanResult(pos, count, last + 1, problem, countdown)
