@@ -7,8 +7,12 @@ Run: ``python bench/bench_jdbc_source.py [--rows N] [--batch-max-rows N ...]``. 
 private MariaDB (streamsql.testing.databases; needs Debian's mariadb-server) on a free port,
 fills a table (BIGINT id, VARCHAR, DECIMAL, DATETIME(3), INT) with the Sequence engine, then
 times, each on a fresh connection: the plain SELECT (``cursor.execute`` + ``fetchall``, and
-streamed with ``SSCursor.fetchmany``; with MySQLdb's value converters and with the C-parsed
-DATETIME/DATE ones the connector installs, the fastest being the limit), and the source task reading the table from offset -1 to
+streamed with ``SSCursor.fetchmany``), with MySQLdb's value converters and with C-parsed
+per-value DATETIME/DATE converters (the fastest conversion the driver can be given per value),
+the fastest of these being the limit; the same SELECT on the connector's own connection,
+which hands DATETIME over as text for the connector to parse a column at once, is printed
+for what it says (the share of a read that is the driver's parse) but is not a limit: it
+makes no DATETIME values. Then the source task reading the table from offset -1 to
 its end for each ``batch.max.rows`` asked for (100 is Confluent's default); then, where the
 Connect worker is there, the connector run by the worker into a topic of the embedded log with
 Connect's JsonConverter (with and without schemas), until the topic has every row.
@@ -21,6 +25,7 @@ the plain SELECTs and the worker N times and keeps the best of each.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import shutil
@@ -77,36 +82,69 @@ class Timing:
         return self
 
 
-def plain_select(db: Any, rows: int, connector_conversions: bool = False) -> tuple[Timing, Timing]:
-    """(fetchall, streamed) timings of ``SELECT * FROM bench``, with MySQLdb's own value
-    converters or with the ones the connector installs (C-parsed DATETIME/DATE)."""
+def _per_value_conversions(db: Any) -> dict[Any, Any]:
+    """MySQLdb's converters with DATETIME/TIMESTAMP/DATE parsed per value by the C
+    ``fromisoformat`` into what a Connect record holds (aware, UTC): the fastest conversion
+    the driver can be given per value (its own parse is Python code)."""
+    import MySQLdb.converters
+    from MySQLdb.constants import FIELD_TYPE
+
+    fromiso, dfromiso, utc = datetime.datetime.fromisoformat, datetime.date.fromisoformat, datetime.timezone.utc
+
+    def to_datetime(text: str) -> Any:
+        try:
+            return fromiso(text).replace(tzinfo=utc)
+        except ValueError:
+            return None
+
+    def to_date(text: str) -> Any:
+        try:
+            return dfromiso(text)
+        except ValueError:
+            return None
+
+    conv = dict(MySQLdb.converters.conversions)
+    conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = to_datetime
+    conv[FIELD_TYPE.DATE] = conv[14] = to_date
+    return conv
+
+
+def plain_select(db: Any, rows: int, conversions: str) -> tuple[Timing, Timing]:
+    """(fetchall, streamed) timings of ``SELECT * FROM bench``: with MySQLdb's own value
+    converters ("driver"), with C-parsed per-value DATETIME/DATE converters ("per-value"), or
+    on the connector's own connection, which hands DATETIME over as text for the connector
+    to parse a column at once ("text": not a limit, no DATETIME values are made)."""
     import MySQLdb.cursors
 
-    if connector_conversions:
+    if conversions == "text":
         from streamsql.runtime.connect.jdbc.dialects import ConnectionConfig, dialect_for
 
         conn = dialect_for(ConnectionConfig(db.url, db.user, db.password)).connect()
     else:
         conn = db.connect()
+        if conversions == "per-value":
+            conn.converter = _per_value_conversions(db)
     try:
         t = Timing()
         cur = conn.cursor()
         cur.execute("SELECT * FROM bench")
-        got = len(cur.fetchall())
+        got = cur.fetchall()
         buffered = t.stop()
-        assert got == rows, got
+        assert len(got) == rows, len(got)
+        assert conversions == "text" or isinstance(got[-1][3], datetime.datetime), got[-1]
+        del got
         cur.close()
         t = Timing()
         cur = conn.cursor(MySQLdb.cursors.SSCursor)
         cur.execute("SELECT * FROM bench")
-        got = 0
+        n = 0
         while True:
             batch = cur.fetchmany(10_000)
             if not batch:
                 break
-            got += len(batch)
+            n += len(batch)
         streamed = t.stop()
-        assert got == rows, got
+        assert n == rows, n
         cur.close()
         return buffered, streamed
     finally:
@@ -217,14 +255,17 @@ def main() -> None:
                   f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
             print(f"{'':<64} {'wall':>16} {'CPU (this process + MariaDB)':>28}")
             variants: dict[str, list[Timing]] = {}
+            unparsed: dict[str, list[Timing]] = {}  # the connector's connection: no DATETIME values
             topic: dict[str, list[Timing]] = {}
             converters = (("JsonConverter", {}),
                           ("JsonConverter, schemas.enable=false", {"value.converter.schemas.enable": "false"}))
             for r in range(args.repeat):
-                for label, fast in (("", False), (", connector's converters", True)):
-                    buffered, streamed = plain_select(db, rows, fast)
-                    variants.setdefault("plain SELECT, fetchall" + label, []).append(buffered)
-                    variants.setdefault("plain SELECT, SSCursor.fetchmany(10000)" + label, []).append(streamed)
+                for label, conversions in (("", "driver"), (", per-value C parse", "per-value"),
+                                           (", DATETIME as text", "text")):
+                    buffered, streamed = plain_select(db, rows, conversions)
+                    group = variants if conversions != "text" else unparsed
+                    group.setdefault("plain SELECT, fetchall" + label, []).append(buffered)
+                    group.setdefault("plain SELECT, SSCursor.fetchmany(10000)" + label, []).append(streamed)
                 for label, conv in converters:
                     got = into_topic(db, rows, conv, Path(tmp) / f"log-{r}-{len(label)}")
                     if got is None:
@@ -238,6 +279,10 @@ def main() -> None:
             limit = Timing()
             limit.wall = min(t.wall for t in best.values())
             limit.cpu = min(t.cpu for t in best.values())
+            for label, ts in unparsed.items():
+                line(label, _best(ts))
+            print("  (DATETIME as text: the connector's own connection, which parses a column at once; not a "
+                  "limit: no DATETIME values are made)")
             for n in args.batch_max_rows:
                 elapsed = source(db, rows, n)
                 print(f"{f'JdbcSourceTask.poll, batch.max.rows={n}':<64} {rows / elapsed:>9,.0f} rows/s"

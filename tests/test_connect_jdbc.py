@@ -369,6 +369,53 @@ def test_mariadb_column_types_map_as_confluents(mariadb):
     assert v.get("ts") == datetime.datetime(2024, 3, 1, 0, 0, 1, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin"])
+def test_mariadb_dates_and_timestamps_with_nulls_and_zero_dates_in_one_batch(mariadb, zone):
+    # A batch of rows is converted a column at a time: NULLs, zero dates (NULL, as MySQLdb
+    # reads them), every fraction width and a db.timezone other than UTC, side by side.
+    mariadb.execute(
+        "SET SESSION sql_mode = ''",
+        "CREATE TABLE moments (id INT PRIMARY KEY, d DATE NULL, dt0 DATETIME NULL, dt3 DATETIME(3) NULL, "
+        "dt6 DATETIME(6) NULL)",
+        "INSERT INTO moments VALUES (1, '2024-02-29', '2024-03-31 01:30:00', '2024-10-27 02:30:00.5', "
+        "'1999-12-31 23:59:59.000001'), (2, NULL, NULL, NULL, NULL), "
+        "(3, '0000-00-00', '0000-00-00 00:00:00', '2024-01-01 00:00:00.123', NULL), "
+        "(4, '1000-01-01', '9999-12-31 23:59:59', '1970-01-01 00:00:00', '2038-01-19 03:14:07.999999')")
+    config = {**mariadb.connector_config(), "mode": "incrementing", "incrementing.column.name": "id",
+              "topic.prefix": "m-", "db.timezone": zone}
+    with SourceHarness(config) as h:
+        got = h.poll(4)
+    tz = datetime.timezone.utc if zone == "UTC" else __import__("zoneinfo").ZoneInfo(zone)
+
+    def at(*parts: int) -> datetime.datetime:
+        return datetime.datetime(*parts, tzinfo=tz).astimezone(UTC)
+    assert rows(got, "id", "d", "dt0", "dt3", "dt6") == [
+        (1, datetime.date(2024, 2, 29), at(2024, 3, 31, 1, 30), at(2024, 10, 27, 2, 30, 0, 500000),
+         at(1999, 12, 31, 23, 59, 59, 1)),
+        (2, None, None, None, None),
+        (3, None, None, at(2024, 1, 1, 0, 0, 0, 123000), None),
+        (4, datetime.date(1000, 1, 1), at(9999, 12, 31, 23, 59, 59), at(1970, 1, 1),
+         at(2038, 1, 19, 3, 14, 7, 999999))]
+    assert all(v.tzinfo is UTC for r in got for v in rows([r], "dt0", "dt3", "dt6")[0] if v is not None)
+
+
+def test_a_batch_with_a_value_that_does_not_convert_names_its_column():
+    # The column-at-once path gives up on the batch; the row path then names the column.
+    from streamsql.runtime.connect.jdbc.dialects import ResultColumn
+    from streamsql.runtime.connect.jdbc.schema import ConversionError, map_columns, rows_converter
+
+    columns = [ResultColumn("id", "int32", False, driver="mysql"),
+               ResultColumn("at", "timestamp", True, driver="mysql"),
+               ResultColumn("d", "date", True, driver="mysql")]
+    _, mappings = map_columns(columns, "t", "none", UTC)
+    convert = rows_converter(mappings, 3, "t", columns)
+    good = [(1, "2024-01-01 00:00:00.250", "2024-01-02"), (2, None, "0000-00-00")]
+    assert convert(good) == [(1, datetime.datetime(2024, 1, 1, 0, 0, 0, 250000, tzinfo=UTC), datetime.date(2024, 1, 2)),
+                             (2, None, None)]
+    with pytest.raises(ConversionError, match="Cannot convert column 'at' of table 't' to Timestamp"):
+        convert([*good, (3, 20240101, None)])
+
+
 class _Reconfigurations:
     """A ConnectorContext that records the connector's calls."""
 

@@ -414,31 +414,16 @@ class MySqlDialect(DatabaseDialect):
         return args[0] if args and isinstance(args[0], int) else None
 
     def _conversions(self) -> dict[Any, Any]:
-        """MySQLdb's converters, with DATETIME/TIMESTAMP/DATE parsed by the C ``fromisoformat``
-        straight into what a Connect record holds (an aware datetime, UTC): MySQLdb's own parse
-        is Python code and the single largest cost of reading a table."""
+        """MySQLdb's converters, with DATETIME/TIMESTAMP/DATE handed over as their text (``str``:
+        the driver's own C path, no call per value): the source's schema mapping parses a
+        column at once (``schema._mysql_timestamps``), where MySQLdb's converters are Python
+        code called per value, the largest cost of reading a table."""
         import MySQLdb.converters
         from MySQLdb.constants import FIELD_TYPE
 
-        tz = self.timezone
-        fromiso, dfromiso = datetime.datetime.fromisoformat, datetime.date.fromisoformat
-
-        def to_datetime(text: Any, fromiso: Any = fromiso) -> Any:
-            try:
-                dt = fromiso(text)
-            except ValueError:
-                return None  # '0000-00-00 00:00:00', as MySQLdb: NULL
-            return dt.replace(tzinfo=UTC) if tz is UTC else dt.replace(tzinfo=tz).astimezone(UTC)
-
-        def to_date(text: Any, dfromiso: Any = dfromiso) -> Any:
-            try:
-                return dfromiso(text)
-            except ValueError:
-                return None
-
         conv = dict(MySQLdb.converters.conversions)
-        conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = to_datetime
-        conv[FIELD_TYPE.DATE] = conv[14] = to_date  # 14: NEWDATE
+        conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = conv[FIELD_TYPE.DATE] = str
+        conv[14] = str  # NEWDATE
         return conv
 
     def before_query(self, conn: Any, table: TableId | None) -> None:
@@ -516,7 +501,8 @@ class MySqlDialect(DatabaseDialect):
             (now,) = cur.fetchone()
         finally:
             cur.close()
-        return now  # aware already: see _conversions
+        # DATETIME text (see _conversions), in db.timezone
+        return datetime.datetime.fromisoformat(now).replace(tzinfo=self.timezone).astimezone(UTC)
 
     def result_columns(self, conn: Any, cursor: Any, table: TableId | None, base_sql: str) -> list[ResultColumn]:
         out = []

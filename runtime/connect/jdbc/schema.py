@@ -18,6 +18,9 @@ import datetime
 import decimal
 import logging
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from operator import add
 from typing import Any, Callable, Sequence
 
 from streamsql.runtime.connect.api import (
@@ -34,6 +37,8 @@ MAX_INTEGER_TYPE_PRECISION = 18
 NUMERIC_MAPPINGS = ("none", "precision_only", "best_fit", "best_fit_eager_double")
 
 Converter = Callable[[Any], Any]
+# A column's values at once -> theirs converted (the same values as its Converter gives one by one).
+ColumnConverter = Callable[[Sequence[Any]], list[Any]]
 
 
 class ConversionError(ConnectException):
@@ -84,11 +89,14 @@ def _numeric_type(col: ResultColumn, mapping: str) -> str | None:
 
 @dataclass(frozen=True)
 class FieldMapping:
-    """A result column's field and the converter of its values (None: as the driver gives them)."""
+    """A result column's field and the converter of its values (None: as the driver gives
+    them); ``convert_column``, where there is one, converts a whole column the same way by C
+    loops (no Python call per value)."""
 
     column: int
     field: Field
     convert: Converter | None
+    convert_column: ColumnConverter | None = None
 
 
 def map_columns(columns: Sequence[ResultColumn], schema_name: str | None, numeric_mapping: str,
@@ -105,7 +113,10 @@ def map_columns(columns: Sequence[ResultColumn], schema_name: str | None, numeri
         schema, convert = made[0], _converter(col, made[0], timezone)
         f = Field(col.name, len(fields), schema)
         fields.append(f)
-        mappings.append(FieldMapping(i, f, convert))
+        if isinstance(convert, tuple):
+            mappings.append(FieldMapping(i, f, *convert))
+        else:
+            mappings.append(FieldMapping(i, f, convert))
     return Schema(STRUCT, name=schema_name, fields=tuple(fields)), mappings
 
 
@@ -147,14 +158,17 @@ def _field_schema(col: ResultColumn, numeric_mapping: str) -> tuple[Schema] | No
 
 # -- value converters (per field, chosen once) ------------------------------------------------
 
-def _converter(col: ResultColumn, schema: Schema, tz: datetime.tzinfo) -> Converter | None:
+def _converter(col: ResultColumn, schema: Schema, tz: datetime.tzinfo
+               ) -> Converter | tuple[Converter, ColumnConverter] | None:
     t, name, driver = schema.type, schema.name, col.driver
     if name == TIMESTAMP:
         if driver == "mysql":
-            return None  # the dialect's connection parses them into aware datetimes already
+            return _mysql_timestamps(tz)  # the dialect's connection hands their text over
         return _timestamp_converter(tz)
     if name == DATE:
-        return _year_to_date if col.kind == "year" else _to_date
+        if col.kind == "year":
+            return _year_to_date
+        return _mysql_dates() if driver == "mysql" else _to_date
     if name == TIME:
         return _to_time
     if name == DECIMAL:
@@ -206,6 +220,61 @@ def _timestamp_converter(tz: datetime.tzinfo) -> Converter:
             return v.astimezone(UTC)
         return _parse_timestamp(v, tz)
     return conv
+
+
+_fromiso = datetime.datetime.fromisoformat
+_date_fromiso = datetime.date.fromisoformat
+
+
+def _mysql_timestamps(tz: datetime.tzinfo) -> tuple[Converter, ColumnConverter]:
+    """MySQL's DATETIME/TIMESTAMP text (MySqlDialect's connection hands it over as it comes)
+    -> aware datetimes in UTC, read in ``tz``; a zero date ('0000-00-00 00:00:00') is NULL, as
+    MySQLdb reads it. A column at once by C loops where ``tz`` is UTC (the offset appended to
+    each text, parsed by ``fromisoformat``): a Python call per value (MySQLdb's converters
+    are called so) costs more than the rest of the row's read."""
+
+    def one(v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            dt = _fromiso(v)
+        except ValueError:
+            return None
+        return dt.replace(tzinfo=UTC) if tz is UTC else dt.replace(tzinfo=tz).astimezone(UTC)
+
+    def many(col: Sequence[Any]) -> list[Any]:
+        if tz is UTC:
+            try:
+                if None not in col:
+                    return list(map(_fromiso, map(add, col, repeat("+00:00"))))
+                parsed = map(_fromiso, map(add, filter(None, col), repeat("+00:00")))
+                return [v if v is None else next(parsed) for v in col]
+            except (TypeError, ValueError):  # a zero date among them (or not text): one by one
+                pass
+        return list(map(one, col))
+    return one, many
+
+
+def _mysql_dates() -> tuple[Converter, ColumnConverter]:
+    """MySQL's DATE text -> dates; a zero date is NULL (as MySQLdb reads it); see
+    ``_mysql_timestamps``."""
+
+    def one(v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            return _date_fromiso(v)
+        except ValueError:
+            return None
+
+    def many(col: Sequence[Any]) -> list[Any]:
+        try:
+            if None not in col:
+                return list(map(_date_fromiso, col))
+        except (TypeError, ValueError):
+            pass
+        return list(map(one, col))
+    return one, many
 
 
 def _parse_timestamp(v: Any, tz: datetime.tzinfo) -> datetime.datetime:
@@ -311,13 +380,45 @@ def _to_bytes(v: Any) -> Any:
     return bytes(v)
 
 
-def row_converter(mappings: Sequence[FieldMapping], width: int, table: str | None,
-                  columns: Sequence[ResultColumn]) -> Callable[[Sequence[Any]], tuple]:
-    """A function from a driver row to the struct's values tuple, compiled once per result
-    shape (one generated expression, not a loop over fields per row)."""
+def rows_converter(mappings: Sequence[FieldMapping], width: int, table: str | None,
+                   columns: Sequence[ResultColumn]) -> Callable[[Sequence[Sequence[Any]]], list[tuple]]:
+    """A function from a batch of driver rows to their structs' values tuples, made once per
+    result shape: the rows as they are where nothing converts; else column at a time where a
+    column converts so (the batch turned into columns and back by ``zip``, C loops), else
+    row at a time by one generated expression. A batch that fails is done again row at a
+    time, which names the row's column and value."""
     identity = all(m.convert is None for m in mappings) and [m.column for m in mappings] == list(range(width))
     if identity:
-        return tuple  # the driver's row is the values tuple already
+        return _as_tuples  # the driver's rows are the values tuples already
+    row = _row_converter(mappings, table, columns)
+    if not any(m.convert_column is not None for m in mappings):
+        return lambda rows: list(map(row, rows))
+    plan = [(m.column, m.convert_column or (partial(_mapped, m.convert) if m.convert is not None else None))
+            for m in mappings]
+
+    def convert(rows: Sequence[Sequence[Any]]) -> list[tuple]:
+        if not rows:
+            return []
+        try:
+            cols = list(zip(*rows))
+            return list(zip(*[col(cols[i]) if col is not None else cols[i] for i, col in plan]))
+        except Exception:  # noqa: BLE001 - row at a time: the failing value is named
+            return list(map(row, rows))
+    return convert
+
+
+def _as_tuples(rows: Sequence[Sequence[Any]]) -> list[tuple]:
+    return list(rows) if not rows or type(rows[0]) is tuple else list(map(tuple, rows))
+
+
+def _mapped(one: Converter, col: Sequence[Any]) -> list[Any]:
+    return list(map(one, col))
+
+
+def _row_converter(mappings: Sequence[FieldMapping], table: str | None,
+                   columns: Sequence[ResultColumn]) -> Callable[[Sequence[Any]], tuple]:
+    """A function from a driver row to the struct's values tuple (one generated expression,
+    not a loop over fields per row)."""
     env: dict[str, Any] = {}
     parts = []
     for m in mappings:
@@ -344,7 +445,7 @@ def row_converter(mappings: Sequence[FieldMapping], width: int, table: str | Non
     src = (f"def convert(r):\n    try:\n        return ({', '.join(parts)},)\n"
            f"    except Exception as exc:\n        return explain(r, exc)\n")
     exec(compile(src, f"<jdbc row converter {table}>", "exec"), env)  # noqa: S102 - our own source
-    return env["convert"]
+    return env["convert"]  # type: ignore[no-any-return]
 
 
 def _type_text(schema: Schema) -> str:

@@ -39,7 +39,7 @@ from streamsql.runtime.connect.jdbc.config import SOURCE_KEYS, Config, ConfigExc
 from streamsql.runtime.connect.jdbc.dialects import (
     CachedConnection, DatabaseDialect, TableId, dialect_for)
 from streamsql.runtime.connect.jdbc.schema import (
-    EPOCH, NUMERIC_MAPPINGS, ConversionError, map_columns, row_converter)
+    EPOCH, NUMERIC_MAPPINGS, ConversionError, map_columns, rows_converter)
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class _Querier:
             columns = self.dialect.result_columns(conn, cur, self.table, self.base_sql)
             self._schema, mappings = map_columns(columns, self.schema_name, self.task.cfg.numeric_mapping,
                                                  self.dialect.timezone)
-            self._convert = row_converter(mappings, len(columns), self.name if self.table else None, columns)
+            self._convert = rows_converter(mappings, len(columns), self.name if self.table else None, columns)
             self._shape = shape
             self.on_new_schema()
 
@@ -356,7 +356,7 @@ class _BulkQuerier(_Querier):
 
     def records(self, rows: Sequence[Sequence[Any]]) -> Sequence[SourceRecord]:
         assert self._schema is not None
-        return SourceRecordBatch(self.partition, self.topic, self._schema, list(map(self._convert, rows)),
+        return SourceRecordBatch(self.partition, self.topic, self._schema, self._convert(rows),
                                  _no_offset)
 
 
@@ -455,10 +455,7 @@ class _IncrementalQuerier(_Querier):
         append = out.append
         if inc_at is not None and not ts_at:
             # incrementing mode, the common case: a batch of rows, records made only if read
-            if convert is tuple and type(rows[0]) is tuple:
-                converted = list(rows)  # (the driver's rows are the values: no call per row)
-            else:
-                converted = list(map(convert, rows))
+            converted = convert(rows)
             incs = list(map(itemgetter(inc_at), converted))
             if None in incs:
                 raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
@@ -468,8 +465,7 @@ class _IncrementalQuerier(_Querier):
             self.last_inc = last_inc
             return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
                                      lambda values: {"incrementing": values[inc_at]})
-        for row in rows:
-            values = convert(row)
+        for values in convert(rows):
             offset: dict[str, Any] = {}
             if inc_at is not None:
                 inc = values[inc_at]
