@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
-from operator import add
+from operator import add, is_not
 from typing import Any, Callable, Sequence
 
 from streamsql.runtime.connect.api import (
@@ -247,7 +247,7 @@ def _mysql_timestamps(tz: datetime.tzinfo) -> tuple[Converter, ColumnConverter]:
             try:
                 if None not in col:
                     return list(map(_fromiso, map(add, col, repeat("+00:00"))))
-                parsed = map(_fromiso, map(add, filter(None, col), repeat("+00:00")))
+                parsed = map(_fromiso, map(add, filter(partial(is_not, None), col), repeat("+00:00")))
                 return [v if v is None else next(parsed) for v in col]
             except (TypeError, ValueError):  # a zero date among them (or not text): one by one
                 pass
