@@ -95,3 +95,59 @@ def test_transaction_sends_arrive_once_in_order_and_aborted_ones_never(kafka, un
     for p in range(4):
         assert len(got[p]) == len(want[p]), p
         assert got[p] == want[p], p
+
+
+def test_a_commit_whose_waiter_is_cancelled_is_not_aborted_and_the_next_transaction_waits_for_it(
+        kafka, unique_topic) -> None:
+    """A stop whose grace runs out cancels a stage while it waits for its commit: the commit
+    is on its way and can no longer be aborted. The stage's abort then leaves it be (it
+    raised aiokafka's 'Invalid state transition' and the stage failed), and the next
+    transaction begins once it has ended: both are read whole with read_committed."""
+    topic, group = unique_topic(), unique_topic("group")
+
+    async def main() -> None:
+        from aiokafka.producer.transaction_manager import TransactionState
+
+        log = KafkaLog(kafka.bootstrap_servers, {"linger.ms": 0})
+        txn = log.transactional(f"t-{uuid.uuid4().hex[:8]}")
+        try:
+            await log.create_topic(topic, 1)
+            await txn.begin(group)
+            await (await txn.send(topic, [ProducerRecord(b"k", b"first", 1, (), 0)]))
+            committing = asyncio.create_task(txn.commit(group, {(topic, 0): 1}))
+            producer = txn._producer
+            while producer is None or producer._txn_manager.state is not TransactionState.COMMITTING_TRANSACTION:
+                await asyncio.sleep(0)
+                producer = txn._producer
+            committing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await committing
+            await txn.abort()  # (as the stage's failure path does)
+            await txn.begin(group)
+            await (await txn.send(topic, [ProducerRecord(b"k", b"second", 2, (), 0)]))
+            await txn.commit(group, {(topic, 0): 2})
+        finally:
+            await txn.close()
+            await log.close()
+
+    async def read() -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
+                                    isolation_level="read_committed", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            got: list[bytes] = []
+            for _ in range(100):
+                if await consumer.position(tp) >= end:
+                    break
+                for recs in (await consumer.getmany(timeout_ms=200)).values():
+                    got += [r.value for r in recs]
+            return got
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+    assert asyncio.run(read()) == [b"first", b"second"]

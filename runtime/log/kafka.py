@@ -1147,6 +1147,11 @@ class KafkaTransaction:
         group is added to it at once, in the background, rather than at commit time (one
         round trip less there)."""
         p = await self._ensure()
+        state = p._txn_manager.state
+        if state in (TransactionState.COMMITTING_TRANSACTION, TransactionState.ABORTING_TRANSACTION):
+            # The last one's end is still on its way (whoever waited for it was cancelled):
+            # a transaction begins once it is ended.
+            await asyncio.shield(p._txn_manager.wait_for_transaction_end())
         await p.begin_transaction()
         self._adding = None
         self._drop_outbox()
@@ -1326,11 +1331,20 @@ class KafkaTransaction:
                 await adding[1]
             except BaseException:  # noqa: BLE001 - aborting anyway
                 pass
-        if self._producer is not None:
+        p = self._producer
+        if p is None:
+            return
+        state = p._txn_manager.state
+        if state in (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR):
             try:
-                await self._producer.abort_transaction()
+                await p.abort_transaction()
             except KafkaError:
                 log.warning("aborting transaction %s failed", self.transactional_id, exc_info=True)
+        elif state is TransactionState.COMMITTING_TRANSACTION:
+            # The commit was asked for and can no longer be aborted (its waiter was cancelled,
+            # a stop's grace ran out): the coordinator decides it, whole either way, and the
+            # next producer of this transactional id finds it ended.
+            log.info("transaction %s: its commit was under way; not aborted", self.transactional_id)
 
     async def close(self) -> None:
         self._written = set()
