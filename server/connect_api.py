@@ -58,6 +58,9 @@ from streamsql.server.http import Disconnected, Exchange, Receive, Send
 
 log = logging.getLogger(__name__)
 
+# Connect's words (HerderRequestHandler) for a request whose target moved in a rebalance.
+_REBALANCING = "Cannot complete request because of a conflicting operation (e.g. worker rebalance)"
+
 # The Kafka Connect release whose REST API this is (``GET /``'s version).
 CONNECT_VERSION = "3.9.1"
 JSON = b"application/json"
@@ -347,8 +350,7 @@ class ConnectApi:
             # Node names are the Log's; worker ids the same without a scheme.
             if node == owner or node.split("://", 1)[-1].rstrip("/") == owner:
                 return str(url)
-        raise ConnectRestError(409, "Cannot complete request because of a conflicting operation "
-                                    f"(e.g. worker rebalance): the node {owner} that runs {name} is not known here")
+        raise ConnectRestError(409, f"{_REBALANCING}: the node {owner} that runs {name} is not known here")
 
     async def _forward(self, ex: Exchange, base: str, query: Query, raw: bytes) -> None:
         """Ask the node at ``base`` the same request (with ``forward=false``); its answer is
@@ -531,7 +533,12 @@ class ConnectApi:
     async def restart_task(self, ex: Exchange, params: Params, query: Query, raw: bytes) -> None:
         name, task = params["connector"], self._task(params)
         self._known(name, f"Unknown connector: {name}")
-        if task not in {t.id for t in self.worker.status(name).tasks}:
+        distributed = getattr(self.worker, "distributed", False)
+        # A task is known by its config (as Connect's configs snapshot has it); on a cluster
+        # its status may not have reached this node yet.
+        known = range(len(self.worker.task_configs(name))) if distributed else \
+            {t.id for t in self.worker.status(name).tasks}
+        if task not in known:
             raise ConnectRestError(404, f"Unknown task: {name}-{task}")
         owner = self._owner_url(name, query, task)
         if owner is not None:
@@ -540,6 +547,11 @@ class ConnectApi:
         try:
             await self.worker.restart_task(name, task)
         except ConnectRestError as exc:
+            if exc.status == 404 and distributed:
+                # The statuses say the task runs here (or say nothing yet), but it does not:
+                # they are behind a rebalance that moved it. Connect answers so too (a request
+                # that does not find its target within two hops); the client asks again.
+                raise ConnectRestError(409, _REBALANCING) from None
             raise ConnectRestError(exc.status, f"Unknown task: {name}-{task}") if exc.status == 404 else exc
         await self._empty(ex, 204)
 
