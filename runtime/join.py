@@ -61,6 +61,7 @@ import logging
 import struct
 from dataclasses import replace
 from functools import partial
+from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -324,6 +325,9 @@ class JoinStage:
         # so records join only within the same window, and the result keeps that window.
         self.window_len = 0
         self._window_suffix = b""
+        # The headers of the record being joined: its results carry them, as Kafka Streams
+        # forwards the triggering record's context (the foreign-key join's results carry none).
+        self._headers: Any = ()
         # A foreign-key join's left table may have several key columns: its rows are keyed
         # (and the result too) by all of them, the tuple of their values.
         self.fk_key_width = 1
@@ -389,9 +393,9 @@ class JoinStage:
                 pipeline, keyed = rekey
                 keyed.clear()
                 pipeline.process(batch, keyed)
-                # (The join reads keys, values, timestamps and offsets only.)
-                batch = RecordBatch(batch.topic, batch.partition, keyed.offsets,
-                                    keyed.timestamps, keyed.keys, keyed.values)
+                batch = RecordBatch(batch.topic, batch.partition, keyed.offsets, keyed.timestamps,
+                                    keyed.keys, keyed.values, keyed.headers if any(keyed.headers) else None)
+        self._headers = ()
         if batch.topic == self.right_topic:
             self._on_right(batch, ctx, out)
         else:
@@ -422,14 +426,14 @@ class JoinStage:
             raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
         if self.sink_ts_index is not None and row[self.sink_ts_index] is not None:
             ts = row[self.sink_ts_index]  # the sink's TIMESTAMP column
-        out.append(ProducerRecord(kb, vb, ts, (), None, base))
+        out.append(ProducerRecord(kb, vb, ts, self._headers or (), None, base))
 
     def _tombstone(self, out: list[ProducerRecord], jk: Any, ts: int) -> None:
         try:
             kb = self.sink_key_codec.encode(jk if self.fk_key_width > 1 else (jk,))
         except Exception as exc:
             raise JoinError(f"Error serializing message to topic: {self.sink_topic}. {exc}") from exc
-        out.append(ProducerRecord(kb, None, ts))
+        out.append(ProducerRecord(kb, None, ts, self._headers or ()))
 
     # ---------------------------------------------------------------------- stream-table
     def _stream_table_table(self, batch: RecordBatch, ctx: _TaskContext, out: list[ProducerRecord]) -> None:
@@ -448,7 +452,8 @@ class JoinStage:
         kdec, ldec, rdec = self.left_key.decode, self.left_value.decode, self.right_value.decode
         left_join = self.plan.join_type == "LEFT"
         emit = self._emit
-        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
+        for kb, vb, ts, off, self._headers in zip(batch.keys, batch.values, batch.timestamps, batch.offsets,
+                                                  _headers_of(batch)):
             if vb is None:
                 continue
             try:
@@ -471,7 +476,8 @@ class JoinStage:
         kdec = (self.left_key if side == "L" else self.right_key).decode
         ldec, rdec = self.left_value.decode, self.right_value.decode
         jt = self.plan.join_type
-        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
+        for kb, vb, ts, off, self._headers in zip(batch.keys, batch.values, batch.timestamps, batch.offsets,
+                                                  _headers_of(batch)):
             if kb is None:
                 continue
             try:
@@ -615,7 +621,10 @@ class JoinStage:
         # Unmatched records wait for their window to close only with a grace period.
         waiting = self.grace is not None and (self.left_outer is not None or self.right_outer is not None)
         emit_side = self._emit_left if side == "L" else self._emit_right
-        for kb, vb, ts, off in zip(batch.keys, batch.values, batch.timestamps, batch.offsets):
+        # (An unmatched record emitted as its window closes carries the headers of the record
+        # whose time closed it, as in Kafka Streams.)
+        for kb, vb, ts, off, self._headers in zip(batch.keys, batch.values, batch.timestamps, batch.offsets,
+                                                  _headers_of(batch)):
             if vb is None:
                 continue
             try:
@@ -686,6 +695,11 @@ class JoinStage:
             for okey, (kb, vb) in self.right_outer.pop_below(bound):
                 self._window_suffix = kb[-self.window_len:] if self.window_len else b""
                 self._emit(out, kdec(kb)[0], None, vdec(vb), decode_ts(okey))
+
+
+def _headers_of(batch: RecordBatch) -> Any:
+    """Each record's headers (the batch holds None where no record has any)."""
+    return batch.headers if batch.headers is not None else repeat((), len(batch.offsets))
 
 
 class SideRekeyStage(PipelineStage):

@@ -508,6 +508,34 @@ def test_partition_by_rowtime_of_a_tombstone_is_null() -> None:
         ({"ID": 22, "ROWTIME": 10}, {"K": None}), ({"ID": None, "ROWTIME": None}, None)]
 
 
+def test_a_joins_results_carry_the_headers_of_the_record_that_made_them() -> None:
+    """As Kafka Streams forwards the triggering record's context: a stream-table join's
+    result has the stream record's headers (re-keyed by a column first, too), a table-table
+    join's those of the update that made it, and an unmatched record of a left join emitted
+    when its window closes those of the record whose time closed it."""
+    def h(key: str, value: str) -> list[dict]:
+        return [{"KEY": key, "VALUE": value}]
+    out = _run_case(
+        ["CREATE STREAM s (id INT KEY, fk INT, v INT) WITH (kafka_topic='s', value_format='JSON');",
+         "CREATE TABLE t (id INT PRIMARY KEY, w INT) WITH (kafka_topic='t', value_format='JSON');",
+         "CREATE STREAM st AS SELECT s.fk, s.v, t.w FROM s JOIN t ON s.fk = t.id;",
+         "CREATE TABLE t2 (id INT PRIMARY KEY, x INT) WITH (kafka_topic='t2', value_format='JSON');",
+         "CREATE TABLE tt AS SELECT t.id, t.w, t2.x FROM t JOIN t2 ON t.id = t2.id;",
+         "CREATE STREAM s2 (id INT KEY, u INT) WITH (kafka_topic='s2', value_format='JSON');",
+         "CREATE STREAM ss AS SELECT s.id, s.v, s2.u FROM s LEFT JOIN s2 WITHIN 1 SECOND GRACE PERIOD 0 SECONDS "
+         "ON s.id = s2.id;"],
+        [{"topic": "t", "key": 1, "value": {"W": 10}, "timestamp": 0, "headers": h("a", "AQ==")},
+         {"topic": "t2", "key": 1, "value": {"X": 20}, "timestamp": 1, "headers": h("b", "Ag==")},
+         {"topic": "s", "key": 5, "value": {"FK": 1, "V": 7}, "timestamp": 2, "headers": h("c", "Aw==")},
+         {"topic": "s", "key": 6, "value": {"FK": 1, "V": 8}, "timestamp": 5000, "headers": h("d", "BA==")}])
+    got = [(r["topic"], r["value"], r.get("headers")) for r in out]
+    assert sorted(got, key=repr) == [
+        ("SS", {"V": 7, "U": None}, h("d", "BA==")),
+        ("ST", {"V": 7, "W": 10}, h("c", "Aw==")),
+        ("ST", {"V": 8, "W": 10}, h("d", "BA==")),
+        ("TT", {"W": 10, "X": 20}, h("b", "Ag=="))]
+
+
 def test_joins_of_keyless_and_windowed_and_multi_key_sources() -> None:
     """A join of keyless streams has the default key format; windowed streams with a
     schema-registry key format join on key and window (the result keeps the left's window);
