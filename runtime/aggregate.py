@@ -358,6 +358,9 @@ class AggregateStage:
         if set_aggregators is not None:
             set_aggregators(self.aggregators)
         self.window = window
+        # How long the session store keeps a session past the latest one's end (its reads
+        # do not find older ones): the window's RETENTION, else gap + grace.
+        self.session_retention = window_retention(plan) if window is not None and window.kind == "SESSION" else 0
         self.emit_final = plan.emit_final
         self.late_dropped = 0
         # Stream time and pending windows are per input partition (task); ``process`` loads
@@ -709,13 +712,14 @@ class AggregateStage:
             except Exception as exc:
                 self.plog(batch.topic, batch.partition, off, f"Failed to read repartitioned record: {exc}")
                 continue
+            observed = self.stream_time  # (before this record: what the session store has seen)
             if ts > self.stream_time:
                 self.stream_time = ts
             try:
                 if self.window is None:
                     self._update(kb, key, args, ts, undo, None, out, old_args)
                 elif self.window.kind == "SESSION":
-                    self._update_session(kb, key, args, ts, out, batch, off)
+                    self._update_session(kb, key, args, ts, out, batch, off, observed)
                 else:
                     for start, end in self.window.windows_for(ts):
                         if end + self.window.grace <= self.stream_time:
@@ -818,8 +822,13 @@ class AggregateStage:
 
     def _emit_closed(self, out: list[ProducerRecord]) -> None:
         assert self.window is not None
-        closed = [(end, skey) for skey, (_, _, end, _) in self.pending.items()
-                  if end + self.window.grace <= self.stream_time]
+        # A time window closes at end + grace (its end exclusive); a session once no record
+        # can join it any more (see _update_session): end + grace + gap < stream time.
+        if self.window.kind == "SESSION":
+            bound = self.stream_time - self.window.grace - self.window.size - 1
+        else:
+            bound = self.stream_time - self.window.grace
+        closed = [(end, skey) for skey, (_, _, end, _) in self.pending.items() if end <= bound]
         # Windows older than the store's retention (size + grace) are gone by the time they
         # would be emitted, as in Kafka Streams: they are never emitted.
         retention_start = self.stream_time - (self.window.size + self.window.grace)
@@ -843,10 +852,15 @@ class AggregateStage:
 
     # -------------------------------------------------------------------------- sessions
     def _update_session(self, kb: bytes, key: tuple, args: tuple, ts: int, out: list[ProducerRecord],
-                        batch: RecordBatch, off: int) -> None:
+                        batch: RecordBatch, off: int, observed: int) -> None:
         assert self.window is not None
-        gap = self.window.size
-        sessions = self.store.get(kb) or []
+        gap, grace = self.window.size, self.window.grace
+        # Sessions past the store's retention are not found, whether or not they are purged
+        # yet: Kafka Streams' session store reads from ``observedStreamTime - retention + 1``
+        # on (its time, the latest session end it stored, is the stream time before this
+        # record, as every record that moves stream time is stored).
+        visible = observed - self.session_retention + 1
+        sessions = [s for s in self.store.get(kb) or () if s[1] >= visible]
         start, end = ts, ts
         merged = []
         keep = []
@@ -857,9 +871,10 @@ class AggregateStage:
                 start, end = min(start, s_start), max(end, s_end)
             else:
                 keep.append(s)
-        # A session's end is inclusive: it closes once stream time passes end + grace (Kafka
-        # Streams' ``mergedWindow.end() < closeTime``), a time window at end + grace.
-        if end + self.window.grace < self.stream_time:
+        # A session's end is inclusive, and it could still grow by a gap: it closes once
+        # stream time passes end + grace + gap (Kafka Streams' ``mergedWindow.end() <
+        # observedStreamTime - gracePeriod - inactivityGap``), a time window at end + grace.
+        if end + grace + gap < self.stream_time:
             self.late_dropped += 1
             self.plog(batch.topic, batch.partition, off, "Record dropped: session closed (late record)")
             return
@@ -1207,9 +1222,10 @@ async def build_aggregate_stages(engine: "Engine", query_id: str, plan: Aggregat
     if window is None:
         store = engine.new_store(query_id, "aggregate", "aggregate")
     elif window.kind == "SESSION":
-        # Sessions ending gap + grace before the latest end can no longer be merged into.
+        # Sessions ending gap + grace (or RETENTION) before the latest end are not found
+        # any more (see KeyedAggregateStage._update_session).
         store = engine.new_store(query_id, "aggregate", "session-aggregate",
-                                 retention_ms=window.size + window.grace + 1)
+                                 retention_ms=(window_retention(plan) or 0) + 1)
     else:
         # Windows past size + grace are closed: no record can reach them any more. Pull
         # queries read the table from this store (``table_view``): kept for the window's

@@ -536,6 +536,19 @@ def test_a_joins_results_carry_the_headers_of_the_record_that_made_them() -> Non
         ("TT", {"W": 10, "X": 20}, h("b", "Ag=="))]
 
 
+def test_a_session_is_final_only_once_no_record_can_join_it() -> None:
+    """A session closes once stream time passes its end + grace + gap (Kafka Streams' close
+    time for sessions): EMIT FINAL emits it then, once, and a record within the gap of it
+    before that still joins it (it was emitted early, with a later record merged after)."""
+    out = _run_case(
+        ["CREATE STREAM s (id STRING KEY, v INT) WITH (kafka_topic='s', value_format='JSON');",
+         "CREATE TABLE c AS SELECT id, COUNT(*) AS n FROM s "
+         "WINDOW SESSION (5 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS) GROUP BY id EMIT FINAL;"],
+        [{"topic": "s", "key": "a", "value": {"V": 1}, "timestamp": t} for t in (0, 3, 8, 20)],
+        {"ksql.streams.__emit.interval.ms.kstreams.windowed.aggregation__": 0})
+    assert [(r["value"], r["window"]) for r in out] == [({"N": 3}, {"start": 0, "end": 8, "type": "session"})]
+
+
 def test_joins_of_keyless_and_windowed_and_multi_key_sources() -> None:
     """A join of keyless streams has the default key format; windowed streams with a
     schema-registry key format join on key and window (the result keeps the left's window);
