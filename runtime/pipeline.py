@@ -330,8 +330,9 @@ def build_pipeline(plan: QueryPlan, registry: FunctionRegistry, key_codec: Codec
     if plan.drop_null_key:
         w(f"{indent}if _nv:")
         w(f"{indent}    continue")
-        w(f"{indent}if {key_tuple} == {(None,) * nk!r}:")
-        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Record skipped: the grouping expression is NULL')")
+        # Any grouping expression NULL: ksqlDB's grouper gives no key, the row is left out.
+        w(f"{indent}if None in {key_tuple}:")
+        w(f"{indent}    _plog(_topic, {rowpart}, {rowoff}, 'Record skipped: a grouping expression is NULL')")
         w(f"{indent}    continue")
     elif is_table and nk:
         w(f"{indent}if {key_tuple} == {(None,) * nk!r}:")

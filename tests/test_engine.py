@@ -549,6 +549,17 @@ def test_a_session_is_final_only_once_no_record_can_join_it() -> None:
     assert [(r["value"], r["window"]) for r in out] == [({"N": 3}, {"start": 0, "end": 8, "type": "session"})]
 
 
+def test_a_row_with_any_grouping_expression_null_is_left_out_of_the_table() -> None:
+    """GROUP BY over several expressions: a row where any of them is NULL has no key (ksqlDB's
+    grouper gives none) and is left out, not grouped under a key with a NULL part."""
+    out = _run_case(
+        ["CREATE STREAM s (f1 INT KEY, f2 INT) WITH (kafka_topic='s', format='JSON');",
+         "CREATE TABLE t AS SELECT f1, f2, COUNT(*) AS n FROM s GROUP BY f1, f2;"],
+        [{"topic": "s", "key": 1, "value": {"F2": 2}}, {"topic": "s", "key": 1, "value": {"F2": None}},
+         {"topic": "s", "key": None, "value": {"F2": 2}}, {"topic": "s", "key": 1, "value": {"F2": 2}}])
+    assert [(r["key"], r["value"]) for r in out] == [({"F1": 1, "F2": 2}, {"N": 1}), ({"F1": 1, "F2": 2}, {"N": 2})]
+
+
 def test_joins_of_keyless_and_windowed_and_multi_key_sources() -> None:
     """A join of keyless streams has the default key format; windowed streams with a
     schema-registry key format join on key and window (the result keeps the left's window);
