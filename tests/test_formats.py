@@ -476,3 +476,22 @@ def test_none_reads_nothing_and_writes_nothing():
     assert c.decode(None) is None
     assert c.encode(()) is None
     assert c.to_json_form(b"x") is None
+
+
+def test_a_decimal_of_38_digits_converts_to_its_type_whole() -> None:
+    """DECIMAL(33, 16) and DECIMAL(38, 0) hold more digits than Python's default decimal
+    context (28): a value of the type's full precision converts as it is (rounded to its
+    scale half up), and widens to a wider DECIMAL."""
+    from decimal import Decimal
+
+    from streamsql.formats.connect import json_to_sql
+    from streamsql.functions.conditional import _converter as widen
+    from streamsql.types import DecimalType
+
+    conv = json_to_sql(DecimalType(33, 16))
+    assert conv("12345678987654321.2345678987654321") == Decimal("12345678987654321.2345678987654321")
+    assert str(conv("12345678987654321.23456789876543215")) == "12345678987654321.2345678987654322"
+    assert json_to_sql(DecimalType(38, 0))("9" * 38) == Decimal("9" * 38)
+    to_wide = widen(DecimalType(10, 0), DecimalType(38, 10))
+    assert to_wide is not None and to_wide(Decimal("1234567890")) == Decimal("1234567890.0000000000")
+    assert widen(DecimalType(38, 10), DecimalType(38, 10)) is None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Callable, Sequence
 
 import fastavro
@@ -64,6 +64,10 @@ from streamsql.types import (
     SqlType,
     StructType,
 )
+
+# Quantizing to a DECIMAL's scale needs its precision (up to 38 digits), more than the
+# default context's 28.
+_WIDE = Context(prec=80)
 
 DEFAULT_FULL_NAME = "io.confluent.ksql.avro_schemas.KsqlDataSourceSchema"
 MAP_ENTRY = "MapEntry"
@@ -255,7 +259,7 @@ def _writer(node: dict) -> Conv | None:
     if t in ("bytes", "fixed") and node.get("logicalType") == "decimal":
         scale = int(node.get("scale", 0))
         quantum = Decimal(1).scaleb(-scale)
-        return lambda v: v.quantize(quantum)
+        return lambda v: v.quantize(quantum, context=_WIDE)
     if t in ("float", "double"):
         return lambda v: float(v)
     return None

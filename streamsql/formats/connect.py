@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any, Callable, Sequence
 
 from streamsql.errors import KsqlException
@@ -53,6 +53,10 @@ from streamsql.types import (
     SqlType,
     StructType,
 )
+
+# Quantizing to a DECIMAL's scale needs its precision (up to 38 digits), more than the
+# default context's 28.
+_WIDE = Context(prec=80)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +134,7 @@ def json_to_sql(t: SqlType) -> Conv:
                 raise CoercionError(f"Can't convert {v!r} to {t}")
             try:
                 d = Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v))
-                return d.quantize(quantum, rounding=ROUND_HALF_UP)
+                return d.quantize(quantum, rounding=ROUND_HALF_UP, context=_WIDE)
             except (InvalidOperation, ValueError):
                 raise CoercionError(f"Can't convert {v!r} to {t}") from None
         return dec
