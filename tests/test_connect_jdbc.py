@@ -250,6 +250,30 @@ def test_timestamp_incrementing_sees_new_rows_and_updates_once(mariadb):
         assert rows(h.poll(1), "id", "name") == [(5, "erin")]
 
 
+def test_timestamp_columns_are_coalesced_in_order_and_each_records_offset_is_its_rows(mariadb):
+    # timestamp.column.name with two columns: a row's timestamp is the first that is not
+    # NULL; a batch whose first column is never NULL and one where it is give the same offsets.
+    mariadb.execute(
+        "CREATE TABLE docs (id INT PRIMARY KEY, modified DATETIME(3) NULL, created DATETIME(3) NOT NULL)",
+        "INSERT INTO docs VALUES (1, NULL, '2024-01-01 00:00:01.000'), (2, '2024-01-01 00:00:05.000', "
+        "'2024-01-01 00:00:02.000'), (3, NULL, '2024-01-01 00:00:03.000')")
+    config = {**mariadb.connector_config(), "mode": "timestamp+incrementing", "incrementing.column.name": "id",
+              "timestamp.column.name": "modified,created", "topic.prefix": "d-"}
+    with SourceHarness(config) as h:
+        got = h.poll(3)
+        assert [(r.value.get("id"), dict(r.source_offset)) for r in got] == [
+            (1, {"incrementing": 1, "timestamp": 1704067201000, "timestamp_nanos": 0}),
+            (3, {"incrementing": 3, "timestamp": 1704067203000, "timestamp_nanos": 0}),
+            (2, {"incrementing": 2, "timestamp": 1704067205000, "timestamp_nanos": 0})]
+        mariadb.execute("UPDATE docs SET modified = '2024-01-01 00:00:06.250' WHERE id IN (1, 3)")
+        again = h.poll(2)
+        assert [(r.value.get("id"), dict(r.source_offset)) for r in again] == [
+            (1, {"incrementing": 1, "timestamp": 1704067206250, "timestamp_nanos": 250000000}),
+            (3, {"incrementing": 3, "timestamp": 1704067206250, "timestamp_nanos": 250000000})]
+        h.restart()
+        assert h.poll(0, timeout=1.0) == []  # resumed after the last offset stored
+
+
 def test_query_mode_appends_the_criteria_to_the_query(mariadb):
     _seed_users(mariadb)
     config = {**mariadb.connector_config(), "mode": "incrementing", "incrementing.column.name": "id",

@@ -29,6 +29,7 @@ import datetime
 import logging
 import threading
 import time
+from functools import partial
 from operator import itemgetter
 from typing import Any, Mapping, Sequence
 
@@ -313,6 +314,18 @@ def _no_offset(values: tuple) -> None:
     return None
 
 
+def _timestamp_offset(ts_at: int, inc_at: int | None, values: tuple) -> dict[str, Any]:
+    """The offset of a row of the timestamp modes whose timestamp column has a value (as
+    ``_IncrementalQuerier.records`` makes it row by row)."""
+    offset: dict[str, Any] = {}
+    if inc_at is not None:
+        offset["incrementing"] = int(values[inc_at])
+    ts = values[ts_at]
+    offset["timestamp"] = (ts - EPOCH) // _ONE_MS
+    offset["timestamp_nanos"] = ts.microsecond * 1000
+    return offset
+
+
 def _close_quietly(cur: Any) -> None:
     try:
         cur.close()
@@ -465,7 +478,19 @@ class _IncrementalQuerier(_Querier):
             self.last_inc = last_inc
             return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
                                      lambda values: {"incrementing": values[inc_at]})
-        for values in convert(rows):
+        converted = convert(rows)
+        if ts_at:
+            # timestamp modes: where the first timestamp column has a value in every row,
+            # it is each row's timestamp: a batch too, its offsets made only if read.
+            stamps = list(map(itemgetter(ts_at[0]), converted))
+            incs = list(map(itemgetter(inc_at), converted)) if inc_at is not None else None
+            if None not in stamps and (incs is None or None not in incs):
+                self.last_ts = stamps[-1]
+                if incs is not None:
+                    self.last_inc = int(incs[-1])
+                return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
+                                         partial(_timestamp_offset, ts_at[0], inc_at))
+        for values in converted:
             offset: dict[str, Any] = {}
             if inc_at is not None:
                 inc = values[inc_at]
