@@ -25,6 +25,7 @@ STRUCT      dict keyed by field name in declared order (all fields present)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Context
 from enum import Enum
 from typing import Callable
 
@@ -101,6 +102,11 @@ def decimal_parameters_problem(precision: int, scale: int) -> str | None:
     if scale > precision:
         return f"DECIMAL precision must be >= scale: {shown}"
     return None
+
+
+# Decimal arithmetic wide enough for any DECIMAL (up to 38 digits; Python's default context
+# holds 28): quantizing to a type's scale, summing.
+DECIMAL_CONTEXT = Context(prec=200)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 import fastavro
@@ -48,6 +48,7 @@ from streamsql.schema import Column
 from streamsql.schemaregistry.compat import parse_avro
 from streamsql.types import (
     BIGINT,
+    DECIMAL_CONTEXT,
     BOOLEAN,
     BYTES,
     DATE,
@@ -65,9 +66,6 @@ from streamsql.types import (
     StructType,
 )
 
-# Quantizing to a DECIMAL's scale needs its precision (up to 38 digits), more than the
-# default context's 28.
-_WIDE = Context(prec=80)
 
 DEFAULT_FULL_NAME = "io.confluent.ksql.avro_schemas.KsqlDataSourceSchema"
 MAP_ENTRY = "MapEntry"
@@ -259,7 +257,7 @@ def _writer(node: dict) -> Conv | None:
     if t in ("bytes", "fixed") and node.get("logicalType") == "decimal":
         scale = int(node.get("scale", 0))
         quantum = Decimal(1).scaleb(-scale)
-        return lambda v: v.quantize(quantum, context=_WIDE)
+        return lambda v: v.quantize(quantum, context=DECIMAL_CONTEXT)
     if t in ("float", "double"):
         return lambda v: float(v)
     return None

@@ -16,10 +16,7 @@ from typing import Any, Callable, Sequence
 
 from streamsql.errors import KsqlException
 from streamsql.schema import Column
-from streamsql.types import DecimalType, MapType, SqlType, any_type
-
-# Enough digits for any DECIMAL(38, s) and then some: quantize must never round silently.
-_DECIMAL_CTX = Context(prec=200)
+from streamsql.types import DECIMAL_CONTEXT, DecimalType, MapType, SqlType, any_type
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
@@ -122,7 +119,7 @@ def java_double_str(f: float) -> str:
     if len(digits) == 1:
         # Java never settles for one digit: it takes the two-digit decimal closest to the
         # exact value that still reads back as f (Double.MIN_VALUE is 4.9E-324, not 5E-324).
-        two = _DECIMAL_CTX.create_decimal(Decimal(f)).normalize(Context(prec=2))
+        two = DECIMAL_CONTEXT.create_decimal(Decimal(f)).normalize(Context(prec=2))
         if float(two) == f:
             sign, digits, exp = two.as_tuple()
     ds = "".join(map(str, digits)).rstrip("0") or "0"
@@ -150,7 +147,7 @@ def ensure_fit(value: Decimal, precision: int, scale: int) -> Decimal:
             f"Numeric field overflow: A field with precision {precision} and scale {scale} "
             f"must round to an absolute value less than 10^{digits}. Got {decimal_plain(value)}")
     try:
-        fitted = value.quantize(Decimal(1).scaleb(-scale), context=_DECIMAL_CTX)
+        fitted = value.quantize(Decimal(1).scaleb(-scale), context=DECIMAL_CONTEXT)
     except InvalidOperation:
         fitted = None
     if fitted is None or fitted != value:
@@ -175,7 +172,7 @@ def decimal_fitter(t: DecimalType) -> Callable[[Decimal], Decimal]:
             if value.as_tuple().exponent == -scale:
                 return value
             try:
-                fitted = value.quantize(quantum, context=_DECIMAL_CTX)
+                fitted = value.quantize(quantum, context=DECIMAL_CONTEXT)
                 if fitted == value:
                     return fitted
             except InvalidOperation:

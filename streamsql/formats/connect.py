@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable, Sequence
 
 from streamsql.errors import KsqlException
@@ -45,6 +45,7 @@ from streamsql.formats.common import (
 )
 from streamsql.schema import Column
 from streamsql.types import (
+    DECIMAL_CONTEXT,
     ArrayType,
     BaseType,
     DecimalType,
@@ -54,9 +55,6 @@ from streamsql.types import (
     StructType,
 )
 
-# Quantizing to a DECIMAL's scale needs its precision (up to 38 digits), more than the
-# default context's 28.
-_WIDE = Context(prec=80)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +132,7 @@ def json_to_sql(t: SqlType) -> Conv:
                 raise CoercionError(f"Can't convert {v!r} to {t}")
             try:
                 d = Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v))
-                return d.quantize(quantum, rounding=ROUND_HALF_UP, context=_WIDE)
+                return d.quantize(quantum, rounding=ROUND_HALF_UP, context=DECIMAL_CONTEXT)
             except (InvalidOperation, ValueError):
                 raise CoercionError(f"Can't convert {v!r} to {t}") from None
         return dec

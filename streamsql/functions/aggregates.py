@@ -19,13 +19,13 @@ import base64
 import hashlib
 import math
 import struct
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from streamsql import types as t
 from streamsql.errors import StreamSqlError
 from streamsql.functions.registry import Aggregator, udaf
-from streamsql.types import ArrayType, BaseType, DecimalType, Field, MapType, SqlType, StructType
+from streamsql.types import DECIMAL_CONTEXT, ArrayType, BaseType, DecimalType, Field, MapType, SqlType, StructType
 
 
 class AggregateFunctionError(StreamSqlError):
@@ -155,9 +155,6 @@ def java_sqrt(x: float) -> float:
     return math.nan if x < 0 else math.sqrt(x)
 
 
-_DECIMAL_CTX = Context(prec=200)
-
-
 def overloads(name: str, types: list[str], returns: Any, extra: tuple[tuple[str, str], ...] = (),
               **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare one overload of aggregate ``name`` per type spec in ``types``, taking ``col``
@@ -274,8 +271,8 @@ class _SumDecimal(Aggregator):
         self._type = type_
         self._zero = Decimal(0).scaleb(-type_.scale)
         self._limit = Decimal(10) ** (type_.precision - type_.scale)
-        self._add = _DECIMAL_CTX.add
-        self._sub = _DECIMAL_CTX.subtract
+        self._add = DECIMAL_CONTEXT.add
+        self._sub = DECIMAL_CONTEXT.subtract
 
     def initialize(self) -> Decimal:
         return self._zero

@@ -6,17 +6,14 @@ the chosen value to it, so a DOUBLE result is always a float and a DECIMAL one a
 """
 from __future__ import annotations
 
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any, Callable
 
 from streamsql import types as t
 from streamsql.errors import KsqlStatementException
 from streamsql.functions.registry import udf
-from streamsql.types import BaseType, DecimalType, SqlType
+from streamsql.types import DECIMAL_CONTEXT, BaseType, DecimalType, SqlType
 
-# Quantizing to a DECIMAL's scale needs its precision (up to 38 digits), more than the
-# default context's 28.
-_WIDE = Context(prec=80)
 
 
 def _bound_type(arg_types: list[SqlType]) -> SqlType:
@@ -44,7 +41,7 @@ def _converter(src: SqlType, dst: SqlType) -> Callable[[Any], Any] | None:
         return float
     if isinstance(dst, DecimalType):
         exp = Decimal((0, (1,), -dst.scale))
-        return lambda v: Decimal(v).quantize(exp, context=_WIDE)
+        return lambda v: Decimal(v).quantize(exp, context=DECIMAL_CONTEXT)
     return None  # integral widening keeps the Python int
 
 

@@ -461,42 +461,32 @@ class _IncrementalQuerier(_Querier):
 
     def records(self, rows: Sequence[Sequence[Any]]) -> list[SourceRecord]:
         assert self._schema is not None
-        make, convert = _RecordFactory(self.partition, self.topic, self._schema), self._convert
         inc_at, ts_at = self._inc_at, self._ts_at
+        converted = self._convert(rows)
+        incs = list(map(itemgetter(inc_at), converted)) if inc_at is not None else None
+        if incs is not None and None in incs:
+            raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
+        # Each row's timestamp is the first timestamp column's where it has a value in every
+        # row (else the row path below coalesces the columns): then the batch is handed out
+        # as it is, its records and offsets made only if read.
+        stamps = list(map(itemgetter(ts_at[0]), converted)) if ts_at else None
+        if stamps is None or None not in stamps:
+            if incs is not None:
+                self.last_inc = incs[-1] if type(incs[-1]) is int else int(incs[-1])  # (a DECIMAL(p,0) id)
+            if stamps is None:
+                return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
+                                         lambda values: {"incrementing": values[inc_at]})
+            self.last_ts = stamps[-1]
+            return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
+                                     partial(_timestamp_offset, ts_at[0], inc_at))
+        make = _RecordFactory(self.partition, self.topic, self._schema)
         last_inc, last_ts = self.last_inc, self.last_ts
         out = []
         append = out.append
-        if inc_at is not None and not ts_at:
-            # incrementing mode, the common case: a batch of rows, records made only if read
-            converted = convert(rows)
-            incs = list(map(itemgetter(inc_at), converted))
-            if None in incs:
-                raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
-            last_inc = incs[-1]
-            if type(last_inc) is not int:
-                last_inc = int(last_inc)  # a DECIMAL(p,0) id
-            self.last_inc = last_inc
-            return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
-                                     lambda values: {"incrementing": values[inc_at]})
-        converted = convert(rows)
-        if ts_at:
-            # timestamp modes: where the first timestamp column has a value in every row,
-            # it is each row's timestamp: a batch too, its offsets made only if read.
-            stamps = list(map(itemgetter(ts_at[0]), converted))
-            incs = list(map(itemgetter(inc_at), converted)) if inc_at is not None else None
-            if None not in stamps and (incs is None or None not in incs):
-                self.last_ts = stamps[-1]
-                if incs is not None:
-                    self.last_inc = int(incs[-1])
-                return SourceRecordBatch(self.partition, self.topic, self._schema, converted,
-                                         partial(_timestamp_offset, ts_at[0], inc_at))
         for values in converted:
             offset: dict[str, Any] = {}
             if inc_at is not None:
-                inc = values[inc_at]
-                if inc is None:
-                    raise ConversionError(f"Null value for incrementing column {self.incrementing} of {self.name}")
-                last_inc = int(inc)
+                last_inc = int(values[inc_at])
                 offset["incrementing"] = last_inc
             if ts_at:
                 ts = None
